@@ -1,0 +1,219 @@
+"""Class-imbalance losses for the Trainer's `compute_loss_func`, plus the class-weight schemes they use.
+
+Every loss returned by `build_loss` is called as `loss(logits, labels, num_items_in_batch)` and returns
+the SUM of the per-row losses divided by `num_items_in_batch` (by the number of counted rows when it is
+None). transformers' Trainer counts the labelled rows of all micro-batches of one optimiser step, passes
+that count to every micro-batch, and does not divide by the accumulation steps itself when a
+`compute_loss_func` is set; so summing the micro-batch gradients gives exactly the gradient of one large
+batch. Rows labelled -100 (the transformers convention) are ignored and not counted.
+
+All four losses share one form (p = softmax of the, possibly shifted, logits; q = the target
+distribution, one-hot or label-smoothed as torch does it: (1 - s) * one_hot + s / C):
+
+    loss_i = w[y_i] * sum_k q_ik * a_k * (1 - p_ik) ** gamma * (-log p_ik)
+
+- ce:             w = 1, a = 1, gamma = 0
+- weighted_ce:    w = class weight of the true class, a = 1, gamma = 0
+- focal:          w = 1, a = alpha (or 1), gamma = gamma (Lin et al. 2017); without smoothing this is
+                  the published -alpha_t (1 - p_t) ** gamma log p_t, with gamma = 0 and no alpha it is ce
+- logit_adjusted: ce on logits + tau * log(prior) (Menon et al. 2021), prior = class_counts / sum
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from skewtune.errors import SkewtuneError
+
+LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
+WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
+IGNORE_INDEX = -100
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, "int | torch.Tensor | None"], torch.Tensor]
+
+
+def _order(labels: Sequence[str] | None) -> str:
+    return f" (labels.json order: {', '.join(map(str, labels))})" if labels is not None else ""
+
+
+def _counts(class_counts: Sequence[int], labels: Sequence[str] | None) -> np.ndarray:
+    """The per-class training row counts as an int array, checked (zeros allowed here)."""
+    try:
+        counts = np.asarray(class_counts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SkewtuneError(f"class_counts must be non-negative whole numbers, one per class; got {class_counts!r}") from None
+    if counts.ndim != 1 or counts.size < 2 or not np.all(np.isfinite(counts)) or np.any(counts < 0) or np.any(counts % 1):
+        raise SkewtuneError(
+            f"class_counts must be non-negative whole numbers, one per class (at least 2 classes); got {list(class_counts)!r}"
+        )
+    if labels is not None and len(labels) != counts.size:
+        raise SkewtuneError(f"{len(labels)} labels ({', '.join(map(str, labels))}) but {counts.size} class counts; pass one count per label")
+    return counts.astype(np.int64)
+
+
+def _require_rows(counts: np.ndarray, labels: Sequence[str] | None, what: str) -> None:
+    """Class weights and priors are undefined for a class without training rows."""
+    empty = [str(labels[i]) if labels is not None else str(i) for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise SkewtuneError(
+            f"class {', '.join(empty)} has no training rows, so {what} is undefined{_order(labels)}; every class needs "
+            "at least one training row (check data.label_map and the split), or give loss.class_weights / loss.alpha as an explicit list"
+        )
+
+
+def _explicit(values: Sequence[float], key: str, n_classes: int, labels: Sequence[str] | None) -> np.ndarray:
+    """A user-given list of per-class numbers (class weights or focal alphas): one positive number per class."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SkewtuneError(f"{key} must be a list of positive numbers, one per class{_order(labels)}; got {values!r}") from None
+    if array.ndim != 1:
+        raise SkewtuneError(f"{key} must be a flat list of positive numbers, one per class{_order(labels)}; got {values!r}")
+    if array.size != n_classes:
+        raise SkewtuneError(
+            f"{key} has {array.size} values but there are {n_classes} classes{_order(labels)}; give one value per class in that order"
+        )
+    if not np.all(np.isfinite(array)) or np.any(array <= 0):
+        raise SkewtuneError(f"{key} must hold positive numbers; got {list(values)!r}")
+    return array
+
+
+def class_weights(
+    class_counts: Sequence[int],
+    scheme: str | Sequence[float],
+    beta: float = 0.999,
+    labels: Sequence[str] | None = None,
+) -> np.ndarray:
+    """One float64 weight per class from the training row counts n_c (n rows, C classes).
+
+    - "balanced": n / (C * n_c), as sklearn's compute_class_weight("balanced").
+    - "inverse_sqrt": proportional to 1 / sqrt(n_c), scaled so that the count-weighted mean
+      sum_c n_c * w_c / n is 1 (as it is for "balanced"): the average row keeps weight 1, so the
+      loss scale, and with it the learning rate, stays comparable to plain ce.
+    - "effective_number" (Cui et al. 2019): (1 - beta) / (1 - beta ** n_c), scaled to sum to C as in the paper.
+    - a list: used as given (one positive number per class, labels.json order).
+    `labels` (class names in labels.json order) only make error messages clearer.
+    """
+    counts = _counts(class_counts, labels)
+    if not isinstance(scheme, str):
+        return _explicit(scheme, "loss.class_weights", counts.size, labels)
+    if scheme not in WEIGHT_SCHEMES:
+        raise SkewtuneError(
+            f"loss.class_weights is {scheme!r}; use balanced, inverse_sqrt, effective_number, or a list of one positive number per class"
+        )
+    _require_rows(counts, labels, f"the {scheme!r} class weight")
+    n, n_classes = counts.sum(), counts.size
+    if scheme == "balanced":
+        return n / (n_classes * counts.astype(np.float64))
+    if scheme == "inverse_sqrt":
+        root = np.sqrt(counts.astype(np.float64))
+        return n / (root.sum() * root)
+    if not 0 <= beta < 1:
+        raise SkewtuneError(f"loss.beta is {beta!r}; effective_number needs 0 <= beta < 1 (typically 0.9 to 0.9999)")
+    # 1 - beta**n_c as -expm1(n_c * log beta): exact even for beta very close to 1. beta = 0 weighs all classes 1.
+    effective = -np.expm1(counts * np.log(beta)) if beta > 0 else np.ones(n_classes)
+    weights = (1.0 - beta) / effective
+    return weights * n_classes / weights.sum()
+
+
+# build_loss's keyword argument `class_weights` shadows the function above.
+_class_weights = class_weights
+
+
+def _check_scalar(key: str, value: float, low: float, high: float | None, rule: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SkewtuneError(f"{key} is {value!r}; it must be a number {rule}") from None
+    if not (np.isfinite(number) and number >= low and (high is None or number < high)):
+        raise SkewtuneError(f"{key} is {value!r}; it must be {rule}")
+    return number
+
+
+def build_loss(
+    name: str,
+    *,
+    class_counts: Sequence[int],
+    labels: Sequence[str] | None = None,
+    class_weights: str | Sequence[float] = "balanced",
+    beta: float = 0.999,
+    alpha: str | Sequence[float] | None = None,
+    gamma: float = 2.0,
+    tau: float = 1.0,
+    label_smoothing: float = 0.0,
+) -> LossFn:
+    """The loss `name` as `loss(logits [N, C], labels [N], num_items_in_batch) -> scalar` (see the module doc).
+
+    class_counts: training rows per class in labels.json order (the prior and the weight schemes use it);
+    class_weights and beta apply to weighted_ce, alpha and gamma to focal, tau to logit_adjusted,
+    label_smoothing to all. Settings of the other losses are not used.
+    """
+    if name not in LOSS_NAMES:
+        raise SkewtuneError(f"loss.name is {name!r}; use one of {', '.join(LOSS_NAMES)}")
+    counts = _counts(class_counts, labels)
+    n_classes = counts.size
+    gamma = _check_scalar("loss.gamma", gamma, 0.0, None, ">= 0 (0 turns focusing off)")
+    tau = _check_scalar("loss.tau", tau, 0.0, None, ">= 0 (0 is plain ce)")
+    smoothing = _check_scalar("loss.label_smoothing", label_smoothing, 0.0, 1.0, "in [0, 1)")
+
+    label_names = labels  # the returned function's own `labels` argument is the batch's class ids
+    row_weight = per_class = shift = None  # float32 tensors of length C, or None when not used
+    focus = gamma if name == "focal" else 0.0
+    if name == "weighted_ce":
+        row_weight = torch.tensor(_class_weights(counts, class_weights, beta, labels), dtype=torch.float32)
+    elif name == "focal":
+        if isinstance(alpha, str):
+            if alpha != "balanced":
+                raise SkewtuneError(f"loss.alpha is {alpha!r}; use null, balanced, or a list of one positive number per class")
+            per_class = torch.tensor(_class_weights(counts, "balanced", beta, labels), dtype=torch.float32)
+        elif alpha is not None:
+            per_class = torch.tensor(_explicit(alpha, "loss.alpha", n_classes, labels), dtype=torch.float32)
+    elif name == "logit_adjusted" and tau > 0:
+        _require_rows(counts, labels, "the class prior's logarithm (logit_adjusted)")
+        shift = torch.tensor(tau * np.log(counts / counts.sum()), dtype=torch.float32)
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+        if logits.ndim != 2 or logits.shape[1] != n_classes or labels.shape != logits.shape[:1]:
+            raise SkewtuneError(
+                f"the loss needs logits of shape [rows, {n_classes}] and labels of shape [rows]{_order(label_names)}; "
+                f"got logits {tuple(logits.shape)} and labels {tuple(labels.shape)}: does the model's num_labels match labels.json?"
+            )
+        # float32 at least: half-precision log-probabilities lose the small differences the loss is made of.
+        z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        counted = labels != IGNORE_INDEX
+        # A bad class id would otherwise surface as an index error (a device-side assert on CUDA).
+        if bool(((labels < 0) & counted).any() or (labels >= n_classes).any()):
+            raise SkewtuneError(f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored); got {labels.unique().tolist()}")
+        target = torch.where(counted, labels, 0).long()
+        if shift is not None:
+            z = z + shift.to(z)
+        log_p = F.log_softmax(z, dim=-1)
+        terms = -log_p  # [N, C]: -log p_k, then the focal factors, then mixed by the target distribution
+        if focus > 0:
+            # 1 - p as -expm1(log p) keeps its precision when p is near 1; the clamp keeps the gradient of
+            # (1 - p) ** gamma finite (gamma < 1) where p rounds to exactly 1.
+            terms = terms * (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny).pow(focus)
+        if per_class is not None:
+            terms = terms * per_class.to(z)
+        per_row = terms.gather(1, target[:, None]).squeeze(1)
+        if smoothing > 0:
+            # torch's label smoothing: target distribution (1 - s) * one_hot + s / C.
+            per_row = (1.0 - smoothing) * per_row + smoothing * terms.mean(dim=1)
+        if row_weight is not None:
+            # Deliberately not torch's weighted mean (which divides by the batch's summed weights): dividing
+            # by the row count keeps gradient accumulation exact, because the Trainer's num_items_in_batch
+            # counts rows (with balanced / inverse_sqrt weights the expected scale still matches ce).
+            per_row = per_row * row_weight.to(z)[target]
+        total = torch.where(counted, per_row, 0.0).sum()
+        if num_items_in_batch is None:
+            return total / counted.sum().clamp_min(1)
+        if torch.is_tensor(num_items_in_batch):
+            return total / num_items_in_batch.to(device=z.device, dtype=z.dtype)
+        return total / num_items_in_batch
+
+    loss.__name__ = f"{name}_loss"
+    return loss
