@@ -1,0 +1,260 @@
+"""The tune_threshold and evaluate stages on real files (a TF-IDF + LogisticRegression spam filter, and a
+synthetic 3-class sentence-pair problem), and `python -m stages.compare` in a throw-away git repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import train_test_split
+
+from skewtune.errors import SkewtuneError
+from skewtune.thresholds import apply_decision
+
+REPO = Path(__file__).resolve().parents[1]
+DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax"}
+
+
+def _write_params(root: Path, **sections) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame], probs: dict[str, np.ndarray]) -> None:
+    """labels.json, data/split/test.parquet and data/predictions/{val,test}.parquet as the earlier stages write them."""
+    (root / "data/interim").mkdir(parents=True, exist_ok=True)
+    (root / "data/split").mkdir(parents=True, exist_ok=True)
+    (root / "data/predictions").mkdir(parents=True, exist_ok=True)
+    (root / "data/interim/labels.json").write_text(json.dumps({"labels": labels}))
+    splits["test"].to_parquet(root / "data/split/test.parquet", index=False)
+    for name in ("val", "test"):
+        frame = splits[name][["id", "label"]].reset_index(drop=True)
+        for k, label in enumerate(labels):
+            frame[f"prob:{label}"] = probs[name][:, k].astype(np.float32)  # as a model's softmax would be saved
+        frame.to_parquet(root / f"data/predictions/{name}.parquet", index=False)
+
+
+def _run_stages(root: Path, monkeypatch) -> None:
+    from stages import evaluate, tune_threshold
+
+    monkeypatch.chdir(root)
+    tune_threshold.main()
+    evaluate.main()
+
+
+@pytest.fixture(scope="module")
+def spam(sms_path):
+    """The SMS collection split 60/20/20 and the probabilities of a TF-IDF + LogisticRegression filter."""
+    table = pd.read_csv(sms_path, sep="\t", quoting=3, dtype=str).rename(columns={"Label": "label", "SMS": "text"})
+    table.insert(0, "id", [f"sms{i:05d}" for i in range(len(table))])
+    train, rest = train_test_split(table, test_size=0.4, stratify=table["label"], random_state=0)
+    val, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=0)
+    vectorizer = TfidfVectorizer(min_df=2)
+    model = LogisticRegression(C=3.0).fit(vectorizer.fit_transform(train["text"]), train["label"])
+    probs = {name: model.predict_proba(vectorizer.transform(split["text"])) for name, split in (("val", val), ("test", test))}
+    assert list(model.classes_) == ["ham", "spam"]
+    return {"val": val, "test": test}, probs
+
+
+@pytest.fixture
+def spam_project(tmp_path, spam, monkeypatch):
+    splits, probs = spam
+    _write_project(tmp_path, ["ham", "spam"], splits, probs)
+    _write_params(tmp_path, evaluate={"error_rows": 40})
+    _run_stages(tmp_path, monkeypatch)
+    return tmp_path
+
+
+def test_binary_stages_write_the_contract(spam_project):
+    root = spam_project
+    decision = json.loads((root / "metrics/decision.json").read_text())
+    assert set(decision) == DECISION_KEYS
+    assert (decision["strategy"], decision["positive_label"], decision["labels"]) == ("threshold", "spam", ["ham", "spam"])
+    assert decision["val_score"] >= decision["val_score_argmax"]
+    curve = pd.read_csv(root / "reports/threshold/val_curve.csv")
+    assert list(curve.columns) == ["threshold", "score", "precision", "recall"] and len(curve) <= 501
+    assert curve.loc[curve["threshold"] == decision["threshold"], "score"].item() == pytest.approx(decision["val_score"])
+
+    predictions = pd.read_csv(root / "metrics/test_predictions.csv")
+    assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax"]
+    test = pd.read_parquet(root / "data/predictions/test.parquet")
+    assert predictions["id"].tolist() == test["id"].tolist()
+    tuned = apply_decision(test[["prob:ham", "prob:spam"]].to_numpy(), decision)
+    assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in tuned]
+
+    report = json.loads((root / "metrics/test.json").read_text())
+    for rule, column in (("tuned", "predicted"), ("argmax", "predicted_argmax")):
+        scores = report[rule]
+        assert scores["f1_macro"] == pytest.approx(f1_score(predictions["actual"], predictions[column], average="macro"))
+        assert scores["f1_macro_ci_low"] < scores["f1_macro"] < scores["f1_macro_ci_high"]
+    assert report["n_test"] == len(test) and report["rule"] == "threshold"
+    assert report["per_class"]["spam"]["support"] == int((test["label"] == "spam").sum())
+    assert 0.9 < report["roc_auc"] <= 1 and 0.8 < report["pr_auc"] <= 1
+
+    for name, columns in (("pr_curve", ["threshold", "precision", "recall"]), ("roc_curve", ["threshold", "fpr", "tpr"])):
+        frame = pd.read_csv(root / f"reports/eval/{name}.csv")
+        assert list(frame.columns) == columns and 10 < len(frame) <= 501
+
+
+def test_binary_error_table_is_a_relabelling_queue(spam_project):
+    root = spam_project
+    errors = pd.read_csv(root / "reports/errors.csv", keep_default_na=False)
+    assert list(errors.columns) == ["id", "text", "label", "predicted", "prob_predicted", "prob_label", "error"]
+    assert len(errors) == 40
+    wrong = errors[errors["error"]]
+    assert len(wrong) > 0 and (wrong["label"] != wrong["predicted"]).all()
+    assert errors["error"].tolist() == sorted(errors["error"], reverse=True)  # mistakes first
+    assert wrong["prob_predicted"].is_monotonic_decreasing
+    assert errors.loc[~errors["error"], "prob_predicted"].is_monotonic_increasing
+    split = pd.read_parquet(root / "data/split/test.parquet").set_index("id")
+    assert errors["text"].tolist() == split.loc[errors["id"], "text"].tolist()
+    assert errors["label"].tolist() == split.loc[errors["id"], "label"].tolist()
+
+
+def test_evaluate_is_reproducible(spam_project, monkeypatch):
+    from stages import evaluate
+
+    first = (spam_project / "metrics/test.json").read_text()
+    monkeypatch.chdir(spam_project)
+    evaluate.main()
+    assert (spam_project / "metrics/test.json").read_text() == first
+
+
+@pytest.fixture
+def pair_project(tmp_path, monkeypatch):
+    """A seeded 3-class sentence-pair problem (70/20/10) with probabilities of a noisy model."""
+    rng = np.random.default_rng(0)
+    labels = ["contradiction", "entailment", "neutral"]
+    splits, probs = {}, {}
+    for name, n in (("val", 400), ("test", 300)):
+        y = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+        logits = rng.normal(size=(n, 3)) + 1.2 * np.eye(3)[y] + [0.8, 0, 0]
+        probs[name] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        splits[name] = pd.DataFrame(
+            {"id": [f"{name}-{i}" for i in range(n)], "text": [f"premise {i}" for i in range(n)], "text_pair": [f"hypothesis {i}" for i in range(n)], "label": [labels[k] for k in y]}
+        )
+    _write_project(tmp_path, labels, splits, probs)
+    _write_params(tmp_path, evaluate={"error_rows": 500, "bootstrap_resamples": 1000})
+    _run_stages(tmp_path, monkeypatch)
+    return tmp_path
+
+
+def test_multiclass_stages_tune_offsets_and_report_per_class(pair_project):
+    root = pair_project
+    decision = json.loads((root / "metrics/decision.json").read_text())
+    assert decision["strategy"] == "offsets" and decision["positive_label"] is None and len(decision["offsets"]) == 3
+    steps = pd.read_csv(root / "reports/threshold/val_curve.csv")
+    assert list(steps.columns) == ["sweep", "class", "offset", "score"] and steps["score"].is_monotonic_increasing
+    report = json.loads((root / "metrics/test.json").read_text())
+    assert set(report["per_class"]) == {"contradiction", "entailment", "neutral"}
+    assert report["tuned"]["f1_macro"] != report["argmax"]["f1_macro"]
+    pr = pd.read_csv(root / "reports/eval/pr_curve.csv")
+    assert set(pr["class"]) == {"contradiction", "entailment", "neutral"}
+    errors = pd.read_csv(root / "reports/errors.csv")
+    assert list(errors.columns[:3]) == ["id", "text", "text_pair"] and len(errors) == 300  # every row, mistakes first
+    assert errors.loc[errors["id"] == "test-7", "text_pair"].item() == "hypothesis 7"
+
+
+def test_stage_errors_are_one_line_and_exit_2(tmp_path):
+    _write_params(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "skewtune evaluate: error: data/interim/labels.json: not found; run the ingest stage first (dvc repro ingest)"
+
+
+def test_evaluate_refuses_predictions_of_another_test_split(spam_project, monkeypatch):
+    from stages import evaluate
+
+    split = pd.read_parquet(spam_project / "data/split/test.parquet")
+    split.iloc[5:].to_parquet(spam_project / "data/split/test.parquet", index=False)
+    monkeypatch.chdir(spam_project)
+    with pytest.raises(SkewtuneError, match=r"data/split/test.parquet: 5 prediction id\(s\) are not in it .* re-run the predict stage"):
+        evaluate.main()
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
+def _git(root: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _compare(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.compare", *args], cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_compare_two_commits_and_an_experiment(tmp_path, spam, monkeypatch):
+    from stages import evaluate, tune_threshold
+
+    splits, probs = spam
+    root = tmp_path
+    _write_project(root, ["ham", "spam"], splits, probs)
+    _git(root, "init", "-q")
+    monkeypatch.chdir(root)
+    tables = {}
+    for strategy in ("argmax", "tune"):
+        _write_params(root, threshold={"strategy": strategy})
+        tune_threshold.main()
+        evaluate.main()
+        tables[strategy] = pd.read_csv(root / "metrics/test_predictions.csv")
+        _git(root, "add", "params.yaml", "metrics/test_predictions.csv")
+        _git(root, "commit", "-q", "-m", strategy)
+    # how DVC stores a finished experiment: refs/exps/<2 hex>/<baseline sha rest>/<name>
+    head = _git(root, "rev-parse", "HEAD")
+    _git(root, "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/exp-1a2b3", head)
+
+    proc = _compare(root, "HEAD~1", "exp-1a2b3", "--resamples", "2000")
+    assert proc.returncode == 0, proc.stderr
+    f1_a = f1_score(tables["argmax"]["actual"], tables["argmax"]["predicted"], average="macro")
+    f1_b = f1_score(tables["tune"]["actual"], tables["tune"]["predicted"], average="macro")
+    out = proc.stdout
+    assert f"| A | `HEAD~1` | {f1_a:.4f} |" in out and f"| B | `exp-1a2b3` | {f1_b:.4f} |" in out
+    assert f"**{f1_b - f1_a:+.4f}**" in out and f"n_test = {len(tables['tune'])}." in out
+    assert "**Verdict:**" in out and "(tuned rule)" in out
+
+    # the argmax columns of both commits are the same predictions
+    same = _compare(root, "HEAD~1", "workspace", "--rule", "argmax", "--resamples", "500")
+    assert same.returncode == 0, same.stderr
+    assert "**+0.0000** (95% CI +0.0000 to +0.0000)" in same.stdout and "Not distinguishable from noise at 95% (p = 1)" in same.stdout
+
+
+def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, monkeypatch):
+    from stages import compare
+
+    root = tmp_path
+    (root / "metrics").mkdir()
+    table = pd.DataFrame({"id": ["a", "b", "c"], "actual": ["x", "y", "x"], "predicted": ["x", "x", "x"], "predicted_argmax": ["x", "y", "y"]})
+    table.to_csv(root / "metrics/test_predictions.csv", index=False)
+    _git(root, "init", "-q")
+    _git(root, "add", "metrics")
+    _git(root, "commit", "-q", "-m", "a")
+    _git(root, "update-ref", "refs/exps/ab/cdef/exp-good", "HEAD")
+    monkeypatch.chdir(root)
+
+    table.assign(id=["a", "b", "d"]).to_csv(root / "metrics/test_predictions.csv", index=False)
+    monkeypatch.setattr(sys, "argv", ["compare", "HEAD", "workspace"])
+    with pytest.raises(SkewtuneError, match=r"HEAD and workspace were evaluated on different test sets: 1 id\(s\) only in HEAD, 1 only in workspace"):
+        compare.main()
+    table.assign(actual=["x", "x", "x"]).to_csv(root / "metrics/test_predictions.csv", index=False)
+    with pytest.raises(SkewtuneError, match=r"different test sets: 1 id\(s\) have different true labels \(e.g. id 'b': 'y' vs 'x'\)"):
+        compare.main()
+    monkeypatch.setattr(sys, "argv", ["compare", "exp-nope", "workspace"])
+    with pytest.raises(SkewtuneError, match=r"'exp-nope' is neither a git revision nor a DVC experiment \(experiments: exp-good\)"):
+        compare.main()
+    (root / "metrics/test_predictions.csv").unlink()
+    monkeypatch.setattr(sys, "argv", ["compare", "exp-good", "workspace"])
+    with pytest.raises(SkewtuneError, match=r"workspace: metrics/test_predictions.csv not found; run the evaluate stage"):
+        compare.main()
