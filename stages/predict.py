@@ -1,0 +1,35 @@
+"""Stage predict: class probabilities of the trained model for the val and test rows."""
+
+from skewtune.cli import run_stage
+from skewtune.errors import SkewtuneError
+from skewtune.io import Outputs, read_labels
+from skewtune.modeling import load_trained, predict_proba, prediction_table, read_examples
+from skewtune.params import load_params
+from skewtune.training import amp_dtype, resolve_device, resolve_precision
+
+MODEL = "models/model"
+LABELS = "data/interim/labels.json"
+SPLITS = {"data/split/val.parquet": "data/predictions/val.parquet", "data/split/test.parquet": "data/predictions/test.parquet"}
+
+
+def main() -> None:
+    p = load_params()
+    device = resolve_device(p.train.device)
+    dtype = amp_dtype(resolve_precision(p.train.precision, device))
+    labels = read_labels(LABELS)
+    model, tokenizer, meta = load_trained(MODEL, trust_remote_code=p.model.trust_remote_code)
+    if meta["labels"] != labels:
+        raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but {LABELS} lists {labels}; re-run the train stage")
+    with Outputs() as out:
+        for source, dest in SPLITS.items():
+            rows = read_examples(source, labels, "split")
+            probs = predict_proba(
+                model, tokenizer, rows, max_length=meta["max_length"], text_pair=meta["text_pair"],
+                batch_size=p.train.eval_batch_size, device=device, amp_dtype=dtype,
+            )
+            out.parquet(dest, prediction_table(rows, probs, labels))
+            print(f"predict: {len(rows)} rows of {source} -> {dest}", flush=True)
+
+
+if __name__ == "__main__":
+    run_stage("predict", main)

@@ -1,0 +1,116 @@
+"""Stage train: fine-tune the classifier on the resampled train set, select the best epoch on val,
+save it to models/model and the training curves to reports/train."""
+
+import shutil
+
+from transformers import set_seed
+
+from skewtune.cli import run_stage
+from skewtune.errors import SkewtuneError
+from skewtune.io import Outputs, read_labels
+from skewtune.losses import build_loss
+from skewtune.modeling import (
+    add_lora,
+    class_counts,
+    encode,
+    init_head_bias,
+    load_classifier,
+    load_tokenizer,
+    read_examples,
+    resolve_model_source,
+    save_classifier,
+)
+from skewtune.params import load_params
+from skewtune.training import (
+    DiagnosticsCallback,
+    build_trainer,
+    checkpoint_to_resume,
+    distributed_rank,
+    parse_selection,
+    relaunch_distributed,
+    resolve_device,
+    resolve_precision,
+    training_arguments,
+)
+
+TRAIN = "data/resampled/train.parquet"
+VAL = "data/split/val.parquet"
+LABELS = "data/interim/labels.json"
+MODEL = "models/model"
+CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
+REPORTS = "reports/train"
+
+
+def main() -> None:
+    p = load_params()
+    m, t, lo = p.model, p.train, p.loss
+    labels = read_labels(LABELS)
+    train, val = read_examples(TRAIN, labels, "resample"), read_examples(VAL, labels, "split")
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    selection = parse_selection(t.select_metric, labels)
+    counts = class_counts(train["label_id"], len(labels))
+    loss_fn = build_loss(
+        lo.name, class_counts=counts, labels=labels, class_weights=lo.class_weights, beta=lo.beta,
+        alpha=lo.alpha, gamma=lo.gamma, tau=lo.tau, label_smoothing=lo.label_smoothing,
+    )
+    source = resolve_model_source(m.name, trust_remote_code=m.trust_remote_code)
+    # The inputs are checked above, once; then each DDP process runs this stage under torchrun.
+    if t.nproc > 1 and distributed_rank() is None:
+        status = relaunch_distributed(t.nproc, "stages.train")
+        if status:
+            raise SkewtuneError(f"training in {t.nproc} processes (train.nproc) failed with exit status {status}; the messages above say why")
+        return
+    is_main = distributed_rank() in (None, 0)
+
+    set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
+    tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
+    model = load_classifier(source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code)
+    init_head_bias(model, counts, m.init_bias, labels)
+    if m.lora.enabled:
+        lora = m.lora
+        model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+    args = training_arguments(
+        CHECKPOINTS, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+        grad_accum=t.grad_accum, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, scheduler=t.scheduler,
+        max_grad_norm=t.max_grad_norm, seed=t.seed, precision=precision, device=device, selection=selection,
+        group_by_length=t.group_by_length,
+    )
+    resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
+    if is_main:
+        share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
+        print(f"train: {source} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}", flush=True)
+
+    with Outputs() as out:
+        live = None
+        if is_main:
+            from dvclive import Live
+
+            live = Live(str(out.path(REPORTS, directory=True)), dvcyaml=False, save_dvc_exp=False)
+        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
+        trainer = build_trainer(
+            model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
+            loss_fn=loss_fn, labels=labels, selection=selection, patience=t.early_stopping_patience, callbacks=[diagnostics],
+        )
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        if is_main:
+            best = diagnostics.best(trainer.state.best_global_step)
+            for name, value in best.items():
+                live.log_metric(f"best/{name}", value, plot=False)
+            live.make_summary()
+            save_classifier(
+                trainer.model, tokenizer, out.path(MODEL, directory=True),
+                labels=labels, max_length=m.max_length, text_pair="text_pair" in train.columns,
+            )
+            seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
+            print(
+                f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "
+                f"the best by {selection.expression} on val; saved {MODEL}",
+                flush=True,
+            )
+    if is_main:
+        shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

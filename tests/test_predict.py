@@ -1,0 +1,75 @@
+"""The predict stage against a direct forward pass of the saved model, row by row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from skewtune.errors import SkewtuneError
+from skewtune.modeling import load_classifier, load_tokenizer, load_trained, save_classifier
+
+LABELS = ["billing", "other", "outage"]
+WORDS = "the service was down again and my invoice shows a charge i do not recognise please help".split()
+
+
+def split_table(n: int, seed: int, pairs: bool) -> pd.DataFrame:
+    """Rows of random lengths in random order, so that batching by length reorders them."""
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(1, 40))) for _ in range(n)]
+    frame = pd.DataFrame({"id": [f"r{seed}-{i}" for i in range(n)], "text": texts, "label": rng.choice(LABELS, size=n)})
+    if pairs:
+        frame.insert(2, "text_pair", [" ".join(rng.choice(WORDS, size=rng.integers(1, 10))) for _ in range(n)])
+    return frame
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_predict_stage_matches_forward_pass(pairs, tiny_bert_dir, tmp_path, monkeypatch):
+    from stages import predict
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(1)
+    save_classifier(
+        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer,
+        tmp_path / "models/model", labels=LABELS, max_length=24, text_pair=pairs,
+    )
+    tables = {"val": split_table(21, 0, pairs), "test": split_table(9, 1, pairs)}
+    (tmp_path / "data/split").mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.to_parquet(tmp_path / f"data/split/{name}.parquet", index=False)
+    (tmp_path / "data/interim").mkdir(parents=True)
+    (tmp_path / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    (tmp_path / "params.yaml").write_text("train: {eval_batch_size: 4}\n")
+    monkeypatch.chdir(tmp_path)
+    predict.main()
+
+    model, tokenizer, _ = load_trained(tmp_path / "models/model")
+    model.eval()
+    for name, frame in tables.items():
+        out = pd.read_parquet(tmp_path / f"data/predictions/{name}.parquet")
+        assert list(out.columns) == ["id", "label"] + [f"prob:{label}" for label in LABELS]
+        assert out["id"].tolist() == frame["id"].tolist() and out["label"].tolist() == frame["label"].tolist()
+        probs = out[[f"prob:{label}" for label in LABELS]].to_numpy()
+        assert probs.dtype == np.float64 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-12, rtol=0)
+        for i, row in enumerate(frame.itertuples()):
+            encoded = tokenizer(row.text, row.text_pair if pairs else None, truncation=True, max_length=24, return_tensors="pt")
+            with torch.no_grad():
+                expected = torch.softmax(model(**encoded).logits.double(), -1)[0].numpy()
+            np.testing.assert_allclose(probs[i], expected, atol=1e-5, err_msg=f"{name} row {i}")
+        assert len(np.unique(probs.round(6), axis=0)) > 1  # rows differ, so a mix-up of rows would show
+
+
+def test_pickled_weights_are_refused(tiny_bert_dir, tmp_path):
+    """Only safetensors load: a directory holding a pickled pytorch_model.bin is rejected."""
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    directory = tmp_path / "model"
+    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer, directory, labels=LABELS, max_length=24, text_pair=False)
+    torch.save(load_file(directory / "model.safetensors"), directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(SkewtuneError, match="cannot load the trained model"):
+        load_trained(directory)
+    assert json.loads((directory / "skewtune.json").read_text())["labels"] == LABELS

@@ -1,0 +1,302 @@
+"""The train stage and its Trainer customisation, run for real on a tiny random BERT and a slice of the SMS data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from transformers import TrainerCallback
+
+from skewtune.errors import SkewtuneError
+from skewtune.losses import build_loss
+from skewtune.modeling import class_counts, encode, load_classifier, load_tokenizer, load_trained, read_examples
+from skewtune.training import (
+    DiagnosticsCallback,
+    build_trainer,
+    parse_selection,
+    resolve_device,
+    resolve_precision,
+    training_arguments,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["ham", "spam"]
+
+
+@pytest.fixture(scope="module")
+def sms(sms_path) -> pd.DataFrame:
+    frame = pd.read_csv(sms_path, sep="\t")
+    frame.columns = ["label", "text"]
+    return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
+
+
+@pytest.fixture(scope="module")
+def quiet_bert(tiny_bert_dir, tmp_path_factory) -> Path:
+    """tiny_bert_dir without dropout, so that runs that batch the rows differently compute the same gradients."""
+    out = tmp_path_factory.mktemp("quiet_bert")
+    shutil.copytree(tiny_bert_dir, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def make_project(root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(48, 16), val_rows=(24, 8), **sections) -> Path:
+    """A project directory with the train stage's inputs and a params.yaml of `sections` (tiny defaults)."""
+    ham, spam = sms[sms.label == "ham"], sms[sms.label == "spam"]
+    tables = {
+        "data/resampled/train.parquet": pd.concat([ham.iloc[: train_rows[0]], spam.iloc[: train_rows[1]]]).sample(frac=1, random_state=0),
+        "data/split/val.parquet": pd.concat([ham.iloc[1000 : 1000 + val_rows[0]], spam.iloc[500 : 500 + val_rows[1]]]),
+        "data/split/test.parquet": pd.concat([ham.iloc[2000:2010], spam.iloc[600:604]]),
+    }
+    for path, frame in tables.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        frame[["id", "text", "label"]].to_parquet(root / path, index=False)
+    (root / "data/interim").mkdir(parents=True, exist_ok=True)
+    (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    params = {"model": {"name": str(model_dir), "max_length": 32}, "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3}}
+    for section, values in sections.items():
+        params.setdefault(section, {}).update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def run_train(root: Path, monkeypatch) -> None:
+    from stages import train
+
+    monkeypatch.chdir(root)
+    train.main()
+
+
+def stray_files(root: Path) -> list[str]:
+    """Temporary outputs, or pickled weights outside the Trainer's scratch checkpoints, left in the project."""
+    return [
+        str(p.relative_to(root)) for p in root.rglob("*")
+        if (p.name.endswith(".tmp") or p.suffix in (".bin", ".pkl", ".pt", ".pth")) and "checkpoints" not in p.parts
+    ]
+
+
+def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Two CPU runs with the same params: outputs per contract, identical metrics and weights."""
+    metrics = []
+    for run in ("a", "b"):
+        root = make_project(tmp_path / run, sms, tiny_bert_dir)
+        run_train(root, monkeypatch)
+        model_dir = root / "models/model"
+        assert (model_dir / "model.safetensors").is_file() and (model_dir / "tokenizer.json").is_file()
+        assert read_json(model_dir / "skewtune.json") == {"labels": LABELS, "max_length": 32, "text_pair": False}
+        assert stray_files(root) == []
+        assert not (root / "models/checkpoints").exists()
+        model, tokenizer, meta = load_trained(model_dir)
+        assert model.config.id2label == {0: "ham", 1: "spam"}
+        summary = read_json(root / "reports/train/metrics.json")
+        assert summary["step"] == 2 and set(summary["best"]["val"]["f1"]) == set(LABELS)
+        for name in ("train/loss", "train/grad_norm", "train/lr", "val/loss", "val/f1_macro", "val/f1/spam", "val/share/ham"):
+            rows = pd.read_csv(root / "reports/train/plots/metrics" / f"{name}.tsv", sep="\t")
+            assert len(rows) == 2 and np.isfinite(rows.iloc[:, -1]).all(), name
+        shares = pd.read_csv(root / "reports/train/plots/metrics/val/share/ham.tsv", sep="\t")["ham"] + pd.read_csv(
+            root / "reports/train/plots/metrics/val/share/spam.tsv", sep="\t"
+        )["spam"]
+        assert np.allclose(shares, 1.0)
+        metrics.append((summary, {k: v.clone() for k, v in model.state_dict().items()}))
+    out = capsys.readouterr().out
+    assert "epoch 1.00/2: train loss" in out and "epoch 2.00/2" in out
+    assert metrics[0][0] == metrics[1][0]
+    assert all(torch.equal(metrics[0][1][k], metrics[1][1][k]) for k in metrics[0][1])
+
+
+def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, tmp_path, monkeypatch):
+    """A loss that turns NaN at optimizer step 11 (epoch 2 of 8 steps each) stops the stage with the step named
+    and writes nothing but the epoch-1 checkpoint; train.resume then continues from it to a complete run."""
+    import stages.train
+
+    calls = []
+
+    def nan_on_step_11(name, **kwargs):
+        loss = build_loss(name, **kwargs)
+
+        def poisoned(logits, labels, num_items_in_batch=None):
+            if logits.requires_grad:  # a training step, not an evaluation
+                calls.append(1)
+            value = loss(logits, labels, num_items_in_batch)
+            return value * math.nan if len(calls) == 11 else value
+
+        return poisoned
+
+    root = make_project(tmp_path, sms, tiny_bert_dir)
+    with monkeypatch.context() as patch:
+        patch.setattr(stages.train, "build_loss", nan_on_step_11)
+        with pytest.raises(SkewtuneError, match=r"training loss is nan at optimizer step 11 \(epoch 1\.38"):
+            run_train(root, monkeypatch)
+    assert not (root / "models/model").exists() and not (root / "reports/train").exists()
+    assert stray_files(root) == []
+    assert [p.name for p in (root / "models/checkpoints").iterdir()] == ["checkpoint-8"]
+
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("train:", "train:\n  resume: true"))
+    run_train(root, monkeypatch)
+    summary = read_json(root / "reports/train/metrics.json")
+    assert summary["step"] == 2 and summary["epoch"] == 2.0  # epoch 1 replayed from the checkpoint's history
+    assert (root / "models/model/model.safetensors").is_file() and not (root / "models/checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"model": {"name": "no/such/model_dir"}}, "not a model directory"),
+        ({"model": {"name": "some-org/not-cached-model"}}, r"HF_HUB_OFFLINE=1.*local directory"),
+        ({"model": {"max_length": 256}}, "max_length is 256, but .* at most 128 tokens"),
+        ({"train": {"precision": "fp16", "device": "cpu"}}, "fp16, which needs a CUDA GPU"),
+        ({"train": {"select_metric": "0.5*f1_macro + 0.5*f1:spma"}}, r"'f1:spma' names the class 'spma', which is not a label"),
+    ],
+)
+def test_stage_errors(sms, tiny_bert_dir, tmp_path, monkeypatch, sections, message):
+    root = make_project(tmp_path, sms, tiny_bert_dir, **sections)
+    with pytest.raises(SkewtuneError, match=message):
+        run_train(root, monkeypatch)
+    assert not (root / "models/model").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_requested_without_gpu_is_an_error():
+    with pytest.raises(SkewtuneError, match="train.device is cuda, but no CUDA GPU is visible"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu" and resolve_precision("auto", "cpu") == "fp32"
+
+
+def test_selection_metric():
+    selection = parse_selection("0.6*f1_macro + 0.4*f1:spam", LABELS)
+    assert selection.terms == ((0.6, None), (0.4, 1)) and selection.metric_for_best_model == "selection"
+    assert parse_selection("loss", LABELS).metric_for_best_model == "loss"
+
+
+class GradientCapture(TrainerCallback):
+    """Copies every parameter's gradient at the first optimizer step (after accumulation, before the update)."""
+
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if not self.grads:
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("loss_name", ["ce", "weighted_ce", "focal", "logit_adjusted"])
+def test_gradient_accumulation_matches_one_large_batch(loss_name, sms, quiet_bert, tmp_path):
+    """The real Trainer: batch 16 x accumulation 1 and batch 8 x accumulation 2 accumulate the same gradient."""
+    frame = make_project(tmp_path, sms, quiet_bert, train_rows=(24, 8))
+    train = read_examples(frame / "data/resampled/train.parquet", LABELS, "resample")
+    counts = class_counts(train["label_id"], 2)
+    tokenizer = load_tokenizer(str(quiet_bert))
+    rows = encode(tokenizer, train, 32)
+    selection = parse_selection("f1_macro", LABELS)
+    grads = []
+    for batch, accum in ((16, 1), (8, 2)):
+        torch.manual_seed(0)
+        model = load_classifier(str(quiet_bert), tokenizer, LABELS, max_length=32)
+        args = training_arguments(
+            str(tmp_path / f"ckpt{batch}"), epochs=1, max_steps=1, batch_size=batch, eval_batch_size=16, grad_accum=accum,
+            lr=1e-3, weight_decay=0.0, warmup=0, scheduler="constant", max_grad_norm=0.0, seed=0, precision="fp32",
+            device="cpu", selection=selection, group_by_length=True,
+        )
+        capture = GradientCapture()
+        loss_fn = build_loss(loss_name, class_counts=counts, labels=LABELS, alpha="balanced" if loss_name == "focal" else None)
+        trainer = build_trainer(model, tokenizer, args, rows, rows[:8], loss_fn=loss_fn, labels=LABELS, selection=selection, patience=0, callbacks=[capture])
+        trainer.train()
+        grads.append(capture.grads)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
+def test_diagnostics_warns_on_collapse(caplog):
+    callback = DiagnosticsCallback(LABELS)
+    callback._consume({"loss": 0.7, "grad_norm": 1.5, "learning_rate": 1e-4, "step": 1, "epoch": 1.0}, 3, is_main=True, replay=False)
+    entry = {"eval_loss": 0.6, "eval_f1_macro": 0.48, "eval_f1:ham": 0.96, "eval_f1:spam": 0.0, "eval_share:ham": 0.97, "eval_share:spam": 0.03, "epoch": 2.0, "step": 1}
+    with caplog.at_level("WARNING"):
+        callback._consume(entry, 3, is_main=True, replay=False)
+    assert "model predicts 'ham' for 97% of val rows at epoch 2: collapsed to one class" in caplog.text
+    assert callback.best(1)["train/grad_norm"] == 1.5
+
+
+def test_lora_on_tiny_qwen_without_pad_token(sms, tmp_path, monkeypatch):
+    """LoRA on a 2-layer random Qwen3 whose tokenizer has no pad token: eos pads, the head `score` (no bias)
+    trains in full, and the saved model is a plain merged Qwen3ForSequenceClassification."""
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    words = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.train_from_iterator(sms["text"].iloc[:500], trainers.WordLevelTrainer(special_tokens=["<unk>", "<eos>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>", eos_token="<eos>")
+    assert tokenizer.pad_token is None
+    base = tmp_path / "qwen"
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id,
+    )
+    Qwen3Model(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    original = load_file(base / "model.safetensors")
+
+    root = make_project(tmp_path / "project", sms, base, model={"init_bias": "zero", "lora": {"enabled": True, "r": 4}}, train={"epochs": 1, "lr": 1e-2})
+    run_train(root, monkeypatch)
+    saved = load_file(root / "models/model/model.safetensors")
+    assert not any("lora" in key for key in saved) and "score.weight" in saved and "score.bias" not in saved
+    key = next(k for k in saved if k.endswith("layers.0.self_attn.q_proj.weight"))
+    assert not torch.equal(saved[key], original[key.removeprefix("model.")])  # the adapter was trained and merged
+    model, loaded_tokenizer, _ = load_trained(root / "models/model")
+    assert type(model).__name__ == "Qwen3ForSequenceClassification"
+    assert loaded_tokenizer.pad_token == "<eos>" and model.config.pad_token_id == tokenizer.eos_token_id
+
+
+def test_prior_bias_on_head_without_bias_is_an_error(tmp_path, tiny_bert_dir):
+    from transformers import Qwen3Config, Qwen3Model
+
+    from skewtune.modeling import init_head_bias
+
+    Qwen3Model(Qwen3Config(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16)).save_pretrained(tmp_path)
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    model = load_classifier(str(tmp_path), tokenizer, LABELS, max_length=32)
+    with pytest.raises(SkewtuneError, match="head 'score' of Qwen3ForSequenceClassification has no bias.*model.init_bias: zero"):
+        init_head_bias(model, [3, 1], "prior", LABELS)
+
+
+def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
+    """train.nproc: 2 re-launches the stage under torchrun (gloo). It asserts that the run completes and only
+    one process wrote outputs (no temporary leftovers); that the global batch is split across the ranks: with
+    batch_size 8 one optimizer step covers 16 of the 64 rows (epoch 0.25, where one process would be at 0.125)
+    and its loss and pre-clipping gradient norm equal those of one process with batch_size 16; and that the
+    saved model loads."""
+    single = {"max_steps": 1, "batch_size": 16, "group_by_length": False, "warmup": 0}
+    root = make_project(tmp_path / "single", sms, quiet_bert, train=single)
+    run_train(root, monkeypatch)
+    expected = read_json(root / "reports/train/metrics.json")["best"]
+
+    root = make_project(tmp_path / "ddp", sms, quiet_bert, train={**single, "batch_size": 8, "nproc": 2})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = read_json(root / "reports/train/metrics.json")["best"]
+    assert best["epoch"] == 0.25 and expected["epoch"] == 0.25
+    assert best["train"]["loss"] == pytest.approx(expected["train"]["loss"], rel=1e-5)
+    assert best["train"]["grad_norm"] == pytest.approx(expected["train"]["grad_norm"], rel=1e-4)
+    assert stray_files(root) == [] and not (root / "models/checkpoints").exists()
+    model, _, meta = load_trained(root / "models/model")
+    assert meta["labels"] == LABELS and model.num_labels == 2
