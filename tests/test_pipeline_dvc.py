@@ -1,0 +1,191 @@
+"""The whole pipeline through the real `dvc` CLI in a temporary git repo, at tiny scale.
+
+One session-scoped repo runs `dvc repro` once; each test then changes params and asserts what DVC
+sees as changed or re-runs, and restores params.yaml afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from pydantic import BaseModel
+
+from dvc_repo import dvc, make_repo, ran_stages, run, set_params
+from skewtune.params import Params
+
+pytestmark = pytest.mark.slow
+
+DATA = ("ingest",)
+ALL_AFTER_TRAIN = ("train", "predict", "tune_threshold", "evaluate")
+
+# Every params key -> (a different valid value, the stages whose declared deps that key is).
+# `check_params` depends on the whole file and is expected on every change (see dvc.yaml).
+KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
+    "data.source": ("data/raw/other.tsv", DATA),
+    "data.format": ("tsv", DATA),
+    "data.encoding": ("latin-1", DATA),
+    "data.sheet": ("Sheet1", DATA),
+    "data.text_column": ("body", DATA),
+    "data.text_pair_column": ("second", DATA),
+    "data.label_column": ("y", DATA),
+    "data.label_map": ({"ham": "legit"}, DATA),
+    "data.test_path": ("data/raw/test.tsv", DATA),
+    "split.val_size": (0.25, ("split",)),
+    "split.test_size": (0.25, ("split",)),
+    "split.seed": (7, ("split",)),
+    "resample.strategy": ("random_under", ("resample",)),
+    "resample.over_ratio": (0.5, ("resample",)),
+    "resample.under_ratio": (0.8, ("resample",)),
+    "resample.seed": (7, ("resample",)),
+    "model.name": ("some/other-model", ("train",)),
+    "model.max_length": (48, ("train",)),
+    "model.init_bias": ("zero", ("train",)),
+    "model.trust_remote_code": (True, ("train", "predict")),
+    "model.lora.enabled": (True, ("train",)),
+    "model.lora.r": (4, ("train",)),
+    "model.lora.alpha": (8, ("train",)),
+    "model.lora.dropout": (0.1, ("train",)),
+    "model.lora.target_modules": (["query", "value"], ("train",)),
+    "train.epochs": (2, ("train",)),
+    "train.max_steps": (5, ("train",)),
+    "train.batch_size": (8, ("train",)),
+    "train.eval_batch_size": (16, ("train", "predict")),
+    "train.grad_accum": (2, ("train",)),
+    "train.lr": (1.0e-4, ("train",)),
+    "train.weight_decay": (0.0, ("train",)),
+    "train.warmup": (0.2, ("train",)),
+    "train.scheduler": ("cosine", ("train",)),
+    "train.max_grad_norm": (0.5, ("train",)),
+    "train.seed": (7, ("train",)),
+    "train.precision": ("fp32", ("train", "predict")),
+    "train.device": ("cpu", ("train", "predict")),
+    "train.early_stopping_patience": (0, ("train",)),
+    "train.select_metric": ("loss", ("train",)),
+    "train.group_by_length": (False, ("train",)),
+    "train.nproc": (2, ("train",)),
+    "train.resume": (True, ("train",)),
+    "loss.name": ("weighted_ce", ("train",)),
+    "loss.class_weights": ("inverse_sqrt", ("train",)),
+    "loss.beta": (0.99, ("train",)),
+    "loss.alpha": ("balanced", ("train",)),
+    "loss.gamma": (3.0, ("train",)),
+    "loss.tau": (0.5, ("train",)),
+    "loss.label_smoothing": (0.1, ("train",)),
+    "threshold.strategy": ("argmax", ("tune_threshold",)),
+    "threshold.metric": ("mcc", ("tune_threshold",)),
+    "threshold.min_precision": (0.5, ("tune_threshold",)),
+    "threshold.positive_label": ("ham", ("tune_threshold",)),
+    "evaluate.bootstrap_resamples": (2000, ("evaluate",)),
+    "evaluate.confidence": (0.9, ("evaluate",)),
+    "evaluate.seed": (1, ("evaluate",)),
+    "evaluate.error_rows": (10, ("evaluate",)),
+}
+
+
+def schema_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= schema_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def tiny_params(model_dir) -> dict:
+    return {
+        "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
+        "split": {"val_size": 0.2, "test_size": 0.2},
+        "model": {"name": str(model_dir), "max_length": 32},
+        "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
+        "loss": {"name": "focal", "gamma": 2.0},
+    }
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_bert_dir, sms_path):
+    """A temp repo on 400 rows of the SMS collection after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("pipeline")
+    sample = pd.read_csv(sms_path, sep="\t", dtype=str, keep_default_na=False)
+    sample = pd.concat([sample[sample.Label == "spam"].head(80), sample[sample.Label == "ham"].head(320)])
+    raw = root.parent / "sms_sample.tsv"
+    sample.to_csv(raw, sep="\t", index=False)
+    make_repo(root, tiny_params(tiny_bert_dir), {"sms.tsv": raw})
+    out = dvc(["repro"], root)
+    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", *ALL_AFTER_TRAIN}, out.stdout
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "baseline run"], root)
+    return root
+
+
+def changed_stages(repo) -> set[str]:
+    status = json.loads(dvc(["status", "--json"], repo).stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def test_every_params_key_is_in_the_table():
+    assert set(KEY_CHANGES) == schema_keys()
+
+
+def test_clean_after_repro(repo):
+    assert changed_stages(repo) == set()
+
+
+@pytest.mark.parametrize("key", sorted(KEY_CHANGES))
+def test_one_key_changes_exactly_its_stages(repo, key):
+    value, expected = KEY_CHANGES[key]
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    section, rest = key.split(".", 1)
+    try:
+        set_params(repo, {section: {rest: value}})
+        assert changed_stages(repo) == {"check_params", *expected}
+    finally:
+        params_file.write_text(original)
+
+
+def test_threshold_metric_reruns_only_threshold_and_evaluate(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"threshold": {"metric": "mcc"}})
+        out = dvc(["repro"], repo)
+        assert ran_stages(out.stdout) == {"check_params", "tune_threshold", "evaluate"}, out.stdout
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
+
+
+def test_loss_gamma_reruns_train_and_after_but_no_data_stage(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"loss": {"gamma": 3.0}})
+        out = dvc(["repro"], repo)
+        assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
+
+
+def test_typo_in_params_fails_repro_with_the_key(repo):
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    try:
+        params_file.write_text(original.replace("gamma:", "gama:", 1))
+        out = dvc(["repro"], repo, check=False)
+        assert out.returncode != 0
+        assert "loss.gama: unknown key" in out.stdout + out.stderr
+    finally:
+        params_file.write_text(original)
+
+
+def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
+    out = dvc(["exp", "run", "-S", "loss.gamma=1.0"], repo)
+    assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
+    diff = dvc(["metrics", "diff", "HEAD", "--json"], repo)
+    flat = json.dumps(json.loads(diff.stdout))
+    assert "f1_macro" in flat, diff.stdout
+    shown = dvc(["exp", "show", "--json"], repo)
+    assert "f1_macro" in shown.stdout
