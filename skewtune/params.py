@@ -156,12 +156,12 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: float = Field(3.0, gt=0, le=1000)
+    epochs: float = Field(2.0, gt=0, le=1000)
     max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     grad_accum: int = Field(1, ge=1)
-    lr: float = Field(5e-5, gt=0, lt=1)
+    lr: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, lt=1)
     warmup: float = Field(0.1, ge=0, description="below 1: a share of all steps; 1 or more: a number of steps")
     scheduler: Literal["linear", "cosine", "constant", "reduce_on_plateau"] = "linear"
@@ -217,7 +217,7 @@ class ThresholdParams(_Section):
     strategy: Literal["tune", "argmax"] = "tune"
     metric: str = Field("f1_macro", description="f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
     min_precision: float = Field(0.9, gt=0, le=1, description="the precision floor of recall_at_precision")
-    positive_label: str | None = Field(None, description="binary: the class whose probability is thresholded; the rarest class in train when null")
+    positive_label: str | None = Field(None, description="binary: the class whose probability is thresholded; the rarest class in val when null")
 
     @field_validator("metric")
     @classmethod
