@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,26 @@ from skewtune.errors import SkewtuneError
 
 def _json_text(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+@contextlib.contextmanager
+def _interruptions_held():
+    """Hold SIGINT and SIGTERM while outputs are renamed into place or temporaries removed, then deliver
+    them: an interrupted run stops after the step, never with half of its outputs moved or temporaries
+    left behind. (Handlers, not a signal mask: any thread of the process may receive the signal.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    caught: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])  # handled now as it would have been then
 
 
 class Outputs:
@@ -64,19 +87,21 @@ class Outputs:
         frame.to_csv(self.path(dest), index=False)
 
     def commit(self) -> None:
-        for tmp, dest in self._pending:
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        self._pending.clear()
+        with _interruptions_held():
+            for tmp, dest in self._pending:
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(tmp, dest)
+            self._pending.clear()
 
     def discard(self) -> None:
-        for tmp, _ in self._pending:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
-        self._pending.clear()
+        with _interruptions_held():
+            for tmp, _ in self._pending:
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
+            self._pending.clear()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
@@ -96,15 +121,20 @@ def read_table(path: str | os.PathLike, producer: str) -> pd.DataFrame:
         raise SkewtuneError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); re-run the {producer} stage") from None
 
 
-def read_labels(path: str | os.PathLike) -> list[str]:
-    """The label list of labels.json ({"labels": [...]}, at least two distinct strings); index = class id."""
+def read_json(path: str | os.PathLike, producer: str) -> Any:
+    """A JSON file written by the stage `producer`, with an error that says which stage to run."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SkewtuneError(f"{path}: not found; run the ingest stage first (dvc repro ingest)") from None
+        raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the ingest stage") from None
+        raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the {producer} stage") from None
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """The label list of labels.json ({"labels": [...]}, at least two distinct strings); index = class id."""
+    raw = read_json(path, "ingest")
     labels = raw.get("labels") if isinstance(raw, dict) else None
     if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(v, str) for v in labels) and len(set(labels)) == len(labels)):
         raise SkewtuneError(f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage')

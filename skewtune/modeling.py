@@ -25,6 +25,8 @@ DEFAULT_MODEL = "default"
 META_FILE = "skewtune.json"
 # Tokenizers without a real limit report a huge sentinel as model_max_length.
 _NO_LIMIT = 1_000_000
+# Weight files in Python's pickle format, which are never loaded.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
@@ -155,10 +157,18 @@ def load_classifier(source: str, tokenizer, labels: Sequence[str], *, max_length
             f"(max_position_embeddings / tokenizer limit); set model.max_length to {limit} or less"
         )
     try:
+        # Safetensors only: a pickled checkpoint (pytorch_model.bin) can run code while it loads.
         return AutoModelForSequenceClassification.from_pretrained(
-            source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+            source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except (OSError, ValueError) as exc:
+        pickled = sorted(p.name for p in Path(source).iterdir() if p.suffix in _PICKLE_SUFFIXES) if Path(source).is_dir() else []
+        if pickled:
+            raise SkewtuneError(
+                f"model.name: {source} has no .safetensors weights, only {', '.join(pickled)} (a pickle, which can run code "
+                "when loaded); skewtune loads safetensors only. If you trust the file, convert it once: "
+                "`AutoModel.from_pretrained(dir).save_pretrained(dir)` writes model.safetensors"
+            ) from None
         raise SkewtuneError(
             f"model.name: {source} cannot be loaded as a sequence classifier ({exc}); it needs weights and a model type "
             "that transformers has a sequence-classification head for"

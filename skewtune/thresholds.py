@@ -23,7 +23,6 @@ changes nothing. Each change raises the score, so it stops, deterministically.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
-from skewtune.io import read_table
+from skewtune.io import read_json, read_table
 from skewtune.metrics import Score, downsample, parse_score, score_from_counts, score_labels
 
 # log(0) would make offsets meaningless; the smallest normal double keeps the order of all others.
@@ -125,13 +124,7 @@ def read_texts(path: str | Path, ids: np.ndarray) -> pd.DataFrame:
 
 def read_decision(path: str | Path, labels: list[str]) -> dict:
     """metrics/decision.json, checked against the labels it is applied with."""
-    path = Path(path)
-    try:
-        decision = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SkewtuneError(f"{path}: not found; run the tune_threshold stage first (dvc repro tune_threshold)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the tune_threshold stage") from None
+    decision = read_json(path, "tune_threshold")
     if not isinstance(decision, dict) or decision.get("labels") != labels:
         got = decision.get("labels") if isinstance(decision, dict) else decision
         raise SkewtuneError(f"{path}: made for labels {got!r}, but labels.json has {labels}; re-run the tune_threshold stage")

@@ -4,12 +4,13 @@ What is ours: the device/precision rules, the mapping of the `train` params onto
 the loss hook (a `skewtune.losses` loss as `compute_loss_func`), the validation metrics and the
 selection metric (early stopping and the restored best checkpoint), and a diagnostics callback that
 logs each evaluation with dvclive, warns when the model collapses onto one class and stops on a
-non-finite loss. Everything else (AMP and loss scaling, gradient accumulation, clipping after
-unscaling, schedulers, length-grouped batches, DDP, checkpoints) is the Trainer's own.
+non-finite loss or gradient norm. Everything else (AMP and loss scaling, gradient accumulation,
+clipping after unscaling, schedulers, length-grouped batches, DDP, checkpoints) is the Trainer's own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -213,8 +214,8 @@ class DiagnosticsCallback(TrainerCallback):
     """Per evaluation: train loss, gradient norm before clipping (mean and max over the steps since the
     last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
     `live` (a dvclive Live, on the main process only) and printed as one line. Warns when the val
-    predictions collapse onto one class; stops on a non-finite loss, except for steps that fp16 loss
-    scaling skipped."""
+    predictions collapse onto one class; stops on a non-finite loss or gradient norm, except for steps that
+    fp16 loss scaling skipped."""
 
     def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False) -> None:
         self.labels = list(labels)
@@ -222,14 +223,12 @@ class DiagnosticsCallback(TrainerCallback):
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
         self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) since the last evaluation
-        self._replayed = False
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir.
-        if not self._replayed:
-            self._replayed = True
-            for entry in state.log_history:
-                self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=True)
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir. Here,
+        # not at the first epoch: a run resumed from its final checkpoint has no epoch left to begin.
+        for entry in state.log_history:
+            self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
@@ -243,17 +242,21 @@ class DiagnosticsCallback(TrainerCallback):
 
     def _train_step(self, entry: dict) -> None:
         loss, grad_norm, lr = entry["loss"], entry.get("grad_norm", math.nan), entry.get("learning_rate", math.nan)
+        # The Trainer logs the gradient norm of every step (before clipping). A non-finite one with a finite
+        # loss has already been applied: clipping turns inf into NaN weights, and the next loss would be NaN.
+        bad_grad = "grad_norm" in entry and not math.isfinite(grad_norm)
+        if (not math.isfinite(loss) or bad_grad) and not self.fp16:
+            what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm} (the loss {loss:.4g} is finite)"
+            raise SkewtuneError(
+                f"{what} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
+                f"learning rate {lr:.3g}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
+                "or check the training texts; with fp16, bf16 or fp32 precision is safer"
+            )
         if not math.isfinite(loss):
-            if not self.fp16:
-                raise SkewtuneError(
-                    f"the training loss is {loss} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
-                    f"learning rate {lr:.3g}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
-                    "or check the training texts; with fp16, bf16 or fp32 precision is safer"
-                )
             # The loss scaler saw non-finite gradients and skipped this optimizer step.
             log.warning("optimizer step %s: the loss is %s; fp16 loss scaling skipped the step", entry["step"], loss)
             return
-        self._steps.append((loss, grad_norm, lr))
+        self._steps.append((loss, grad_norm, lr))  # fp16: an infinite norm is a step the loss scaler skipped
 
     def _evaluation(self, entry: dict, total_epochs: float, is_main: bool, replay: bool) -> None:
         steps = np.array(self._steps or [(math.nan,) * 3], dtype=np.float64)
@@ -346,15 +349,40 @@ def relaunch_distributed(nproc: int, module: str) -> int:
 
 
 def checkpoint_to_resume(directory: str, resume: bool, *, is_main: bool) -> str | None:
-    """The last Trainer checkpoint in `directory` when resuming; otherwise the directory is cleared,
-    so that checkpoints of an older run never mix with this one."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The last complete Trainer checkpoint in `directory` when resuming; otherwise the directory is cleared,
+    so that checkpoints of an older run never mix with this one.
+
+    The Trainer writes a checkpoint in place and its trainer_state.json last, so a run stopped while saving
+    leaves a checkpoint without a readable trainer_state.json; it is skipped (and removed) instead of failing
+    the resume or, worse, resuming from half-written weights.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     if not resume:
         if is_main:
             shutil.rmtree(directory, ignore_errors=True)
         return None
-    last = get_last_checkpoint(directory) if os.path.isdir(directory) else None
-    if last is None and is_main:
-        print(f"train.resume: no checkpoint in {directory}; training from the start", file=sys.stderr)
-    return last
+    complete: dict[int, str] = {}
+    pattern = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        match, path = pattern.fullmatch(name), os.path.join(directory, name)
+        if not (match and os.path.isdir(path)):
+            continue
+        if _readable_state(os.path.join(path, "trainer_state.json")):
+            complete[int(match.group(1))] = path
+        elif is_main:
+            print(f"train.resume: {path} was not completely written (the run stopped while saving it); removing it", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+    if not complete:
+        if is_main:
+            print(f"train.resume: no complete checkpoint in {directory}; training from the start", file=sys.stderr)
+        return None
+    return complete[max(complete)]
+
+
+def _readable_state(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return isinstance(json.load(handle), dict)
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,580 @@
+"""Reliability and security: bad inputs fail loudly or are handled as reported, every params key is
+validated, an interrupted training run leaves no output and resumes to the same result, a non-finite
+gradient stops training at its step, and nothing executes code hidden in a data or model file.
+
+Bad-input cases already covered elsewhere (message AND no outputs left), so not repeated here:
+broken CSV quoting, one broken JSONL line, an XLSX title row, an empty file, a header-only file, a single
+class, non-UTF-8 bytes (tests/test_ingest.py::test_bad_input_fails_cleanly_without_outputs); label typos in
+the test file (test_ingest.py::test_test_file_label_typos_are_listed); empty and whitespace-only texts
+(test_ingest.py::test_cleaning_counts_every_reason); a 1 MB text (test_ingest.py::test_one_megabyte_text_is_kept,
+test_tables.py::test_one_megabyte_text_is_kept_whole); duplicates between the data and test file
+(test_ingest.py::test_fixed_test_file); labels mixing numbers and strings (test_ingest.py::
+test_xlsx_source_with_typed_cells, test_numeric_labels_become_one_spelling); a UTF-8 BOM in CSV/TSV
+(test_tables.py::test_format_override_encoding_and_bom).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import typing
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+import torch
+import yaml
+from pydantic import BaseModel
+from safetensors.torch import load_file
+
+from skewtune.errors import SkewtuneError
+from skewtune.io import Outputs
+from skewtune.params import Params, validate_params
+from test_training import make_project
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["ham", "spam"]
+
+
+def _leftovers(root: Path, outputs: tuple[str, ...]) -> list[str]:
+    """Outputs of a failed stage, and temporary files of any stage, left in the project."""
+    return [path for path in outputs if (root / path).exists()] + [str(p.relative_to(root)) for p in root.rglob(".*.tmp")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Bad input files: the cases no other test covers. Expectation: a message fragment (the stage fails and
+#    writes nothing), or the handling the stage reports in metrics/ingest.json (a subset of it).
+
+
+def _xlsx_bytes(rows: list[tuple], rewrite: typing.Callable[[str, str], str] | None = None) -> bytes:
+    """An .xlsx of `rows`; `rewrite(member, xml)` may alter the XML of the zip members (hostile files)."""
+    book = openpyxl.Workbook()
+    for row in rows:
+        book.active.append(list(row))
+    buffer = io.BytesIO()
+    book.save(buffer)
+    if rewrite is None:
+        return buffer.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, rewrite(name, src.read(name).decode("utf-8")))
+    return out.getvalue()
+
+
+SHEET = "xl/worksheets/sheet1.xml"
+# Three levels of a "billion laughs" entity bomb, and an external entity that would read a local file.
+ENTITY_BOMB = ('<!DOCTYPE worksheet [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+               '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>')
+EXTERNAL_ENTITY = '<!DOCTYPE worksheet [<!ENTITY leak SYSTEM "file:///etc/hostname">]>'
+TEXTS = [("free prize now", "spam"), ("see you at five", "ham"), ("call me later", "ham")]
+JSONL_MISSING_TEXTS = [None, math.nan, "", " \u00a0\u3000\t", "NaN", "ok", "fine"]
+
+CORPUS = {
+    # JSON null and NaN, "" and whitespace-only (Unicode spaces too) are missing texts; the string "NaN" is a text.
+    "nan_and_blank_texts_jsonl": (
+        {"d.jsonl": "".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(JSONL_MISSING_TEXTS)).encode()},
+        {}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+    ),
+    "nan_and_blank_texts_parquet": (
+        {"d.parquet": lambda: _parquet({"text": JSONL_MISSING_TEXTS, "label": list("abababa")})},
+        {}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+    ),
+    # In CSV only an empty (or blank) cell is missing: NaN, NA and null are texts as written.
+    "nan_and_blank_texts_csv": (
+        {"d.csv": 'text,label\n,a\n"  ",b\n"\u00a0\u3000",a\nNaN,b\nNA,a\nnull,b\n'.encode()},
+        {}, {"rows_in": 6, "rows_kept": 3, "dropped": {"missing_text": 3, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+    ),
+    "float_labels_with_nan_parquet": (
+        {"d.parquet": lambda: _parquet({"text": ["a", "b", "c", "d"], "label": [0.0, 1.0, 1.0, math.nan]})},
+        {}, {"rows_kept": 3, "class_counts": {"0": 1, "1": 2}, "dropped": {"missing_text": 0, "missing_label": 1, "conflicting_label": 0, "duplicate": 0}},
+    ),
+    "utf8_bom_jsonl": (
+        {"d.jsonl": b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEXTS).encode()},
+        {}, {"rows_kept": 3, "class_counts": {"ham": 2, "spam": 1}},
+    ),
+    # A formula is read as the value a spreadsheet program stored for it (none in a file openpyxl wrote), never as
+    # its text: a DDE/formula-injection payload never becomes a training text.
+    "xlsx_formula_cells": (
+        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), ("=cmd|'/C calc'!A0", "spam"), ("=1+1", "ham"), *TEXTS])},
+        {}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+    ),
+    "xlsx_entity_bomb": (
+        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x)},
+        {}, r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(.*EntitiesForbidden: XML entity declarations are refused for safety\)",
+    ),
+    "xlsx_external_entity": (
+        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: EXTERNAL_ENTITY + x.replace("call me later", "&leak;") if n == SHEET else x)},
+        {}, r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(.*XML entity declarations are refused",
+    ),
+    "xlsx_damaged_sheet_xml": (
+        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: x[: len(x) // 2] if n == SHEET else x)},
+        {}, r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(unclosed token: line 1, column \d+\); open it in a spreadsheet program",
+    ),
+}
+
+
+def _parquet(columns: dict) -> bytes:
+    buffer = io.BytesIO()
+    pd.DataFrame(columns).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_bad_input_corpus(case, tmp_path, monkeypatch):
+    from stages import ingest
+
+    files, data, expected = CORPUS[case]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw").mkdir(parents=True)
+    for name, content in files.items():
+        (tmp_path / "data/raw" / name).write_bytes(content() if callable(content) else content)
+    source = f"data/raw/{next(iter(files))}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"source": source, **data}}))
+    outputs = (ingest.DATASET, ingest.LABELS, ingest.METRICS)
+    if isinstance(expected, str):
+        with pytest.raises(SkewtuneError, match=expected):
+            ingest.main()
+        assert _leftovers(tmp_path, outputs) == []
+        return
+    ingest.main()
+    report = json.loads(Path(ingest.METRICS).read_text())
+    assert {key: report[key] for key in expected} == expected
+    assert all(Path(path).is_file() for path in outputs) and _leftovers(tmp_path, ()) == []
+
+
+def test_openpyxl_parses_through_defusedxml():
+    """The XLSX cases above rely on it: without defusedxml, openpyxl expands XML entities."""
+    import openpyxl.xml
+
+    assert openpyxl.xml.DEFUSEDXML
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Params: every leaf key of the schema rejects one invalid value with a message naming the dotted key.
+
+# Keys whose type alone does not say what is invalid (free-form strings with a grammar, Any with a validator).
+INVALID = {
+    "data.encoding": "no-such-codec",
+    "resample.over_ratio": 1.5,
+    "resample.under_ratio": 0,
+    "model.lora.target_modules": [],
+    "train.select_metric": "accuracy",
+    "loss.class_weights": [1.0, 0.0],
+    "loss.alpha": "inverse",
+    "threshold.metric": "accuracy",
+}
+
+
+def _leaves(model: type[BaseModel], prefix: str = ""):
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _leaves(field.annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def _invalid_value(key: str, field):
+    """One value the key must refuse: the special one, a Literal outside its choices, a number beyond its
+    bound, a non-boolean, or a list where a string or mapping belongs."""
+    if key in INVALID:
+        return INVALID[key]
+    annotation = field.annotation
+    if typing.get_origin(annotation) is typing.Literal:
+        return "no-such-choice"
+    if annotation is bool:
+        return "perhaps"
+    if annotation in (int, float):
+        for bound in field.metadata:
+            if hasattr(bound, "ge"):
+                return bound.ge - 1
+            if hasattr(bound, "gt"):
+                return bound.gt
+        raise AssertionError(f"{key}: a number without a bound; add its invalid value to INVALID")
+    if annotation in (str, str | None) or typing.get_origin(annotation) is dict:
+        return ["a", "list"]
+    raise AssertionError(f"{key}: no rule for {annotation}; add its invalid value to INVALID")
+
+
+def _nested(key: str, value) -> dict:
+    raw: dict = {}
+    node = raw
+    *sections, leaf = key.split(".")
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[leaf] = value
+    return raw
+
+
+LEAVES = dict(_leaves(Params))
+
+
+def test_every_leaf_key_is_walked():
+    assert len(LEAVES) >= 50 and set(INVALID) <= set(LEAVES)
+    assert {key.split(".")[0] for key in LEAVES} == set(Params.model_fields)
+
+
+@pytest.mark.parametrize("key", list(LEAVES))
+def test_each_key_rejects_an_invalid_value(key):
+    field = LEAVES[key]
+    value = _invalid_value(key, field)
+    with pytest.raises(SkewtuneError) as caught:
+        validate_params(_nested(key, value))
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "params.yaml: invalid params:" and len(lines) == 2
+    assert lines[1].startswith(f"  {key}: ")
+    if typing.get_origin(field.annotation) is typing.Literal:
+        assert all(repr(choice) in lines[1] for choice in typing.get_args(field.annotation)), lines[1]
+
+
+SECTIONS = ["", *sorted({key.rsplit(".", 1)[0] for key in LEAVES if "." in key})]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_unknown_key_names_the_allowed_keys(section):
+    key = f"{section}.gama" if section else "gama"
+    allowed = [k.rsplit(".", 1)[-1] for k in LEAVES if k.rsplit(".", 1)[0] == section] if section else list(Params.model_fields)
+    if section == "model":
+        allowed.append("lora")
+    with pytest.raises(SkewtuneError) as caught:
+        validate_params(_nested(key, 1))
+    line = str(caught.value).splitlines()[1]
+    parent = section or "the top level"
+    assert line.startswith(f"  {key}: unknown key; the keys allowed in {parent} are: ")
+    assert sorted(line.rsplit(": ", 1)[1].split(", ")) == sorted(allowed)
+
+
+# Values of the right type that a later stage would fail on with a traceback (or silently misread).
+REFUSED_LATE_FAILURES = [
+    ({"train": {"warmup": math.inf}}, "train.warmup", "OverflowError in the whole-steps check instead of a message"),
+    ({"data": {"encoding": "rot13"}}, "data.encoding", "not a text encoding: ingest fails with a LookupError traceback"),
+    ({"split": {"seed": 2**32}}, "split.seed", "sklearn/numpy seeds stop at 2**32 - 1: split fails with a traceback"),
+    ({"resample": {"seed": 2**32}}, "resample.seed", "imbalanced-learn fails with a traceback"),
+    ({"train": {"seed": 2**32}}, "train.seed", "transformers.set_seed fails with a ValueError traceback"),
+    ({"loss": {"class_weights": [math.inf, 1.0]}}, "loss.class_weights", "an infinite weight makes the loss inf/NaN"),
+    ({"loss": {"alpha": [math.inf, 1.0]}}, "loss.alpha", "an infinite weight makes the loss inf/NaN"),
+    ({"data": {"text_column": "label", "label_column": "label"}}, "data", "one column as text and label: ingest fails with an AttributeError traceback"),
+    ({"train": {"max_steps": 0}}, "train.max_steps", "0 silently means 'use epochs'"),
+    ({"model": {"name": ""}}, "model.name", "an empty name"),
+    ({"data": {"source": ""}}, "data.source", "an empty path"),
+]
+
+
+@pytest.mark.parametrize(("raw", "key", "why"), REFUSED_LATE_FAILURES, ids=[case[1] for case in REFUSED_LATE_FAILURES])
+def test_params_refuse_values_that_would_fail_later(raw, key, why):
+    with pytest.raises(SkewtuneError, match=rf"\n  {key}[.:]"):
+        validate_params(raw)
+
+
+def test_check_params_cli_lists_every_problem(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "loss:\n  gama: 2\ntrain:\n  lr: 5\n  scheduler: steep\nmodel:\n  lora:\n    r: 0\n", encoding="utf-8"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["loss.gama", "model.lora.r", "train.lr", "train.scheduler"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Interruption and resume of the real train stage (a subprocess, as `dvc repro` runs it).
+
+TRAIN_OUTPUTS = ("models/model", "reports/train")
+# val loss is the selection metric so that the kept model is the last epoch's: equal weights then show that
+# the resumed epochs trained exactly as the uninterrupted ones did.
+TRAIN_SECTIONS = {"train": {"epochs": 3, "select_metric": "loss", "early_stopping_patience": 0}}
+
+
+@pytest.fixture(scope="module")
+def sms(sms_path) -> pd.DataFrame:
+    frame = pd.read_csv(sms_path, sep="\t")
+    frame.columns = ["label", "text"]
+    return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
+
+
+def _start_train(root: Path) -> subprocess.Popen:
+    """`python -m stages.train` in `root`, its output in `root`/train.log (not one of the stage's outputs)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with (root / "train.log").open("w") as log:
+        return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _train_in_process(root: Path, monkeypatch) -> None:
+    import stages.train
+
+    with monkeypatch.context() as inside:
+        inside.chdir(root)
+        stages.train.main()
+
+
+@pytest.fixture
+def one_thread():
+    """Train in this process with one thread, as the subprocesses (OMP_NUM_THREADS=1) do, so that both compute
+    bit for bit the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _complete_checkpoint(root: Path) -> bool:
+    return any((path / "trainer_state.json").is_file() for path in (root / "models/checkpoints").glob("checkpoint-*"))
+
+
+def _weights(root: Path) -> dict[str, torch.Tensor]:
+    return load_file(root / "models/model/model.safetensors")
+
+
+def test_interrupted_training_leaves_no_outputs_and_resumes_to_the_same_result(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys, one_thread):
+    """SIGTERM (as `dvc` or a scheduler stops a job) and SIGINT (Ctrl-C) once the first epoch's checkpoint is
+    written: exit status 130, no models/model, no reports/train, no temporaries, the checkpoint kept; then
+    train.resume: true completes with the metrics and weights of an uninterrupted run."""
+    roots = {name: make_project(tmp_path / name, sms, tiny_bert_dir, train_rows=(72, 24), **TRAIN_SECTIONS)
+             for name in ("uninterrupted", "SIGTERM", "SIGINT")}
+    runs = {name: _start_train(roots[name]) for name in ("SIGTERM", "SIGINT")}
+    signalled: set[str] = set()
+    deadline = time.monotonic() + 240
+    while len(signalled) < len(runs) and time.monotonic() < deadline:
+        for name, run in runs.items():
+            if name not in signalled and run.poll() is None and _complete_checkpoint(roots[name]):
+                run.send_signal(getattr(signal, name))
+                signalled.add(name)
+        if any(run.returncode is not None and name not in signalled for name, run in runs.items()):
+            break
+        time.sleep(0.02)
+    for name, run in runs.items():
+        root = roots[name]
+        status = run.wait(timeout=60)
+        log = (root / "train.log").read_text()
+        assert name in signalled, f"{name}: the run ended (status {status}) before its first checkpoint:\n{log[-3000:]}"
+        assert status == 130 and log.rstrip().endswith("skewtune train: interrupted; its outputs were not written"), log[-3000:]
+        assert _leftovers(root, TRAIN_OUTPUTS) == []
+        assert _complete_checkpoint(root)  # the finished epoch is kept for train.resume
+
+    _train_in_process(roots["uninterrupted"], monkeypatch)
+    # A checkpoint cut short while being written (no trainer_state.json yet) must be skipped, not resumed from.
+    partial = roots["SIGINT"] / "models/checkpoints/checkpoint-999"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half a file")
+    expected_metrics = json.loads((roots["uninterrupted"] / "reports/train/metrics.json").read_text())
+    expected_weights = _weights(roots["uninterrupted"])
+    assert expected_metrics["best"]["epoch"] == 3.0  # the kept model is the one trained after the interruption
+    for name in ("SIGTERM", "SIGINT"):
+        root = roots[name]
+        (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("train:", "train:\n  resume: true"))
+        capsys.readouterr()
+        _train_in_process(root, monkeypatch)
+        assert ("checkpoint-999 was not completely written" in capsys.readouterr().err) == (name == "SIGINT")
+        assert json.loads((root / "reports/train/metrics.json").read_text()) == expected_metrics
+        weights = _weights(root)
+        assert weights.keys() == expected_weights.keys() and all(torch.equal(weights[k], expected_weights[k]) for k in weights)
+        assert not (root / "models/checkpoints").exists() and _leftovers(root, ()) == []
+
+
+def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
+    """Stopped after the last epoch's checkpoint, while the model is being saved: the resumed run has no epoch
+    left to train, and still writes the whole history and the best epoch to reports/train."""
+    import stages.train
+
+    root = make_project(tmp_path, sms, tiny_bert_dir, train={"epochs": 1})
+    monkeypatch.chdir(root)
+    with monkeypatch.context() as patch:
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt("signal 15")
+
+        patch.setattr(stages.train, "save_classifier", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            stages.train.main()
+    assert _leftovers(root, TRAIN_OUTPUTS) == [] and _complete_checkpoint(root)
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("train:", "train:\n  resume: true"))
+    stages.train.main()
+    summary = json.loads((root / "reports/train/metrics.json").read_text())
+    assert summary["step"] == 1 and summary["epoch"] == 1.0 and summary["best"]["epoch"] == 1.0
+    assert len(pd.read_csv(root / "reports/train/plots/metrics/val/loss.tsv", sep="\t")) == 1
+
+
+def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path, monkeypatch):
+    """SIGTERM (turned into KeyboardInterrupt as skewtune.cli does) arriving between two renames of a commit:
+    all outputs are committed, no temporary is left, and the interruption is raised afterwards."""
+    from skewtune import cli
+
+    previous = signal.signal(signal.SIGTERM, cli._raise_interrupt)
+    real_replace, calls = os.replace, []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs at the next bytecode boundary, long before this ends
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with Outputs() as out:
+                out.json(tmp_path / "a.json", {"a": 1})
+                out.path(tmp_path / "model", directory=True).joinpath("weights").write_text("w")
+                out.json(tmp_path / "b.json", {"b": 2})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(calls) == 3
+    assert json.loads((tmp_path / "b.json").read_text()) == {"b": 2} and (tmp_path / "model/weights").is_file()
+    assert _leftovers(tmp_path, ()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Numerical faults: a non-finite gradient with a finite loss (fp32; CPU has no fp16 loss scaling).
+
+
+@pytest.mark.parametrize("max_grad_norm", [1.0, 0.0])
+def test_non_finite_gradient_stops_training_at_its_step(max_grad_norm, tiny_bert_dir, tmp_path):
+    from skewtune.losses import build_loss
+    from skewtune.modeling import encode, load_classifier, load_tokenizer
+    from skewtune.training import DiagnosticsCallback, build_trainer, parse_selection, training_arguments
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    backward_passes = []
+
+    def infinite_on_third_step(grad):
+        backward_passes.append(1)
+        return torch.full_like(grad, math.inf) if len(backward_passes) == 3 else grad
+
+    model.classifier.weight.register_hook(infinite_on_third_step)
+    frame = pd.DataFrame({"text": [f"message number {i}" for i in range(16)], "label_id": [0, 1] * 8})
+    rows = encode(tokenizer, frame, 16)
+    selection = parse_selection("f1_macro", LABELS)
+    args = training_arguments(
+        str(tmp_path / "checkpoints"), epochs=1, max_steps=4, batch_size=4, eval_batch_size=8, grad_accum=1, lr=1e-3,
+        weight_decay=0.0, warmup=0, scheduler="constant", max_grad_norm=max_grad_norm, seed=0, precision="fp32",
+        device="cpu", selection=selection, group_by_length=False,
+    )
+    trainer = build_trainer(
+        model, tokenizer, args, rows, rows[:8], loss_fn=build_loss("ce", class_counts=[8, 8], labels=LABELS),
+        labels=LABELS, selection=selection, patience=0, callbacks=[DiagnosticsCallback(LABELS)],
+    )
+    with pytest.raises(SkewtuneError, match=r"^the gradient norm is inf \(the loss \d\.\d+ is finite\) at optimizer step 3 \(epoch 0\.75"):
+        trainer.train()
+    assert len(backward_passes) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Untrusted model files: pickles are never loaded, remote code runs only with model.trust_remote_code.
+
+
+class _Payload:
+    """Unpickling this creates `marker`: the proof that a pickle was loaded (and could have run anything)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _predict_project(root: Path, model_dir: Path, params: dict | None = None) -> None:
+    (root / "data/split").mkdir(parents=True)
+    for name in ("val", "test"):
+        pd.DataFrame({"id": ["a", "b"], "text": ["hello there", "win a prize"], "label": LABELS}).to_parquet(root / f"data/split/{name}.parquet")
+    (root / "data/interim").mkdir(parents=True)
+    (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    (root / "params.yaml").write_text(yaml.safe_dump(params or {}))
+    shutil.copytree(model_dir, root / "models/model")
+
+
+def test_pickled_weights_are_never_loaded(tiny_bert_dir, tmp_path, monkeypatch):
+    """Only pytorch_model.bin (a pickle that runs code when loaded): refused by train's model loading and
+    by the predict stage, and the pickle is never opened."""
+    from skewtune.modeling import load_classifier, load_tokenizer
+    from stages import predict
+
+    marker = tmp_path / "pickle-was-loaded"
+    base = tmp_path / "base"
+    shutil.copytree(tiny_bert_dir, base)
+    (base / "model.safetensors").unlink()
+    (base / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    tokenizer = load_tokenizer(str(base))
+    with pytest.raises(SkewtuneError, match=rf"model\.name: {base} has no \.safetensors weights, only pytorch_model\.bin \(a pickle"):
+        load_classifier(str(base), tokenizer, LABELS, max_length=16)
+
+    (base / "skewtune.json").write_text(json.dumps({"labels": LABELS, "max_length": 16, "text_pair": False}))
+    _predict_project(tmp_path / "project", base)
+    monkeypatch.chdir(tmp_path / "project")
+    with pytest.raises(SkewtuneError, match=r"models/model: cannot load the trained model"):
+        predict.main()
+    assert _leftovers(tmp_path / "project", ("data/predictions",)) == []
+    assert not marker.exists()
+
+
+REMOTE_CONFIG = '''
+from pathlib import Path
+from transformers import BertConfig
+
+Path({marker!r}).touch()  # runs when the module is imported
+
+
+class CustomConfig(BertConfig):
+    model_type = "skewtune_custom"
+'''
+REMOTE_MODEL = '''
+from transformers import BertForSequenceClassification
+
+from .configuration_custom import CustomConfig
+
+
+class CustomForSequenceClassification(BertForSequenceClassification):
+    config_class = CustomConfig
+'''
+
+
+def test_remote_code_runs_only_when_trusted(tiny_bert_dir, tmp_path, monkeypatch):
+    """A model dir whose config.json has an auto_map (its own Python code): refused by train's model loading
+    and by the predict stage unless model.trust_remote_code is true; with it, the code runs."""
+    import transformers.dynamic_module_utils as dynamic
+
+    from skewtune.modeling import load_classifier, load_tokenizer
+    from stages import predict
+
+    marker = tmp_path / "remote-code-ran"
+    base = tmp_path / "custom"
+    shutil.copytree(tiny_bert_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    config.update(model_type="skewtune_custom", architectures=["CustomForSequenceClassification"], auto_map={
+        "AutoConfig": "configuration_custom.CustomConfig",
+        "AutoModelForSequenceClassification": "modeling_custom.CustomForSequenceClassification",
+    })
+    (base / "config.json").write_text(json.dumps(config))
+    (base / "configuration_custom.py").write_text(REMOTE_CONFIG.format(marker=str(marker)))
+    (base / "modeling_custom.py").write_text(REMOTE_MODEL)
+    (base / "skewtune.json").write_text(json.dumps({"labels": LABELS, "max_length": 16, "text_pair": False}))
+
+    refused = r"ships its own model code, which runs only with model\.trust_remote_code: true"
+    tokenizer = load_tokenizer(str(base))
+    with pytest.raises(SkewtuneError, match=rf"model\.name: '{base}' {refused}"):
+        load_classifier(str(base), tokenizer, LABELS, max_length=16)
+    _predict_project(tmp_path / "project", base)
+    with monkeypatch.context() as inside:
+        inside.chdir(tmp_path / "project")
+        with pytest.raises(SkewtuneError, match=refused):
+            predict.main()
+        assert _leftovers(tmp_path / "project", ("data/predictions",)) == []
+    assert not marker.exists()
+
+    # Trusted: transformers copies the code into its modules cache and imports it (kept inside tmp_path here).
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    model = load_classifier(str(base), tokenizer, LABELS, max_length=16, trust_remote_code=True)
+    assert marker.exists() and type(model).__name__ == "CustomForSequenceClassification"
