@@ -308,3 +308,12 @@ def tune_decision(y: np.ndarray, probs: np.ndarray, labels: list[str], *, strate
     decision["val_score"] = score_labels(y, apply_decision(probs, decision), k_classes, score)
     decision["val_score_argmax"] = argmax_score
     return decision, curve
+
+
+def chosen_point(decision: dict) -> pd.DataFrame:
+    """The chosen rule as one (threshold, score) row, to mark it on the val curve plot. Binary argmax
+    is the threshold 0.5; multiclass offsets have no single threshold (NaN)."""
+    threshold = decision["threshold"]
+    if threshold is None:
+        threshold = 0.5 if len(decision["labels"]) == 2 else float("nan")
+    return pd.DataFrame({"threshold": [threshold], "score": [decision["val_score"]]})

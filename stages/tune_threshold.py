@@ -3,12 +3,13 @@
 from skewtune.cli import run_stage
 from skewtune.io import Outputs, read_labels
 from skewtune.params import load_params
-from skewtune.thresholds import read_predictions, tune_decision
+from skewtune.thresholds import chosen_point, read_predictions, tune_decision
 
 LABELS = "data/interim/labels.json"
 VAL_PREDICTIONS = "data/predictions/val.parquet"
 DECISION = "metrics/decision.json"
 VAL_CURVE = "reports/threshold/val_curve.csv"
+CHOSEN = "reports/threshold/chosen.csv"
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     with Outputs() as out:
         out.json(DECISION, decision)
         out.csv(VAL_CURVE, curve)
+        out.csv(CHOSEN, chosen_point(decision))
     print(f"decision: {decision['strategy']}; val {decision['metric']} {decision['val_score']:.4f} (argmax {decision['val_score_argmax']:.4f})")
 
 

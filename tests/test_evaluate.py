@@ -86,6 +86,8 @@ def test_binary_stages_write_the_contract(spam_project):
     curve = pd.read_csv(root / "reports/threshold/val_curve.csv")
     assert list(curve.columns) == ["threshold", "score", "precision", "recall"] and len(curve) <= 501
     assert curve.loc[curve["threshold"] == decision["threshold"], "score"].item() == pytest.approx(decision["val_score"])
+    chosen = pd.read_csv(root / "reports/threshold/chosen.csv")
+    assert chosen.to_dict("records") == [{"threshold": decision["threshold"], "score": pytest.approx(decision["val_score"])}]
 
     predictions = pd.read_csv(root / "metrics/test_predictions.csv")
     assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax"]
