@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup repro test bench clean
+.PHONY: setup repro test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,123 @@
+"""Shared helpers of the benchmark scripts: a throw-away working directory holding a snapshot of the
+project's code and a params.yaml with overrides, and running a stage in it with wall time and peak RSS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMS_TSV = (REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv").resolve()
+# The SMS Spam Collection as a data.source: a file under data/raw/ with header `Label<TAB>SMS`.
+SMS_DATA = {"source": "data/raw/sms_spam_collection.tsv", "text_column": "SMS", "label_column": "Label"}
+PIPELINE = ("ingest", "split", "resample", "train", "predict", "tune_threshold", "evaluate")
+
+
+def env() -> dict[str, str]:
+    """The environment of the stages: this venv first on PATH, offline, as the Makefile sets it."""
+    return {
+        **os.environ,
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def project_files() -> list[str]:
+    """The files git would carry (tracked plus untracked-not-ignored), without run results and bench/."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return [f for f in listed if f != "dvc.lock" and not f.startswith(("metrics/", "bench/")) and (REPO / f).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the project's files in `dest` (code, dvc.yaml, params.yaml as in the working tree)."""
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def set_params(path: Path, overrides: dict) -> None:
+    """Override keys of params.yaml in place: {section: {key or dotted.key: value}}."""
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for section, values in overrides.items():
+        for key, value in values.items():
+            node = params[section]
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`section.key=value` strings (value in YAML) as set_params overrides, e.g. train.max_steps=2."""
+    overrides: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, rest = key.partition(".")
+        if not (sep and dot and rest):
+            raise SystemExit(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=2")
+        overrides.setdefault(section, {})[rest] = yaml.safe_load(value)
+    return overrides
+
+
+def link_sms(workdir: Path) -> None:
+    """data/raw/sms_spam_collection.tsv as a symlink to the shared file (never a copy)."""
+    link = workdir / SMS_DATA["source"]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(SMS_TSV)
+
+
+def run_measured(args: list[str], cwd: Path, log: Path | None = None) -> dict:
+    """Run a command; its wall time and peak RSS in MiB, from GNU time's %M.
+
+    Not from wait4's ru_maxrss: Linux carries the RSS high-water mark of the forking process over
+    the exec, so a child of this (possibly large) Python process would report at least its size.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as measured:
+        out = open(log, "a", encoding="utf-8") if log else subprocess.DEVNULL
+        try:
+            start = time.perf_counter()
+            rc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", measured.name, *args], cwd=cwd, env=env(),
+                                stdout=out, stderr=subprocess.STDOUT).returncode
+            wall = time.perf_counter() - start
+        finally:
+            if log:
+                out.close()
+        peak_kib = int(measured.read().split()[-1])
+    return {"wall_s": wall, "peak_rss_mib": peak_kib / 1024, "rc": rc}
+
+
+def run_stage(name: str, workdir: Path, log: Path | None = None) -> dict:
+    """`python -m stages.<name>` in `workdir`; raises when it fails (the log says why)."""
+    result = run_measured([sys.executable, "-m", f"stages.{name}"], workdir, log)
+    if result["rc"] != 0:
+        raise RuntimeError(f"stage {name} failed in {workdir} (exit {result['rc']}); see {log}")
+    return result
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def machine() -> str:
+    """CPU model, cores, memory and the torch version: the line BENCHMARKS.md records."""
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) / 2**20
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB, torch {torch.__version__} ({torch.get_num_threads()} threads)"
