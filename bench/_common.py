@@ -4,7 +4,6 @@ project's code and a params.yaml with overrides, and running a stage in it with 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,47 +18,9 @@ SMS_TSV = (REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv").resolve(
 SMS_DATA = {"source": "data/raw/sms_spam_collection.tsv", "text_column": "SMS", "label_column": "Label"}
 PIPELINE = ("ingest", "split", "resample", "train", "predict", "tune_threshold", "evaluate")
 
-
-def env() -> dict[str, str]:
-    """The environment of the stages: this venv first on PATH, offline, as the Makefile sets it."""
-    return {
-        **os.environ,
-        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-
-
-def project_files() -> list[str]:
-    """The files git would carry (tracked plus untracked-not-ignored), without run results and bench/."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    return [f for f in listed if f != "dvc.lock" and not f.startswith(("metrics/", "bench/")) and (REPO / f).is_file()]
-
-
-def copy_project(dest: Path) -> Path:
-    """A copy of the project's files in `dest` (code, dvc.yaml, params.yaml as in the working tree)."""
-    for rel in project_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
-    (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
-    return dest
-
-
-def set_params(path: Path, overrides: dict) -> None:
-    """Override keys of params.yaml in place: {section: {key or dotted.key: value}}."""
-    params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for section, values in overrides.items():
-        for key, value in values.items():
-            node = params[section]
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+# The test suite's helpers for copying the project and editing its params.yaml serve here too.
+sys.path.insert(0, str(REPO / "tests"))
+from dvc_repo import copy_project, env, set_params  # noqa: E402,F401
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -58,13 +58,13 @@ def main() -> None:
     copy_project(workdir)
     source = workdir / "data/raw/large.csv"
     generate(args.rows, args.seed).to_csv(source, index=False)
-    set_params(workdir / "params.yaml", {"data": {"source": "data/raw/large.csv", "text_column": "text", "label_column": "label"}})
+    set_params(workdir, {"data": {"source": "data/raw/large.csv", "text_column": "text", "label_column": "label"}})
     print(f"machine: {machine()}; 1-min load {loadavg():.2f}\n{source}: {args.rows} rows, {source.stat().st_size / 2**20:.0f} MiB", flush=True)
     results = {}
     for name, strategy in (("ingest", None), ("split", None), ("resample", "none"), ("resample", "random_over")):
         label = name if strategy is None else f"{name} ({strategy})"
         if strategy is not None:
-            set_params(workdir / "params.yaml", {"resample": {"strategy": strategy}})
+            set_params(workdir, {"resample": {"strategy": strategy}})
         results[label] = run_stage(name, workdir, args.out / "log.txt")
         print(f"{label}: {results[label]['wall_s']:.1f} s, peak RSS {results[label]['peak_rss_mib']:.0f} MiB", flush=True)
     ingest = json.loads((workdir / "metrics/ingest.json").read_text())

@@ -77,7 +77,7 @@ def main() -> None:
     repo = args.out / "repo"
     shutil.rmtree(repo, ignore_errors=True)
     copy_project(repo)
-    set_params(repo / "params.yaml", parse_overrides(args.set))
+    set_params(repo, parse_overrides(args.set))
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "bench")
@@ -87,7 +87,7 @@ def main() -> None:
     results = []
     for name, overrides in STEPS:
         if overrides:
-            set_params(repo / "params.yaml", overrides)
+            set_params(repo, overrides)
         time_log.unlink(missing_ok=True)
         wall, ran, log = repro(repo, bin_dir)
         (args.out / f"step{len(results)}.log").write_text(log)

@@ -84,7 +84,7 @@ def run_one(out: Path, snapshot: Path, config: str, seed: int) -> dict:
     overrides = {"data": SMS_DATA, "split": {"seed": seed}, "train": {"seed": seed}, "resample": {"seed": seed}}
     for section, values in CONFIGS[config][1].items():
         overrides.setdefault(section, {}).update(values)
-    set_params(workdir / "params.yaml", overrides)
+    set_params(workdir, overrides)
     log = workdir / "log.txt"
     stages = PIPELINE[:2] if config == "e" else PIPELINE
     walls = {name: run_stage(name, workdir, log)["wall_s"] for name in stages}

@@ -46,12 +46,18 @@ def project_files() -> list[str]:
     return [f for f in out if f != "dvc.lock" and not f.startswith(("metrics/", "bench/", "tests/")) and (REPO / f).exists()]
 
 
-def make_repo(dest: Path, params: dict, raw_files: dict[str, Path] | None = None) -> Path:
-    """Copy the project into `dest`, override `params` (section -> {key: value}), add raw data, commit."""
+def copy_project(dest: Path) -> Path:
+    """A copy of the project's files (as in the working tree) in `dest`."""
     for rel in project_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
+    return dest
+
+
+def make_repo(dest: Path, params: dict, raw_files: dict[str, Path] | None = None) -> Path:
+    """Copy the project into `dest`, override `params` (section -> {key: value}), add raw data, commit."""
+    copy_project(dest)
     for name, source in (raw_files or {}).items():
         shutil.copy2(source, dest / "data" / "raw" / name)
     set_params(dest, params)
