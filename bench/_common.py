@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SMS_TSV = (REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv").resolve()
+# Elsewhere (a GPU machine without ../shared), SKEWTUNE_BENCH_SMS names the file.
+SMS_TSV = Path(os.environ.get("SKEWTUNE_BENCH_SMS") or REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv").resolve()
 # The SMS Spam Collection as a data.source: a file under data/raw/ with header `Label<TAB>SMS`.
 SMS_DATA = {"source": "data/raw/sms_spam_collection.tsv", "text_column": "SMS", "label_column": "Label"}
 PIPELINE = ("ingest", "split", "resample", "train", "predict", "tune_threshold", "evaluate")

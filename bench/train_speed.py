@@ -1,15 +1,20 @@
 """Training throughput: the train stage's Trainer setup against a plain run_glue.py-style Trainer.
 
     .venv/bin/python bench/train_speed.py [--seed 1] [--out /tmp/skewtune_bench/train_speed]
+    python bench/train_speed.py --device cuda --precision bf16 --epochs 3 [--model DIR] [--bert-base]
 
-Same model (params.yaml model.name), the same train split of the SMS Spam Collection (ingest + split as the
-stages do it, split.seed = --seed), the same batch size and learning rate (params.yaml train.*), one epoch,
-fp32 on the CPU. skewtune: tokens without padding, DataCollatorWithPadding, length-grouped batches, its loss
+Same model (params.yaml model.name or --model; --bert-base swaps in a BERT-base-sized model with random
+weights, built from a config, with that model's tokenizer), the same train split of the SMS Spam
+Collection (ingest + split as the stages do it, split.seed = --seed), the same batch size and learning rate
+(params.yaml train.*), --epochs epochs (default 1), fp32 on the CPU unless --device / --precision say
+otherwise. skewtune: tokens without padding, DataCollatorWithPadding, length-grouped batches, its loss
 hook and metrics (skewtune.training.build_trainer). Plain: padding="max_length" to model.max_length, the
 default collator, random batches, the model's own loss, as transformers' examples/run_glue.py does with
---pad_to_max_length. Time is from the start of training to the end of the epoch (before evaluation and
-checkpointing). Model FLOPs = 6 x non-embedding parameters x non-padding tokens; the share is of this
-machine's measured dense fp32 matmul FLOP/s (torch's default threads).
+--pad_to_max_length. Time is summed over the epochs, each from its start to its end (evaluation and
+checkpointing, which come between epochs, excluded); with more than one epoch the first is left out as
+warm-up (CUDA kernel selection, allocator growth). Model FLOPs = 6 x non-embedding parameters x non-padding
+tokens; the share is of this machine's measured dense matmul FLOP/s in the training precision (fp32 on the
+CPU with torch's default threads; bf16 / fp16 / fp32 on the GPU).
 """
 
 from __future__ import annotations
@@ -49,32 +54,47 @@ class CountingCollator:
         return batch
 
 
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class EpochTimer(TrainerCallback):
-    """Seconds and padded token positions from the start of training to the end of the first epoch
-    (evaluation, which also goes through the collator, comes after)."""
+    """Seconds and padded token positions of each epoch, from its start to its end (evaluation, which
+    also goes through the collator, comes between epochs and is not counted)."""
 
     def __init__(self, counter: CountingCollator):
-        self.counter = counter
+        self.counter, self.epochs = counter, []
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        synchronize()
         self.start, self.counter.positions = time.perf_counter(), 0
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.seconds, self.positions = time.perf_counter() - self.start, self.counter.positions
+        synchronize()
+        self.epochs.append((time.perf_counter() - self.start, self.counter.positions))
+
+    def measured(self) -> tuple[float, int, int]:
+        """(seconds, padded positions, epochs counted): all epochs but the first when there are several."""
+        counted = self.epochs[1:] or self.epochs
+        return sum(s for s, _ in counted), sum(p for _, p in counted), len(counted)
 
 
-def matmul_flops(n: int = 2048, repeats: int = 20) -> float:
-    """Dense fp32 FLOP/s of an n x n matmul with torch's default threads (best of three timings)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(device: str, dtype: torch.dtype, repeats: int = 20) -> tuple[float, int]:
+    """(dense FLOP/s, n) of an n x n matmul on `device` in `dtype`, best of three timings."""
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(3):
+        synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
             torch.matmul(a, b)
+        synchronize()
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 * repeats / best
+    return 2 * n**3 * repeats / best, n
 
 
 def non_embedding_parameters(model) -> int:
@@ -95,7 +115,19 @@ def sms_splits(seed: int, val_size: float, test_size: float):
     return train, val, labels
 
 
-def skewtune_run(p, source, train, val, labels, outdir: str) -> dict:
+def bert_base_from_config(tokenizer_source: str, outdir: Path) -> str:
+    """A BERT-base-sized classifier base (12 layers, 768 wide, 110M parameters) with random weights and the
+    tokenizer of `tokenizer_source`, saved as a model directory: speed does not depend on the weights."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer))).save_pretrained(outdir)
+    tokenizer.save_pretrained(outdir)
+    return str(outdir)
+
+
+def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, device: str, precision: str) -> dict:
     t, m = p.train, p.model
     set_seed(t.seed)
     tokenizer = load_tokenizer(source)
@@ -104,9 +136,9 @@ def skewtune_run(p, source, train, val, labels, outdir: str) -> dict:
     init_head_bias(model, counts, m.init_bias, labels)
     selection = parse_selection(t.select_metric, labels)
     args = training_arguments(
-        outdir, epochs=1, max_steps=-1, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, grad_accum=t.grad_accum,
+        outdir, epochs=epochs, max_steps=-1, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, grad_accum=t.grad_accum,
         lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, scheduler=t.scheduler, max_grad_norm=t.max_grad_norm,
-        seed=t.seed, precision="fp32", device="cpu", selection=selection, group_by_length=t.group_by_length,
+        seed=t.seed, precision=precision, device=device, selection=selection, group_by_length=t.group_by_length,
     )
     lo = p.loss
     loss_fn = build_loss(lo.name, class_counts=counts, labels=labels, class_weights=lo.class_weights, beta=lo.beta,
@@ -118,68 +150,88 @@ def skewtune_run(p, source, train, val, labels, outdir: str) -> dict:
     timer = EpochTimer(counting)
     trainer.add_callback(timer)
     trainer.train()
-    return {"seconds": timer.seconds, "positions": timer.positions, "model": model}
+    return {"timer": timer, "model": model}
 
 
-def plain_run(p, source, train, labels, outdir: str) -> dict:
+def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str, precision: str) -> dict:
     """transformers' run_glue.py with --pad_to_max_length: pad every row, default_data_collator, Trainer defaults."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
 
     t, m = p.train, p.model
     set_seed(t.seed)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(labels))
+    # fp32 weights, as run_glue.py gets from an fp32 checkpoint (transformers 5 loads a half-precision one in half).
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(labels), dtype=torch.float32)
     encoded = tokenizer(train["text"].tolist(), padding="max_length", max_length=m.max_length, truncation=True)
     rows = [{**{k: encoded[k][i] for k in encoded}, "label": int(y)} for i, y in enumerate(train["label_id"])]
     args = TrainingArguments(
-        output_dir=outdir, num_train_epochs=1, per_device_train_batch_size=t.batch_size, learning_rate=t.lr,
-        seed=t.seed, use_cpu=True, save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
+        output_dir=outdir, num_train_epochs=epochs, per_device_train_batch_size=t.batch_size, learning_rate=t.lr,
+        seed=t.seed, use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
     )
     timer = EpochTimer(CountingCollator(default_data_collator))
     Trainer(model=model, args=args, train_dataset=rows, data_collator=timer.counter, callbacks=[timer]).train()
-    return {"seconds": timer.seconds, "positions": timer.positions, "model": model}
+    return {"timer": timer, "model": model}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rows", type=int, default=0, help="train on this many random train rows (0: all); for a quick check")
+    parser.add_argument("--batch-size", type=int, default=0, help="override train.batch_size of params.yaml (both runs)")
+    parser.add_argument("--epochs", type=int, default=1, help="with more than one, the first is left out as warm-up")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--model", default=None, help="a model directory or name; default: params.yaml model.name")
+    parser.add_argument("--bert-base", action="store_true", help="a BERT-base-sized model from a config (random weights) with --model's tokenizer")
     parser.add_argument("--out", type=Path, default=Path("/tmp/skewtune_bench/train_speed"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     p = load_params(REPO / "params.yaml")
+    if args.batch_size:
+        p = p.model_copy(update={"train": p.train.model_copy(update={"batch_size": args.batch_size})})
     train, val, labels = sms_splits(args.seed, p.split.val_size, p.split.test_size)
     if args.rows:
         train = train.sample(args.rows, random_state=args.seed)
-    source = resolve_model_source(p.model.name)
-    tokens = sum(len(ids) for ids in load_tokenizer(source)(train["text"].tolist(), truncation=True, max_length=p.model.max_length)["input_ids"])
-    peak = matmul_flops()
-    print(f"machine: {machine()}\nmatmul 2048x2048 fp32: {peak / 1e9:.1f} GFLOP/s\ntrain rows {len(train)}, non-padding tokens {tokens}", flush=True)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    peak, n = matmul_flops(args.device, dtype)
+    where = f"{torch.cuda.get_device_name()}, " if args.device == "cuda" else ""
 
     runs = {}
+    setup = {"epochs": args.epochs, "device": args.device, "precision": args.precision}
     with tempfile.TemporaryDirectory() as tmp:
-        runs["skewtune"] = skewtune_run(p, source, train, val, labels, f"{tmp}/skewtune")
-        runs["plain"] = plain_run(p, source, train, labels, f"{tmp}/plain")
+        source = resolve_model_source(args.model or p.model.name)
+        if args.bert_base:
+            source = bert_base_from_config(source, Path(tmp) / "bert-base")
+        tokens = sum(len(ids) for ids in load_tokenizer(source)(train["text"].tolist(), truncation=True, max_length=p.model.max_length)["input_ids"])
+        print(f"machine: {where}{machine()}\nmatmul {n}x{n} {args.precision} on {args.device}: {peak / 1e9:.1f} GFLOP/s\n"
+              f"train rows {len(train)}, non-padding tokens {tokens} per epoch", flush=True)
+        runs["skewtune"] = skewtune_run(p, source, train, val, labels, f"{tmp}/skewtune", **setup)
+        runs["plain"] = plain_run(p, source, train, labels, f"{tmp}/plain", **setup)
     params = non_embedding_parameters(runs["skewtune"]["model"])
-    report = {"machine": machine(), "matmul_gflops": peak / 1e9, "rows": len(train), "non_padding_tokens": tokens,
+    report = {"machine": where + machine(), "model": "bert-base from a config" if args.bert_base else args.model or p.model.name, **setup,
+              "matmul_gflops": peak / 1e9, "matmul_n": n, "rows": len(train), "non_padding_tokens": tokens,
               "non_embedding_parameters": params, "batch_size": p.train.batch_size, "max_length": p.model.max_length}
     for name, run in runs.items():
-        model_flops = 6 * params * tokens
+        seconds, positions, epochs = run["timer"].measured()
+        samples, epoch_tokens = len(train) * epochs, tokens * epochs
+        model_flops = 6 * params * epoch_tokens
         report[name] = {
-            "seconds": run["seconds"],
-            "samples_per_s": len(train) / run["seconds"],
-            "tokens_per_s": tokens / run["seconds"],
-            "padded_positions": run["positions"],
-            "padding_share": 1 - tokens / run["positions"],
-            "model_gflops_per_s": model_flops / run["seconds"] / 1e9,
-            "share_of_matmul_peak": model_flops / run["seconds"] / peak,
+            "epochs_timed": epochs,
+            "seconds": seconds,
+            "samples_per_s": samples / seconds,
+            "tokens_per_s": epoch_tokens / seconds,
+            "padded_positions": positions,
+            "padding_share": 1 - epoch_tokens / positions,
+            "model_gflops_per_s": model_flops / seconds / 1e9,
+            "share_of_matmul_peak": model_flops / seconds / peak,
         }
         r = report[name]
         print(f"{name}: {r['seconds']:.1f} s, {r['samples_per_s']:.1f} samples/s, {r['tokens_per_s']:.0f} tokens/s, "
               f"padding {r['padding_share']:.1%}, {r['model_gflops_per_s']:.1f} model GFLOP/s = {r['share_of_matmul_peak']:.1%} of matmul peak")
-    report["speedup"] = report["plain"]["seconds"] / report["skewtune"]["seconds"]
+    report["speedup"] = report["skewtune"]["samples_per_s"] / report["plain"]["samples_per_s"]
     print(f"non-embedding parameters {params}; skewtune / plain throughput: {report['speedup']:.2f}x")
-    (args.out / "train_speed.json").write_text(json.dumps(report, indent=2))
+    name = "train_speed" if args.device == "cpu" and not args.bert_base else f"train_speed_{args.device}_{args.precision}{'_bert_base' * args.bert_base}_b{p.train.batch_size}"
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

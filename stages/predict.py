@@ -1,11 +1,11 @@
 """Stage predict: class probabilities of the trained model for the val and test rows."""
 
 from skewtune.cli import run_stage
+from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs, read_labels
 from skewtune.modeling import load_trained, predict_proba, prediction_table, read_examples
 from skewtune.params import load_params
-from skewtune.training import amp_dtype, resolve_device, resolve_precision
 
 MODEL = "models/model"
 LABELS = "data/interim/labels.json"

@@ -3,9 +3,11 @@ save it to models/model and the training curves to reports/train."""
 
 import shutil
 
+import torch
 from transformers import set_seed
 
 from skewtune.cli import run_stage
+from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs, read_labels
 from skewtune.losses import build_loss
@@ -28,8 +30,6 @@ from skewtune.training import (
     distributed_rank,
     parse_selection,
     relaunch_distributed,
-    resolve_device,
-    resolve_precision,
     training_arguments,
 )
 
@@ -48,6 +48,7 @@ def main() -> None:
     train, val = read_examples(TRAIN, labels, "resample"), read_examples(VAL, labels, "split")
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
+    check_processes(t.nproc, device, torch.cuda.device_count())
     selection = parse_selection(t.select_metric, labels)
     counts = class_counts(train["label_id"], len(labels))
     loss_fn = build_loss(
@@ -110,6 +111,8 @@ def main() -> None:
             )
     if is_main:
         shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # else NCCL warns of leaked resources at exit
 
 
 if __name__ == "__main__":

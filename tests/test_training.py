@@ -17,6 +17,7 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
+from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.losses import build_loss
 from skewtune.modeling import class_counts, encode, load_classifier, load_tokenizer, load_trained, read_examples
@@ -24,8 +25,6 @@ from skewtune.training import (
     DiagnosticsCallback,
     build_trainer,
     parse_selection,
-    resolve_device,
-    resolve_precision,
     training_arguments,
 )
 
@@ -175,6 +174,13 @@ def test_cuda_requested_without_gpu_is_an_error():
     with pytest.raises(SkewtuneError, match="train.device is cuda, but no CUDA GPU is visible"):
         resolve_device("cuda")
     assert resolve_device("auto") == "cpu" and resolve_precision("auto", "cpu") == "fp32"
+
+
+def test_ddp_needs_one_gpu_per_process():
+    check_processes(4, "cpu", 0)  # CPU processes (gloo) need no GPU
+    check_processes(2, "cuda", 2)
+    with pytest.raises(SkewtuneError, match="train.nproc is 2, but 1 CUDA GPU is visible .* set train.nproc to 1 or less"):
+        check_processes(2, "cuda", 1)
 
 
 def test_selection_metric():
