@@ -111,8 +111,6 @@ def main() -> None:
             )
     if is_main:
         shutil.rmtree(CHECKPOINTS, ignore_errors=True)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # else NCCL warns of leaked resources at exit
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -297,8 +298,16 @@ def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
 
     root = make_project(tmp_path / "ddp", sms, quiet_bert, train={**single, "batch_size": 8, "nproc": 2})
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Its own process group, so that a hung run can be killed with its torchrun workers; ~20 s when healthy.
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"DDP training hung for 180 s; its output:\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     best = read_json(root / "reports/train/metrics.json")["best"]
     assert best["epoch"] == 0.25 and expected["epoch"] == 0.25
     assert best["train"]["loss"] == pytest.approx(expected["train"]["loss"], rel=1e-5)
