@@ -10,7 +10,7 @@ import codecs
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -266,6 +266,43 @@ class Params(_Section):
     loss: LossParams = Field(default_factory=LossParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+
+# Keys that only some choices read: (key, whether these params read it, the choice that does).
+CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
+    ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
+    ("resample.over_ratio", lambda p: p.resample.strategy in ("random_over", "over_under"), "resample.strategy: random_over or over_under"),
+    ("resample.under_ratio", lambda p: p.resample.strategy in ("random_under", "over_under"), "resample.strategy: random_under or over_under"),
+    ("resample.seed", lambda p: p.resample.strategy != "none", "a resample.strategy other than none"),
+    *((f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true") for key in ("r", "alpha", "dropout", "target_modules")),
+    ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
+    ("loss.class_weights", lambda p: p.loss.name == "weighted_ce", "loss.name: weighted_ce"),
+    ("loss.beta", lambda p: p.loss.name == "weighted_ce" and p.loss.class_weights == "effective_number",
+     "loss.name: weighted_ce with loss.class_weights: effective_number"),
+    ("loss.alpha", lambda p: p.loss.name == "focal", "loss.name: focal"),
+    ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
+    ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
+    ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
+)
+
+
+def _value(params: BaseModel, key: str) -> Any:
+    for part in key.split("."):
+        params = getattr(params, part)
+    return params
+
+
+def unused_settings(params: Params) -> list[str]:
+    """One line per key set away from its default that the chosen options do not read, e.g. loss.gamma
+    with loss.name: ce. Such a setting is silently without effect (yet, as a DVC param of its stage, a
+    change to it still re-runs that stage), which is worth a warning rather than an error: a sweep may
+    switch the choice that reads it on and off."""
+    defaults = Params()
+    return [
+        f"{key} is {_value(params, key)!r}, but only {reader} reads it: it has no effect here (its default is {_value(defaults, key)!r})"
+        for key, is_read, reader in CONDITIONAL_KEYS
+        if _value(params, key) != _value(defaults, key) and not is_read(params)
+    ]
 
 
 def _section_model(loc: tuple) -> type[BaseModel] | None:

@@ -1,12 +1,17 @@
-"""Stage check_params: validate all of params.yaml (types, ranges, unknown keys)."""
+"""Stage check_params: validate all of params.yaml (types, ranges, unknown keys) and warn about settings
+that the chosen options do not read."""
+
+import sys
 
 from skewtune.cli import run_stage
-from skewtune.params import load_params
+from skewtune.params import load_params, unused_settings
 
 
 def main() -> None:
-    load_params()
+    params = load_params()
     print("params.yaml: valid")
+    for line in unused_settings(params):
+        print(f"params.yaml: warning: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

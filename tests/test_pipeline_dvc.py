@@ -150,9 +150,11 @@ def test_one_key_changes_exactly_its_stages(repo, key):
 def test_threshold_metric_reruns_only_threshold_and_evaluate(repo):
     original = (repo / "params.yaml").read_text()
     try:
-        set_params(repo, {"threshold": {"metric": "mcc"}})
+        # min_precision is read only by recall_at_precision: check_params warns that it has no effect with mcc.
+        set_params(repo, {"threshold": {"metric": "mcc", "min_precision": 0.8}})
         out = dvc(["repro"], repo)
         assert ran_stages(out.stdout) == {"check_params", "tune_threshold", "evaluate"}, out.stdout
+        assert "params.yaml: warning: threshold.min_precision is 0.8, but only threshold.metric: recall_at_precision reads it" in out.stdout + out.stderr
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)

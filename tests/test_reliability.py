@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
-from skewtune.params import Params, validate_params
+from skewtune.params import CONDITIONAL_KEYS, Params, load_params, unused_settings, validate_params
 from test_training import make_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,6 +276,42 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
         validate_params(raw)
 
 
+# Per key that only some choices read: params where it is set but unread, and params where it is read.
+UNREAD_AND_READ = {
+    "split.test_size": ({"split": {"test_size": 0.2}, "data": {"test_path": "data/raw/test.csv"}}, {"split": {"test_size": 0.2}}),
+    "resample.over_ratio": ({"resample": {"over_ratio": 0.5}}, {"resample": {"over_ratio": 0.5, "strategy": "random_over"}}),
+    "resample.under_ratio": ({"resample": {"under_ratio": 0.5, "strategy": "random_over"}}, {"resample": {"under_ratio": 0.5, "strategy": "over_under"}}),
+    "resample.seed": ({"resample": {"seed": 1}}, {"resample": {"seed": 1, "strategy": "random_under"}}),
+    "model.lora.r": ({"model": {"lora": {"r": 16}}}, {"model": {"lora": {"r": 16, "enabled": True}}}),
+    "model.lora.alpha": ({"model": {"lora": {"alpha": 32}}}, {"model": {"lora": {"alpha": 32, "enabled": True}}}),
+    "model.lora.dropout": ({"model": {"lora": {"dropout": 0.1}}}, {"model": {"lora": {"dropout": 0.1, "enabled": True}}}),
+    "model.lora.target_modules": ({"model": {"lora": {"target_modules": ["query"]}}}, {"model": {"lora": {"target_modules": ["query"], "enabled": True}}}),
+    "train.epochs": ({"train": {"epochs": 3, "max_steps": 10}}, {"train": {"epochs": 3}}),
+    "loss.class_weights": ({"loss": {"class_weights": "inverse_sqrt"}}, {"loss": {"class_weights": "inverse_sqrt", "name": "weighted_ce"}}),
+    "loss.beta": ({"loss": {"beta": 0.99, "name": "weighted_ce"}}, {"loss": {"beta": 0.99, "name": "weighted_ce", "class_weights": "effective_number"}}),
+    "loss.alpha": ({"loss": {"alpha": "balanced", "name": "weighted_ce"}}, {"loss": {"alpha": "balanced", "name": "focal"}}),
+    "loss.gamma": ({"loss": {"gamma": 3.0}}, {"loss": {"gamma": 3.0, "name": "focal"}}),
+    "loss.tau": ({"loss": {"tau": 2.0, "name": "focal"}}, {"loss": {"tau": 2.0, "name": "logit_adjusted"}}),
+    "threshold.min_precision": ({"threshold": {"min_precision": 0.8}}, {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}}),
+}
+
+
+def test_unread_settings_cover_every_conditional_key():
+    assert set(UNREAD_AND_READ) == {key for key, _, _ in CONDITIONAL_KEYS}
+
+
+@pytest.mark.parametrize("key", UNREAD_AND_READ)
+def test_a_set_but_unread_key_is_named_and_a_read_one_is_not(key):
+    unread, read = UNREAD_AND_READ[key]
+    lines = unused_settings(validate_params(unread))
+    assert len(lines) == 1 and lines[0].startswith(f"{key} is ") and "has no effect" in lines[0], lines
+    assert unused_settings(validate_params(read)) == []
+
+
+def test_defaults_and_the_project_params_warn_of_nothing():
+    assert unused_settings(validate_params({})) == [] and unused_settings(load_params(REPO / "params.yaml")) == []
+
+
 def test_check_params_cli_lists_every_problem(tmp_path):
     (tmp_path / "params.yaml").write_text(
         "loss:\n  gama: 2\ntrain:\n  lr: 5\n  scheduler: steep\nmodel:\n  lora:\n    r: 0\n", encoding="utf-8"
@@ -286,6 +322,16 @@ def test_check_params_cli_lists_every_problem(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
     assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["loss.gama", "model.lora.r", "train.lr", "train.scheduler"]
+
+
+def test_check_params_cli_warns_of_an_unread_setting_and_passes(tmp_path):
+    (tmp_path / "params.yaml").write_text("loss:\n  name: ce\n  gamma: 3.0\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "params.yaml: valid\n"
+    assert done.stderr == (
+        "params.yaml: warning: loss.gamma is 3.0, but only loss.name: focal reads it: it has no effect here (its default is 2.0)\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
