@@ -141,6 +141,12 @@ def bootstrap_ci(y_true: np.ndarray, preds: list[np.ndarray], n_classes: int, *,
     return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
+def win_rate(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, score: Score, *, resamples: int, seed: int) -> float:
+    """Share of paired bootstrap resamples (rows drawn jointly for A and B) in which B scores strictly above A."""
+    boot = _resampled_scores(y_true, [pred_a, pred_b], n_classes, score, resamples, np.random.default_rng(seed))
+    return float(np.mean(boot[:, 1] > boot[:, 0]))
+
+
 # ---------------------------------------------------------------------------------------- test report
 
 

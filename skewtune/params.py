@@ -241,6 +241,9 @@ class ThresholdParams(_Section):
     metric: str = Field("f1_macro", description="f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
     min_precision: float = Field(0.9, gt=0, le=1, description="the precision floor of recall_at_precision")
     positive_label: str | None = Field(None, min_length=1, description="binary: the class whose probability is thresholded; the rarest class in val when null")
+    min_confidence: float = Field(
+        0.95, ge=0, lt=1, description="keep the tuned rule only if it beats argmax in this share of paired bootstrap resamples of val; 0 = always"
+    )
 
     @field_validator("metric")
     @classmethod
@@ -283,6 +286,7 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
     ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
+    ("threshold.min_confidence", lambda p: p.threshold.strategy == "tune", "threshold.strategy: tune"),
 )
 
 

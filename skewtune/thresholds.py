@@ -31,12 +31,15 @@ import pandas as pd
 
 from skewtune.errors import SkewtuneError
 from skewtune.io import read_json, read_table
-from skewtune.metrics import Score, downsample, parse_score, score_from_counts, score_labels
+from skewtune.metrics import Score, downsample, parse_score, score_from_counts, score_labels, win_rate
 
 # log(0) would make offsets meaningless; the smallest normal double keeps the order of all others.
 _TINY = np.finfo(np.float64).tiny
 _TIE = 1e-12
 MAX_SWEEPS = 50
+# The paired bootstrap that decides whether a tuned rule is kept (fixed, so that a decision is reproducible).
+GUARD_RESAMPLES = 1000
+GUARD_SEED = 0
 ROW_SUM_TOLERANCE = 1e-3
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -268,12 +271,21 @@ def resolve_positive(labels: list[str], y: np.ndarray, positive_label: str | Non
     return int(np.argmin(np.bincount(y, minlength=2)))
 
 
-def tune_decision(y: np.ndarray, probs: np.ndarray, labels: list[str], *, strategy: str, metric: str, min_precision: float, positive_label: str | None) -> tuple[dict, pd.DataFrame]:
+def tune_decision(
+    y: np.ndarray, probs: np.ndarray, labels: list[str], *, strategy: str, metric: str, min_precision: float,
+    positive_label: str | None, min_confidence: float,
+) -> tuple[dict, pd.DataFrame]:
     """Choose the decision rule on validation rows; returns (metrics/decision.json, val curve frame).
 
     strategy "argmax" keeps argmax (the binary curve is still reported); "tune" thresholds the
-    positive class (binary) or tunes per-class offsets (multiclass) to maximise `metric`.
+    positive class (binary) or tunes per-class offsets (multiclass) to maximise `metric`, and keeps
+    the tuned rule only if it scores above argmax in at least `min_confidence` of paired bootstrap
+    resamples of val (0: always). On few val rows of a class the best threshold is often a fluke of
+    a handful of rows, and does worse than argmax on new data; `win_rate` and `tuned_*` record the
+    tuned rule either way.
     """
+    if not 0 <= min_confidence < 1:
+        raise SkewtuneError(f"threshold.min_confidence is {min_confidence!r}; use a share in [0, 1), e.g. 0.95 (0 keeps every tuned rule)")
     if strategy not in ("tune", "argmax"):
         raise SkewtuneError(f"threshold.strategy: unknown strategy {strategy!r}; use tune or argmax")
     k_classes = len(labels)
@@ -305,6 +317,13 @@ def tune_decision(y: np.ndarray, probs: np.ndarray, labels: list[str], *, strate
     else:
         curve = pd.DataFrame([{"sweep": 0, "class": None, "offset": 0.0, "score": argmax_score}])
 
+    decision.update(tuned_threshold=decision["threshold"], tuned_offsets=decision["offsets"], win_rate=None)
+    if decision["strategy"] != "argmax":
+        decision["tuned_val_score"] = score_labels(y, apply_decision(probs, decision), k_classes, score)
+        decision["win_rate"] = win_rate(y, np.argmax(probs, axis=1), apply_decision(probs, decision), k_classes, score,
+                                        resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
+        if decision["win_rate"] < min_confidence:
+            decision.update(strategy="argmax", threshold=None, offsets=None)
     decision["val_score"] = score_labels(y, apply_decision(probs, decision), k_classes, score)
     decision["val_score_argmax"] = argmax_score
     return decision, curve

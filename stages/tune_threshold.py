@@ -24,12 +24,17 @@ def main() -> None:
         metric=p.metric,
         min_precision=p.min_precision,
         positive_label=p.positive_label,
+        min_confidence=p.min_confidence,
     )
     with Outputs() as out:
         out.json(DECISION, decision)
         out.csv(VAL_CURVE, curve)
         out.csv(CHOSEN, chosen_point(decision))
     print(f"decision: {decision['strategy']}; val {decision['metric']} {decision['val_score']:.4f} (argmax {decision['val_score_argmax']:.4f})")
+    if decision["win_rate"] is not None and decision["strategy"] == "argmax":
+        tuned = f"threshold {decision['tuned_threshold']:.4g}" if decision["tuned_threshold"] is not None else "offsets"
+        print(f"decision: kept argmax: the tuned {tuned} (val {decision['tuned_val_score']:.4f}) beat it in only "
+              f"{decision['win_rate']:.0%} of val bootstrap resamples, below threshold.min_confidence {p.min_confidence}")
 
 
 if __name__ == "__main__":

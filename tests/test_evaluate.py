@@ -22,7 +22,8 @@ from skewtune.errors import SkewtuneError
 from skewtune.thresholds import apply_decision
 
 REPO = Path(__file__).resolve().parents[1]
-DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax"}
+DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
+                 "tuned_threshold", "tuned_offsets", "tuned_val_score", "win_rate"}
 
 
 def _write_params(root: Path, **sections) -> None:
@@ -72,7 +73,8 @@ def spam(sms_path):
 def spam_project(tmp_path, spam, monkeypatch):
     splits, probs = spam
     _write_project(tmp_path, ["ham", "spam"], splits, probs)
-    _write_params(tmp_path, evaluate={"error_rows": 40})
+    # min_confidence 0: the stages' contract for a tuned rule, whichever way the guard would decide
+    _write_params(tmp_path, evaluate={"error_rows": 40}, threshold={"min_confidence": 0.0})
     _run_stages(tmp_path, monkeypatch)
     return tmp_path
 
@@ -148,7 +150,7 @@ def pair_project(tmp_path, monkeypatch):
             {"id": [f"{name}-{i}" for i in range(n)], "text": [f"premise {i}" for i in range(n)], "text_pair": [f"hypothesis {i}" for i in range(n)], "label": [labels[k] for k in y]}
         )
     _write_project(tmp_path, labels, splits, probs)
-    _write_params(tmp_path, evaluate={"error_rows": 500, "bootstrap_resamples": 1000})
+    _write_params(tmp_path, evaluate={"error_rows": 500, "bootstrap_resamples": 1000}, threshold={"min_confidence": 0.0})
     _run_stages(tmp_path, monkeypatch)
     return tmp_path
 
@@ -208,7 +210,7 @@ def test_compare_two_commits_and_an_experiment(tmp_path, spam, monkeypatch):
     monkeypatch.chdir(root)
     tables = {}
     for strategy in ("argmax", "tune"):
-        _write_params(root, threshold={"strategy": strategy})
+        _write_params(root, threshold={"strategy": strategy, "min_confidence": 0.0})
         tune_threshold.main()
         evaluate.main()
         tables[strategy] = pd.read_csv(root / "metrics/test_predictions.csv")
@@ -260,3 +262,29 @@ def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["compare", "exp-good", "workspace"])
     with pytest.raises(SkewtuneError, match=r"workspace: metrics/test_predictions.csv not found; run the evaluate stage"):
         compare.main()
+
+
+def test_tune_threshold_keeps_a_clear_win_and_refuses_a_fluke(tmp_path, spam, monkeypatch, capsys):
+    """The guard through the stage, on real predictions (TF-IDF + LR on SMS). Their tuned threshold scores
+    ~0.005 above argmax on val, a few rows, and wins in only ~80% of val resamples: argmax stays. The same
+    predictions with the spam odds divided by 5 (a model trained at another class prior) leave argmax missing
+    much of the spam: the tuned threshold wins in every resample and is kept."""
+    from stages import tune_threshold
+
+    splits, probs = spam
+    _write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    _write_project(tmp_path, ["ham", "spam"], splits, probs)
+    tune_threshold.main()
+    fluke = json.loads((tmp_path / "metrics/decision.json").read_text())
+    assert fluke["strategy"] == "argmax" and fluke["threshold"] is None and 0.7 < fluke["win_rate"] < 0.95
+    assert fluke["tuned_val_score"] > fluke["val_score"] == fluke["val_score_argmax"] and fluke["tuned_threshold"] is not None
+    assert "kept argmax: the tuned threshold" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "reports/threshold/chosen.csv")["threshold"].tolist() == [0.5]
+
+    odds = probs["val"][:, 1] / 5 / probs["val"][:, 0]
+    _write_project(tmp_path, ["ham", "spam"], splits, {**probs, "val": np.c_[1 / (1 + odds), odds / (1 + odds)]})
+    tune_threshold.main()
+    clear = json.loads((tmp_path / "metrics/decision.json").read_text())
+    assert clear["strategy"] == "threshold" and clear["win_rate"] == 1.0 and clear["threshold"] == clear["tuned_threshold"] < 0.2
+    assert clear["val_score"] > clear["val_score_argmax"] + 0.05

@@ -30,6 +30,7 @@ from skewtune.metrics import (
     parse_score,
     ranking_curves,
     score_labels,
+    win_rate,
 )
 
 
@@ -163,6 +164,16 @@ def test_error_table_puts_confident_mistakes_first_then_unsure_hits():
     first = table.iloc[0]
     assert (first["label"], first["predicted"], first["prob_predicted"], first["prob_label"], first["error"]) == ("ham", "spam", 0.9, 0.1, True)
     assert table["error"].tolist() == [True, True, False, False, False]
+
+
+def test_win_rate_is_the_share_of_paired_resamples_where_b_scores_higher():
+    y, pred_a = _labellings(12, 80, 2)
+    pred_b = np.where(np.random.default_rng(2).random(80) < 0.2, y, pred_a)
+    rate = win_rate(y, pred_a, pred_b, 2, Score("mcc"), resamples=400, seed=5)
+    boot = np.random.default_rng(5).integers(0, 80, size=(400, 80))  # the same draws, scored by sklearn
+    wins = [matthews_corrcoef(y[i], pred_b[i]) > matthews_corrcoef(y[i], pred_a[i]) + 1e-12 for i in boot]
+    assert rate == pytest.approx(np.mean(wins)) and 0.5 < rate < 1
+    assert win_rate(y, pred_a, pred_a.copy(), 2, Score("mcc"), resamples=400, seed=5) == 0.0  # a tie is no win
 
 
 def test_paired_comparison_of_identical_predictions_is_no_difference():

@@ -77,6 +77,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "threshold.metric": ("mcc", ("tune_threshold",)),
     "threshold.min_precision": (0.5, ("tune_threshold",)),
     "threshold.positive_label": ("ham", ("tune_threshold",)),
+    "threshold.min_confidence": (0.5, ("tune_threshold",)),
     "evaluate.bootstrap_resamples": (2000, ("evaluate",)),
     "evaluate.confidence": (0.9, ("evaluate",)),
     "evaluate.seed": (1, ("evaluate",)),

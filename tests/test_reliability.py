@@ -293,6 +293,7 @@ UNREAD_AND_READ = {
     "loss.gamma": ({"loss": {"gamma": 3.0}}, {"loss": {"gamma": 3.0, "name": "focal"}}),
     "loss.tau": ({"loss": {"tau": 2.0, "name": "focal"}}, {"loss": {"tau": 2.0, "name": "logit_adjusted"}}),
     "threshold.min_precision": ({"threshold": {"min_precision": 0.8}}, {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}}),
+    "threshold.min_confidence": ({"threshold": {"min_confidence": 0.0, "strategy": "argmax"}}, {"threshold": {"min_confidence": 0.0}}),
 }
 
 

@@ -63,7 +63,7 @@ def _sklearn_score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
 @pytest.mark.parametrize("metric", ["f1_macro", "f1:pos", "f1:neg", "balanced_accuracy", "mcc"])
 def test_binary_threshold_is_the_exact_optimum(binary_lr, metric):
     _, _, y, probs = binary_lr
-    decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos")
+    decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos", min_confidence=0.0)
     pred = apply_decision(probs, decision)
     assert decision["strategy"] == "threshold" and decision["positive_label"] == "pos"
     assert decision["val_score"] == pytest.approx(_sklearn_score(metric, y, pred), abs=1e-12)
@@ -78,7 +78,7 @@ def test_binary_threshold_never_loses_to_sklearn_tuned_threshold(binary_lr, metr
     model, X_val, y_val, probs = binary_lr
     scoring = {"f1_macro": "f1_macro", "f1:pos": "f1", "balanced_accuracy": "balanced_accuracy", "mcc": "matthews_corrcoef"}[metric]
     tuned = TunedThresholdClassifierCV(model, scoring=scoring, cv="prefit", refit=False, thresholds=100).fit(X_val, y_val)
-    decision, _ = tune_decision(y_val, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos")
+    decision, _ = tune_decision(y_val, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos", min_confidence=0.0)
     assert decision["val_score"] >= _sklearn_score(metric, y_val, tuned.predict(X_val)) - 1e-12
     assert decision["val_score"] >= tuned.best_score_ - 1e-12
 
@@ -86,7 +86,7 @@ def test_binary_threshold_never_loses_to_sklearn_tuned_threshold(binary_lr, metr
 @pytest.mark.parametrize("floor", [0.5, 0.7, 0.8])
 def test_recall_at_precision_is_the_best_recall_over_sklearns_pr_curve(binary_lr, floor):
     _, _, y, probs = binary_lr
-    decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric="recall_at_precision", min_precision=floor, positive_label=None)
+    decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric="recall_at_precision", min_precision=floor, positive_label=None, min_confidence=0.0)
     assert decision["positive_label"] == "pos"  # the rarer class in val
     precision, recall, _ = precision_recall_curve(y, probs[:, 1])
     assert decision["val_score"] == pytest.approx(recall[precision >= floor].max(), abs=1e-12)
@@ -100,14 +100,14 @@ def test_unreachable_precision_floor_names_the_best_reachable():
     y = np.array([0, 1, 0, 1, 0, 0])
     p = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])  # precision over the top rows: 0, 1/2, 1/3, 1/2, ...
     with pytest.raises(SkewtuneError, match=r"threshold.min_precision: no threshold reaches a precision of 0.9 for 'pos'.*best reachable is 0.5000"):
-        tune_decision(y, np.c_[1 - p, p], BINARY, strategy="tune", metric="recall_at_precision", min_precision=0.9, positive_label="pos")
+        tune_decision(y, np.c_[1 - p, p], BINARY, strategy="tune", metric="recall_at_precision", min_precision=0.9, positive_label="pos", min_confidence=0.0)
 
 
 def test_ties_go_to_the_threshold_nearest_one_half():
     y = np.array([0, 1, 0, 1])
     for p, expected in (([0.2, 0.44, 0.6, 0.9], 0.32), ([0.2, 0.4, 0.56, 0.8], 0.68)):
         # "positive when p >= t" at t between 0.2/0.44 and between 0.6/0.9 give mirrored, equal macro-F1
-        decision, curve = tune_decision(y, np.c_[1 - np.array(p), p], BINARY, strategy="tune", metric="f1_macro", min_precision=0.9, positive_label="pos")
+        decision, curve = tune_decision(y, np.c_[1 - np.array(p), p], BINARY, strategy="tune", metric="f1_macro", min_precision=0.9, positive_label="pos", min_confidence=0.0)
         assert decision["threshold"] == pytest.approx(expected)
         assert curve["threshold"].tolist() == pytest.approx([0.0] + [(a + b) / 2 for a, b in zip(p, p[1:])] + [(p[-1] + 1) / 2])
 
@@ -115,7 +115,7 @@ def test_ties_go_to_the_threshold_nearest_one_half():
 def test_threshold_rule_is_p_at_least_t_and_handles_ties_and_extremes():
     y = np.array([1, 1, 0, 0, 1, 0])
     p = np.array([1.0, 0.7, 0.7, 0.0, 0.0, 0.3])  # tied values and both extremes
-    decision, curve = tune_decision(y, np.c_[1 - p, p], BINARY, strategy="tune", metric="f1:pos", min_precision=0.9, positive_label="pos")
+    decision, curve = tune_decision(y, np.c_[1 - p, p], BINARY, strategy="tune", metric="f1:pos", min_precision=0.9, positive_label="pos", min_confidence=0.0)
     assert decision["val_score"] == pytest.approx(_brute_force_binary(y, p, "f1:pos"))
     assert curve["threshold"].iloc[-1] > 1.0 and (curve["threshold"].iloc[0], curve["score"].iloc[-1]) == (0.0, 0.0)
     rule = dict(decision, threshold=0.7)
@@ -125,7 +125,7 @@ def test_threshold_rule_is_p_at_least_t_and_handles_ties_and_extremes():
 
 def test_argmax_strategy_keeps_argmax(binary_lr):
     _, _, y, probs = binary_lr
-    decision, curve = tune_decision(y, probs, BINARY, strategy="argmax", metric="mcc", min_precision=0.9, positive_label=None)
+    decision, curve = tune_decision(y, probs, BINARY, strategy="argmax", metric="mcc", min_precision=0.9, positive_label=None, min_confidence=0.0)
     assert (decision["strategy"], decision["threshold"], decision["offsets"]) == ("argmax", None, None)
     assert decision["val_score"] == decision["val_score_argmax"] == pytest.approx(matthews_corrcoef(y, probs.argmax(1)))
     assert (apply_decision(probs, decision) == probs.argmax(1)).all() and len(curve) > 1
@@ -151,7 +151,7 @@ def _grid_best(y: np.ndarray, probs: np.ndarray, score: Score) -> float:
 def test_offsets_coordinate_ascent_is_not_beaten_by_a_grid(three_class_lr, metric):
     y, probs = three_class_lr
     labels = ["a", "b", "c"]
-    decision, steps = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None)
+    decision, steps = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0)
     assert decision["strategy"] == "offsets" and len(decision["offsets"]) == 3
     pred = apply_decision(probs, decision)
     expected = {
@@ -165,15 +165,53 @@ def test_offsets_coordinate_ascent_is_not_beaten_by_a_grid(three_class_lr, metri
     score = Score("f1", 2) if metric == "f1:c" else Score(metric)
     assert decision["val_score"] >= _grid_best(y, probs, score) - 0.002
     assert steps["score"].is_monotonic_increasing and steps["score"].iloc[-1] == pytest.approx(decision["val_score"])
-    again, _ = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None)
+    again, _ = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0)
     assert again == decision  # deterministic
 
 
 def test_offsets_start_at_argmax_and_stop_when_nothing_improves():
     probs = np.eye(3) * 0.8 + 0.1
-    decision, steps = tune_decision(np.arange(3), probs, ["a", "b", "c"], strategy="tune", metric="f1_macro", min_precision=0.9, positive_label=None)
+    decision, steps = tune_decision(np.arange(3), probs, ["a", "b", "c"], strategy="tune", metric="f1_macro", min_precision=0.9, positive_label=None, min_confidence=0.0)
     assert decision["offsets"] == [0.0, 0.0, 0.0] and decision["val_score"] == 1.0
     assert steps["sweep"].max() == 1  # one sweep without a change ends the search
+
+
+def _guarded(y, probs, min_confidence):
+    return tune_decision(y, probs, BINARY, strategy="tune", metric="f1_macro", min_precision=0.9, positive_label="pos", min_confidence=min_confidence)[0]
+
+
+def test_a_tuned_threshold_that_wins_by_a_few_rows_is_not_kept():
+    # 40 positives around 0.7, 360 negatives around 0.2, and two positives at 0.4 that only a threshold below
+    # 0.4 catches: tuning gains exactly those two rows, which a paired bootstrap of val does not call a win.
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0.55, 0.95, 40), [0.4, 0.4], rng.uniform(0.0, 0.38, 358), [0.45, 0.45]])
+    y = np.r_[np.ones(42, int), np.zeros(360, int)]
+    probs = np.c_[1 - p, p]
+    kept = _guarded(y, probs, 0.0)
+    assert kept["strategy"] == "threshold" and kept["threshold"] < 0.4 and kept["val_score"] > kept["val_score_argmax"]
+    guarded = _guarded(y, probs, 0.95)
+    assert guarded["strategy"] == "argmax" and guarded["threshold"] is None and guarded["val_score"] == guarded["val_score_argmax"]
+    assert guarded["tuned_threshold"] == kept["threshold"] and guarded["tuned_val_score"] == kept["val_score"]
+    assert 0 < guarded["win_rate"] < 0.95 and guarded["win_rate"] == kept["win_rate"]
+    np.testing.assert_array_equal(apply_decision(probs, guarded), probs.argmax(1))
+
+
+def test_a_clearly_better_threshold_is_kept():
+    # Calibration shifted as after oversampling the other class: every positive sits below 0.5, so argmax never
+    # predicts it, and a threshold at ~0.3 separates the classes.
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.uniform(0.32, 0.48, 60), rng.uniform(0.0, 0.28, 340)])
+    y = np.r_[np.ones(60, int), np.zeros(340, int)]
+    decision = _guarded(y, np.c_[1 - p, p], 0.95)
+    assert decision["strategy"] == "threshold" and 0.28 < decision["threshold"] < 0.32
+    assert decision["win_rate"] == 1.0 and decision["val_score"] == 1.0 > decision["val_score_argmax"]
+
+
+def test_argmax_strategy_records_no_tuned_rule():
+    y = np.arange(12) % 2
+    decision, _ = tune_decision(y, np.full((12, 2), 0.5), BINARY, strategy="argmax", metric="f1_macro", min_precision=0.9,
+                                positive_label=None, min_confidence=0.95)
+    assert decision["strategy"] == "argmax" and decision["win_rate"] is None and decision["tuned_threshold"] is None
 
 
 @pytest.mark.parametrize(
@@ -186,10 +224,11 @@ def test_offsets_start_at_argmax_and_stop_when_nothing_improves():
         (["a", "b", "c"], {"metric": "recall_at_precision"}, "binary problems only"),
         (BINARY, {"strategy": "grid"}, "threshold.strategy: unknown strategy 'grid'"),
         (BINARY, {"y": np.zeros(12, dtype=int)}, "no row of class 'pos', so no threshold can be tuned"),
+        (BINARY, {"min_confidence": 1.0}, r"threshold.min_confidence is 1.0; use a share in \[0, 1\)"),
     ],
 )
 def test_bad_settings_name_the_key(labels, kwargs, message):
-    settings = {"y": np.arange(12) % len(labels), "strategy": "tune", "metric": "f1_macro", "min_precision": 0.9, "positive_label": None} | kwargs
+    settings = {"y": np.arange(12) % len(labels), "strategy": "tune", "metric": "f1_macro", "min_precision": 0.9, "positive_label": None, "min_confidence": 0.0} | kwargs
     probs = np.full((12, len(labels)), 1 / len(labels))
     with pytest.raises(SkewtuneError, match=message):
         tune_decision(probs=probs, labels=labels, **settings)
