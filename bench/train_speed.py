@@ -34,6 +34,7 @@ from transformers import TrainerCallback, set_seed  # noqa: E402
 
 from _common import REPO, SMS_TSV, machine  # noqa: E402
 from skewtune.dataset import assemble_dataset  # noqa: E402
+from skewtune.devices import amp_dtype  # noqa: E402
 from skewtune.losses import build_loss  # noqa: E402
 from skewtune.modeling import class_counts, encode, init_head_bias, load_classifier, load_tokenizer, resolve_model_source  # noqa: E402
 from skewtune.params import load_params  # noqa: E402
@@ -192,8 +193,7 @@ def main() -> None:
     train, val, labels = sms_splits(args.seed, p.split.val_size, p.split.test_size)
     if args.rows:
         train = train.sample(args.rows, random_state=args.seed)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    peak, n = matmul_flops(args.device, dtype)
+    peak, n = matmul_flops(args.device, amp_dtype(args.precision) or torch.float32)
     where = f"{torch.cuda.get_device_name()}, " if args.device == "cuda" else ""
 
     runs = {}

@@ -319,9 +319,9 @@ def tune_decision(
 
     decision.update(tuned_threshold=decision["threshold"], tuned_offsets=decision["offsets"], win_rate=None)
     if decision["strategy"] != "argmax":
-        decision["tuned_val_score"] = score_labels(y, apply_decision(probs, decision), k_classes, score)
-        decision["win_rate"] = win_rate(y, np.argmax(probs, axis=1), apply_decision(probs, decision), k_classes, score,
-                                        resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
+        tuned = apply_decision(probs, decision)
+        decision["tuned_val_score"] = score_labels(y, tuned, k_classes, score)
+        decision["win_rate"] = win_rate(y, np.argmax(probs, axis=1), tuned, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
         if decision["win_rate"] < min_confidence:
             decision.update(strategy="argmax", threshold=None, offsets=None)
     decision["val_score"] = score_labels(y, apply_decision(probs, decision), k_classes, score)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from sklearn.metrics import f1_score
 from transformers import TrainerCallback
 
