@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -269,6 +270,46 @@ class DiagnosticsCallback(TrainerCallback):
     def best(self, best_step: int | None) -> dict[str, float]:
         """The logged values of the evaluation whose checkpoint was restored."""
         return self.evaluations.get(best_step, {}) if best_step is not None else {}
+
+
+# Test-only: `SKEWTUNE_TEST_HOLD=<event>:<marker>` makes the train stage stop at `event`, write `marker` and wait
+# there for a signal, so that an interruption test knows where training is when its signal arrives instead of
+# racing a run that may finish first. Events: "checkpoint" (the first checkpoint is complete) and "save" (training
+# is done and the model is about to be written to its output directory).
+HOLD_ENV = "SKEWTUNE_TEST_HOLD"
+HOLD_EVENTS = ("checkpoint", "save")
+HOLD_SECONDS = 300  # a test that never signals fails with an error instead of hanging
+
+
+class HoldForSignal(TrainerCallback):
+    def __init__(self, event: str, marker: str) -> None:
+        if event not in HOLD_EVENTS:
+            raise SkewtuneError(f"{HOLD_ENV}: unknown event {event!r}; expected <event>:<marker file> with event one of {HOLD_EVENTS}")
+        self.event, self.marker, self.held = event, marker, False
+
+    def _hold(self) -> None:
+        self.held = True
+        with open(self.marker, "w") as marker:
+            marker.write(str(os.getpid()))
+        time.sleep(HOLD_SECONDS)  # a signal's handler raises in here
+        raise SkewtuneError(f"{HOLD_ENV}: held at {self.event} for {HOLD_SECONDS} s and no signal came")
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.event == "checkpoint" and not self.held:
+            self._hold()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.event == "save":
+            self._hold()
+
+
+def hold_for_signal_from_environment() -> list[HoldForSignal]:
+    """The HoldForSignal callback that SKEWTUNE_TEST_HOLD asks for, if any (it is set by tests only)."""
+    value = os.environ.get(HOLD_ENV)
+    if not value:
+        return []
+    event, _, marker = value.partition(":")
+    return [HoldForSignal(event, marker)]
 
 
 def build_trainer(model, tokenizer, args, train_set, val_set, *, loss_fn: Callable, labels: Sequence[str], selection: Selection, patience: int, callbacks: Sequence = ()):

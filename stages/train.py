@@ -28,6 +28,7 @@ from skewtune.training import (
     build_trainer,
     checkpoint_to_resume,
     distributed_rank,
+    hold_for_signal_from_environment,
     parse_selection,
     relaunch_distributed,
     training_arguments,
@@ -91,7 +92,7 @@ def main() -> None:
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
         trainer = build_trainer(
             model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
-            loss_fn=loss_fn, labels=labels, selection=selection, patience=t.early_stopping_patience, callbacks=[diagnostics],
+            loss_fn=loss_fn, labels=labels, selection=selection, patience=t.early_stopping_patience, callbacks=[diagnostics, *hold_for_signal_from_environment()],
         )
         result = trainer.train(resume_from_checkpoint=resume_from)
         if is_main:

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from safetensors.torch import load_file
 
 from skewtune.errors import SkewtuneError
+from skewtune.training import HOLD_ENV
 from skewtune.io import Outputs
 from skewtune.params import CONDITIONAL_KEYS, Params, load_params, unused_settings, validate_params
 from test_training import make_project
@@ -351,11 +352,25 @@ def sms(sms_path) -> pd.DataFrame:
     return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
 
 
-def _start_train(root: Path) -> subprocess.Popen:
-    """`python -m stages.train` in `root`, its output in `root`/train.log (not one of the stage's outputs)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def _start_train(root: Path, hold: str) -> subprocess.Popen:
+    """`python -m stages.train` in `root`, its output in `root`/train.log (not one of the stage's outputs); it
+    stops at the event `hold` (skewtune.training.HoldForSignal), writes root/held and waits there for a signal."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", HOLD_ENV: f"{hold}:{root / 'held'}"}
     with (root / "train.log").open("w") as log:
         return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _signal_when_held(run: subprocess.Popen, root: Path, signum: int) -> int:
+    """Send `signum` once the run waits at its hold point; its exit status. The deadline only turns a run
+    that never gets there into a failure, not a hang: the run waits, so nothing races the signal."""
+    deadline = time.monotonic() + 240
+    while not (root / "held").exists():
+        assert run.poll() is None and time.monotonic() < deadline, (
+            f"the run ended (status {run.returncode}) or took 240 s without reaching its hold point:\n"
+            + (root / "train.log").read_text()[-3000:])
+        time.sleep(0.02)
+    run.send_signal(signum)
+    return run.wait(timeout=60)
 
 
 def _train_in_process(root: Path, monkeypatch) -> None:
@@ -380,35 +395,34 @@ def _complete_checkpoint(root: Path) -> bool:
     return any((path / "trainer_state.json").is_file() for path in (root / "models/checkpoints").glob("checkpoint-*"))
 
 
+def _checkpointed_epochs(root: Path) -> float:
+    """The epochs completed by the newest checkpoint."""
+    states = [json.loads(path.read_text()) for path in (root / "models/checkpoints").glob("checkpoint-*/trainer_state.json")]
+    return max(state["epoch"] for state in states)
+
+
 def _weights(root: Path) -> dict[str, torch.Tensor]:
     return load_file(root / "models/model/model.safetensors")
 
 
 def test_interrupted_training_leaves_no_outputs_and_resumes_to_the_same_result(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys, one_thread):
-    """SIGTERM (as `dvc` or a scheduler stops a job) and SIGINT (Ctrl-C) once the first epoch's checkpoint is
-    written: exit status 130, no models/model, no reports/train, no temporaries, the checkpoint kept; then
-    train.resume: true completes with the metrics and weights of an uninterrupted run."""
+    """SIGTERM (as `dvc` or a scheduler stops a job) once the first epoch's checkpoint is written, and SIGINT
+    (Ctrl-C) during the final save (training done, the model not yet written): exit status 130, no
+    models/model, no reports/train, no temporaries, the checkpoints kept; then train.resume: true completes
+    with the metrics and weights of an uninterrupted run."""
     roots = {name: make_project(tmp_path / name, sms, tiny_bert_dir, train_rows=(72, 24), **TRAIN_SECTIONS)
              for name in ("uninterrupted", "SIGTERM", "SIGINT")}
-    runs = {name: _start_train(roots[name]) for name in ("SIGTERM", "SIGINT")}
-    signalled: set[str] = set()
-    deadline = time.monotonic() + 240
-    while len(signalled) < len(runs) and time.monotonic() < deadline:
-        for name, run in runs.items():
-            if name not in signalled and run.poll() is None and _complete_checkpoint(roots[name]):
-                run.send_signal(getattr(signal, name))
-                signalled.add(name)
-        if any(run.returncode is not None and name not in signalled for name, run in runs.items()):
-            break
-        time.sleep(0.02)
+    holds = {"SIGTERM": "checkpoint", "SIGINT": "save"}
+    runs = {name: _start_train(roots[name], hold) for name, hold in holds.items()}
     for name, run in runs.items():
         root = roots[name]
-        status = run.wait(timeout=60)
+        status = _signal_when_held(run, root, getattr(signal, name))
         log = (root / "train.log").read_text()
-        assert name in signalled, f"{name}: the run ended (status {status}) before its first checkpoint:\n{log[-3000:]}"
         assert status == 130 and log.rstrip().endswith("skewtune train: interrupted; its outputs were not written"), log[-3000:]
         assert _leftovers(root, TRAIN_OUTPUTS) == []
-        assert _complete_checkpoint(root)  # the finished epoch is kept for train.resume
+        assert _complete_checkpoint(root)  # the finished epochs are kept for train.resume
+    assert _checkpointed_epochs(roots["SIGTERM"]) == 1.0
+    assert _checkpointed_epochs(roots["SIGINT"]) == TRAIN_SECTIONS["train"]["epochs"]
 
     _train_in_process(roots["uninterrupted"], monkeypatch)
     # A checkpoint cut short while being written (no trainer_state.json yet) must be skipped, not resumed from.
