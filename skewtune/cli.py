@@ -8,6 +8,7 @@ import sys
 from typing import Callable
 
 from skewtune.errors import SkewtuneError
+from skewtune.io import InterruptedAfterCommit
 
 # Nothing may reach for the Hugging Face hub unless the user opts out explicitly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,6 +31,9 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except SkewtuneError as exc:
         print(f"skewtune {name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except InterruptedAfterCommit:
+        print(f"skewtune {name}: interrupted once its outputs were completely written; `dvc commit` records them as they are", file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print(f"skewtune {name}: interrupted; its outputs were not written", file=sys.stderr)
         sys.exit(130)

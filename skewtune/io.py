@@ -41,6 +41,10 @@ def _interruptions_held():
             signal.raise_signal(caught[0])  # handled now as it would have been then
 
 
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """A signal that arrived while the outputs were being renamed into place, delivered once all of them were."""
+
+
 class Outputs:
     """Collect a stage's outputs in temporary files and move them into place only on success.
 
@@ -87,12 +91,17 @@ class Outputs:
         frame.to_csv(self.path(dest), index=False)
 
     def commit(self) -> None:
-        with _interruptions_held():
-            for tmp, dest in self._pending:
-                if dest.is_dir() and not dest.is_symlink():
-                    shutil.rmtree(dest)
-                os.replace(tmp, dest)
-            self._pending.clear()
+        try:
+            with _interruptions_held():
+                for tmp, dest in self._pending:
+                    if dest.is_dir() and not dest.is_symlink():
+                        shutil.rmtree(dest)
+                    os.replace(tmp, dest)
+                self._pending.clear()
+        except KeyboardInterrupt as exc:
+            if self._pending:  # outside the main thread signals are not held: this one cut the commit short
+                raise
+            raise InterruptedAfterCommit(*exc.args) from None
 
     def discard(self) -> None:
         with _interruptions_held():

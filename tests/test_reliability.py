@@ -466,12 +466,12 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
     assert len(pd.read_csv(root / "reports/train/plots/metrics/val/loss.tsv", sep="\t")) == 1
 
 
-def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path, monkeypatch):
+def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path, monkeypatch, capsys):
     """SIGTERM (turned into KeyboardInterrupt as skewtune.cli does) arriving between two renames of a commit:
-    all outputs are committed, no temporary is left, and the interruption is raised afterwards."""
+    all outputs are committed, no temporary is left, and the interruption is raised afterwards; the stage
+    exits 130 saying that its outputs were written."""
     from skewtune import cli
 
-    previous = signal.signal(signal.SIGTERM, cli._raise_interrupt)
     real_replace, calls = os.replace, []
 
     def replace_then_signal(src, dst):
@@ -481,16 +481,22 @@ def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path,
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)  # the handler runs at the next bytecode boundary, long before this ends
 
+    def stage():
+        with Outputs() as out:
+            out.json(tmp_path / "a.json", {"a": 1})
+            out.path(tmp_path / "model", directory=True).joinpath("weights").write_text("w")
+            out.json(tmp_path / "b.json", {"b": 2})
+
     monkeypatch.setattr(os, "replace", replace_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            with Outputs() as out:
-                out.json(tmp_path / "a.json", {"a": 1})
-                out.path(tmp_path / "model", directory=True).joinpath("weights").write_text("w")
-                out.json(tmp_path / "b.json", {"b": 2})
+        with pytest.raises(SystemExit) as exit_:
+            cli.run_stage("evaluate", stage)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert len(calls) == 3
+    assert exit_.value.code == 130 and len(calls) == 3
+    assert capsys.readouterr().err == (
+        "skewtune evaluate: interrupted once its outputs were completely written; `dvc commit` records them as they are\n")
     assert json.loads((tmp_path / "b.json").read_text()) == {"b": 2} and (tmp_path / "model/weights").is_file()
     assert _leftovers(tmp_path, ()) == []
 
