@@ -17,6 +17,21 @@ import pandas as pd
 from skewtune.errors import SkewtuneError
 
 
+def _give_normal_modes(path: Path) -> None:
+    """The modes any new file or directory gets under the umask (0644/0755 with the usual 022), for `path` and
+    all it holds: mkstemp, mkdtemp and safetensors make private ones (0600/0700), which would keep teammates
+    on a shared machine from reading the model and reports."""
+    mask = os.umask(0)  # the only way to read the umask is to set it
+    os.umask(mask)
+    path.chmod(0o777 & ~mask if path.is_dir() else 0o666 & ~mask)
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o777 & ~mask)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def _json_text(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -91,6 +106,8 @@ class Outputs:
         frame.to_csv(self.path(dest), index=False)
 
     def commit(self) -> None:
+        for tmp, _ in self._pending:
+            _give_normal_modes(tmp)
         try:
             with _interruptions_held():
                 for tmp, dest in self._pending:

@@ -501,6 +501,26 @@ def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path,
     assert _leftovers(tmp_path, ()) == []
 
 
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_get_the_modes_of_the_umask(umask, file_mode, dir_mode, tmp_path, tiny_bert_dir):
+    """Temporaries are private (mkstemp, mkdtemp) and safetensors writes 0600; committed outputs, and all
+    a committed directory holds, get the modes that the umask gives any new file."""
+    from transformers import AutoModel
+
+    previous = os.umask(umask)
+    try:
+        with Outputs() as out:
+            out.json(tmp_path / "metrics.json", {"a": 1})
+            model_dir = out.path(tmp_path / "model", directory=True)
+            AutoModel.from_pretrained(tiny_bert_dir).save_pretrained(model_dir / "nested")
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    assert modes["model/nested/model.safetensors"] == file_mode and modes["metrics.json"] == file_mode
+    assert modes["model"] == dir_mode and modes["model/nested"] == dir_mode
+    assert set(modes.values()) == {file_mode, dir_mode}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 4. Numerical faults: a non-finite gradient with a finite loss (fp32; CPU has no fp16 loss scaling).
 
