@@ -291,7 +291,11 @@ class HoldForSignal(TrainerCallback):
         self.held = True
         with open(self.marker, "w") as marker:
             marker.write(str(os.getpid()))
-        time.sleep(HOLD_SECONDS)  # a signal's handler raises in here
+        deadline = time.monotonic() + HOLD_SECONDS
+        # Short sleeps: a signal that the kernel delivers to another thread does not cut the main thread's
+        # sleep short, but its Python handler runs (and raises here) as soon as this thread wakes.
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
         raise SkewtuneError(f"{HOLD_ENV}: held at {self.event} for {HOLD_SECONDS} s and no signal came")
 
     def on_save(self, args, state, control, **kwargs):
