@@ -357,7 +357,10 @@ def _start_train(root: Path, hold: str) -> subprocess.Popen:
     stops at the event `hold` (skewtune.training.HoldForSignal), writes root/held and waits there for a signal."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", HOLD_ENV: f"{hold}:{root / 'held'}"}
     with (root / "train.log").open("w") as log:
-        return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # SIGINT's default action restored: a shell starts background jobs (`make test &`) with SIGINT ignored,
+        # and the run would inherit that and wait out its hold.
+        return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _signal_when_held(run: subprocess.Popen, root: Path, signum: int) -> int:
