@@ -278,6 +278,7 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
 
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
 UNREAD_AND_READ = {
+    "data.quoting": ({"data": {"quoting": "none", "source": "data/raw/x.jsonl"}}, {"data": {"quoting": "none", "source": "data/raw/x.jsonl", "test_path": "data/raw/t.tsv"}}),
     "split.test_size": ({"split": {"test_size": 0.2}, "data": {"test_path": "data/raw/test.csv"}}, {"split": {"test_size": 0.2}}),
     "resample.over_ratio": ({"resample": {"over_ratio": 0.5}}, {"resample": {"over_ratio": 0.5, "strategy": "random_over"}}),
     "resample.under_ratio": ({"resample": {"under_ratio": 0.5, "strategy": "random_over"}}, {"resample": {"under_ratio": 0.5, "strategy": "over_under"}}),

@@ -45,7 +45,7 @@ def test_each_format_reads_the_same_rows(tmp_path, suffix):
         _xlsx(path, [("text", "label"), *ROWS])
     else:
         frame.to_parquet(path)
-    pd.testing.assert_frame_equal(read_table(path, COLUMNS).astype("str"), _expected().astype("str"))
+    pd.testing.assert_frame_equal(read_table(path, COLUMNS).frame.astype("str"), _expected().astype("str"))
 
 
 def test_format_override_encoding_and_bom(tmp_path):
@@ -53,29 +53,31 @@ def test_format_override_encoding_and_bom(tmp_path):
     path.write_bytes("\ufefftext;label\n".replace(";", "\t").encode("utf-8") + "café olé\tham\n".encode("latin-1"))
     with pytest.raises(SkewtuneError, match="cannot tell the format"):
         read_table(path, COLUMNS)
-    frame = read_table(path, COLUMNS, fmt="tsv", encoding="latin-1")
+    frame = read_table(path, COLUMNS, fmt="tsv", encoding="latin-1").frame
     assert list(frame.columns) == COLUMNS  # the UTF-8 BOM, even when the rest is latin-1, ...
     assert frame["text"].tolist() == ["café olé"]
     utf8 = tmp_path / "bom.csv"
     utf8.write_bytes(b"\xef\xbb\xbftext,label\nx,1\n")
-    assert list(read_table(utf8, COLUMNS).columns) == COLUMNS  # ... and the UTF-8 BOM stay out of the header
+    assert list(read_table(utf8, COLUMNS).frame.columns) == COLUMNS  # ... and the UTF-8 BOM stay out of the header
 
 
 def test_tsv_quotes_are_literal(tmp_path):
     # An SMS starting with an unbalanced quote must not swallow the following lines.
     path = tmp_path / "sms.tsv"
     path.write_text('text\tlabel\n"Hi there\tham\nsecond\tspam\n', encoding="utf-8")
-    assert read_table(path, COLUMNS)["text"].tolist() == ['"Hi there', "second"]
+    table = read_table(path, COLUMNS)
+    assert table.frame["text"].tolist() == ['"Hi there', "second"]
+    assert table.reading["quoting"] == "none"
 
 
 def test_labels_are_read_as_text(tmp_path):
     path = tmp_path / "numbers.csv"
     path.write_text("text,label\na,1\nb,0\nc,007\n", encoding="utf-8")
-    assert read_table(path, COLUMNS)["label"].tolist() == ["1", "0", "007"]
+    assert read_table(path, COLUMNS).frame["label"].tolist() == ["1", "0", "007"]
 
 
 def test_headerless_embedded_table():
-    frame = read_source("embedded", COLUMNS)
+    frame = read_source("embedded", COLUMNS).frame
     assert len(frame) == 4862
     assert set(frame["label"]) == {"ham", "spam"}
     assert not frame.iloc[0]["label"].startswith("\ufeff")
@@ -92,11 +94,11 @@ def test_one_megabyte_text_is_kept_whole(tmp_path):
     big = "word " * 200_000 + "end"
     path = tmp_path / "big.csv"
     pd.DataFrame({"text": [big, "small"], "label": ["a", "b"]}).to_csv(path, index=False)
-    assert read_table(path, COLUMNS)["text"].iloc[0] == big
+    assert read_table(path, COLUMNS).frame["text"].iloc[0] == big
     # The diagnosis of a broken line further down is not confused by the long field.
     path.write_text(path.read_text() + 'fine,a\n"unclosed,b\n')
-    with pytest.raises(SkewtuneError, match=r"broken quoting in the record starting at line 5"):
-        read_table(path, COLUMNS)
+    with pytest.raises(SkewtuneError, match=r"the quoted field in the record starting at line 5 is broken"):
+        read_table(path, COLUMNS, quoting="standard")
 
 
 def test_paths_outside_data_raw_are_refused(tmp_path, monkeypatch):
@@ -118,9 +120,12 @@ def test_paths_outside_data_raw_are_refused(tmp_path, monkeypatch):
         ("header.csv", b"text,label\n", r"header\.csv: the table has a header row but no data rows"),
         ("header.tsv", b"text\tlabel\n", r"a header row but no data rows"),
         ("none.json", b"[]", r"none\.json: the table has no records"),
-        ("unclosed.csv", b'text,label\nok,1\n"never closed,1\nmore,0\n', r"unclosed\.csv: broken quoting in the record starting at line 3"),
+        ("unclosed.csv", b'text,label\nok,1\n"never, closed,1\nmore,0\n',
+         r"unclosed\.csv: cannot read the CSV file with standard quoting \(the quoted field in the record starting at line 3 is broken "
+         r"\(unexpected end of data\)\) nor without quote processing \(line 3 has 3 fields but the header has 2\)"),
+        ("twice.csv", b"text,label,text\na,b,c\n", r"twice\.csv: the header names the column 'text' 2 times; rename the copies"),
         ("fields.csv", b"text,label\nok,1\nhello, world,1\n", r"fields\.csv: line 3 has 3 fields but the header has 2; quote fields that contain a comma"),
-        ("tabs.tsv", b"text\tlabel\nok\t1\nx\ty\tz\n", r"tabs\.tsv: line 3 has 3 fields but the header has 2; remove the extra tab"),
+        ("tabs.tsv", b"text\tlabel\nok\t1\nx\ty\tz\n", r"tabs\.tsv: line 3 has 3 fields but the header has 2; quote fields that contain a tab"),
         ("broken.jsonl", b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 1\n', r"broken\.jsonl: line 3, column \d+ is not valid JSON"),
         ("array.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', r"array\.jsonl: line 2 is a JSON list, not an object"),
         ("broken.json", b'[{"text": "a",\n "label": }]', r"broken\.json: line 2, column 11 is not valid JSON"),
@@ -161,7 +166,7 @@ def test_xlsx_sheet_choice_and_cell_types(tmp_path):
     for row in [("text", "label"), ("a", 1), ("b", 1.0), ("c", "1"), ("d", None), ("e",)]:
         data.append(list(row))
     book.save(path)
-    frame = read_table(path, COLUMNS, sheet="data")
+    frame = read_table(path, COLUMNS, sheet="data").frame
     assert frame["text"].tolist() == ["a", "b", "c", "d", "e"]
     assert frame["label"].tolist()[:3] == [1, 1, "1"]  # typed cells: the dataset step makes them one label
     with pytest.raises(SkewtuneError, match=r"no sheet named 'Data' \(data\.sheet\); the sheets are: Sheet, data"):
