@@ -273,11 +273,13 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
     if standard.fits and plain.fits:
         if len(standard.records) == len(plain.records):
             return standard, "both readings give the same rows; quotes around whole fields are quoting"
-        first = next(i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b) - 1
+        # The quoted record that spans lines is the one before the first record the readings start apart.
+        first = next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
+        header = width is None  # the first record is the header, not a row
         raise SkewtuneError(
-            f"{path}: the file reads consistently both with standard quoting ({len(standard.records)} records: the quoted "
+            f"{path}: the file reads consistently both with standard quoting ({len(standard.records) - header} rows: the quoted "
             f"field starting at line {standard.starts[first]} spans several lines) and without quote processing "
-            f"({len(plain.records)} records, one per line); set data.quoting: standard if fields are quoted "
+            f"({len(plain.records) - header} rows, one per line); set data.quoting: standard if fields are quoted "
             '("a ""b"" c"), or data.quoting: none if quotes are part of the text'
         )
     for chosen, other in ((standard, plain), (plain, standard)):
