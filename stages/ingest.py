@@ -16,7 +16,8 @@ METRICS = "metrics/ingest.json"
 def summary(report: dict) -> list[str]:
     """The printed account of one file: how it was read, what was dropped and what was cleaned."""
     reading = report["reading"]
-    how = f"{reading['format'].upper()}" + (f", {reading['quoting']} quoting ({reading['quoting_reason']})" if "quoting" in reading else "")
+    quoting = {"standard": "standard quoting", "none": "no quote processing"}.get(reading.get("quoting"))
+    how = reading["format"].upper() + (f" with {quoting} ({reading['quoting_reason']})" if quoting else "")
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
     lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {report['rows_in']} rows; dropped: {dropped}"]
     cleaning = report["cleaning"]

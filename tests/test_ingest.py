@@ -290,7 +290,7 @@ def test_pandas_written_tsv_comes_in_whole(project, capsys):
     assert report["reading"]["quoting"] == report["test"]["reading"]["quoting"] == "standard"
     assert report["cleaning"]["rows_with_html_references"] == 600 and not report["cleaning"]["html_references_decoded"]
     printed = capsys.readouterr().out
-    assert "data/raw/train.tsv: read as TSV, standard quoting" in printed and "kept 600 of 600 rows; dropped: none" in printed
+    assert "data/raw/train.tsv: read as TSV with standard quoting" in printed and "kept 600 of 600 rows; dropped: none" in printed
     assert "600 rows hold HTML character references (&amp;, &#039;, ...) kept as written; set data.unescape_html: true" in printed
     dataset = pd.read_parquet(ingest.DATASET)
     expected = [" ".join(text.split()) for text in [*train["review"], *test["review"]]]
