@@ -6,15 +6,28 @@ All steps are vectorised (pandas string kernels, integer group keys), so a milli
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
+from skewtune.tables import Table
 
 # Why a row was dropped, in the order the checks run (a row counts under the first that applies).
 DROP_REASONS = ("missing_text", "missing_text_pair", "missing_label", "conflicting_label", "duplicate", "also_in_test_file")
+# The reasons that mean the file was not read as intended (or holds gaps); data.max_dropped_share bounds them.
+MISSING_REASONS = ("missing_text", "missing_text_pair", "missing_label")
+_PARAM_OF = {"text": "data.text_column", "text_pair": "data.text_pair_column", "label": "data.label_column"}
 CONFLICT_EXAMPLES = 5
+DROP_EXAMPLES = 3  # per reason, in the report
+GUARD_EXAMPLES = 5  # in the error of the dropped-row guard
 _EXAMPLE_CHARS = 120
+# Control characters (Unicode Cc) that are not whitespace: NUL, U+001A (SUB) and the like are debris of
+# binary exports, not text. The whitespace ones (tab, newline, U+001C-U+001F, U+0085) become spaces below.
+_CONTROL = r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]"
+# An HTML character reference: &amp; &#039; &#x27; (names that html.unescape does not know stay as they are).
+_HTML_REFERENCE = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 # "1.0", "-2.00": a whole number written as a decimal, as spreadsheets and float columns print it.
 _WHOLE_DECIMAL = r"^(-?[0-9]+)\.0+$"
 # Exactly the characters str.isspace() accepts, spelled out (not \s) so that pyarrow's fast regex
@@ -22,12 +35,38 @@ _WHOLE_DECIMAL = r"^(-?[0-9]+)\.0+$"
 _WHITESPACE = "[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
 
 
-def normalise_text(values: pd.Series) -> pd.Series:
-    """Strings with whitespace runs (any Unicode space, tab, newline) collapsed to one space and stripped;
-    missing values and strings that end up empty become NaN. Non-string values are printed with str()."""
+def _unescape(match) -> str:
+    return html.unescape(match.group())
+
+
+def normalise_text(values: pd.Series, *, unescape_html: bool = False) -> pd.Series:
+    """Strings with HTML character references decoded (if `unescape_html`), control characters removed
+    and whitespace runs (any Unicode space, tab, newline) collapsed to one space and stripped; missing
+    values and strings that end up empty become NaN. Non-string values are printed with str()."""
     text = values.astype("str")
+    if unescape_html:  # first: &#26; or &nbsp; decode to characters that the next steps handle
+        text = text.str.replace(_HTML_REFERENCE, _unescape, regex=True)
+    text = text.str.replace(_CONTROL, "", regex=True)
     text = text.str.replace(_WHITESPACE, " ", regex=True).str.strip(" ")
     return text.mask(text == "")
+
+
+def odd_characters(table: pd.DataFrame, text_columns: list[str], *, unescape_html: bool) -> dict:
+    """What normalise_text removes or could decode: control characters (in every column) and the rows
+    whose texts hold HTML character references that decode to something else."""
+    control = sum(table[column].astype("str").str.count(_CONTROL).fillna(0) for column in table.columns)
+    with_html = np.zeros(len(table), dtype=bool)
+    for column in text_columns:
+        text = table[column].astype("str")
+        candidates = text[text.str.contains(_HTML_REFERENCE, regex=True, na=False)]
+        changed = candidates.str.replace(_HTML_REFERENCE, _unescape, regex=True) != candidates
+        with_html |= text.index.isin(changed[changed].index)
+    return {
+        "control_characters_removed": int(control.sum()),
+        "rows_with_control_characters": int((control > 0).sum()),
+        "rows_with_html_references": int(with_html.sum()),
+        "html_references_decoded": unescape_html,
+    }
 
 
 def canonical_labels(values: pd.Series) -> pd.Series:
@@ -51,11 +90,12 @@ def class_balance(labels: pd.Series, order: list[str]) -> dict:
     }
 
 
-def _standardise(table: pd.DataFrame, columns: dict[str, str], prefix: str, subset: str) -> pd.DataFrame:
+def _standardise(table: pd.DataFrame, columns: dict[str, str], prefix: str, subset: str, unescape_html: bool) -> pd.DataFrame:
     raw_label = normalise_text(table[columns["label"]])
     return pd.DataFrame({
         "id": prefix + pd.Series(table.index, dtype="int64").astype("str"),
-        **{name: normalise_text(table[source]).array for name, source in columns.items() if name != "label"},
+        **{name: normalise_text(table[source], unescape_html=unescape_html).array
+           for name, source in columns.items() if name != "label"},
         "label": _whole_numbers(raw_label).array,
         "subset": subset,
         "raw_label": raw_label.array,
@@ -127,37 +167,93 @@ def _conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str])
     return examples
 
 
-def _file_report(name: str, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str], keys: list[str],
-                 labels: list[str]) -> dict:
+def _found(value) -> str | None:
+    """A raw cell as the report shows it: None when the file has no value there."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)[:_EXAMPLE_CHARS]
+
+
+def _drop_examples(table: Table, columns: dict[str, str], reason: np.ndarray, name: str, limit: int) -> list[dict]:
+    """The first `limit` rows dropped for `name`: where they start in the file and what the file holds there."""
+    positions = np.flatnonzero(reason == name)[:limit]
+    return [{"row": int(table.frame.index[i]), "at": table.place(i),
+             **{source: _found(table.frame[source].iloc[i]) for source in columns.values()}} for i in positions]
+
+
+def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str],
+                 columns: dict[str, str], labels: list[str], unescape_html: bool) -> dict:
     dropped = pd.Series(reason).value_counts()
+    keys = [key for key in columns if key != "label"]
     kept = frame[reason == None]  # noqa: E711
     conflicted = frame[reason == "conflicting_label"]
     return {
         "source": name,
+        "reading": table.reading,
         "rows_in": len(frame),
         "rows_kept": len(kept),
         "dropped": {key: int(dropped.get(key, 0)) for key in reasons},
+        "drop_examples": {key: _drop_examples(table, columns, reason, key, DROP_EXAMPLES) for key in reasons if dropped.get(key, 0)},
+        "cleaning": odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
         "conflicting_texts": int(len(conflicted.drop_duplicates(keys))),
         **class_balance(kept["label"], labels),
     }
 
 
-def assemble_dataset(pool: pd.DataFrame, test: pd.DataFrame | None, *, text_column: str, pair_column: str | None,
-                     label_column: str, label_map: dict[str, str], pool_name: str,
-                     test_name: str | None = None) -> tuple[pd.DataFrame, list[str], dict]:
+def _likely_causes(table: Table, frame: pd.DataFrame, columns: dict[str, str]) -> str:
+    """Why a file lacks texts or labels in many rows, from what the reading and the columns show."""
+    reading = table.reading
+    # Records cut short by the reading explain their own gaps; otherwise a mostly empty column is suspect.
+    causes = [] if reading.get("short_records") else [
+        f"the wrong column: {source!r} is empty in {share:.0%} of the rows (check {_PARAM_OF[key]})"
+        for key, source in columns.items() if (share := frame[key].isna().mean()) >= 0.5
+    ]
+    if reading.get("quoting") == "none" and reading.get("short_records"):
+        causes.append(f"quoting: the file was read without quote processing ({reading['quoting_reason']}) and "
+                      f"{reading['short_records']} records have fewer fields than the header; if its fields are quoted "
+                      "(texts spanning lines), set data.quoting: standard")
+    elif reading.get("short_records"):
+        causes.append(f"the wrong separator or quoting: read as {reading['format'].upper()} with {reading['quoting']} quoting, "
+                      f"{reading['short_records']} records have fewer fields than the header (check data.format and data.quoting)")
+    elif "quoting" in reading:
+        causes.append(f"the wrong separator or quoting (read as {reading['format'].upper()} with {reading['quoting']} quoting; "
+                      "check data.format and data.quoting)")
+    return "; or ".join(causes) or "rows that have no value in these columns"
+
+
+def check_missing_share(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, columns: dict[str, str],
+                        max_share: float) -> None:
+    """Stop when more than `max_share` of a file's rows lack a text or a label: that many gaps usually
+    mean the file was misread (quoting, separator) or the wrong column was named, not that data is missing."""
+    missing = np.isin(reason, MISSING_REASONS)
+    share = missing.mean()
+    if share <= max_share:
+        return
+    counts = ", ".join(f"{int((reason == key).sum())} {key}" for key in MISSING_REASONS if (reason == key).any())
+    shown = "; ".join(f"{table.place(i)}: " + ", ".join(f"{source}={_found(table.frame[source].iloc[i])!r}" for source in columns.values())
+                      for i in np.flatnonzero(missing)[:GUARD_EXAMPLES])
+    raise SkewtuneError(
+        f"{name}: {int(missing.sum())} of {len(reason)} rows ({share:.1%}) lack a text or a label ({counts}), more than "
+        f"data.max_dropped_share ({max_share:g}) allows; first: {shown}. Likely cause: {_likely_causes(table, frame, columns)}. "
+        "Fix the file or the settings, or raise data.max_dropped_share to drop these rows knowingly"
+    )
+
+
+def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_column: str | None,
+                     label_column: str, label_map: dict[str, str], pool_name: str, test_name: str | None = None,
+                     max_dropped_share: float = 0.01, unescape_html: bool = False) -> tuple[pd.DataFrame, list[str], dict]:
     """Clean the rows of the data file (`pool`) and of an optional fixed test file into one dataset.
 
-    Both tables are indexed by their 1-based row number, which becomes the id ("r<row>", "t<row>").
+    Rows are identified by their 1-based row number in their file ("r<row>", "t<row>").
     Returns the dataset (id, text, [text_pair], label, subset), the sorted labels and a report.
-    Rows are dropped for missing text/pair/label, for a text (pair) carrying different labels in the
-    same file (all its rows), for repeating an earlier text (pair) of the same file, and, in the data
-    file only, for a text (pair) that is also in the test file, which would otherwise leak into training.
+    Rows are dropped for missing text/pair/label (at most `max_dropped_share` of a file's rows, else
+    SkewtuneError), for a text (pair) carrying different labels in the same file (all its rows), for
+    repeating an earlier text (pair) of the same file, and, in the data file only, for a text (pair)
+    that is also in the test file, which would otherwise leak into training.
     """
     columns = {"text": text_column, **({"text_pair": pair_column} if pair_column else {}), "label": label_column}
     keys = [name for name in columns if name != "label"]
-    parts = [_standardise(pool, columns, "r", "pool")]
+    parts = [_standardise(pool.frame, columns, "r", "pool", unescape_html)]
     if test is not None:
-        parts.append(_standardise(test, columns, "t", "test"))
+        parts.append(_standardise(test.frame, columns, "t", "test", unescape_html))
     frame = pd.concat(parts, ignore_index=True)
     merged = _merged_spellings(frame)
     files = pool_name + (f" or {test_name}" if test is not None else "")
@@ -165,13 +261,17 @@ def assemble_dataset(pool: pd.DataFrame, test: pd.DataFrame | None, *, text_colu
         _apply_label_map(frame, label_map, files)
 
     reason = _drop_reasons(frame, keys)
+    is_test = (frame["subset"] == "test").to_numpy()
+    per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
+    for name, table, rows in per_file:
+        check_missing_share(name, table, frame[rows], reason[rows], columns, max_dropped_share)
     reasons = [name for name in DROP_REASONS if (name != "missing_text_pair" or pair_column)
                and (name != "also_in_test_file" or test is not None)]
     kept = frame[reason == None].drop(columns="raw_label").reset_index(drop=True)  # noqa: E711
     in_pool = kept["subset"] == "pool"
     if not in_pool.any():
-        raise SkewtuneError(f"{pool_name}: no usable rows: every row lacks a text or a label (columns "
-                            f"{', '.join(map(repr, columns.values()))}); check the data.*_column settings")
+        raise SkewtuneError(f"{pool_name}: no usable rows: every row lacks a text or a label or carries conflicting labels "
+                            f"(columns {', '.join(map(repr, columns.values()))}); check the data.*_column settings")
     labels = sorted(kept.loc[in_pool, "label"].unique())
     if len(labels) < 2:
         raise SkewtuneError(
@@ -179,8 +279,8 @@ def assemble_dataset(pool: pd.DataFrame, test: pd.DataFrame | None, *, text_colu
             "a classifier needs at least 2: check data.label_column" + (" and data.label_map" if label_map else "")
         )
     if test is not None and in_pool.all():
-        raise SkewtuneError(f"{test_name}: no usable test rows: every row lacks a text or a label (columns "
-                            f"{', '.join(map(repr, columns.values()))}); fix the file or remove data.test_path")
+        raise SkewtuneError(f"{test_name}: no usable test rows: every row lacks a text or a label or carries conflicting "
+                            f"labels (columns {', '.join(map(repr, columns.values()))}); fix the file or remove data.test_path")
     unknown = sorted(set(kept.loc[~in_pool, "label"]) - set(labels))
     if unknown:
         raise SkewtuneError(
@@ -188,12 +288,11 @@ def assemble_dataset(pool: pd.DataFrame, test: pd.DataFrame | None, *, text_colu
             f"(its labels: {', '.join(map(repr, labels))}); fix the typos in the test file or rename them with data.label_map"
         )
 
-    is_test = (frame["subset"] == "test").to_numpy()
-    report = _file_report(pool_name, frame[~is_test], reason[~is_test], reasons, keys, labels)
+    report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html)
     report["conflict_examples"] = _conflict_examples(frame, reason, keys)
     if merged:
         report["labels_merged"] = merged
     if test is not None:
-        report["test"] = _file_report(test_name, frame[is_test], reason[is_test],
-                                      [name for name in reasons if name != "also_in_test_file"], keys, labels)
+        report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test],
+                                      [name for name in reasons if name != "also_in_test_file"], columns, labels, unescape_html)
     return kept.astype("str"), labels, report

@@ -241,6 +241,27 @@ def encode(tokenizer, frame: pd.DataFrame, max_length: int, *, with_labels: bool
     return rows
 
 
+def token_coverage(tokenizer, frame: pd.DataFrame, max_length: int, *, sample: int = 1000, seed: int = 0) -> dict:
+    """How well the tokenizer covers the texts, on up to `sample` rows of `frame` (text, [text_pair]):
+    `unknown_share`, the share of the texts' tokens that are the unknown token ([UNK]; 0 for byte-level
+    tokenizers, which have none), and `truncated_share`, the share of rows longer than `max_length`
+    tokens (special tokens included), which training cuts off. `example` is the row with the most
+    unknown tokens (None when there are none)."""
+    rows = frame.sample(n=sample, random_state=seed) if len(frame) > sample else frame
+    pairs = rows["text_pair"].tolist() if "text_pair" in rows.columns else None
+    encoded = tokenizer(rows["text"].tolist(), pairs, truncation=False, verbose=False)["input_ids"]
+    unknown_id = tokenizer.unk_token_id
+    special = set(tokenizer.all_special_ids) - {unknown_id}
+    counts = np.array([(sum(i not in special for i in ids), ids.count(unknown_id) if unknown_id is not None else 0) for ids in encoded])
+    worst = int(counts[:, 1].argmax())
+    return {
+        "unknown_share": float(counts[:, 1].sum() / max(counts[:, 0].sum(), 1)),
+        "truncated_share": float(np.mean([len(ids) > max_length for ids in encoded])),
+        "rows": len(encoded),
+        "example": rows["text"].iloc[worst] if counts[worst, 1] else None,
+    }
+
+
 def save_classifier(model: nn.Module, tokenizer, directory: str | os.PathLike, *, labels: Sequence[str], max_length: int, text_pair: bool) -> None:
     """Write a plain model (LoRA adapters merged in) as safetensors, its tokenizer and skewtune.json."""
     from peft import PeftModel

@@ -79,6 +79,10 @@ def _positive_floats(value: Any, what: str) -> list[float]:
     raise ValueError(f"must be {what} or a list of positive finite numbers, one per class in labels.json order")
 
 
+# How CSV/TSV files treat double quotes: decided per file, RFC 4180 quoting, or none (quotes are text).
+QUOTINGS = ("auto", "standard", "none")
+
+
 _SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "svm_smote", "kmeans_smote", "smote_tomek", "smote_enn"}
 
 
@@ -92,6 +96,11 @@ class DataParams(_Section):
     label_column: str = Field("label", min_length=1)
     label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
     test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
+    quoting: Literal[QUOTINGS] = "auto"
+    max_dropped_share: float = Field(
+        0.01, ge=0, le=1, description="stop when a file loses a larger share of its rows for a missing text or label"
+    )
+    unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
 
     @field_validator("encoding")
     @classmethod
@@ -271,8 +280,16 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
 
+def _reads_delimited(data: DataParams) -> bool:
+    """Whether data.source or data.test_path is read as CSV/TSV (the embedded table is a TSV)."""
+    from skewtune.tables import delimited_format  # tables imports QUOTINGS from here
+
+    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None)
+
+
 # Keys that only some choices read: (key, whether these params read it, the choice that does).
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
+    ("data.quoting", lambda p: _reads_delimited(p.data), "a CSV or TSV data.source or data.test_path"),
     ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
     ("resample.over_ratio", lambda p: p.resample.strategy in ("random_over", "over_under"), "resample.strategy: random_over or over_under"),
     ("resample.under_ratio", lambda p: p.resample.strategy in ("random_under", "over_under"), "resample.strategy: random_under or over_under"),

@@ -1,9 +1,10 @@
 """Reading raw labelled tables (CSV, TSV, JSONL, JSON, XLSX, Parquet) into a frame of named columns.
 
 Every failure becomes a SkewtuneError that names the file, the line/row/byte and the column, and
-says how to fix it. Parsing is left to pandas, pyarrow and openpyxl; the slow, precise diagnosis of
-what went wrong (which line breaks the quoting, which JSONL line is invalid) runs only after the fast
-parser has failed.
+says how to fix it. Parsing is left to Python's csv module, pandas, pyarrow and openpyxl; the slow,
+precise diagnosis of what went wrong (which JSONL line is invalid) runs only after the fast parser has
+failed. A table comes back with where each row starts in the file and how the file was read, so that
+a later step can point at the lines of the rows it drops.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import importlib.resources
 import io
 import json
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
+from skewtune.params import QUOTINGS
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "xlsx", "parquet")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -30,6 +35,23 @@ EMBEDDED_FILE = "data/spam_collection.csv"
 _HEADER_SEARCH_ROWS = 50
 # Tried, in this order, to suggest an encoding when the declared one fails; latin-1 decodes any bytes.
 _ENCODING_GUESSES = ("utf-8", "cp1252", "gb18030", "latin-1")
+
+
+@dataclass(frozen=True)
+class Table:
+    """The requested columns of a file, indexed by the 1-based data row number (the header does not
+    count), with `places`: where each row starts in the file, counted in `unit` (the line of a CSV,
+    TSV or JSONL file, the row of a sheet, the record of a JSON array or Parquet file), and `reading`:
+    how the file was read (format; for CSV/TSV the quoting and why it was chosen)."""
+
+    frame: pd.DataFrame
+    places: np.ndarray
+    unit: str
+    reading: dict = field(default_factory=dict)
+
+    def place(self, position: int) -> str:
+        """Where the row at 0-based `position` starts, e.g. 'line 12'."""
+        return f"{self.unit} {int(self.places[position])}"
 
 
 def embedded_table_path(package: str = EMBEDDED_PACKAGE) -> Path:
@@ -57,25 +79,30 @@ def resolve_raw_path(value: str, key: str, raw_dir: str | os.PathLike = "data/ra
             f"{key}: {value!r} is outside {raw_dir}/; DVC tracks {raw_dir}/ as the pipeline's input, so copy the file "
             f"there (e.g. {Path(raw_dir) / path.name}) and point {key} at it"
         )
+    if path.is_dir():
+        inner = sorted(child.name for child in path.iterdir() if child.is_file())[:5]
+        raise SkewtuneError(f"{key}: {value} is a directory, not a file; point {key} at one file in it"
+                            + (f" (it holds {', '.join(inner)})" if inner else " (it holds no files)"))
     if not path.is_file():
         raise SkewtuneError(f"{key}: {value}: not found; put the file in {raw_dir}/ or fix {key}")
     return path
 
 
 def read_source(source: str, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
-                sheet: str | None = None, raw_dir: str | os.PathLike = "data/raw") -> pd.DataFrame:
+                sheet: str | None = None, quoting: str = "auto", raw_dir: str | os.PathLike = "data/raw") -> Table:
     """Read data.source: 'embedded' (the SMS table: no header, label then text) or a file under `raw_dir`.
 
     `columns` are [text, label] or [text, text_pair, label]; the embedded table's columns take the
     text and label names so that the rest of the pipeline (and a test file) sees the same names.
     """
     if source != "embedded":
-        return read_table(resolve_raw_path(source, "data.source", raw_dir), columns, fmt=fmt, encoding=encoding, sheet=sheet)
+        return read_table(resolve_raw_path(source, "data.source", raw_dir), columns, fmt=fmt, encoding=encoding,
+                          sheet=sheet, quoting=quoting)
     if len(columns) != 2:
         raise SkewtuneError("data.text_pair_column is set but the embedded SMS table holds single texts, not pairs; "
                             "set data.text_pair_column: null or point data.source at a file of sentence pairs")
     text, label = columns
-    return read_table(embedded_table_path(), columns, fmt="tsv", encoding="utf-8", names=[label, text])
+    return read_table(embedded_table_path(), columns, fmt="tsv", encoding="utf-8", quoting=quoting, names=[label, text])
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -91,27 +118,44 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     return found
 
 
+def delimited_format(source: str, fmt: str = "auto") -> bool:
+    """Whether data.source (or data.test_path) `source` is read as CSV or TSV, which data.quoting concerns."""
+    return source == "embedded" or (fmt if fmt != "auto" else _EXTENSIONS.get(Path(source).suffix.lower())) in ("csv", "tsv")
+
+
 def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
-               sheet: str | None = None, names: list[str] | None = None) -> pd.DataFrame:
+               sheet: str | None = None, quoting: str = "auto", names: list[str] | None = None) -> Table:
     """Read `columns` of a table; values stay as the file typed them (text formats: strings).
 
-    `names` gives the column names of a file without a header row (CSV/TSV only). The result is
-    indexed by the 1-based data row number (the header does not count), which makes stable ids.
+    `quoting` (CSV/TSV): 'standard' (RFC 4180, as pandas, Python's csv module and spreadsheets write),
+    'none' (quotes are ordinary characters) or 'auto' (decided from the file, see `_choose_quoting`).
+    `names` gives the column names of a file without a header row (CSV/TSV only).
     """
+    if quoting not in QUOTINGS:
+        raise ValueError(f"quoting must be one of {QUOTINGS}, got {quoting!r}")
     path = Path(path)
     fmt = detect_format(path, fmt)
+    if path.is_dir():
+        raise SkewtuneError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise SkewtuneError(f"{path}: not found")
     if path.stat().st_size == 0:
         raise SkewtuneError(f"{path}: the file is empty (0 bytes); export the table again")
+    reading = {"format": fmt}
+    places = unit = None
     if fmt in ("csv", "tsv"):
-        frame = _read_delimited(path, _decode(path, encoding), "\t" if fmt == "tsv" else ",", names)
+        frame, places, chosen = _read_delimited(path, _decode(path, encoding), fmt, quoting, names)
+        unit, reading = "line", {**reading, **chosen}
     elif fmt == "jsonl":
-        frame = _read_jsonl(path, _decode(path, encoding))
+        text = _decode(path, encoding)
+        frame = _read_jsonl(path, text)
+        # pandas skips blank lines, so the n-th record is on the n-th line that is not blank.
+        places, unit = np.flatnonzero([bool(line.strip()) for line in text.split("\n")]) + 1, "line"
     elif fmt == "json":
         frame = _read_json(path, _decode(path, encoding))
     elif fmt == "xlsx":
         frame = _read_xlsx(path, sheet, columns)
+        places, unit = np.arange(2, len(frame) + 2), "row"  # the header is row 1 of the sheet
     else:
         frame = _read_parquet(path, columns)
     if frame.empty:
@@ -120,7 +164,9 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     _require_columns(path, list(frame.columns), columns, fmt)
     frame = frame[columns]
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
-    return frame
+    if places is None:
+        places, unit = np.arange(1, len(frame) + 1), "record"
+    return Table(frame, np.asarray(places), unit, reading)
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -156,40 +202,118 @@ def _decodes(raw: bytes, encoding: str) -> bool:
     return True
 
 
-def _read_delimited(path: Path, text: str, sep: str, names: list[str] | None) -> pd.DataFrame:
-    # TSV has no quoting (IANA text/tab-separated-values): a quote is an ordinary character there, so
-    # an SMS such as `"Hi` cannot swallow the lines after it. CSV follows RFC 4180 quoting.
-    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, quoting=quoting, dtype=str, keep_default_na=False,
-                            header=None if names else "infer", names=names, engine="c")
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise SkewtuneError(_locate_delimited_problem(path, text, sep, quoting, exc)) from None
-    return frame
+# Python's csv module both checks and reads: strict=True turns a quote in the wrong place into an error
+# (it would otherwise silently become text), and what is checked is exactly what is read.
+_CSV_QUOTING = {"standard": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
 
 
-def _locate_delimited_problem(path: Path, text: str, sep: str, quoting: int, exc: Exception) -> str:
-    """Re-read with the csv module to find the line the fast parser stumbled on."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting, strict=True)
-    width = None
-    start = 1
-    limit = csv.field_size_limit(len(text) + 1)  # long texts are fine; only broken quoting is an error here
+@dataclass(frozen=True)
+class _Parse:
+    """The records of a delimited file under one quoting, or why that quoting does not fit the file."""
+
+    quoting: str
+    records: list[list[str]]
+    starts: list[int]  # the line where each record starts
+    problem: str | None  # the first record that breaks this quoting (None: every record parses)
+    short: int  # records with fewer fields than the header
+
+    @property
+    def fits(self) -> bool:
+        return self.problem is None and self.short == 0
+
+
+@contextmanager
+def _fields_up_to(size: int):
+    """Let the csv module read fields of up to `size` characters (a one-megabyte text is fine)."""
+    previous = csv.field_size_limit(size + 1)
     try:
-        for record in reader:
-            if record:
-                if width is None:
-                    width = len(record)
-                elif len(record) > width:
-                    return (f"{path}: line {start} has {len(record)} fields but the header has {width}; "
-                            + ("remove the extra tab characters from that line" if sep == "\t" else
-                               'quote fields that contain a comma ("a, b") and double quotes inside them ("say ""hi""")'))
-            start = reader.line_num + 1
-    except csv.Error as err:
-        return (f"{path}: broken quoting in the record starting at line {start} ({err}); a field that starts with a "
-                'double quote must end with one, and quotes inside a quoted field are doubled ("say ""hi""")')
+        yield
     finally:
-        csv.field_size_limit(limit)
-    return f"{path}: cannot parse the {'TSV' if sep == chr(9) else 'CSV'} file: {exc}"
+        csv.field_size_limit(previous)
+
+
+def _parse(text: str, sep: str, quoting: str, width: int | None) -> _Parse:
+    """Records of `text` read with `quoting`; `width` is the field count of the header (None: the first record's)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=_CSV_QUOTING[quoting], strict=True)
+    records, starts, short, start = [], [], 0, 1
+    with _fields_up_to(len(text)):
+        try:
+            for record in reader:
+                if record:  # a blank line holds no record
+                    width = width or len(record)
+                    if len(record) > width:
+                        return _Parse(quoting, records, starts, f"line {start} has {len(record)} fields but the header has {width}", short)
+                    short += len(record) < width
+                    records.append(record)
+                    starts.append(start)
+                start = reader.line_num + 1
+        except csv.Error as err:
+            return _Parse(quoting, records, starts, f"the quoted field in the record starting at line {start} is broken ({err})", short)
+    return _Parse(quoting, records, starts, None, short)
+
+
+def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | None) -> tuple[_Parse, str]:
+    """The parse to use and why. 'auto' reads with standard quoting when the file parses that way into
+    records of the header's width, and without quote processing when only that does: a file written
+    without quoting (the SMS collection) has texts with unbalanced quotes, which standard quoting
+    either refuses or reads as fields that swallow whole lines."""
+    sep = "\t" if fmt == "tsv" else ","
+    if quoting != "auto":
+        parse = _parse(text, sep, quoting, width)
+        if parse.problem:
+            raise SkewtuneError(f"{path}: {parse.problem} (read with data.quoting: {quoting}); {_quoting_fix(fmt, quoting)}")
+        return parse, "set by data.quoting"
+    if '"' not in text:  # both readings are the same
+        parse = _parse(text, sep, "standard", width)
+        if parse.problem:
+            raise SkewtuneError(f"{path}: {parse.problem}; {_quoting_fix(fmt, 'standard')}")
+        return parse, "the file holds no double quotes"
+    standard, plain = _parse(text, sep, "standard", width), _parse(text, sep, "none", width)
+    if standard.fits and plain.fits:
+        if len(standard.records) == len(plain.records):
+            return standard, "both readings give the same rows; quotes around whole fields are quoting"
+        # The quoted record that spans lines is the one before the first record the readings start apart.
+        first = next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
+        header = width is None  # the first record is the header, not a row
+        raise SkewtuneError(
+            f"{path}: the file reads consistently both with standard quoting ({len(standard.records) - header} rows: the quoted "
+            f"field starting at line {standard.starts[first]} spans several lines) and without quote processing "
+            f"({len(plain.records) - header} rows, one per line); set data.quoting: standard if fields are quoted "
+            '("a ""b"" c"), or data.quoting: none if quotes are part of the text'
+        )
+    for chosen, other in ((standard, plain), (plain, standard)):
+        if chosen.fits:
+            why = other.problem or f"{other.short} records have fewer fields than the header"
+            return chosen, f"{'without quote processing' if other is plain else 'with standard quoting'}, {why}"
+    usable = [parse for parse in (standard, plain) if parse.problem is None]
+    if not usable:
+        raise SkewtuneError(
+            f"{path}: cannot read the {fmt.upper()} file with standard quoting ({standard.problem}) nor without quote "
+            f"processing ({plain.problem}); {_quoting_fix(fmt, 'standard')}"
+        )
+    chosen = min(usable, key=lambda parse: parse.short)  # standard first on a tie
+    return chosen, f"every reading leaves records with fewer fields than the header; this one the fewest ({chosen.short})"
+
+
+def _quoting_fix(fmt: str, quoting: str) -> str:
+    sep = _SEPARATOR_NAMES["\t" if fmt == "tsv" else ","]
+    if quoting == "none":
+        return (f"a {sep} inside a text needs the field quoted: set data.quoting: standard if the file quotes its fields, "
+                f"otherwise remove the extra {sep} characters from that line")
+    return (f'quote fields that contain a {sep}, a newline or a double quote, and double the quotes inside them ("say ""hi""")'
+            "; if quotes in this file are part of the text, set data.quoting: none")
+
+
+def _read_delimited(path: Path, text: str, fmt: str, quoting: str, names: list[str] | None) -> tuple[pd.DataFrame, list[int], dict]:
+    parse, why = _choose_quoting(path, text, fmt, quoting, len(names) if names else None)
+    header, rows, starts = (names, parse.records, parse.starts) if names else (parse.records[0], parse.records[1:], parse.starts[1:])
+    # A record shorter than the header lacks its last fields (None): the dataset step counts those rows.
+    columns = {i: [row[i] if i < len(row) else None for row in rows] for i in range(len(header))}
+    frame = pd.DataFrame({i: pd.Series(values, dtype="str") for i, values in columns.items()})
+    frame.columns = header
+    reading = {"quoting": parse.quoting, "quoting_reason": why, "short_records": parse.short}
+    return frame, starts, reading
 
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
@@ -274,9 +398,7 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFram
             f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {hint}, or fix "
             "data.text_column / data.text_pair_column / data.label_column"
         )
-    twice = [name for name in columns if header.count(name) > 1]
-    if twice:
-        raise SkewtuneError(f"{path}: {where} has the column {twice[0]!r} more than once in row 1; rename the copies")
+    _require_columns(path, header, columns, "xlsx")  # a column named twice
     if len(rows) == 1:
         return pd.DataFrame(columns=columns)
     body = pd.DataFrame(rows[1:])
@@ -300,6 +422,11 @@ def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
 def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> None:
     found = [str(name) for name in names]
     missing = [name for name in columns if name not in found]
+    # Which of two columns of one name holds the texts (or labels) is anyone's guess.
+    twice = next((name for name in columns if found.count(name) > 1), None)
+    if twice is not None:
+        raise SkewtuneError(f"{path}: the header names the column {twice!r} {found.count(twice)} times; rename the copies "
+                            f"so that only the one to use is called {twice!r}")
     if not missing:
         return
     close = {name: difflib.get_close_matches(name, found, n=1, cutoff=0.6) for name in missing}

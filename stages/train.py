@@ -21,6 +21,7 @@ from skewtune.modeling import (
     read_examples,
     resolve_model_source,
     save_classifier,
+    token_coverage,
 )
 from skewtune.params import load_params
 from skewtune.training import (
@@ -40,6 +41,23 @@ LABELS = "data/interim/labels.json"
 MODEL = "models/model"
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
 REPORTS = "reports/train"
+# Shares of unknown tokens above which training warns, and stops: the model's vocabulary does not
+# cover the texts' language or script, and what it cannot see it cannot learn.
+UNKNOWN_WARN = 0.05
+UNKNOWN_STOP = 0.30
+
+
+def check_coverage(coverage: dict, tokenizer, source: str) -> str | None:
+    """A warning about the tokens of the train texts (None: nothing to say); SkewtuneError when most are unknown."""
+    share, example = coverage["unknown_share"], coverage["example"]
+    said = (f"{share:.0%} of the tokens of {coverage['rows']} train texts are unknown to the tokenizer of {source} "
+            f"({tokenizer.unk_token}), e.g. in {example[:60]!r}" if example is not None else "")
+    if share > UNKNOWN_STOP:
+        raise SkewtuneError(f"model.name: the model's vocabulary does not cover this text: {said}; set model.name to a model "
+                            "whose vocabulary covers the texts' language (e.g. a multilingual or Chinese model directory)")
+    if share > UNKNOWN_WARN:
+        return f"train: warning: {said}; the model sees those words only as {tokenizer.unk_token}: consider another model.name"
+    return None
 
 
 def main() -> None:
@@ -57,6 +75,12 @@ def main() -> None:
         alpha=lo.alpha, gamma=lo.gamma, tau=lo.tau, label_smoothing=lo.label_smoothing,
     )
     source = resolve_model_source(m.name, trust_remote_code=m.trust_remote_code)
+    tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
+    coverage = token_coverage(tokenizer, train, m.max_length)
+    if distributed_rank() is None:  # not yet in a DDP process: say it once
+        warning = check_coverage(coverage, tokenizer, source)
+        if warning:
+            print(warning, flush=True)
     # The inputs are checked above, once; then each DDP process runs this stage under torchrun.
     if t.nproc > 1 and distributed_rank() is None:
         status = relaunch_distributed(t.nproc, "stages.train")
@@ -66,7 +90,6 @@ def main() -> None:
     is_main = distributed_rank() in (None, 0)
 
     set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
-    tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
     model = load_classifier(source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code)
     init_head_bias(model, counts, m.init_bias, labels)
     if m.lora.enabled:
@@ -82,6 +105,8 @@ def main() -> None:
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
         print(f"train: {source} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}", flush=True)
+        print(f"train: tokens of {coverage['rows']} train texts: {coverage['unknown_share']:.1%} unknown; "
+              f"{coverage['truncated_share']:.1%} of the texts are longer than model.max_length ({m.max_length}) and get cut off", flush=True)
 
     with Outputs() as out:
         live = None
@@ -89,6 +114,8 @@ def main() -> None:
             from dvclive import Live
 
             live = Live(str(out.path(REPORTS, directory=True)), dvcyaml=False, save_dvc_exp=False)
+            for name in ("unknown_share", "truncated_share"):  # summary values, not per-step plots
+                live.log_metric(f"tokens/{name}", round(coverage[name], 6), plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
         trainer = build_trainer(
             model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),

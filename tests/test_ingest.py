@@ -45,6 +45,11 @@ def _metrics() -> dict:
     return json.loads(Path(ingest.METRICS).read_text())
 
 
+def _clear_outputs() -> None:
+    for path in OUTPUTS:
+        Path(path).unlink()
+
+
 def _no_outputs() -> bool:
     leftovers = [path for path in OUTPUTS if Path(path).exists()]
     temporaries = [str(p) for p in Path(".").rglob(".*.tmp")]
@@ -99,7 +104,7 @@ def test_cleaning_counts_every_reason(project):
         ("maybe  spam", "spam"),               # r10 ... same text after normalisation
         ("call me", "ham"),                    # r11 kept
     ])
-    project(source=source)
+    project(source=source, max_dropped_share=0.3)  # 3 of 11 rows lack a text or label: allowed knowingly
     ingest.main()
     report = _metrics()
     assert report["rows_in"] == 11 and report["rows_kept"] == 4
@@ -140,7 +145,7 @@ def test_label_map_merges_and_catches_typos(project):
 def test_fixed_test_file(project):
     source = _csv("train.csv", [("alpha", "a"), ("beta", "b"), ("gamma", "a"), ("shared", "b"), ("delta", "b")])
     test = _csv("test.csv", [("shared", "b"), ("omega", "a"), ("omega", "a"), ("", "b")])
-    project(source=source, test_path=test)
+    project(source=source, test_path=test, max_dropped_share=0.25)
     ingest.main()
     dataset = pd.read_parquet(ingest.DATASET)
     assert dataset["id"].tolist() == ["r1", "r2", "r3", "r5", "t1", "t2"]
@@ -166,7 +171,7 @@ def test_test_file_without_usable_rows_is_refused(project):
     source = _csv("train.csv", [("alpha", "ham"), ("beta", "spam")])
     test = _csv("test.csv", [("", "ham"), ("y", "")])
     project(source=source, test_path=test)
-    with pytest.raises(SkewtuneError, match=r"data/raw/test\.csv: no usable test rows"):
+    with pytest.raises(SkewtuneError, match=r"data/raw/test\.csv: 2 of 2 rows \(100\.0%\) lack a text or a label"):
         ingest.main()
     assert _no_outputs()
 
@@ -175,7 +180,7 @@ def test_sentence_pairs(project):
     rows = [("how old are you", "what is your age", "same"), ("how old are you", "where do you live", "diff"),
             ("how old are you", "what is your age", "same"), ("hi", "", "diff"), ("a", "b", "diff")]
     source = _csv("pairs.csv", rows, header=("q1", "q2", "label"))
-    project(source=source, text_column="q1", text_pair_column="q2")
+    project(source=source, text_column="q1", text_pair_column="q2", max_dropped_share=0.2)
     ingest.main()
     dataset = pd.read_parquet(ingest.DATASET)
     assert list(dataset.columns) == ["id", "text", "text_pair", "label", "subset"]
@@ -190,7 +195,7 @@ def test_xlsx_source_with_typed_cells(project):
     for row in [("label", "text"), ("ok", "fine"), ("spam", "win"), (1, "one"), (1.0, "uno"), ("ok", None)]:
         sheet.append(list(row))
     book.save("data/raw/book.xlsx")
-    project(source="data/raw/book.xlsx", sheet="rows")
+    project(source="data/raw/book.xlsx", sheet="rows", max_dropped_share=0.2)
     ingest.main()
     dataset = pd.read_parquet(ingest.DATASET)
     assert dataset["label"].tolist() == ["ok", "spam", "1", "1"]
@@ -222,8 +227,8 @@ def _title_sheet() -> None:
         (lambda: Path("outside.csv").write_text("text,label\na,b\n"), {"source": "outside.csv"}, r"outside data/raw/"),
         (lambda: Path("data/raw/e.csv").write_text(""), {"source": "data/raw/e.csv"}, r"the file is empty"),
         (lambda: Path("data/raw/h.csv").write_text("text,label\n"), {"source": "data/raw/h.csv"}, r"header row but no data rows"),
-        (lambda: Path("data/raw/q.csv").write_text('text,label\na,1\n"b,2\nc,3\n'), {"source": "data/raw/q.csv"},
-         r"data/raw/q\.csv: broken quoting in the record starting at line 3"),
+        (lambda: Path("data/raw/q.csv").write_text('text,label\na,1\n"b,2\nc,3\n'), {"source": "data/raw/q.csv", "quoting": "standard"},
+         r"data/raw/q\.csv: the quoted field in the record starting at line 3 is broken \(unexpected end of data\) \(read with data\.quoting: standard\)"),
         (lambda: Path("data/raw/j.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b" "label": 2}\n'),
          {"source": "data/raw/j.jsonl"}, r"data/raw/j\.jsonl: line 2, column \d+ is not valid JSON"),
         (lambda: _csv("c.csv", [("a", "b")], header=("sms", "label")), {"source": "data/raw/c.csv"},
@@ -234,6 +239,9 @@ def _title_sheet() -> None:
          r"data/raw/l\.csv: byte offset 13 \(line 2\) is not valid utf-8.*set data\.encoding"),
         (_title_sheet, {"source": "data/raw/titled.xlsx"}, r"row 2 looks like the header: delete the 1 row\(s\) above it"),
         (lambda: None, {"source": "embedded", "text_pair_column": "q2"}, r"holds single texts, not pairs"),
+        (lambda: None, {"source": "data/raw"}, r"data\.source: data/raw is a directory, not a file; point data\.source at one file in it"),
+        (lambda: Path("data/raw/d.csv").write_text("label,text,label\nham,a,x\n"), {"source": "data/raw/d.csv"},
+         r"data/raw/d\.csv: the header names the column 'label' 2 times; rename the copies"),
     ],
 )
 def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, pattern):
@@ -260,3 +268,91 @@ def test_ingest_is_deterministic(project):
     first = {path: Path(path).read_bytes() for path in OUTPUTS}
     ingest.main()
     assert {path: Path(path).read_bytes() for path in OUTPUTS} == first
+
+
+def _reviews(n: int, seed: int) -> pd.DataFrame:
+    """Reviews as exported from a review site: multi-line, quoted, with tabs and HTML references."""
+    return pd.DataFrame({
+        "review": [f'Review {seed}-{i}: "great"\nsecond line,\twith a tab &amp; it&#039;s {"good" if i % 3 else "bad"}' for i in range(n)],
+        "label": ["pos" if i % 3 else "neg" for i in range(n)],
+    })
+
+
+def test_pandas_written_tsv_comes_in_whole(project, capsys):
+    # The issue's case: 600 train and 379 test rows written by DataFrame.to_csv(sep="\t") (index included).
+    train, test = _reviews(600, 0), _reviews(379, 1)
+    train.to_csv("data/raw/train.tsv", sep="\t")
+    test.to_csv("data/raw/test.tsv", sep="\t")
+    project(source="data/raw/train.tsv", test_path="data/raw/test.tsv", text_column="review")
+    ingest.main()
+    report = _metrics()
+    assert (report["rows_in"], report["rows_kept"], report["test"]["rows_in"], report["test"]["rows_kept"]) == (600, 600, 379, 379)
+    assert report["reading"]["quoting"] == report["test"]["reading"]["quoting"] == "standard"
+    assert report["cleaning"]["rows_with_html_references"] == 600 and not report["cleaning"]["html_references_decoded"]
+    printed = capsys.readouterr().out
+    assert "data/raw/train.tsv: read as TSV with standard quoting" in printed and "kept 600 of 600 rows; dropped: none" in printed
+    assert "600 rows hold HTML character references (&amp;, &#039;, ...) kept as written; set data.unescape_html: true" in printed
+    dataset = pd.read_parquet(ingest.DATASET)
+    expected = [" ".join(text.split()) for text in [*train["review"], *test["review"]]]
+    assert dataset["text"].tolist() == expected
+    # Read as before (no quote processing), the same file stops ingest, saying where and why.
+    project(source="data/raw/train.tsv", test_path="data/raw/test.tsv", text_column="review", quoting="none")
+    _clear_outputs()
+    with pytest.raises(SkewtuneError, match=r"data/raw/train\.tsv: 600 of 1200 rows \(50\.0%\) lack a text or a label \(600 missing_label\).*"
+                                            r"first: line 2: review='\"Review 0-0: \"\"great\"\"', label=None; line 4: .*Likely cause: quoting: "
+                                            r"the file was read without quote processing .* set data\.quoting: standard"):
+        ingest.main()
+    assert _no_outputs()
+
+
+def test_html_references_are_decoded_on_request(project):
+    _reviews(30, 0).to_csv("data/raw/r.csv", index=False)
+    project(source="data/raw/r.csv", text_column="review", unescape_html=True)
+    ingest.main()
+    assert _metrics()["cleaning"]["html_references_decoded"]
+    assert pd.read_parquet(ingest.DATASET)["text"].iloc[0] == 'Review 0-0: "great" second line, with a tab & it\'s bad'
+
+
+def test_control_characters_are_removed_and_counted(project):
+    source = _csv("ctl.csv", [("nul\x00byte", "a"), ("end of file\x1a", "b"), ("bell\x07 and\x00 nul", "a"), ("clean", "b")])
+    project(source=source)
+    ingest.main()
+    assert _metrics()["cleaning"] == {"control_characters_removed": 4, "rows_with_control_characters": 3,
+                                      "rows_with_html_references": 0, "html_references_decoded": False}
+    assert pd.read_parquet(ingest.DATASET)["text"].tolist() == ["nulbyte", "end of file", "bell and nul", "clean"]
+
+
+def test_dropped_row_guard_trips_above_the_share_and_says_where(project):
+    rows = [(f"text {i}", "ab"[i % 2]) for i in range(200)]
+    rows[9] = ("text 9", "")   # line 11 (the header is line 1)
+    rows[49] = ("", "a")       # line 51
+    source = _csv("gaps.csv", rows)
+    project(source=source, max_dropped_share=0.01)  # 2 of 200 = 1%: not more than allowed
+    ingest.main()
+    report = _metrics()
+    assert report["dropped"]["missing_label"] == report["dropped"]["missing_text"] == 1
+    assert report["drop_examples"]["missing_label"] == [{"row": 10, "at": "line 11", "text": "text 9", "label": ""}]
+    assert report["drop_examples"]["missing_text"] == [{"row": 50, "at": "line 51", "text": "", "label": "a"}]
+    rows[99] = ("text 99", " ")  # a third gap: 1.5%
+    _csv("gaps.csv", rows)
+    _clear_outputs()
+    with pytest.raises(SkewtuneError) as caught:
+        ingest.main()
+    assert str(caught.value) == (
+        "data/raw/gaps.csv: 3 of 200 rows (1.5%) lack a text or a label (1 missing_text, 2 missing_label), more than "
+        "data.max_dropped_share (0.01) allows; first: line 11: text='text 9', label=''; line 51: text='', label='a'; "
+        "line 101: text='text 99', label=' '. Likely cause: the wrong separator or quoting (read as CSV with standard quoting; "
+        "check data.format and data.quoting). Fix the file or the settings, or raise data.max_dropped_share to drop these rows knowingly"
+    )
+    assert _no_outputs()
+    project(source=source, max_dropped_share=0.015)
+    ingest.main()
+    assert _metrics()["rows_kept"] == 197
+
+
+def test_dropped_row_guard_names_a_mostly_empty_column(project):
+    source = _csv("cols.csv", [(f"t{i}", "x" if i < 3 else "") for i in range(10)], header=("text", "label"))
+    project(source=source)
+    with pytest.raises(SkewtuneError, match=r"7 of 10 rows \(70\.0%\).*Likely cause: the wrong column: 'label' is empty in 70% "
+                                            r"of the rows \(check data\.label_column\)"):
+        ingest.main()

@@ -81,24 +81,25 @@ EXTERNAL_ENTITY = '<!DOCTYPE worksheet [<!ENTITY leak SYSTEM "file:///etc/hostna
 TEXTS = [("free prize now", "spam"), ("see you at five", "ham"), ("call me later", "ham")]
 JSONL_MISSING_TEXTS = [None, math.nan, "", " \u00a0\u3000\t", "NaN", "ok", "fine"]
 
+# Cases that drop rows on purpose raise data.max_dropped_share (default 0.01) knowingly.
 CORPUS = {
     # JSON null and NaN, "" and whitespace-only (Unicode spaces too) are missing texts; the string "NaN" is a text.
     "nan_and_blank_texts_jsonl": (
         {"d.jsonl": "".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(JSONL_MISSING_TEXTS)).encode()},
-        {}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
     ),
     "nan_and_blank_texts_parquet": (
         {"d.parquet": lambda: _parquet({"text": JSONL_MISSING_TEXTS, "label": list("abababa")})},
-        {}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
     ),
     # In CSV only an empty (or blank) cell is missing: NaN, NA and null are texts as written.
     "nan_and_blank_texts_csv": (
         {"d.csv": 'text,label\n,a\n"  ",b\n"\u00a0\u3000",a\nNaN,b\nNA,a\nnull,b\n'.encode()},
-        {}, {"rows_in": 6, "rows_kept": 3, "dropped": {"missing_text": 3, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 6, "rows_kept": 3, "dropped": {"missing_text": 3, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
     ),
     "float_labels_with_nan_parquet": (
         {"d.parquet": lambda: _parquet({"text": ["a", "b", "c", "d"], "label": [0.0, 1.0, 1.0, math.nan]})},
-        {}, {"rows_kept": 3, "class_counts": {"0": 1, "1": 2}, "dropped": {"missing_text": 0, "missing_label": 1, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_kept": 3, "class_counts": {"0": 1, "1": 2}, "dropped": {"missing_text": 0, "missing_label": 1, "conflicting_label": 0, "duplicate": 0}},
     ),
     "utf8_bom_jsonl": (
         {"d.jsonl": b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEXTS).encode()},
@@ -108,7 +109,7 @@ CORPUS = {
     # its text: a DDE/formula-injection payload never becomes a training text.
     "xlsx_formula_cells": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), ("=cmd|'/C calc'!A0", "spam"), ("=1+1", "ham"), *TEXTS])},
-        {}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
     ),
     "xlsx_entity_bomb": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x)},
@@ -279,6 +280,7 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
 
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
 UNREAD_AND_READ = {
+    "data.quoting": ({"data": {"quoting": "none", "source": "data/raw/x.jsonl"}}, {"data": {"quoting": "none", "source": "data/raw/x.jsonl", "test_path": "data/raw/t.tsv"}}),
     "split.test_size": ({"split": {"test_size": 0.2}, "data": {"test_path": "data/raw/test.csv"}}, {"split": {"test_size": 0.2}}),
     "resample.over_ratio": ({"resample": {"over_ratio": 0.5}}, {"resample": {"over_ratio": 0.5, "strategy": "random_over"}}),
     "resample.under_ratio": ({"resample": {"under_ratio": 0.5, "strategy": "random_over"}}, {"resample": {"under_ratio": 0.5, "strategy": "over_under"}}),

