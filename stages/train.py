@@ -10,7 +10,6 @@ from skewtune.cli import run_stage
 from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs, read_labels
-from skewtune.losses import build_loss
 from skewtune.modeling import (
     add_lora,
     class_counts,
@@ -26,6 +25,7 @@ from skewtune.params import load_params
 from skewtune.training import (
     DiagnosticsCallback,
     build_trainer,
+    build_training_loss,
     checkpoint_to_resume,
     distributed_rank,
     hold_for_signal_from_environment,
@@ -52,10 +52,7 @@ def main() -> None:
     check_processes(t.nproc, device, torch.cuda.device_count())
     selection = parse_selection(t.select_metric, labels)
     counts = class_counts(train["label_id"], len(labels))
-    loss_fn = build_loss(
-        lo.name, class_counts=counts, labels=labels, class_weights=lo.class_weights, beta=lo.beta,
-        alpha=lo.alpha, gamma=lo.gamma, tau=lo.tau, label_smoothing=lo.label_smoothing,
-    )
+    loss_fn = build_training_loss(lo, counts, labels)
     source = resolve_model_source(m.name, trust_remote_code=m.trust_remote_code)
     # The inputs are checked above, once; then each DDP process runs this stage under torchrun.
     if t.nproc > 1 and distributed_rank() is None:
@@ -67,17 +64,15 @@ def main() -> None:
 
     set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
     tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
-    model = load_classifier(source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code)
-    init_head_bias(model, counts, m.init_bias, labels)
+    model = load_classifier(
+        source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code,
+        hidden_dropout=m.hidden_dropout, classifier_dropout=m.classifier_dropout,
+    )
+    init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     if m.lora.enabled:
         lora = m.lora
         model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
-    args = training_arguments(
-        CHECKPOINTS, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
-        grad_accum=t.grad_accum, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, scheduler=t.scheduler,
-        max_grad_norm=t.max_grad_norm, seed=t.seed, precision=precision, device=device, selection=selection,
-        group_by_length=t.group_by_length,
-    )
+    args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection)
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
@@ -92,7 +87,7 @@ def main() -> None:
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
         trainer = build_trainer(
             model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
-            loss_fn=loss_fn, labels=labels, selection=selection, patience=t.early_stopping_patience, callbacks=[diagnostics, *hold_for_signal_from_environment()],
+            train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],
         )
         result = trainer.train(resume_from_checkpoint=resume_from)
         if is_main:
