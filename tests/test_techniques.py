@@ -261,3 +261,25 @@ def test_dropout_keys_set_the_model_config(quiet_bert, tmp_path):
                            num_key_value_heads=1, head_dim=16)).save_pretrained(tmp_path)
     with pytest.raises(SkewtuneError, match=r"model.hidden_dropout is 0.3, but the qwen3 config of model.name has no such dropout"):
         load_classifier(str(tmp_path), tokenizer, LABELS, max_length=32, hidden_dropout=0.3)
+
+
+def test_train_stage_with_every_technique(sms_path, quiet_bert, tmp_path, monkeypatch):
+    """The stage wires the keys through: EMA, PGD, deferred focal alpha (scalar), dropout, min epochs, cosine floor."""
+    from test_training import make_project, run_train
+
+    from skewtune.modeling import load_trained
+
+    sms = pd.read_csv(sms_path, sep="\t")
+    sms.columns = ["label", "text"]
+    sms = sms.assign(id=[f"sms{i}" for i in range(len(sms))])
+    root = make_project(
+        tmp_path, sms, quiet_bert,
+        model={"hidden_dropout": 0.1, "classifier_dropout": 0.2},
+        train={"epochs": 2, "ema_decay": 0.9, "adversarial": "pgd", "pgd_steps": 2, "early_stopping_min_epochs": 1,
+               "scheduler": "cosine", "min_lr_ratio": 0.1},
+        loss={"name": "focal", "alpha": 0.25, "reweight_from_epoch": 2},
+    )
+    run_train(root, monkeypatch)
+    model, _, meta = load_trained(root / "models/model")
+    assert meta["labels"] == LABELS and model.config.hidden_dropout_prob == 0.1 and model.config.classifier_dropout == 0.2
+    assert json.loads((root / "reports/train/metrics.json").read_text())["step"] == 2
