@@ -35,12 +35,11 @@ from transformers import TrainerCallback, set_seed  # noqa: E402
 from _common import REPO, SMS_TSV, machine  # noqa: E402
 from skewtune.dataset import assemble_dataset  # noqa: E402
 from skewtune.devices import amp_dtype  # noqa: E402
-from skewtune.losses import build_loss  # noqa: E402
 from skewtune.modeling import class_counts, encode, init_head_bias, load_classifier, load_tokenizer, resolve_model_source  # noqa: E402
 from skewtune.params import load_params  # noqa: E402
 from skewtune.splitting import split_dataset  # noqa: E402
 from skewtune.tables import read_table  # noqa: E402
-from skewtune.training import DiagnosticsCallback, build_trainer, parse_selection, training_arguments  # noqa: E402
+from skewtune.training import DiagnosticsCallback, build_trainer, build_training_loss, parse_selection, training_arguments  # noqa: E402
 
 
 class CountingCollator:
@@ -134,19 +133,13 @@ def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, dev
     tokenizer = load_tokenizer(source)
     model = load_classifier(source, tokenizer, labels, max_length=m.max_length)
     counts = class_counts(train["label_id"], len(labels))
-    init_head_bias(model, counts, m.init_bias, labels)
+    loss_fn = build_training_loss(p.loss, counts, labels)
+    init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     selection = parse_selection(t.select_metric, labels)
-    args = training_arguments(
-        outdir, epochs=epochs, max_steps=-1, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, grad_accum=t.grad_accum,
-        lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, scheduler=t.scheduler, max_grad_norm=t.max_grad_norm,
-        seed=t.seed, precision=precision, device=device, selection=selection, group_by_length=t.group_by_length,
-    )
-    lo = p.loss
-    loss_fn = build_loss(lo.name, class_counts=counts, labels=labels, class_weights=lo.class_weights, beta=lo.beta,
-                         alpha=lo.alpha, gamma=lo.gamma, tau=lo.tau, label_smoothing=lo.label_smoothing)
+    t = t.model_copy(update={"epochs": epochs, "max_steps": -1})
+    args = training_arguments(outdir, t, precision=precision, device=device, selection=selection)
     trainer = build_trainer(model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
-                            loss_fn=loss_fn, labels=labels, selection=selection, patience=t.early_stopping_patience,
-                            callbacks=[DiagnosticsCallback(labels)])
+                            train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[DiagnosticsCallback(labels)])
     trainer.data_collator = counting = CountingCollator(trainer.data_collator)
     timer = EpochTimer(counting)
     trainer.add_callback(timer)

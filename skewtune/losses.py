@@ -10,12 +10,18 @@ batch. Rows labelled -100 (the transformers convention) are ignored and not coun
 All four losses share one form (p = softmax of the, possibly shifted, logits; q = the target
 distribution, one-hot or label-smoothed as torch does it: (1 - s) * one_hot + s / C):
 
-    loss_i = w[y_i] * sum_k q_ik * a_k * (1 - p_ik) ** gamma * (-log p_ik)
+    loss_i = w[y_i] * (1 - p_iy) ** gamma * sum_k q_ik * (-log p_ik)
 
-- ce:             w = 1, a = 1, gamma = 0
-- weighted_ce:    w = class weight of the true class, a = 1, gamma = 0
-- focal:          w = 1, a = alpha (or 1), gamma = gamma (Lin et al. 2017); without smoothing this is
-                  the published -alpha_t (1 - p_t) ** gamma log p_t, with gamma = 0 and no alpha it is ce
+- ce:             w = 1, gamma = 0
+- weighted_ce:    w = class weight of the true class, gamma = 0
+- focal:          w = alpha (or 1), gamma = gamma (Lin et al. 2017); without smoothing this is the published
+                  -alpha_t (1 - p_t) ** gamma log p_t, with gamma = 0 and no alpha it is ce. With smoothing the
+                  focal factor of the true class scales the whole smoothed cross-entropy (the common form,
+                  e.g. the FocalLabelSmoothCE of the seed 003 write-up): a per-class factor inside the sum would instead weigh each
+                  smoothing term by its own (1 - p_k) ** gamma, which pulls the optimal p_t down to ~0.80 at
+                  gamma = 2, s = 0.05 on two classes, far more smoothing than asked for.
+                  A single number alpha (Lin et al.'s convention, binary only) is the weight of the positive
+                  class, the second in labels.json order (1 of 0/1, spam of ham/spam), and 1 - alpha the other's.
 - logit_adjusted: ce on logits + tau * log(prior) (Menon et al. 2021), prior = class_counts / sum
 """
 
@@ -28,9 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from skewtune.errors import SkewtuneError
+from skewtune.params import LOSS_NAMES, WEIGHT_SCHEMES, LossParams
 
-LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
-WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
 IGNORE_INDEX = -100
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "int | torch.Tensor | None"], torch.Tensor]
@@ -120,59 +125,41 @@ def class_weights(
     return weights * n_classes / weights.sum()
 
 
-# build_loss's keyword argument `class_weights` shadows the function above.
-_class_weights = class_weights
+def _focal_alpha(alpha: str | float | Sequence[float] | None, counts: np.ndarray, beta: float, labels: Sequence[str] | None) -> np.ndarray | None:
+    """The per-class focal alpha of loss.alpha (see the module doc), or None."""
+    if alpha is None:
+        return None
+    if alpha == "balanced":
+        return class_weights(counts, "balanced", beta, labels)
+    if isinstance(alpha, float):
+        if counts.size != 2:
+            raise SkewtuneError(
+                f"loss.alpha is {alpha}, a single number, which weighs the positive class of a binary task; "
+                f"there are {counts.size} classes{_order(labels)}: give a list of one alpha per class or balanced"
+            )
+        return np.array([1.0 - alpha, alpha])
+    return _explicit(alpha, "loss.alpha", counts.size, labels)
 
 
-def _check_scalar(key: str, value: float, low: float, high: float | None, rule: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SkewtuneError(f"{key} is {value!r}; it must be a number {rule}") from None
-    if not (np.isfinite(number) and number >= low and (high is None or number < high)):
-        raise SkewtuneError(f"{key} is {value!r}; it must be {rule}")
-    return number
-
-
-def build_loss(
-    name: str,
-    *,
-    class_counts: Sequence[int],
-    labels: Sequence[str] | None = None,
-    class_weights: str | Sequence[float] = "balanced",
-    beta: float = 0.999,
-    alpha: str | Sequence[float] | None = None,
-    gamma: float = 2.0,
-    tau: float = 1.0,
-    label_smoothing: float = 0.0,
-) -> LossFn:
-    """The loss `name` as `loss(logits [N, C], labels [N], num_items_in_batch) -> scalar` (see the module doc).
-
-    class_counts: training rows per class in labels.json order (the prior and the weight schemes use it);
-    class_weights and beta apply to weighted_ce, alpha and gamma to focal, tau to logit_adjusted,
-    label_smoothing to all. Settings of the other losses are not used.
-    """
-    if name not in LOSS_NAMES:
-        raise SkewtuneError(f"loss.name is {name!r}; use one of {', '.join(LOSS_NAMES)}")
+def build_loss(settings: LossParams, *, class_counts: Sequence[int], labels: Sequence[str] | None = None) -> LossFn:
+    """The loss of the validated `loss` params as `loss(logits [N, C], labels [N], num_items_in_batch) -> scalar`
+    (see the module doc). class_counts: training rows per class in labels.json order (the prior and the weight
+    schemes use it); settings that the chosen loss does not read are not used."""
+    name, gamma, tau, smoothing = settings.name, settings.gamma, settings.tau, settings.label_smoothing
     counts = _counts(class_counts, labels)
     n_classes = counts.size
-    gamma = _check_scalar("loss.gamma", gamma, 0.0, None, ">= 0 (0 turns focusing off)")
-    tau = _check_scalar("loss.tau", tau, 0.0, None, ">= 0 (0 is plain ce)")
-    smoothing = _check_scalar("loss.label_smoothing", label_smoothing, 0.0, 1.0, "in [0, 1)")
 
     label_names = labels  # the returned function's own `labels` argument is the batch's class ids
-    row_weight = per_class = shift = None  # float32 tensors of length C, or None when not used
+    row_weight = shift = None  # float32 tensors of length C, or None when not used
     focus = gamma if name == "focal" else 0.0
+    weights = None
     if name == "weighted_ce":
-        row_weight = torch.tensor(_class_weights(counts, class_weights, beta, labels), dtype=torch.float32)
+        weights = class_weights(counts, settings.class_weights, settings.beta, labels)
     elif name == "focal":
-        if isinstance(alpha, str):
-            if alpha != "balanced":
-                raise SkewtuneError(f"loss.alpha is {alpha!r}; use null, balanced, or a list of one positive number per class")
-            per_class = torch.tensor(_class_weights(counts, "balanced", beta, labels), dtype=torch.float32)
-        elif alpha is not None:
-            per_class = torch.tensor(_explicit(alpha, "loss.alpha", n_classes, labels), dtype=torch.float32)
-    elif name == "logit_adjusted" and tau > 0:
+        weights = _focal_alpha(settings.alpha, counts, settings.beta, labels)
+    if weights is not None:
+        row_weight = torch.tensor(weights, dtype=torch.float32)
+    if name == "logit_adjusted" and tau > 0:
         _require_rows(counts, labels, "the class prior's logarithm (logit_adjusted)")
         shift = torch.tensor(tau * np.log(counts / counts.sum()), dtype=torch.float32)
 
@@ -192,21 +179,19 @@ def build_loss(
         if shift is not None:
             z = z + shift.to(z)
         log_p = F.log_softmax(z, dim=-1)
-        terms = -log_p  # [N, C]: -log p_k, then the focal factors, then mixed by the target distribution
+        log_p_true = log_p.gather(1, target[:, None]).squeeze(1)
+        per_row = -log_p_true
+        if smoothing > 0:
+            # torch's label smoothing: target distribution (1 - s) * one_hot + s / C.
+            per_row = (1.0 - smoothing) * per_row - smoothing * log_p.mean(dim=1)
         if focus > 0:
             # 1 - p as -expm1(log p) keeps its precision when p is near 1; the clamp keeps the gradient of
             # (1 - p) ** gamma finite (gamma < 1) where p rounds to exactly 1.
-            terms = terms * (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny).pow(focus)
-        if per_class is not None:
-            terms = terms * per_class.to(z)
-        per_row = terms.gather(1, target[:, None]).squeeze(1)
-        if smoothing > 0:
-            # torch's label smoothing: target distribution (1 - s) * one_hot + s / C.
-            per_row = (1.0 - smoothing) * per_row + smoothing * terms.mean(dim=1)
+            per_row = per_row * (-torch.expm1(log_p_true)).clamp_min(torch.finfo(z.dtype).tiny).pow(focus)
         if row_weight is not None:
-            # Deliberately not torch's weighted mean (which divides by the batch's summed weights): dividing
-            # by the row count keeps gradient accumulation exact, because the Trainer's num_items_in_batch
-            # counts rows (with balanced / inverse_sqrt weights the expected scale still matches ce).
+            # Class weights or focal alphas. Deliberately not torch's weighted mean (which divides by the batch's
+            # summed weights): dividing by the row count keeps gradient accumulation exact, because the Trainer's
+            # num_items_in_batch counts rows (with balanced / inverse_sqrt weights the expected scale still matches ce).
             per_row = per_row * row_weight.to(z)[target]
         total = torch.where(counted, per_row, 0.0).sum()
         if num_items_in_batch is None:
@@ -217,3 +202,48 @@ def build_loss(
 
     loss.__name__ = f"{name}_loss"
     return loss
+
+
+def unweighted(settings: LossParams) -> LossParams:
+    """The loss of `settings` without its class weights (weighted_ce becomes ce, focal loses its alpha): the first
+    phase of deferred re-weighting."""
+    return settings.model_copy(update={"name": "ce" if settings.name == "weighted_ce" else settings.name, "alpha": None})
+
+
+# Newton's method on the constant logits: the stopping gradient norm and an iteration cap it never nears in practice.
+_NEWTON_TOLERANCE = 1e-10
+_NEWTON_STEPS = 50
+
+
+def optimal_constant_logits(loss: LossFn, class_counts: Sequence[int], labels: Sequence[str] | None = None) -> np.ndarray:
+    """The constant logits b that minimise the mean of `loss` over the training rows (n_c rows of class c): the
+    best a model can do before it reads the text, so training starts from it instead of from a random skew.
+
+    Newton's method from the log class priors, which are the exact optimum of plain ce (returned unchanged, as
+    the gradient there is already ~0). For weighted_ce, logit_adjusted and label smoothing the optimum is
+    another softmax of the counts (balanced weights: uniform), for focal it has no closed form; the loss is
+    smooth and, near the optimum, convex in b, so a few damped Newton steps reach it. The softmax ignores a
+    common shift of all logits, so the Hessian is singular along that direction: its pseudo-inverse steps
+    orthogonally to it.
+    """
+    counts = _counts(class_counts, labels)
+    _require_rows(counts, labels, "the loss-optimal starting bias of model.init_bias: prior (model.init_bias: zero needs none)")
+    share = counts / counts.sum()
+    classes = torch.arange(counts.size)
+
+    def mean_loss(b: torch.Tensor) -> torch.Tensor:
+        return sum(share[c] * loss(b[None], classes[c : c + 1], None) for c in range(counts.size))
+
+    b = torch.from_numpy(np.log(share))
+    for _ in range(_NEWTON_STEPS):
+        gradient = torch.autograd.functional.jacobian(mean_loss, b)
+        if gradient.norm() < _NEWTON_TOLERANCE:
+            break
+        step = -torch.linalg.pinv(torch.autograd.functional.hessian(mean_loss, b)) @ gradient
+        if step @ gradient >= 0:  # not a descent direction (the loss is not convex there): a gradient step
+            step = -gradient
+        rate, current = 1.0, mean_loss(b)
+        while mean_loss(b + rate * step) > current and rate > 1e-8:
+            rate /= 2
+        b = b + rate * step
+    return b.numpy()

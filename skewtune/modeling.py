@@ -20,6 +20,7 @@ from torch import nn
 
 from skewtune.errors import SkewtuneError
 from skewtune.io import read_table
+from skewtune.losses import LossFn, optimal_constant_logits
 
 DEFAULT_MODEL = "default"
 META_FILE = "skewtune.json"
@@ -27,6 +28,11 @@ META_FILE = "skewtune.json"
 _NO_LIMIT = 1_000_000
 # Weight files in Python's pickle format, which are never loaded.
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Where model configs keep their dropout rates, per model.* key: the first attribute a config has is set.
+DROPOUT_ATTRIBUTES = {
+    "model.hidden_dropout": ("hidden_dropout_prob", "hidden_dropout", "dropout"),  # BERT/RoBERTa/DeBERTa, Falcon, DistilBERT
+    "model.classifier_dropout": ("classifier_dropout", "seq_classif_dropout"),  # BERT/RoBERTa (null: the hidden rate), DistilBERT
+}
 
 
 def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
@@ -132,8 +138,25 @@ def _position_limit(config, tokenizer) -> int | None:
     return min(limits) if limits else None
 
 
-def load_classifier(source: str, tokenizer, labels: Sequence[str], *, max_length: int, trust_remote_code: bool = False):
-    """AutoModelForSequenceClassification with one output per label (fp32 weights; AMP casts on the fly)."""
+def set_dropout(config, key: str, rate: float | None) -> None:
+    """Set the dropout rate of the model.* `key` in a model config (None keeps the model's own)."""
+    if rate is None:
+        return
+    names = DROPOUT_ATTRIBUTES[key]
+    found = [name for name in names if hasattr(config, name)]
+    if not found:
+        raise SkewtuneError(
+            f"{key} is {rate}, but the {config.model_type} config of model.name has no such dropout ({', '.join(names)}); set {key}: null"
+        )
+    setattr(config, found[0], rate)
+
+
+def load_classifier(
+    source: str, tokenizer, labels: Sequence[str], *, max_length: int, trust_remote_code: bool = False,
+    hidden_dropout: float | None = None, classifier_dropout: float | None = None,
+):
+    """AutoModelForSequenceClassification with one output per label (fp32 weights; AMP casts on the fly), with
+    the dropout rates of model.hidden_dropout / model.classifier_dropout where given."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     labels = list(labels)
@@ -150,6 +173,8 @@ def load_classifier(source: str, tokenizer, labels: Sequence[str], *, max_length
         if "trust_remote_code" in str(exc):
             raise _remote_code(source) from None
         raise SkewtuneError(f"model.name: cannot read the model config in {source} ({exc})") from None
+    set_dropout(config, "model.hidden_dropout", hidden_dropout)
+    set_dropout(config, "model.classifier_dropout", classifier_dropout)
     limit = _position_limit(config, tokenizer)
     if limit is not None and max_length > limit:
         raise SkewtuneError(
@@ -184,9 +209,11 @@ def classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
     return found[-1]
 
 
-def init_head_bias(model: nn.Module, counts: Sequence[int], mode: str, labels: Sequence[str]) -> None:
-    """Set the head's bias to the log class priors (`prior`: the untrained model predicts the class
-    frequencies instead of a random skew, so the first steps are not spent learning the imbalance) or to 0."""
+def init_head_bias(model: nn.Module, counts: Sequence[int], mode: str, labels: Sequence[str], loss: LossFn) -> None:
+    """`prior`: set the head's bias to the constant logits that minimise `loss` on the training class counts
+    (for plain ce the log class priors; see losses.optimal_constant_logits), so the untrained model starts at the
+    loss's best text-blind prediction instead of a random skew and the first steps are not spent learning the
+    imbalance. `zero`: set it to 0."""
     name, layer = classifier_head(model, len(counts))
     if layer.bias is None:
         if mode == "prior":
@@ -200,12 +227,8 @@ def init_head_bias(model: nn.Module, counts: Sequence[int], mode: str, labels: S
         return
     if mode != "prior":
         raise SkewtuneError(f"model.init_bias is {mode!r}; use prior or zero")
-    counts = np.asarray(counts, dtype=np.float64)
-    empty = [labels[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
-        raise SkewtuneError(f"class {', '.join(empty)} has no training rows, so its log prior is -inf; give every class training rows or set model.init_bias: zero")
     with torch.no_grad():
-        layer.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).to(layer.bias.dtype))
+        layer.bias.copy_(torch.from_numpy(optimal_constant_logits(loss, counts, labels)).to(layer.bias.dtype))
 
 
 def add_lora(model: nn.Module, num_labels: int, *, r: int, alpha: float, dropout: float, target_modules: str | list[str]):
@@ -260,6 +283,25 @@ def token_coverage(tokenizer, frame: pd.DataFrame, max_length: int, *, sample: i
         "rows": len(encoded),
         "example": rows["text"].iloc[worst] if counts[worst, 1] else None,
     }
+
+
+# Shares of unknown tokens above which training warns, and stops: the model's vocabulary does not
+# cover the texts' language or script, and what it cannot see it cannot learn.
+UNKNOWN_WARN = 0.05
+UNKNOWN_STOP = 0.30
+
+
+def check_coverage(coverage: dict, tokenizer, source: str) -> str | None:
+    """A warning about the tokens of the train texts (None: nothing to say); SkewtuneError when most are unknown."""
+    share, example = coverage["unknown_share"], coverage["example"]
+    said = (f"{share:.0%} of the tokens of {coverage['rows']} train texts are unknown to the tokenizer of {source} "
+            f"({tokenizer.unk_token}), e.g. in {example[:60]!r}" if example is not None else "")
+    if share > UNKNOWN_STOP:
+        raise SkewtuneError(f"model.name: the model's vocabulary does not cover this text: {said}; set model.name to a model "
+                            "whose vocabulary covers the texts' language (e.g. a multilingual or Chinese model directory)")
+    if share > UNKNOWN_WARN:
+        return f"train: warning: {said}; the model sees those words only as {tokenizer.unk_token}: consider another model.name"
+    return None
 
 
 def save_classifier(model: nn.Module, tokenizer, directory: str | os.PathLike, *, labels: Sequence[str], max_length: int, text_pair: bool) -> None:

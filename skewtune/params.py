@@ -19,6 +19,12 @@ from skewtune.errors import SkewtuneError
 
 PARAMS_FILE = "params.yaml"
 
+# The allowed values of the choice keys: the schema below and the code that acts on them both read these.
+LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
+WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
+SCHEDULERS = ("linear", "cosine", "constant", "reduce_on_plateau")
+ADVERSARIAL = ("none", "fgm", "pgd")
+
 # Names of the metrics a user can select; `f1:<label>` names the F1 of one class.
 NAMED_METRICS = ("f1_macro", "balanced_accuracy", "mcc", "loss")
 _TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?(f1_macro|loss|f1:[^+*]+?)\s*$")
@@ -176,6 +182,8 @@ class ModelParams(_Section):
     name: str = Field("default", min_length=1, description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online")
     max_length: int = Field(128, ge=8, le=131072)
     init_bias: Literal["prior", "zero"] = "prior"
+    hidden_dropout: float | None = Field(None, ge=0, lt=1, description="dropout of the encoder's hidden layers; null keeps the model's own")
+    classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classification head; null keeps the model's own")
     trust_remote_code: bool = False
     lora: LoraParams = Field(default_factory=LoraParams)
 
@@ -189,12 +197,21 @@ class TrainParams(_Section):
     lr: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, lt=1)
     warmup: float = Field(0.1, ge=0, description="below 1: a share of all steps; 1 or more: a number of steps")
-    scheduler: Literal["linear", "cosine", "constant", "reduce_on_plateau"] = "linear"
+    scheduler: Literal[SCHEDULERS] = "linear"
+    min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="cosine: the floor of the decay as a share of train.lr")
+    plateau_factor: float = Field(0.1, gt=0, lt=1, description="reduce_on_plateau: the lr is multiplied by this")
+    plateau_patience: int = Field(0, ge=0, description="reduce_on_plateau: evaluations without improvement before lowering the lr")
     max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
     seed: int = Field(42, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without improvement before stopping; 0 turns it off")
+    early_stopping_min_epochs: int = Field(0, ge=0, description="evaluations up to this epoch do not count toward the patience")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the weights (evaluated, selected and saved); null = off")
+    adversarial: Literal[ADVERSARIAL] = "none"
+    adversarial_epsilon: float = Field(1.0, gt=0, le=100, description="fgm / pgd: L2 norm of the word-embedding perturbation (pgd: its bound)")
+    pgd_steps: int = Field(3, ge=1, le=20)
+    pgd_alpha: float = Field(0.3, gt=0, le=100, description="pgd: L2 norm of each ascent step")
     select_metric: str = Field("f1_macro", description="f1_macro, loss, f1:<label>, or a weighted sum like '0.6*f1_macro + 0.4*f1:spam'")
     group_by_length: bool = True
     nproc: int = Field(1, ge=1, le=64)
@@ -222,27 +239,32 @@ class TrainParams(_Section):
 
 
 class LossParams(_Section):
-    name: Literal["ce", "weighted_ce", "focal", "logit_adjusted"] = "ce"
+    name: Literal[LOSS_NAMES] = "ce"
     class_weights: Any = Field("balanced", description="weighted_ce: balanced, inverse_sqrt, effective_number, or a list")
     beta: float = Field(0.999, ge=0, lt=1, description="effective_number's beta (Cui et al. 2019)")
-    alpha: Any = Field(None, description="focal: null, balanced, or a list")
+    alpha: Any = Field(None, description="focal: null, balanced, a list, or a number in (0, 1): binary, the weight of the second class in labels.json, 1 - alpha the first's")
     gamma: float = Field(2.0, ge=0, le=20)
     tau: float = Field(1.0, ge=0, le=10)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    reweight_from_epoch: int | None = Field(None, ge=2, description="weighted_ce / focal: the class weights (alpha) apply from this epoch on, the plain loss before (deferred re-weighting); null = from the start")
 
     @field_validator("class_weights", mode="before")
     @classmethod
     def _weights(cls, value: Any) -> Any:
-        if value in ("balanced", "inverse_sqrt", "effective_number"):
+        if value in WEIGHT_SCHEMES:
             return value
-        return _positive_floats(value, "'balanced', 'inverse_sqrt', 'effective_number'")
+        return _positive_floats(value, ", ".join(map(repr, WEIGHT_SCHEMES)))
 
     @field_validator("alpha", mode="before")
     @classmethod
     def _alpha(cls, value: Any) -> Any:
         if value is None or value == "balanced":
             return value
-        return _positive_floats(value, "null, 'balanced'")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if 0 < value < 1:
+                return float(value)
+            raise ValueError("a single alpha is the weight of the positive class (the second in labels.json) and must be in (0, 1)")
+        return _positive_floats(value, "null, 'balanced', a number in (0, 1)")
 
 
 class ThresholdParams(_Section):
@@ -279,6 +301,19 @@ class Params(_Section):
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
+    @model_validator(mode="after")
+    def _compatible(self) -> "Params":
+        """Combinations that cannot work, refused before any stage runs."""
+        t, lora = self.train, self.model.lora.enabled
+        if t.ema_decay is not None and lora:
+            raise ValueError("train.ema_decay is set, but model.lora.enabled is true: EMA of LoRA adapters is not supported; set train.ema_decay: null or turn LoRA off")
+        if t.adversarial != "none" and lora:
+            raise ValueError(f"train.adversarial is {t.adversarial}, but model.lora.enabled is true: LoRA freezes the word embeddings that it perturbs; set train.adversarial: none or turn LoRA off")
+        start = self.loss.reweight_from_epoch
+        if start is not None and t.max_steps == -1 and start > math.ceil(t.epochs):
+            raise ValueError(f"loss.reweight_from_epoch is {start}, beyond the last epoch (train.epochs is {t.epochs:g}): the class weights would never apply")
+        return self
+
 
 def _reads_delimited(data: DataParams) -> bool:
     """Whether data.source or data.test_path is read as CSV/TSV (the embedded table is a TSV)."""
@@ -296,6 +331,13 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("resample.seed", lambda p: p.resample.strategy != "none", "a resample.strategy other than none"),
     *((f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true") for key in ("r", "alpha", "dropout", "target_modules")),
     ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
+    ("train.min_lr_ratio", lambda p: p.train.scheduler == "cosine", "train.scheduler: cosine"),
+    *((f"train.plateau_{key}", lambda p: p.train.scheduler == "reduce_on_plateau", "train.scheduler: reduce_on_plateau") for key in ("factor", "patience")),
+    ("train.early_stopping_min_epochs", lambda p: p.train.early_stopping_patience > 0, "train.early_stopping_patience above 0"),
+    ("train.adversarial_epsilon", lambda p: p.train.adversarial != "none", "train.adversarial: fgm or pgd"),
+    *((f"train.pgd_{key}", lambda p: p.train.adversarial == "pgd", "train.adversarial: pgd") for key in ("steps", "alpha")),
+    ("loss.reweight_from_epoch", lambda p: p.loss.name == "weighted_ce" or (p.loss.name == "focal" and p.loss.alpha is not None),
+     "loss.name: weighted_ce, or focal with a loss.alpha"),
     ("loss.class_weights", lambda p: p.loss.name == "weighted_ce", "loss.name: weighted_ce"),
     ("loss.beta", lambda p: p.loss.name == "weighted_ce" and p.loss.class_weights == "effective_number",
      "loss.name: weighted_ce with loss.class_weights: effective_number"),

@@ -2,10 +2,12 @@
 
 What is ours: the device/precision rules, the mapping of the `train` params onto TrainingArguments,
 the loss hook (a `skewtune.losses` loss as `compute_loss_func`), the validation metrics and the
-selection metric (early stopping and the restored best checkpoint), and a diagnostics callback that
+selection metric (early stopping and the restored best checkpoint), a diagnostics callback that
 logs each evaluation with dvclive, warns when the model collapses onto one class and stops on a
-non-finite loss or gradient norm. Everything else (AMP and loss scaling, gradient accumulation,
-clipping after unscaling, schedulers, length-grouped batches, DDP, checkpoints) is the Trainer's own.
+non-finite loss or gradient norm, and `SkewtuneTrainer`, the one Trainer subclass: each training
+technique of the params is a callback (`skewtune.callbacks`) or one of its overridden steps.
+Everything else (AMP and loss scaling, gradient accumulation, clipping after unscaling, schedulers,
+length-grouped batches, DDP, checkpoints) is the Trainer's own.
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from sklearn.metrics import f1_score
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
+from skewtune.adversarial import FGM, PGD
+from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
 from skewtune.errors import SkewtuneError
-from skewtune.params import parse_metric_expression
+from skewtune.losses import LossFn, build_loss, unweighted
+from skewtune.params import LossParams, TrainParams, parse_metric_expression
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = {
+# transformers' name of each train.scheduler (skewtune.params.SCHEDULERS).
+HF_SCHEDULERS = {
     "linear": "linear",
     "cosine": "cosine",
     "constant": "constant_with_warmup",  # constant after the warmup (none when train.warmup is 0)
@@ -108,58 +115,53 @@ def loss_hook(loss_fn: Callable) -> Callable:
     return compute_loss
 
 
-def training_arguments(
-    output_dir: str,
-    *,
-    epochs: float,
-    max_steps: int,
-    batch_size: int,
-    eval_batch_size: int,
-    grad_accum: int,
-    lr: float,
-    weight_decay: float,
-    warmup: float,
-    scheduler: str,
-    max_grad_norm: float,
-    seed: int,
-    precision: str,
-    device: str,
-    selection: Selection,
-    group_by_length: bool,
-):
+def build_training_loss(settings: LossParams, class_counts: Sequence[int], labels: Sequence[str]) -> LossFn:
+    """The loss of the `loss` params; with loss.reweight_from_epoch, the DeferredReweighting callback that is that loss."""
+    weighted = build_loss(settings, class_counts=class_counts, labels=labels)
+    if settings.reweight_from_epoch is None:
+        return weighted
+    return DeferredReweighting(build_loss(unweighted(settings), class_counts=class_counts, labels=labels), weighted, settings.reweight_from_epoch)
+
+
+def _scheduler(train: TrainParams, greater: bool) -> tuple[str, dict]:
+    """transformers' lr_scheduler_type and lr_scheduler_kwargs for train.scheduler."""
+    if train.scheduler == "reduce_on_plateau":
+        if train.warmup:
+            print("train.warmup is not used by the reduce_on_plateau scheduler", file=sys.stderr)
+        # Lower the lr when the selection metric stops improving, in its direction.
+        return HF_SCHEDULERS["reduce_on_plateau"], {"mode": "max" if greater else "min", "factor": train.plateau_factor, "patience": train.plateau_patience}
+    if train.scheduler == "cosine" and train.min_lr_ratio > 0:
+        return "cosine_with_min_lr", {"min_lr_rate": train.min_lr_ratio}
+    return HF_SCHEDULERS[train.scheduler], {}
+
+
+def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection):
     """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end."""
     from transformers import TrainingArguments
 
-    if scheduler not in SCHEDULERS:
-        raise SkewtuneError(f"train.scheduler is {scheduler!r}; use {', '.join(SCHEDULERS)}")
     greater = not selection.is_loss
-    scheduler_kwargs = {}
-    if scheduler == "reduce_on_plateau":
-        # Lower the lr after the first evaluation without improvement, in the selection metric's direction.
-        scheduler_kwargs = {"mode": "max" if greater else "min", "patience": 0}
-        if warmup:
-            print("train.warmup is not used by the reduce_on_plateau scheduler", file=sys.stderr)
+    scheduler, scheduler_kwargs = _scheduler(train, greater)
     return TrainingArguments(
         output_dir=output_dir,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=eval_batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        weight_decay=weight_decay,
-        warmup_steps=warmup,  # transformers 5: below 1 a share of all steps, else a number of steps
-        lr_scheduler_type=SCHEDULERS[scheduler],
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        learning_rate=train.lr,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup,  # transformers 5: below 1 a share of all steps, else a number of steps
+        lr_scheduler_type=scheduler,
         lr_scheduler_kwargs=scheduler_kwargs,
-        max_grad_norm=max_grad_norm,
-        seed=seed,
-        data_seed=seed,
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        data_seed=train.seed,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
         use_cpu=device == "cpu",
         ddp_backend="gloo" if device == "cpu" and distributed_rank() is not None else None,
         dataloader_pin_memory=device == "cuda",
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
@@ -316,11 +318,92 @@ def hold_for_signal_from_environment() -> list[HoldForSignal]:
     return [HoldForSignal(event, marker)]
 
 
-def build_trainer(model, tokenizer, args, train_set, val_set, *, loss_fn: Callable, labels: Sequence[str], selection: Selection, patience: int, callbacks: Sequence = ()):
-    """A Trainer with the loss hook, the validation metrics, dynamic padding and optional early stopping."""
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer
+# The raw (non-EMA) weights in a checkpoint of a run with train.ema_decay, for resuming it.
+RAW_WEIGHTS = "raw_weights.safetensors"
 
-    trainer = Trainer(
+
+class SkewtuneTrainer(Trainer):
+    """The Trainer with the techniques that cannot be callbacks: adversarial training on the word embeddings
+    (`training_step`), and the EMA weights in evaluation and checkpoints (`evaluate`, `_save_checkpoint`,
+    `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage callback; None turns
+    each off, and the Trainer then runs unchanged."""
+
+    def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attack, self.ema = attack, ema
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.attack is not None:
+            # One more forward/backward at the perturbed embeddings; the logged loss stays the clean one.
+            self.attack(self.model.get_input_embeddings(), lambda: super(SkewtuneTrainer, self).training_step(model, inputs, num_items_in_batch))
+        return loss
+
+    def evaluate(self, *args, **kwargs):
+        if self.ema is None:
+            return super().evaluate(*args, **kwargs)
+        with self.ema.swapped(self.model):
+            return super().evaluate(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        if self.ema is None:
+            return super()._save_checkpoint(model, trial)
+        from safetensors.torch import save_file
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        if self.args.should_save:
+            # Before the Trainer writes trainer_state.json, which marks the checkpoint complete.
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            raw = {name: p.detach().contiguous() for name, p in self.ema.trained(self.model).items()}
+            save_file(raw, os.path.join(folder, RAW_WEIGHTS))
+        with self.ema.swapped(self.model):
+            super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.ema is None:
+            return
+        from safetensors.torch import load_file
+
+        # The checkpoint's model is the EMA; the raw weights continue training.
+        self.ema.start(self.model)
+        raw = load_file(os.path.join(resume_from_checkpoint, RAW_WEIGHTS))
+        with torch.no_grad():
+            for name, p in self.ema.trained(self.model).items():
+                p.copy_(raw[name])
+
+
+def _attack(train: TrainParams, model) -> FGM | PGD | None:
+    """The FGM or PGD of train.adversarial, after checking that the model's word embeddings can be reached."""
+    if train.adversarial == "none":
+        return None
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:
+        embeddings = None
+    if not isinstance(getattr(embeddings, "weight", None), torch.nn.Parameter) or not embeddings.weight.requires_grad:
+        raise SkewtuneError(
+            f"train.adversarial is {train.adversarial}, but the word embeddings of model.name's {type(model).__name__} are not a trainable "
+            "input embedding matrix (get_input_embeddings) to perturb; set train.adversarial: none"
+        )
+    if train.adversarial == "fgm":
+        return FGM(train.adversarial_epsilon)
+    return PGD(train.adversarial_epsilon, train.pgd_alpha, train.pgd_steps, [p for p in model.parameters() if p.requires_grad])
+
+
+def build_trainer(model, tokenizer, args, train_set, val_set, *, train: TrainParams, loss_fn: LossFn, labels: Sequence[str], selection: Selection, callbacks: Sequence = ()):
+    """A SkewtuneTrainer with the loss hook, the validation metrics, dynamic padding and the techniques of the
+    `train` params: early stopping, EMA, adversarial training; a DeferredReweighting loss is also a callback."""
+    from transformers import DataCollatorWithPadding, PrinterCallback
+
+    ema = ExponentialMovingAverage(train.ema_decay) if train.ema_decay is not None else None
+    techniques = [
+        *([EarlyStoppingAfter(train.early_stopping_patience, train.early_stopping_min_epochs)] if train.early_stopping_patience else []),
+        *([ema] if ema is not None else []),
+        *([loss_fn] if isinstance(loss_fn, TrainerCallback) else []),
+    ]
+    trainer = SkewtuneTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -329,7 +412,9 @@ def build_trainer(model, tokenizer, args, train_set, val_set, *, loss_fn: Callab
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_loss_func=loss_hook(loss_fn),
         compute_metrics=make_compute_metrics(labels, selection),
-        callbacks=[*callbacks, *([EarlyStoppingCallback(early_stopping_patience=patience)] if patience else [])],
+        callbacks=[*callbacks, *techniques],
+        attack=_attack(train, model),
+        ema=ema,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every step's log; DiagnosticsCallback prints per evaluation
     return trainer

@@ -10,7 +10,6 @@ from skewtune.cli import run_stage
 from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs, read_labels
-from skewtune.losses import build_loss
 from skewtune.modeling import (
     add_lora,
     class_counts,
@@ -21,12 +20,14 @@ from skewtune.modeling import (
     read_examples,
     resolve_model_source,
     save_classifier,
+    check_coverage,
     token_coverage,
 )
 from skewtune.params import load_params
 from skewtune.training import (
     DiagnosticsCallback,
     build_trainer,
+    build_training_loss,
     checkpoint_to_resume,
     distributed_rank,
     hold_for_signal_from_environment,
@@ -41,25 +42,6 @@ LABELS = "data/interim/labels.json"
 MODEL = "models/model"
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
 REPORTS = "reports/train"
-# Shares of unknown tokens above which training warns, and stops: the model's vocabulary does not
-# cover the texts' language or script, and what it cannot see it cannot learn.
-UNKNOWN_WARN = 0.05
-UNKNOWN_STOP = 0.30
-
-
-def check_coverage(coverage: dict, tokenizer, source: str) -> str | None:
-    """A warning about the tokens of the train texts (None: nothing to say); SkewtuneError when most are unknown."""
-    share, example = coverage["unknown_share"], coverage["example"]
-    said = (f"{share:.0%} of the tokens of {coverage['rows']} train texts are unknown to the tokenizer of {source} "
-            f"({tokenizer.unk_token}), e.g. in {example[:60]!r}" if example is not None else "")
-    if share > UNKNOWN_STOP:
-        raise SkewtuneError(f"model.name: the model's vocabulary does not cover this text: {said}; set model.name to a model "
-                            "whose vocabulary covers the texts' language (e.g. a multilingual or Chinese model directory)")
-    if share > UNKNOWN_WARN:
-        return f"train: warning: {said}; the model sees those words only as {tokenizer.unk_token}: consider another model.name"
-    return None
-
-
 def main() -> None:
     p = load_params()
     m, t, lo = p.model, p.train, p.loss
@@ -70,10 +52,7 @@ def main() -> None:
     check_processes(t.nproc, device, torch.cuda.device_count())
     selection = parse_selection(t.select_metric, labels)
     counts = class_counts(train["label_id"], len(labels))
-    loss_fn = build_loss(
-        lo.name, class_counts=counts, labels=labels, class_weights=lo.class_weights, beta=lo.beta,
-        alpha=lo.alpha, gamma=lo.gamma, tau=lo.tau, label_smoothing=lo.label_smoothing,
-    )
+    loss_fn = build_training_loss(lo, counts, labels)
     source = resolve_model_source(m.name, trust_remote_code=m.trust_remote_code)
     tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
     coverage = token_coverage(tokenizer, train, m.max_length)
@@ -90,17 +69,15 @@ def main() -> None:
     is_main = distributed_rank() in (None, 0)
 
     set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
-    model = load_classifier(source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code)
-    init_head_bias(model, counts, m.init_bias, labels)
+    model = load_classifier(
+        source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code,
+        hidden_dropout=m.hidden_dropout, classifier_dropout=m.classifier_dropout,
+    )
+    init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     if m.lora.enabled:
         lora = m.lora
         model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
-    args = training_arguments(
-        CHECKPOINTS, epochs=t.epochs, max_steps=t.max_steps, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
-        grad_accum=t.grad_accum, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, scheduler=t.scheduler,
-        max_grad_norm=t.max_grad_norm, seed=t.seed, precision=precision, device=device, selection=selection,
-        group_by_length=t.group_by_length,
-    )
+    args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection)
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
@@ -119,7 +96,7 @@ def main() -> None:
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
         trainer = build_trainer(
             model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
-            loss_fn=loss_fn, labels=labels, selection=selection, patience=t.early_stopping_patience, callbacks=[diagnostics, *hold_for_signal_from_environment()],
+            train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],
         )
         result = trainer.train(resume_from_checkpoint=resume_from)
         if is_main:

@@ -9,9 +9,14 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from skewtune.errors import SkewtuneError
-from skewtune.losses import LOSS_NAMES, build_loss, class_weights
+from skewtune.losses import build_loss, class_weights, optimal_constant_logits
+from skewtune.params import LOSS_NAMES, LossParams, validate_params
 
 COUNTS = [50, 7, 13]  # three imbalanced classes
+
+
+def make_loss(name: str, class_counts, labels=None, **settings):
+    return build_loss(LossParams(name=name, **settings), class_counts=class_counts, labels=labels)
 
 
 def _batch(n: int = 32, n_classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +84,7 @@ def test_class_weight_errors():
 
 def test_ce_matches_torch():
     logits, y = _batch()
-    loss = build_loss("ce", class_counts=COUNTS)
+    loss = make_loss("ce", class_counts=COUNTS)
     torch.testing.assert_close(loss(logits, y, None), F.cross_entropy(logits, y), rtol=0, atol=1e-6)
 
 
@@ -89,7 +94,7 @@ def test_weighted_ce_by_hand():
     log_p = _np_log_softmax(logits.double().numpy())
     rows = np.arange(len(y))
     expected = np.mean(-w[y.numpy()] * log_p[rows, y.numpy()])  # divided by the row count, not by sum(w[y])
-    result = build_loss("weighted_ce", class_counts=COUNTS)(logits, y, None)
+    result = make_loss("weighted_ce", class_counts=COUNTS)(logits, y, None)
     assert result.item() == pytest.approx(expected, rel=1e-5)
     # the same sum as torch's weighted cross-entropy; only the divisor differs
     torch_sum = F.cross_entropy(logits, y, weight=torch.tensor(w, dtype=torch.float32), reduction="sum")
@@ -105,25 +110,73 @@ def test_focal_matches_numpy_formula(alpha, gamma):
     log_pt = log_p[rows, t]
     alpha_t = 1.0 if alpha is None else (class_weights(COUNTS, "balanced") if alpha == "balanced" else np.array(alpha))[t]
     expected = np.mean(-alpha_t * (1 - np.exp(log_pt)) ** gamma * log_pt)  # Lin et al. 2017, eq. 5
-    result = build_loss("focal", class_counts=COUNTS, alpha=alpha, gamma=gamma)(logits, y, None)
+    result = make_loss("focal", class_counts=COUNTS, alpha=alpha, gamma=gamma)(logits, y, None)
     assert result.item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_focal_with_smoothing_matches_numpy_formula():
+def test_focal_with_smoothing_is_the_true_class_focal_factor_times_torch_smoothed_ce():
+    """The common form, against torch's own label-smoothed cross-entropy: alpha_t (1 - p_t) ** gamma * CE_s."""
     logits, y = _batch(64, seed=2)
-    alpha, gamma, s = np.array([0.25, 2.0, 1.5]), 2.0, 0.2
-    p = np.exp(_np_log_softmax(logits.double().numpy()))
-    q = np.full(p.shape, s / 3) + (1 - s) * np.eye(3)[y.numpy()]
-    expected = np.mean(np.sum(q * alpha * (1 - p) ** gamma * -np.log(p), axis=1))
-    result = build_loss("focal", class_counts=COUNTS, alpha=list(alpha), gamma=gamma, label_smoothing=s)(logits, y, None)
-    assert result.item() == pytest.approx(expected, rel=1e-5)
+    alpha, gamma, s = torch.tensor([0.25, 2.0, 1.5]), 2.0, 0.2
+    p_t = torch.softmax(logits.double(), -1)[torch.arange(len(y)), y]
+    reference = alpha.double()[y] * (1 - p_t) ** gamma * F.cross_entropy(logits.double(), y, label_smoothing=s, reduction="none")
+    result = make_loss("focal", class_counts=COUNTS, alpha=alpha.tolist(), gamma=gamma, label_smoothing=s)(logits, y, None)
+    assert result.item() == pytest.approx(reference.mean().item(), rel=1e-5)
+
+
+def test_scalar_focal_alpha_weighs_the_second_class_by_alpha():
+    logits, y = _batch(32, n_classes=2, seed=3)
+    scalar = make_loss("focal", class_counts=[30, 10], alpha=0.25)(logits, y, None)
+    torch.testing.assert_close(scalar, make_loss("focal", class_counts=[30, 10], alpha=[0.75, 0.25])(logits, y, None), rtol=0, atol=0)
+    with pytest.raises(SkewtuneError, match=r"loss.alpha is 0.25, a single number, .* there are 3 classes.*: give a list"):
+        make_loss("focal", class_counts=COUNTS, alpha=0.25)
+    with pytest.raises(SkewtuneError, match=r"loss.alpha: .*must be in \(0, 1\)"):
+        validate_params({"loss": {"alpha": 1.5}})
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("ce", {}),
+        ("ce", {"label_smoothing": 0.1}),
+        ("weighted_ce", {}),
+        ("weighted_ce", {"class_weights": "effective_number", "beta": 0.9, "label_smoothing": 0.05}),
+        ("focal", {"gamma": 2.0}),
+        ("focal", {"alpha": "balanced", "gamma": 2.0, "label_smoothing": 0.05}),
+        ("focal", {"alpha": [0.5, 2.0, 1.0], "gamma": 0.5}),
+        ("logit_adjusted", {"tau": 1.0}),
+        ("logit_adjusted", {"tau": 2.0, "label_smoothing": 0.1}),
+    ],
+)
+def test_optimal_constant_logits_zero_the_gradient(name, options):
+    """The start bias of model.init_bias: prior minimises the loss of constant logits on the training counts."""
+    loss = make_loss(name, class_counts=COUNTS, **options)
+    b = torch.tensor(optimal_constant_logits(loss, COUNTS), requires_grad=True)
+    rows = torch.repeat_interleave(torch.arange(3), torch.tensor(COUNTS))
+    value = loss(b.expand(len(rows), 3), rows, None)
+    value.backward()
+    assert b.grad.norm() < 1e-7, b.grad
+    # and it is a minimum: every nearby constant start is worse
+    for direction in torch.eye(3):
+        assert loss((b + 0.05 * direction).expand(len(rows), 3), rows, None) > value
+
+
+def test_optimal_constant_logits_known_values():
+    share = np.array(COUNTS) / sum(COUNTS)
+    softmax = lambda b: np.exp(b - b.max()) / np.exp(b - b.max()).sum()  # noqa: E731
+    assert optimal_constant_logits(make_loss("ce", class_counts=COUNTS), COUNTS).tolist() == np.log(share).tolist()
+    assert softmax(optimal_constant_logits(make_loss("weighted_ce", class_counts=COUNTS), COUNTS)) == pytest.approx([1 / 3] * 3, abs=1e-6)
+    assert softmax(optimal_constant_logits(make_loss("logit_adjusted", class_counts=COUNTS), COUNTS)) == pytest.approx([1 / 3] * 3, abs=1e-6)
+    # (the class weights are float32, hence 1e-6) focal, gamma 2, on a 77/23 split: the best constant predicts ~0.61 for the majority, not its prior 0.77
+    p = softmax(optimal_constant_logits(make_loss("focal", class_counts=[77, 23], gamma=2.0), [77, 23]))
+    assert 0.60 < p[0] < 0.62
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_focal_without_focus_or_alpha_is_ce(smoothing):
     logits, y = _batch()
-    focal = build_loss("focal", class_counts=COUNTS, gamma=0.0, alpha=None, label_smoothing=smoothing)(logits, y, None)
-    ce = build_loss("ce", class_counts=COUNTS, label_smoothing=smoothing)(logits, y, None)
+    focal = make_loss("focal", class_counts=COUNTS, gamma=0.0, alpha=None, label_smoothing=smoothing)(logits, y, None)
+    ce = make_loss("ce", class_counts=COUNTS, label_smoothing=smoothing)(logits, y, None)
     assert torch.equal(focal, ce)
     torch.testing.assert_close(focal, F.cross_entropy(logits, y, label_smoothing=smoothing), rtol=0, atol=1e-6)
 
@@ -133,7 +186,7 @@ def test_logit_adjusted_matches_shifted_ce(tau):
     logits, y = _batch()
     prior = torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS)
     expected = F.cross_entropy(logits + tau * prior.log(), y)
-    result = build_loss("logit_adjusted", class_counts=COUNTS, tau=tau)(logits, y, None)
+    result = make_loss("logit_adjusted", class_counts=COUNTS, tau=tau)(logits, y, None)
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-6)
 
 
@@ -141,7 +194,7 @@ def test_logit_adjusted_matches_shifted_ce(tau):
 def test_label_smoothing_matches_torch(name):
     logits, y = _batch()
     s = 0.15
-    loss = build_loss(name, class_counts=COUNTS, label_smoothing=s)
+    loss = make_loss(name, class_counts=COUNTS, label_smoothing=s)
     shifted = logits + torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS)) if name == "logit_adjusted" else logits
     per_row = F.cross_entropy(shifted, y, label_smoothing=s, reduction="none")
     if name == "weighted_ce":  # the smoothed ce of a row, times its true class's weight
@@ -154,7 +207,7 @@ def test_ignored_rows_neither_count_nor_get_gradient(name):
     logits, y = _batch(20)
     y[[0, 5, 6]] = -100
     keep = y != -100
-    loss = build_loss(name, class_counts=COUNTS, alpha="balanced", label_smoothing=0.1)
+    loss = make_loss(name, class_counts=COUNTS, alpha="balanced", label_smoothing=0.1)
     leaf = logits.clone().requires_grad_(True)
     value = loss(leaf, y, None)
     torch.testing.assert_close(value, loss(logits[keep], y[keep], None), rtol=1e-6, atol=0)
@@ -191,7 +244,7 @@ def test_gradient_accumulation_is_exact(name, options):
     y = torch.randint(0, 3, (16,))
     y[[1, 2, 4]] = -100  # ignored rows all in the first half: the halves hold 5 and 8 counted rows
     n = int((y != -100).sum())
-    loss = build_loss(name, class_counts=COUNTS, **options)
+    loss = make_loss(name, class_counts=COUNTS, **options)
 
     full = _grads(model, loss, [(x, y, n)])
     # the Trainer passes the count of the whole accumulated batch to each micro-batch, as an int or a tensor
@@ -209,7 +262,7 @@ def test_gradient_accumulation_is_exact(name, options):
 def test_half_precision_logits_give_a_float32_loss(name, dtype):
     logits, y = _batch()
     half = logits.to(dtype)
-    loss = build_loss(name, class_counts=COUNTS, alpha="balanced")
+    loss = make_loss(name, class_counts=COUNTS, alpha="balanced")
     value = loss(half, y, torch.tensor(len(y)))
     assert value.dtype == torch.float32
     torch.testing.assert_close(value, loss(half.float(), y, None), rtol=1e-6, atol=0)
@@ -218,7 +271,7 @@ def test_half_precision_logits_give_a_float32_loss(name, dtype):
 def test_focal_gradient_stays_finite_for_certain_rows():
     # p_t rounds to exactly 1: (1 - p_t) ** gamma with gamma < 1 has an infinite slope at 0
     logits = torch.tensor([[200.0, 0.0], [0.0, 1.0]], requires_grad=True)
-    value = build_loss("focal", class_counts=[3, 4], gamma=0.5)(logits, torch.tensor([0, 1]), None)
+    value = make_loss("focal", class_counts=[3, 4], gamma=0.5)(logits, torch.tensor([0, 1]), None)
     value.backward()
     assert torch.isfinite(value) and torch.all(torch.isfinite(logits.grad))
 
@@ -228,32 +281,37 @@ def test_focal_gradient_stays_finite_for_certain_rows():
 
 def test_build_loss_errors():
     labels = ["ham", "spam"]
-    with pytest.raises(SkewtuneError, match=r"loss.name is 'dice'; use one of ce, weighted_ce, focal, logit_adjusted"):
-        build_loss("dice", class_counts=[5, 2])
     with pytest.raises(SkewtuneError, match=r"loss.alpha has 3 values but there are 2 classes \(labels.json order: ham, spam\)"):
-        build_loss("focal", class_counts=[5, 2], labels=labels, alpha=[1, 2, 3])
-    with pytest.raises(SkewtuneError, match=r"loss.alpha must hold positive numbers"):
-        build_loss("focal", class_counts=[5, 2], alpha=[1, -2])
-    with pytest.raises(SkewtuneError, match=r"loss.alpha is 'inverse'"):
-        build_loss("focal", class_counts=[5, 2], alpha="inverse")
+        make_loss("focal", class_counts=[5, 2], labels=labels, alpha=[1, 2, 3])
     with pytest.raises(SkewtuneError, match=r"loss.class_weights has 1 values but there are 2 classes \(labels.json order: ham, spam\)"):
-        build_loss("weighted_ce", class_counts=[5, 2], labels=labels, class_weights=[1.0])
-    with pytest.raises(SkewtuneError, match=r"loss.class_weights must hold positive numbers"):
-        build_loss("weighted_ce", class_counts=[5, 2], class_weights=[1.0, 0.0])
-    with pytest.raises(SkewtuneError, match=r"loss.gamma is -1"):
-        build_loss("focal", class_counts=[5, 2], gamma=-1)
-    with pytest.raises(SkewtuneError, match=r"loss.tau is -0.5"):
-        build_loss("logit_adjusted", class_counts=[5, 2], tau=-0.5)
-    with pytest.raises(SkewtuneError, match=r"loss.label_smoothing is 1.0"):
-        build_loss("ce", class_counts=[5, 2], label_smoothing=1.0)
+        make_loss("weighted_ce", class_counts=[5, 2], labels=labels, class_weights=[1.0])
     with pytest.raises(SkewtuneError, match=r"class spam has no training rows, so the class prior's logarithm"):
-        build_loss("logit_adjusted", class_counts=[5, 0], labels=labels)
+        make_loss("logit_adjusted", class_counts=[5, 0], labels=labels)
     with pytest.raises(SkewtuneError, match=r"class spam has no training rows"):
-        build_loss("weighted_ce", class_counts=[5, 0], labels=labels)
+        make_loss("weighted_ce", class_counts=[5, 0], labels=labels)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"name": "dice"}, r"loss.name: Input should be 'ce', 'weighted_ce', 'focal' or 'logit_adjusted'"),
+        ({"alpha": [1, -2]}, r"loss.alpha: .*positive finite numbers"),
+        ({"alpha": "inverse"}, r"loss.alpha: must be null, 'balanced'"),
+        ({"class_weights": [1.0, 0.0]}, r"loss.class_weights: .*positive finite numbers"),
+        ({"gamma": -1}, r"loss.gamma: Input should be greater than or equal to 0"),
+        ({"gamma": 21}, r"loss.gamma: Input should be less than or equal to 20"),
+        ({"tau": -0.5}, r"loss.tau: Input should be greater than or equal to 0"),
+        ({"label_smoothing": 1.0}, r"loss.label_smoothing: Input should be less than 1"),
+    ],
+)
+def test_loss_settings_are_checked_by_the_schema(settings, message):
+    """build_loss takes validated LossParams: each bound lives in the schema only."""
+    with pytest.raises(SkewtuneError, match=message):
+        validate_params({"loss": settings})
 
 
 def test_loss_call_errors():
-    loss = build_loss("ce", class_counts=[5, 2], labels=["ham", "spam"])
+    loss = make_loss("ce", class_counts=[5, 2], labels=["ham", "spam"])
     with pytest.raises(SkewtuneError, match=r"logits of shape \[rows, 2\].*got logits \(4, 3\).*num_labels"):
         loss(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), None)
     with pytest.raises(SkewtuneError, match=r"labels must be class ids 0..1 or -100"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from skewtune.errors import SkewtuneError
+from skewtune.losses import build_loss
 from skewtune.modeling import (
     add_lora,
     classifier_head,
@@ -19,8 +20,10 @@ from skewtune.modeling import (
     read_examples,
     resolve_model_source,
 )
+from skewtune.params import LossParams
 
 LABELS = ["neg", "neu", "pos"]
+CE = build_loss(LossParams(), class_counts=[6, 3, 1], labels=LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def model(tiny_bert_dir, tokenizer):
 
 
 def test_prior_bias_is_log_class_priors(model):
-    init_head_bias(model, [6, 3, 1], "prior", LABELS)
+    init_head_bias(model, [6, 3, 1], "prior", LABELS, CE)
     name, head = classifier_head(model, 3)
     assert name == "classifier"
     expected = [math.log(0.6), math.log(0.3), math.log(0.1)]  # -0.5108, -1.2040, -2.3026
@@ -44,13 +47,13 @@ def test_prior_bias_is_log_class_priors(model):
     model.eval()
     logits = model(input_ids=torch.tensor([[101, 2023, 102]])).logits
     assert torch.softmax(logits, -1)[0].tolist() == pytest.approx([0.6, 0.3, 0.1], abs=1e-6)
-    init_head_bias(model, [6, 3, 1], "zero", LABELS)
+    init_head_bias(model, [6, 3, 1], "zero", LABELS, CE)
     assert head.bias.abs().sum() == 0
 
 
 def test_prior_bias_needs_every_class(model):
     with pytest.raises(SkewtuneError, match="class neu has no training rows"):
-        init_head_bias(model, [6, 0, 1], "prior", LABELS)
+        init_head_bias(model, [6, 0, 1], "prior", LABELS, CE)
 
 
 def test_classifier_config_carries_the_labels(model):

