@@ -45,6 +45,8 @@ HF_SCHEDULERS = {
 }
 # A share of val predictions in one class at or above this is reported as a collapse.
 COLLAPSE_SHARE = 0.95
+# Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
+PROGRESS_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -178,10 +180,18 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
     )
 
 
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
 class DiagnosticsCallback(TrainerCallback):
     """Per evaluation: train loss, gradient norm before clipping (mean and max over the steps since the
     last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
-    `live` (a dvclive Live, on the main process only) and printed as one line. Warns when the val
+    `live` (a dvclive Live, on the main process only) and printed as one line. Between evaluations, a
+    progress line every PROGRESS_SECONDS. Warns when the val
     predictions collapse onto one class; stops on a non-finite loss or gradient norm, except for steps that
     fp16 loss scaling skipped."""
 
@@ -197,10 +207,27 @@ class DiagnosticsCallback(TrainerCallback):
         # not at the first epoch: a run resumed from its final checkpoint has no epoch left to begin.
         for entry in state.log_history:
             self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=True)
+        self._started = self._last_progress = time.monotonic()
+        self._first_step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
         self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
+        if "loss" in entry and state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
+            self._progress(args, state)
+
+    def _progress(self, args, state) -> None:
+        """One line: step/total, training rows per second, ETA, and the mean loss since the last evaluation."""
+        now = self._last_progress = time.monotonic()
+        steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
+        rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        left = (state.max_steps - state.global_step) / steps_per_second if steps_per_second else math.inf
+        loss = np.mean([step[0] for step in self._steps]) if self._steps else math.nan
+        print(
+            f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}), "
+            f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}, train loss {loss:.4f}",
+            flush=True,
+        )
 
     def _consume(self, entry: dict, total_epochs: float, *, is_main: bool, replay: bool) -> None:
         if "loss" in entry:

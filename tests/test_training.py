@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import signal
 import shutil
@@ -118,6 +119,21 @@ def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, 
     assert "epoch 1.00/2: train loss" in out and "epoch 2.00/2" in out
     assert metrics[0][0] == metrics[1][0]
     assert all(torch.equal(metrics[0][1][k], metrics[1][1][k]) for k in metrics[0][1])
+
+
+def test_training_prints_progress_lines(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """A progress line (step/total, rows/s, ETA, loss) at most every PROGRESS_SECONDS: here 0, so one per
+    optimizer step (64 rows, batch 8, 2 epochs), each a whole line for a log, no carriage returns."""
+    import skewtune.training
+
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    run_train(make_project(tmp_path, sms, tiny_bert_dir), monkeypatch)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("train: step ")]
+    assert [int(re.match(r"train: step (\d+)/16 ", line).group(1)) for line in lines] == list(range(1, 17))
+    pattern = r"train: step \d+/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (\d+ min )?\d+ s, train loss (\d\.\d{4}|nan)"
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
+    assert "\r" not in out
 
 
 def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, tmp_path, monkeypatch):
