@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
+from skewtune.artifacts import DecisionRule
 from skewtune.errors import SkewtuneError
-from skewtune.thresholds import apply_decision
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
@@ -95,7 +95,7 @@ def test_binary_stages_write_the_contract(spam_project):
     assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax"]
     test = pd.read_parquet(root / "data/predictions/test.parquet")
     assert predictions["id"].tolist() == test["id"].tolist()
-    tuned = apply_decision(test[["prob:ham", "prob:spam"]].to_numpy(), decision)
+    tuned = DecisionRule.from_dict(decision).predict(test[["prob:ham", "prob:spam"]].to_numpy())
     assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in tuned]
 
     report = json.loads((root / "metrics/test.json").read_text())

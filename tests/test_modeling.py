@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from skewtune.artifacts import read_examples
 from skewtune.errors import SkewtuneError
 from skewtune.modeling import (
     add_lora,
@@ -16,7 +17,6 @@ from skewtune.modeling import (
     init_head_bias,
     load_classifier,
     load_tokenizer,
-    read_examples,
     resolve_model_source,
 )
 
