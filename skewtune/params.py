@@ -10,7 +10,7 @@ import codecs
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -294,6 +294,11 @@ def _value(params: BaseModel, key: str) -> Any:
     for part in key.split("."):
         params = getattr(params, part)
     return params
+
+
+def param_values(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: value} of the given keys."""
+    return {key: _value(params, key) for key in keys}
 
 
 def unused_settings(params: Params) -> list[str]:
