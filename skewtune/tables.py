@@ -92,8 +92,9 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
 
 
 def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
-               sheet: str | None = None, names: list[str] | None = None) -> pd.DataFrame:
-    """Read `columns` of a table; values stay as the file typed them (text formats: strings).
+               sheet: str | None = None, names: list[str] | None = None, other_columns: bool = False) -> pd.DataFrame:
+    """Read `columns` of a table (with `other_columns`: all its columns, in file order); values stay as
+    the file typed them (text formats: strings).
 
     `names` gives the column names of a file without a header row (CSV/TSV only). The result is
     indexed by the 1-based data row number (the header does not count), which makes stable ids.
@@ -111,14 +112,14 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     elif fmt == "json":
         frame = _read_json(path, _decode(path, encoding))
     elif fmt == "xlsx":
-        frame = _read_xlsx(path, sheet, columns)
+        frame = _read_xlsx(path, sheet, columns, other_columns)
     else:
-        frame = _read_parquet(path, columns)
+        frame = _read_parquet(path, columns, other_columns)
     if frame.empty:
         what = "a header row but no data rows" if fmt in ("csv", "tsv", "xlsx") and names is None else "no records"
         raise SkewtuneError(f"{path}: the table has {what}; check that you exported the data, not just its header")
     _require_columns(path, list(frame.columns), columns, fmt)
-    frame = frame[columns]
+    frame = frame if other_columns else frame[columns]
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     return frame
 
@@ -228,7 +229,7 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFrame:
+def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
     from xml.etree.ElementTree import ParseError
@@ -282,10 +283,10 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFram
     body = pd.DataFrame(rows[1:])
     # Rows may be shorter than the header when their last cells are empty.
     return pd.DataFrame({name: body[header.index(name)] if header.index(name) in body.columns else None
-                         for name in columns})
+                         for name in ([name for name in header if name] if other_columns else columns)})
 
 
-def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -294,7 +295,7 @@ def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
     except (pyarrow.ArrowException, OSError) as exc:
         raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
     _require_columns(path, names, columns, "parquet")
-    return pd.read_parquet(path, columns=columns).reset_index(drop=True)
+    return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 
 def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> None:
