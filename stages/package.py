@@ -45,7 +45,7 @@ def main() -> None:
         "text_pair_column": p.data.text_pair_column,
     }
     card = model_card(
-        rule=rule, meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_METRICS, "ingest"),
+        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_METRICS, "ingest"),
         split=read_json(SPLIT_METRICS, "split"), test=read_json(TEST_METRICS, "evaluate"),
     )
     with Outputs() as out:
@@ -54,7 +54,7 @@ def main() -> None:
         write_model_meta(target, **meta)
         (target / RULE_FILE).write_text(json_text(rule.to_dict()), encoding="utf-8")
         (target / CARD_FILE).write_text(card, encoding="utf-8")
-    print(f"package: {CLASSIFIER} ({rule.strategy} rule: {rule.describe()})")
+    print(f"package: {CLASSIFIER} (decision rule: {rule.describe()})")
 
 
 if __name__ == "__main__":
