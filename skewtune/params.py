@@ -92,6 +92,7 @@ class DataParams(_Section):
     label_column: str = Field("label", min_length=1)
     label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
     test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
+    score_path: str | None = Field(None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none")
 
     @field_validator("encoding")
     @classmethod
@@ -257,7 +258,7 @@ class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    error_rows: int = Field(200, ge=0, description="rows in reports/errors.csv: misclassified first, then the least confident")
+    error_rows: int = Field(200, ge=0, description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows")
 
 
 class Params(_Section):

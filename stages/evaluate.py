@@ -1,11 +1,10 @@
-"""Stage evaluate: test metrics at the tuned rule and at argmax, curves, and the error-analysis table."""
+"""Stage evaluate: test metrics at the tuned rule and at argmax, and the ranking curves."""
 
 import numpy as np
 import pandas as pd
 
 from skewtune.artifacts import (
     DECISION,
-    ERRORS,
     PR_CURVE,
     ROC_CURVE,
     TEST_METRICS,
@@ -19,7 +18,7 @@ from skewtune.artifacts import (
 )
 from skewtune.cli import run_stage
 from skewtune.io import Outputs
-from skewtune.metrics import error_table, evaluation_report, ranking_curves
+from skewtune.metrics import evaluation_report, ranking_curves
 from skewtune.params import load_params
 
 
@@ -28,7 +27,7 @@ def main() -> None:
     labels = read_labels()
     rule = read_decision(DECISION, labels)
     test = read_predictions(predictions_path("test"), labels)
-    texts = read_texts(split_path("test"), test.ids)
+    read_texts(split_path("test"), test.ids)  # refuses predictions made on another test split
     tuned = rule.predict(test.probs)
     positive = rule.positive
 
@@ -46,7 +45,6 @@ def main() -> None:
         out.csv(TEST_PREDICTIONS_CSV, predictions)
         out.csv(PR_CURVE, pr_curve)
         out.csv(ROC_CURVE, roc_curve)
-        out.csv(ERRORS, error_table(texts, test.y, tuned, test.probs, labels, p.error_rows))
     t, a = report["tuned"], report["argmax"]
     print(
         f"test macro-F1 {t['f1_macro']:.4f} [{t['f1_macro_ci_low']:.4f}, {t['f1_macro_ci_high']:.4f}] "
