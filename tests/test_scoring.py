@@ -4,6 +4,7 @@ copied directory works, and one clear line (exit 2, no output) for each kind of 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -143,7 +144,6 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, classifier, tmp_path, 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("skewtune predict: error: ") and "Traceback" not in err, err
-    import re
     assert re.search(message, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary left behind
     assert (tmp_path / "exists.csv").read_text() == "keep me"
