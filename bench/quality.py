@@ -43,7 +43,7 @@ def tfidf_baseline(workdir: Path, seed: int) -> dict:
     from sklearn.pipeline import make_pipeline, make_union
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from skewtune.io import read_labels
+    from skewtune.artifacts import read_labels
     from skewtune.metrics import evaluation_report
 
     labels = read_labels(workdir / "data/interim/labels.json")

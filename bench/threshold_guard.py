@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 from sklearn.model_selection import StratifiedShuffleSplit  # noqa: E402
 
-from skewtune.thresholds import apply_decision, read_predictions, tune_decision  # noqa: E402
+from skewtune.artifacts import DecisionRule, read_predictions  # noqa: E402
+from skewtune.thresholds import tune_decision  # noqa: E402
 
 LABELS = ["ham", "spam"]
 
@@ -45,7 +46,7 @@ def main() -> None:
             argmax = f1_score(y[held_out], probs[held_out].argmax(1), average="macro")
             for min_confidence, out in gains.items():
                 decision = decide(y[tune_rows], probs[tune_rows], min_confidence)
-                out.append(f1_score(y[held_out], apply_decision(probs[held_out], decision), average="macro") - argmax)
+                out.append(f1_score(y[held_out], DecisionRule.from_dict(decision).predict(probs[held_out]), average="macro") - argmax)
         whole = decide(y, probs, 0.95)
         print(f"| {run.name} | {np.mean(gains[0.0]):+.4f} | {np.mean(gains[0.95]):+.4f} | {whole['tuned_threshold']:.3f} | "
               f"{whole['win_rate']:.3f} | {'threshold' if whole['strategy'] == 'threshold' else 'argmax'} |", flush=True)

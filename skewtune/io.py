@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 
-from skewtune.errors import SkewtuneError
 
 
 def _give_normal_modes(path: Path) -> None:
@@ -32,7 +31,8 @@ def _give_normal_modes(path: Path) -> None:
                 os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
-def _json_text(obj: Any) -> str:
+def json_text(obj: Any) -> str:
+    """How skewtune writes JSON: indented, key order kept, UTF-8 text, no NaN."""
     return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -94,7 +94,7 @@ class Outputs:
         return tmp
 
     def json(self, dest: str | os.PathLike, obj: Any) -> None:
-        self.path(dest).write_text(_json_text(obj), encoding="utf-8")
+        self.path(dest).write_text(json_text(obj), encoding="utf-8")
 
     def text(self, dest: str | os.PathLike, text: str) -> None:
         self.path(dest).write_text(text, encoding="utf-8")
@@ -135,33 +135,3 @@ class Outputs:
         else:
             self.discard()
 
-
-def read_table(path: str | os.PathLike, producer: str) -> pd.DataFrame:
-    """A parquet file written by the stage `producer`, with an error that says which stage to run."""
-    path = Path(path)
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError:
-        raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise SkewtuneError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); re-run the {producer} stage") from None
-
-
-def read_json(path: str | os.PathLike, producer: str) -> Any:
-    """A JSON file written by the stage `producer`, with an error that says which stage to run."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the {producer} stage") from None
-
-
-def read_labels(path: str | os.PathLike) -> list[str]:
-    """The label list of labels.json ({"labels": [...]}, at least two distinct strings); index = class id."""
-    raw = read_json(path, "ingest")
-    labels = raw.get("labels") if isinstance(raw, dict) else None
-    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(v, str) for v in labels) and len(set(labels)) == len(labels)):
-        raise SkewtuneError(f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage')
-    return labels

@@ -1,5 +1,5 @@
 """Classification scores: vectorised scores from counts (threshold search, bootstrap), the test report
-(sklearn), ranking curves, the error-analysis table and the paired comparison of two runs.
+(sklearn), ranking curves, and the paired comparison of two runs.
 
 Every score used for tuning and bootstrapping depends on the predictions only through three count
 vectors per class: true positives `tp`, predicted counts `pred` and true counts `true`. Computing
@@ -253,26 +253,6 @@ def ranking_curves(y_true: np.ndarray, probs: np.ndarray, labels: list[str], pos
             parts.append(part)
     empty = pd.DataFrame(columns=([] if binary else ["class"]) + ["threshold"])
     return (pd.concat(pr_parts, ignore_index=True) if pr_parts else empty, pd.concat(roc_parts, ignore_index=True) if roc_parts else empty)
-
-
-def error_table(rows: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, labels: list[str], max_rows: int) -> pd.DataFrame:
-    """The relabelling queue: misclassified rows, most confident mistakes first, then correct rows,
-    least confident first; at most `max_rows`.
-
-    `rows` holds id, text[, text_pair] aligned with the arrays.
-    """
-    index = np.arange(len(y_true))
-    p_pred = probs[index, y_pred]
-    table = rows.reset_index(drop=True).assign(
-        label=np.asarray(labels, dtype=object)[y_true],
-        predicted=np.asarray(labels, dtype=object)[y_pred],
-        prob_predicted=p_pred,
-        prob_label=probs[index, y_true],
-        error=y_true != y_pred,
-    )
-    # errors first by falling confidence, then correct rows by rising confidence (stable: ties keep file order)
-    key = np.where(table["error"].to_numpy(), -p_pred, 2.0 + p_pred)
-    return table.iloc[np.argsort(key, kind="stable")[:max_rows]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- comparing two runs

@@ -8,22 +8,22 @@ its tokenizer and `skewtune.json` {"labels", "max_length", "text_pair"}: everyth
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from skewtune.artifacts import read_model_meta, write_model_meta
 from skewtune.errors import SkewtuneError
-from skewtune.io import read_table
 from skewtune.losses import LossFn, optimal_constant_logits
 
 DEFAULT_MODEL = "default"
-META_FILE = "skewtune.json"
+# Rows tokenised at once by predict_proba: bounds its memory whatever the input size.
+CHUNK_ROWS = 4096
 # Tokenizers without a real limit report a huge sentinel as model_max_length.
 _NO_LIMIT = 1_000_000
 # Weight files in Python's pickle format, which are never loaded.
@@ -33,31 +33,6 @@ DROPOUT_ATTRIBUTES = {
     "model.hidden_dropout": ("hidden_dropout_prob", "hidden_dropout", "dropout"),  # BERT/RoBERTa/DeBERTa, Falcon, DistilBERT
     "model.classifier_dropout": ("classifier_dropout", "seq_classif_dropout"),  # BERT/RoBERTa (null: the hidden rate), DistilBERT
 }
-
-
-def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
-    """A table of the stage `producer` (id, text, [text_pair], label) with an added int column `label_id`, checked."""
-    frame = read_table(path, producer)
-    missing = [c for c in ("id", "text", "label") if c not in frame.columns]
-    if missing:
-        raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; expected id, text, [text_pair], label")
-    if frame.empty:
-        raise SkewtuneError(f"{path}: has no rows; check data.source and the split sizes")
-    columns = ["text", "text_pair"] if "text_pair" in frame.columns else ["text"]
-    for column in columns + ["label"]:
-        bad = frame[column].map(lambda v: not isinstance(v, str))
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SkewtuneError(f"{path}: row {row} (id {frame['id'].iloc[row]!r}), column {column!r}: expected a string, got {frame[column].iloc[row]!r}")
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = ~frame["label"].isin(list(index))
-    if unknown.any():
-        row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise SkewtuneError(
-            f"{path}: row {row} (id {frame['id'].iloc[row]!r}) has label {frame['label'].iloc[row]!r}, which is not in "
-            f"labels.json ({', '.join(labels)}); re-run the pipeline from ingest"
-        )
-    return frame.assign(label_id=frame["label"].map(index).astype(np.int64))
 
 
 def class_counts(label_ids: Sequence[int], n_classes: int) -> list[int]:
@@ -313,8 +288,7 @@ def save_classifier(model: nn.Module, tokenizer, directory: str | os.PathLike, *
     directory = Path(directory)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    meta = {"labels": list(labels), "max_length": int(max_length), "text_pair": bool(text_pair)}
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_model_meta(directory, labels, max_length, text_pair)
 
 
 def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = False):
@@ -322,10 +296,7 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     directory = Path(directory)
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise SkewtuneError(f"{meta_path}: not found; {directory} is not a model written by the train stage (dvc repro train)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_model_meta(directory)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             directory, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
@@ -340,10 +311,13 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
     return model, tokenizer, meta
 
 
-def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_length: int, text_pair: bool, batch_size: int, device: str, amp_dtype: torch.dtype | None = None) -> np.ndarray:
+def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_length: int, text_pair: bool, batch_size: int, device: str,
+                  amp_dtype: torch.dtype | None = None, chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Softmax class probabilities [rows, classes] as float64, in the frame's row order.
 
-    Rows are batched in order of length so that padding is minimal; results go back to their rows.
+    Rows are tokenised `chunk_rows` at a time (memory does not grow with the input) and, within a
+    chunk, batched in order of token length so that padding is minimal; results go back to their
+    rows. `progress` is called with the number of rows done after each chunk.
     """
     from transformers import DataCollatorWithPadding
 
@@ -352,23 +326,18 @@ def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_lengt
             "the model was trained on " + ("sentence pairs" if text_pair else "single texts") + ", but the rows to predict "
             + ("have no text_pair column" if text_pair else "have a text_pair column") + "; re-run the pipeline from ingest"
         )
-    rows = encode(tokenizer, frame, max_length, with_labels=False)
-    order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
     collate = DataCollatorWithPadding(tokenizer)
-    probs = np.empty((len(rows), model.config.num_labels), dtype=np.float64)
+    probs = np.empty((len(frame), model.config.num_labels), dtype=np.float64)
     model.to(device).eval()
     with torch.inference_mode(), torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        for start in range(0, len(rows), batch_size):
-            index = order[start : start + batch_size]
-            batch = {key: value.to(device) for key, value in collate([rows[i] for i in index]).items()}
-            logits = model(**batch).logits
-            probs[index] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        for first in range(0, len(frame), chunk_rows):
+            rows = encode(tokenizer, frame.iloc[first : first + chunk_rows], max_length, with_labels=False)
+            order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
+            for start in range(0, len(rows), batch_size):
+                index = order[start : start + batch_size]
+                batch = {key: value.to(device) for key, value in collate([rows[i] for i in index]).items()}
+                logits = model(**batch).logits
+                probs[first + index] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+            if progress is not None:
+                progress(first + len(rows))
     return probs
-
-
-def prediction_table(frame: pd.DataFrame, probs: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
-    """id, the true label, then `prob:<label>` per class in labels.json order."""
-    table = pd.DataFrame({"id": frame["id"].to_numpy(), "label": frame["label"].to_numpy()})
-    for i, label in enumerate(labels):
-        table[f"prob:{label}"] = probs[:, i].astype(np.float64)
-    return table

@@ -10,7 +10,7 @@ import codecs
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -107,6 +107,7 @@ class DataParams(_Section):
         0.01, ge=0, le=1, description="stop when a file loses a larger share of its rows for a missing text or label"
     )
     unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
+    score_path: str | None = Field(None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none")
 
     @field_validator("encoding")
     @classmethod
@@ -288,7 +289,7 @@ class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    error_rows: int = Field(200, ge=0, description="rows in reports/errors.csv: misclassified first, then the least confident")
+    error_rows: int = Field(200, ge=0, description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows")
 
 
 class Params(_Section):
@@ -353,6 +354,11 @@ def _value(params: BaseModel, key: str) -> Any:
     for part in key.split("."):
         params = getattr(params, part)
     return params
+
+
+def param_values(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: value} of the given keys."""
+    return {key: _value(params, key) for key in keys}
 
 
 def unused_settings(params: Params) -> list[str]:

@@ -124,8 +124,10 @@ def delimited_format(source: str, fmt: str = "auto") -> bool:
 
 
 def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
-               sheet: str | None = None, quoting: str = "auto", names: list[str] | None = None) -> Table:
-    """Read `columns` of a table; values stay as the file typed them (text formats: strings).
+               sheet: str | None = None, quoting: str = "auto", names: list[str] | None = None,
+               other_columns: bool = False) -> Table:
+    """Read `columns` of a table (with `other_columns`: all its columns, in file order); values stay as
+    the file typed them (text formats: strings).
 
     `quoting` (CSV/TSV): 'standard' (RFC 4180, as pandas, Python's csv module and spreadsheets write),
     'none' (quotes are ordinary characters) or 'auto' (decided from the file, see `_choose_quoting`).
@@ -154,15 +156,15 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     elif fmt == "json":
         frame = _read_json(path, _decode(path, encoding))
     elif fmt == "xlsx":
-        frame = _read_xlsx(path, sheet, columns)
+        frame = _read_xlsx(path, sheet, columns, other_columns)
         places, unit = np.arange(2, len(frame) + 2), "row"  # the header is row 1 of the sheet
     else:
-        frame = _read_parquet(path, columns)
+        frame = _read_parquet(path, columns, other_columns)
     if frame.empty:
         what = "a header row but no data rows" if fmt in ("csv", "tsv", "xlsx") and names is None else "no records"
         raise SkewtuneError(f"{path}: the table has {what}; check that you exported the data, not just its header")
     _require_columns(path, list(frame.columns), columns, fmt)
-    frame = frame[columns]
+    frame = frame if other_columns else frame[columns]
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     if places is None:
         places, unit = np.arange(1, len(frame) + 1), "record"
@@ -352,7 +354,7 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFrame:
+def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
     from xml.etree.ElementTree import ParseError
@@ -404,10 +406,10 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str]) -> pd.DataFram
     body = pd.DataFrame(rows[1:])
     # Rows may be shorter than the header when their last cells are empty.
     return pd.DataFrame({name: body[header.index(name)] if header.index(name) in body.columns else None
-                         for name in columns})
+                         for name in ([name for name in header if name] if other_columns else columns)})
 
 
-def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -416,7 +418,7 @@ def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
     except (pyarrow.ArrowException, OSError) as exc:
         raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
     _require_columns(path, names, columns, "parquet")
-    return pd.read_parquet(path, columns=columns).reset_index(drop=True)
+    return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 
 def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> None:

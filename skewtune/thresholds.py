@@ -1,10 +1,5 @@
-"""Decision rules tuned on validation probabilities, and the readers of the files they are made from.
-
-A decision rule turns a row of class probabilities into a class index:
-
-- ``argmax``: the most probable class (ties: the lowest index, as np.argmax);
-- ``threshold`` (binary): the positive class when ``p(positive) >= threshold``, else the other class;
-- ``offsets`` (multiclass): ``argmax(log p + offsets)``, one additive offset per class.
+"""Tuning the decision rule (`skewtune.artifacts.DecisionRule`: argmax, a binary threshold or
+multiclass offsets) on validation probabilities.
 
 Binary tuning is an exact search. Sorting the distinct positive-class probabilities u_0 < ... < u_{m-1}
 once, every rule "positive when p >= t" predicts the same rows as one of m + 1 candidates:
@@ -23,151 +18,18 @@ changes nothing. Each change raises the score, so it stops, deterministically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
+from skewtune.artifacts import DecisionRule, log_probs
 from skewtune.errors import SkewtuneError
-from skewtune.io import read_json, read_table
 from skewtune.metrics import Score, downsample, parse_score, score_from_counts, score_labels, win_rate
 
-# log(0) would make offsets meaningless; the smallest normal double keeps the order of all others.
-_TINY = np.finfo(np.float64).tiny
 _TIE = 1e-12
 MAX_SWEEPS = 50
 # The paired bootstrap that decides whether a tuned rule is kept (fixed, so that a decision is reproducible).
 GUARD_RESAMPLES = 1000
 GUARD_SEED = 0
-ROW_SUM_TOLERANCE = 1e-3
-
-# ------------------------------------------------------------------------------------------ inputs
-
-
-def _row(frame: pd.DataFrame, i: int) -> str:
-    return f"data row {i + 1} (id {frame['id'].iloc[i]!r})"
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """A prediction file: ids (str), true class indices and probabilities (n, n_classes) in label order."""
-
-    ids: np.ndarray
-    y: np.ndarray
-    probs: np.ndarray
-
-
-def read_predictions(path: str | Path, labels: list[str]) -> Predictions:
-    """Read and check data/predictions/<split>.parquet: id, label, one prob:<label> column per label."""
-    path = Path(path)
-    frame = read_table(path, "predict")
-    missing = [c for c in ("id", "label") if c not in frame.columns]
-    if missing:
-        raise SkewtuneError(f"{path}: missing column(s) {missing}; the predict stage writes id, label and prob:<label> columns")
-    expected = [f"prob:{label}" for label in labels]
-    found = [c for c in frame.columns if str(c).startswith("prob:")]
-    if set(found) != set(expected):
-        raise SkewtuneError(
-            f"{path}: its probability columns {found} do not match the labels of labels.json {labels} "
-            f"(missing {sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}); "
-            "re-run the predict stage with the current model and labels"
-        )
-    if frame.empty:
-        raise SkewtuneError(f"{path}: has no rows; re-run the split and predict stages")
-    if frame["id"].isna().any():
-        raise SkewtuneError(f"{path}: data row {int(np.flatnonzero(frame['id'].isna())[0]) + 1} has no id")
-    duplicated = frame["id"].duplicated()
-    if duplicated.any():
-        raise SkewtuneError(f"{path}: id {frame['id'][duplicated].iloc[0]!r} occurs more than once; ids must be unique")
-    unknown = ~frame["label"].isin(labels)
-    if unknown.any():
-        i = int(np.flatnonzero(unknown)[0])
-        raise SkewtuneError(f"{path}: {_row(frame, i)} has label {frame['label'].iloc[i]!r}, which is not in labels.json {labels}")
-    try:
-        probs = frame[expected].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SkewtuneError(f"{path}: prob: columns must be numbers ({exc})") from None
-    bad = ~np.isfinite(probs)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise SkewtuneError(f"{path}: {_row(frame, i)} has {probs[i, j]} in column {expected[j]!r}; probabilities must be finite numbers")
-    bad = (probs < 0) | (probs > 1 + ROW_SUM_TOLERANCE)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise SkewtuneError(f"{path}: {_row(frame, i)} has probability {probs[i, j]} in column {expected[j]!r}, outside [0, 1]")
-    sums = probs.sum(axis=1)
-    off = np.abs(sums - 1) > ROW_SUM_TOLERANCE
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        raise SkewtuneError(
-            f"{path}: the probabilities of {_row(frame, i)} sum to {sums[i]:.6g}, not 1 "
-            f"({int(off.sum())} such rows); the predict stage must write softmax probabilities"
-        )
-    return Predictions(frame["id"].astype(str).to_numpy(dtype=object), frame["label"].map({l: k for k, l in enumerate(labels)}).to_numpy(dtype=np.int64), probs)
-
-
-def read_texts(path: str | Path, ids: np.ndarray) -> pd.DataFrame:
-    """id, text[, text_pair] of the split file at `path`, in the order of `ids` (every id must be there)."""
-    path = Path(path)
-    frame = read_table(path, "split")
-    missing = [c for c in ("id", "text") if c not in frame.columns]
-    if missing:
-        raise SkewtuneError(f"{path}: missing column(s) {missing}; re-run the split stage")
-    columns = ["id", "text"] + (["text_pair"] if "text_pair" in frame.columns else [])
-    table = frame[columns].assign(id=frame["id"].astype(str)).drop_duplicates("id").set_index("id")
-    absent = pd.Index(ids).difference(table.index)
-    if len(absent):
-        raise SkewtuneError(
-            f"{path}: {len(absent)} prediction id(s) are not in it (e.g. {absent[0]!r}): the predictions were made "
-            "on another split; re-run the predict stage"
-        )
-    return table.loc[list(ids)].reset_index()
-
-
-def read_decision(path: str | Path, labels: list[str]) -> dict:
-    """metrics/decision.json, checked against the labels it is applied with."""
-    decision = read_json(path, "tune_threshold")
-    if not isinstance(decision, dict) or decision.get("labels") != labels:
-        got = decision.get("labels") if isinstance(decision, dict) else decision
-        raise SkewtuneError(f"{path}: made for labels {got!r}, but labels.json has {labels}; re-run the tune_threshold stage")
-    _check_decision(decision, str(path))
-    return decision
-
-
-def _check_decision(decision: dict, where: str) -> None:
-    strategy = decision.get("strategy")
-    labels = decision["labels"]
-    if strategy == "threshold":
-        ok = len(labels) == 2 and decision.get("positive_label") in labels and isinstance(decision.get("threshold"), (int, float))
-    elif strategy == "offsets":
-        offsets = decision.get("offsets")
-        ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(isinstance(v, (int, float)) for v in offsets)
-    else:
-        ok = strategy == "argmax"
-    if not ok:
-        raise SkewtuneError(
-            f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
-            "and a numeric threshold; 'offsets' one number per label; or 'argmax'); re-run the tune_threshold stage"
-        )
-
-
-# ------------------------------------------------------------------------------------------- rules
-
-
-def apply_decision(probs: np.ndarray, decision: dict) -> np.ndarray:
-    """Class indices that the decision rule of metrics/decision.json predicts for rows of probabilities."""
-    _check_decision(decision, "decision")
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = decision["labels"]
-    if probs.ndim != 2 or probs.shape[1] != len(labels):
-        raise SkewtuneError(f"decision: made for {len(labels)} classes {labels}, but the probabilities have shape {probs.shape}")
-    if decision["strategy"] == "threshold":
-        pos = labels.index(decision["positive_label"])
-        return np.where(probs[:, pos] >= decision["threshold"], pos, 1 - pos)
-    if decision["strategy"] == "offsets":
-        return np.argmax(np.log(np.maximum(probs, _TINY)) + np.asarray(decision["offsets"], dtype=np.float64), axis=1)
-    return np.argmax(probs, axis=1)
 
 
 def _between(u: np.ndarray) -> np.ndarray:
@@ -218,7 +80,7 @@ def tune_offsets(y: np.ndarray, probs: np.ndarray, score: Score, labels: list[st
     Returns the offsets and one row per coordinate step: sweep, class, offset, score.
     """
     n, k_classes = probs.shape
-    logp = np.log(np.maximum(probs, _TINY))
+    logp = log_probs(probs)
     true = np.bincount(y, minlength=k_classes)
     offsets = np.zeros(k_classes)
     current = score_labels(y, np.argmax(logp, axis=1), k_classes, score)
@@ -319,12 +181,12 @@ def tune_decision(
 
     decision.update(tuned_threshold=decision["threshold"], tuned_offsets=decision["offsets"], win_rate=None)
     if decision["strategy"] != "argmax":
-        tuned = apply_decision(probs, decision)
+        tuned = DecisionRule.from_dict(decision).predict(probs)
         decision["tuned_val_score"] = score_labels(y, tuned, k_classes, score)
         decision["win_rate"] = win_rate(y, np.argmax(probs, axis=1), tuned, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
         if decision["win_rate"] < min_confidence:
             decision.update(strategy="argmax", threshold=None, offsets=None)
-    decision["val_score"] = score_labels(y, apply_decision(probs, decision), k_classes, score)
+    decision["val_score"] = score_labels(y, DecisionRule.from_dict(decision).predict(probs), k_classes, score)
     decision["val_score_argmax"] = argmax_score
     return decision, curve
 

@@ -5,16 +5,14 @@ Prints Markdown for a pull-request comment. A revision is "workspace" (the file 
 """
 
 import argparse
-import io
 import subprocess
 
 import pandas as pd
 
+from skewtune.artifacts import TEST_PREDICTIONS_CSV, parse_test_predictions
 from skewtune.cli import run_stage
 from skewtune.errors import SkewtuneError
 from skewtune.metrics import align_runs, comparison_markdown, paired_comparison
-
-TEST_PREDICTIONS_CSV = "metrics/test_predictions.csv"
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -44,7 +42,7 @@ def resolve(rev: str) -> str:
     )
 
 
-def read_table(rev: str) -> pd.DataFrame:
+def read_revision(rev: str) -> pd.DataFrame:
     """metrics/test_predictions.csv at `rev`, every value a string."""
     if rev == "workspace":
         try:
@@ -57,10 +55,7 @@ def read_table(rev: str) -> pd.DataFrame:
         if shown.returncode != 0:
             raise SkewtuneError(f"{rev}: has no {TEST_PREDICTIONS_CSV} ({shown.stderr.strip()}); was evaluate run and its metrics committed there?")
         text = shown.stdout
-    try:
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise SkewtuneError(f"{rev}: {TEST_PREDICTIONS_CSV} is not a readable CSV ({exc}); re-run the evaluate stage there") from None
+    return parse_test_predictions(text, rev)
 
 
 def main() -> None:
@@ -75,7 +70,7 @@ def main() -> None:
     if args.resamples < 100 or not 0.5 < args.confidence < 1:
         parser.error("--resamples must be at least 100 and --confidence within (0.5, 1)")
     column = "predicted" if args.rule == "tuned" else "predicted_argmax"
-    y, pred_a, pred_b, labels = align_runs(read_table(args.rev_a), read_table(args.rev_b), args.rev_a, args.rev_b, column)
+    y, pred_a, pred_b, labels = align_runs(read_revision(args.rev_a), read_revision(args.rev_b), args.rev_a, args.rev_b, column)
     result = paired_comparison(y, pred_a, pred_b, len(labels), resamples=args.resamples, seed=args.seed, confidence=args.confidence)
     print(comparison_markdown(result, args.rev_a, args.rev_b, args.rule))
 

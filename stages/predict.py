@@ -1,27 +1,27 @@
 """Stage predict: class probabilities of the trained model for the val and test rows."""
 
+from skewtune.artifacts import LABELS, MODEL, predictions_path, prediction_table, read_examples, read_labels, split_path
 from skewtune.cli import run_stage
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs, read_labels
-from skewtune.modeling import load_trained, predict_proba, prediction_table, read_examples
+from skewtune.io import Outputs
+from skewtune.modeling import load_trained, predict_proba
 from skewtune.params import load_params
 
-MODEL = "models/model"
-LABELS = "data/interim/labels.json"
-SPLITS = {"data/split/val.parquet": "data/predictions/val.parquet", "data/split/test.parquet": "data/predictions/test.parquet"}
+SPLITS = ("val", "test")
 
 
 def main() -> None:
     p = load_params()
     device = resolve_device(p.train.device)
     dtype = amp_dtype(resolve_precision(p.train.precision, device))
-    labels = read_labels(LABELS)
+    labels = read_labels()
     model, tokenizer, meta = load_trained(MODEL, trust_remote_code=p.model.trust_remote_code)
     if meta["labels"] != labels:
         raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but {LABELS} lists {labels}; re-run the train stage")
     with Outputs() as out:
-        for source, dest in SPLITS.items():
+        for split in SPLITS:
+            source, dest = split_path(split), predictions_path(split)
             rows = read_examples(source, labels, "split")
             probs = predict_proba(
                 model, tokenizer, rows, max_length=meta["max_length"], text_pair=meta["text_pair"],

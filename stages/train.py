@@ -6,21 +6,21 @@ import shutil
 import torch
 from transformers import set_seed
 
+from skewtune.artifacts import CHECKPOINTS, MODEL, RESAMPLED, TRAIN_REPORTS, read_examples, read_labels, split_path
 from skewtune.cli import run_stage
 from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs, read_labels
+from skewtune.io import Outputs
 from skewtune.modeling import (
     add_lora,
+    check_coverage,
     class_counts,
     encode,
     init_head_bias,
     load_classifier,
     load_tokenizer,
-    read_examples,
     resolve_model_source,
     save_classifier,
-    check_coverage,
     token_coverage,
 )
 from skewtune.params import load_params
@@ -36,17 +36,12 @@ from skewtune.training import (
     training_arguments,
 )
 
-TRAIN = "data/resampled/train.parquet"
-VAL = "data/split/val.parquet"
-LABELS = "data/interim/labels.json"
-MODEL = "models/model"
-CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
-REPORTS = "reports/train"
+
 def main() -> None:
     p = load_params()
     m, t, lo = p.model, p.train, p.loss
-    labels = read_labels(LABELS)
-    train, val = read_examples(TRAIN, labels, "resample"), read_examples(VAL, labels, "split")
+    labels = read_labels()
+    train, val = read_examples(RESAMPLED, labels, "resample"), read_examples(split_path("val"), labels, "split")
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
     check_processes(t.nproc, device, torch.cuda.device_count())
@@ -90,7 +85,7 @@ def main() -> None:
         if is_main:
             from dvclive import Live
 
-            live = Live(str(out.path(REPORTS, directory=True)), dvcyaml=False, save_dvc_exp=False)
+            live = Live(str(out.path(TRAIN_REPORTS, directory=True)), dvcyaml=False, save_dvc_exp=False)
             for name in ("unknown_share", "truncated_share"):  # summary values, not per-step plots
                 live.log_metric(f"tokens/{name}", round(coverage[name], 6), plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")

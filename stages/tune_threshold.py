@@ -1,21 +1,16 @@
 """Stage tune_threshold: choose the decision rule (threshold or per-class offsets) on val probabilities."""
 
+from skewtune.artifacts import CHOSEN, DECISION, VAL_CURVE, predictions_path, read_labels, read_predictions
 from skewtune.cli import run_stage
-from skewtune.io import Outputs, read_labels
+from skewtune.io import Outputs
 from skewtune.params import load_params
-from skewtune.thresholds import chosen_point, read_predictions, tune_decision
-
-LABELS = "data/interim/labels.json"
-VAL_PREDICTIONS = "data/predictions/val.parquet"
-DECISION = "metrics/decision.json"
-VAL_CURVE = "reports/threshold/val_curve.csv"
-CHOSEN = "reports/threshold/chosen.csv"
+from skewtune.thresholds import chosen_point, tune_decision
 
 
 def main() -> None:
     p = load_params().threshold
-    labels = read_labels(LABELS)
-    val = read_predictions(VAL_PREDICTIONS, labels)
+    labels = read_labels()
+    val = read_predictions(predictions_path("val"), labels)
     decision, curve = tune_decision(
         val.y,
         val.probs,

@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
+from skewtune.artifacts import DecisionRule
 from skewtune.errors import SkewtuneError
-from skewtune.thresholds import apply_decision
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
@@ -34,12 +34,15 @@ def _write_params(root: Path, **sections) -> None:
 
 
 def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame], probs: dict[str, np.ndarray]) -> None:
-    """labels.json, data/split/test.parquet and data/predictions/{val,test}.parquet as the earlier stages write them."""
+    """labels.json, data/split/{val,test}.parquet, data/predictions/{val,test}.parquet as the earlier stages write
+    them, and the score stage's marker of no scored data."""
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/split").mkdir(parents=True, exist_ok=True)
     (root / "data/predictions").mkdir(parents=True, exist_ok=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": labels}))
-    splits["test"].to_parquet(root / "data/split/test.parquet", index=False)
+    for name in ("val", "test"):
+        splits[name].to_parquet(root / f"data/split/{name}.parquet", index=False)
+    (root / "data/predictions/score.parquet").write_bytes(b"")
     for name in ("val", "test"):
         frame = splits[name][["id", "label"]].reset_index(drop=True)
         for k, label in enumerate(labels):
@@ -48,11 +51,12 @@ def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame
 
 
 def _run_stages(root: Path, monkeypatch) -> None:
-    from stages import evaluate, tune_threshold
+    from stages import evaluate, relabel, tune_threshold
 
     monkeypatch.chdir(root)
     tune_threshold.main()
     evaluate.main()
+    relabel.main()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,7 @@ def test_binary_stages_write_the_contract(spam_project):
     assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax"]
     test = pd.read_parquet(root / "data/predictions/test.parquet")
     assert predictions["id"].tolist() == test["id"].tolist()
-    tuned = apply_decision(test[["prob:ham", "prob:spam"]].to_numpy(), decision)
+    tuned = DecisionRule.from_dict(decision).predict(test[["prob:ham", "prob:spam"]].to_numpy())
     assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in tuned]
 
     report = json.loads((root / "metrics/test.json").read_text())
@@ -112,19 +116,19 @@ def test_binary_stages_write_the_contract(spam_project):
         assert list(frame.columns) == columns and 10 < len(frame) <= 501
 
 
-def test_binary_error_table_is_a_relabelling_queue(spam_project):
+def test_relabelling_queue_is_val_mistakes_most_confident_first_never_test(spam_project):
     root = spam_project
     errors = pd.read_csv(root / "reports/errors.csv", keep_default_na=False)
-    assert list(errors.columns) == ["id", "text", "label", "predicted", "prob_predicted", "prob_label", "error"]
-    assert len(errors) == 40
-    wrong = errors[errors["error"]]
-    assert len(wrong) > 0 and (wrong["label"] != wrong["predicted"]).all()
-    assert errors["error"].tolist() == sorted(errors["error"], reverse=True)  # mistakes first
-    assert wrong["prob_predicted"].is_monotonic_decreasing
-    assert errors.loc[~errors["error"], "prob_predicted"].is_monotonic_increasing
-    split = pd.read_parquet(root / "data/split/test.parquet").set_index("id")
-    assert errors["text"].tolist() == split.loc[errors["id"], "text"].tolist()
-    assert errors["label"].tolist() == split.loc[errors["id"], "label"].tolist()
+    assert list(errors.columns) == ["source", "id", "text", "label", "predicted", "margin", "prob:ham", "prob:spam"]
+    decision = json.loads((root / "metrics/decision.json").read_text())
+    val = pd.read_parquet(root / "data/predictions/val.parquet")
+    wrong = DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy()) != val["label"].map({"ham": 0, "spam": 1}).to_numpy()
+    assert 0 < len(errors) == min(40, int(wrong.sum())) and set(errors["source"]) == {"val"}
+    assert (errors["label"] != errors["predicted"]).all() and errors["margin"].is_monotonic_decreasing
+    assert set(errors["id"]) <= set(val["id"][wrong]) and not set(errors["id"]) & set(pd.read_parquet(root / "data/split/test.parquet")["id"])
+    split = pd.read_parquet(root / "data/split/val.parquet").set_index("id")
+    texts = [("'" + t if t[0] in "=+-@" else t) for t in split.loc[errors["id"], "text"]]  # formulas escaped
+    assert errors["text"].tolist() == texts and errors["label"].tolist() == split.loc[errors["id"], "label"].tolist()
 
 
 def test_evaluate_is_reproducible(spam_project, monkeypatch):
@@ -167,8 +171,9 @@ def test_multiclass_stages_tune_offsets_and_report_per_class(pair_project):
     pr = pd.read_csv(root / "reports/eval/pr_curve.csv")
     assert set(pr["class"]) == {"contradiction", "entailment", "neutral"}
     errors = pd.read_csv(root / "reports/errors.csv")
-    assert list(errors.columns[:3]) == ["id", "text", "text_pair"] and len(errors) == 300  # every row, mistakes first
-    assert errors.loc[errors["id"] == "test-7", "text_pair"].item() == "hypothesis 7"
+    assert list(errors.columns[:4]) == ["source", "id", "text", "text_pair"] and (errors["label"] != errors["predicted"]).all()
+    first = errors.iloc[0]
+    assert first["id"].startswith("val-") and first["text_pair"] == "hypothesis " + first["id"].removeprefix("val-")
 
 
 def test_stage_errors_are_one_line_and_exit_2(tmp_path):

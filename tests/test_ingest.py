@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from skewtune import artifacts
 from skewtune.errors import SkewtuneError
 from stages import ingest
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = (ingest.DATASET, ingest.LABELS, ingest.METRICS)
+OUTPUTS = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_METRICS)
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def _csv(name: str, rows: list[tuple], header=("text", "label")) -> str:
 
 
 def _metrics() -> dict:
-    return json.loads(Path(ingest.METRICS).read_text())
+    return json.loads(Path(artifacts.INGEST_METRICS).read_text())
 
 
 def _clear_outputs() -> None:
@@ -136,7 +137,7 @@ def test_label_map_merges_and_catches_typos(project):
     project(source=source, label_map={"promo": "spam"})
     ingest.main()
     assert _metrics()["class_counts"] == {"ham": 2, "spam": 2}
-    Path(ingest.METRICS).unlink()
+    Path(artifacts.INGEST_METRICS).unlink()
     project(source=source, label_map={"promos": "spam"})
     with pytest.raises(SkewtuneError, match=r"data\.label_map: 'promos' match no label in data/raw/three\.csv; the labels found are: 'ham', 'promo', 'spam'"):
         ingest.main()

@@ -24,7 +24,6 @@ from skewtune.metrics import (
     comparison_markdown,
     counts,
     downsample,
-    error_table,
     evaluation_report,
     paired_comparison,
     parse_score,
@@ -152,18 +151,6 @@ def test_downsample_keeps_the_ends_and_the_chosen_row():
     frame = pd.DataFrame({"x": np.arange(10_000)})
     small = downsample(frame, 500, keep=1234)
     assert len(small) <= 501 and {0, 1234, 9999} <= set(small["x"])
-
-
-def test_error_table_puts_confident_mistakes_first_then_unsure_hits():
-    y = np.array([0, 0, 1, 1, 0, 1])
-    probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.2, 0.8], [0.7, 0.3], [0.1, 0.9], [0.4, 0.6]])
-    pred = probs.argmax(1)
-    rows = pd.DataFrame({"id": list("uvwxyz"), "text": [f"t{i}" for i in range(6)]})
-    table = error_table(rows, y, pred, probs, ["ham", "spam"], 5)
-    assert table["id"].tolist() == ["y", "x", "v", "z", "w"]
-    first = table.iloc[0]
-    assert (first["label"], first["predicted"], first["prob_predicted"], first["prob_label"], first["error"]) == ("ham", "spam", 0.9, 0.1, True)
-    assert table["error"].tolist() == [True, True, False, False, False]
 
 
 def test_win_rate_is_the_share_of_paired_resamples_where_b_scores_higher():

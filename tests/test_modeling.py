@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from skewtune.artifacts import read_examples
 from skewtune.errors import SkewtuneError
 from skewtune.losses import build_loss
 from skewtune.modeling import (
@@ -17,7 +18,6 @@ from skewtune.modeling import (
     init_head_bias,
     load_classifier,
     load_tokenizer,
-    read_examples,
     resolve_model_source,
 )
 from skewtune.params import LossParams

@@ -7,9 +7,13 @@ sees as changed or re-runs, and restores params.yaml afterwards.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from dvc_repo import dvc, make_repo, ran_stages, run, set_params
@@ -18,32 +22,35 @@ from skewtune.params import Params
 pytestmark = pytest.mark.slow
 
 DATA = ("ingest",)
-ALL_AFTER_TRAIN = ("train", "predict", "tune_threshold", "evaluate")
+ALL_AFTER_TRAIN = ("train", "predict", "tune_threshold", "evaluate", "package", "score", "relabel")
+READ_INPUT = ("ingest", "score")  # the stages that read raw files
+COLUMNS = ("ingest", "package", "score", "relabel")
 
 # Every params key -> (a different valid value, the stages whose declared deps that key is).
 # `check_params` depends on the whole file and is expected on every change (see dvc.yaml).
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.source": ("data/raw/other.tsv", DATA),
-    "data.format": ("tsv", DATA),
-    "data.encoding": ("latin-1", DATA),
-    "data.sheet": ("Sheet1", DATA),
-    "data.text_column": ("body", DATA),
-    "data.text_pair_column": ("second", DATA),
+    "data.format": ("tsv", READ_INPUT),
+    "data.encoding": ("latin-1", READ_INPUT),
+    "data.sheet": ("Sheet1", READ_INPUT),
+    "data.text_column": ("body", COLUMNS),
+    "data.text_pair_column": ("second", COLUMNS),
     "data.label_column": ("y", DATA),
     "data.label_map": ({"ham": "legit"}, DATA),
     "data.test_path": ("data/raw/test.tsv", DATA),
     "data.quoting": ("none", DATA),
     "data.max_dropped_share": (0.05, DATA),
-    "data.unescape_html": (True, DATA),
+    "data.unescape_html": (True, (*DATA, "package")),
+    "data.score_path": ("data/raw/new.tsv", ("score",)),
     "split.val_size": (0.25, ("split",)),
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
-    "resample.strategy": ("random_under", ("resample",)),
+    "resample.strategy": ("random_under", ("resample", "package")),
     "resample.over_ratio": (0.5, ("resample",)),
     "resample.under_ratio": (0.8, ("resample",)),
     "resample.seed": (7, ("resample",)),
-    "model.name": ("some/other-model", ("train",)),
-    "model.max_length": (48, ("train",)),
+    "model.name": ("some/other-model", ("train", "package")),
+    "model.max_length": (48, ("train", "package")),
     "model.init_bias": ("zero", ("train",)),
     "model.hidden_dropout": (0.2, ("train",)),
     "model.classifier_dropout": (0.2, ("train",)),
@@ -53,12 +60,12 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "model.lora.alpha": (8, ("train",)),
     "model.lora.dropout": (0.1, ("train",)),
     "model.lora.target_modules": (["query", "value"], ("train",)),
-    "train.epochs": (2, ("train",)),
+    "train.epochs": (2, ("train", "package")),
     "train.max_steps": (5, ("train",)),
-    "train.batch_size": (8, ("train",)),
-    "train.eval_batch_size": (16, ("train", "predict")),
+    "train.batch_size": (8, ("train", "package")),
+    "train.eval_batch_size": (16, ("train", "predict", "score")),
     "train.grad_accum": (2, ("train",)),
-    "train.lr": (1.0e-4, ("train",)),
+    "train.lr": (1.0e-4, ("train", "package")),
     "train.weight_decay": (0.0, ("train",)),
     "train.warmup": (0.2, ("train",)),
     "train.scheduler": ("cosine", ("train",)),
@@ -67,8 +74,8 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.plateau_patience": (2, ("train",)),
     "train.max_grad_norm": (0.5, ("train",)),
     "train.seed": (7, ("train",)),
-    "train.precision": ("fp32", ("train", "predict")),
-    "train.device": ("cpu", ("train", "predict")),
+    "train.precision": ("fp32", ("train", "predict", "score")),
+    "train.device": ("cpu", ("train", "predict", "score")),
     "train.early_stopping_patience": (0, ("train",)),
     "train.early_stopping_min_epochs": (3, ("train",)),
     "train.ema_decay": (0.999, ("train",)),
@@ -80,7 +87,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.group_by_length": (False, ("train",)),
     "train.nproc": (2, ("train",)),
     "train.resume": (True, ("train",)),
-    "loss.name": ("weighted_ce", ("train",)),
+    "loss.name": ("weighted_ce", ("train", "package")),
     "loss.class_weights": ("inverse_sqrt", ("train",)),
     "loss.beta": (0.99, ("train",)),
     "loss.alpha": ("balanced", ("train",)),
@@ -88,15 +95,15 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "loss.tau": (0.5, ("train",)),
     "loss.label_smoothing": (0.1, ("train",)),
     "loss.reweight_from_epoch": (2, ("train",)),  # status only: never run with this repo's train.epochs of 1
-    "threshold.strategy": ("argmax", ("tune_threshold",)),
-    "threshold.metric": ("mcc", ("tune_threshold",)),
+    "threshold.strategy": ("argmax", ("tune_threshold", "package")),
+    "threshold.metric": ("mcc", ("tune_threshold", "package")),
     "threshold.min_precision": (0.5, ("tune_threshold",)),
     "threshold.positive_label": ("ham", ("tune_threshold",)),
     "threshold.min_confidence": (0.5, ("tune_threshold",)),
     "evaluate.bootstrap_resamples": (2000, ("evaluate",)),
     "evaluate.confidence": (0.9, ("evaluate",)),
     "evaluate.seed": (1, ("evaluate",)),
-    "evaluate.error_rows": (10, ("evaluate",)),
+    "evaluate.error_rows": (10, ("relabel",)),
 }
 
 
@@ -163,13 +170,13 @@ def test_one_key_changes_exactly_its_stages(repo, key):
         params_file.write_text(original)
 
 
-def test_threshold_metric_reruns_only_threshold_and_evaluate(repo):
+def test_threshold_metric_reruns_only_the_stages_after_the_model(repo):
     original = (repo / "params.yaml").read_text()
     try:
         # min_precision is read only by recall_at_precision: check_params warns that it has no effect with mcc.
         set_params(repo, {"threshold": {"metric": "mcc", "min_precision": 0.8}})
         out = dvc(["repro"], repo)
-        assert ran_stages(out.stdout) == {"check_params", "tune_threshold", "evaluate"}, out.stdout
+        assert ran_stages(out.stdout) == {"check_params", "tune_threshold", "evaluate", "package", "score", "relabel"}, out.stdout
         assert "params.yaml: warning: threshold.min_precision is 0.8, but only threshold.metric: recall_at_precision reads it" in out.stdout + out.stderr
     finally:
         (repo / "params.yaml").write_text(original)
@@ -207,3 +214,53 @@ def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
     assert "f1_macro" in flat, diff.stdout
     shown = dvc(["exp", "show", "--json"], repo)
     assert "f1_macro" in shown.stdout
+
+
+def skewtune_predict(args: list, cwd) -> None:
+    run([str(Path(sys.executable).parent / "skewtune"), "predict", *map(str, args)], cwd)
+
+
+def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works(repo, tmp_path):
+    evaluated = pd.read_csv(repo / "metrics/test_predictions.csv", dtype=str)
+    skewtune_predict(["data/split/test.parquet", "-o", tmp_path / "test.csv", "--text-column", "text"], repo)
+    predicted = pd.read_csv(tmp_path / "test.csv", dtype={"id": str})
+    assert predicted["id"].tolist() == evaluated["id"].tolist()
+    assert predicted["predicted"].tolist() == evaluated["predicted"].tolist()  # row for row, at the chosen rule
+
+    elsewhere = shutil.copytree(repo / "models/classifier", tmp_path / "machine2" / "classifier")
+    skewtune_predict([repo / "data/split/test.parquet", "-o", "again.csv", "--text-column", "text", "--model", elsewhere], tmp_path / "machine2")
+    again = pd.read_csv(tmp_path / "machine2" / "again.csv", dtype={"id": str})
+    assert again["predicted"].tolist() == predicted["predicted"].tolist()
+
+    card = (repo / "models/classifier/README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["pipeline_tag"] == "text-classification" and meta["model-index"][0]["results"][0]["metrics"][0]["type"] == "f1"
+    assert "## Decision rule" in card and "## Limitations" in card
+    artifacts = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
+    assert artifacts["skewtune-classifier"]["path"] == "models/classifier" and artifacts["skewtune-classifier"]["type"] == "model"
+
+
+def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
+    assert (repo / "data/predictions/score.parquet").stat().st_size == 0  # unset: the marker
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    new = repo / "data/raw/new.csv"
+    pd.DataFrame({"SMS": ["WIN a FREE prize, call now", "", "see you at home later", "=cmd|' /C calc'!A0"], "from": ["a", "b", "c", "d"]}).to_csv(new, index=False)
+    try:
+        set_params(repo, {"data": {"score_path": "data/raw/new.csv"}})
+        out = dvc(["repro"], repo)
+        assert ran_stages(out.stdout) == {"check_params", "ingest", "score", "relabel"}, out.stdout  # ingest: data/raw changed
+        assert "1 rows without text got no prediction" in out.stdout
+        scored = pd.read_parquet(repo / "data/predictions/score.parquet")
+        assert list(scored.columns) == ["SMS", "from", "predicted", "prob:ham", "prob:spam", "margin"]
+        assert scored["predicted"].tolist()[1] == "" and set(scored["predicted"].tolist()[::2]) <= {"ham", "spam"}
+        queue = pd.read_csv(repo / "reports/errors.csv", keep_default_na=False)
+        from_scored = queue[queue["source"] == "score"]
+        assert len(from_scored) == 3 and from_scored["margin"].astype(float).is_monotonic_increasing
+        assert "'=cmd|' /C calc'!A0" in from_scored["text"].tolist()  # a formula is escaped for spreadsheets
+        assert changed_stages(repo) == set()
+    finally:
+        params_file.write_text(original)
+        new.unlink()
+        dvc(["repro"], repo)
+    assert (repo / "data/predictions/score.parquet").stat().st_size == 0

@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel
 from safetensors.torch import load_file
 
+from skewtune import artifacts
 from skewtune.errors import SkewtuneError
 from skewtune.training import HOLD_ENV
 from skewtune.io import Outputs
@@ -143,14 +144,14 @@ def test_bad_input_corpus(case, tmp_path, monkeypatch):
         (tmp_path / "data/raw" / name).write_bytes(content() if callable(content) else content)
     source = f"data/raw/{next(iter(files))}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"source": source, **data}}))
-    outputs = (ingest.DATASET, ingest.LABELS, ingest.METRICS)
+    outputs = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_METRICS)
     if isinstance(expected, str):
         with pytest.raises(SkewtuneError, match=expected):
             ingest.main()
         assert _leftovers(tmp_path, outputs) == []
         return
     ingest.main()
-    report = json.loads(Path(ingest.METRICS).read_text())
+    report = json.loads(Path(artifacts.INGEST_METRICS).read_text())
     assert {key: report[key] for key in expected} == expected
     assert all(Path(path).is_file() for path in outputs) and _leftovers(tmp_path, ()) == []
 

@@ -1,5 +1,5 @@
 """Decision-rule tuning: exactness against brute force and sklearn's TunedThresholdClassifierCV, coordinate
-ascent against a grid, apply_decision, and the checks of the input files."""
+ascent against a grid, DecisionRule, and the checks of the input files."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 
 from skewtune.errors import SkewtuneError
 from skewtune.metrics import Score, _batched_counts, score_from_counts
-from skewtune.io import read_labels
-from skewtune.thresholds import apply_decision, read_decision, read_predictions, tune_decision
+from skewtune.artifacts import DecisionRule, read_decision, read_labels, read_predictions
+from skewtune.thresholds import tune_decision
 
 BINARY = ["neg", "pos"]
 
@@ -64,7 +64,7 @@ def _sklearn_score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
 def test_binary_threshold_is_the_exact_optimum(binary_lr, metric):
     _, _, y, probs = binary_lr
     decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos", min_confidence=0.0)
-    pred = apply_decision(probs, decision)
+    pred = DecisionRule.from_dict(decision).predict(probs)
     assert decision["strategy"] == "threshold" and decision["positive_label"] == "pos"
     assert decision["val_score"] == pytest.approx(_sklearn_score(metric, y, pred), abs=1e-12)
     assert decision["val_score"] == pytest.approx(_brute_force_binary(y, probs[:, 1], metric), abs=1e-12)
@@ -91,7 +91,7 @@ def test_recall_at_precision_is_the_best_recall_over_sklearns_pr_curve(binary_lr
     precision, recall, _ = precision_recall_curve(y, probs[:, 1])
     assert decision["val_score"] == pytest.approx(recall[precision >= floor].max(), abs=1e-12)
     assert decision["val_score"] == pytest.approx(_brute_force_binary(y, probs[:, 1], "recall_at_precision", floor), abs=1e-12)
-    pred = apply_decision(probs, decision)
+    pred = DecisionRule.from_dict(decision).predict(probs)
     assert recall_score(y, pred) == pytest.approx(decision["val_score"])
     assert f1_score(y, pred, average=None)[1] > 0 and (pred[y == 0] == 1).sum() <= (1 - floor) / floor * (pred[y == 1] == 1).sum() + 1e-9
 
@@ -119,8 +119,8 @@ def test_threshold_rule_is_p_at_least_t_and_handles_ties_and_extremes():
     assert decision["val_score"] == pytest.approx(_brute_force_binary(y, p, "f1:pos"))
     assert curve["threshold"].iloc[-1] > 1.0 and (curve["threshold"].iloc[0], curve["score"].iloc[-1]) == (0.0, 0.0)
     rule = dict(decision, threshold=0.7)
-    assert apply_decision(np.c_[1 - p, p], rule).tolist() == [1, 1, 1, 0, 0, 0]
-    assert apply_decision(np.c_[p, 1 - p], dict(rule, positive_label="neg")).tolist() == [0, 0, 0, 1, 1, 1]
+    assert DecisionRule.from_dict(rule).predict(np.c_[1 - p, p]).tolist() == [1, 1, 1, 0, 0, 0]
+    assert DecisionRule.from_dict(dict(rule, positive_label="neg")).predict(np.c_[p, 1 - p]).tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_argmax_strategy_keeps_argmax(binary_lr):
@@ -128,7 +128,7 @@ def test_argmax_strategy_keeps_argmax(binary_lr):
     decision, curve = tune_decision(y, probs, BINARY, strategy="argmax", metric="mcc", min_precision=0.9, positive_label=None, min_confidence=0.0)
     assert (decision["strategy"], decision["threshold"], decision["offsets"]) == ("argmax", None, None)
     assert decision["val_score"] == decision["val_score_argmax"] == pytest.approx(matthews_corrcoef(y, probs.argmax(1)))
-    assert (apply_decision(probs, decision) == probs.argmax(1)).all() and len(curve) > 1
+    assert (DecisionRule.from_dict(decision).predict(probs) == probs.argmax(1)).all() and len(curve) > 1
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_offsets_coordinate_ascent_is_not_beaten_by_a_grid(three_class_lr, metri
     labels = ["a", "b", "c"]
     decision, steps = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0)
     assert decision["strategy"] == "offsets" and len(decision["offsets"]) == 3
-    pred = apply_decision(probs, decision)
+    pred = DecisionRule.from_dict(decision).predict(probs)
     expected = {
         "f1_macro": f1_score(y, pred, average="macro"),
         "f1:c": f1_score(y, pred, average=None)[2],
@@ -193,7 +193,7 @@ def test_a_tuned_threshold_that_wins_by_a_few_rows_is_not_kept():
     assert guarded["strategy"] == "argmax" and guarded["threshold"] is None and guarded["val_score"] == guarded["val_score_argmax"]
     assert guarded["tuned_threshold"] == kept["threshold"] and guarded["tuned_val_score"] == kept["val_score"]
     assert 0 < guarded["win_rate"] < 0.95 and guarded["win_rate"] == kept["win_rate"]
-    np.testing.assert_array_equal(apply_decision(probs, guarded), probs.argmax(1))
+    np.testing.assert_array_equal(DecisionRule.from_dict(guarded).predict(probs), probs.argmax(1))
 
 
 def test_a_clearly_better_threshold_is_kept():
@@ -295,7 +295,7 @@ def test_decision_made_for_other_labels_is_refused(tmp_path):
     decision = {"strategy": "threshold", "labels": ["ham", "spam"], "metric": "f1_macro", "positive_label": "spam", "threshold": 0.3,
                 "offsets": None, "val_score": 0.9, "val_score_argmax": 0.8}
     (tmp_path / "decision.json").write_text(json.dumps(decision))
-    assert read_decision(tmp_path / "decision.json", ["ham", "spam"]) == decision
+    assert read_decision(tmp_path / "decision.json", ["ham", "spam"]) == DecisionRule.from_dict(decision)
     with pytest.raises(SkewtuneError, match=r"made for labels \['ham', 'spam'\], but labels.json has \['a', 'b'\]"):
         read_decision(tmp_path / "decision.json", ["a", "b"])
     (tmp_path / "decision.json").write_text(json.dumps(decision | {"threshold": None}))

@@ -22,7 +22,8 @@ from transformers import TrainerCallback
 from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.losses import build_loss
-from skewtune.modeling import class_counts, encode, load_classifier, load_tokenizer, load_trained, read_examples
+from skewtune.artifacts import read_examples
+from skewtune.modeling import class_counts, encode, load_classifier, load_tokenizer, load_trained
 from skewtune.params import LossParams, TrainParams
 from skewtune.training import (
     DiagnosticsCallback,

@@ -1,0 +1,5 @@
+"""`python -m skewtune` = the `skewtune` console script."""
+
+from skewtune.command import main
+
+main()

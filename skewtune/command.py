@@ -1,0 +1,50 @@
+"""The `skewtune` console script (installed by pyproject.toml's [project.scripts]).
+
+    skewtune predict INPUT -o OUTPUT [--model models/classifier] [--text-column C] [--text-pair-column C2]
+                     [--batch-size N] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from skewtune.artifacts import CLASSIFIER
+from skewtune.cli import run_stage
+from skewtune.scoring import score_file
+from skewtune.tables import FORMATS
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="skewtune", description="Apply a classifier trained by the skewtune pipeline.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict", help="predict the label of every row of a table",
+        description="Predict every row of INPUT with a packaged classifier (`dvc repro package` writes models/classifier) and "
+                    "write the input's columns, predicted, prob:<label> per class and margin to OUTPUT.",
+    )
+    predict.add_argument("input", metavar="INPUT", help="a table ingest reads: .csv .tsv .jsonl .json .xlsx .parquet")
+    predict.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="where to write: .csv, .jsonl or .parquet")
+    predict.add_argument("--model", default=CLASSIFIER, help=f"classifier directory (default: {CLASSIFIER})")
+    predict.add_argument("--text-column", help="column of the text (default: the one the classifier was trained on)")
+    predict.add_argument("--text-pair-column", help="column of the second text, for a classifier of sentence pairs")
+    predict.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
+    predict.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.add_argument("--format", choices=("auto", *FORMATS), default="auto", help="INPUT format (default: from the extension)")
+    predict.add_argument("--encoding", default="utf-8", help="text encoding of a CSV/TSV/JSON(L) INPUT (default: utf-8)")
+    predict.add_argument("--sheet", help="XLSX sheet (default: the first)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+
+    def predict() -> None:
+        summary = score_file(
+            args.input, args.output, model=args.model, text_column=args.text_column, pair_column=args.text_pair_column,
+            batch_size=args.batch_size, overwrite=args.overwrite, device=args.device, fmt=args.format,
+            encoding=args.encoding, sheet=args.sheet,
+        )
+        print(summary.line(args.output))
+
+    run_stage(args.command, predict)

@@ -1,0 +1,133 @@
+"""Applying a packaged classifier (models/classifier) to an unlabelled table: `skewtune predict` and the
+score stage.
+
+The input is read by ingest's readers (same formats, same errors) and its texts normalised as ingest
+normalised the training texts. The output holds the input's columns, then `predicted` (the label
+under the classifier's decision rule), `prob:<label>` per class and `margin` (the distance to the
+decision boundary, see DecisionRule.margin: small = uncertain). Rows without text (or without the
+second text of a pair) get an empty prediction.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from skewtune.artifacts import DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
+from skewtune.dataset import normalise_text
+from skewtune.devices import amp_dtype, resolve_device, resolve_precision
+from skewtune.errors import SkewtuneError
+from skewtune.io import Outputs
+from skewtune.modeling import CHUNK_ROWS, load_trained, predict_proba
+from skewtune.tables import read_table
+
+PREDICTED = "predicted"
+MARGIN = "margin"
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int
+    without_text: int
+    counts: dict[str, int]
+
+    def line(self, output: str | os.PathLike) -> str:
+        classes = ", ".join(f"{label} {n}" for label, n in self.counts.items())
+        return (f"predict: {self.rows} rows -> {output} ({classes})"
+                + (f"; {self.without_text} rows without text got no prediction" if self.without_text else ""))
+
+
+def check_output(output: str | os.PathLike, overwrite: bool) -> str:
+    """The output format; refuses an unknown extension and, without `overwrite`, an existing file."""
+    fmt = output_format(output)
+    if Path(output).exists() and not overwrite:
+        raise SkewtuneError(f"{output}: already exists; pass --overwrite to replace it, or choose another output path")
+    return fmt
+
+
+def text_columns(meta: dict, text_column: str | None, pair_column: str | None, model: str | os.PathLike) -> tuple[str, str | None]:
+    """The input columns to read: the given ones, else those the classifier was trained on."""
+    trained = meta.get("preprocessing", {})
+    text_column = text_column or trained.get("text_column") or "text"
+    if meta["text_pair"]:
+        pair_column = pair_column or trained.get("text_pair_column")
+        if not pair_column:
+            raise SkewtuneError(f"{model}: classifies sentence pairs; name the column of the second text with --text-pair-column")
+    elif pair_column:
+        raise SkewtuneError(f"{model}: classifies single texts, not pairs; drop --text-pair-column {pair_column}")
+    return text_column, pair_column
+
+
+def read_input(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None) -> pd.DataFrame:
+    """Every column of the input table (ingest's reader), checked for the text columns."""
+    try:
+        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True)
+    except OSError as exc:  # permissions, a directory, a vanished file: the readers report format errors themselves
+        raise SkewtuneError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    clash = [name for name in (PREDICTED, MARGIN) if name in frame.columns] + [c for c in frame.columns if str(c).startswith("prob:")]
+    if clash:
+        raise SkewtuneError(f"{path}: already has the output column(s) {', '.join(map(repr, clash))}; rename or drop them (is it an earlier output?)")
+    return frame.reset_index(drop=True)
+
+
+def prediction_columns(probs: np.ndarray, has_text: np.ndarray, rule: DecisionRule) -> pd.DataFrame:
+    """predicted, prob:<label> per class and margin for every input row; empty / NaN where there is no text."""
+    n = len(has_text)
+    full = np.full((n, len(rule.labels)), np.nan)
+    full[has_text] = probs
+    predicted = np.full(n, "", dtype=object)
+    margin = np.full(n, np.nan)
+    if has_text.any():
+        predicted[has_text] = np.asarray(rule.labels, dtype=object)[rule.predict(probs)]
+        margin[has_text] = rule.margin(probs)
+    return pd.DataFrame({PREDICTED: predicted, **dict(zip(prob_columns(rule.labels), full.T)), MARGIN: margin})
+
+
+def progress_printer(total: int, stream=sys.stderr):
+    """A progress line per chunk, for inputs longer than one chunk."""
+    if total <= CHUNK_ROWS:
+        return None
+    start = time.perf_counter()
+
+    def report(done: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        print(f"predict: {done}/{total} rows ({rate:.0f} rows/s)", file=stream, flush=True)
+
+    return report
+
+
+def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, model: str | os.PathLike, text_column: str | None = None,
+               pair_column: str | None = None, batch_size: int = 64, overwrite: bool = False, device: str = "auto",
+               precision: str = "auto", fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None) -> Summary:
+    """Predict every row of `input_path` with the classifier in `model`; write `output` atomically."""
+    if batch_size < 1:
+        raise SkewtuneError(f"--batch-size is {batch_size}; use a positive number of rows, e.g. 64")
+    out_fmt = check_output(output, overwrite)
+    meta, rule = read_classifier_files(model)
+    text_column, pair_column = text_columns(meta, text_column, pair_column, model)
+    frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], fmt=fmt, encoding=encoding, sheet=sheet)
+    unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
+    texts = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
+    if pair_column:
+        texts["text_pair"] = normalise_text(frame[pair_column], unescape_html=unescape_html)
+    has_text = texts.notna().all(axis=1).to_numpy()
+    probs = np.empty((0, len(rule.labels)))
+    if has_text.any():
+        device = resolve_device(device)
+        classifier, tokenizer, _ = load_trained(model)
+        probs = predict_proba(
+            classifier, tokenizer, texts[has_text], max_length=meta["max_length"], text_pair=meta["text_pair"],
+            batch_size=batch_size, device=device, amp_dtype=amp_dtype(resolve_precision(precision, device)),
+            progress=progress_printer(int(has_text.sum())),
+        )
+    result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
+    with Outputs() as out:
+        write_frame(result, out.path(output), out_fmt)
+    counts = result.loc[has_text, PREDICTED].value_counts()
+    return Summary(len(frame), int((~has_text).sum()), {label: int(counts.get(label, 0)) for label in rule.labels})

@@ -1,0 +1,63 @@
+"""Stage package: models/classifier, the self-contained classifier a user applies: the trained model and
+tokenizer, its labels and preprocessing (skewtune.json), the decision rule chosen on val (decision.json)
+and a model card (README.md). Copying that directory is all `skewtune predict` needs."""
+
+import shutil
+
+from skewtune.artifacts import (
+    CARD_FILE,
+    CLASSIFIER,
+    DECISION,
+    INGEST_METRICS,
+    MODEL,
+    RULE_FILE,
+    SPLIT_METRICS,
+    TEST_METRICS,
+    read_decision,
+    read_json,
+    read_labels,
+    read_model_meta,
+    write_model_meta,
+)
+from skewtune.card import model_card
+from skewtune.cli import run_stage
+from skewtune.errors import SkewtuneError
+from skewtune.io import Outputs, json_text
+from skewtune.params import load_params, param_values
+
+# The params keys the model card reports (each a dep of this stage in dvc.yaml).
+CARD_PARAMS = (
+    "model.name", "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name",
+    "resample.strategy", "threshold.strategy", "threshold.metric",
+)
+
+
+def main() -> None:
+    p = load_params()
+    labels = read_labels()
+    rule = read_decision(DECISION, labels)
+    meta = read_model_meta(MODEL)
+    if meta["labels"] != labels:
+        raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but labels.json lists {labels}; re-run the train stage")
+    meta["preprocessing"] = {
+        "normalise_whitespace": True,  # what ingest's normalise_text did to every training text
+        "remove_control_characters": True,
+        "unescape_html": p.data.unescape_html,
+        "text_column": p.data.text_column,
+        "text_pair_column": p.data.text_pair_column,
+    }
+    card = model_card(
+        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_METRICS, "ingest"),
+        split=read_json(SPLIT_METRICS, "split"), test=read_json(TEST_METRICS, "evaluate"),
+    )
+    with Outputs() as out:
+        target = out.path(CLASSIFIER, directory=True)
+        shutil.copytree(MODEL, target, dirs_exist_ok=True)
+        write_model_meta(target, **meta)
+        (target / RULE_FILE).write_text(json_text(rule.to_dict()), encoding="utf-8")
+        (target / CARD_FILE).write_text(card, encoding="utf-8")
+    print(f"package: {CLASSIFIER} (decision rule: {rule.describe()})")
+
+
+if __name__ == "__main__":
+    run_stage("package", main)

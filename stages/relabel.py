@@ -1,0 +1,41 @@
+"""Stage relabel: reports/errors.csv, the queue of rows to relabel: val mistakes (most confident first)
+and, when the score stage ran, the least confident scored rows. Test rows are never in it."""
+
+from skewtune.artifacts import (
+    DECISION,
+    ERRORS,
+    SCORED,
+    predictions_path,
+    read_decision,
+    read_labels,
+    read_predictions,
+    read_scored,
+    read_texts,
+    split_path,
+)
+from skewtune.cli import run_stage
+from skewtune.io import Outputs
+from skewtune.params import load_params
+from skewtune.relabel import relabel_queue, uncertain_scored, val_mistakes
+
+
+def main() -> None:
+    p = load_params()
+    rows = p.evaluate.error_rows
+    labels = read_labels()
+    rule = read_decision(DECISION, labels)
+    val = read_predictions(predictions_path("val"), labels)
+    parts = [val_mistakes(read_texts(split_path("val"), val.ids), val, rule, rows)]
+    scored = read_scored(SCORED, labels)
+    if scored is not None:
+        parts.append(uncertain_scored(scored, p.data.text_column, p.data.text_pair_column, labels, rows))
+    queue = relabel_queue(parts)
+    with Outputs() as out:
+        out.csv(ERRORS, queue)
+    counts = queue["source"].value_counts()
+    print(f"relabel: {ERRORS}: {counts.get('val', 0)} val mistakes"
+          + (f", {counts.get('score', 0)} least confident scored rows" if scored is not None else " (no scored data)"))
+
+
+if __name__ == "__main__":
+    run_stage("relabel", main)

@@ -1,0 +1,29 @@
+"""Stage score: predict data.score_path (an unlabelled file under data/raw/) with models/classifier, as
+`skewtune predict` does, into data/predictions/score.parquet; unset, it writes a 0-byte marker at once."""
+
+from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED
+from skewtune.cli import run_stage
+from skewtune.io import Outputs
+from skewtune.params import load_params
+from skewtune.scoring import score_file
+from skewtune.tables import resolve_raw_path
+
+
+def main() -> None:
+    p = load_params()
+    data = p.data
+    if data.score_path is None:
+        with Outputs() as out:
+            out.text(SCORED, "")
+        print("score: data.score_path is not set; nothing to score")
+        return
+    summary = score_file(
+        resolve_raw_path(data.score_path, "data.score_path", RAW_DIR), SCORED, model=CLASSIFIER, text_column=data.text_column,
+        pair_column=data.text_pair_column, batch_size=p.train.eval_batch_size, overwrite=True, device=p.train.device,
+        precision=p.train.precision, fmt=data.format, encoding=data.encoding, sheet=data.sheet,
+    )
+    print("score: " + summary.line(SCORED).removeprefix("predict: "))
+
+
+if __name__ == "__main__":
+    run_stage("score", main)
