@@ -67,7 +67,7 @@ def text_columns(meta: dict, text_column: str | None, pair_column: str | None, m
 def read_input(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None) -> pd.DataFrame:
     """Every column of the input table (ingest's reader), checked for the text columns."""
     try:
-        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True)
+        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True).frame
     except OSError as exc:  # permissions, a directory, a vanished file: the readers report format errors themselves
         raise SkewtuneError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     clash = [name for name in (PREDICTED, MARGIN) if name in frame.columns] + [c for c in frame.columns if str(c).startswith("prob:")]
