@@ -206,6 +206,18 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
         params_file.write_text(original)
 
 
+def test_plots_show_draws_each_plot_file_once(repo):
+    """The evaluation and threshold CSVs are drawn only by the named top-level plots (declared as stage plots
+    too, each would be drawn a second time against its row index)."""
+    shown = json.loads(dvc(["plots", "show", "--json"], repo).stdout)["data"]
+    named = {name for name in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for name in name}
+    files = {name for name in shown if name not in named}
+    assert named <= set(shown) and all(name.startswith("reports/train/plots/") for name in files), sorted(shown)
+    assert any(name.startswith("Confusion matrix") for name in named)
+    confusion = next(plot for name, plots in shown.items() if name.startswith("Confusion matrix") for plot in plots)
+    assert '"percent_of_y"' in json.dumps(confusion["content"])  # confusion_normalized: colours are shares of each true class
+
+
 def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
     out = dvc(["exp", "run", "-S", "loss.gamma=1.0"], repo)
     assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
