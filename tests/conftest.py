@@ -38,6 +38,21 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def quiet_bert(tiny_bert_dir, tmp_path_factory) -> Path:
+    """tiny_bert_dir without dropout: runs that batch the rows differently, and hand-computed steps, see the
+    same network as the Trainer."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("quiet_bert")
+    shutil.copytree(tiny_bert_dir, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+@pytest.fixture(scope="session")
 def sms_path() -> Path:
     """The full SMS Spam Collection beside the project (never copied into it)."""
     if not SHARED_SMS.exists():

@@ -5,7 +5,6 @@ epochs, the plateau and cosine-floor schedulers, and the dropout keys."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,17 +21,6 @@ from skewtune.training import build_trainer, build_training_loss, parse_selectio
 LABELS = ["ham", "spam"]
 SELECTION = parse_selection("f1_macro", LABELS)
 CE = build_loss(LossParams(), class_counts=[3, 1], labels=LABELS)
-
-
-@pytest.fixture(scope="module")
-def quiet_bert(tiny_bert_dir, tmp_path_factory) -> Path:
-    """tiny_bert_dir without dropout, so that a hand-computed step sees the same network as the Trainer."""
-    out = tmp_path_factory.mktemp("quiet_bert")
-    shutil.copytree(tiny_bert_dir, out, dirs_exist_ok=True)
-    config = json.loads((out / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out / "config.json").write_text(json.dumps(config))
-    return out
 
 
 @pytest.fixture(scope="module")

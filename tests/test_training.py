@@ -7,7 +7,6 @@ import math
 import re
 import os
 import signal
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,17 +40,6 @@ def sms(sms_path) -> pd.DataFrame:
     frame = pd.read_csv(sms_path, sep="\t")
     frame.columns = ["label", "text"]
     return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
-
-
-@pytest.fixture(scope="module")
-def quiet_bert(tiny_bert_dir, tmp_path_factory) -> Path:
-    """tiny_bert_dir without dropout, so that runs that batch the rows differently compute the same gradients."""
-    out = tmp_path_factory.mktemp("quiet_bert")
-    shutil.copytree(tiny_bert_dir, out, dirs_exist_ok=True)
-    config = json.loads((out / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out / "config.json").write_text(json.dumps(config))
-    return out
 
 
 def make_project(root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(48, 16), val_rows=(24, 8), **sections) -> Path:
