@@ -82,10 +82,10 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         "```bash\n"
         f"skewtune predict new.csv -o predictions.csv --model {CLASSIFIER}\n"
         "```\n\n"
-        "`skewtune predict` normalises whitespace as training did, applies the decision rule below and writes the input's columns, "
+        "`skewtune predict` cleans the texts as training did (see Preprocessing), applies the decision rule and writes the input's columns, "
         "`predicted`, one `prob:<label>` column per class and `margin` (distance to the decision boundary; small = uncertain). "
         "`transformers.pipeline(\"text-classification\", model=...)` also loads this directory, but it predicts by argmax and "
-        "ignores the decision rule and the whitespace normalisation.",
+        "ignores the decision rule and the cleaning.",
         "## Training data",
         f"Source: {source_words}; {ingest['rows_in']} rows read, {ingest['rows_kept']} kept after dropping "
         + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in ingest["dropped"].items() if n) + " rows"
@@ -93,8 +93,10 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         + _table(["class", "rows", "share"], [[f"`{l}`", counts[l], f"{counts[l] / total:.1%}"] for l in labels]) + "\n\n"
         + "Split: " + ", ".join(f"{name} {part['rows']}" for name, part in split.items()) + " rows (stratified).",
         "## Preprocessing",
-        f"Text from column {columns}; runs of whitespace (any Unicode space, tab or newline) collapsed to one space and trimmed; "
-        f"rows whose text is then empty get no prediction. Tokens are truncated to {meta['max_length']}.",
+        f"Text from column {columns}; "
+        + ("HTML character references (`&amp;`, `&#039;`) decoded; " if pre.get("unescape_html") else "")
+        + "control characters (NUL, U+001A, ...) removed; runs of whitespace (any Unicode space, tab or newline) collapsed "
+        f"to one space and trimmed; rows whose text is then empty get no prediction. Tokens are truncated to {meta['max_length']}.",
         "## Training params",
         _table(["key", "value"], [[f"`{key}`", f"`{value}`"] for key, value in params.items()]),
         "## Decision rule",

@@ -165,3 +165,18 @@ def test_decision_rule_round_trip_and_margin():
     scores = np.log(probs) + [0.0, 1.0, -1.0]
     np.testing.assert_allclose(rule.margin(probs), [scores[0, 1] - scores[0, 0], scores[1, 2] - scores[1, 1]])
     assert json.loads(json_text(rule.to_dict()))["offsets"] == [0.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("unescape_html", [False, True])
+def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path, unescape_html):
+    """The classifier's preprocessing is applied: control characters go; HTML references are decoded only when
+    ingest decoded them for training (data.unescape_html), so `win &amp; call` is then read as `win & call`."""
+    copy = shutil.copytree(classifier, tmp_path / "classifier")
+    write_model_meta(copy, LABELS, 24, False, preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None,
+                                                               "remove_control_characters": True, "unescape_html": unescape_html})
+    texts = ["win &amp; call now", "win & call now", "win\x00 & call\x1a now"]
+    pd.DataFrame({"SMS": texts}).to_csv(tmp_path / "in.csv", index=False)
+    predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
+    probs = pd.read_csv(tmp_path / "out.csv")[PROBS].to_numpy()
+    np.testing.assert_allclose(probs[2], probs[1], atol=1e-6)  # control characters removed
+    assert np.allclose(probs[0], probs[1], atol=1e-6) == unescape_html
