@@ -91,16 +91,16 @@ def run_one(out: Path, snapshot: Path, config: str, seed: int) -> dict:
     if config == "e":
         result = tfidf_baseline(workdir, seed)
     else:
-        decision = json.loads((workdir / "metrics/decision.json").read_text())
+        decision = json.loads((workdir / "reports/threshold/decision.json").read_text())
         result = {
             "val_f1_macro": decision["val_score"],
             "val_f1_macro_argmax": decision["val_score_argmax"],
             "threshold": decision["threshold"],
-            "test": json.loads((workdir / "metrics/test.json").read_text()),
+            "test": json.loads((workdir / "reports/eval/test.json").read_text()),
         }
     result.update({"config": config, "seed": seed, "split_sha": split_digest(workdir), "stage_wall_s": walls})
     result_file.write_text(json.dumps(result, indent=2))
-    t = result["test"]["tuned"]
+    t = result["test"]["chosen"]
     print(f"{config} seed {seed}: val {result['val_f1_macro']:.4f}  test {t['f1_macro']:.4f} "
           f"[{t['f1_macro_ci_low']:.4f}, {t['f1_macro_ci_high']:.4f}]  ({sum(walls.values()):.0f} s)", flush=True)
     return result
@@ -120,9 +120,9 @@ def summary(results: list[dict], seeds: list[int]) -> str:
         runs = sorted((r for r in results if r["config"] == config), key=lambda r: r["seed"])
         if not runs:
             continue
-        tests = [r["test"]["tuned"]["f1_macro"] for r in runs]
+        tests = [r["test"]["chosen"]["f1_macro"] for r in runs]
         per_seed = "; ".join(
-            f"{r['seed']}: {r['test']['tuned']['f1_macro']:.4f} [{r['test']['tuned']['f1_macro_ci_low']:.3f}, {r['test']['tuned']['f1_macro_ci_high']:.3f}]"
+            f"{r['seed']}: {r['test']['chosen']['f1_macro']:.4f} [{r['test']['chosen']['f1_macro_ci_low']:.3f}, {r['test']['chosen']['f1_macro_ci_high']:.3f}]"
             for r in runs
         )
         argmax = mean_sd([r["test"]["argmax"]["f1_macro"] for r in runs])

@@ -32,24 +32,26 @@ from skewtune.io import json_text
 RAW_DIR = "data/raw"
 DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset
 LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
-INGEST_METRICS = "metrics/ingest.json"
+INGEST_REPORT = "reports/ingest.json"  # rows read, kept and dropped (with examples), cleaning, class counts
 SPLIT_DIR = "data/split"  # <name>.parquet: id, text, [text_pair], label
-SPLIT_METRICS = "metrics/split.json"
+SPLIT_REPORT = "reports/split.json"
 RESAMPLED = "data/resampled/train.parquet"
-RESAMPLE_METRICS = "metrics/resample.json"
+RESAMPLE_REPORT = "reports/resample.json"
 MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
 TRAIN_REPORTS = "reports/train"
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
-DECISION = "metrics/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
-VAL_CURVE = "reports/threshold/val_curve.csv"
-CHOSEN = "reports/threshold/chosen.csv"
-TEST_METRICS = "metrics/test.json"
-TEST_PREDICTIONS_CSV = "metrics/test_predictions.csv"  # id, actual, predicted, predicted_argmax
+DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
+VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.thresholds.plot_tables)
+OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score by step of the offset search
+THRESHOLD_MARKERS = "reports/threshold/markers.csv"  # binary: the applied threshold and a tuned one not kept
+TEST_METRICS = "metrics/test.json"  # the review metrics: the only metrics file (`dvc exp show`, `dvc metrics diff`)
+TEST_REPORT = "reports/eval/test.json"  # every test metric, per class, confusion matrices
+TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"  # id, actual, predicted (chosen rule), predicted_argmax, rule
 PR_CURVE = "reports/eval/pr_curve.csv"
 ROC_CURVE = "reports/eval/roc_curve.csv"
 CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
-SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or a 0-byte marker
+SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or a table without columns
 ERRORS = "reports/errors.csv"  # the relabelling queue
 
 # Files of a model directory beside the transformers ones.
@@ -236,7 +238,7 @@ def read_predictions(path: str | os.PathLike, labels: list[str]) -> Predictions:
 
 
 def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
-    """metrics/test_predictions.csv (as text, e.g. from `git show`), every value a string."""
+    """reports/eval/test_predictions.csv (as text, e.g. from `git show`), every value a string."""
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -340,7 +342,7 @@ class DecisionRule:
 
 
 def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
-    """The rule of metrics/decision.json, checked against the labels it is applied with."""
+    """The rule of reports/threshold/decision.json, checked against the labels it is applied with."""
     decision = read_json(path, "tune_threshold")
     if not isinstance(decision, dict) or decision.get("labels") != labels:
         got = decision.get("labels") if isinstance(decision, dict) else decision
@@ -393,11 +395,11 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
 
 
 def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | None:
-    """The score stage's output: the scored table, or None for its 0-byte marker (data.score_path unset)."""
+    """The score stage's output: the scored table, or None for its table without columns (data.score_path unset)."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        return None
     frame = read_frame(path, "score")
+    if frame.columns.empty:
+        return None
     missing = [c for c in ("predicted", *prob_columns(labels), "margin") if c not in frame.columns]
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {missing} for the labels {labels}; re-run the score stage")

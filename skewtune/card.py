@@ -1,6 +1,6 @@
 """The model card (README.md in the Hugging Face model-card format) of a packaged classifier.
 
-Built only from the pipeline's own reports (metrics/ingest.json, split.json, test.json), the decision
+Built only from the pipeline's own reports (reports/ingest.json, reports/split.json, reports/eval/test.json), the decision
 rule and the params that shaped the model, so that it never claims more than a run measured.
 """
 
@@ -22,7 +22,7 @@ RULE_METRICS = (("f1_macro", "macro-F1"), ("accuracy", "accuracy"), ("balanced_a
 def _front_matter(base_model: str | None, languages: list[str], test: dict, dataset: str) -> str:
     results = [
         {"type": "f1", "name": f"test macro-F1 ({name})", "value": round(test[rule]["f1_macro"], 4), "args": {"average": "macro"}}
-        for rule, name in (("tuned", f"chosen rule: {test['rule']}"), ("argmax", "argmax"))
+        for rule, name in (("chosen", f"chosen rule: {test['rule']}"), ("argmax", "argmax"))
     ]
     meta: dict[str, Any] = {
         **({"language": languages} if languages else {}),
@@ -45,7 +45,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
-    """README.md of models/classifier. `decision` is metrics/decision.json (how the rule was chosen);
+    """README.md of models/classifier. `decision` is reports/threshold/decision.json (how the rule was chosen);
     `params` maps the dotted params keys that shaped the model to values."""
     model_name = str(params["model.name"])
     base_model, languages = KNOWN_MODELS.get(model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, {}))
@@ -62,10 +62,10 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         decision_note += (f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {decision['win_rate']:.0%} "
                           "of val bootstrap resamples, too few to replace it")
     metric_rows = [
-        [f"**chosen rule** ({test['rule']})" if name == "tuned" else name,
+        [f"**chosen rule** ({test['rule']})" if name == "chosen" else name,
          f"{test[name]['f1_macro']:.4f} [{test[name]['f1_macro_ci_low']:.4f}, {test[name]['f1_macro_ci_high']:.4f}]",
          *(f"{test[name][key]:.4f}" for key, _ in RULE_METRICS[1:])]
-        for name in ("tuned", "argmax")
+        for name in ("chosen", "argmax")
     ]
     language = (f"The tokenizer and base model ({base_model}) were trained on {', '.join(languages.values())} text only: texts in other "
                 "languages are split into unfamiliar pieces and scored unreliably."

@@ -15,11 +15,18 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import transformers
 from torch import nn
 
 from skewtune.artifacts import read_model_meta, write_model_meta
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, optimal_constant_logits
+
+# Quiet logs under `dvc repro`: no progress bars (carriage returns in a log; the stages print their own progress
+# lines) and no transformers warnings below errors, such as the load report of the new classification head that
+# fine-tuning adds by design. skewtune's own warnings (collapse, params without effect) are not transformers'.
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
 
 DEFAULT_MODEL = "default"
 # Rows tokenised at once by predict_proba: bounds its memory whatever the input size.

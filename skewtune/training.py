@@ -45,6 +45,11 @@ HF_SCHEDULERS = {
 }
 # A share of val predictions in one class at or above this is reported as a collapse.
 COLLAPSE_SHARE = 0.95
+# Points of the training-loss curve per run: one every max_steps / CURVE_POINTS optimizer steps (their mean loss).
+CURVE_POINTS = 100
+# The plot files of reports/train/plots/custom (dvc.yaml `plots:`): name → the y field. Each row has step, epoch,
+# the y value and `series` (train / val; macro / a class), the long form that .dvc/plots/series.json draws.
+CURVES = {"loss": "loss", "val_f1": "f1", "val_share": "share"}
 # Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
 PROGRESS_SECONDS = 10.0
 
@@ -191,7 +196,8 @@ class DiagnosticsCallback(TrainerCallback):
     """Per evaluation: train loss, gradient norm before clipping (mean and max over the steps since the
     last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
     `live` (a dvclive Live, on the main process only) and printed as one line. Between evaluations, a
-    progress line every PROGRESS_SECONDS. Warns when the val
+    progress line every PROGRESS_SECONDS. The curves of CURVES are written as they grow (the training loss
+    every few steps), so that a viewer can follow a run. Warns when the val
     predictions collapse onto one class; stops on a non-finite loss or gradient norm, except for steps that
     fp16 loss scaling skipped."""
 
@@ -201,10 +207,14 @@ class DiagnosticsCallback(TrainerCallback):
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
         self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) since the last evaluation
+        self.curves: dict[str, list[dict]] = {name: [] for name in CURVES}
+        self._window: list[float] = []  # training losses since the last point of the loss curve
+        self.curve_every = 1
 
     def on_train_begin(self, args, state, control, **kwargs):
         # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir. Here,
         # not at the first epoch: a run resumed from its final checkpoint has no epoch left to begin.
+        self.curve_every = max(1, state.max_steps // CURVE_POINTS)
         for entry in state.log_history:
             self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=True)
         self._started = self._last_progress = time.monotonic()
@@ -252,6 +262,20 @@ class DiagnosticsCallback(TrainerCallback):
             log.warning("optimizer step %s: the loss is %s; fp16 loss scaling skipped the step", entry["step"], loss)
             return
         self._steps.append((loss, grad_norm, lr))  # fp16: an infinite norm is a step the loss scaler skipped
+        self._window.append(loss)
+        if entry["step"] % self.curve_every == 0:
+            self._add_points("loss", entry, [("train", float(np.mean(self._window)))])
+            self._window = []
+            self._write_curves(("loss",))
+
+    def _add_points(self, curve: str, entry: dict, values: list[tuple[str, float]]) -> None:
+        field = CURVES[curve]
+        self.curves[curve] += [{"step": int(entry["step"]), "epoch": float(entry["epoch"]), field: value, "series": series} for series, value in values]
+
+    def _write_curves(self, names: Sequence[str]) -> None:
+        if self.live is not None:
+            for name in names:
+                self.live.log_plot(name, self.curves[name], x="step", y=CURVES[name], template=None)
 
     def _evaluation(self, entry: dict, total_epochs: float, is_main: bool, replay: bool) -> None:
         steps = np.array(self._steps or [(math.nan,) * 3], dtype=np.float64)
@@ -272,8 +296,12 @@ class DiagnosticsCallback(TrainerCallback):
         if "eval_selection" in entry:
             values["val/selection"] = float(entry["eval_selection"])
         self.evaluations[int(entry["step"])] = values
+        self._add_points("loss", entry, [("val", values["val/loss"])])
+        self._add_points("val_f1", entry, [("macro average", values["val/f1_macro"])] + [(label, values[f"val/f1/{key}"]) for label, key in zip(self.labels, keys)])
+        self._add_points("val_share", entry, [(label, values[f"val/share/{key}"]) for label, key in zip(self.labels, keys)])
         if not is_main:
             return
+        self._write_curves(list(CURVES))
         shares = [values[f"val/share/{key}"] for key in keys]
         top = int(np.argmax(shares))
         if shares[top] >= COLLAPSE_SHARE and not replay:

@@ -1,7 +1,7 @@
 """Stage ingest: read data.source (and the optional fixed test file), clean, de-duplicate and label-check
 the rows, and write the dataset every later stage starts from."""
 
-from skewtune.artifacts import DATASET, INGEST_METRICS, LABELS, RAW_DIR
+from skewtune.artifacts import DATASET, INGEST_REPORT, LABELS, RAW_DIR
 from skewtune.cli import run_stage
 from skewtune.dataset import assemble_dataset
 from skewtune.io import Outputs
@@ -43,7 +43,7 @@ def main() -> None:
     with Outputs() as out:
         out.parquet(DATASET, dataset)
         out.json(LABELS, {"labels": labels})
-        out.json(INGEST_METRICS, report)
+        out.json(INGEST_REPORT, report)
     for line in summary(report) + (summary(report["test"]) if test is not None else []):
         print(line)
     print(f"ingest: classes {report['class_counts']}")

@@ -8,11 +8,11 @@ from skewtune.artifacts import (
     CARD_FILE,
     CLASSIFIER,
     DECISION,
-    INGEST_METRICS,
+    INGEST_REPORT,
     MODEL,
     RULE_FILE,
-    SPLIT_METRICS,
-    TEST_METRICS,
+    SPLIT_REPORT,
+    TEST_REPORT,
     read_decision,
     read_json,
     read_labels,
@@ -47,8 +47,8 @@ def main() -> None:
         "text_pair_column": p.data.text_pair_column,
     }
     card = model_card(
-        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_METRICS, "ingest"),
-        split=read_json(SPLIT_METRICS, "split"), test=read_json(TEST_METRICS, "evaluate"),
+        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_REPORT, "ingest"),
+        split=read_json(SPLIT_REPORT, "split"), test=read_json(TEST_REPORT, "evaluate"),
     )
     with Outputs() as out:
         target = out.path(CLASSIFIER, directory=True)

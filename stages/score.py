@@ -1,5 +1,8 @@
 """Stage score: predict data.score_path (an unlabelled file under data/raw/) with models/classifier, as
-`skewtune predict` does, into data/predictions/score.parquet; unset, it writes a 0-byte marker at once."""
+`skewtune predict` does, into data/predictions/score.parquet; unset, it writes a table without rows or
+columns at once (not a 0-byte file, which DVC would warn about at every run)."""
+
+import pandas as pd
 
 from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED
 from skewtune.cli import run_stage
@@ -14,7 +17,7 @@ def main() -> None:
     data = p.data
     if data.score_path is None:
         with Outputs() as out:
-            out.text(SCORED, "")
+            out.parquet(SCORED, pd.DataFrame())
         print("score: data.score_path is not set; nothing to score")
         return
     summary = score_file(

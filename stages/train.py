@@ -85,7 +85,8 @@ def main() -> None:
         if is_main:
             from dvclive import Live
 
-            live = Live(str(out.path(TRAIN_REPORTS, directory=True)), dvcyaml=False, save_dvc_exp=False)
+            # Written in place, so that VS Code and `dvc plots show` follow the curves while training runs.
+            live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
             for name in ("unknown_share", "truncated_share"):  # summary values, not per-step plots
                 live.log_metric(f"tokens/{name}", round(coverage[name], 6), plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
@@ -98,7 +99,7 @@ def main() -> None:
             best = diagnostics.best(trainer.state.best_global_step)
             for name, value in best.items():
                 live.log_metric(f"best/{name}", value, plot=False)
-            live.make_summary()
+            live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
             save_classifier(
                 trainer.model, tokenizer, out.path(MODEL, directory=True),
                 labels=labels, max_length=m.max_length, text_pair="text_pair" in train.columns,
