@@ -265,3 +265,19 @@ def test_path_table_runs_end_to_end_with_a_local_model_directory_and_scores(tmp_
     queue = pd.read_csv(root / "reports/errors.csv", keep_default_na=False)
     assert set(queue.loc[queue["source"] == "score", "image"]) == {rows[0][0], rows[-1][0]}
     assert json.loads(dvc(["status", "--json"], root).stdout or "{}") == {}
+
+
+def test_binary_weighted_ce_is_bce_with_pos_weight():
+    """The seed's BCEWithLogitsLoss(pos_weight = negatives / positives) on one logit is weighted_ce (balanced) on two
+    logits whose difference is that logit, up to the constant factor of the negative class's weight."""
+    from skewtune.losses import build_loss, class_weights
+    from skewtune.params import LossParams
+
+    counts = [90, 10]
+    torch.manual_seed(0)
+    logits, labels = torch.randn(64, 2), torch.randint(0, 2, (64,))
+    ours = build_loss(LossParams(name="weighted_ce"), class_counts=counts, labels=["neg", "pos"])(logits, labels, 64)
+    w_neg, w_pos = class_weights(counts, "balanced", 0.999, ["neg", "pos"])
+    bce = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(counts[0] / counts[1]))(logits[:, 1] - logits[:, 0], labels.float())
+    torch.testing.assert_close(ours, w_neg * bce)
+    assert w_pos / w_neg == pytest.approx(counts[0] / counts[1])
