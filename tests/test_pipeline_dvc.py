@@ -29,6 +29,10 @@ COLUMNS = ("ingest", "package", "score", "relabel")
 # Every params key -> (a different valid value, the stages whose declared deps that key is).
 # `check_params` depends on the whole file and is expected on every change (see dvc.yaml).
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
+    "data.modality": ("image", ("ingest", "score", "relabel")),
+    "data.image_column": ("path", ("ingest", "package", "score", "relabel")),
+    "model.image_size": (32, ("train",)),
+    **{f"augment.{key}": (0.5, ("train",)) for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
     "data.source": ("data/raw/other.tsv", DATA),
     "data.format": ("tsv", READ_INPUT),
     "data.encoding": ("latin-1", READ_INPUT),
