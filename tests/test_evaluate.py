@@ -265,6 +265,49 @@ def test_compare_two_commits_and_an_experiment(tmp_path, spam, monkeypatch):
     assert "**+0.0000** (95% CI +0.0000 to +0.0000)" in same.stdout and "Not distinguishable from noise at 95% (p = 1)" in same.stdout
 
 
+SEED_STAGE = """stages:
+  run:
+    cmd: python run.py
+    deps: [run.py]
+    params: [train.seed, train.lr]
+    metrics:
+      - metrics/test.json:
+          cache: false
+"""
+SEED_SCRIPT = """import json, yaml
+t = yaml.safe_load(open("params.yaml"))["train"]
+json.dump({"f1_macro": 0.9 + t["lr"] / 10 + t["seed"] / 1000, "val_f1_macro": 0.8 + t["lr"] / 10}, open("metrics/test.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path):
+    """Through the real `dvc exp run --queue` on a one-stage project whose metric is a known function of the
+    params: two learning rates over three seeds are two groups, each seed a paired draw."""
+    from dvc_repo import dvc, env, run
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 1\n  lr: 0.1\n")
+    (tmp_path / "dvc.yaml").write_text(SEED_STAGE)
+    (tmp_path / "run.py").write_text(SEED_SCRIPT)
+    run(["git", "init", "-q"], tmp_path)
+    dvc(["init", "-q"], tmp_path)
+    dvc(["repro", "-q"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-q", "-m", "baseline"], tmp_path)
+    dvc(["exp", "run", "--queue", "-S", "train.seed=1,2,3", "-S", "train.lr=0.1,0.2"], tmp_path)
+    dvc(["exp", "run", "--run-all"], tmp_path)
+    compare = subprocess.run([sys.executable, "-m", "stages.compare", "--seeds"], cwd=tmp_path, capture_output=True, text=True, env={**env(), "PYTHONPATH": str(REPO)})
+    assert compare.returncode == 0, compare.stderr
+    out = compare.stdout
+    assert "### skewtune: macro-F1 over seeds (6 runs, 2 configurations)" in out  # the baseline commit is seed 1 of A
+    assert "| A | `train.lr=0.1` | 3 | 0.9120 ± 0.0010 | 0.8100 ± 0.0000 |" in out
+    assert "| B | `train.lr=0.2` | 3 | 0.9220 ± 0.0010 | 0.8200 ± 0.0000 |" in out
+    assert "Seed keys set apart: `train.seed`" in out
+    assert "**B − A** (test macro-F1, same seeds, n = 3): mean +0.0100, sd 0.0000" in out and "B is better than A" in out
+    assert "higher on 3 of 3 seeds." in out
+
+
 def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, monkeypatch):
     from stages import compare
 
