@@ -9,6 +9,8 @@ its tokenizer and `skewtune.json` {"labels", "max_length", "text_pair"}: everyth
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -316,6 +318,19 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
     if model.config.num_labels != len(meta["labels"]):
         raise SkewtuneError(f"{directory}: the model has {model.config.num_labels} outputs but skewtune.json lists {len(meta['labels'])} labels; re-run train")
     return model, tokenizer, meta
+
+
+def progress_printer(total: int, what: str = "", stream=None, chunk_rows: int = CHUNK_ROWS):
+    """A progress line (to stderr, one line each) per chunk of predict_proba, for inputs longer than one chunk."""
+    if total <= chunk_rows:
+        return None
+    start = time.perf_counter()
+
+    def report(done: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        print(f"predict: {what}{done}/{total} rows ({rate:.0f} rows/s)", file=stream or sys.stderr, flush=True)
+
+    return report
 
 
 def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_length: int, text_pair: bool, batch_size: int, device: str,

@@ -13,8 +13,6 @@ prediction.
 from __future__ import annotations
 
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from skewtune.errors import SkewtuneError
 from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image, inside
 from skewtune.io import Outputs
 from skewtune.modality import IMAGE, for_meta
-from skewtune.modeling import CHUNK_ROWS
+from skewtune.modeling import progress_printer
 from skewtune.tables import read_table
 
 PREDICTED = "predicted"
@@ -92,19 +90,6 @@ def prediction_columns(probs: np.ndarray, has_text: np.ndarray, rule: DecisionRu
         predicted[has_text] = np.asarray(rule.labels, dtype=object)[rule.predict(probs)]
         margin[has_text] = rule.margin(probs)
     return pd.DataFrame({PREDICTED: predicted, **dict(zip(prob_columns(rule.labels), full.T)), MARGIN: margin})
-
-
-def progress_printer(total: int, stream=sys.stderr):
-    """A progress line per chunk, for inputs longer than one chunk."""
-    if total <= CHUNK_ROWS:
-        return None
-    start = time.perf_counter()
-
-    def report(done: int) -> None:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        print(f"predict: {done}/{total} rows ({rate:.0f} rows/s)", file=stream, flush=True)
-
-    return report
 
 
 def image_path_column(meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike) -> str:

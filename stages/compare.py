@@ -13,10 +13,8 @@ group against the first one (the group of the baseline commit, if it ran) the di
 import argparse
 import json
 import subprocess
-from collections import defaultdict
 
 import numpy as np
-import pandas as pd
 import yaml
 from scipy import stats
 from sklearn.metrics import f1_score

@@ -6,6 +6,7 @@ from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
 from skewtune.modality import for_meta
+from skewtune.modeling import progress_printer
 from skewtune.params import load_params
 
 SPLITS = ("val", "test")
@@ -24,7 +25,10 @@ def main() -> None:
         for split in SPLITS:
             source, dest = split_path(split), predictions_path(split)
             rows = read_examples(source, labels, "split")
-            probs = modality.predict_proba(model, processor, rows, meta, batch_size=p.train.eval_batch_size, device=device, amp_dtype=dtype)
+            probs = modality.predict_proba(
+                model, processor, rows, meta, batch_size=p.train.eval_batch_size, device=device, amp_dtype=dtype,
+                progress=progress_printer(len(rows), f"{split} "),
+            )
             out.parquet(dest, prediction_table(rows, probs, labels))
             print(f"predict: {len(rows)} rows of {source} -> {dest}", flush=True)
 
