@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import nested_gather
 
 from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
@@ -47,6 +48,13 @@ HF_SCHEDULERS = {
 COLLAPSE_SHARE = 0.95
 # Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
 PROGRESS_SECONDS = 10.0
+# Optimizer steps whose loss and pre-clipping gradient norm stay on the device before the host reads them
+# (together, in one transfer; also at the end of each epoch). Reading a value makes the host wait for the
+# GPU to finish the step, so reading every step leaves a fast GPU idle; a divergence is then noticed at most
+# this many steps late, and those steps' weights are discarded with the failed run anyway.
+DIAGNOSTICS_STEPS = 50
+# The key of a Trainer log entry (and of state.log_history) that holds the window's per-step values.
+STEP_VALUES = "skewtune_steps"
 
 
 @dataclass(frozen=True)
@@ -170,9 +178,10 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         load_best_model_at_end=True,
         metric_for_best_model=selection.metric_for_best_model,
         greater_is_better=greater,
-        # Every step is logged so that the callback sees each step's loss and pre-clipping gradient norm.
+        # The Trainer logs (and reads its running loss) once per window; the per-step values come with each
+        # window (SkewtuneTrainer.log) and the window ends early at each epoch's end (DiagnosticsCallback).
         logging_strategy="steps",
-        logging_steps=1,
+        logging_steps=DIAGNOSTICS_STEPS,
         logging_nan_inf_filter=False,
         label_names=["labels"],
         report_to="none",
@@ -191,16 +200,51 @@ class DiagnosticsCallback(TrainerCallback):
     """Per evaluation: train loss, gradient norm before clipping (mean and max over the steps since the
     last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
     `live` (a dvclive Live, on the main process only) and printed as one line. Between evaluations, a
-    progress line every PROGRESS_SECONDS. Warns when the val
-    predictions collapse onto one class; stops on a non-finite loss or gradient norm, except for steps that
-    fp16 loss scaling skipped."""
+    progress line every PROGRESS_SECONDS. Warns when the val predictions collapse onto one class; stops on a
+    non-finite loss or gradient norm, except for steps that fp16 loss scaling skipped.
+
+    The per-step values are kept on the device (`record_step`, called by SkewtuneTrainer at each optimizer
+    step) and read every DIAGNOSTICS_STEPS steps and at each epoch's end (`read_window`), so training does not
+    wait on the host each step; a divergence is reported with its own step and the window it was read in."""
 
     def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False) -> None:
         self.labels = list(labels)
         self.live = live
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
-        self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) since the last evaluation
+        self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) read since the last evaluation
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (loss, grad_norm, lr) not yet read
+        self._pending_at: list[tuple[int, float]] = []  # (global step, epoch) of each pending step
+
+    def record_step(self, loss: torch.Tensor, grad_norm: torch.Tensor | float, lr: float) -> None:
+        """One optimizer step's summed micro-batch loss and pre-clipping gradient norm, left on their device."""
+        self._pending.append((loss.detach().float().reshape(()), torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device).reshape(()), lr))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if len(self._pending_at) < len(self._pending):
+            self._pending_at.append((state.global_step, float(state.epoch)))
+        if state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
+            self._progress(args, state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_log = True  # the last window of the epoch is read before its evaluation
+
+    def read_window(self, gather: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> list[dict[str, float]]:
+        """The pending steps as JSON-able dicts (step, epoch, loss, grad_norm, learning_rate), in one transfer
+        to the host. `gather` concatenates a tensor across DDP ranks (collective: every rank calls this); the
+        loss is the mean over the ranks, as the Trainer logs it, and the gradient norm, the same on every rank
+        after the all-reduce, too."""
+        if not self._pending:
+            return []
+        values = torch.stack([torch.stack(pair) for *pair, _ in self._pending])  # (steps, 2)
+        gathered = gather(values)
+        values = gathered.reshape(-1, *values.shape).mean(dim=0).tolist()
+        window = [
+            {"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm, "learning_rate": lr}
+            for (step, epoch), (loss, grad_norm), (*_, lr) in zip(self._pending_at, values, self._pending, strict=True)
+        ]
+        self._pending, self._pending_at = [], []
+        return window
 
     def on_train_begin(self, args, state, control, **kwargs):
         # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir. Here,
@@ -213,11 +257,10 @@ class DiagnosticsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
         self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
-        if "loss" in entry and state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
-            self._progress(args, state)
 
     def _progress(self, args, state) -> None:
-        """One line: step/total, training rows per second, ETA, and the mean loss since the last evaluation."""
+        """One line: step/total, training rows per second, ETA, and the mean loss of the steps read since the
+        last evaluation (up to DIAGNOSTICS_STEPS steps behind)."""
         now = self._last_progress = time.monotonic()
         steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -231,20 +274,24 @@ class DiagnosticsCallback(TrainerCallback):
 
     def _consume(self, entry: dict, total_epochs: float, *, is_main: bool, replay: bool) -> None:
         if "loss" in entry:
-            self._train_step(entry)
+            # A window's steps; an entry without them (a plain Trainer's log) counts as one step.
+            window = entry.get(STEP_VALUES, [entry])
+            for step in window:
+                self._train_step(step, window)
         elif "eval_loss" in entry:
             self._evaluation(entry, total_epochs, is_main, replay)
 
-    def _train_step(self, entry: dict) -> None:
+    def _train_step(self, entry: dict, window: list[dict]) -> None:
         loss, grad_norm, lr = entry["loss"], entry.get("grad_norm", math.nan), entry.get("learning_rate", math.nan)
         # The Trainer logs the gradient norm of every step (before clipping). A non-finite one with a finite
         # loss has already been applied: clipping turns inf into NaN weights, and the next loss would be NaN.
         bad_grad = "grad_norm" in entry and not math.isfinite(grad_norm)
         if (not math.isfinite(loss) or bad_grad) and not self.fp16:
             what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm} (the loss {loss:.4g} is finite)"
+            read = f"; read with steps {window[0]['step']}-{window[-1]['step']}" if len(window) > 1 else ""
             raise SkewtuneError(
                 f"{what} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
-                f"learning rate {lr:.3g}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
+                f"learning rate {lr:.3g}{read}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
                 "or check the training texts; with fp16, bf16 or fp32 precision is safer"
             )
         if not math.isfinite(loss):
@@ -351,20 +398,40 @@ RAW_WEIGHTS = "raw_weights.safetensors"
 
 class SkewtuneTrainer(Trainer):
     """The Trainer with the techniques that cannot be callbacks: adversarial training on the word embeddings
-    (`training_step`), and the EMA weights in evaluation and checkpoints (`evaluate`, `_save_checkpoint`,
-    `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage callback; None turns
-    each off, and the Trainer then runs unchanged."""
+    (`training_step`), the EMA weights in evaluation and checkpoints (`evaluate`, `_save_checkpoint`,
+    `_load_from_checkpoint`), and each optimizer step's loss and pre-clipping gradient norm handed, on the
+    device, to the DiagnosticsCallback among the callbacks (`training_step`, `_get_grad_norm`), whose values
+    each windowed log entry carries (`log`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage
+    callback; None (and no DiagnosticsCallback) turns each off, and the Trainer then runs unchanged."""
 
     def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.attack, self.ema = attack, ema
+        self.diagnostics = next((c for c in self.callback_handler.callbacks if isinstance(c, DiagnosticsCallback)), None)
+        self._step_loss: torch.Tensor | None = None  # the clean loss of the optimizer step under way, on the device
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.attack is not None:
             # One more forward/backward at the perturbed embeddings; the logged loss stays the clean one.
             self.attack(self.model.get_input_embeddings(), lambda: super(SkewtuneTrainer, self).training_step(model, inputs, num_items_in_batch))
+        if self.diagnostics is not None:
+            # Summed over the micro-batches of gradient accumulation, as the Trainer's own running loss is.
+            self._step_loss = loss if self._step_loss is None else self._step_loss + loss
         return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Called once per optimizer step, after clipping (which returned the pre-clipping norm) and before the update.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.diagnostics is not None and self._step_loss is not None:
+            self.diagnostics.record_step(self._step_loss, math.nan if grad_norm is None else grad_norm, self._get_learning_rate())
+            self._step_loss = None
+        return grad_norm
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.diagnostics is not None:
+            logs = {**logs, STEP_VALUES: self.diagnostics.read_window(lambda t: nested_gather(t, self.args.parallel_mode))}
+        super().log(logs, start_time)
 
     def evaluate(self, *args, **kwargs):
         if self.ema is None:

@@ -406,3 +406,80 @@ def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
     assert check_coverage(coverage(0.30), tokenizer, "m") is not None
     with pytest.raises(SkewtuneError, match=r"^model\.name: the model's vocabulary does not cover this text: 31%"):
         check_coverage(coverage(0.31), tokenizer, "m")
+
+
+# The calls that copy a tensor's value to the host: on a GPU each one makes the host wait for the queued work.
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+# Per-step reads that are not skewtune's diagnostics, told apart by the file that makes the call: the loss's
+# label check, made only where the labels are already on the host (a device-side assert on a GPU), and
+# transformers' SDPA mask builder, which asks whether the batch has any padding (torch.compile traces it away).
+PER_STEP_ELSEWHERE = ("skewtune/losses.py", "transformers/masking_utils.py")
+
+
+class HostReadCounter(TrainerCallback):
+    """Counts HOST_READS by call site from each epoch's first optimizer step to its end (the sampler's shuffle at
+    the start of an epoch and the evaluation after it are left out), while `torch.Tensor` is patched."""
+
+    def __init__(self) -> None:
+        self.counting, self.sites = False, {}
+
+    def patch(self, monkeypatch) -> None:
+        import traceback
+
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                if self.counting:
+                    caller = traceback.extract_stack(limit=2)[0]
+                    site = f"{Path(caller.filename).parent.name}/{Path(caller.filename).name}"
+                    self.sites[site] = self.sites.get(site, 0) + 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.counting = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Reads the epoch's last window first (DiagnosticsCallback asks for the log), then evaluates.
+        self.counting = "window"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.counting == "window":
+            self.counting = False
+
+
+def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir, monkeypatch):
+    """The real Trainer, 2 epochs of 60 optimizer steps: the loss and the pre-clipping gradient norm of each step
+    reach the host in one transfer per window of DIAGNOSTICS_STEPS steps (and at each epoch's end), not each step.
+    Reading them every step (as before) made at least 2 host reads per step, 240 here; now at most 3 per window
+    (the Trainer's running loss and its last gradient norm, and skewtune's window), whatever the steps."""
+    from skewtune.training import DIAGNOSTICS_STEPS
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    frame = pd.DataFrame({"text": [f"message {i} " + "word " * (i % 7) for i in range(240)], "label_id": [0, 1] * 120})
+    rows = encode(tokenizer, frame, 16)
+    selection = parse_selection("f1_macro", LABELS)
+    train = TrainParams(epochs=2, batch_size=4, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0)
+    args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
+    counter, diagnostics = HostReadCounter(), DiagnosticsCallback(LABELS)
+    trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[120, 120], labels=LABELS),
+                            labels=LABELS, selection=selection, callbacks=[diagnostics, counter])
+    counter.patch(monkeypatch)
+    trainer.train()
+    monkeypatch.undo()
+
+    steps_per_epoch = 60
+    windows = 2 * math.ceil(steps_per_epoch / DIAGNOSTICS_STEPS)
+    assert trainer.state.global_step == 2 * steps_per_epoch and windows < steps_per_epoch / 10
+    diagnostics_reads = {site: n for site, n in counter.sites.items() if site not in PER_STEP_ELSEWHERE}
+    assert sum(diagnostics_reads.values()) <= 3 * windows, counter.sites
+    assert counter.sites.get("skewtune/training.py") == windows  # one transfer per window
+    assert all(counter.sites.get(site, 0) <= 2 * trainer.state.global_step for site in PER_STEP_ELSEWHERE), counter.sites
+    # Every step's values arrived: 2 evaluations of 60 steps, each with its mean and max gradient norm.
+    assert sorted(diagnostics.evaluations) == [60, 120]
+    for values in diagnostics.evaluations.values():
+        assert math.isfinite(values["train/loss"]) and 0 < values["train/grad_norm"] <= values["train/grad_norm_max"]
