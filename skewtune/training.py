@@ -7,7 +7,7 @@ logs each evaluation with dvclive, warns when the model collapses onto one class
 non-finite loss or gradient norm, and `SkewtuneTrainer`, the one Trainer subclass: each training
 technique of the params is a callback (`skewtune.callbacks`) or one of its overridden steps.
 Everything else (AMP and loss scaling, gradient accumulation, clipping after unscaling, schedulers,
-length-grouped batches, DDP, checkpoints) is the Trainer's own.
+length-grouped batches, with larger megabatches at large batch sizes, DDP, checkpoints) is the Trainer's own.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_gather
 
 from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
@@ -55,6 +55,11 @@ PROGRESS_SECONDS = 10.0
 DIAGNOSTICS_STEPS = 50
 # The key of a Trainer log entry (and of state.log_history) that holds the window's per-step values.
 STEP_VALUES = "skewtune_steps"
+# Length-grouped batches: the fewest batches per megabatch (a random share of the rows, sorted by length and
+# cut into batches). A batch pads to its longest row, and in a megabatch of M batches each batch spans about 1/M
+# of the length distribution. transformers' own rule keeps 4 megabatches per epoch, which at large batches
+# leaves few batches in each: 4 at batch 256 on 4,128 rows, 48% of the SMS positions padding (16: 19%).
+MIN_MEGABATCH_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,25 @@ class DiagnosticsCallback(TrainerCallback):
         return self.evaluations.get(best_step, {}) if best_step is not None else {}
 
 
+class LengthGroupedBatches(LengthGroupedSampler):
+    """transformers' length-grouped sampler with megabatches of at least MIN_MEGABATCH_BATCHES batches (or the
+    whole epoch). Where transformers' rule gives that many already (e.g. batch 32 on 2,048 rows or more, the
+    defaults), the order is transformers' own, unchanged. Otherwise a megabatch covers most or all of the
+    epoch, whose batches would then run from the longest rows to the shortest (on SMS: from spam-rich to
+    ham-rich), so the order of the full batches is shuffled; the first (it holds the longest row, so that a
+    batch too large for memory fails at once) and a short last batch keep their places."""
+
+    def __iter__(self):
+        rows, size = len(self.lengths), self.batch_size
+        if min(rows // (size * 4), 50) >= MIN_MEGABATCH_BATCHES:
+            return iter(get_length_grouped_indices(self.lengths, size, generator=self.generator))
+        batches = math.ceil(rows / size)
+        indices = get_length_grouped_indices(self.lengths, size, mega_batch_mult=min(MIN_MEGABATCH_BATCHES, batches), generator=self.generator)
+        full = rows // size
+        order = [0, *(torch.randperm(full - 1, generator=self.generator) + 1).tolist(), *range(full, batches)] if full > 1 else range(batches)
+        return iter([i for batch in order for i in indices[batch * size : (batch + 1) * size]])
+
+
 # Test-only: `SKEWTUNE_TEST_HOLD=<event>:<marker>` makes the train stage stop at `event`, write `marker` and wait
 # there for a signal, so that an interruption test knows where training is when its signal arrives instead of
 # racing a run that may finish first. Events: "checkpoint" (the first checkpoint is complete) and "save" (training
@@ -401,7 +425,8 @@ class SkewtuneTrainer(Trainer):
     (`training_step`), the EMA weights in evaluation and checkpoints (`evaluate`, `_save_checkpoint`,
     `_load_from_checkpoint`), and each optimizer step's loss and pre-clipping gradient norm handed, on the
     device, to the DiagnosticsCallback among the callbacks (`training_step`, `_get_grad_norm`), whose values
-    each windowed log entry carries (`log`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage
+    each windowed log entry carries (`log`); length-grouped batches come from LengthGroupedBatches
+    (`_get_train_sampler`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage
     callback; None (and no DiagnosticsCallback) turns each off, and the Trainer then runs unchanged."""
 
     def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None, **kwargs) -> None:
@@ -427,6 +452,12 @@ class SkewtuneTrainer(Trainer):
             self.diagnostics.record_step(self._step_loss, math.nan if grad_norm is None else grad_norm, self._get_learning_rate())
             self._step_loss = None
         return grad_norm
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler = LengthGroupedBatches(sampler.batch_size, lengths=sampler.lengths, generator=sampler.generator)
+        return sampler
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self.diagnostics is not None:

@@ -483,3 +483,40 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     assert sorted(diagnostics.evaluations) == [60, 120]
     for values in diagnostics.evaluations.values():
         assert math.isfinite(values["train/loss"]) and 0 < values["train/grad_norm"] <= values["train/grad_norm_max"]
+
+
+def test_length_grouped_batches_bound_padding_at_large_batches(tiny_bert_dir, tmp_path):
+    """At batch 256 on 4,128 heavy-tailed lengths transformers' sampler sorts megabatches of 4 batches; skewtune's
+    of 16, with the batch order shuffled: far less padding, every row once, the longest row in the first batch
+    and the short batch last. Where transformers' megabatches hold 16 batches already (batch 32 here) the order
+    is exactly transformers'. The Trainer built by build_trainer samples with it."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from skewtune.training import LengthGroupedBatches
+
+    lengths = np.random.default_rng(0).lognormal(3.0, 0.6, 4128).clip(3, 128).astype(int).tolist()
+
+    def batches(sampler_class, size, seed):
+        order = list(sampler_class(size, lengths=lengths, generator=torch.Generator().manual_seed(seed)))
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def useful(batched):
+        return sum(sum(lengths[i] for i in b) for b in batched) / sum(len(b) * max(lengths[i] for i in b) for b in batched)
+
+    ours, theirs = batches(LengthGroupedBatches, 256, 0), batches(LengthGroupedSampler, 256, 0)
+    assert sorted(i for b in ours for i in b) == list(range(4128))
+    assert useful(ours) > 0.8 and useful(theirs) < 0.65
+    assert lengths.index(max(lengths)) in ours[0] and len(ours[-1]) == 4128 % 256
+    firsts = [max(lengths[i] for i in b) for b in ours[1:-1]]
+    assert firsts != sorted(firsts, reverse=True)  # not one long-to-short sweep over the epoch
+    assert batches(LengthGroupedBatches, 256, 1) != ours
+    assert batches(LengthGroupedBatches, 32, 3) == batches(LengthGroupedSampler, 32, 3)
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    rows = encode(tokenizer, pd.DataFrame({"text": ["a b c", "d e"] * 8, "label_id": [0, 1] * 8}), 16)
+    selection = parse_selection("f1_macro", LABELS)
+    train = TrainParams(epochs=1, batch_size=4, early_stopping_patience=0)
+    args = training_arguments(str(tmp_path), train, precision="fp32", device="cpu", selection=selection)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    trainer = build_trainer(model, tokenizer, args, rows, rows, train=train, loss_fn=build_loss(LossParams(), class_counts=[8, 8]), labels=LABELS, selection=selection)
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedBatches)
