@@ -31,6 +31,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 
 from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
+from skewtune.devices import auto_batch_size, auto_learning_rate, loader_workers
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, build_loss, unweighted
 from skewtune.params import LossParams, TrainParams, parse_metric_expression
@@ -150,9 +151,39 @@ def _scheduler(train: TrainParams, greater: bool) -> tuple[str, dict]:
     return HF_SCHEDULERS[train.scheduler], {}
 
 
+def resolve_batch_size(train: TrainParams, device: str, *, rows: int, tokens_per_row: float) -> TrainParams:
+    """`train` with batch_size auto replaced by auto_batch_size's rows and lr by auto_learning_rate's; a
+    batch_size given as a number keeps both as they are."""
+    if train.batch_size != "auto":
+        return train
+    size = auto_batch_size(device, rows=rows, tokens_per_row=tokens_per_row, epochs=train.epochs if train.max_steps == -1 else None)
+    return train.model_copy(update={"batch_size": size, "lr": auto_learning_rate(train.lr, size)})
+
+
+def device_arguments(device: str, *, nproc: int, compile: bool, tf32: bool, cpus: int | None) -> dict:
+    """The TrainingArguments that depend on the device. Fused AdamW everywhere (transformers' default with torch
+    2.8 or later; named so that it stays). On CUDA: pinned memory and DataLoader workers (loader_workers), and
+    TF32 matmuls for the fp32 parts (the master weights' updates, and everything under train.precision: fp32)
+    where the GPU has TF32 (`tf32`: Ampere or later). torch.compile when train.compile. Attention is the
+    model's default, SDPA wherever transformers has it for the model."""
+    workers = loader_workers(device, nproc, cpus)
+    return {
+        "optim": "adamw_torch_fused",
+        "use_cpu": device == "cpu",
+        "ddp_backend": "gloo" if device == "cpu" and distributed_rank() is not None else None,
+        "dataloader_pin_memory": device == "cuda",
+        "dataloader_num_workers": workers,
+        "dataloader_persistent_workers": workers > 0,
+        "tf32": True if device == "cuda" and tf32 else None,
+        "torch_compile": compile,
+    }
+
+
 def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection):
-    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end."""
+    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end;
+    train.batch_size is a number of rows here (resolve_batch_size)."""
     from transformers import TrainingArguments
+    from transformers.utils import is_torch_tf32_available
 
     greater = not selection.is_loss
     scheduler, scheduler_kwargs = _scheduler(train, greater)
@@ -173,9 +204,7 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         data_seed=train.seed,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
-        use_cpu=device == "cpu",
-        ddp_backend="gloo" if device == "cpu" and distributed_rank() is not None else None,
-        dataloader_pin_memory=device == "cuda",
+        **device_arguments(device, nproc=train.nproc, compile=train.compile, tf32=device == "cuda" and is_torch_tf32_available(), cpus=os.cpu_count()),
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         eval_strategy="epoch",
         save_strategy="epoch",

@@ -33,6 +33,7 @@ from skewtune.training import (
     hold_for_signal_from_environment,
     parse_selection,
     relaunch_distributed,
+    resolve_batch_size,
     training_arguments,
 )
 
@@ -72,11 +73,14 @@ def main() -> None:
     if m.lora.enabled:
         lora = m.lora
         model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+    train_rows = encode(tokenizer, train, m.max_length)
+    t = resolve_batch_size(t, device, rows=len(train_rows), tokens_per_row=sum(len(row["input_ids"]) for row in train_rows) / max(len(train_rows), 1))
     args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection)
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
-        print(f"train: {source} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}", flush=True)
+        auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
+        print(f"train: {source} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, batch {t.batch_size}{auto}", flush=True)
         print(f"train: tokens of {coverage['rows']} train texts: {coverage['unknown_share']:.1%} unknown; "
               f"{coverage['truncated_share']:.1%} of the texts are longer than model.max_length ({m.max_length}) and get cut off", flush=True)
 
@@ -90,7 +94,7 @@ def main() -> None:
                 live.log_metric(f"tokens/{name}", round(coverage[name], 6), plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
         trainer = build_trainer(
-            model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
+            model, tokenizer, args, train_rows, encode(tokenizer, val, m.max_length),
             train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],
         )
         result = trainer.train(resume_from_checkpoint=resume_from)

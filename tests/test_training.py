@@ -520,3 +520,78 @@ def test_length_grouped_batches_bound_padding_at_large_batches(tiny_bert_dir, tm
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
     trainer = build_trainer(model, tokenizer, args, rows, rows, train=train, loss_fn=build_loss(LossParams(), class_counts=[8, 8]), labels=LABELS, selection=selection)
     assert isinstance(trainer._get_train_sampler(), LengthGroupedBatches)
+
+
+def test_device_arguments_cpu_and_cuda(tmp_path):
+    """The device-dependent TrainingArguments: on the CPU what it was (fused AdamW, transformers' default with
+    torch 2.8+, no workers, no pinned memory, no TF32); on CUDA pinned memory, loader workers leaving a core
+    per process, TF32 where the GPU has it. The CUDA mapping is checked as the dict that training_arguments
+    passes on: building TrainingArguments for CUDA needs a GPU."""
+    from skewtune.training import device_arguments
+
+    cpu = device_arguments("cpu", nproc=1, compile=False, tf32=False, cpus=16)
+    assert cpu == {"optim": "adamw_torch_fused", "use_cpu": True, "ddp_backend": None, "dataloader_pin_memory": False, "dataloader_num_workers": 0,
+                   "dataloader_persistent_workers": False, "tf32": None, "torch_compile": False}
+    cuda = device_arguments("cuda", nproc=1, compile=True, tf32=True, cpus=16)
+    assert cuda == {**cpu, "use_cpu": False, "dataloader_pin_memory": True, "dataloader_num_workers": 4, "dataloader_persistent_workers": True,
+                    "tf32": True, "torch_compile": True}
+    assert device_arguments("cuda", nproc=4, compile=False, tf32=False, cpus=16)["dataloader_num_workers"] == 3
+    assert device_arguments("cuda", nproc=2, compile=False, tf32=False, cpus=2)["dataloader_num_workers"] == 0
+    assert device_arguments("cuda", nproc=1, compile=False, tf32=False, cpus=16)["tf32"] is None  # a GPU before Ampere
+
+    selection = parse_selection("f1_macro", LABELS)
+    args = training_arguments(str(tmp_path), TrainParams(batch_size=32, compile=True), precision="fp32", device="cpu", selection=selection)
+    assert args.optim == "adamw_torch_fused" and args.use_cpu and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
+    assert args.tf32 is None and args.torch_compile and args.torch_compile_backend == "inductor"
+    assert args.logging_steps == 50 and args.per_device_train_batch_size == 32
+
+
+def test_batch_size_auto_and_its_learning_rate():
+    """auto: 32 rows on the CPU with train.lr unchanged; on CUDA ~16k tokens per step, a power of two from 32 to
+    1,024, at most rows x epochs / 100, and train.lr x sqrt(batch / 32). A number keeps its lr."""
+    from skewtune.devices import auto_batch_size
+    from skewtune.training import resolve_batch_size
+
+    assert auto_batch_size("cpu", rows=10**6, tokens_per_row=10, epochs=2) == 32
+    assert auto_batch_size("cuda", rows=4128, tokens_per_row=24.7, epochs=2) == 64  # SMS: 100 steps leave 82 rows
+    assert auto_batch_size("cuda", rows=100_000, tokens_per_row=24.7, epochs=2) == 512  # 16384 / 24.7 = 663
+    assert auto_batch_size("cuda", rows=100_000, tokens_per_row=24.7, epochs=None) == 512  # train.max_steps
+    assert auto_batch_size("cuda", rows=100_000, tokens_per_row=128, epochs=3) == 128
+    assert auto_batch_size("cuda", rows=10**7, tokens_per_row=4, epochs=1) == 1024
+    assert auto_batch_size("cuda", rows=500, tokens_per_row=24.7, epochs=2) == 32  # never below the CPU's 32
+
+    auto = TrainParams(lr=1e-4)
+    assert auto.batch_size == "auto"
+    on_cpu = resolve_batch_size(auto, "cpu", rows=4128, tokens_per_row=24.7)
+    assert (on_cpu.batch_size, on_cpu.lr) == (32, 1e-4)
+    on_gpu = resolve_batch_size(auto, "cuda", rows=100_000, tokens_per_row=24.7)
+    assert on_gpu.batch_size == 512 and on_gpu.lr == pytest.approx(4e-4)
+    fixed = TrainParams(batch_size=256, lr=1e-4)
+    assert resolve_batch_size(fixed, "cuda", rows=100_000, tokens_per_row=24.7) == fixed
+
+
+def test_compile_trains_a_compiled_model(tiny_bert_dir, tmp_path):
+    """train.compile: the real Trainer compiles the model (torch.compile), trains, evaluates and restores the best
+    checkpoint into a model that saves without the compiled wrapper's key prefixes. The backend is dynamo's
+    `eager` here (graph capture without code generation): inductor, the default, also ran on this CPU but takes
+    minutes to compile even a tiny model."""
+    from skewtune.modeling import save_classifier
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    assert model.config._attn_implementation == "sdpa"  # transformers' default attention where the model has it
+    rows = encode(tokenizer, pd.DataFrame({"text": [f"message {i} " + "word " * (i % 5) for i in range(32)], "label_id": [0, 1] * 16}), 16)
+    selection = parse_selection("f1_macro", LABELS)
+    train = TrainParams(epochs=1, batch_size=8, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0, compile=True)
+    args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
+    args.torch_compile_backend = "eager"
+    diagnostics = DiagnosticsCallback(LABELS)
+    trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[16, 16]),
+                            labels=LABELS, selection=selection, callbacks=[diagnostics])
+    trainer.train()
+    assert type(trainer.model_wrapped).__name__ == "OptimizedModule" and sorted(diagnostics.evaluations) == [4]
+    save_classifier(trainer.model, tokenizer, tmp_path / "model", labels=LABELS, max_length=16, text_pair=False)
+    saved, _, _ = load_trained(tmp_path / "model")
+    assert not any("_orig_mod" in key for key in saved.state_dict())
+    torch.testing.assert_close(saved.state_dict(), trainer.model.state_dict())
