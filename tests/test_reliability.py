@@ -173,6 +173,7 @@ INVALID = {
     "resample.under_ratio": 0,
     "model.lora.target_modules": [],
     "train.select_metric": "accuracy",
+    "train.batch_size": "big",
     "loss.class_weights": [1.0, 0.0],
     "loss.alpha": "inverse",
     "threshold.metric": "accuracy",
