@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, loadavg, machine  # noqa: E402
+from _common import REPO, SMS_TSV, loadavg, machine  # noqa: E402
 
 CHILD = """
 import json, sys, tempfile
@@ -42,7 +43,9 @@ print(json.dumps({"seconds": seconds, "samples": len(train) * counted, "position
 
 def run(tree: Path, seed: int, epochs: int) -> dict:
     start = loadavg()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tree), str(seed), str(epochs)], capture_output=True, text=True)
+    # The older tree lies outside the checkout, where ../shared is not: name the SMS file for both.
+    env = {**os.environ, "SKEWTUNE_BENCH_SMS": str(SMS_TSV), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tree), str(seed), str(epochs)], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"the run in {tree} failed:\n{proc.stderr[-3000:]}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": (start, loadavg())}
