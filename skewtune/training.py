@@ -249,6 +249,7 @@ class DiagnosticsCallback(TrainerCallback):
         self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) read since the last evaluation
         self._pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (loss, grad_norm, lr) not yet read
         self._pending_at: list[tuple[int, float]] = []  # (global step, epoch) of each pending step
+        self._last_window: tuple[float, int, int] | None = None  # (mean loss, first step, last step) of the last read
 
     def record_step(self, loss: torch.Tensor, grad_norm: torch.Tensor | float, lr: float) -> None:
         """One optimizer step's summed micro-batch loss and pre-clipping gradient norm, left on their device."""
@@ -293,16 +294,16 @@ class DiagnosticsCallback(TrainerCallback):
         self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
 
     def _progress(self, args, state) -> None:
-        """One line: step/total, training rows per second, ETA, and the mean loss of the steps read since the
-        last evaluation (up to DIAGNOSTICS_STEPS steps behind)."""
+        """One line: step/total, training rows per second, ETA, and the mean loss of the last window of steps
+        read (up to DIAGNOSTICS_STEPS steps behind; none before the first read)."""
         now = self._last_progress = time.monotonic()
         steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         left = (state.max_steps - state.global_step) / steps_per_second if steps_per_second else math.inf
-        loss = np.mean([step[0] for step in self._steps]) if self._steps else math.nan
+        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if self._last_window else ""
         print(
             f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}), "
-            f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}, train loss {loss:.4f}",
+            f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}{loss}",
             flush=True,
         )
 
@@ -312,6 +313,9 @@ class DiagnosticsCallback(TrainerCallback):
             window = entry.get(STEP_VALUES, [entry])
             for step in window:
                 self._train_step(step, window)
+            losses = [step["loss"] for step in window if math.isfinite(step["loss"])]
+            if losses:
+                self._last_window = (float(np.mean(losses)), window[0]["step"], window[-1]["step"])
         elif "eval_loss" in entry:
             self._evaluation(entry, total_epochs, is_main, replay)
 
