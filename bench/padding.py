@@ -7,8 +7,9 @@ tokenized with params.yaml's model.name and model.max_length as the train stage 
 batch size, each sampler's index order of --epochs epochs (torch generator seeded per epoch) is cut into
 batches as the DataLoader does; a batch is padded to its longest row (DataCollatorWithPadding). Printed: the
 useful share, non-padding tokens / padded token positions (1 - the padding share), averaged over the
-epochs, for random batches, transformers' LengthGroupedSampler (train.group_by_length before this change)
-and skewtune.training.LengthGroupedBatches (now). No model is run: the figures depend on lengths only.
+epochs, for random batches, transformers' LengthGroupedSampler (train.group_by_length before this change),
+skewtune.training.LengthGroupedBatches (now) and the whole epoch sorted as one megabatch (the least padding
+fixed-size batches can have). No model is run: the figures depend on lengths only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from transformers.trainer_pt_utils import LengthGroupedSampler  # noqa: E402
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices  # noqa: E402
 
 from _common import REPO, machine  # noqa: E402
 from skewtune.modeling import encode, load_tokenizer, resolve_model_source  # noqa: E402
@@ -33,6 +34,14 @@ from train_speed import sms_splits  # noqa: E402
 class RandomOrder(LengthGroupedSampler):
     def __iter__(self):
         return iter(torch.randperm(len(self.lengths), generator=self.generator).tolist())
+
+
+class WholeEpochSorted(LengthGroupedSampler):
+    """The bound of length grouping with fixed-size batches: one megabatch, the whole epoch sorted by length."""
+
+    def __iter__(self):
+        batches = -(-len(self.lengths) // self.batch_size)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=batches, generator=self.generator))
 
 
 def useful_share(order: list[int], lengths: np.ndarray, batch_size: int) -> float:
@@ -52,7 +61,8 @@ def main() -> None:
     lengths = np.array([len(row["input_ids"]) for row in encode(tokenizer, train, p.model.max_length)])
     print(f"machine: {machine()}\ntrain rows {len(lengths)}, tokens per row: mean {lengths.mean():.1f}, "
           f"median {np.median(lengths):.0f}, max {lengths.max()} (model.max_length {p.model.max_length})")
-    samplers = {"random": RandomOrder, "transformers group_by_length": LengthGroupedSampler, "skewtune LengthGroupedBatches": LengthGroupedBatches}
+    samplers = {"random": RandomOrder, "transformers group_by_length": LengthGroupedSampler, "skewtune LengthGroupedBatches": LengthGroupedBatches,
+                "whole epoch sorted (bound)": WholeEpochSorted}
     print(f"{'batch':>5}  " + "  ".join(f"{name:>30}" for name in samplers))
     for batch_size in args.batch_sizes:
         shares = []
