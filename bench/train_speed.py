@@ -39,7 +39,7 @@ from skewtune.modeling import class_counts, encode, init_head_bias, load_classif
 from skewtune.params import load_params  # noqa: E402
 from skewtune.splitting import split_dataset  # noqa: E402
 from skewtune.tables import read_table  # noqa: E402
-from skewtune.training import DiagnosticsCallback, build_trainer, build_training_loss, parse_selection, training_arguments  # noqa: E402
+from skewtune.training import DiagnosticsCallback, build_trainer, build_training_loss, parse_selection, resolve_batch_size, training_arguments  # noqa: E402
 
 
 class CountingCollator:
@@ -136,9 +136,10 @@ def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, dev
     loss_fn = build_training_loss(p.loss, counts, labels)
     init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     selection = parse_selection(t.select_metric, labels)
-    t = t.model_copy(update={"epochs": epochs, "max_steps": -1})
+    rows = encode(tokenizer, train, m.max_length)
+    t = resolve_batch_size(t.model_copy(update={"epochs": epochs, "max_steps": -1}), device, rows=len(rows), tokens_per_row=sum(len(r["input_ids"]) for r in rows) / len(rows))
     args = training_arguments(outdir, t, precision=precision, device=device, selection=selection)
-    trainer = build_trainer(model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
+    trainer = build_trainer(model, tokenizer, args, rows, encode(tokenizer, val, m.max_length),
                             train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[DiagnosticsCallback(labels)])
     trainer.data_collator = counting = CountingCollator(trainer.data_collator)
     timer = EpochTimer(counting)
@@ -196,6 +197,7 @@ def main() -> None:
         if args.bert_base:
             source = bert_base_from_config(source, Path(tmp) / "bert-base")
         tokens = sum(len(ids) for ids in load_tokenizer(source)(train["text"].tolist(), truncation=True, max_length=p.model.max_length)["input_ids"])
+        p = p.model_copy(update={"train": resolve_batch_size(p.train, args.device, rows=len(train), tokens_per_row=tokens / len(train))})
         print(f"machine: {where}{machine()}\nmatmul {n}x{n} {args.precision} on {args.device}: {peak / 1e9:.1f} GFLOP/s\n"
               f"train rows {len(train)}, non-padding tokens {tokens} per epoch", flush=True)
         runs["skewtune"] = skewtune_run(p, source, train, val, labels, f"{tmp}/skewtune", **setup)

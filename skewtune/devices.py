@@ -3,6 +3,8 @@ machine, with errors that say what to set. Kept apart from training so that pred
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from skewtune.errors import SkewtuneError
@@ -49,3 +51,41 @@ def check_processes(nproc: int, device: str, gpus: int) -> None:
 
 def amp_dtype(precision: str) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+
+# train.batch_size: auto. On the CPU, 32 rows: the batch the defaults were chosen with, and a CPU is busy at any
+# size. A GPU needs many tokens per step to be kept busy (BENCHMARKS §6: at 32 SMS rows, ~800 tokens a step, an
+# H100 computes 0.2% of the time), so there the batch holds about AUTO_TOKENS_PER_STEP tokens (a power of two
+# of rows, 32 to AUTO_MAX_ROWS), but no more rows than leave AUTO_MIN_STEPS optimizer steps in a run of
+# train.epochs: fine-tuning needs updates as well as rows.
+AUTO_CPU_ROWS = 32
+AUTO_TOKENS_PER_STEP = 16384
+AUTO_MAX_ROWS = 1024
+AUTO_MIN_STEPS = 100
+
+
+def auto_batch_size(device: str, *, rows: int, tokens_per_row: float, epochs: float | None) -> int:
+    """Rows per step (and process) for train.batch_size: auto; `epochs` is None when train.max_steps fixes the
+    number of steps instead."""
+    if device == "cpu":
+        return AUTO_CPU_ROWS
+    wanted = AUTO_TOKENS_PER_STEP / max(tokens_per_row, 1.0)
+    if epochs is not None:
+        wanted = min(wanted, rows * epochs / AUTO_MIN_STEPS)
+    return min(AUTO_MAX_ROWS, max(AUTO_CPU_ROWS, 2 ** math.floor(math.log2(max(wanted, 1.0)))))
+
+
+def auto_learning_rate(lr: float, batch_size: int) -> float:
+    """train.lr for an auto batch size: train.lr is the rate at AUTO_CPU_ROWS rows per step, and a larger batch
+    gets it times the square root of the batch ratio (the square-root scaling rule of Adam-type optimizers,
+    Malladi et al. 2022), so the CPU (32 rows) keeps train.lr as it is."""
+    return lr * math.sqrt(batch_size / AUTO_CPU_ROWS)
+
+
+def loader_workers(device: str, nproc: int, cpus: int | None) -> int:
+    """DataLoader worker processes per training process: on a GPU, up to 4, leaving a core to each training
+    process, so that batches are padded while the GPU runs the previous step; none on the CPU, where workers
+    would take the cores that compute."""
+    if device != "cuda":
+        return 0
+    return max(0, min(4, (cpus or 1) // nproc - 1))

@@ -172,8 +172,13 @@ def build_loss(settings: LossParams, *, class_counts: Sequence[int], labels: Seq
         # float32 at least: half-precision log-probabilities lose the small differences the loss is made of.
         z = logits.to(torch.promote_types(logits.dtype, torch.float32))
         counted = labels != IGNORE_INDEX
-        # A bad class id would otherwise surface as an index error (a device-side assert on CUDA).
-        if bool(((labels < 0) & counted).any() or (labels >= n_classes).any()):
+        # A bad class id would otherwise surface as an index error (a device-side assert on CUDA). Checked on the
+        # host where the labels are already there; on a GPU reading them would make the host wait for the GPU at
+        # every step, so the check stays on the device there (the labels were checked against labels.json when read).
+        invalid = ((labels < 0) & counted) | (labels >= n_classes)
+        if labels.device.type != "cpu":
+            torch._assert_async(~invalid.any(), f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored)")
+        elif bool(invalid.any()):
             raise SkewtuneError(f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored); got {labels.unique().tolist()}")
         target = torch.where(counted, labels, 0).long()
         if shift is not None:

@@ -24,7 +24,9 @@ from skewtune.errors import SkewtuneError
 @dataclass(frozen=True)
 class Prepared:
     """What the train stage needs from a modality: processor (tokenizer or image processor), model, datasets,
-    collator (None: the Trainer's default), an optional batch augmentation, and lines and metrics to report."""
+    collator (None: the Trainer's default), an optional batch augmentation, lines and metrics to report, and the
+    mean size of a training row in tokens, by which train.batch_size auto sizes batches on a GPU (images: the
+    16x16 patches of the input size, as a vision transformer would count them)."""
 
     processor: object
     model: object
@@ -34,6 +36,7 @@ class Prepared:
     augment: Callable | None
     lines: list[str]
     metrics: dict[str, float]
+    tokens_per_row: float
 
 
 class TextModality:
@@ -106,9 +109,11 @@ class TextModality:
         )
         line = (f"train: tokens of {coverage['rows']} train texts: {coverage['unknown_share']:.1%} unknown; "
                 f"{coverage['truncated_share']:.1%} of the texts are longer than model.max_length ({m.max_length}) and get cut off")
+        train_set = encode(tokenizer, train, m.max_length)
         return Prepared(
-            tokenizer, model, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length), DataCollatorWithPadding(tokenizer),
+            tokenizer, model, train_set, encode(tokenizer, val, m.max_length), DataCollatorWithPadding(tokenizer),
             None, [line], {f"tokens/{name}": round(coverage[name], 6) for name in ("unknown_share", "truncated_share")},
+            sum(len(row["input_ids"]) for row in train_set) / max(len(train_set), 1),
         )
 
     def save(self, model, processor, directory, *, labels: Sequence[str], m, train: pd.DataFrame) -> None:
@@ -180,7 +185,7 @@ class ImageModality:
                 + ("; a small ResNet built from its config and trained from scratch (model.name: default)" if source is None else ""))
         return Prepared(
             processor, model, images.ImageRows(train), images.ImageRows(val), images.ImageCollator(processor),
-            images.augmentation(augment, processor) if augment is not None else None, [line], {},
+            images.augmentation(augment, processor) if augment is not None else None, [line], {}, size[0] * size[1] / 256,
         )
 
     def save(self, model, processor, directory, *, labels: Sequence[str], m, train: pd.DataFrame) -> None:

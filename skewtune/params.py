@@ -215,7 +215,9 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: float = Field(2.0, gt=0, le=1000)
     max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`; otherwise at least 1")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | Literal["auto"] = Field(
+        "auto", description="rows per step and process; auto: 32 on the CPU, on a GPU by tokens per step (train.lr then scales)"
+    )
     eval_batch_size: int = Field(64, ge=1)
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0, lt=1)
@@ -239,7 +241,15 @@ class TrainParams(_Section):
     select_metric: str = Field("f1_macro", description="f1_macro, loss, f1:<label>, or a weighted sum like '0.6*f1_macro + 0.4*f1:spam'")
     group_by_length: bool = True
     nproc: int = Field(1, ge=1, le=64)
+    compile: bool = Field(False, description="torch.compile the model (the Trainer's torch_compile)")
     resume: bool = False
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _rows_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be auto (32 on the CPU, sized by tokens per step on a GPU) or a whole number of rows of at least 1")
 
     @field_validator("max_steps")
     @classmethod

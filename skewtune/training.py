@@ -7,7 +7,7 @@ logs each evaluation with dvclive, warns when the model collapses onto one class
 non-finite loss or gradient norm, and `SkewtuneTrainer`, the one Trainer subclass: each training
 technique of the params is a callback (`skewtune.callbacks`) or one of its overridden steps.
 Everything else (AMP and loss scaling, gradient accumulation, clipping after unscaling, schedulers,
-length-grouped batches, DDP, checkpoints) is the Trainer's own.
+length-grouped batches, with larger megabatches at large batch sizes, DDP, checkpoints) is the Trainer's own.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_gather
 
 from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
+from skewtune.devices import auto_batch_size, auto_learning_rate, loader_workers
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, build_loss, unweighted
 from skewtune.params import LossParams, TrainParams, parse_metric_expression
@@ -52,6 +54,18 @@ CURVE_POINTS = 100
 CURVES = {"loss": "loss", "val_f1": "f1", "val_share": "share"}
 # Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
 PROGRESS_SECONDS = 10.0
+# Optimizer steps whose loss and pre-clipping gradient norm stay on the device before the host reads them
+# (together, in one transfer; also at the end of each epoch). Reading a value makes the host wait for the
+# GPU to finish the step, so reading every step leaves a fast GPU idle; a divergence is then noticed at most
+# this many steps late, and those steps' weights are discarded with the failed run anyway.
+DIAGNOSTICS_STEPS = 50
+# The key of a Trainer log entry (and of state.log_history) that holds the window's per-step values.
+STEP_VALUES = "skewtune_steps"
+# Length-grouped batches: the fewest batches per megabatch (a random share of the rows, sorted by length and
+# cut into batches). A batch pads to its longest row, and in a megabatch of M batches each batch spans about 1/M
+# of the length distribution. transformers' own rule keeps 4 megabatches per epoch, which at large batches
+# leaves few batches in each: 4 at batch 256 on 4,128 rows, 48% of the SMS positions padding (16: 19%).
+MIN_MEGABATCH_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -142,10 +156,40 @@ def _scheduler(train: TrainParams, greater: bool) -> tuple[str, dict]:
     return HF_SCHEDULERS[train.scheduler], {}
 
 
+def resolve_batch_size(train: TrainParams, device: str, *, rows: int, tokens_per_row: float) -> TrainParams:
+    """`train` with batch_size auto replaced by auto_batch_size's rows and lr by auto_learning_rate's; a
+    batch_size given as a number keeps both as they are."""
+    if train.batch_size != "auto":
+        return train
+    size = auto_batch_size(device, rows=rows, tokens_per_row=tokens_per_row, epochs=train.epochs if train.max_steps == -1 else None)
+    return train.model_copy(update={"batch_size": size, "lr": auto_learning_rate(train.lr, size)})
+
+
+def device_arguments(device: str, *, nproc: int, compile: bool, tf32: bool, cpus: int | None) -> dict:
+    """The TrainingArguments that depend on the device. Fused AdamW everywhere (transformers' default with torch
+    2.8 or later; named so that it stays). On CUDA: pinned memory and DataLoader workers (loader_workers), and
+    TF32 matmuls for the fp32 parts (the master weights' updates, and everything under train.precision: fp32)
+    where the GPU has TF32 (`tf32`: Ampere or later). torch.compile when train.compile. Attention is the
+    model's default, SDPA wherever transformers has it for the model."""
+    workers = loader_workers(device, nproc, cpus)
+    return {
+        "optim": "adamw_torch_fused",
+        "use_cpu": device == "cpu",
+        "ddp_backend": "gloo" if device == "cpu" and distributed_rank() is not None else None,
+        "dataloader_pin_memory": device == "cuda",
+        "dataloader_num_workers": workers,
+        "dataloader_persistent_workers": workers > 0,
+        "tf32": True if device == "cuda" and tf32 else None,
+        "torch_compile": compile,
+    }
+
+
 def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):
     """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end;
-    `by_length`: whether rows have a length to group batches by (train.group_by_length; texts, not images)."""
+    train.batch_size is a number of rows here (resolve_batch_size); `by_length`: whether rows have a length
+    to group batches by (train.group_by_length; texts, not images)."""
     from transformers import TrainingArguments
+    from transformers.utils import is_torch_tf32_available
 
     greater = not selection.is_loss
     scheduler, scheduler_kwargs = _scheduler(train, greater)
@@ -166,9 +210,7 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         data_seed=train.seed,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
-        use_cpu=device == "cpu",
-        ddp_backend="gloo" if device == "cpu" and distributed_rank() is not None else None,
-        dataloader_pin_memory=device == "cuda",
+        **device_arguments(device, nproc=train.nproc, compile=train.compile, tf32=device == "cuda" and is_torch_tf32_available(), cpus=os.cpu_count()),
         train_sampling_strategy="group_by_length" if train.group_by_length and by_length else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
@@ -176,9 +218,10 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         load_best_model_at_end=True,
         metric_for_best_model=selection.metric_for_best_model,
         greater_is_better=greater,
-        # Every step is logged so that the callback sees each step's loss and pre-clipping gradient norm.
+        # The Trainer logs (and reads its running loss) once per window; the per-step values come with each
+        # window (SkewtuneTrainer.log) and the window ends early at each epoch's end (DiagnosticsCallback).
         logging_strategy="steps",
-        logging_steps=1,
+        logging_steps=DIAGNOSTICS_STEPS,
         logging_nan_inf_filter=False,
         label_names=["labels"],
         report_to="none",
@@ -198,19 +241,55 @@ class DiagnosticsCallback(TrainerCallback):
     last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
     `live` (a dvclive Live, on the main process only) and printed as one line. Between evaluations, a
     progress line every PROGRESS_SECONDS. The curves of CURVES are written as they grow (the training loss
-    every few steps), so that a viewer can follow a run. Warns when the val
-    predictions collapse onto one class; stops on a non-finite loss or gradient norm, except for steps that
-    fp16 loss scaling skipped."""
+    every few steps), so that a viewer can follow a run. Warns when the val predictions collapse onto one
+    class; stops on a non-finite loss or gradient norm, except for steps that fp16 loss scaling skipped.
+
+    The per-step values are kept on the device (`record_step`, called by SkewtuneTrainer at each optimizer
+    step) and read every DIAGNOSTICS_STEPS steps and at each epoch's end (`read_window`), so training does not
+    wait on the host each step; a divergence is reported with its own step and the window it was read in."""
 
     def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False) -> None:
         self.labels = list(labels)
         self.live = live
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
-        self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) since the last evaluation
+        self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) read since the last evaluation
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (loss, grad_norm, lr) not yet read
+        self._pending_at: list[tuple[int, float]] = []  # (global step, epoch) of each pending step
+        self._last_window: tuple[float, int, int] | None = None  # (mean loss, first step, last step) of the last read
         self.curves: dict[str, list[dict]] = {name: [] for name in CURVES}
         self._window: list[float] = []  # training losses since the last point of the loss curve
         self.curve_every = 1
+
+    def record_step(self, loss: torch.Tensor, grad_norm: torch.Tensor | float, lr: float) -> None:
+        """One optimizer step's summed micro-batch loss and pre-clipping gradient norm, left on their device."""
+        self._pending.append((loss.detach().float().reshape(()), torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device).reshape(()), lr))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if len(self._pending_at) < len(self._pending):
+            self._pending_at.append((state.global_step, float(state.epoch)))
+        if state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
+            self._progress(args, state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_log = True  # the last window of the epoch is read before its evaluation
+
+    def read_window(self, gather: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> list[dict[str, float]]:
+        """The pending steps as JSON-able dicts (step, epoch, loss, grad_norm, learning_rate), in one transfer
+        to the host. `gather` concatenates a tensor across DDP ranks (collective: every rank calls this); the
+        loss is the mean over the ranks, as the Trainer logs it, and the gradient norm, the same on every rank
+        after the all-reduce, too."""
+        if not self._pending:
+            return []
+        values = torch.stack([torch.stack(pair) for *pair, _ in self._pending])  # (steps, 2)
+        gathered = gather(values)
+        values = gathered.reshape(-1, *values.shape).mean(dim=0).tolist()
+        window = [
+            {"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm, "learning_rate": lr}
+            for (step, epoch), (loss, grad_norm), (*_, lr) in zip(self._pending_at, values, self._pending, strict=True)
+        ]
+        self._pending, self._pending_at = [], []
+        return window
 
     def on_train_begin(self, args, state, control, **kwargs):
         # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir. Here,
@@ -224,38 +303,45 @@ class DiagnosticsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
         self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
-        if "loss" in entry and state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
-            self._progress(args, state)
 
     def _progress(self, args, state) -> None:
-        """One line: step/total, training rows per second, ETA, and the mean loss since the last evaluation."""
+        """One line: step/total, training rows per second, ETA, and the mean loss of the last window of steps
+        read (up to DIAGNOSTICS_STEPS steps behind; none before the first read)."""
         now = self._last_progress = time.monotonic()
         steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         left = (state.max_steps - state.global_step) / steps_per_second if steps_per_second else math.inf
-        loss = np.mean([step[0] for step in self._steps]) if self._steps else math.nan
+        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if self._last_window else ""
         print(
             f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}), "
-            f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}, train loss {loss:.4f}",
+            f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}{loss}",
             flush=True,
         )
 
     def _consume(self, entry: dict, total_epochs: float, *, is_main: bool, replay: bool) -> None:
         if "loss" in entry:
-            self._train_step(entry)
+            # A window's steps; an entry without them (a plain Trainer's log) counts as one step.
+            window = entry.get(STEP_VALUES, [entry])
+            for step in window:
+                self._train_step(step, window)
+            self._write_curves(("loss",))
+            losses = [step["loss"] for step in window if math.isfinite(step["loss"])]
+            if losses:
+                self._last_window = (float(np.mean(losses)), window[0]["step"], window[-1]["step"])
         elif "eval_loss" in entry:
             self._evaluation(entry, total_epochs, is_main, replay)
 
-    def _train_step(self, entry: dict) -> None:
+    def _train_step(self, entry: dict, window: list[dict]) -> None:
         loss, grad_norm, lr = entry["loss"], entry.get("grad_norm", math.nan), entry.get("learning_rate", math.nan)
         # The Trainer logs the gradient norm of every step (before clipping). A non-finite one with a finite
         # loss has already been applied: clipping turns inf into NaN weights, and the next loss would be NaN.
         bad_grad = "grad_norm" in entry and not math.isfinite(grad_norm)
         if (not math.isfinite(loss) or bad_grad) and not self.fp16:
             what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm} (the loss {loss:.4g} is finite)"
+            read = f"; read with steps {window[0]['step']}-{window[-1]['step']}" if len(window) > 1 else ""
             raise SkewtuneError(
                 f"{what} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
-                f"learning rate {lr:.3g}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
+                f"learning rate {lr:.3g}{read}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "
                 "or check the training texts; with fp16, bf16 or fp32 precision is safer"
             )
         if not math.isfinite(loss):
@@ -267,7 +353,6 @@ class DiagnosticsCallback(TrainerCallback):
         if entry["step"] % self.curve_every == 0:
             self._add_points("loss", entry, [("train", float(np.mean(self._window)))])
             self._window = []
-            self._write_curves(("loss",))
 
     def _add_points(self, curve: str, entry: dict, values: list[tuple[str, float]]) -> None:
         field = CURVES[curve]
@@ -330,6 +415,25 @@ class DiagnosticsCallback(TrainerCallback):
         return self.evaluations.get(best_step, {}) if best_step is not None else {}
 
 
+class LengthGroupedBatches(LengthGroupedSampler):
+    """transformers' length-grouped sampler with megabatches of at least MIN_MEGABATCH_BATCHES batches (or the
+    whole epoch). Where transformers' rule gives that many already (e.g. batch 32 on 2,048 rows or more, the
+    defaults), the order is transformers' own, unchanged. Otherwise a megabatch covers most or all of the
+    epoch, whose batches would then run from the longest rows to the shortest (on SMS: from spam-rich to
+    ham-rich), so the order of the full batches is shuffled; the first (it holds the longest row, so that a
+    batch too large for memory fails at once) and a short last batch keep their places."""
+
+    def __iter__(self):
+        rows, size = len(self.lengths), self.batch_size
+        if min(rows // (size * 4), 50) >= MIN_MEGABATCH_BATCHES:
+            return iter(get_length_grouped_indices(self.lengths, size, generator=self.generator))
+        batches = math.ceil(rows / size)
+        indices = get_length_grouped_indices(self.lengths, size, mega_batch_mult=min(MIN_MEGABATCH_BATCHES, batches), generator=self.generator)
+        full = rows // size
+        order = [0, *(torch.randperm(full - 1, generator=self.generator) + 1).tolist(), *range(full, batches)] if full > 1 else range(batches)
+        return iter([i for batch in order for i in indices[batch * size : (batch + 1) * size]])
+
+
 # Test-only: `SKEWTUNE_TEST_HOLD=<event>:<marker>` makes the train stage stop at `event`, write `marker` and wait
 # there for a signal, so that an interruption test knows where training is when its signal arrives instead of
 # racing a run that may finish first. Events: "checkpoint" (the first checkpoint is complete) and "save" (training
@@ -380,15 +484,20 @@ RAW_WEIGHTS = "raw_weights.safetensors"
 
 class SkewtuneTrainer(Trainer):
     """The Trainer with the techniques that cannot be callbacks: adversarial training on the word embeddings
-    and image augmentation of training batches (`training_step`), and the EMA weights in evaluation and
-    checkpoints (`evaluate`, `_save_checkpoint`, `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the
-    ExponentialMovingAverage callback, `augment` a function of a batch's pixel_values; None turns each off, and
-    the Trainer then runs unchanged."""
+    and image augmentation of training batches (`training_step`), the EMA weights in evaluation and checkpoints
+    (`evaluate`, `_save_checkpoint`, `_load_from_checkpoint`), and each optimizer step's loss and pre-clipping
+    gradient norm handed, on the device, to the DiagnosticsCallback among the callbacks (`training_step`,
+    `_get_grad_norm`), whose values each windowed log entry carries (`log`); length-grouped batches come from
+    LengthGroupedBatches (`_get_train_sampler`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage
+    callback, `augment` a function of a batch's pixel_values; None (and no DiagnosticsCallback) turns each off,
+    and the Trainer then runs unchanged."""
 
     def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None,
                  augment: Callable | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.attack, self.ema, self.augment = attack, ema, augment
+        self.diagnostics = next((c for c in self.callback_handler.callbacks if isinstance(c, DiagnosticsCallback)), None)
+        self._step_loss: torch.Tensor | None = None  # the clean loss of the optimizer step under way, on the device
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.augment is not None:  # training batches only: evaluation and prediction see the images as they are
@@ -397,7 +506,29 @@ class SkewtuneTrainer(Trainer):
         if self.attack is not None:
             # One more forward/backward at the perturbed embeddings; the logged loss stays the clean one.
             self.attack(self.model.get_input_embeddings(), lambda: super(SkewtuneTrainer, self).training_step(model, inputs, num_items_in_batch))
+        if self.diagnostics is not None:
+            # Summed over the micro-batches of gradient accumulation, as the Trainer's own running loss is.
+            self._step_loss = loss if self._step_loss is None else self._step_loss + loss
         return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Called once per optimizer step, after clipping (which returned the pre-clipping norm) and before the update.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.diagnostics is not None and self._step_loss is not None:
+            self.diagnostics.record_step(self._step_loss, math.nan if grad_norm is None else grad_norm, self._get_learning_rate())
+            self._step_loss = None
+        return grad_norm
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler = LengthGroupedBatches(sampler.batch_size, lengths=sampler.lengths, generator=sampler.generator)
+        return sampler
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.diagnostics is not None:
+            logs = {**logs, STEP_VALUES: self.diagnostics.read_window(lambda t: nested_gather(t, self.args.parallel_mode))}
+        super().log(logs, start_time)
 
     def evaluate(self, *args, **kwargs):
         if self.ema is None:

@@ -23,6 +23,7 @@ from skewtune.training import (
     hold_for_signal_from_environment,
     parse_selection,
     relaunch_distributed,
+    resolve_batch_size,
     training_arguments,
 )
 
@@ -59,11 +60,13 @@ def main() -> None:
     if m.lora.enabled:
         lora = m.lora
         model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+    t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
     args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length)
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
-        print(f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}", flush=True)
+        auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
+        print(f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, batch {t.batch_size}{auto}", flush=True)
         for line in prepared.lines:
             print(line, flush=True)
 

@@ -90,6 +90,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.select_metric": ("loss", ("train",)),
     "train.group_by_length": (False, ("train",)),
     "train.nproc": (2, ("train",)),
+    "train.compile": (True, ("train",)),
     "train.resume": (True, ("train",)),
     "loss.name": ("weighted_ce", ("train", "package")),
     "loss.class_weights": ("inverse_sqrt", ("train",)),

@@ -132,8 +132,10 @@ def test_training_prints_progress_lines(sms, tiny_bert_dir, tmp_path, monkeypatc
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("train: step ")]
     assert [int(re.match(r"train: step (\d+)/16 ", line).group(1)) for line in lines] == list(range(1, 17))
-    pattern = r"train: step \d+/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (\d+ min )?\d+ s, train loss (\d\.\d{4}|nan)"
+    pattern = r"train: step \d+/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (\d+ min )?\d+ s(, train loss \d\.\d{4} \(steps 1-8\))?"
     assert all(re.fullmatch(pattern, line) for line in lines), lines
+    # The loss is that of the last window read: none before epoch 1's steps are read, after its step 8.
+    assert ["train loss" in line for line in lines] == [False] * 8 + [True] * 8
     assert "\r" not in out
 
 
@@ -418,3 +420,192 @@ def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
     assert check_coverage(coverage(0.30), tokenizer, "m") is not None
     with pytest.raises(SkewtuneError, match=r"^model\.name: the model's vocabulary does not cover this text: 31%"):
         check_coverage(coverage(0.31), tokenizer, "m")
+
+
+# The calls that copy a tensor's value to the host: on a GPU each one makes the host wait for the queued work.
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+# Per-step reads that are not skewtune's diagnostics, told apart by the file that makes the call: the loss's
+# label check, made only where the labels are already on the host (a device-side assert on a GPU), and
+# transformers' SDPA mask builder, which asks whether the batch has any padding (torch.compile traces it away).
+PER_STEP_ELSEWHERE = ("skewtune/losses.py", "transformers/masking_utils.py")
+
+
+class HostReadCounter(TrainerCallback):
+    """Counts HOST_READS by call site from each epoch's first optimizer step to its end (the sampler's shuffle at
+    the start of an epoch and the evaluation after it are left out), while `torch.Tensor` is patched."""
+
+    def __init__(self) -> None:
+        self.counting, self.sites = False, {}
+
+    def patch(self, monkeypatch) -> None:
+        import traceback
+
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                if self.counting:
+                    caller = traceback.extract_stack(limit=2)[0]
+                    site = f"{Path(caller.filename).parent.name}/{Path(caller.filename).name}"
+                    self.sites[site] = self.sites.get(site, 0) + 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.counting = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Reads the epoch's last window first (DiagnosticsCallback asks for the log), then evaluates.
+        self.counting = "window"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.counting == "window":
+            self.counting = False
+
+
+def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir, monkeypatch):
+    """The real Trainer, 2 epochs of 60 optimizer steps: the loss and the pre-clipping gradient norm of each step
+    reach the host in one transfer per window of DIAGNOSTICS_STEPS steps (and at each epoch's end), not each step.
+    Reading them every step (as before) made at least 2 host reads per step, 240 here; now at most 3 per window
+    (the Trainer's running loss and its last gradient norm, and skewtune's window), whatever the steps."""
+    from skewtune.training import DIAGNOSTICS_STEPS
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    frame = pd.DataFrame({"text": [f"message {i} " + "word " * (i % 7) for i in range(240)], "label_id": [0, 1] * 120})
+    rows = encode(tokenizer, frame, 16)
+    selection = parse_selection("f1_macro", LABELS)
+    train = TrainParams(epochs=2, batch_size=4, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0)
+    args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
+    counter, diagnostics = HostReadCounter(), DiagnosticsCallback(LABELS)
+    trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[120, 120], labels=LABELS),
+                            labels=LABELS, selection=selection, callbacks=[diagnostics, counter])
+    counter.patch(monkeypatch)
+    trainer.train()
+    monkeypatch.undo()
+
+    steps_per_epoch = 60
+    windows = 2 * math.ceil(steps_per_epoch / DIAGNOSTICS_STEPS)
+    assert trainer.state.global_step == 2 * steps_per_epoch and windows < steps_per_epoch / 10
+    diagnostics_reads = {site: n for site, n in counter.sites.items() if site not in PER_STEP_ELSEWHERE}
+    assert sum(diagnostics_reads.values()) <= 3 * windows, counter.sites
+    assert counter.sites.get("skewtune/training.py") == windows  # one transfer per window
+    assert all(counter.sites.get(site, 0) <= 2 * trainer.state.global_step for site in PER_STEP_ELSEWHERE), counter.sites
+    # Every step's values arrived: 2 evaluations of 60 steps, each with its mean and max gradient norm.
+    assert sorted(diagnostics.evaluations) == [60, 120]
+    for values in diagnostics.evaluations.values():
+        assert math.isfinite(values["train/loss"]) and 0 < values["train/grad_norm"] <= values["train/grad_norm_max"]
+
+
+def test_length_grouped_batches_bound_padding_at_large_batches(tiny_bert_dir, tmp_path):
+    """At batch 256 on 4,128 heavy-tailed lengths transformers' sampler sorts megabatches of 4 batches; skewtune's
+    of 16, with the batch order shuffled: far less padding, every row once, the longest row in the first batch
+    and the short batch last. Where transformers' megabatches hold 16 batches already (batch 32 here) the order
+    is exactly transformers'. The Trainer built by build_trainer samples with it."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from skewtune.training import LengthGroupedBatches
+
+    lengths = np.random.default_rng(0).lognormal(3.0, 0.6, 4128).clip(3, 128).astype(int).tolist()
+
+    def batches(sampler_class, size, seed):
+        order = list(sampler_class(size, lengths=lengths, generator=torch.Generator().manual_seed(seed)))
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def useful(batched):
+        return sum(sum(lengths[i] for i in b) for b in batched) / sum(len(b) * max(lengths[i] for i in b) for b in batched)
+
+    ours, theirs = batches(LengthGroupedBatches, 256, 0), batches(LengthGroupedSampler, 256, 0)
+    assert sorted(i for b in ours for i in b) == list(range(4128))
+    assert useful(ours) > 0.8 and useful(theirs) < 0.65
+    assert lengths.index(max(lengths)) in ours[0] and len(ours[-1]) == 4128 % 256
+    firsts = [max(lengths[i] for i in b) for b in ours[1:-1]]
+    assert firsts != sorted(firsts, reverse=True)  # not one long-to-short sweep over the epoch
+    assert batches(LengthGroupedBatches, 256, 1) != ours
+    assert batches(LengthGroupedBatches, 32, 3) == batches(LengthGroupedSampler, 32, 3)
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    rows = encode(tokenizer, pd.DataFrame({"text": ["a b c", "d e"] * 8, "label_id": [0, 1] * 8}), 16)
+    selection = parse_selection("f1_macro", LABELS)
+    train = TrainParams(epochs=1, batch_size=4, early_stopping_patience=0)
+    args = training_arguments(str(tmp_path), train, precision="fp32", device="cpu", selection=selection)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    trainer = build_trainer(model, tokenizer, args, rows, rows, train=train, loss_fn=build_loss(LossParams(), class_counts=[8, 8]), labels=LABELS, selection=selection)
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedBatches)
+
+
+def test_device_arguments_cpu_and_cuda(tmp_path):
+    """The device-dependent TrainingArguments: on the CPU what it was (fused AdamW, transformers' default with
+    torch 2.8+, no workers, no pinned memory, no TF32); on CUDA pinned memory, loader workers leaving a core
+    per process, TF32 where the GPU has it. The CUDA mapping is checked as the dict that training_arguments
+    passes on: building TrainingArguments for CUDA needs a GPU."""
+    from skewtune.training import device_arguments
+
+    cpu = device_arguments("cpu", nproc=1, compile=False, tf32=False, cpus=16)
+    assert cpu == {"optim": "adamw_torch_fused", "use_cpu": True, "ddp_backend": None, "dataloader_pin_memory": False, "dataloader_num_workers": 0,
+                   "dataloader_persistent_workers": False, "tf32": None, "torch_compile": False}
+    cuda = device_arguments("cuda", nproc=1, compile=True, tf32=True, cpus=16)
+    assert cuda == {**cpu, "use_cpu": False, "dataloader_pin_memory": True, "dataloader_num_workers": 4, "dataloader_persistent_workers": True,
+                    "tf32": True, "torch_compile": True}
+    assert device_arguments("cuda", nproc=4, compile=False, tf32=False, cpus=16)["dataloader_num_workers"] == 3
+    assert device_arguments("cuda", nproc=2, compile=False, tf32=False, cpus=2)["dataloader_num_workers"] == 0
+    assert device_arguments("cuda", nproc=1, compile=False, tf32=False, cpus=16)["tf32"] is None  # a GPU before Ampere
+
+    selection = parse_selection("f1_macro", LABELS)
+    args = training_arguments(str(tmp_path), TrainParams(batch_size=32, compile=True), precision="fp32", device="cpu", selection=selection)
+    assert args.optim == "adamw_torch_fused" and args.use_cpu and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
+    assert args.tf32 is None and args.torch_compile and args.torch_compile_backend == "inductor"
+    assert args.logging_steps == 50 and args.per_device_train_batch_size == 32
+
+
+def test_batch_size_auto_and_its_learning_rate():
+    """auto: 32 rows on the CPU with train.lr unchanged; on CUDA ~16k tokens per step, a power of two from 32 to
+    1,024, at most rows x epochs / 100, and train.lr x sqrt(batch / 32). A number keeps its lr."""
+    from skewtune.devices import auto_batch_size
+    from skewtune.training import resolve_batch_size
+
+    assert auto_batch_size("cpu", rows=10**6, tokens_per_row=10, epochs=2) == 32
+    assert auto_batch_size("cuda", rows=4128, tokens_per_row=24.7, epochs=2) == 64  # SMS: 100 steps leave 82 rows
+    assert auto_batch_size("cuda", rows=100_000, tokens_per_row=24.7, epochs=2) == 512  # 16384 / 24.7 = 663
+    assert auto_batch_size("cuda", rows=100_000, tokens_per_row=24.7, epochs=None) == 512  # train.max_steps
+    assert auto_batch_size("cuda", rows=100_000, tokens_per_row=128, epochs=3) == 128
+    assert auto_batch_size("cuda", rows=10**7, tokens_per_row=4, epochs=1) == 1024
+    assert auto_batch_size("cuda", rows=500, tokens_per_row=24.7, epochs=2) == 32  # never below the CPU's 32
+
+    auto = TrainParams(lr=1e-4)
+    assert auto.batch_size == "auto"
+    on_cpu = resolve_batch_size(auto, "cpu", rows=4128, tokens_per_row=24.7)
+    assert (on_cpu.batch_size, on_cpu.lr) == (32, 1e-4)
+    on_gpu = resolve_batch_size(auto, "cuda", rows=100_000, tokens_per_row=24.7)
+    assert on_gpu.batch_size == 512 and on_gpu.lr == pytest.approx(4e-4)
+    fixed = TrainParams(batch_size=256, lr=1e-4)
+    assert resolve_batch_size(fixed, "cuda", rows=100_000, tokens_per_row=24.7) == fixed
+
+
+def test_compile_trains_a_compiled_model(tiny_bert_dir, tmp_path):
+    """train.compile: the real Trainer compiles the model (torch.compile), trains, evaluates and restores the best
+    checkpoint into a model that saves without the compiled wrapper's key prefixes. The backend is dynamo's
+    `eager` here (graph capture without code generation): inductor, the default, also ran on this CPU but takes
+    minutes to compile even a tiny model."""
+    from skewtune.modeling import save_classifier
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
+    assert model.config._attn_implementation == "sdpa"  # transformers' default attention where the model has it
+    rows = encode(tokenizer, pd.DataFrame({"text": [f"message {i} " + "word " * (i % 5) for i in range(32)], "label_id": [0, 1] * 16}), 16)
+    selection = parse_selection("f1_macro", LABELS)
+    train = TrainParams(epochs=1, batch_size=8, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0, compile=True)
+    args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
+    args.torch_compile_backend = "eager"
+    diagnostics = DiagnosticsCallback(LABELS)
+    trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[16, 16]),
+                            labels=LABELS, selection=selection, callbacks=[diagnostics])
+    trainer.train()
+    assert type(trainer.model_wrapped).__name__ == "OptimizedModule" and sorted(diagnostics.evaluations) == [4]
+    save_classifier(trainer.model, tokenizer, tmp_path / "model", labels=LABELS, max_length=16, text_pair=False)
+    saved, _, _ = load_trained(tmp_path / "model")
+    assert not any("_orig_mod" in key for key in saved.state_dict())
+    torch.testing.assert_close(saved.state_dict(), trainer.model.state_dict())
