@@ -487,6 +487,7 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
     """Stopped after the last epoch's checkpoint, while the model is being saved: the resumed run has no epoch
     left to train, and still writes the whole history and the best epoch to reports/train."""
     import stages.train
+    from skewtune.modality import TextModality
 
     root = make_project(tmp_path, sms, tiny_bert_dir, train={"epochs": 1})
     monkeypatch.chdir(root)
@@ -494,7 +495,7 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt("signal 15")
 
-        patch.setattr(stages.train, "save_classifier", interrupted)
+        patch.setattr(TextModality, "save", interrupted)
         with pytest.raises(KeyboardInterrupt):
             stages.train.main()
     assert _leftovers(root, TRAIN_OUTPUTS) == [] and _complete_checkpoint(root)
