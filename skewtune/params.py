@@ -285,6 +285,29 @@ class ThresholdParams(_Section):
         raise ValueError(f"unknown metric {value!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
 
 
+class BaselineParams(_Section):
+    enabled: bool = Field(True, description="fit the TF-IDF + logistic regression baseline beside the transformer")
+    min_df: int = Field(2, ge=1, description="an n-gram must occur in at least this many training texts to be a feature")
+    max_features: int = Field(200_000, ge=100, description="per vectorizer (word and char_wb, per text column): the most frequent n-grams kept")
+    max_rows: int = Field(200_000, ge=100, description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)")
+
+
+BLEND_CHOICES = ("auto", "off")
+
+
+class DecisionParams(_Section):
+    blend: Any = Field("auto", description="auto (a weight chosen on val, kept only if it beats the model alone) | off | a weight in [0, 1]")
+
+    @field_validator("blend", mode="before")
+    @classmethod
+    def _weight(cls, value: Any) -> Any:
+        if value in BLEND_CHOICES:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            return float(value)
+        raise ValueError("must be auto (a weight chosen on val), off, or the baseline's weight in [0, 1] (0 = the model alone, 1 = the baseline alone)")
+
+
 class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
@@ -299,7 +322,9 @@ class Params(_Section):
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     loss: LossParams = Field(default_factory=LossParams)
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
+    decision: DecisionParams = Field(default_factory=DecisionParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
     @model_validator(mode="after")
@@ -310,6 +335,9 @@ class Params(_Section):
             raise ValueError("train.ema_decay is set, but model.lora.enabled is true: EMA of LoRA adapters is not supported; set train.ema_decay: null or turn LoRA off")
         if t.adversarial != "none" and lora:
             raise ValueError(f"train.adversarial is {t.adversarial}, but model.lora.enabled is true: LoRA freezes the word embeddings that it perturbs; set train.adversarial: none or turn LoRA off")
+        blend = self.decision.blend
+        if isinstance(blend, float) and blend > 0 and not self.baseline.enabled:
+            raise ValueError(f"decision.blend is {blend:g}, but baseline.enabled is false: there is no baseline to blend in; set baseline.enabled: true, or decision.blend: auto or off")
         start = self.loss.reweight_from_epoch
         if start is not None and t.max_steps == -1 and start > math.ceil(t.epochs):
             raise ValueError(f"loss.reweight_from_epoch is {start}, beyond the last epoch (train.epochs is {t.epochs:g}): the class weights would never apply")
@@ -345,6 +373,8 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("loss.alpha", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
+    *((f"baseline.{key}", lambda p: p.baseline.enabled, "baseline.enabled: true") for key in ("min_df", "max_features", "max_rows")),
+    ("decision.blend", lambda p: p.baseline.enabled, "baseline.enabled: true"),
     ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
     ("threshold.min_confidence", lambda p: p.threshold.strategy == "tune", "threshold.strategy: tune"),
 )

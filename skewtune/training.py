@@ -32,6 +32,7 @@ from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, build_loss, unweighted
+from skewtune.metrics import COLLAPSE_SHARE
 from skewtune.params import LossParams, TrainParams, parse_metric_expression
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,6 @@ HF_SCHEDULERS = {
     "constant": "constant_with_warmup",  # constant after the warmup (none when train.warmup is 0)
     "reduce_on_plateau": "reduce_lr_on_plateau",
 }
-# A share of val predictions in one class at or above this is reported as a collapse.
-COLLAPSE_SHARE = 0.95
 # Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
 PROGRESS_SECONDS = 10.0
 
