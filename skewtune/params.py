@@ -192,6 +192,7 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: float = Field(2.0, gt=0, le=1000)
     max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`; otherwise at least 1")
+    min_steps: int = Field(200, ge=0, description="small data: more epochs when `epochs` would give fewer optimizer steps than this; 0 = off")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -289,7 +290,7 @@ class BaselineParams(_Section):
     enabled: bool = Field(True, description="fit the TF-IDF + logistic regression baseline beside the transformer")
     min_df: int = Field(2, ge=1, description="an n-gram must occur in at least this many training texts to be a feature")
     max_features: int = Field(200_000, ge=100, description="per vectorizer (word and char_wb, per text column): the most frequent n-grams kept")
-    max_rows: int = Field(200_000, ge=100, description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)")
+    max_rows: int = Field(100_000, ge=100, description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)")
 
 
 BLEND_CHOICES = ("auto", "off")
@@ -360,6 +361,7 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("resample.seed", lambda p: p.resample.strategy != "none", "a resample.strategy other than none"),
     *((f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true") for key in ("r", "alpha", "dropout", "target_modules")),
     ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
+    ("train.min_steps", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
     ("train.min_lr_ratio", lambda p: p.train.scheduler == "cosine", "train.scheduler: cosine"),
     *((f"train.plateau_{key}", lambda p: p.train.scheduler == "reduce_on_plateau", "train.scheduler: reduce_on_plateau") for key in ("factor", "patience")),
     ("train.early_stopping_min_epochs", lambda p: p.train.early_stopping_patience > 0, "train.early_stopping_patience above 0"),

@@ -136,6 +136,35 @@ def _scheduler(train: TrainParams, greater: bool) -> tuple[str, dict]:
     return HF_SCHEDULERS[train.scheduler], {}
 
 
+def steps_per_epoch(train: TrainParams, rows: int) -> int:
+    """Optimizer steps in one epoch of `rows` training rows, as the Trainer counts them."""
+    batches = math.ceil(rows / (train.batch_size * train.nproc))
+    return max(1, math.ceil(batches / train.grad_accum))
+
+
+def for_train_size(train: TrainParams, rows: int) -> tuple[TrainParams, str | None]:
+    """The train params adapted to `rows` training rows, and a line saying how (None: unchanged).
+
+    With few rows an epoch is a handful of optimizer steps: 2 epochs of 480 rows are 30 steps at batch 32,
+    and the model is left predicting the majority class. So when train.epochs gives fewer than
+    train.min_steps steps (and train.max_steps is -1), training runs for the fewest whole epochs that
+    reach min_steps, and early stopping counts only from half of them on (a small model sits at the
+    majority class for several epochs before it moves; patience counted from the start stops it there).
+    The default 200 is below the 228 steps of 2 epochs of the embedded data, which are known to train
+    well: larger data keeps train.epochs and early stopping as set. Warmup as a share scales with the length.
+    """
+    per_epoch = steps_per_epoch(train, rows)
+    planned = math.ceil(train.epochs * per_epoch)
+    if train.max_steps != -1 or planned >= train.min_steps:
+        return train, None
+    epochs = math.ceil(train.min_steps / per_epoch)
+    start = max(train.early_stopping_min_epochs, epochs // 2)
+    adapted = train.model_copy(update={"epochs": float(epochs), "early_stopping_min_epochs": start})
+    stopping = f", early stopping from epoch {start}" if train.early_stopping_patience else ""
+    return adapted, (f"train: {rows} rows are {per_epoch} optimizer steps per epoch: train.epochs {train.epochs:g} would be {planned} steps, "
+                     f"fewer than train.min_steps {train.min_steps}; training {epochs} epochs ({epochs * per_epoch} steps){stopping}")
+
+
 def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection):
     """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end."""
     from transformers import TrainingArguments

@@ -30,6 +30,7 @@ from skewtune.training import (
     build_training_loss,
     checkpoint_to_resume,
     distributed_rank,
+    for_train_size,
     hold_for_signal_from_environment,
     parse_selection,
     relaunch_distributed,
@@ -39,9 +40,10 @@ from skewtune.training import (
 
 def main() -> None:
     p = load_params()
-    m, t, lo = p.model, p.train, p.loss
+    m, lo = p.model, p.loss
     labels = read_labels()
     train, val = read_examples(RESAMPLED, labels, "resample"), read_examples(split_path("val"), labels, "split")
+    t, adapted = for_train_size(p.train, len(train))
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
     check_processes(t.nproc, device, torch.cuda.device_count())
@@ -62,6 +64,8 @@ def main() -> None:
             raise SkewtuneError(f"training in {t.nproc} processes (train.nproc) failed with exit status {status}; the messages above say why")
         return
     is_main = distributed_rank() in (None, 0)
+    if is_main and adapted:
+        print(adapted, flush=True)
 
     set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
     model = load_classifier(

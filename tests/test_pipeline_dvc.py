@@ -62,6 +62,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "model.lora.target_modules": (["query", "value"], ("train",)),
     "train.epochs": (2, ("train", "package")),
     "train.max_steps": (5, ("train",)),
+    "train.min_steps": (100, ("train",)),
     "train.batch_size": (8, ("train", "package")),
     "train.eval_batch_size": (16, ("train", "predict", "score")),
     "train.grad_accum": (2, ("train",)),
@@ -95,6 +96,11 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "loss.tau": (0.5, ("train",)),
     "loss.label_smoothing": (0.1, ("train",)),
     "loss.reweight_from_epoch": (2, ("train",)),  # status only: never run with this repo's train.epochs of 1
+    "baseline.enabled": (False, ("baseline",)),
+    "baseline.min_df": (3, ("baseline",)),
+    "baseline.max_features": (5000, ("baseline",)),
+    "baseline.max_rows": (200, ("baseline",)),
+    "decision.blend": ("off", ("tune_threshold",)),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
     "threshold.metric": ("mcc", ("tune_threshold", "package")),
     "threshold.min_precision": (0.5, ("tune_threshold",)),
@@ -123,8 +129,10 @@ def tiny_params(model_dir) -> dict:
         "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
         "split": {"val_size": 0.2, "test_size": 0.2},
         "model": {"name": str(model_dir), "max_length": 32},
-        "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
+        "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
         "loss": {"name": "focal", "gamma": 2.0},
+        # A fixed weight: the blend is applied by every stage after the decision and by `skewtune predict`, whatever val says.
+        "decision": {"blend": 0.5},
     }
 
 
@@ -138,7 +146,7 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     sample.to_csv(raw, sep="\t", index=False)
     make_repo(root, tiny_params(tiny_bert_dir), {"sms.tsv": raw})
     out = dvc(["repro"], root)
-    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", *ALL_AFTER_TRAIN}, out.stdout
+    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", "baseline", *ALL_AFTER_TRAIN}, out.stdout
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "baseline run"], root)
     return root
@@ -189,6 +197,20 @@ def test_loss_gamma_reruns_train_and_after_but_no_data_stage(repo):
         set_params(repo, {"loss": {"gamma": 3.0}})
         out = dvc(["repro"], repo)
         assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
+
+
+def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"baseline": {"min_df": 1}})
+        out = dvc(["repro"], repo)
+        assert ran_stages(out.stdout) == {"check_params", "baseline", "tune_threshold", "evaluate", "package", "score", "relabel"}, out.stdout
+        report = json.loads((repo / "metrics/test.json").read_text())
+        assert 0 <= report["baseline_f1_macro"] <= 1 and report["vs_baseline_ci_low"] <= report["vs_baseline"] <= report["vs_baseline_ci_high"]
+        assert report["blend"] == 0.5 and (repo / "models/classifier/baseline.joblib").is_file()
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)

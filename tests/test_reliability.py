@@ -295,6 +295,10 @@ UNREAD_AND_READ = {
     "model.lora.dropout": ({"model": {"lora": {"dropout": 0.1}}}, {"model": {"lora": {"dropout": 0.1, "enabled": True}}}),
     "model.lora.target_modules": ({"model": {"lora": {"target_modules": ["query"]}}}, {"model": {"lora": {"target_modules": ["query"], "enabled": True}}}),
     "train.epochs": ({"train": {"epochs": 3, "max_steps": 10}}, {"train": {"epochs": 3}}),
+    "train.min_steps": ({"train": {"min_steps": 50, "max_steps": 10}}, {"train": {"min_steps": 50}}),
+    **{f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
+       for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))},
+    "decision.blend": ({"decision": {"blend": "off"}, "baseline": {"enabled": False}}, {"decision": {"blend": "off"}}),
     "loss.class_weights": ({"loss": {"class_weights": "inverse_sqrt"}}, {"loss": {"class_weights": "inverse_sqrt", "name": "weighted_ce"}}),
     "loss.beta": ({"loss": {"beta": 0.99, "name": "weighted_ce"}}, {"loss": {"beta": 0.99, "name": "weighted_ce", "class_weights": "effective_number"}}),
     "loss.alpha": ({"loss": {"alpha": "balanced", "name": "weighted_ce"}}, {"loss": {"alpha": "balanced", "name": "focal"}}),
