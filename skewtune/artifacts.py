@@ -32,6 +32,8 @@ from skewtune.io import json_text
 
 # ------------------------------------------------------------------------------------------- paths
 
+PIPELINE_FILE = "dvc.yaml"
+EFFECTIVE_DIR = "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
 RAW_DIR = "data/raw"
 DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset
 LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
@@ -76,6 +78,10 @@ _TINY = np.finfo(np.float64).tiny
 def log_probs(probs: np.ndarray) -> np.ndarray:
     """log p with 0 mapped to a finite floor, as the offsets rule reads probabilities."""
     return np.log(np.maximum(probs, _TINY))
+
+
+def effective_path(stage: str) -> str:
+    return f"{EFFECTIVE_DIR}/{stage}.json"
 
 
 def split_path(name: str) -> str:

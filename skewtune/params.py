@@ -382,6 +382,60 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
 )
 
 
+# The params keys each stage of dvc.yaml reads, listed once. check_params writes the values of those that take effect
+# (less the unread CONDITIONAL_KEYS) to reports/effective/<stage>.json, the stage's only params dep in dvc.yaml.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column", "data.text_pair_column",
+        "data.label_column", "data.label_map", "data.test_path", "data.quoting", "data.max_dropped_share",
+        "data.unescape_html",
+    ),
+    "split": (
+        "split.val_size", "split.test_size", "split.seed",
+    ),
+    "resample": (
+        "resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed",
+    ),
+    "train": (
+        "model.name", "model.max_length", "model.init_bias", "model.hidden_dropout", "model.classifier_dropout",
+        "model.trust_remote_code", "model.lora.enabled", "model.lora.r", "model.lora.alpha", "model.lora.dropout",
+        "model.lora.target_modules", "train.epochs", "train.max_steps", "train.min_steps", "train.batch_size",
+        "train.eval_batch_size", "train.grad_accum", "train.lr", "train.weight_decay", "train.warmup",
+        "train.scheduler", "train.min_lr_ratio", "train.plateau_factor", "train.plateau_patience",
+        "train.max_grad_norm", "train.seed", "train.precision", "train.device", "train.early_stopping_patience",
+        "train.early_stopping_min_epochs", "train.ema_decay", "train.adversarial", "train.adversarial_epsilon",
+        "train.pgd_steps", "train.pgd_alpha", "train.select_metric", "train.group_by_length", "train.nproc",
+        "train.resume", "loss.name", "loss.class_weights", "loss.beta", "loss.alpha", "loss.gamma", "loss.tau",
+        "loss.label_smoothing", "loss.reweight_from_epoch",
+    ),
+    "predict": (
+        "model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision",
+    ),
+    "baseline": (
+        "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows",
+    ),
+    "tune_threshold": (
+        "threshold.strategy", "threshold.metric", "threshold.min_precision", "threshold.positive_label",
+        "threshold.min_confidence", "decision.blend",
+    ),
+    "evaluate": (
+        "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
+    ),
+    "package": (
+        "data.text_column", "data.text_pair_column", "data.unescape_html", "model.name", "model.max_length",
+        "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy", "threshold.strategy",
+        "threshold.metric",
+    ),
+    "score": (
+        "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column", "data.text_pair_column",
+        "train.eval_batch_size", "train.device", "train.precision",
+    ),
+    "relabel": (
+        "data.text_column", "data.text_pair_column", "evaluate.error_rows",
+    ),
+}
+
+
 def _value(params: BaseModel, key: str) -> Any:
     for part in key.split("."):
         params = getattr(params, part)
@@ -391,6 +445,44 @@ def _value(params: BaseModel, key: str) -> Any:
 def param_values(params: Params, keys: Sequence[str]) -> dict[str, Any]:
     """{dotted key: value} of the given keys."""
     return {key: _value(params, key) for key in keys}
+
+
+def unread_keys(params: Params) -> set[str]:
+    """The conditional keys that the chosen options do not read (whatever their values)."""
+    return {key for key, is_read, _ in CONDITIONAL_KEYS if not is_read(params)}
+
+
+def all_keys(model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, in its order."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += all_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def effective_config(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """{key: value} of the `keys` that take effect with these params (the unread conditional ones left out): what a
+    stage's result depends on, so that a change to a key without effect changes nothing here."""
+    unread = unread_keys(params)
+    return {key: _plain(_value(params, key)) for key in keys if key not in unread}
+
+
+def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:
+    """Every key listed for a stage is a params key, and every params key is listed for some stage (a key that
+    no stage lists would re-run nothing when changed)."""
+    known = all_keys()
+    unknown = sorted({key for keys in stage_keys.values() for key in keys} - set(known))
+    unlisted = [key for key in known if not any(key in keys for keys in stage_keys.values())]
+    if unknown or unlisted:
+        raise SkewtuneError(f"skewtune/params.py STAGE_KEYS: unknown key(s) {unknown}; key(s) no stage lists {unlisted}")
 
 
 def unused_settings(params: Params) -> list[str]:

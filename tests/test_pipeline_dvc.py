@@ -14,10 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from dvc_repo import dvc, make_repo, ran_stages, run, set_params
-from skewtune.params import Params
+from skewtune.params import all_keys, check_stage_keys
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +25,8 @@ ALL_AFTER_TRAIN = ("train", "predict", "tune_threshold", "evaluate", "package", 
 READ_INPUT = ("ingest", "score")  # the stages that read raw files
 COLUMNS = ("ingest", "package", "score", "relabel")
 
-# Every params key -> (a different valid value, the stages whose declared deps that key is).
-# `check_params` depends on the whole file and is expected on every change (see dvc.yaml).
+# Every params key -> (a different valid value, the stages in which it takes effect with tiny_params: those whose
+# reports/effective/<stage>.json changes). `check_params` tracks every key and is expected on every change.
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.source": ("data/raw/other.tsv", DATA),
     "data.format": ("tsv", READ_INPUT),
@@ -46,9 +45,9 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
     "resample.strategy": ("random_under", ("resample", "package")),
-    "resample.over_ratio": (0.5, ("resample",)),
-    "resample.under_ratio": (0.8, ("resample",)),
-    "resample.seed": (7, ("resample",)),
+    "resample.over_ratio": (0.5, ()),  # resample.strategy none: no effect, nothing re-runs
+    "resample.under_ratio": (0.8, ()),
+    "resample.seed": (7, ()),
     "model.name": ("some/other-model", ("train", "package")),
     "model.max_length": (48, ("train", "package")),
     "model.init_bias": ("zero", ("train",)),
@@ -56,12 +55,12 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "model.classifier_dropout": (0.2, ("train",)),
     "model.trust_remote_code": (True, ("train", "predict")),
     "model.lora.enabled": (True, ("train",)),
-    "model.lora.r": (4, ("train",)),
-    "model.lora.alpha": (8, ("train",)),
-    "model.lora.dropout": (0.1, ("train",)),
-    "model.lora.target_modules": (["query", "value"], ("train",)),
+    "model.lora.r": (4, ()),  # LoRA off
+    "model.lora.alpha": (8, ()),
+    "model.lora.dropout": (0.1, ()),
+    "model.lora.target_modules": (["query", "value"], ()),
     "train.epochs": (2, ("train", "package")),
-    "train.max_steps": (5, ("train",)),
+    "train.max_steps": (5, ("train", "package")),  # train.epochs then has no effect: the card's epochs go
     "train.min_steps": (100, ("train",)),
     "train.batch_size": (8, ("train", "package")),
     "train.eval_batch_size": (16, ("train", "predict", "score")),
@@ -70,9 +69,9 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.weight_decay": (0.0, ("train",)),
     "train.warmup": (0.2, ("train",)),
     "train.scheduler": ("cosine", ("train",)),
-    "train.min_lr_ratio": (0.1, ("train",)),
-    "train.plateau_factor": (0.5, ("train",)),
-    "train.plateau_patience": (2, ("train",)),
+    "train.min_lr_ratio": (0.1, ()),  # linear scheduler
+    "train.plateau_factor": (0.5, ()),
+    "train.plateau_patience": (2, ()),
     "train.max_grad_norm": (0.5, ("train",)),
     "train.seed": (7, ("train",)),
     "train.precision": ("fp32", ("train", "predict", "score")),
@@ -81,29 +80,29 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.early_stopping_min_epochs": (3, ("train",)),
     "train.ema_decay": (0.999, ("train",)),
     "train.adversarial": ("fgm", ("train",)),
-    "train.adversarial_epsilon": (0.5, ("train",)),
-    "train.pgd_steps": (2, ("train",)),
-    "train.pgd_alpha": (0.1, ("train",)),
+    "train.adversarial_epsilon": (0.5, ()),  # no adversarial training
+    "train.pgd_steps": (2, ()),
+    "train.pgd_alpha": (0.1, ()),
     "train.select_metric": ("loss", ("train",)),
     "train.group_by_length": (False, ("train",)),
     "train.nproc": (2, ("train",)),
     "train.resume": (True, ("train",)),
     "loss.name": ("weighted_ce", ("train", "package")),
-    "loss.class_weights": ("inverse_sqrt", ("train",)),
-    "loss.beta": (0.99, ("train",)),
+    "loss.class_weights": ("inverse_sqrt", ()),  # focal loss without alpha
+    "loss.beta": (0.99, ()),
     "loss.alpha": ("balanced", ("train",)),
     "loss.gamma": (3.0, ("train",)),
-    "loss.tau": (0.5, ("train",)),
+    "loss.tau": (0.5, ()),
     "loss.label_smoothing": (0.1, ("train",)),
-    "loss.reweight_from_epoch": (2, ("train",)),  # status only: never run with this repo's train.epochs of 1
-    "baseline.enabled": (False, ("baseline",)),
+    "loss.reweight_from_epoch": (2, ()),  # focal without alpha: no weights to defer
+    "baseline.enabled": (False, ("baseline", "tune_threshold")),  # decision.blend then has no effect
     "baseline.min_df": (3, ("baseline",)),
     "baseline.max_features": (5000, ("baseline",)),
     "baseline.max_rows": (200, ("baseline",)),
     "decision.blend": ("off", ("tune_threshold",)),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
     "threshold.metric": ("mcc", ("tune_threshold", "package")),
-    "threshold.min_precision": (0.5, ("tune_threshold",)),
+    "threshold.min_precision": (0.5, ()),  # threshold.metric f1_macro
     "threshold.positive_label": ("ham", ("tune_threshold",)),
     "threshold.min_confidence": (0.5, ("tune_threshold",)),
     "evaluate.bootstrap_resamples": (2000, ("evaluate",)),
@@ -111,17 +110,6 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "evaluate.seed": (1, ("evaluate",)),
     "evaluate.error_rows": (10, ("relabel",)),
 }
-
-
-def schema_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
-    keys = set()
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys |= schema_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.add(prefix + name)
-    return keys
 
 
 def tiny_params(model_dir) -> dict:
@@ -152,13 +140,26 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     return root
 
 
+# Keys changed together with the one under test: a fixed decision.blend needs the baseline.
+ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}}
+
+
 def changed_stages(repo) -> set[str]:
     status = json.loads(dvc(["status", "--json"], repo).stdout or "{}")
     return {name.split(":")[-1] for name in status}
 
 
+def write_effective(repo, monkeypatch) -> None:
+    """What `dvc repro` runs first: check_params, which rewrites reports/effective/ (the stages' params deps)."""
+    from stages import check_params
+
+    monkeypatch.chdir(repo)
+    check_params.main()
+
+
 def test_every_params_key_is_in_the_table():
-    assert set(KEY_CHANGES) == schema_keys()
+    assert set(KEY_CHANGES) == set(all_keys())
+    check_stage_keys()  # and every key is listed for the stages that read it
 
 
 def test_clean_after_repro(repo):
@@ -166,16 +167,18 @@ def test_clean_after_repro(repo):
 
 
 @pytest.mark.parametrize("key", sorted(KEY_CHANGES))
-def test_one_key_changes_exactly_its_stages(repo, key):
+def test_one_key_changes_exactly_its_stages(repo, key, monkeypatch):
     value, expected = KEY_CHANGES[key]
     params_file = repo / "params.yaml"
     original = params_file.read_text()
     section, rest = key.split(".", 1)
     try:
-        set_params(repo, {section: {rest: value}})
+        set_params(repo, {section: {rest: value}, **ALSO.get(key, {})})
+        write_effective(repo, monkeypatch)
         assert changed_stages(repo) == {"check_params", *expected}
     finally:
         params_file.write_text(original)
+        write_effective(repo, monkeypatch)
 
 
 def test_threshold_metric_reruns_only_the_stages_after_the_model(repo):
@@ -214,6 +217,18 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)
+
+
+def test_exp_run_of_a_key_without_effect_reruns_nothing_but_check_params(repo):
+    """The design card's first experiment, `-S loss.gamma=3.0` under `loss.name: ce`, in this repo's terms: its loss
+    is focal, which does not read loss.tau. DVC runs check_params, whose effective configurations stay the same."""
+    out = dvc(["exp", "run", "-S", "loss.tau=3.0"], repo)
+    assert ran_stages(out.stdout) == {"check_params"}, out.stdout
+    assert "params.yaml: warning: loss.tau is 3.0, but only loss.name: logit_adjusted reads it" in out.stdout + out.stderr
+    shown = json.loads(dvc(["exp", "show", "--json"], repo).stdout)
+    assert '"loss.tau": 3.0' in json.dumps(shown)  # every key stays a column of `dvc exp show`
+    run(["git", "checkout", "--", "."], repo)  # back to the committed run: only git-tracked files changed
+    assert changed_stages(repo) == set()
 
 
 def test_typo_in_params_fails_repro_with_the_key(repo):

@@ -41,7 +41,7 @@ from skewtune import artifacts
 from skewtune.errors import SkewtuneError
 from skewtune.training import HOLD_ENV
 from skewtune.io import Outputs
-from skewtune.params import CONDITIONAL_KEYS, Params, load_params, unused_settings, validate_params
+from skewtune.params import CONDITIONAL_KEYS, STAGE_KEYS, Params, check_stage_keys, effective_config, load_params, unused_settings, validate_params
 from test_training import make_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,6 +373,24 @@ def test_check_params_cli_warns_of_an_unread_setting_and_passes(tmp_path):
     assert done.stderr == (
         "params.yaml: warning: loss.gamma is 3.0, but only loss.name: focal reads it: it has no effect here (its default is 2.0)\n"
     )
+    # the stages' effective configurations: the ce loss's train.json is the defaults' (gamma is not in it)
+    effective = json.loads((tmp_path / "reports/effective/train.json").read_text())
+    assert "loss.gamma" not in effective and effective["loss.name"] == "ce" and effective["train.lr"] == 1e-4
+    assert sorted(p.stem for p in (tmp_path / "reports/effective").iterdir()) == sorted(STAGE_KEYS)
+
+
+def test_effective_config_keeps_the_keys_that_take_effect():
+    focal = validate_params({"loss": {"name": "focal", "gamma": 3.0}})
+    assert effective_config(focal, STAGE_KEYS["train"])["loss.gamma"] == 3.0
+    ce = [effective_config(validate_params({"loss": {"gamma": gamma}}), STAGE_KEYS["train"]) for gamma in (2.0, 3.0)]
+    assert ce[0] == ce[1]  # what makes DVC skip train: its dep does not change
+    assert effective_config(validate_params({"model": {"lora": {"enabled": True}}}), STAGE_KEYS["train"])["model.lora.target_modules"] == "all-linear"
+
+
+def test_every_params_key_is_read_by_a_listed_stage():
+    check_stage_keys()
+    with pytest.raises(SkewtuneError, match=r"unknown key\(s\) \['loss.gama'\]; key\(s\) no stage lists \['loss.gamma'\]"):
+        check_stage_keys({**STAGE_KEYS, "train": tuple(k for k in STAGE_KEYS["train"] if k != "loss.gamma") + ("loss.gama",)})
 
 
 # ---------------------------------------------------------------------------------------------------------
