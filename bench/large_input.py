@@ -67,7 +67,7 @@ def main() -> None:
             set_params(workdir, {"resample": {"strategy": strategy}})
         results[label] = run_stage(name, workdir, args.out / "log.txt")
         print(f"{label}: {results[label]['wall_s']:.1f} s, peak RSS {results[label]['peak_rss_mib']:.0f} MiB", flush=True)
-    ingest = json.loads((workdir / "metrics/ingest.json").read_text())
+    ingest = json.loads((workdir / "reports/ingest.json").read_text())
     print(f"ingest kept {ingest['rows_kept']} of {ingest['rows_in']}; dropped {ingest['dropped']}")
     results["ingest_report"] = {k: ingest[k] for k in ("rows_in", "rows_kept", "dropped", "conflicting_texts")}
     (args.out / "large_input.json").write_text(json.dumps(results, indent=2))

@@ -127,18 +127,20 @@ def run_one(out: Path, snapshot: Path, config: str, seed: int, data: str = "sms"
     if config == "e":
         result = tfidf_baseline(workdir, seed)
     else:
-        decision = json.loads((workdir / "metrics/decision.json").read_text())
+        decision = json.loads((workdir / "reports/threshold/decision.json").read_text())
         result = {
             "val_f1_macro": decision["val_score"],
             "val_f1_macro_argmax": decision["val_score_argmax"],
             "threshold": decision["threshold"],
-            "test": json.loads((workdir / "metrics/test.json").read_text()),
+            "test": json.loads((workdir / "reports/eval/test.json").read_text()),
+            "review": json.loads((workdir / "metrics/test.json").read_text()),
         }
     result.update({"config": config, "seed": seed, "split_sha": split_digest(workdir), "stage_wall_s": walls})
     result_file.write_text(json.dumps(result, indent=2))
-    t = result["test"]["tuned"]
-    vs = f"  baseline {result['test']['baseline_f1_macro']:.4f}, vs {result['test']['vs_baseline']:+.4f}" if result["test"].get("baseline_f1_macro") is not None else ""
-    collapsed = "  COLLAPSED" if result["test"].get("collapsed") else ""
+    t = result["test"]["chosen"]
+    review = result.get("review", {})
+    vs = f"  baseline {review['baseline_f1_macro']:.4f}, vs {review['vs_baseline']:+.4f}" if review.get("baseline_f1_macro") is not None else ""
+    collapsed = "  COLLAPSED" if review.get("collapsed") else ""
     print(f"{config} seed {seed}: val {result['val_f1_macro']:.4f}  test {t['f1_macro']:.4f} "
           f"[{t['f1_macro_ci_low']:.4f}, {t['f1_macro_ci_high']:.4f}]{vs}{collapsed}  ({sum(walls.values()):.0f} s)", flush=True)
     return result
@@ -158,9 +160,9 @@ def summary(results: list[dict], seeds: list[int]) -> str:
         runs = sorted((r for r in results if r["config"] == config), key=lambda r: r["seed"])
         if not runs:
             continue
-        tests = [r["test"]["tuned"]["f1_macro"] for r in runs]
+        tests = [r["test"]["chosen"]["f1_macro"] for r in runs]
         per_seed = "; ".join(
-            f"{r['seed']}: {r['test']['tuned']['f1_macro']:.4f} [{r['test']['tuned']['f1_macro_ci_low']:.3f}, {r['test']['tuned']['f1_macro_ci_high']:.3f}]"
+            f"{r['seed']}: {r['test']['chosen']['f1_macro']:.4f} [{r['test']['chosen']['f1_macro_ci_low']:.3f}, {r['test']['chosen']['f1_macro_ci_high']:.3f}]"
             for r in runs
         )
         argmax = mean_sd([r["test"]["argmax"]["f1_macro"] for r in runs])
@@ -168,12 +170,12 @@ def summary(results: list[dict], seeds: list[int]) -> str:
     lines += ["", "| config | collapsed runs | blend weight per seed | pipeline baseline test macro-F1 (mean ± sd) | chosen − baseline per seed [95% CI] |",
               "|---|---|---|---|---|"]
     for config, (name, _) in CONFIGS.items():
-        runs = sorted((r for r in results if r["config"] == config and r["test"].get("baseline_f1_macro") is not None), key=lambda r: r["seed"])
+        runs = sorted((r for r in results if r["config"] == config and r.get("review", {}).get("baseline_f1_macro") is not None), key=lambda r: r["seed"])
         if runs:
-            diffs = "; ".join(f"{r['seed']}: {r['test']['vs_baseline']:+.4f} [{r['test']['vs_baseline_ci_low']:+.3f}, {r['test']['vs_baseline_ci_high']:+.3f}]" for r in runs)
+            diffs = "; ".join(f"{r['seed']}: {r['review']['vs_baseline']:+.4f} [{r['review']['vs_baseline_ci_low']:+.3f}, {r['review']['vs_baseline_ci_high']:+.3f}]" for r in runs)
             blends = ", ".join(f"{r['test']['blend']:g}" for r in runs)
-            lines.append(f"| {config}) {name} | {sum(bool(r['test']['collapsed']) for r in runs)} of {len(runs)} | "
-                         f"{blends} | {mean_sd([r['test']['baseline_f1_macro'] for r in runs])} | {diffs} |")
+            lines.append(f"| {config}) {name} | {sum(bool(r['review']['collapsed']) for r in runs)} of {len(runs)} | "
+                         f"{blends} | {mean_sd([r['review']['baseline_f1_macro'] for r in runs])} | {diffs} |")
     val = {c: [r["val_f1_macro"] for r in results if r["config"] == c] for c in CONFIGS}
     val = {c: v for c, v in val.items() if v}
     best = max(val, key=lambda c: statistics.mean(val[c]))

@@ -35,13 +35,13 @@ from skewtune.io import json_text
 PIPELINE_FILE = "dvc.yaml"
 EFFECTIVE_DIR = "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
 RAW_DIR = "data/raw"
-DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset
+DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset; images: id, image, label, subset, hash, image_bytes
 LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
-INGEST_METRICS = "metrics/ingest.json"
-SPLIT_DIR = "data/split"  # <name>.parquet: id, text, [text_pair], label
-SPLIT_METRICS = "metrics/split.json"
+INGEST_REPORT = "reports/ingest.json"  # rows read, kept and dropped (with examples), cleaning, class counts
+SPLIT_DIR = "data/split"  # <name>.parquet: the dataset's columns without subset
+SPLIT_REPORT = "reports/split.json"
 RESAMPLED = "data/resampled/train.parquet"
-RESAMPLE_METRICS = "metrics/resample.json"
+RESAMPLE_REPORT = "reports/resample.json"
 MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
 TRAIN_REPORTS = "reports/train"
@@ -51,19 +51,21 @@ PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label>
 BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
 BASELINE_MODEL = "models/baseline.joblib"  # the fitted scikit-learn pipeline (joblib)
 BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
-DECISION = "metrics/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
-VAL_CURVE = "reports/threshold/val_curve.csv"
-CHOSEN = "reports/threshold/chosen.csv"
-TEST_METRICS = "metrics/test.json"
-TEST_PREDICTIONS_CSV = "metrics/test_predictions.csv"  # id, actual, predicted, predicted_argmax
+DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
+VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.thresholds.plot_tables)
+OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score by step of the offset search
+THRESHOLD_MARKERS = "reports/threshold/markers.csv"  # binary: the applied threshold and a tuned one not kept
+TEST_METRICS = "metrics/test.json"  # the review metrics: the only metrics file (`dvc exp show`, `dvc metrics diff`)
+TEST_REPORT = "reports/eval/test.json"  # every test metric, per class, confusion matrices
+TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"  # id, actual, predicted (chosen rule), predicted_argmax, rule
 PR_CURVE = "reports/eval/pr_curve.csv"
 ROC_CURVE = "reports/eval/roc_curve.csv"
 CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
-SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or a 0-byte marker
+SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or a table without columns
 ERRORS = "reports/errors.csv"  # the relabelling queue
 
 # Files of a model directory beside the transformers ones.
-META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"} (+ "preprocessing" in a classifier)
+META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
 BASELINE_FILE = "baseline.joblib"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
@@ -139,14 +141,17 @@ def read_labels(path: str | os.PathLike = LABELS) -> list[str]:
 
 
 def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
-    """A table of the stage `producer` (id, text, [text_pair], label) with an added int column `label_id`, checked."""
+    """A table of the stage `producer` (id, the inputs of its modality, label) with an added int column `label_id`, checked."""
+    from skewtune.modality import for_rows
+
     frame = read_frame(path, producer)
-    missing = [c for c in ("id", "text", "label") if c not in frame.columns]
+    modality = for_rows(frame)
+    columns = modality.check_column_types(frame)
+    missing = [c for c in ("id", *columns, "label") if c not in frame.columns]
     if missing:
-        raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; expected id, text, [text_pair], label")
+        raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; expected id, {', '.join(columns)}, label")
     if frame.empty:
         raise SkewtuneError(f"{path}: has no rows; check data.source and the split sizes")
-    columns = ["text", "text_pair"] if "text_pair" in frame.columns else ["text"]
     for column in columns + ["label"]:
         bad = frame[column].map(lambda v: not isinstance(v, str))
         if bad.any():
@@ -164,13 +169,16 @@ def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str)
 
 
 def read_texts(path: str | os.PathLike, ids: np.ndarray) -> pd.DataFrame:
-    """id, text[, text_pair] of the split file at `path`, in the order of `ids` (every id must be there)."""
+    """id and the inputs people read (text[, text_pair]; images: the image path) of the split file at `path`, in
+    the order of `ids` (every id must be there)."""
+    from skewtune.modality import for_rows
+
     path = Path(path)
     frame = read_frame(path, "split")
-    missing = [c for c in ("id", "text") if c not in frame.columns]
+    columns = ["id", *for_rows(frame).input_columns(frame)]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {missing}; re-run the split stage")
-    columns = ["id", "text"] + (["text_pair"] if "text_pair" in frame.columns else [])
     table = frame[columns].assign(id=frame["id"].astype(str)).drop_duplicates("id").set_index("id")
     absent = pd.Index(ids).difference(table.index)
     if len(absent):
@@ -293,7 +301,7 @@ def aligned(model: Predictions, baseline: Predictions, split: str) -> Prediction
 
 
 def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
-    """metrics/test_predictions.csv (as text, e.g. from `git show`), every value a string."""
+    """reports/eval/test_predictions.csv (as text, e.g. from `git show`), every value a string."""
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -414,7 +422,7 @@ class DecisionRule:
 
 
 def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
-    """The rule of metrics/decision.json, checked against the labels it is applied with."""
+    """The rule of reports/threshold/decision.json, checked against the labels it is applied with."""
     decision = read_json(path, "tune_threshold")
     if not isinstance(decision, dict) or decision.get("labels") != labels:
         got = decision.get("labels") if isinstance(decision, dict) else decision
@@ -425,9 +433,12 @@ def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
 # ------------------------------------------------------------------------------- model directories
 
 
-def write_model_meta(directory: str | os.PathLike, labels: Sequence[str], max_length: int, text_pair: bool, **extra: Any) -> None:
-    """skewtune.json of a model directory: what prediction needs beyond the transformers files."""
-    meta = {"labels": list(labels), "max_length": int(max_length), "text_pair": bool(text_pair), **extra}
+def write_model_meta(directory: str | os.PathLike, labels: Sequence[str], max_length: int | None = None, text_pair: bool | None = None,
+                     **extra: Any) -> None:
+    """skewtune.json of a model directory: what prediction needs beyond the transformers files (a text model:
+    max_length and text_pair; an image model: modality "image")."""
+    text = {"max_length": int(max_length), "text_pair": bool(text_pair)} if max_length is not None else {}
+    meta = {"labels": list(labels), **text, **extra}
     (Path(directory) / META_FILE).write_text(json_text(meta), encoding="utf-8")
 
 
@@ -437,10 +448,13 @@ def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> di
     if not path.is_file():
         raise SkewtuneError(f"{path}: not found; {directory} is not a model written by the {producer} stage (dvc repro {producer})")
     meta = read_json(path, producer)
-    ok = (isinstance(meta, dict) and _valid_labels(meta.get("labels")) and isinstance(meta.get("max_length"), int)
-          and meta["max_length"] > 0 and isinstance(meta.get("text_pair"), bool))
+    ok = isinstance(meta, dict) and _valid_labels(meta.get("labels"))
+    if ok and meta.get("modality") == "image":
+        return meta
+    ok = ok and isinstance(meta.get("max_length"), int) and meta["max_length"] > 0 and isinstance(meta.get("text_pair"), bool)
     if not ok:
-        raise SkewtuneError(f'{path}: expected {{"labels": [...], "max_length": N, "text_pair": true|false}}, got {meta!r:.200}; re-run the {producer} stage')
+        raise SkewtuneError(f'{path}: expected {{"labels": [...], "max_length": N, "text_pair": true|false}} or {{"labels": [...], '
+                            f'"modality": "image"}}, got {meta!r:.200}; re-run the {producer} stage')
     return meta
 
 
@@ -469,10 +483,11 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
 
 
 def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | None:
-    """The score stage's output: the scored table, or None for its 0-byte marker (data.score_path unset)."""
-    if is_marker(path):
-        return None
+    """The score stage's output: the scored table, or None for its table without columns (data.score_path unset)."""
+    path = Path(path)
     frame = read_frame(path, "score")
+    if frame.columns.empty:
+        return None
     missing = [c for c in ("predicted", *prob_columns(labels), "margin") if c not in frame.columns]
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {missing} for the labels {labels}; re-run the score stage")

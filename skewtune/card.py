@@ -1,6 +1,6 @@
 """The model card (README.md in the Hugging Face model-card format) of a packaged classifier.
 
-Built only from the pipeline's own reports (metrics/ingest.json, split.json, test.json), the decision
+Built only from the pipeline's own reports (reports/ingest.json, reports/split.json, reports/eval/test.json), the decision
 rule and the params that shaped the model, so that it never claims more than a run measured.
 """
 
@@ -19,20 +19,20 @@ SOURCES = {"embedded": "the SMS Spam Collection shipped with bigram-spam-classif
 RULE_METRICS = (("f1_macro", "macro-F1"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("mcc", "MCC"))
 
 
-def _front_matter(base_model: str | None, languages: list[str], test: dict, dataset: str) -> str:
+def _front_matter(base_model: str | None, languages: list[str], test: dict, dataset: str, task: str) -> str:
     results = [
         {"type": "f1", "name": f"test macro-F1 ({name})", "value": round(test[rule]["f1_macro"], 4), "args": {"average": "macro"}}
-        for rule, name in (("tuned", f"chosen rule: {test['rule']}"), ("argmax", "argmax"))
+        for rule, name in (("chosen", f"chosen rule: {test['rule']}"), ("argmax", "argmax"))
     ]
     meta: dict[str, Any] = {
         **({"language": languages} if languages else {}),
         "library_name": "transformers",
-        "pipeline_tag": "text-classification",
-        "tags": ["skewtune", "text-classification", "imbalanced-classification"],
+        "pipeline_tag": task,
+        "tags": ["skewtune", task, "imbalanced-classification"],
         **({"base_model": base_model} if base_model else {}),
         "model-index": [{
             "name": "skewtune-classifier",
-            "results": [{"task": {"type": "text-classification"}, "dataset": {"name": dataset, "type": dataset}, "metrics": results}],
+            "results": [{"task": {"type": task}, "dataset": {"name": dataset, "type": dataset}, "metrics": results}],
         }],
     }
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
@@ -57,47 +57,72 @@ def _baseline_note(test: dict) -> str:
 
 
 def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
-    """README.md of models/classifier. `decision` is metrics/decision.json (how the rule was chosen);
+    """README.md of models/classifier. `decision` is reports/threshold/decision.json (how the rule was chosen);
     `params` maps the dotted params keys that shaped the model to values."""
+    image = meta.get("modality") == "image"
     model_name = str(params["model.name"])
     base_model, languages = KNOWN_MODELS.get(model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, {}))
+    if image and model_name == "default":
+        base_model, languages = None, {}
     source = str(ingest["source"])
     source_words = SOURCES.get(source, f"`{source}`")
     labels = meta["labels"]
     counts = ingest["class_counts"]
     total = sum(counts.values())
     pre = meta["preprocessing"]
-    columns = f"`{pre['text_column']}`" + (f" and `{pre['text_pair_column']}` (sentence pairs)" if meta["text_pair"] else "")
     ci = int(round(test["details"]["confidence"] * 100))
     decision_note = f"val {decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
     if decision.get("win_rate") is not None and rule.strategy == "argmax":
         decision_note += (f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {decision['win_rate']:.0%} "
                           "of val bootstrap resamples, too few to replace it")
     metric_rows = [
-        [f"**chosen rule** ({test['rule']})" if name == "tuned" else name,
+        [f"**chosen rule** ({test['rule']})" if name == "chosen" else name,
          f"{test[name]['f1_macro']:.4f} [{test[name]['f1_macro_ci_low']:.4f}, {test[name]['f1_macro_ci_high']:.4f}]",
          *(f"{test[name][key]:.4f}" for key, _ in RULE_METRICS[1:])]
-        for name in ("tuned", "argmax")
+        for name in ("chosen", "argmax")
     ]
-    language = (f"The tokenizer and base model ({base_model}) were trained on {', '.join(languages.values())} text only: texts in other "
-                "languages are split into unfamiliar pieces and scored unreliably."
-                if languages else f"Which languages it reads is decided by the base model `{model_name}`; see that model's own card.")
+    if image:
+        what, kind = "images", "image"
+        origin = ("a small ResNet built from its config and trained from scratch (model.name: default)" if model_name == "default"
+                  else f"`{base_model or model_name}`")
+        usage = (f"skewtune predict images.csv -o predictions.csv --model {CLASSIFIER}   # a column `{pre['image_column']}` of image paths\n"
+                 f"skewtune predict photos/ -o predictions.csv --model {CLASSIFIER}       # every image in a folder")
+        preprocessing = (f"Images from column `{pre['image_column']}` (or class folders) are converted to RGB (greyscale and palette "
+                         "images are expanded, an alpha channel is dropped), then resized and scaled by the image processor saved "
+                         "with the model (`preprocessor_config.json`); files that cannot be read get no prediction.")
+        domain = ("Images of the same kind as the training data" , "Not for images of another kind, camera, resolution or label definition")
+        first_limit = ("The model saw only the training images: other lighting, framing or resolutions can change its "
+                       "predictions without warning; check on labelled images of the new data.")
+        last_limit = "Images are judged at the resolution the image processor resizes them to; detail finer than that is lost."
+    else:
+        what = "sentence pairs" if meta["text_pair"] else "texts"
+        kind = "text"
+        origin = f"`{base_model or model_name}`"
+        usage = f"skewtune predict new.csv -o predictions.csv --model {CLASSIFIER}"
+        columns = f"`{pre['text_column']}`" + (f" and `{pre['text_pair_column']}` (sentence pairs)" if meta["text_pair"] else "")
+        preprocessing = (f"Text from column {columns}; "
+                         + ("HTML character references (`&amp;`, `&#039;`) decoded; " if pre.get("unescape_html") else "")
+                         + "control characters (NUL, U+001A, ...) removed; runs of whitespace (any Unicode space, tab or newline) collapsed "
+                         f"to one space and trimmed; rows whose text is then empty get no prediction. Tokens are truncated to {meta['max_length']}.")
+        domain = ("New texts of the same kind as the training data", "Not for texts of another domain, language or label definition")
+        first_limit = (f"The tokenizer and base model ({base_model}) were trained on {', '.join(languages.values())} text only: texts in other "
+                       "languages are split into unfamiliar pieces and scored unreliably."
+                       if languages else f"Which languages it reads is decided by the base model `{model_name}`; see that model's own card.")
+        last_limit = f"Texts longer than {meta['max_length']} tokens are judged by their first {meta['max_length']} tokens."
     sections = [
-        _front_matter(base_model, list(languages), test, source),
-        "# skewtune text classifier",
-        f"Classifies {'sentence pairs' if meta['text_pair'] else 'texts'} into {len(labels)} classes ({', '.join(f'`{l}`' for l in labels)}), "
-        f"fine-tuned by the skewtune DVC pipeline from `{base_model or model_name}` on an imbalanced labelled table.",
+        _front_matter(base_model, list(languages), test, source, f"{kind}-classification"),
+        f"# skewtune {kind} classifier",
+        f"Classifies {what} into {len(labels)} classes ({', '.join(f'`{l}`' for l in labels)}), "
+        f"fine-tuned by the skewtune DVC pipeline from {origin} on imbalanced labelled data.",
         "## Intended use",
-        f"Labelling new texts of the same kind as the training data ({source_words}) with the decision rule chosen on validation data. "
-        "Not for texts of another domain, language or label definition without re-checking on labelled rows of that data.",
+        f"Labelling {domain[0].lower()} ({source_words}) with the decision rule chosen on validation data. "
+        f"{domain[1]} without re-checking on labelled rows of that data.",
         "## How to use",
-        "```bash\n"
-        f"skewtune predict new.csv -o predictions.csv --model {CLASSIFIER}\n"
-        "```\n\n"
-        "`skewtune predict` cleans the texts as training did (see Preprocessing), applies the decision rule and writes the input's columns, "
+        "```bash\n" + usage + "\n```\n\n"
+        f"`skewtune predict` prepares the {what} as training did (see Preprocessing), applies the decision rule and writes the input's columns, "
         "`predicted`, one `prob:<label>` column per class and `margin` (distance to the decision boundary; small = uncertain). "
-        "`transformers.pipeline(\"text-classification\", model=...)` also loads this directory, but it predicts by argmax and "
-        "ignores the decision rule and the cleaning.",
+        f"`transformers.pipeline(\"{kind}-classification\", model=...)` also loads this directory, but it predicts by argmax and "
+        "ignores the decision rule" + ("" if image else " and the cleaning") + ".",
         "## Training data",
         f"Source: {source_words}; {ingest['rows_in']} rows read, {ingest['rows_kept']} kept after dropping "
         + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in ingest["dropped"].items() if n) + " rows"
@@ -105,10 +130,7 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         + _table(["class", "rows", "share"], [[f"`{l}`", counts[l], f"{counts[l] / total:.1%}"] for l in labels]) + "\n\n"
         + "Split: " + ", ".join(f"{name} {part['rows']}" for name, part in split.items()) + " rows (stratified).",
         "## Preprocessing",
-        f"Text from column {columns}; "
-        + ("HTML character references (`&amp;`, `&#039;`) decoded; " if pre.get("unescape_html") else "")
-        + "control characters (NUL, U+001A, ...) removed; runs of whitespace (any Unicode space, tab or newline) collapsed "
-        f"to one space and trimmed; rows whose text is then empty get no prediction. Tokens are truncated to {meta['max_length']}.",
+        preprocessing,
         "## Training params",
         _table(["key", "value"], [[f"`{key}`", f"`{value}`"] for key, value in params.items()]),
         "## Decision rule",
@@ -122,12 +144,12 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         + _baseline_note(test),
         "## Limitations",
         "\n".join(f"- {line}" for line in (
-            language,
+            first_limit,
             f"Test metrics come from {test['n_test']} rows ({min(c['support'] for c in test['per_class'].values())} of the rarest class): "
             "differences within the confidence interval are noise.",
             "Probabilities are those of a fine-tuned network, not calibrated frequencies; the margin ranks rows by uncertainty, "
             "it is not a probability of error.",
-            f"Texts longer than {meta['max_length']} tokens are judged by their first {meta['max_length']} tokens.",
+            last_limit,
             "The labels are those of the training table, including its mistakes; see reports/errors.csv for rows worth relabelling.",
         )),
     ]

@@ -1,7 +1,7 @@
 """The `skewtune` console script (installed by pyproject.toml's [project.scripts]).
 
     skewtune predict INPUT -o OUTPUT [--model models/classifier] [--text-column C] [--text-pair-column C2]
-                     [--batch-size N] [--overwrite]
+                     [--image-column C] [--image-root DIR] [--batch-size N] [--overwrite]
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ def parser() -> argparse.ArgumentParser:
         description="Predict every row of INPUT with a packaged classifier (`dvc repro package` writes models/classifier) and "
                     "write the input's columns, predicted, prob:<label> per class and margin to OUTPUT.",
     )
-    predict.add_argument("input", metavar="INPUT", help="a table ingest reads: .csv .tsv .jsonl .json .xlsx .parquet")
+    predict.add_argument("input", metavar="INPUT", help="a table ingest reads: .csv .tsv .jsonl .json .xlsx .parquet; "
+                         "for an image classifier also a folder of images")
     predict.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="where to write: .csv, .jsonl or .parquet")
     predict.add_argument("--model", default=CLASSIFIER, help=f"classifier directory (default: {CLASSIFIER})")
     predict.add_argument("--text-column", help="column of the text (default: the one the classifier was trained on)")
     predict.add_argument("--text-pair-column", help="column of the second text, for a classifier of sentence pairs")
+    predict.add_argument("--image-column", help="image classifier: column of image paths (default: the one it was trained on)")
+    predict.add_argument("--image-root", help="image classifier: the folder image paths are relative to (default: INPUT's folder)")
     predict.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
     predict.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = score_file(
             args.input, args.output, model=args.model, text_column=args.text_column, pair_column=args.text_pair_column,
             batch_size=args.batch_size, overwrite=args.overwrite, device=args.device, fmt=args.format,
-            encoding=args.encoding, sheet=args.sheet,
+            encoding=args.encoding, sheet=args.sheet, image_column=args.image_column, image_root=args.image_root,
         )
         print(summary.line(args.output))
 

@@ -71,10 +71,10 @@ def odd_characters(table: pd.DataFrame, text_columns: list[str], *, unescape_htm
 
 def canonical_labels(values: pd.Series) -> pd.Series:
     """Labels as text, the same whatever type the file gave them: 1, "1", 1.0 and "1.0" all become "1"."""
-    return _whole_numbers(normalise_text(values))
+    return whole_numbers(normalise_text(values))
 
 
-def _whole_numbers(labels: pd.Series) -> pd.Series:
+def whole_numbers(labels: pd.Series) -> pd.Series:
     return labels.str.replace(_WHOLE_DECIMAL, r"\1", regex=True)
 
 
@@ -96,20 +96,20 @@ def _standardise(table: pd.DataFrame, columns: dict[str, str], prefix: str, subs
         "id": prefix + pd.Series(table.index, dtype="int64").astype("str"),
         **{name: normalise_text(table[source], unescape_html=unescape_html).array
            for name, source in columns.items() if name != "label"},
-        "label": _whole_numbers(raw_label).array,
+        "label": whole_numbers(raw_label).array,
         "subset": subset,
         "raw_label": raw_label.array,
     })
 
 
-def _merged_spellings(frame: pd.DataFrame) -> dict[str, list[str]]:
+def merged_spellings(frame: pd.DataFrame) -> dict[str, list[str]]:
     """Labels whose different spellings in the files (1 and 1.0) were made one."""
     pairs = frame[["label", "raw_label"]].dropna().drop_duplicates()
     merged = pairs[pairs["label"].duplicated(keep=False)]
     return {label: sorted(group["raw_label"]) for label, group in merged.groupby("label", sort=True)}
 
 
-def _apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str) -> None:
+def apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str) -> None:
     keys = canonical_labels(pd.Series(list(label_map), dtype="str")).tolist()
     mapping = dict(zip(keys, (str(value).strip() for value in label_map.values())))
     empty = [key for key, value in mapping.items() if not value]
@@ -125,8 +125,10 @@ def _apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str)
     frame["label"] = frame["label"].map(mapping).fillna(frame["label"])
 
 
-def _drop_reasons(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
-    """The reason each row is dropped (None: kept), checks applied in DROP_REASONS order."""
+def drop_reasons(frame: pd.DataFrame, keys: list[str], unusable: list[tuple[np.ndarray, str]]) -> np.ndarray:
+    """The reason each row is dropped (None: kept): first the `unusable` (mask, reason) pairs in order (a
+    missing text; an unreadable image), then a missing label, then conflicting labels, duplicates and
+    test-file leakage of the row's `keys` (the text[, pair]; the image's content hash)."""
     reason = np.full(len(frame), None, dtype=object)
 
     def mark(mask: np.ndarray, name: str) -> np.ndarray:
@@ -134,9 +136,8 @@ def _drop_reasons(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
         reason[mask] = name
         return reason == None  # noqa: E711
 
-    alive = mark(frame["text"].isna().to_numpy(), "missing_text")
-    if "text_pair" in frame:
-        alive = mark(frame["text_pair"].isna().to_numpy(), "missing_text_pair")
+    for mask, name in unusable:
+        mark(mask, name)
     alive = mark(frame["label"].isna().to_numpy(), "missing_label")
     # Integer ids for (text[, pair]) and for (subset, text[, pair]): all later checks compare integers.
     key = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
@@ -151,7 +152,7 @@ def _drop_reasons(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
     return reason
 
 
-def _conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str]) -> list[dict]:
+def conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str]) -> list[dict]:
     rows = frame[reason == "conflicting_label"]
     examples = []
     for _, group in rows.groupby(["subset", *keys], sort=False):
@@ -179,6 +180,18 @@ def _drop_examples(table: Table, columns: dict[str, str], reason: np.ndarray, na
              **{source: _found(table.frame[source].iloc[i]) for source in columns.values()}} for i in positions]
 
 
+def drop_counts(name: str, table: Table, reason: np.ndarray, reasons: list[str]) -> dict:
+    """The head of a file's report: how it was read, rows in and kept, and the drops per reason."""
+    dropped = pd.Series(reason).value_counts()
+    return {
+        "source": name,
+        "reading": table.reading,
+        "rows_in": len(reason),
+        "rows_kept": int((reason == None).sum()),  # noqa: E711
+        "dropped": {key: int(dropped.get(key, 0)) for key in reasons},
+    }
+
+
 def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str],
                  columns: dict[str, str], labels: list[str], unescape_html: bool) -> dict:
     dropped = pd.Series(reason).value_counts()
@@ -186,11 +199,7 @@ def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarra
     kept = frame[reason == None]  # noqa: E711
     conflicted = frame[reason == "conflicting_label"]
     return {
-        "source": name,
-        "reading": table.reading,
-        "rows_in": len(frame),
-        "rows_kept": len(kept),
-        "dropped": {key: int(dropped.get(key, 0)) for key in reasons},
+        **drop_counts(name, table, reason, reasons),
         "drop_examples": {key: _drop_examples(table, columns, reason, key, DROP_EXAMPLES) for key in reasons if dropped.get(key, 0)},
         "cleaning": odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
         "conflicting_texts": int(len(conflicted.drop_duplicates(keys))),
@@ -220,21 +229,46 @@ def _likely_causes(table: Table, frame: pd.DataFrame, columns: dict[str, str]) -
 
 
 def check_missing_share(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, columns: dict[str, str],
-                        max_share: float) -> None:
-    """Stop when more than `max_share` of a file's rows lack a text or a label: that many gaps usually
-    mean the file was misread (quoting, separator) or the wrong column was named, not that data is missing."""
-    missing = np.isin(reason, MISSING_REASONS)
+                        max_share: float, *, reasons: tuple[str, ...] = MISSING_REASONS, lacking: str = "a text or a label",
+                        cause: str | None = None) -> None:
+    """Stop when more than `max_share` of a file's rows lack a text or a label (images: `reasons`, `lacking`):
+    that many gaps usually mean the file was misread (quoting, separator) or the wrong column was named, not
+    that data is missing. `cause` replaces the likely cause that the reading suggests."""
+    missing = np.isin(reason, reasons)
     share = missing.mean()
     if share <= max_share:
         return
-    counts = ", ".join(f"{int((reason == key).sum())} {key}" for key in MISSING_REASONS if (reason == key).any())
+    counts = ", ".join(f"{int((reason == key).sum())} {key}" for key in reasons if (reason == key).any())
     shown = "; ".join(f"{table.place(i)}: " + ", ".join(f"{source}={_found(table.frame[source].iloc[i])!r}" for source in columns.values())
                       for i in np.flatnonzero(missing)[:GUARD_EXAMPLES])
     raise SkewtuneError(
-        f"{name}: {int(missing.sum())} of {len(reason)} rows ({share:.1%}) lack a text or a label ({counts}), more than "
-        f"data.max_dropped_share ({max_share:g}) allows; first: {shown}. Likely cause: {_likely_causes(table, frame, columns)}. "
+        f"{name}: {int(missing.sum())} of {len(reason)} rows ({share:.1%}) lack {lacking} ({counts}), more than "
+        f"data.max_dropped_share ({max_share:g}) allows; first: {shown}. Likely cause: {cause or _likely_causes(table, frame, columns)}. "
         "Fix the file or the settings, or raise data.max_dropped_share to drop these rows knowingly"
     )
+
+
+def kept_labels(kept: pd.DataFrame, pool_name: str, test_name: str | None, *, has_test: bool, lacking: str, columns: str,
+                fix: str, one_class: str) -> list[str]:
+    """The sorted labels of the kept data-file rows, after checking that the data file keeps two classes and
+    the test file (`has_test`) keeps rows, all of known labels. `lacking`, `columns`, `fix` and `one_class`
+    word the errors for the modality (texts: columns; images: files)."""
+    in_pool = kept["subset"] == "pool"
+    if not in_pool.any():
+        raise SkewtuneError(f"{pool_name}: no usable rows: every row lacks {lacking} or carries conflicting labels ({columns}); {fix}")
+    labels = sorted(kept.loc[in_pool, "label"].unique())
+    if len(labels) < 2:
+        raise SkewtuneError(f"{pool_name}: only one class ({labels[0]!r}, {int(in_pool.sum())} usable rows) {one_class}")
+    if has_test and in_pool.all():
+        raise SkewtuneError(f"{test_name}: no usable test rows: every row lacks {lacking} or carries conflicting "
+                            f"labels ({columns}); fix the file or remove data.test_path")
+    unknown = sorted(set(kept.loc[~in_pool, "label"]) - set(labels))
+    if unknown:
+        raise SkewtuneError(
+            f"{test_name}: label(s) {', '.join(map(repr, unknown))} of the test file do not occur in {pool_name} "
+            f"(its labels: {', '.join(map(repr, labels))}); fix the typos in the test file or rename them with data.label_map"
+        )
+    return labels
 
 
 def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_column: str | None,
@@ -255,12 +289,13 @@ def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_
     if test is not None:
         parts.append(_standardise(test.frame, columns, "t", "test", unescape_html))
     frame = pd.concat(parts, ignore_index=True)
-    merged = _merged_spellings(frame)
+    merged = merged_spellings(frame)
     files = pool_name + (f" or {test_name}" if test is not None else "")
     if label_map:
-        _apply_label_map(frame, label_map, files)
+        apply_label_map(frame, label_map, files)
 
-    reason = _drop_reasons(frame, keys)
+    unusable = [(frame[key].isna().to_numpy(), f"missing_{key}") for key in keys]
+    reason = drop_reasons(frame, keys, unusable)
     is_test = (frame["subset"] == "test").to_numpy()
     per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
     for name, table, rows in per_file:
@@ -268,31 +303,34 @@ def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_
     reasons = [name for name in DROP_REASONS if (name != "missing_text_pair" or pair_column)
                and (name != "also_in_test_file" or test is not None)]
     kept = frame[reason == None].drop(columns="raw_label").reset_index(drop=True)  # noqa: E711
-    in_pool = kept["subset"] == "pool"
-    if not in_pool.any():
-        raise SkewtuneError(f"{pool_name}: no usable rows: every row lacks a text or a label or carries conflicting labels "
-                            f"(columns {', '.join(map(repr, columns.values()))}); check the data.*_column settings")
-    labels = sorted(kept.loc[in_pool, "label"].unique())
-    if len(labels) < 2:
-        raise SkewtuneError(
-            f"{pool_name}: only one class ({labels[0]!r}, {int(in_pool.sum())} usable rows) in column {label_column!r}; "
-            "a classifier needs at least 2: check data.label_column" + (" and data.label_map" if label_map else "")
-        )
-    if test is not None and in_pool.all():
-        raise SkewtuneError(f"{test_name}: no usable test rows: every row lacks a text or a label or carries conflicting "
-                            f"labels (columns {', '.join(map(repr, columns.values()))}); fix the file or remove data.test_path")
-    unknown = sorted(set(kept.loc[~in_pool, "label"]) - set(labels))
-    if unknown:
-        raise SkewtuneError(
-            f"{test_name}: label(s) {', '.join(map(repr, unknown))} of the test file do not occur in {pool_name} "
-            f"(its labels: {', '.join(map(repr, labels))}); fix the typos in the test file or rename them with data.label_map"
-        )
+    labels = kept_labels(kept, pool_name, test_name, has_test=test is not None, lacking="a text or a label",
+                         columns=f"columns {', '.join(map(repr, columns.values()))}", fix="check the data.*_column settings",
+                         one_class=f"in column {label_column!r}; a classifier needs at least 2: check data.label_column"
+                         + (" and data.label_map" if label_map else ""))
 
     report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html)
-    report["conflict_examples"] = _conflict_examples(frame, reason, keys)
+    report["conflict_examples"] = conflict_examples(frame, reason, keys)
     if merged:
         report["labels_merged"] = merged
     if test is not None:
         report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test],
                                       [name for name in reasons if name != "also_in_test_file"], columns, labels, unescape_html)
     return kept.astype("str"), labels, report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The printed account of one file: how it was read, what was dropped and what was cleaned."""
+    reading = report["reading"]
+    quoting = {"standard": "standard quoting", "none": "no quote processing"}.get(reading.get("quoting"))
+    how = reading["format"].upper() + (f" with {quoting} ({reading['quoting_reason']})" if quoting else "")
+    dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
+    lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {report['rows_in']} rows; dropped: {dropped}"]
+    cleaning = report["cleaning"]
+    if cleaning["control_characters_removed"]:
+        lines.append(f"ingest: {report['source']}: removed {cleaning['control_characters_removed']} control characters "
+                     f"(NUL, U+001A, ...) from {cleaning['rows_with_control_characters']} rows")
+    if cleaning["rows_with_html_references"]:
+        lines.append(f"ingest: {report['source']}: {cleaning['rows_with_html_references']} rows hold HTML character references "
+                     "(&amp;, &#039;, ...) " + ("that were decoded" if cleaning["html_references_decoded"]
+                                                else "kept as written; set data.unescape_html: true to decode them"))
+    return lines

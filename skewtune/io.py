@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -29,6 +30,22 @@ def _give_normal_modes(path: Path) -> None:
                 os.chmod(os.path.join(root, name), 0o777 & ~mask)
             for name in files:
                 os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
+# Significant digits of the floats in the JSON and CSV files stages write. They are tracked by git, so a re-run on
+# another CPU, whose floats differ in the 7th digit for the same model, leaves them unchanged.
+REPORT_DIGITS = 6
+
+
+def significant(obj: Any, digits: int = REPORT_DIGITS) -> Any:
+    """`obj` with every float (in nested dicts and lists too) rounded to `digits` significant digits."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {key: significant(value, digits) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [significant(value, digits) for value in obj]
+    return obj
 
 
 def json_text(obj: Any) -> str:
@@ -67,15 +84,17 @@ class Outputs:
 
         with Outputs() as out:
             out.parquet("data/split/train.parquet", train)
-            out.json("metrics/split.json", report)
+            out.json("reports/split.json", report)
 
     Each file is written next to its destination (same filesystem, so the final rename is atomic)
     under a hidden temporary name. If the block raises, every temporary file and directory is
     removed and no destination is touched; otherwise they are renamed into place at the end.
+    The one exception, `in_place`, is a directory a viewer follows while it is written.
     """
 
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
+        self._in_place: list[Path] = []
 
     def __enter__(self) -> "Outputs":
         return self
@@ -93,8 +112,20 @@ class Outputs:
         self._pending.append((tmp, dest))
         return tmp
 
-    def json(self, dest: str | os.PathLike, obj: Any) -> None:
-        self.path(dest).write_text(json_text(obj), encoding="utf-8")
+    def in_place(self, dest: str | os.PathLike) -> Path:
+        """`dest` as a new empty directory written where it is, for logs that a viewer (VS Code, `dvc plots`)
+        follows during a long run; removed if the block raises, so a failed run leaves no half of it."""
+        dest = Path(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        self._in_place.append(dest)
+        return dest
+
+    def json(self, dest: str | os.PathLike, obj: dict, *, exact: tuple[str, ...] = ()) -> None:
+        """JSON with floats rounded to REPORT_DIGITS significant digits, except the top-level keys `exact`."""
+        rounded = {key: value if key in exact else significant(value) for key, value in obj.items()}
+        self.path(dest).write_text(json_text(rounded), encoding="utf-8")
 
     def text(self, dest: str | os.PathLike, text: str) -> None:
         self.path(dest).write_text(text, encoding="utf-8")
@@ -103,10 +134,14 @@ class Outputs:
         frame.to_parquet(self.path(dest), index=False)
 
     def csv(self, dest: str | os.PathLike, frame: pd.DataFrame) -> None:
-        frame.to_csv(self.path(dest), index=False)
+        """CSV with floats rounded to REPORT_DIGITS significant digits."""
+        rounded = frame.copy()
+        for column in frame.select_dtypes("float").columns:
+            rounded[column] = frame[column].map(significant)
+        rounded.to_csv(self.path(dest), index=False)
 
     def commit(self) -> None:
-        for tmp, _ in self._pending:
+        for tmp in [tmp for tmp, _ in self._pending] + self._in_place:
             _give_normal_modes(tmp)
         try:
             with _interruptions_held():
@@ -127,7 +162,10 @@ class Outputs:
                     shutil.rmtree(tmp, ignore_errors=True)
                 else:
                     tmp.unlink(missing_ok=True)
+            for directory in self._in_place:
+                shutil.rmtree(directory, ignore_errors=True)
             self._pending.clear()
+            self._in_place.clear()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:

@@ -193,27 +193,24 @@ def _ranking_scores(y_true: np.ndarray, probs: np.ndarray, positive: int | None)
     return float(np.mean(roc)), float(np.mean(pr))
 
 
-def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_tuned: np.ndarray, labels: list[str], *, rule: str, positive: int | None, resamples: int, confidence: float, seed: int) -> dict:
-    """metrics/test.json: the tuned rule and argmax side by side, headline numbers at the top level.
-
-    Lists (per-class vectors, confusion matrices) sit under "details": `dvc exp show` skips lists, so
-    they do not flood its table, while the per-class scores of the tuned rule are columns.
-    """
+def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarray, labels: list[str], *, rule: str, positive: int | None, resamples: int, confidence: float, seed: int) -> dict:
+    """reports/eval/test.json: the chosen rule (the one the classifier applies) and argmax side by side,
+    per class, with confusion matrices; `review_metrics` picks the few numbers a reviewer compares."""
     n_classes = len(labels)
     y_argmax = probs.argmax(axis=1)
-    ci_tuned, ci_argmax = bootstrap_ci(y_true, [y_tuned, y_argmax], n_classes, resamples=resamples, confidence=confidence, seed=seed)
+    ci_chosen, ci_argmax = bootstrap_ci(y_true, [y_chosen, y_argmax], n_classes, resamples=resamples, confidence=confidence, seed=seed)
     roc_auc, pr_auc = _ranking_scores(y_true, probs, positive)
     ids = list(range(n_classes))
 
     def per_class(y_pred: np.ndarray) -> tuple[np.ndarray, ...]:
         return precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
 
-    prec, rec, f1, support = per_class(y_tuned)
+    prec, rec, f1, support = per_class(y_chosen)
     prec_a, rec_a, f1_a, _ = per_class(y_argmax)
     return {
         "n_test": int(len(y_true)),
         "rule": rule,
-        "tuned": _rule_summary(y_true, y_tuned, n_classes, ci_tuned),
+        "chosen": _rule_summary(y_true, y_chosen, n_classes, ci_chosen),
         "argmax": _rule_summary(y_true, y_argmax, n_classes, ci_argmax),
         "roc_auc": roc_auc,
         "pr_auc": pr_auc,
@@ -226,9 +223,9 @@ def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_tuned: np.ndarray
             "confidence": confidence,
             "bootstrap_resamples": resamples,
             "support": [int(s) for s in support],
-            "tuned": {
-                "predicted": np.bincount(y_tuned, minlength=n_classes).tolist(),
-                "confusion_matrix": confusion_matrix(y_true, y_tuned, labels=ids).tolist(),
+            "chosen": {
+                "predicted": np.bincount(y_chosen, minlength=n_classes).tolist(),
+                "confusion_matrix": confusion_matrix(y_true, y_chosen, labels=ids).tolist(),
             },
             "argmax": {
                 "precision": prec_a.tolist(),
@@ -251,6 +248,25 @@ def baseline_comparison(y_true: np.ndarray, y_chosen: np.ndarray, y_baseline: np
     (low, high), = bootstrap_ci(y_true, [y_baseline], n_classes, resamples=resamples, confidence=confidence, seed=seed)
     diff = paired_comparison(y_true, y_baseline, y_chosen, n_classes, resamples=resamples, seed=seed, confidence=confidence)
     return dict(zip(BASELINE_KEYS, (diff.score_a, low, high, diff.diff, diff.ci_low, diff.ci_high)))
+def review_metrics(report: dict, *, val_f1_macro: float, val_f1_macro_argmax: float) -> dict:
+    """metrics/test.json, the one metrics file (`dvc exp show`, `dvc metrics diff`): the numbers a reviewer
+    compares, headline first. The rarest class is the one with the fewest test rows (ties: label order)."""
+    chosen, argmax = report["chosen"], report["argmax"]
+    rarest = min(report["per_class"], key=lambda label: report["per_class"][label]["support"])
+    return {
+        "f1_macro": chosen["f1_macro"],
+        "f1_macro_ci_low": chosen["f1_macro_ci_low"],
+        "f1_macro_ci_high": chosen["f1_macro_ci_high"],
+        "rule": report["rule"],
+        "f1_macro_argmax": argmax["f1_macro"],
+        "rarest_class": rarest,
+        "f1_rarest_class": report["per_class"][rarest]["f1"],
+        "val_f1_macro": val_f1_macro,
+        "val_f1_macro_argmax": val_f1_macro_argmax,
+        "balanced_accuracy": chosen["balanced_accuracy"],
+        "pr_auc": report["pr_auc"],
+        "n_test": report["n_test"],
+    }
 
 
 def downsample(frame: pd.DataFrame, max_rows: int, keep: int | None = None) -> pd.DataFrame:
@@ -264,8 +280,9 @@ def downsample(frame: pd.DataFrame, max_rows: int, keep: int | None = None) -> p
 
 
 def ranking_curves(y_true: np.ndarray, probs: np.ndarray, labels: list[str], positive: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(pr_curve, roc_curve) frames: of the positive class when binary, else one curve per class
-    present in y_true with a `class` column; each curve downsampled to about CURVE_POINTS / classes rows."""
+    """(pr_curve, roc_curve) frames: of the positive class when binary, else one curve per class present in
+    y_true; the class is the `series` column (one line each in the plot); each curve downsampled to about
+    CURVE_POINTS / classes rows."""
     binary = positive is not None
     classes = [positive] if binary else range(len(labels))
     classes = [k for k in classes if 0 < np.sum(y_true == k) < len(y_true)]
@@ -278,11 +295,8 @@ def ranking_curves(y_true: np.ndarray, probs: np.ndarray, labels: list[str], pos
         fpr, tpr, roc_thr = roc_curve(y_true == k, probs[:, k])
         roc = pd.DataFrame({"threshold": roc_thr, "fpr": fpr, "tpr": tpr})
         for part, parts in ((pr, pr_parts), (roc, roc_parts)):
-            part = downsample(part, per_curve)
-            if not binary:
-                part.insert(0, "class", labels[k])
-            parts.append(part)
-    empty = pd.DataFrame(columns=([] if binary else ["class"]) + ["threshold"])
+            parts.append(downsample(part, per_curve).assign(series=labels[k]))
+    empty = pd.DataFrame(columns=["threshold", "series"])
     return (pd.concat(pr_parts, ignore_index=True) if pr_parts else empty, pd.concat(roc_parts, ignore_index=True) if roc_parts else empty)
 
 
@@ -329,7 +343,7 @@ def comparison_markdown(c: Comparison, rev_a: str, rev_b: str, rule: str) -> str
         verdict = f"Not distinguishable from noise at {pct} (p = {c.p_value:.3g})."
     return "\n".join(
         [
-            f"### skewtune: test macro-F1, `{rev_a}` vs `{rev_b}` ({rule} rule)",
+            f"### skewtune: test macro-F1, `{rev_a}` vs `{rev_b}` ({rule})",
             "",
             "| | revision | macro-F1 |",
             "|---|---|---:|",
@@ -347,18 +361,18 @@ def comparison_markdown(c: Comparison, rev_a: str, rev_b: str, rule: str) -> str
 
 
 def align_runs(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Pair two metrics/test_predictions.csv tables by id: (y_true, pred_a, pred_b, labels).
+    """Pair two reports/eval/test_predictions.csv tables by id: (y_true, pred_a, pred_b, labels).
 
     Both must hold the same ids with the same true labels. Labels are those seen in either table,
     sorted (labels.json order); a label with no test row that neither run predicts is not seen, and
-    would only add a 0 to every macro-F1 of metrics/test.json, so scores may differ there.
+    would only add a 0 to every macro-F1 of reports/eval/test.json, so scores may differ there.
     """
     for name, table in ((name_a, a), (name_b, b)):
         missing = [c for c in ("id", "actual", column) if c not in table.columns]
         if missing:
-            raise SkewtuneError(f"{name}: metrics/test_predictions.csv lacks column(s) {missing}; re-run the evaluate stage there")
+            raise SkewtuneError(f"{name}: reports/eval/test_predictions.csv lacks column(s) {missing}; re-run the evaluate stage there")
         if table["id"].duplicated().any():
-            raise SkewtuneError(f"{name}: metrics/test_predictions.csv repeats id {table['id'][table['id'].duplicated()].iloc[0]!r}")
+            raise SkewtuneError(f"{name}: reports/eval/test_predictions.csv repeats id {table['id'][table['id'].duplicated()].iloc[0]!r}")
     a, b = (t.assign(id=t["id"].astype(str)).set_index("id") for t in (a, b))
     only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
     if len(only_a) or len(only_b):

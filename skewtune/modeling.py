@@ -9,17 +9,26 @@ its tokenizer and `skewtune.json` {"labels", "max_length", "text_pair"}: everyth
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+import transformers
 from torch import nn
 
 from skewtune.artifacts import read_model_meta, write_model_meta
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, optimal_constant_logits
+
+# Quiet logs under `dvc repro`: no progress bars (carriage returns in a log; the stages print their own progress
+# lines) and no transformers warnings below errors, such as the load report of the new classification head that
+# fine-tuning adds by design. skewtune's own warnings (collapse, params without effect) are not transformers'.
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
 
 DEFAULT_MODEL = "default"
 # Rows tokenised at once by predict_proba: bounds its memory whatever the input size.
@@ -309,6 +318,19 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
     if model.config.num_labels != len(meta["labels"]):
         raise SkewtuneError(f"{directory}: the model has {model.config.num_labels} outputs but skewtune.json lists {len(meta['labels'])} labels; re-run train")
     return model, tokenizer, meta
+
+
+def progress_printer(total: int, what: str = "", stream=None, chunk_rows: int = CHUNK_ROWS):
+    """A progress line (to stderr, one line each) per chunk of predict_proba, for inputs longer than one chunk."""
+    if total <= chunk_rows:
+        return None
+    start = time.perf_counter()
+
+    def report(done: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        print(f"predict: {what}{done}/{total} rows ({rate:.0f} rows/s)", file=stream or sys.stderr, flush=True)
+
+    return report
 
 
 def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_length: int, text_pair: bool, batch_size: int, device: str,

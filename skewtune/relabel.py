@@ -30,13 +30,13 @@ def val_mistakes(texts: pd.DataFrame, val: Predictions, rule: DecisionRule, max_
     return table.iloc[order[:max_rows]].assign(source=SOURCE_VAL)
 
 
-def uncertain_scored(scored: pd.DataFrame, text_column: str, pair_column: str | None, labels: list[str], max_rows: int) -> pd.DataFrame:
-    """Scored rows with a prediction, smallest margin (least confident) first; id = the 1-based row of the scored file."""
+def uncertain_scored(scored: pd.DataFrame, inputs: dict[str, str], labels: list[str], max_rows: int) -> pd.DataFrame:
+    """Scored rows with a prediction, smallest margin (least confident) first; id = the 1-based row of the scored file.
+    `inputs` maps the queue's input columns (text[, text_pair]; image) to the scored file's."""
     has_prediction = scored["predicted"].fillna("").astype(str) != ""
     table = pd.DataFrame({
         "id": (np.arange(len(scored)) + 1).astype(str),
-        "text": scored[text_column],
-        **({"text_pair": scored[pair_column]} if pair_column else {}),
+        **{name: scored[column] for name, column in inputs.items()},
         "label": "",
         "predicted": scored["predicted"],
         "margin": scored["margin"],

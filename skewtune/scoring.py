@@ -2,18 +2,18 @@
 score stage.
 
 The input is read by ingest's readers (same formats, same errors) and its texts normalised as ingest
-normalised the training texts. The output holds the input's columns, then `predicted` (the label
-under the classifier's decision rule), `prob:<label>` per class (blended with the TF-IDF baseline's
-when the rule blends, as they were when the rule was chosen) and `margin` (the distance to the
-decision boundary, see DecisionRule.margin: small = uncertain). Rows without text (or without the
-second text of a pair) get an empty prediction.
+normalised the training texts; for an image classifier it is a table of image paths (relative to
+`image_root`, by default the table's folder) or a folder of images. The output holds the input's
+columns, then `predicted` (the label under the classifier's decision rule), `prob:<label>` per class
+(blended with the TF-IDF baseline's when the rule blends, as they were when the rule was chosen) and
+`margin` (the distance to the decision boundary, see DecisionRule.margin: small = uncertain).
+Rows without text (or without the second text of a pair), or without a usable image, get an empty
+prediction.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,10 @@ from skewtune.baseline import baseline_proba, load_baseline
 from skewtune.dataset import normalise_text
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
+from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image, inside
 from skewtune.io import Outputs
-from skewtune.modeling import CHUNK_ROWS, load_trained, predict_proba
+from skewtune.modality import IMAGE, for_meta
+from skewtune.modeling import progress_printer
 from skewtune.tables import read_table
 
 PREDICTED = "predicted"
@@ -36,13 +38,14 @@ MARGIN = "margin"
 @dataclass(frozen=True)
 class Summary:
     rows: int
-    without_text: int
+    without_text: int  # rows without the input: a text, or a usable image
     counts: dict[str, int]
+    lacking: str = "text"
 
     def line(self, output: str | os.PathLike) -> str:
         classes = ", ".join(f"{label} {n}" for label, n in self.counts.items())
         return (f"predict: {self.rows} rows -> {output} ({classes})"
-                + (f"; {self.without_text} rows without text got no prediction" if self.without_text else ""))
+                + (f"; {self.without_text} rows without {self.lacking} got no prediction" if self.without_text else ""))
 
 
 def check_output(output: str | os.PathLike, overwrite: bool) -> str:
@@ -91,47 +94,76 @@ def prediction_columns(probs: np.ndarray, has_text: np.ndarray, rule: DecisionRu
     return pd.DataFrame({PREDICTED: predicted, **dict(zip(prob_columns(rule.labels), full.T)), MARGIN: margin})
 
 
-def progress_printer(total: int, stream=sys.stderr):
-    """A progress line per chunk, for inputs longer than one chunk."""
-    if total <= CHUNK_ROWS:
-        return None
-    start = time.perf_counter()
+def image_path_column(meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike) -> str:
+    """The input column of image paths: the given one, else the one the classifier was trained on."""
+    given = [name for name in text_columns if name]
+    if given:
+        raise SkewtuneError(f"{model}: classifies images, not texts; name the column of image paths with --image-column instead of {given[0]!r}")
+    return column or meta.get("preprocessing", {}).get("image_column") or IMAGE_COLUMN
 
-    def report(done: int) -> None:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        print(f"predict: {done}/{total} rows ({rate:.0f} rows/s)", file=stream, flush=True)
 
-    return report
+def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
+    """Every image file below `folder` (sorted), as a table of paths relative to it."""
+    found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    if not found:
+        raise SkewtuneError(f"{folder}: holds no image files ({', '.join(EXTENSIONS)})")
+    return pd.DataFrame({column: found})
+
+
+def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
+    """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, unsupported)."""
+    rows = []
+    for i, cell in enumerate(paths.tolist()):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)) or not str(cell).strip():
+            rows.append({"problem": "missing_image"})
+            continue
+        full = root / str(cell).strip()
+        if os.path.isabs(str(cell).strip()) or not inside(full, root):
+            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it "
+                                "(skewtune predict: --image-root sets it)")
+        rows.append(inspect_image(full))
+    return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
 
 
 def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, model: str | os.PathLike, text_column: str | None = None,
                pair_column: str | None = None, batch_size: int = 64, overwrite: bool = False, device: str = "auto",
-               precision: str = "auto", fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None) -> Summary:
-    """Predict every row of `input_path` with the classifier in `model`; write `output` atomically."""
+               precision: str = "auto", fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None,
+               image_column: str | None = None, image_root: str | os.PathLike | None = None) -> Summary:
+    """Predict every row of `input_path` with the classifier in `model`; write `output` atomically. For an image
+    classifier, `image_column` names the column of image paths (relative to `image_root`; default: the table's
+    folder), and `input_path` may be a folder of images."""
     if batch_size < 1:
         raise SkewtuneError(f"--batch-size is {batch_size}; use a positive number of rows, e.g. 64")
     out_fmt = check_output(output, overwrite)
     meta, rule = read_classifier_files(model)
-    text_column, pair_column = text_columns(meta, text_column, pair_column, model)
-    frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], fmt=fmt, encoding=encoding, sheet=sheet)
-    unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
-    texts = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
-    if pair_column:
-        texts["text_pair"] = normalise_text(frame[pair_column], unescape_html=unescape_html)
-    has_text = texts.notna().all(axis=1).to_numpy()
+    modality = for_meta(meta)
+    if modality is IMAGE:
+        column = image_path_column(meta, image_column, [text_column, pair_column], model)
+        folder = Path(input_path).is_dir()
+        frame = list_image_folder(Path(input_path), column) if folder else read_input(input_path, [column], fmt=fmt, encoding=encoding, sheet=sheet)
+        root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
+        rows = image_rows(frame[column], root, str(input_path))
+        has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
+    else:
+        text_column, pair_column = text_columns(meta, text_column, pair_column, model)
+        frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], fmt=fmt, encoding=encoding, sheet=sheet)
+        unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
+        rows = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
+        if pair_column:
+            rows["text_pair"] = normalise_text(frame[pair_column], unescape_html=unescape_html)
+        has_text, lacking = rows.notna().all(axis=1).to_numpy(), "text"
     probs = np.empty((0, len(rule.labels)))
     if has_text.any():
         device = resolve_device(device)
-        classifier, tokenizer, _ = load_trained(model)
-        probs = predict_proba(
-            classifier, tokenizer, texts[has_text], max_length=meta["max_length"], text_pair=meta["text_pair"],
-            batch_size=batch_size, device=device, amp_dtype=amp_dtype(resolve_precision(precision, device)),
-            progress=progress_printer(int(has_text.sum())),
+        classifier, processor, _ = modality.load_trained(model)
+        probs = modality.predict_proba(
+            classifier, processor, rows[has_text], meta, batch_size=batch_size, device=device,
+            amp_dtype=amp_dtype(resolve_precision(precision, device)), progress=progress_printer(int(has_text.sum())),
         )
         if rule.blend:  # the classifier's rule decides on the model's probabilities blended with its baseline's
-            probs = rule.combine(probs, baseline_proba(load_baseline(Path(model) / BASELINE_FILE), texts[has_text], len(rule.labels)))
+            probs = rule.combine(probs, baseline_proba(load_baseline(Path(model) / BASELINE_FILE), rows[has_text], len(rule.labels)))
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
         write_frame(result, out.path(output), out_fmt)
     counts = result.loc[has_text, PREDICTED].value_counts()
-    return Summary(len(frame), int((~has_text).sum()), {label: int(counts.get(label, 0)) for label in rule.labels})
+    return Summary(len(frame), int((~has_text).sum()), {label: int(counts.get(label, 0)) for label in rule.labels}, lacking)

@@ -9,31 +9,33 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from skewtune.errors import SkewtuneError
+from skewtune.modality import for_rows
 
 SPLITS = ("train", "val", "test")
-REQUIRED_COLUMNS = ("id", "text", "label", "subset")
+REQUIRED_COLUMNS = ("id", "label", "subset")
 
 
 def check_dataset(dataset: pd.DataFrame, labels: list[str], source: str) -> None:
     """Validate the ingested dataset against labels.json.
 
-    Refuses a text (pair) that occurs twice: the split could put the copies on both sides, and a
-    model scored on texts it trained on looks better than it is.
+    Refuses a text (pair), or an image's content hash, that occurs twice: the split could put the copies on
+    both sides, and a model scored on inputs it trained on looks better than it is.
     """
-    missing = [name for name in REQUIRED_COLUMNS if name not in dataset.columns]
+    keys = for_rows(dataset).key_columns(dataset)
+    missing = [name for name in (*REQUIRED_COLUMNS, *keys) if name not in dataset.columns]
     if missing:
         raise SkewtuneError(f"{source}: column(s) {', '.join(missing)} missing (found {', '.join(dataset.columns)}); "
                             "re-run the ingest stage")
     unknown = sorted(set(dataset["label"].unique()) - set(labels))
     if unknown:
         raise SkewtuneError(f"{source}: label(s) {', '.join(map(repr, unknown))} are not in labels.json; re-run the ingest stage")
-    keys = ["text", "text_pair"] if "text_pair" in dataset.columns else ["text"]
     repeated = dataset[dataset.duplicated(keys, keep=False)]
     if len(repeated):
         first = repeated[repeated[keys].eq(repeated[keys].iloc[0]).all(axis=1)]
+        what = "image" if "text" not in keys else "text"
         raise SkewtuneError(
-            f"{source}: {repeated.duplicated(keys).sum()} repeated text(s), e.g. rows {', '.join(first['id'])} share "
-            f"{first['text'].iloc[0][:80]!r}; a text in two splits leaks the answer, so re-run the ingest stage "
+            f"{source}: {repeated.duplicated(keys).sum()} repeated {what}(s), e.g. rows {', '.join(first['id'])} share "
+            f"{first[keys[0]].iloc[0][:80]!r}; {'an' if what == 'image' else 'a'} {what} in two splits leaks the answer, so re-run the ingest stage "
             "(it removes duplicates) instead of editing the dataset by hand"
         )
 

@@ -30,12 +30,39 @@ MAX_SWEEPS = 50
 # The paired bootstrap that decides whether a tuned rule is kept (fixed, so that a decision is reproducible).
 GUARD_RESAMPLES = 1000
 GUARD_SEED = 0
+# Significant digits of a tuned threshold or offset where the rows of val allow it (see _readable).
+READABLE_DIGITS = 6
+# The keys of a decision that hold tuned values: written as they are (already short, see _readable), since
+# rounding them further could move a threshold past a val probability.
+TUNED_VALUES = ("threshold", "offsets", "tuned_threshold", "tuned_offsets")
 
 
 def _between(u: np.ndarray) -> np.ndarray:
     """Midpoints of consecutive sorted distinct values, each strictly above the lower one."""
     mid = u[:-1] + (u[1:] - u[:-1]) / 2
     return np.where(mid > u[:-1], mid, u[1:])
+
+
+def _intervals(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate j of the m + 1 (see the module doc) makes the same predictions anywhere in (low_j, high_j] =
+    (u[j-1], u[j]], with u[-1] = -inf and u[m] = +inf."""
+    return np.concatenate([[-np.inf], u]), np.concatenate([u, [np.inf]])
+
+
+def _readable(values: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    """Each value replaced by the nearest value of its interval (low, high] with READABLE_DIGITS significant
+    digits, or with more where the interval is narrower: the same predictions on val, and a chosen threshold
+    that reads well and does not change in its 7th digit when another CPU computes the same model."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    todo = np.arange(len(out))
+    for digits in range(READABLE_DIGITS, 18):
+        rounded = np.array([float(f"{v:.{digits}g}") for v in out[todo]])
+        fits = (rounded > lows[todo]) & (rounded <= highs[todo])
+        out[todo[fits]] = rounded[fits]
+        todo = todo[~fits]
+        if not len(todo):
+            break
+    return out
 
 
 def _pick(scores: np.ndarray, candidates: np.ndarray, target: float) -> int:
@@ -54,7 +81,7 @@ def threshold_curve(y: np.ndarray, p_pos: np.ndarray, pos: int, score: Score) ->
     pp = np.append(np.cumsum(np.bincount(inverse, minlength=len(u))[::-1])[::-1], 0)
     upper = u[-1] + (1 - u[-1]) / 2
     upper = upper if upper > u[-1] else np.nextafter(u[-1], np.inf)
-    thresholds = np.concatenate([[0.0], _between(u), [upper]])
+    thresholds = _readable(np.concatenate([[0.0], _between(u), [upper]]), *_intervals(u))
     n, n_pos = len(y), int(is_pos.sum())
     true = np.zeros(2)
     true[pos], true[1 - pos] = n_pos, n - n_pos
@@ -112,7 +139,9 @@ def tune_offsets(y: np.ndarray, probs: np.ndarray, score: Score, labels: list[st
             )
             best = _pick(scores, candidates, 0.0)
             if scores[best] > current + _TIE:
-                offsets[k], current, changed = candidates[best], float(scores[best]), True
+                lows, highs = _intervals(u)
+                offsets[k] = _readable(candidates[best:best + 1], lows[best:best + 1], highs[best:best + 1])[0]
+                current, changed = float(scores[best]), True
             steps.append({"sweep": sweep, "class": labels[k], "offset": float(offsets[k]), "score": current})
         if not changed:
             break
@@ -137,7 +166,7 @@ def tune_decision(
     y: np.ndarray, probs: np.ndarray, labels: list[str], *, strategy: str, metric: str, min_precision: float,
     positive_label: str | None, min_confidence: float,
 ) -> tuple[dict, pd.DataFrame]:
-    """Choose the decision rule on validation rows; returns (metrics/decision.json, val curve frame).
+    """Choose the decision rule on validation rows; returns (reports/threshold/decision.json, val curve frame).
 
     strategy "argmax" keeps argmax (the binary curve is still reported); "tune" thresholds the
     positive class (binary) or tunes per-class offsets (multiclass) to maximise `metric`, and keeps
@@ -231,10 +260,29 @@ def tune_blended_decision(
     return {**blended, **record}, blended_curve
 
 
-def chosen_point(decision: dict) -> pd.DataFrame:
-    """The chosen rule as one (threshold, score) row, to mark it on the val curve plot. Binary argmax
-    is the threshold 0.5; multiclass offsets have no single threshold (NaN)."""
-    threshold = decision["threshold"]
-    if threshold is None:
-        threshold = 0.5 if len(decision["labels"]) == 2 else float("nan")
-    return pd.DataFrame({"threshold": [threshold], "score": [decision["val_score"]]})
+# Columns of the three plot files of tune_threshold (dvc.yaml `plots:`). Each is written every time, without
+# rows where it does not apply (a binary task has no offset search), so that `dvc plots show` draws nothing
+# there instead of failing on a missing field.
+VAL_CURVE_COLUMNS = ["threshold", "score", "precision", "recall", "series"]
+OFFSET_SEARCH_COLUMNS = ["step", "sweep", "class", "offset", "score", "series"]
+MARKER_COLUMNS = ["threshold", "score", "series"]
+
+
+def plot_tables(decision: dict, curve: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(val curve, offset search, markers) of a decision and the curve tune_decision returned: the binary
+    score-vs-threshold curve, or the multiclass coordinate-ascent steps; the markers put the rule applied on
+    the binary curve and, apart from it, a tuned threshold that the guard did not keep."""
+    metric = f"val {decision['metric']}"
+    binary = len(decision["labels"]) == 2
+    empty = {name: pd.DataFrame(columns=columns) for name, columns in (("curve", VAL_CURVE_COLUMNS), ("search", OFFSET_SEARCH_COLUMNS), ("markers", MARKER_COLUMNS))}
+    if not binary:
+        search = curve.assign(step=np.arange(len(curve)), series=metric)[OFFSET_SEARCH_COLUMNS]
+        return empty["curve"], search, empty["markers"]
+    applied = decision["threshold"] if decision["threshold"] is not None else 0.5  # binary argmax: p >= 0.5
+    markers = [{"threshold": applied, "score": decision["val_score"], "series": f"applied: {decision['strategy']} (p >= {applied:.4g})"}]
+    if decision["tuned_threshold"] is not None and decision["strategy"] == "argmax":
+        markers.append({
+            "threshold": decision["tuned_threshold"], "score": decision["tuned_val_score"],
+            "series": f"tuned, not kept: won {decision['win_rate']:.0%} of val resamples (p >= {decision['tuned_threshold']:.4g})",
+        })
+    return curve.assign(series=metric)[VAL_CURVE_COLUMNS], empty["search"], pd.DataFrame(markers, columns=MARKER_COLUMNS)

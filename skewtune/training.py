@@ -44,6 +44,11 @@ HF_SCHEDULERS = {
     "constant": "constant_with_warmup",  # constant after the warmup (none when train.warmup is 0)
     "reduce_on_plateau": "reduce_lr_on_plateau",
 }
+# Points of the training-loss curve per run: one every max_steps / CURVE_POINTS optimizer steps (their mean loss).
+CURVE_POINTS = 100
+# The plot files of reports/train/plots/custom (dvc.yaml `plots:`): name → the y field. Each row has step, epoch,
+# the y value and `series` (train / val; macro / a class), the long form that .dvc/plots/series.json draws.
+CURVES = {"loss": "loss", "val_f1": "f1", "val_share": "share"}
 # Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
 PROGRESS_SECONDS = 10.0
 
@@ -165,8 +170,9 @@ def for_train_size(train: TrainParams, rows: int) -> tuple[TrainParams, str | No
                      f"fewer than train.min_steps {train.min_steps}; training {epochs} epochs ({epochs * per_epoch} steps){stopping}")
 
 
-def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection):
-    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end."""
+def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):
+    """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end;
+    `by_length`: whether rows have a length to group batches by (train.group_by_length; texts, not images)."""
     from transformers import TrainingArguments
 
     greater = not selection.is_loss
@@ -191,7 +197,7 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         use_cpu=device == "cpu",
         ddp_backend="gloo" if device == "cpu" and distributed_rank() is not None else None,
         dataloader_pin_memory=device == "cuda",
-        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if train.group_by_length and by_length else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
@@ -219,7 +225,8 @@ class DiagnosticsCallback(TrainerCallback):
     """Per evaluation: train loss, gradient norm before clipping (mean and max over the steps since the
     last evaluation), learning rate, val loss, macro-F1, F1 and predicted share per class; logged to
     `live` (a dvclive Live, on the main process only) and printed as one line. Between evaluations, a
-    progress line every PROGRESS_SECONDS. Warns when the val
+    progress line every PROGRESS_SECONDS. The curves of CURVES are written as they grow (the training loss
+    every few steps), so that a viewer can follow a run. Warns when the val
     predictions collapse onto one class; stops on a non-finite loss or gradient norm, except for steps that
     fp16 loss scaling skipped."""
 
@@ -229,10 +236,14 @@ class DiagnosticsCallback(TrainerCallback):
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
         self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) since the last evaluation
+        self.curves: dict[str, list[dict]] = {name: [] for name in CURVES}
+        self._window: list[float] = []  # training losses since the last point of the loss curve
+        self.curve_every = 1
 
     def on_train_begin(self, args, state, control, **kwargs):
         # A resumed run has the history of the interrupted one: log it again into the fresh dvclive dir. Here,
         # not at the first epoch: a run resumed from its final checkpoint has no epoch left to begin.
+        self.curve_every = max(1, state.max_steps // CURVE_POINTS)
         for entry in state.log_history:
             self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=True)
         self._started = self._last_progress = time.monotonic()
@@ -280,6 +291,20 @@ class DiagnosticsCallback(TrainerCallback):
             log.warning("optimizer step %s: the loss is %s; fp16 loss scaling skipped the step", entry["step"], loss)
             return
         self._steps.append((loss, grad_norm, lr))  # fp16: an infinite norm is a step the loss scaler skipped
+        self._window.append(loss)
+        if entry["step"] % self.curve_every == 0:
+            self._add_points("loss", entry, [("train", float(np.mean(self._window)))])
+            self._window = []
+            self._write_curves(("loss",))
+
+    def _add_points(self, curve: str, entry: dict, values: list[tuple[str, float]]) -> None:
+        field = CURVES[curve]
+        self.curves[curve] += [{"step": int(entry["step"]), "epoch": float(entry["epoch"]), field: value, "series": series} for series, value in values]
+
+    def _write_curves(self, names: Sequence[str]) -> None:
+        if self.live is not None:
+            for name in names:
+                self.live.log_plot(name, self.curves[name], x="step", y=CURVES[name], template=None)
 
     def _evaluation(self, entry: dict, total_epochs: float, is_main: bool, replay: bool) -> None:
         steps = np.array(self._steps or [(math.nan,) * 3], dtype=np.float64)
@@ -300,8 +325,12 @@ class DiagnosticsCallback(TrainerCallback):
         if "eval_selection" in entry:
             values["val/selection"] = float(entry["eval_selection"])
         self.evaluations[int(entry["step"])] = values
+        self._add_points("loss", entry, [("val", values["val/loss"])])
+        self._add_points("val_f1", entry, [("macro average", values["val/f1_macro"])] + [(label, values[f"val/f1/{key}"]) for label, key in zip(self.labels, keys)])
+        self._add_points("val_share", entry, [(label, values[f"val/share/{key}"]) for label, key in zip(self.labels, keys)])
         if not is_main:
             return
+        self._write_curves(list(CURVES))
         shares = [values[f"val/share/{key}"] for key in keys]
         top = int(np.argmax(shares))
         if shares[top] >= COLLAPSE_SHARE and not replay:
@@ -379,15 +408,19 @@ RAW_WEIGHTS = "raw_weights.safetensors"
 
 class SkewtuneTrainer(Trainer):
     """The Trainer with the techniques that cannot be callbacks: adversarial training on the word embeddings
-    (`training_step`), and the EMA weights in evaluation and checkpoints (`evaluate`, `_save_checkpoint`,
-    `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the ExponentialMovingAverage callback; None turns
-    each off, and the Trainer then runs unchanged."""
+    and image augmentation of training batches (`training_step`), and the EMA weights in evaluation and
+    checkpoints (`evaluate`, `_save_checkpoint`, `_load_from_checkpoint`). `attack` is an FGM or PGD, `ema` the
+    ExponentialMovingAverage callback, `augment` a function of a batch's pixel_values; None turns each off, and
+    the Trainer then runs unchanged."""
 
-    def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None, **kwargs) -> None:
+    def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None,
+                 augment: Callable | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.attack, self.ema = attack, ema
+        self.attack, self.ema, self.augment = attack, ema, augment
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.augment is not None:  # training batches only: evaluation and prediction see the images as they are
+            inputs = {**inputs, "pixel_values": self.augment(inputs["pixel_values"])}
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.attack is not None:
             # One more forward/backward at the perturbed embeddings; the logged loss stays the clean one.
@@ -447,9 +480,11 @@ def _attack(train: TrainParams, model) -> FGM | PGD | None:
     return PGD(train.adversarial_epsilon, train.pgd_alpha, train.pgd_steps, [p for p in model.parameters() if p.requires_grad])
 
 
-def build_trainer(model, tokenizer, args, train_set, val_set, *, train: TrainParams, loss_fn: LossFn, labels: Sequence[str], selection: Selection, callbacks: Sequence = ()):
-    """A SkewtuneTrainer with the loss hook, the validation metrics, dynamic padding and the techniques of the
-    `train` params: early stopping, EMA, adversarial training; a DeferredReweighting loss is also a callback."""
+def build_trainer(model, processor, args, train_set, val_set, *, train: TrainParams, loss_fn: LossFn, labels: Sequence[str], selection: Selection,
+                  callbacks: Sequence = (), collator=None, augment: Callable | None = None):
+    """A SkewtuneTrainer with the loss hook, the validation metrics, the `collator` (None: dynamic padding by the
+    tokenizer `processor`), `augment` of training batches and the techniques of the `train` params: early
+    stopping, EMA, adversarial training; a DeferredReweighting loss is also a callback."""
     from transformers import DataCollatorWithPadding, PrinterCallback
 
     ema = ExponentialMovingAverage(train.ema_decay) if train.ema_decay is not None else None
@@ -463,13 +498,14 @@ def build_trainer(model, tokenizer, args, train_set, val_set, *, train: TrainPar
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=processor,
+        data_collator=collator or DataCollatorWithPadding(processor),
         compute_loss_func=loss_hook(loss_fn),
         compute_metrics=make_compute_metrics(labels, selection),
         callbacks=[*callbacks, *techniques],
         attack=_attack(train, model),
         ema=ema,
+        augment=augment,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every step's log; DiagnosticsCallback prints per evaluation
     return trainer

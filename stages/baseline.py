@@ -1,6 +1,6 @@
 """Stage baseline: fit the TF-IDF + logistic regression baseline (skewtune.baseline) on the resampled train
 split and write its val and test probabilities as predict writes the model's. Disabled (baseline.enabled:
-false) or unable to fit (a warning says why), it writes 0-byte markers and the pipeline goes on without it."""
+false, or on images) or unable to fit (a warning says why), it writes 0-byte markers and the pipeline goes on without it."""
 
 import sys
 import time
@@ -30,12 +30,14 @@ def _markers(out: Outputs, report: dict) -> None:
 
 
 def main() -> None:
-    p = load_params().baseline
+    params = load_params()
+    p = params.baseline
     labels = read_labels()
-    if not p.enabled:
+    if not p.enabled or params.data.modality != "text":
+        reason = "baseline.enabled is false" if not p.enabled else f"data.modality is {params.data.modality}: the TF-IDF baseline reads text"
         with Outputs() as out:
-            _markers(out, {"status": "disabled", "reason": "baseline.enabled is false"})
-        print("baseline: baseline.enabled is false; not fitted")
+            _markers(out, {"status": "disabled", "reason": reason})
+        print(f"baseline: {reason}; not fitted")
         return
     train = read_examples(RESAMPLED, labels, "resample")
     start = time.perf_counter()

@@ -1,10 +1,12 @@
-"""Stage evaluate: test metrics at the tuned rule and at argmax, the baseline's and the difference to it,
-and the ranking curves."""
+"""Stage evaluate: test metrics of the chosen rule and of argmax, the baseline's and the chosen rule's difference
+to it, the ranking curves, and the review metrics (metrics/test.json: the few numbers `dvc exp show` and
+`dvc metrics diff` compare, val macro-F1 among them)."""
 
 import sys
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import f1_score
 
 from skewtune.artifacts import (
     DECISION,
@@ -12,6 +14,7 @@ from skewtune.artifacts import (
     ROC_CURVE,
     TEST_METRICS,
     TEST_PREDICTIONS_CSV,
+    TEST_REPORT,
     aligned,
     read_baseline_predictions,
     read_decision,
@@ -23,7 +26,7 @@ from skewtune.artifacts import (
 )
 from skewtune.cli import run_stage
 from skewtune.io import Outputs
-from skewtune.metrics import baseline_comparison, evaluation_report, ranking_curves
+from skewtune.metrics import baseline_comparison, evaluation_report, ranking_curves, review_metrics
 from skewtune.params import load_params
 
 
@@ -31,41 +34,52 @@ def main() -> None:
     p = load_params().evaluate
     labels = read_labels()
     rule = read_decision(DECISION, labels)
-    test = read_rule_inputs("test", labels, rule)  # the model's probabilities, blended with the baseline's when the rule says so
+    # the model's probabilities, blended with the baseline's when the rule says so
+    test = read_rule_inputs("test", labels, rule)
     read_texts(split_path("test"), test.ids)  # refuses predictions made on another test split
-    tuned = rule.predict(test.probs)
+    val = read_rule_inputs("val", labels, rule)
+    chosen = rule.predict(test.probs)
     positive = rule.positive
 
     report = evaluation_report(
-        test.y, test.probs, tuned, labels, rule=rule.strategy, positive=positive,
+        test.y, test.probs, chosen, labels, rule=rule.strategy, positive=positive,
         resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
     )
+    every_class = list(range(len(labels)))
+    review = review_metrics(
+        report,
+        val_f1_macro=float(f1_score(val.y, rule.predict(val.probs), labels=every_class, average="macro", zero_division=0)),
+        val_f1_macro_argmax=float(f1_score(val.y, val.probs.argmax(axis=1), labels=every_class, average="macro", zero_division=0)),
+    )
     baseline = read_baseline_predictions("test", labels)
-    report.update(baseline_comparison(
-        test.y, tuned, None if baseline is None else aligned(test, baseline, "test").probs.argmax(axis=1), len(labels),
+    review.update(baseline_comparison(
+        test.y, chosen, None if baseline is None else aligned(test, baseline, "test").probs.argmax(axis=1), len(labels),
         resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
     ))
     collapsed = read_json(DECISION, "tune_threshold").get("collapse_message")
-    report.update(blend=rule.blend, collapsed=collapsed is not None, collapse_message=collapsed)
+    review["collapsed"] = collapsed is not None
+    report.update(blend=rule.blend, collapse_message=collapsed)
     pr_curve, roc_curve = ranking_curves(test.y, test.probs, labels, positive)
     names = np.asarray(labels, dtype=object)
     predictions = pd.DataFrame(
-        {"id": test.ids, "actual": names[test.y], "predicted": names[tuned], "predicted_argmax": names[test.probs.argmax(axis=1)]}
+        {"id": test.ids, "actual": names[test.y], "predicted": names[chosen], "predicted_argmax": names[test.probs.argmax(axis=1)], "rule": rule.strategy}
     )
     with Outputs() as out:
-        out.json(TEST_METRICS, report)
+        out.json(TEST_METRICS, review)
+        out.json(TEST_REPORT, report)
         out.csv(TEST_PREDICTIONS_CSV, predictions)
         out.csv(PR_CURVE, pr_curve)
         out.csv(ROC_CURVE, roc_curve)
-    t, a = report["tuned"], report["argmax"]
+    blended = f", baseline blended in at {rule.blend:g}" if rule.blend else ""
     print(
-        f"test macro-F1 {t['f1_macro']:.4f} [{t['f1_macro_ci_low']:.4f}, {t['f1_macro_ci_high']:.4f}] "
-        f"({rule.strategy}{f', baseline blended in at {rule.blend:g}' if rule.blend else ''}); argmax {a['f1_macro']:.4f}; n_test {report['n_test']}"
+        f"test macro-F1 {review['f1_macro']:.4f} [{review['f1_macro_ci_low']:.4f}, {review['f1_macro_ci_high']:.4f}] "
+        f"({rule.strategy}{blended}); argmax {review['f1_macro_argmax']:.4f}; {review['rarest_class']} (rarest) F1 "
+        f"{review['f1_rarest_class']:.4f}; val macro-F1 {review['val_f1_macro']:.4f}; n_test {review['n_test']}"
     )
-    if report["baseline_f1_macro"] is not None:
-        print(f"baseline (TF-IDF + logistic regression) test macro-F1 {report['baseline_f1_macro']:.4f} "
-              f"[{report['baseline_f1_macro_ci_low']:.4f}, {report['baseline_f1_macro_ci_high']:.4f}]; chosen rule − baseline "
-              f"{report['vs_baseline']:+.4f} [{report['vs_baseline_ci_low']:+.4f}, {report['vs_baseline_ci_high']:+.4f}]")
+    if review["baseline_f1_macro"] is not None:
+        print(f"baseline (TF-IDF + logistic regression) test macro-F1 {review['baseline_f1_macro']:.4f} "
+              f"[{review['baseline_f1_macro_ci_low']:.4f}, {review['baseline_f1_macro_ci_high']:.4f}]; chosen rule − baseline "
+              f"{review['vs_baseline']:+.4f} [{review['vs_baseline_ci_low']:+.4f}, {review['vs_baseline_ci_high']:+.4f}]")
     if collapsed:
         print(f"evaluate: WARNING: collapsed: {collapsed}", file=sys.stderr)
 

@@ -10,11 +10,11 @@ from skewtune.artifacts import (
     CARD_FILE,
     CLASSIFIER,
     DECISION,
-    INGEST_METRICS,
+    INGEST_REPORT,
     MODEL,
     RULE_FILE,
-    SPLIT_METRICS,
-    TEST_METRICS,
+    SPLIT_REPORT,
+    TEST_REPORT,
     read_decision,
     read_json,
     read_labels,
@@ -25,6 +25,7 @@ from skewtune.card import model_card
 from skewtune.cli import run_stage
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs, json_text
+from skewtune.modality import for_meta
 from skewtune.params import load_params, param_values
 
 # The params keys the model card reports (each a dep of this stage in dvc.yaml).
@@ -41,16 +42,10 @@ def main() -> None:
     meta = read_model_meta(MODEL)
     if meta["labels"] != labels:
         raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but labels.json lists {labels}; re-run the train stage")
-    meta["preprocessing"] = {
-        "normalise_whitespace": True,  # what ingest's normalise_text did to every training text
-        "remove_control_characters": True,
-        "unescape_html": p.data.unescape_html,
-        "text_column": p.data.text_column,
-        "text_pair_column": p.data.text_pair_column,
-    }
+    meta["preprocessing"] = for_meta(meta).preprocessing(p.data)
     card = model_card(
-        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_METRICS, "ingest"),
-        split=read_json(SPLIT_METRICS, "split"), test=read_json(TEST_METRICS, "evaluate"),
+        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_REPORT, "ingest"),
+        split=read_json(SPLIT_REPORT, "split"), test=read_json(TEST_REPORT, "evaluate"),
     )
     with Outputs() as out:
         target = out.path(CLASSIFIER, directory=True)

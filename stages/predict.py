@@ -1,11 +1,12 @@
 """Stage predict: class probabilities of the trained model for the val and test rows."""
 
-from skewtune.artifacts import LABELS, MODEL, predictions_path, prediction_table, read_examples, read_labels, split_path
+from skewtune.artifacts import LABELS, MODEL, predictions_path, prediction_table, read_examples, read_labels, read_model_meta, split_path
 from skewtune.cli import run_stage
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
-from skewtune.modeling import load_trained, predict_proba
+from skewtune.modality import for_meta
+from skewtune.modeling import progress_printer
 from skewtune.params import load_params
 
 SPLITS = ("val", "test")
@@ -16,16 +17,17 @@ def main() -> None:
     device = resolve_device(p.train.device)
     dtype = amp_dtype(resolve_precision(p.train.precision, device))
     labels = read_labels()
-    model, tokenizer, meta = load_trained(MODEL, trust_remote_code=p.model.trust_remote_code)
+    modality = for_meta(read_model_meta(MODEL))
+    model, processor, meta = modality.load_trained(MODEL, trust_remote_code=p.model.trust_remote_code)
     if meta["labels"] != labels:
         raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but {LABELS} lists {labels}; re-run the train stage")
     with Outputs() as out:
         for split in SPLITS:
             source, dest = split_path(split), predictions_path(split)
             rows = read_examples(source, labels, "split")
-            probs = predict_proba(
-                model, tokenizer, rows, max_length=meta["max_length"], text_pair=meta["text_pair"],
-                batch_size=p.train.eval_batch_size, device=device, amp_dtype=dtype,
+            probs = modality.predict_proba(
+                model, processor, rows, meta, batch_size=p.train.eval_batch_size, device=device, amp_dtype=dtype,
+                progress=progress_printer(len(rows), f"{split} "),
             )
             out.parquet(dest, prediction_table(rows, probs, labels))
             print(f"predict: {len(rows)} rows of {source} -> {dest}", flush=True)

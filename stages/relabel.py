@@ -14,6 +14,7 @@ from skewtune.artifacts import (
 )
 from skewtune.cli import run_stage
 from skewtune.io import Outputs
+from skewtune.modality import MODALITIES
 from skewtune.params import load_params
 from skewtune.relabel import relabel_queue, uncertain_scored, val_mistakes
 
@@ -27,7 +28,7 @@ def main() -> None:
     parts = [val_mistakes(read_texts(split_path("val"), val.ids), val, rule, rows)]
     scored = read_scored(SCORED, labels)
     if scored is not None:
-        parts.append(uncertain_scored(scored, p.data.text_column, p.data.text_pair_column, labels, rows))
+        parts.append(uncertain_scored(scored, MODALITIES[p.data.modality].raw_columns(p.data), labels, rows))
     queue = relabel_queue(parts)
     with Outputs() as out:
         out.csv(ERRORS, queue)

@@ -1,6 +1,6 @@
 """Stage resample: random over-/under-sampling of the train split only (val and test are never touched)."""
 
-from skewtune.artifacts import RESAMPLE_METRICS, RESAMPLED, read_frame, read_labels, split_path
+from skewtune.artifacts import RESAMPLE_REPORT, RESAMPLED, read_frame, read_labels, split_path
 from skewtune.cli import run_stage
 from skewtune.io import Outputs
 from skewtune.params import load_params
@@ -16,7 +16,7 @@ def main() -> None:
     report = resample_report(train, resampled, labels, params.strategy)
     with Outputs() as out:
         out.parquet(RESAMPLED, resampled)
-        out.json(RESAMPLE_METRICS, report)
+        out.json(RESAMPLE_REPORT, report)
     print(f"resample ({params.strategy}): {report['before']} -> {report['after']}")
 
 

@@ -1,12 +1,16 @@
 """Stage score: predict data.score_path (an unlabelled file under data/raw/) with models/classifier, as
-`skewtune predict` does, into data/predictions/score.parquet; unset, it writes a 0-byte marker at once."""
+`skewtune predict` does, into data/predictions/score.parquet; unset, it writes a table without rows or
+columns at once (not a 0-byte file, which DVC would warn about at every run)."""
+
+import pandas as pd
 
 from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED
 from skewtune.cli import run_stage
+from skewtune.images import raw_input
 from skewtune.io import Outputs
+from skewtune.modality import MODALITIES
 from skewtune.params import load_params
 from skewtune.scoring import score_file
-from skewtune.tables import resolve_raw_path
 
 
 def main() -> None:
@@ -14,13 +18,15 @@ def main() -> None:
     data = p.data
     if data.score_path is None:
         with Outputs() as out:
-            out.text(SCORED, "")
+            out.parquet(SCORED, pd.DataFrame())
         print("score: data.score_path is not set; nothing to score")
         return
+    columns = MODALITIES[data.modality].raw_columns(data)
     summary = score_file(
-        resolve_raw_path(data.score_path, "data.score_path", RAW_DIR), SCORED, model=CLASSIFIER, text_column=data.text_column,
-        pair_column=data.text_pair_column, batch_size=p.train.eval_batch_size, overwrite=True, device=p.train.device,
-        precision=p.train.precision, fmt=data.format, encoding=data.encoding, sheet=data.sheet,
+        raw_input(data.score_path, "data.score_path", RAW_DIR, folders="image" in columns), SCORED, model=CLASSIFIER,
+        text_column=columns.get("text"), pair_column=columns.get("text_pair"), image_column=columns.get("image"), image_root=RAW_DIR,
+        batch_size=p.train.eval_batch_size, overwrite=True, device=p.train.device, precision=p.train.precision,
+        fmt=data.format, encoding=data.encoding, sheet=data.sheet,
     )
     print("score: " + summary.line(SCORED).removeprefix("predict: "))
 

@@ -1,6 +1,6 @@
 """Stage split: stratified train/val/test split of the ingested dataset (a fixed test file stays the test split)."""
 
-from skewtune.artifacts import DATASET, SPLIT_METRICS, read_frame, read_labels, split_path
+from skewtune.artifacts import DATASET, SPLIT_REPORT, read_frame, read_labels, split_path
 from skewtune.cli import run_stage
 from skewtune.io import Outputs
 from skewtune.params import load_params
@@ -16,7 +16,7 @@ def main() -> None:
     with Outputs() as out:
         for name, frame in splits.items():
             out.parquet(split_path(name), frame)
-        out.json(SPLIT_METRICS, report)
+        out.json(SPLIT_REPORT, report)
     print("split: " + ", ".join(f"{name} {part['rows']} {part['class_counts']}" for name, part in report.items()))
 
 

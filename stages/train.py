@@ -11,18 +11,8 @@ from skewtune.cli import run_stage
 from skewtune.devices import check_processes, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
-from skewtune.modeling import (
-    add_lora,
-    check_coverage,
-    class_counts,
-    encode,
-    init_head_bias,
-    load_classifier,
-    load_tokenizer,
-    resolve_model_source,
-    save_classifier,
-    token_coverage,
-)
+from skewtune.modality import for_rows, model_source
+from skewtune.modeling import add_lora, class_counts, init_head_bias
 from skewtune.params import load_params
 from skewtune.training import (
     DiagnosticsCallback,
@@ -50,11 +40,10 @@ def main() -> None:
     selection = parse_selection(t.select_metric, labels)
     counts = class_counts(train["label_id"], len(labels))
     loss_fn = build_training_loss(lo, counts, labels)
-    source = resolve_model_source(m.name, trust_remote_code=m.trust_remote_code)
-    tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
-    coverage = token_coverage(tokenizer, train, m.max_length)
+    modality = for_rows(train)
+    source = model_source(m.name, modality, trust_remote_code=m.trust_remote_code)
     if distributed_rank() is None:  # not yet in a DDP process: say it once
-        warning = check_coverage(coverage, tokenizer, source)
+        warning = modality.check(source, m, train)
         if warning:
             print(warning, flush=True)
     # The inputs are checked above, once; then each DDP process runs this stage under torchrun.
@@ -68,33 +57,32 @@ def main() -> None:
         print(adapted, flush=True)
 
     set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
-    model = load_classifier(
-        source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code,
-        hidden_dropout=m.hidden_dropout, classifier_dropout=m.classifier_dropout,
-    )
+    prepared = modality.prepare(source, m, train, val, labels, p.augment)
+    model = prepared.model
     init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     if m.lora.enabled:
         lora = m.lora
         model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
-    args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection)
+    args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length)
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
-        print(f"train: {source} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}", flush=True)
-        print(f"train: tokens of {coverage['rows']} train texts: {coverage['unknown_share']:.1%} unknown; "
-              f"{coverage['truncated_share']:.1%} of the texts are longer than model.max_length ({m.max_length}) and get cut off", flush=True)
+        print(f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}", flush=True)
+        for line in prepared.lines:
+            print(line, flush=True)
 
     with Outputs() as out:
         live = None
         if is_main:
             from dvclive import Live
 
-            live = Live(str(out.path(TRAIN_REPORTS, directory=True)), dvcyaml=False, save_dvc_exp=False)
-            for name in ("unknown_share", "truncated_share"):  # summary values, not per-step plots
-                live.log_metric(f"tokens/{name}", round(coverage[name], 6), plot=False)
+            # Written in place, so that VS Code and `dvc plots show` follow the curves while training runs.
+            live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
+            for name, value in prepared.metrics.items():  # summary values, not per-step plots
+                live.log_metric(name, value, plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
         trainer = build_trainer(
-            model, tokenizer, args, encode(tokenizer, train, m.max_length), encode(tokenizer, val, m.max_length),
+            model, prepared.processor, args, prepared.train_set, prepared.val_set, collator=prepared.collator, augment=prepared.augment,
             train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],
         )
         result = trainer.train(resume_from_checkpoint=resume_from)
@@ -102,11 +90,8 @@ def main() -> None:
             best = diagnostics.best(trainer.state.best_global_step)
             for name, value in best.items():
                 live.log_metric(f"best/{name}", value, plot=False)
-            live.make_summary()
-            save_classifier(
-                trainer.model, tokenizer, out.path(MODEL, directory=True),
-                labels=labels, max_length=m.max_length, text_pair="text_pair" in train.columns,
-            )
+            live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
+            modality.save(trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train)
             seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
             print(
                 f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "

@@ -4,8 +4,9 @@ on the model's probabilities or on a blend with the baseline's (decision.blend).
 import sys
 
 from skewtune.artifacts import (
-    CHOSEN,
     DECISION,
+    OFFSET_SEARCH,
+    THRESHOLD_MARKERS,
     VAL_CURVE,
     aligned,
     predictions_path,
@@ -18,7 +19,7 @@ from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
 from skewtune.metrics import collapse_message
 from skewtune.params import load_params
-from skewtune.thresholds import chosen_point, tune_blended_decision
+from skewtune.thresholds import TUNED_VALUES, plot_tables, tune_blended_decision
 
 
 def main() -> None:
@@ -44,9 +45,9 @@ def main() -> None:
     message = collapse_message(val.y, val.probs.argmax(axis=1), labels)
     decision.update(collapsed=message is not None, collapse_message=message)
     with Outputs() as out:
-        out.json(DECISION, decision)
-        out.csv(VAL_CURVE, curve)
-        out.csv(CHOSEN, chosen_point(decision))
+        out.json(DECISION, decision, exact=TUNED_VALUES)
+        for path, table in zip((VAL_CURVE, OFFSET_SEARCH, THRESHOLD_MARKERS), plot_tables(decision, curve)):
+            out.csv(path, table)
     print(f"decision: {decision['strategy']}; val {decision['metric']} {decision['val_score']:.4f} (argmax {decision['val_score_argmax']:.4f})")
     if decision["win_rate"] is not None and decision["strategy"] == "argmax":
         tuned = f"threshold {decision['tuned_threshold']:.4g}" if decision["tuned_threshold"] is not None else "offsets"

@@ -43,7 +43,7 @@ def project_files() -> list[str]:
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.split()
-    return [f for f in out if f != "dvc.lock" and not f.startswith(("metrics/", "bench/", "tests/")) and (REPO / f).exists()]
+    return [f for f in out if f != "dvc.lock" and not f.startswith(("metrics/", "reports/", "bench/", "tests/")) and (REPO / f).exists()]
 
 
 def copy_project(dest: Path) -> Path:

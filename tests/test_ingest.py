@@ -19,7 +19,7 @@ from skewtune.errors import SkewtuneError
 from stages import ingest
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_METRICS)
+OUTPUTS = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_REPORT)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _csv(name: str, rows: list[tuple], header=("text", "label")) -> str:
 
 
 def _metrics() -> dict:
-    return json.loads(Path(artifacts.INGEST_METRICS).read_text())
+    return json.loads(Path(artifacts.INGEST_REPORT).read_text())
 
 
 def _clear_outputs() -> None:
@@ -65,7 +65,7 @@ def test_embedded_sms_table(project):
     assert report["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 0, "duplicate": 328}
     assert report["rows_kept"] == 4534
     assert report["class_counts"] == {"ham": 3973, "spam": 561}
-    assert report["imbalance_ratio"] == pytest.approx(3973 / 561, abs=1e-6)
+    assert report["imbalance_ratio"] == pytest.approx(3973 / 561, rel=1e-6)  # reports hold 6 significant digits
     assert report["minority_share"] == pytest.approx(561 / 4534, abs=1e-6)
     assert json.loads(Path(ingest.LABELS).read_text()) == {"labels": ["ham", "spam"]}
     dataset = pd.read_parquet(ingest.DATASET)
@@ -137,7 +137,7 @@ def test_label_map_merges_and_catches_typos(project):
     project(source=source, label_map={"promo": "spam"})
     ingest.main()
     assert _metrics()["class_counts"] == {"ham": 2, "spam": 2}
-    Path(artifacts.INGEST_METRICS).unlink()
+    Path(artifacts.INGEST_REPORT).unlink()
     project(source=source, label_map={"promos": "spam"})
     with pytest.raises(SkewtuneError, match=r"data\.label_map: 'promos' match no label in data/raw/three\.csv; the labels found are: 'ham', 'promo', 'spam'"):
         ingest.main()

@@ -110,7 +110,7 @@ def test_evaluation_report_matches_sklearn_and_keeps_lists_out_of_the_columns():
     tuned = np.argmax(np.log(probs) + [0.0, 0.3, 0.6], axis=1)
     labels = ["a", "b", "c"]
     report = evaluation_report(y, probs, tuned, labels, rule="offsets", positive=None, resamples=1000, confidence=0.95, seed=0)
-    t, a = report["tuned"], report["argmax"]
+    t, a = report["chosen"], report["argmax"]
     assert t["f1_macro"] == pytest.approx(f1_score(y, tuned, average="macro"))
     assert a["f1_macro"] == pytest.approx(f1_score(y, probs.argmax(1), average="macro"))
     assert t["f1_macro_ci_low"] < t["f1_macro"] < t["f1_macro_ci_high"]
@@ -119,8 +119,8 @@ def test_evaluation_report_matches_sklearn_and_keeps_lists_out_of_the_columns():
     assert report["pr_auc"] == pytest.approx(np.mean([average_precision_score(y == k, probs[:, k]) for k in range(3)]))
     assert report["per_class"]["c"]["recall"] == pytest.approx(recall_score(y, tuned, average=None)[2])
     assert report["per_class"]["c"]["support"] == int(np.sum(y == 2))
-    assert np.array(report["details"]["tuned"]["confusion_matrix"]).sum() == 300
-    assert report["details"]["tuned"]["predicted"] == np.bincount(tuned, minlength=3).tolist()
+    assert np.array(report["details"]["chosen"]["confusion_matrix"]).sum() == 300
+    assert report["details"]["chosen"]["predicted"] == np.bincount(tuned, minlength=3).tolist()
     # dvc exp show makes a column of every number outside lists: only these
     top_level = {k for k, v in report.items() if not isinstance(v, dict)}
     assert top_level == {"n_test", "rule", "roc_auc", "pr_auc"}
@@ -134,7 +134,8 @@ def test_binary_ranking_uses_the_positive_class_and_curves_are_small():
     assert report["roc_auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
     assert report["pr_auc"] == pytest.approx(average_precision_score(y, probs[:, 1]))
     pr, roc = ranking_curves(y, probs, ["ham", "spam"], 1)
-    assert list(pr.columns) == ["threshold", "precision", "recall"] and list(roc.columns) == ["threshold", "fpr", "tpr"]
+    assert list(pr.columns) == ["threshold", "precision", "recall", "series"] and list(roc.columns) == ["threshold", "fpr", "tpr", "series"]
+    assert set(pr["series"]) == set(roc["series"]) == {"spam"}
     assert 100 < len(pr) <= 501 and len(roc) <= 501
     assert roc[["fpr", "tpr"]].iloc[[0, -1]].to_numpy().tolist() == [[0, 0], [1, 1]]
     assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(report["roc_auc"], abs=0.01)
@@ -144,7 +145,7 @@ def test_multiclass_curves_have_one_curve_per_class_present():
     y, _ = _labellings(9, 400, 4)
     y[y == 3] = 0  # class d has no test row: no curve
     pr, roc = ranking_curves(y, _probs(9, y, 4), list("abcd"), None)
-    assert set(pr["class"]) == set(roc["class"]) == {"a", "b", "c"}
+    assert set(pr["series"]) == set(roc["series"]) == {"a", "b", "c"}
 
 
 def test_downsample_keeps_the_ends_and_the_chosen_row():

@@ -29,6 +29,10 @@ COLUMNS = ("ingest", "package", "score", "relabel")
 # Every params key -> (a different valid value, the stages in which it takes effect with tiny_params: those whose
 # reports/effective/<stage>.json changes). `check_params` tracks every key and is expected on every change.
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
+    "data.modality": ("image", ("ingest", "baseline", "tune_threshold", "score", "relabel")),  # no text: no baseline, no blend
+    "data.image_column": ("path", ("ingest", "package", "score", "relabel")),
+    "model.image_size": (32, ("train",)),
+    **{f"augment.{key}": (0.5, ("train",)) for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
     "data.source": ("data/raw/other.tsv", DATA),
     "data.format": ("tsv", READ_INPUT),
     "data.encoding": ("latin-1", READ_INPUT),
@@ -142,7 +146,7 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
 
 
 # Keys changed together with the one under test: a fixed decision.blend needs the baseline.
-ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}}
+ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}, "data.modality": {"decision": {"blend": "auto"}}}
 
 
 def changed_stages(repo) -> set[str]:
@@ -214,7 +218,8 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
         assert ran_stages(out.stdout) == {"check_params", "baseline", "tune_threshold", "evaluate", "package", "score", "relabel"}, out.stdout
         report = json.loads((repo / "metrics/test.json").read_text())
         assert 0 <= report["baseline_f1_macro"] <= 1 and report["vs_baseline_ci_low"] <= report["vs_baseline"] <= report["vs_baseline_ci_high"]
-        assert report["blend"] == 0.5 and (repo / "models/classifier/baseline.joblib").is_file()
+        assert json.loads((repo / "reports/threshold/decision.json").read_text())["blend"] == 0.5
+        assert (repo / "models/classifier/baseline.joblib").is_file()
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)
@@ -244,16 +249,69 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
         params_file.write_text(original)
 
 
-def test_plots_show_draws_each_plot_file_once(repo):
-    """The evaluation and threshold CSVs are drawn only by the named top-level plots (declared as stage plots
-    too, each would be drawn a second time against its row index)."""
-    shown = json.loads(dvc(["plots", "show", "--json"], repo).stdout)["data"]
-    named = {name for name in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for name in name}
-    files = {name for name in shown if name not in named}
-    assert named <= set(shown) and all(name.startswith("reports/train/plots/") for name in files), sorted(shown)
-    assert any(name.startswith("Confusion matrix") for name in named)
-    confusion = next(plot for name, plots in shown.items() if name.startswith("Confusion matrix") for plot in plots)
-    assert '"percent_of_y"' in json.dumps(confusion["content"])  # confusion_normalized: colours are shares of each true class
+REVIEW_METRICS = [
+    "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "f1_macro_argmax", "rarest_class", "f1_rarest_class",
+    "val_f1_macro", "val_f1_macro_argmax", "balanced_accuracy", "pr_auc", "n_test",
+]
+
+
+def _flat(tree: dict, prefix: str = "") -> set[str]:
+    return {key for name, value in tree.items() for key in (_flat(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name})}
+
+
+def test_exp_show_has_only_the_review_metrics(repo):
+    """One metrics file, headline first, no name shared with a param (the train summary used to add `train.lr`)."""
+    shown = json.loads(dvc(["exp", "show", "--json"], repo).stdout)
+    data = shown[0]["data"]
+    assert list(data["metrics"]) == ["metrics/test.json"]
+    assert list(data["metrics"]["metrics/test.json"]["data"]) == REVIEW_METRICS and len(REVIEW_METRICS) <= 20
+    assert data["metrics"]["metrics/test.json"]["data"]["rule"] in ("argmax", "threshold")
+    params = _flat(data["params"]["params.yaml"]["data"])
+    assert not params & _flat(data["metrics"]["metrics/test.json"]["data"])
+    table = dvc(["exp", "show", "--md"], repo).stdout.splitlines()[0]
+    columns = [c.strip() for c in table.strip("|").split("|")]
+    assert columns[2:5] == ["f1_macro", "f1_macro_ci_low", "f1_macro_ci_high"], columns  # after Experiment, Created
+
+
+def test_metrics_diff_in_a_fresh_clone_loads_every_metric(repo, tmp_path):
+    """All metrics are git-tracked: a clone without a DVC remote diffs them with no "failed to load"."""
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    out = dvc(["metrics", "diff", "--all", "--json"], clone)  # HEAD vs the workspace, as a reviewer runs it
+    assert "failed to load" not in out.stdout + out.stderr, out.stderr
+    diff = json.loads(out.stdout)
+    assert list(diff) == ["metrics/test.json"] and "f1_macro" in diff["metrics/test.json"]
+    shown = dvc(["metrics", "show"], clone)
+    assert "failed to load" not in shown.stdout + shown.stderr and "f1_macro" in shown.stdout
+
+
+def test_plots_show_draws_each_plot_once_and_renders_the_data(repo):
+    """Only the named top-level plots (a file also declared as a stage plot would be drawn twice, against its
+    row index), each with its data; a binary task's offset-search plot is empty, not broken."""
+    out = dvc(["plots", "show", "--json"], repo)
+    shown = json.loads(out.stdout)
+    named = [name for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for name in entry]
+    assert "errors" not in shown and "WARNING" not in out.stderr, out.stderr
+    assert sorted(shown["data"]) == sorted(named)
+    empty = {name for name, plots in shown["data"].items() if not plots or not plots[0]["content"]["data"]["values"]}
+    assert empty == {next(name for name in named if "offset search" in name)}
+    content = {name: json.dumps(plots[0]["content"]) for name, plots in shown["data"].items() if plots}
+    confusion = next(text for name, text in content.items() if name.startswith("Confusion matrix"))
+    assert '"percent_of_y"' in confusion and '"field": "rule"' in confusion  # normalised; a row of charts per rule
+    loss = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if name.startswith("Loss"))
+    assert {row["series"] for row in loss} == {"train", "val"}
+    assert sum(row["series"] == "train" for row in loss) > 2  # a curve, not a point per epoch
+    f1 = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if name.startswith("Validation F1"))
+    assert {row["series"] for row in f1} == {"macro average", "ham", "spam"}
+
+
+def test_forced_rerun_leaves_the_tracked_files_byte_identical(repo):
+    """`dvc repro --force` recomputes every stage, training included; git then sees only what DVC records."""
+    tracked = [f for f in run(["git", "ls-files", "metrics", "reports"], repo).stdout.split() if not f.endswith(".gitignore")]
+    before = {f: (repo / f).read_bytes() for f in tracked}
+    dvc(["repro", "--force"], repo)
+    assert {f: (repo / f).read_bytes() for f in tracked} == before
+    assert run(["git", "status", "--porcelain", "--", "metrics", "reports"], repo).stdout == ""
 
 
 def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
@@ -271,7 +329,7 @@ def skewtune_predict(args: list, cwd) -> None:
 
 
 def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works(repo, tmp_path):
-    evaluated = pd.read_csv(repo / "metrics/test_predictions.csv", dtype=str)
+    evaluated = pd.read_csv(repo / "reports/eval/test_predictions.csv", dtype=str)
     skewtune_predict(["data/split/test.parquet", "-o", tmp_path / "test.csv", "--text-column", "text"], repo)
     predicted = pd.read_csv(tmp_path / "test.csv", dtype={"id": str})
     assert predicted["id"].tolist() == evaluated["id"].tolist()
@@ -293,7 +351,7 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
 
 
 def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
-    assert (repo / "data/predictions/score.parquet").stat().st_size == 0  # unset: the marker
+    assert pd.read_parquet(repo / "data/predictions/score.parquet").columns.empty  # unset: a table without columns
     params_file = repo / "params.yaml"
     original = params_file.read_text()
     new = repo / "data/raw/new.csv"
@@ -315,4 +373,4 @@ def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
         params_file.write_text(original)
         new.unlink()
         dvc(["repro"], repo)
-    assert (repo / "data/predictions/score.parquet").stat().st_size == 0
+    assert pd.read_parquet(repo / "data/predictions/score.parquet").columns.empty

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from skewtune.errors import SkewtuneError
-from skewtune.modeling import load_classifier, load_tokenizer, load_trained, save_classifier
+from skewtune.modeling import load_classifier, load_tokenizer, load_trained, predict_proba, progress_printer, save_classifier
 
 LABELS = ["billing", "other", "outage"]
 WORDS = "the service was down again and my invoice shows a charge i do not recognise please help".split()
@@ -73,3 +73,14 @@ def test_pickled_weights_are_refused(tiny_bert_dir, tmp_path):
     with pytest.raises(SkewtuneError, match="cannot load the trained model"):
         load_trained(directory)
     assert json.loads((directory / "skewtune.json").read_text())["labels"] == LABELS
+
+
+def test_long_predictions_print_a_progress_line_per_chunk(tiny_bert_dir, capsys):
+    """Inputs longer than one chunk print one whole line per chunk (no carriage returns); short ones none."""
+    model = load_classifier(tiny_bert_dir, load_tokenizer(tiny_bert_dir), ["ham", "spam"], max_length=16)
+    frame = pd.DataFrame({"text": [f"message number {i}" for i in range(25)]})
+    kwargs = dict(max_length=16, text_pair=False, batch_size=8, device="cpu", chunk_rows=10)
+    predict_proba(model, load_tokenizer(tiny_bert_dir), frame, progress=progress_printer(25, "val ", chunk_rows=10), **kwargs)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["predict: val 10/25 rows", "predict: val 20/25 rows", "predict: val 25/25 rows"]
+    assert progress_printer(10, chunk_rows=10) is None

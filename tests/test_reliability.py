@@ -55,7 +55,7 @@ def _leftovers(root: Path, outputs: tuple[str, ...]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. Bad input files: the cases no other test covers. Expectation: a message fragment (the stage fails and
-#    writes nothing), or the handling the stage reports in metrics/ingest.json (a subset of it).
+#    writes nothing), or the handling the stage reports in reports/ingest.json (a subset of it).
 
 
 def _xlsx_bytes(rows: list[tuple], rewrite: typing.Callable[[str, str], str] | None = None) -> bytes:
@@ -144,14 +144,14 @@ def test_bad_input_corpus(case, tmp_path, monkeypatch):
         (tmp_path / "data/raw" / name).write_bytes(content() if callable(content) else content)
     source = f"data/raw/{next(iter(files))}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"source": source, **data}}))
-    outputs = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_METRICS)
+    outputs = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_REPORT)
     if isinstance(expected, str):
         with pytest.raises(SkewtuneError, match=expected):
             ingest.main()
         assert _leftovers(tmp_path, outputs) == []
         return
     ingest.main()
-    report = json.loads(Path(artifacts.INGEST_METRICS).read_text())
+    report = json.loads(Path(artifacts.INGEST_REPORT).read_text())
     assert {key: report[key] for key in expected} == expected
     assert all(Path(path).is_file() for path in outputs) and _leftovers(tmp_path, ()) == []
 
@@ -522,7 +522,7 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
     (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("train:", "train:\n  resume: true"))
     stages.train.main()
     summary = json.loads((root / "reports/train/metrics.json").read_text())
-    assert summary["step"] == 1 and summary["epoch"] == 1.0 and summary["best"]["epoch"] == 1.0
+    assert summary["step"] == 0 and summary["epoch"] == 1.0 and summary["best"]["epoch"] == 1.0
     assert len(pd.read_csv(root / "reports/train/plots/metrics/val/loss.tsv", sep="\t")) == 1
 
 

@@ -18,7 +18,7 @@ from skewtune.errors import SkewtuneError
 from skewtune.resampling import resample_rows
 from stages import ingest, resample, split
 
-OUTPUTS = (artifacts.RESAMPLED, artifacts.RESAMPLE_METRICS)
+OUTPUTS = (artifacts.RESAMPLED, artifacts.RESAMPLE_REPORT)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_multiclass_mapping_on_the_stage(project):
                                         RandomUnderSampler(sampling_strategy={"ham": 250}, random_state=5)])
     assert result["label"].value_counts().to_dict() == expected == {"ham": 250, "spam": 200, "promo": 200}
     assert set(result["id"]) <= set(train["id"]) and list(result.columns) == list(train.columns)
-    report = json.loads(Path(artifacts.RESAMPLE_METRICS).read_text())
+    report = json.loads(Path(artifacts.RESAMPLE_REPORT).read_text())
     assert report["before"] == {"ham": 320, "promo": 32, "spam": 80}
     assert report["after"] == {"ham": 250, "promo": 200, "spam": 200}
     assert report["rows_before"] == 432 and report["rows_after"] == 650

@@ -16,7 +16,7 @@ from skewtune.errors import SkewtuneError
 from skewtune.splitting import split_dataset
 from stages import ingest, split
 
-OUTPUTS = [artifacts.split_path(name) for name in ("train", "val", "test")] + [artifacts.SPLIT_METRICS]
+OUTPUTS = [artifacts.split_path(name) for name in ("train", "val", "test")] + [artifacts.SPLIT_REPORT]
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_stratified_split_and_report(project):
         for label, n in sizes.items():
             assert abs(counts[label] - share * n) <= 1, (name, label)
         assert list(splits[name].columns) == ["id", "text", "label"]
-    report = json.loads(Path(artifacts.SPLIT_METRICS).read_text())
+    report = json.loads(Path(artifacts.SPLIT_REPORT).read_text())
     assert report["val"]["class_counts"] == splits["val"]["label"].value_counts().reindex(["ham", "promo", "spam"]).to_dict()
     assert report["train"]["rows"] + report["val"]["rows"] + report["test"]["rows"] == sum(sizes.values())
     assert report["test"]["share"] == pytest.approx(0.1, abs=0.002)

@@ -82,6 +82,11 @@ def stray_files(root: Path) -> list[str]:
     ]
 
 
+def rows_of(root, name: str) -> list[float]:
+    """The values dvclive logged for `name` (one per evaluation)."""
+    return pd.read_csv(root / "reports/train/plots/metrics" / f"{name}.tsv", sep="\t").iloc[:, -1].tolist()
+
+
 def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys):
     """Two CPU runs with the same params: outputs per contract, identical metrics and weights."""
     metrics = []
@@ -96,7 +101,7 @@ def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, 
         model, tokenizer, meta = load_trained(model_dir)
         assert model.config.id2label == {0: "ham", 1: "spam"}
         summary = read_json(root / "reports/train/metrics.json")
-        assert summary["step"] == 2 and set(summary["best"]["val"]["f1"]) == set(LABELS)
+        assert summary["step"] == 1 and set(summary["best"]["val"]["f1"]) == set(LABELS)  # dvclive numbers the 2 evaluations 0 and 1
         for name in ("train/loss", "train/grad_norm", "train/lr", "val/loss", "val/f1_macro", "val/f1/spam", "val/share/ham"):
             rows = pd.read_csv(root / "reports/train/plots/metrics" / f"{name}.tsv", sep="\t")
             assert len(rows) == 2 and np.isfinite(rows.iloc[:, -1]).all(), name
@@ -104,6 +109,13 @@ def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, 
             root / "reports/train/plots/metrics/val/share/spam.tsv", sep="\t"
         )["spam"]
         assert np.allclose(shares, 1.0)
+        # The curves dvc.yaml plots (long form, one line per series): training loss at every step here (16 steps,
+        # fewer than CURVE_POINTS), val loss, F1 and predicted shares at each of the 2 evaluations.
+        curves = {name: pd.DataFrame(read_json(root / f"reports/train/plots/custom/{name}.json")) for name in ("loss", "val_f1", "val_share")}
+        assert curves["loss"].groupby("series").size().to_dict() == {"train": 16, "val": 2}
+        assert curves["loss"].loc[curves["loss"]["series"] == "val", "loss"].tolist() == rows_of(root, "val/loss")
+        assert set(curves["val_f1"]["series"]) == {"macro average", *LABELS} and len(curves["val_f1"]) == 6
+        assert np.allclose(curves["val_share"].groupby("step")["share"].sum(), 1.0)
         metrics.append((summary, {k: v.clone() for k, v in model.state_dict().items()}))
     out = capsys.readouterr().out
     assert "epoch 1.00/2: train loss" in out and "epoch 2.00/2" in out
@@ -156,7 +168,7 @@ def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, 
     (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("train:", "train:\n  resume: true"))
     run_train(root, monkeypatch)
     summary = read_json(root / "reports/train/metrics.json")
-    assert summary["step"] == 2 and summary["epoch"] == 2.0  # epoch 1 replayed from the checkpoint's history
+    assert summary["step"] == 1 and summary["epoch"] == 2.0  # epoch 1 replayed from the checkpoint's history
     assert (root / "models/model/model.safetensors").is_file() and not (root / "models/checkpoints").exists()
 
 
