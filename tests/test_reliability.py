@@ -168,6 +168,8 @@ def test_openpyxl_parses_through_defusedxml():
 
 # Keys whose type alone does not say what is invalid (free-form strings with a grammar, Any with a validator).
 INVALID = {
+    "decision.blend": 1.5,
+    "model.image_size": "large",
     "data.encoding": "no-such-codec",
     "resample.over_ratio": 1.5,
     "resample.under_ratio": 0,
@@ -283,6 +285,7 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
         validate_params(raw)
 
 
+IMAGES = {"modality": "image", "source": "data/raw/images"}  # image data, for the keys only the other modality reads
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
 UNREAD_AND_READ = {
     "data.quoting": ({"data": {"quoting": "none", "source": "data/raw/x.jsonl"}}, {"data": {"quoting": "none", "source": "data/raw/x.jsonl", "test_path": "data/raw/t.tsv"}}),
@@ -299,6 +302,15 @@ UNREAD_AND_READ = {
     **{f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
        for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))},
     "decision.blend": ({"decision": {"blend": "off"}, "baseline": {"enabled": False}}, {"decision": {"blend": "off"}}),
+    # the modality's keys (set on the other modality: no effect)
+    **{f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
+       for key, value in (("text_column", "body"), ("text_pair_column", "second"), ("unescape_html", True))},
+    "data.image_column": ({"data": {"image_column": "file"}}, {"data": {"image_column": "file", **IMAGES}}),
+    "model.image_size": ({"model": {"image_size": 64}}, {"model": {"image_size": 64}, "data": IMAGES}),
+    "model.max_length": ({"model": {"max_length": 64}, "data": IMAGES}, {"model": {"max_length": 64}}),
+    "train.group_by_length": ({"train": {"group_by_length": False}, "data": IMAGES}, {"train": {"group_by_length": False}}),
+    **{f"augment.{key}": ({"augment": {key: 0.5}}, {"augment": {key: 0.5}, "data": IMAGES})
+       for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
     "loss.class_weights": ({"loss": {"class_weights": "inverse_sqrt"}}, {"loss": {"class_weights": "inverse_sqrt", "name": "weighted_ce"}}),
     "loss.beta": ({"loss": {"beta": 0.99, "name": "weighted_ce"}}, {"loss": {"beta": 0.99, "name": "weighted_ce", "class_weights": "effective_number"}}),
     "loss.alpha": ({"loss": {"alpha": "balanced", "name": "weighted_ce"}}, {"loss": {"alpha": "balanced", "name": "focal"}}),
