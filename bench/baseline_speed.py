@@ -63,7 +63,7 @@ def main() -> None:
         measured = run_stage("baseline", workdir, args.out / f"log{rows}.txt")
         report = json.loads((workdir / "reports/baseline.json").read_text())
         print(f"{rows:,} rows (train {report['train_rows']:,}, fitted on {report['fit_rows']:,}, {report['features']:,} features): "
-              f"stage {measured['wall_s']:.1f} s (fit {report['fit_seconds']} s), peak RSS {measured['peak_rss_mib']:.0f} MiB; "
+              f"stage {measured['wall_s']:.1f} s, peak RSS {measured['peak_rss_mib']:.0f} MiB; "
               f"1-min load before {load:.2f}", flush=True)
 
 

@@ -26,7 +26,7 @@ from skewtune.artifacts import (
 )
 from skewtune.cli import run_stage
 from skewtune.io import Outputs
-from skewtune.metrics import baseline_comparison, evaluation_report, ranking_curves, review_metrics
+from skewtune.metrics import BASELINE_KEYS, baseline_comparison, evaluation_report, ranking_curves, review_metrics
 from skewtune.params import load_params
 
 
@@ -58,7 +58,8 @@ def main() -> None:
     ))
     collapsed = read_json(DECISION, "tune_threshold").get("collapse_message")
     review["collapsed"] = collapsed is not None
-    report.update(blend=rule.blend, collapse_message=collapsed)
+    # the full report holds the review numbers too (the model card reads it)
+    report.update({key: review[key] for key in BASELINE_KEYS}, blend=rule.blend, collapsed=collapsed is not None, collapse_message=collapsed)
     pr_curve, roc_curve = ranking_curves(test.y, test.probs, labels, positive)
     names = np.asarray(labels, dtype=object)
     predictions = pd.DataFrame(

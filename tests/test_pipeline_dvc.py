@@ -29,7 +29,8 @@ COLUMNS = ("ingest", "package", "score", "relabel")
 # Every params key -> (a different valid value, the stages in which it takes effect with tiny_params: those whose
 # reports/effective/<stage>.json changes). `check_params` tracks every key and is expected on every change.
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
-    "data.modality": ("image", ("ingest", "baseline", "tune_threshold", "score", "relabel")),  # no text: no baseline, no blend
+    # images: the text keys lose their effect and the image keys gain it; no baseline, no blend
+    "data.modality": ("image", ("ingest", "train", "baseline", "tune_threshold", "package", "score", "relabel")),
     "data.image_column": ("path", ()),  # text data: the image keys have no effect
     "model.image_size": (32, ()),
     **{f"augment.{key}": (0.5, ()) for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
@@ -41,7 +42,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.text_pair_column": ("second", COLUMNS),
     "data.label_column": ("y", DATA),
     "data.label_map": ({"ham": "legit"}, DATA),
-    "data.test_path": ("data/raw/test.tsv", DATA),
+    "data.test_path": ("data/raw/test.tsv", (*DATA, "split")),  # split.test_size then has no effect
     "data.quoting": ("none", DATA),
     "data.max_dropped_share": (0.05, DATA),
     "data.unescape_html": (True, (*DATA, "package")),
@@ -99,7 +100,8 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "loss.gamma": (3.0, ("train",)),
     "loss.tau": (0.5, ()),
     "loss.label_smoothing": (0.1, ("train",)),
-    "loss.reweight_from_epoch": (2, ()),  # focal without alpha: no weights to defer
+    # valid only with 2 epochs (ALSO), which is what re-runs train; focal without alpha has no weights to defer
+    "loss.reweight_from_epoch": (2, ("train", "package")),
     "baseline.enabled": (False, ("baseline", "tune_threshold")),  # decision.blend then has no effect
     "baseline.min_df": (3, ("baseline",)),
     "baseline.max_features": (5000, ("baseline",)),
@@ -145,8 +147,10 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     return root
 
 
-# Keys changed together with the one under test: a fixed decision.blend needs the baseline.
-ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}, "data.modality": {"decision": {"blend": "auto"}}}
+# Keys changed together with the one under test: a fixed decision.blend needs the baseline (and text); a
+# re-weighting epoch needs that many epochs.
+ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}, "data.modality": {"decision": {"blend": "auto"}},
+        "loss.reweight_from_epoch": {"train": {"epochs": 2}}}
 
 
 def changed_stages(repo) -> set[str]:
@@ -228,12 +232,14 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
 def test_exp_run_of_a_key_without_effect_reruns_nothing_but_check_params(repo):
     """The design card's first experiment, `-S loss.gamma=3.0` under `loss.name: ce`, in this repo's terms: its loss
     is focal, which does not read loss.tau. DVC runs check_params, whose effective configurations stay the same."""
-    out = dvc(["exp", "run", "-S", "loss.tau=3.0"], repo)
-    assert ran_stages(out.stdout) == {"check_params"}, out.stdout
-    assert "params.yaml: warning: loss.tau is 3.0, but only loss.name: logit_adjusted reads it" in out.stdout + out.stderr
-    shown = pd.read_csv(io.StringIO(dvc(["exp", "show", "--csv"], repo).stdout))
-    assert 3.0 in shown["loss.tau"].tolist() and "params.yaml:train.lr" in shown.columns  # every key stays a column of `dvc exp show`
-    run(["git", "checkout", "--", "."], repo)  # back to the committed run: only git-tracked files changed
+    try:
+        out = dvc(["exp", "run", "-S", "loss.tau=3.0"], repo)
+        assert ran_stages(out.stdout) == {"check_params"}, out.stdout
+        assert "params.yaml: warning: loss.tau is 3.0, but only loss.name: logit_adjusted reads it" in out.stdout + out.stderr
+        shown = pd.read_csv(io.StringIO(dvc(["exp", "show", "--csv"], repo).stdout))
+        assert 3.0 in shown["loss.tau"].tolist() and "train.lr" in shown.columns  # every key stays a column of `dvc exp show`
+    finally:
+        run(["git", "checkout", "--", "."], repo)  # back to the committed run: only git-tracked files changed
     assert changed_stages(repo) == set()
 
 
@@ -252,6 +258,8 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
 REVIEW_METRICS = [
     "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "f1_macro_argmax", "rarest_class", "f1_rarest_class",
     "val_f1_macro", "val_f1_macro_argmax", "balanced_accuracy", "pr_auc", "n_test",
+    "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
+    "vs_baseline_ci_high", "collapsed",
 ]
 
 
