@@ -1,6 +1,14 @@
-"""Test and val macro-F1 on the full SMS Spam Collection: skewtune's configs against a TF-IDF baseline.
+"""Test and val macro-F1 on a dev data set (the full SMS Spam Collection, or a stratified sample of it or of
+the bird strikes): skewtune's configs against a TF-IDF baseline.
 
     .venv/bin/python bench/quality.py --out /tmp/skewtune_bench/quality [--seeds 1 2 3] [--configs a b c d e]
+    .venv/bin/python bench/quality.py --data birds --sample 600 --configs a s --out /tmp/skewtune_bench/birds600 \
+        --set 'data.label_map={"Engine Shut Down": Other}'
+
+--sample N takes a stratified sample of N rows of the raw file per seed (the seed draws it), written into
+the run's data/raw/; without it the file is linked, never copied. Every run also reports the pipeline's own
+baseline stage (TF-IDF + balanced logistic regression on the same train split: metrics/test.json's
+baseline_f1_macro and vs_baseline), the decision's blend weight and whether the model collapsed.
 
 Each (config, seed) runs the real stage modules in its own directory under --out, with a params.yaml
 that is the project's (snapshot at the first start) plus the config's overrides; split.seed,
@@ -21,7 +29,14 @@ from pathlib import Path
 
 # The benchmark helpers and the skewtune package of this checkout (not installed into the venv).
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from _common import PIPELINE, SMS_DATA, copy_project, link_sms, machine, run_stage, set_params  # noqa: E402
+from _common import PIPELINE, REPO, SMS_DATA, SMS_TSV, copy_project, link_sms, machine, parse_overrides, run_stage, set_params  # noqa: E402
+
+BIRDS_CSV = (REPO / ".." / "shared" / "data" / "bird_strikes.csv").resolve()
+# Each dev data set: its file, and its data.* params (the file goes to data.source under data/raw/).
+DATASETS = {
+    "sms": (SMS_TSV, SMS_DATA),
+    "birds": (BIRDS_CSV, {"source": "data/raw/bird_strikes.csv", "text_column": "remarks", "label_column": "effect"}),
+}
 
 CONFIGS = {
     "a": ("skewtune defaults", {}),
@@ -29,7 +44,28 @@ CONFIGS = {
     "c": ("focal loss, gamma 2", {"loss": {"name": "focal", "gamma": 2.0}}),
     "d": ("random oversampling", {"resample": {"strategy": "random_over"}}),
     "e": ("TF-IDF word+char_wb, LR balanced, tuned threshold", {}),
+    "s": ("defaults without the small-data rule (train.min_steps 0)", {"train": {"min_steps": 0}}),
 }
+
+
+def place_data(workdir: Path, data: str, sample: int | None, seed: int) -> None:
+    """The data set under the run's data/raw/: linked, or a stratified sample of `sample` rows drawn with `seed`."""
+    path, columns = DATASETS[data]
+    target = workdir / columns["source"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if sample is None:
+        if data == "sms":
+            link_sms(workdir)
+        else:
+            target.symlink_to(path)
+        return
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    sep = "\t" if path.suffix == ".tsv" else ","
+    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, quoting=3 if sep == "\t" else 0)
+    picked, _ = train_test_split(table, train_size=sample, stratify=table[columns["label_column"]], random_state=seed)
+    picked.to_csv(target, sep=sep, index=False, quoting=3 if sep == "\t" else 0)
 
 
 def tfidf_baseline(workdir: Path, seed: int) -> dict:
@@ -73,20 +109,20 @@ def split_digest(workdir: Path) -> str:
     return hashlib.sha256(b"".join((workdir / f"data/split/{n}.parquet").read_bytes() for n in ("train", "val", "test"))).hexdigest()[:12]
 
 
-def run_one(out: Path, snapshot: Path, config: str, seed: int) -> dict:
+def run_one(out: Path, snapshot: Path, config: str, seed: int, data: str = "sms", sample: int | None = None, extra: dict | None = None) -> dict:
     workdir = out / f"{config}_seed{seed}"
     result_file = workdir / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     shutil.rmtree(workdir, ignore_errors=True)
     shutil.copytree(snapshot, workdir, ignore=shutil.ignore_patterns("__pycache__"))
-    link_sms(workdir)
-    overrides = {"data": SMS_DATA, "split": {"seed": seed}, "train": {"seed": seed}, "resample": {"seed": seed}}
-    for section, values in CONFIGS[config][1].items():
+    place_data(workdir, data, sample, seed)
+    overrides = {"data": dict(DATASETS[data][1]), "split": {"seed": seed}, "train": {"seed": seed}, "resample": {"seed": seed}}
+    for section, values in [*(extra or {}).items(), *CONFIGS[config][1].items()]:
         overrides.setdefault(section, {}).update(values)
     set_params(workdir, overrides)
     log = workdir / "log.txt"
-    stages = PIPELINE[:2] if config == "e" else PIPELINE
+    stages = PIPELINE[:2] if config == "e" else PIPELINE[:3] + ("baseline",) + PIPELINE[3:]
     walls = {name: run_stage(name, workdir, log)["wall_s"] for name in stages}
     if config == "e":
         result = tfidf_baseline(workdir, seed)
@@ -97,12 +133,16 @@ def run_one(out: Path, snapshot: Path, config: str, seed: int) -> dict:
             "val_f1_macro_argmax": decision["val_score_argmax"],
             "threshold": decision["threshold"],
             "test": json.loads((workdir / "reports/eval/test.json").read_text()),
+            "review": json.loads((workdir / "metrics/test.json").read_text()),
         }
     result.update({"config": config, "seed": seed, "split_sha": split_digest(workdir), "stage_wall_s": walls})
     result_file.write_text(json.dumps(result, indent=2))
     t = result["test"]["chosen"]
+    review = result.get("review", {})
+    vs = f"  baseline {review['baseline_f1_macro']:.4f}, vs {review['vs_baseline']:+.4f}" if review.get("baseline_f1_macro") is not None else ""
+    collapsed = "  COLLAPSED" if review.get("collapsed") else ""
     print(f"{config} seed {seed}: val {result['val_f1_macro']:.4f}  test {t['f1_macro']:.4f} "
-          f"[{t['f1_macro_ci_low']:.4f}, {t['f1_macro_ci_high']:.4f}]  ({sum(walls.values()):.0f} s)", flush=True)
+          f"[{t['f1_macro_ci_low']:.4f}, {t['f1_macro_ci_high']:.4f}]{vs}{collapsed}  ({sum(walls.values()):.0f} s)", flush=True)
     return result
 
 
@@ -127,6 +167,15 @@ def summary(results: list[dict], seeds: list[int]) -> str:
         )
         argmax = mean_sd([r["test"]["argmax"]["f1_macro"] for r in runs])
         lines.append(f"| {config}) {name} | {mean_sd(tests)} | {per_seed} | {argmax} | {mean_sd([r['val_f1_macro'] for r in runs])} |")
+    lines += ["", "| config | collapsed runs | blend weight per seed | pipeline baseline test macro-F1 (mean ± sd) | chosen − baseline per seed [95% CI] |",
+              "|---|---|---|---|---|"]
+    for config, (name, _) in CONFIGS.items():
+        runs = sorted((r for r in results if r["config"] == config and r.get("review", {}).get("baseline_f1_macro") is not None), key=lambda r: r["seed"])
+        if runs:
+            diffs = "; ".join(f"{r['seed']}: {r['review']['vs_baseline']:+.4f} [{r['review']['vs_baseline_ci_low']:+.3f}, {r['review']['vs_baseline_ci_high']:+.3f}]" for r in runs)
+            blends = ", ".join(f"{r['test']['blend']:g}" for r in runs)
+            lines.append(f"| {config}) {name} | {sum(bool(r['review']['collapsed']) for r in runs)} of {len(runs)} | "
+                         f"{blends} | {mean_sd([r['review']['baseline_f1_macro'] for r in runs])} | {diffs} |")
     val = {c: [r["val_f1_macro"] for r in results if r["config"] == c] for c in CONFIGS}
     val = {c: v for c, v in val.items() if v}
     best = max(val, key=lambda c: statistics.mean(val[c]))
@@ -142,14 +191,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/skewtune_bench/quality"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list("abcde"))
+    parser.add_argument("--data", choices=list(DATASETS), default="sms")
+    parser.add_argument("--sample", type=int, help="a stratified sample of this many rows per seed instead of the whole file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="params of every run (VALUE in YAML)")
     args = parser.parse_args()
     snapshot = args.out / "code"
     if not snapshot.is_dir():
         copy_project(snapshot)
     print(f"machine: {machine()}\ncode snapshot: {snapshot}", flush=True)
     # Seeds outermost: an interrupted grid still has every config on the seeds it finished.
-    results = [run_one(args.out, snapshot, config, seed) for seed in args.seeds for config in args.configs]
+    print(f"data: {args.data}" + (f", a stratified sample of {args.sample} rows per seed" if args.sample else "") + f"; set: {args.set}", flush=True)
+    extra = parse_overrides(args.set)
+    results = [run_one(args.out, snapshot, config, seed, args.data, args.sample, extra) for seed in args.seeds for config in args.configs]
     text = summary(results, args.seeds)
     (args.out / "summary.md").write_text(text + "\n")
     print(text)

@@ -10,6 +10,9 @@ The decision rule (`DecisionRule`) turns class probabilities into one class:
 - ``argmax``: the most probable class (ties: the lowest index, as np.argmax);
 - ``threshold`` (binary): the positive class when ``p(positive) >= threshold``, else the other class;
 - ``offsets`` (multiclass): ``argmax(log p + offsets)``, one additive offset per class.
+
+With a ``blend`` weight w above 0, p is ``(1 - w) * p(model) + w * p(baseline)``: the transformer's
+probabilities averaged with the linear baseline's (`DecisionRule.combine`), and the rule applies to that.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from skewtune.io import json_text
 
 # ------------------------------------------------------------------------------------------- paths
 
+PIPELINE_FILE = "dvc.yaml"
+EFFECTIVE_DIR = "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
 RAW_DIR = "data/raw"
 DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset; images: id, image, label, subset, hash, image_bytes
 LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
@@ -41,6 +46,11 @@ MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.jso
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
 TRAIN_REPORTS = "reports/train"
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
+# The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
+# the predictions and model are 0-byte markers when baseline.enabled is false or it could not be fitted.
+BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
+BASELINE_MODEL = "models/baseline.joblib"  # the fitted scikit-learn pipeline (joblib)
+BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
 DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
 VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.thresholds.plot_tables)
 OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score by step of the offset search
@@ -57,6 +67,7 @@ ERRORS = "reports/errors.csv"  # the relabelling queue
 # Files of a model directory beside the transformers ones.
 META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
+BASELINE_FILE = "baseline.joblib"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
 
 PROB_PREFIX = "prob:"
@@ -71,12 +82,20 @@ def log_probs(probs: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(probs, _TINY))
 
 
+def effective_path(stage: str) -> str:
+    return f"{EFFECTIVE_DIR}/{stage}.json"
+
+
 def split_path(name: str) -> str:
     return f"{SPLIT_DIR}/{name}.parquet"
 
 
 def predictions_path(split: str) -> str:
     return f"{PREDICTIONS_DIR}/{split}.parquet"
+
+
+def baseline_predictions_path(split: str) -> str:
+    return f"{BASELINE_PREDICTIONS_DIR}/{split}.parquet"
 
 
 def prob_columns(labels: Sequence[str]) -> list[str]:
@@ -194,23 +213,23 @@ def _row(frame: pd.DataFrame, i: int) -> str:
     return f"data row {i + 1} (id {frame['id'].iloc[i]!r})"
 
 
-def read_predictions(path: str | os.PathLike, labels: list[str]) -> Predictions:
-    """Read and check data/predictions/<split>.parquet: id, label, one prob:<label> column per label."""
+def read_predictions(path: str | os.PathLike, labels: list[str], producer: str = "predict") -> Predictions:
+    """Read and check data/predictions/<split>.parquet (or the baseline's): id, label, one prob:<label> column per label."""
     path = Path(path)
-    frame = read_frame(path, "predict")
+    frame = read_frame(path, producer)
     missing = [c for c in ("id", "label") if c not in frame.columns]
     if missing:
-        raise SkewtuneError(f"{path}: missing column(s) {missing}; the predict stage writes id, label and prob:<label> columns")
+        raise SkewtuneError(f"{path}: missing column(s) {missing}; the {producer} stage writes id, label and prob:<label> columns")
     expected = prob_columns(labels)
     found = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
     if set(found) != set(expected):
         raise SkewtuneError(
             f"{path}: its probability columns {found} do not match the labels of labels.json {labels} "
             f"(missing {sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}); "
-            "re-run the predict stage with the current model and labels"
+            f"re-run the {producer} stage with the current labels"
         )
     if frame.empty:
-        raise SkewtuneError(f"{path}: has no rows; re-run the split and predict stages")
+        raise SkewtuneError(f"{path}: has no rows; re-run the split and {producer} stages")
     if frame["id"].isna().any():
         raise SkewtuneError(f"{path}: data row {int(np.flatnonzero(frame['id'].isna())[0]) + 1} has no id")
     duplicated = frame["id"].duplicated()
@@ -238,9 +257,47 @@ def read_predictions(path: str | os.PathLike, labels: list[str]) -> Predictions:
         i = int(np.flatnonzero(off)[0])
         raise SkewtuneError(
             f"{path}: the probabilities of {_row(frame, i)} sum to {sums[i]:.6g}, not 1 "
-            f"({int(off.sum())} such rows); the predict stage must write softmax probabilities"
+            f"({int(off.sum())} such rows); the {producer} stage must write probabilities"
         )
     return Predictions(frame["id"].astype(str).to_numpy(dtype=object), frame["label"].map({l: k for k, l in enumerate(labels)}).to_numpy(dtype=np.int64), probs)
+
+
+def is_marker(path: str | os.PathLike) -> bool:
+    """A 0-byte file: what a stage writes in place of an output it has nothing for (declared outputs must exist)."""
+    path = Path(path)
+    return path.is_file() and path.stat().st_size == 0
+
+
+def read_baseline_predictions(split: str, labels: list[str]) -> Predictions | None:
+    """The baseline's predictions of `split`, or None when it wrote its marker (disabled or not fitted)."""
+    path = baseline_predictions_path(split)
+    return None if is_marker(path) else read_predictions(path, labels, "baseline")
+
+
+def read_rule_inputs(split: str, labels: list[str], rule: "DecisionRule") -> Predictions:
+    """The probabilities that `rule` decides on for `split`: predict's, blended with the baseline's when the rule blends."""
+    model = read_predictions(predictions_path(split), labels)
+    if not rule.blend:
+        return model
+    baseline = read_baseline_predictions(split, labels)
+    if baseline is None:
+        raise SkewtuneError(
+            f"{DECISION}: the decision rule blends the baseline in (weight {rule.blend:g}), but {baseline_predictions_path(split)} "
+            "holds no baseline predictions; re-run the baseline and tune_threshold stages"
+        )
+    return Predictions(model.ids, model.y, rule.combine(model.probs, aligned(model, baseline, split).probs))
+
+
+def aligned(model: Predictions, baseline: Predictions, split: str) -> Predictions:
+    """The baseline's predictions in the row order of predict's, refused when they were made on other rows."""
+    index = pd.Index(baseline.ids)
+    position = index.get_indexer(model.ids)
+    if len(index) != len(model.ids) or (position < 0).any() or not np.array_equal(baseline.y[position], model.y):
+        raise SkewtuneError(
+            f"{baseline_predictions_path(split)} and {predictions_path(split)} were made on different rows of the {split} split; "
+            "re-run the baseline and predict stages"
+        )
+    return Predictions(model.ids, model.y, baseline.probs[position])
 
 
 def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
@@ -267,6 +324,7 @@ class DecisionRule:
     positive_label: str | None = None
     threshold: float | None = None
     offsets: tuple[float, ...] | None = None
+    blend: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "decision") -> "DecisionRule":
@@ -282,10 +340,12 @@ class DecisionRule:
             ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(isinstance(v, number) for v in offsets)
         elif ok:
             ok = strategy == "argmax" and raw.get("positive_label") in (None, *labels)
+        blend = raw.get("blend", 0.0) if isinstance(raw, dict) else None  # absent in rules written before blending
+        ok = ok and isinstance(blend, number) and not isinstance(blend, bool) and 0 <= blend <= 1
         if not ok:
             raise SkewtuneError(
                 f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
-                "and a numeric threshold; 'offsets' one number per label; or 'argmax'); re-run the tune_threshold stage"
+                "and a numeric threshold; 'offsets' one number per label; or 'argmax'; blend a weight in [0, 1]); re-run the tune_threshold stage"
             )
         return cls(
             strategy=strategy,
@@ -293,6 +353,7 @@ class DecisionRule:
             positive_label=raw.get("positive_label"),
             threshold=float(raw["threshold"]) if strategy == "threshold" else None,
             offsets=tuple(float(v) for v in raw["offsets"]) if strategy == "offsets" else None,
+            blend=float(blend),
         )
 
     def to_dict(self) -> dict:
@@ -302,7 +363,16 @@ class DecisionRule:
             "positive_label": self.positive_label,
             "threshold": self.threshold,
             "offsets": None if self.offsets is None else list(self.offsets),
+            "blend": self.blend,
         }
+
+    def combine(self, probs: np.ndarray, baseline_probs: np.ndarray | None) -> np.ndarray:
+        """The probabilities the rule decides on: the model's, averaged with the baseline's at weight `blend`."""
+        if not self.blend:
+            return probs
+        if baseline_probs is None:
+            raise SkewtuneError(f"decision: the rule blends in the baseline (weight {self.blend:g}), but no baseline probabilities were given")
+        return (1 - self.blend) * self._checked(probs) + self.blend * self._checked(baseline_probs)
 
     @property
     def positive(self) -> int | None:
@@ -340,11 +410,15 @@ class DecisionRule:
     def describe(self) -> str:
         """One line for people: the rule in words."""
         if self.strategy == "threshold":
-            return f"{self.positive_label!r} when p({self.positive_label}) >= {self.threshold:.6g}, else {self.labels[1 - self.positive]!r}"
-        if self.strategy == "offsets":
+            text = f"{self.positive_label!r} when p({self.positive_label}) >= {self.threshold:.6g}, else {self.labels[1 - self.positive]!r}"
+        elif self.strategy == "offsets":
             shifted = ", ".join(f"{label} {offset:+.4g}" for label, offset in zip(self.labels, self.offsets))
-            return f"argmax of log p + per-class offsets ({shifted})"
-        return "argmax: the most probable class"
+            text = f"argmax of log p + per-class offsets ({shifted})"
+        else:
+            text = "argmax: the most probable class"
+        if self.blend:
+            text += f"; p = {1 - self.blend:.2g} x the model's + {self.blend:.2g} x the TF-IDF baseline's probabilities"
+        return text
 
 
 def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
@@ -400,6 +474,8 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
     rule = DecisionRule.from_dict(read_json(directory / RULE_FILE, "package"), str(directory / RULE_FILE))
     if list(rule.labels) != meta["labels"]:
         raise SkewtuneError(f"{directory}: {RULE_FILE} was made for labels {list(rule.labels)}, but {META_FILE} lists {meta['labels']}; re-run the package stage")
+    if rule.blend and not (directory / BASELINE_FILE).is_file():
+        raise SkewtuneError(f"{directory}: {RULE_FILE} blends in the baseline (weight {rule.blend:g}), but {BASELINE_FILE} is missing; re-run the package stage")
     return meta, rule
 
 

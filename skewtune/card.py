@@ -44,6 +44,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _baseline_note(test: dict) -> str:
+    """What the card says about the TF-IDF baseline fitted beside the model, and about a collapsed model."""
+    note = ""
+    if test.get("baseline_f1_macro") is not None:
+        note += (f"\n\nA TF-IDF + logistic regression baseline fitted on the same training rows scores macro-F1 "
+                 f"{test['baseline_f1_macro']:.4f} [{test['baseline_f1_macro_ci_low']:.4f}, {test['baseline_f1_macro_ci_high']:.4f}] on these rows; "
+                 f"the chosen rule minus the baseline: {test['vs_baseline']:+.4f} [{test['vs_baseline_ci_low']:+.4f}, {test['vs_baseline_ci_high']:+.4f}] (paired bootstrap).")
+    if test.get("collapsed"):
+        note += f"\n\n**Warning: {test['collapse_message']}**"
+    return note
+
+
 def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
     """README.md of models/classifier. `decision` is reports/threshold/decision.json (how the rule was chosen);
     `params` maps the dotted params keys that shaped the model to values."""
@@ -128,7 +140,8 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         f"({test['details']['bootstrap_resamples']} resamples). The first row is the rule this classifier applies.\n\n"
         + _table(["rule", "macro-F1", *(name for _, name in RULE_METRICS[1:])], metric_rows) + "\n\n"
         + _table(["class", "precision", "recall", "F1", "test rows"],
-                 [[f"`{l}`", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]] for l, c in test["per_class"].items()]),
+                 [[f"`{l}`", f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]] for l, c in test["per_class"].items()])
+        + _baseline_note(test),
         "## Limitations",
         "\n".join(f"- {line}" for line in (
             first_limit,

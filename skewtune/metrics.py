@@ -29,6 +29,8 @@ from sklearn.metrics import (
 from skewtune.errors import SkewtuneError
 
 SCORE_NAMES = ("f1_macro", "balanced_accuracy", "mcc", "recall_at_precision")
+# A share of val predictions in one class at or above this (and above that class's true share) is a collapse.
+COLLAPSE_SHARE = 0.95
 CURVE_POINTS = 500
 # Resamples are drawn in chunks so that memory stays near this many row indices at once.
 _CHUNK_CELLS = 4_000_000
@@ -147,6 +149,22 @@ def win_rate(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_class
     return float(np.mean(boot[:, 1] > boot[:, 0]))
 
 
+def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> str | None:
+    """Why the model's val predictions count as collapsed onto one class, or None: a class predicted for at least
+    COLLAPSE_SHARE of the rows, and more often than it is true (a 97% majority predicted 97% of the time is no collapse)."""
+    n = max(len(y_pred), 1)
+    predicted = np.bincount(y_pred, minlength=len(labels)) / n
+    true = np.bincount(y_true, minlength=len(labels)) / n
+    top = int(np.argmax(predicted))
+    if predicted[top] < COLLAPSE_SHARE or predicted[top] <= true[top]:
+        return None
+    return (
+        f"the trained model predicts {labels[top]!r} for {predicted[top]:.0%} of the val rows ({true[top]:.0%} are {labels[top]!r}): "
+        "it collapsed onto one class and its scores are not a result. Train longer (train.min_steps, train.epochs) or with a higher "
+        "train.lr, or try loss.name weighted_ce / focal or resample.strategy random_over; see reports/train"
+    )
+
+
 # ---------------------------------------------------------------------------------------- test report
 
 
@@ -219,6 +237,17 @@ def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarra
     }
 
 
+BASELINE_KEYS = ("baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low", "vs_baseline_ci_high")
+
+
+def baseline_comparison(y_true: np.ndarray, y_chosen: np.ndarray, y_baseline: np.ndarray | None, n_classes: int, *, resamples: int, confidence: float, seed: int) -> dict:
+    """The baseline's macro-F1 with its bootstrap CI, and the paired bootstrap difference chosen rule − baseline
+    with its CI (rows resampled jointly); every value None without baseline predictions."""
+    if y_baseline is None:
+        return dict.fromkeys(BASELINE_KEYS)
+    (low, high), = bootstrap_ci(y_true, [y_baseline], n_classes, resamples=resamples, confidence=confidence, seed=seed)
+    diff = paired_comparison(y_true, y_baseline, y_chosen, n_classes, resamples=resamples, seed=seed, confidence=confidence)
+    return dict(zip(BASELINE_KEYS, (diff.score_a, low, high, diff.diff, diff.ci_low, diff.ci_high)))
 def review_metrics(report: dict, *, val_f1_macro: float, val_f1_macro_argmax: float) -> dict:
     """metrics/test.json, the one metrics file (`dvc exp show`, `dvc metrics diff`): the numbers a reviewer
     compares, headline first. The rarest class is the one with the fewest test rows (ties: label order)."""

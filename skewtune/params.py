@@ -215,6 +215,7 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: float = Field(2.0, gt=0, le=1000)
     max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`; otherwise at least 1")
+    min_steps: int = Field(200, ge=0, description="small data: more epochs when `epochs` would give fewer optimizer steps than this; 0 = off")
     batch_size: int | Literal["auto"] = Field(
         "auto", description="rows per step and process; auto: 32 on the CPU, on a GPU by tokens per step (train.lr then scales)"
     )
@@ -318,6 +319,29 @@ class ThresholdParams(_Section):
         raise ValueError(f"unknown metric {value!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
 
 
+class BaselineParams(_Section):
+    enabled: bool = Field(True, description="fit the TF-IDF + logistic regression baseline beside the transformer")
+    min_df: int = Field(2, ge=1, description="an n-gram must occur in at least this many training texts to be a feature")
+    max_features: int = Field(200_000, ge=100, description="per vectorizer (word and char_wb, per text column): the most frequent n-grams kept")
+    max_rows: int = Field(100_000, ge=100, description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)")
+
+
+BLEND_CHOICES = ("auto", "off")
+
+
+class DecisionParams(_Section):
+    blend: Any = Field("auto", description="auto (a weight chosen on val, kept only if it beats the model alone) | off | a weight in [0, 1]")
+
+    @field_validator("blend", mode="before")
+    @classmethod
+    def _weight(cls, value: Any) -> Any:
+        if value in BLEND_CHOICES:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            return float(value)
+        raise ValueError("must be auto (a weight chosen on val), off, or the baseline's weight in [0, 1] (0 = the model alone, 1 = the baseline alone)")
+
+
 class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
@@ -344,8 +368,10 @@ class Params(_Section):
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     loss: LossParams = Field(default_factory=LossParams)
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
+    decision: DecisionParams = Field(default_factory=DecisionParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
     @model_validator(mode="after")
@@ -356,6 +382,11 @@ class Params(_Section):
             raise ValueError("train.ema_decay is set, but model.lora.enabled is true: EMA of LoRA adapters is not supported; set train.ema_decay: null or turn LoRA off")
         if t.adversarial != "none" and lora:
             raise ValueError(f"train.adversarial is {t.adversarial}, but model.lora.enabled is true: LoRA freezes the word embeddings that it perturbs; set train.adversarial: none or turn LoRA off")
+        blend = self.decision.blend
+        if isinstance(blend, float) and blend > 0 and not self.baseline.enabled:
+            raise ValueError(f"decision.blend is {blend:g}, but baseline.enabled is false: there is no baseline to blend in; set baseline.enabled: true, or decision.blend: auto or off")
+        if isinstance(blend, float) and blend > 0 and self.data.modality != "text":
+            raise ValueError(f"decision.blend is {blend:g}, but data.modality is {self.data.modality}: the TF-IDF baseline reads text; set decision.blend: auto or off")
         if self.data.modality == "image":
             if lora:
                 raise ValueError("model.lora.enabled is true, but data.modality is image: LoRA is supported for text models only; turn it off")
@@ -398,6 +429,7 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("resample.seed", lambda p: p.resample.strategy != "none", "a resample.strategy other than none"),
     *((f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true") for key in ("r", "alpha", "dropout", "target_modules")),
     ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
+    ("train.min_steps", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
     ("train.min_lr_ratio", lambda p: p.train.scheduler == "cosine", "train.scheduler: cosine"),
     *((f"train.plateau_{key}", lambda p: p.train.scheduler == "reduce_on_plateau", "train.scheduler: reduce_on_plateau") for key in ("factor", "patience")),
     ("train.early_stopping_min_epochs", lambda p: p.train.early_stopping_patience > 0, "train.early_stopping_patience above 0"),
@@ -411,9 +443,67 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("loss.alpha", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
+    *((f"baseline.{key}", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data")
+      for key in ("min_df", "max_features", "max_rows")),
+    ("decision.blend", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data"),
     ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
     ("threshold.min_confidence", lambda p: p.threshold.strategy == "tune", "threshold.strategy: tune"),
 )
+
+
+# The params keys each stage of dvc.yaml reads, listed once. check_params writes the values of those that take effect
+# (less the unread CONDITIONAL_KEYS) to reports/effective/<stage>.json, the stage's only params dep in dvc.yaml.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
+        "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
+        "data.quoting", "data.max_dropped_share", "data.unescape_html",
+    ),
+    "split": (
+        "split.val_size", "split.test_size", "split.seed",
+    ),
+    "resample": (
+        "resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed",
+    ),
+    "train": (
+        "model.name", "model.max_length", "model.image_size", "model.init_bias", "model.hidden_dropout",
+        "model.classifier_dropout", "model.trust_remote_code", "model.lora.enabled", "model.lora.r",
+        "model.lora.alpha", "model.lora.dropout", "model.lora.target_modules", "train.epochs", "train.max_steps",
+        "train.min_steps", "train.batch_size", "train.eval_batch_size", "train.grad_accum", "train.lr",
+        "train.weight_decay", "train.warmup", "train.scheduler", "train.min_lr_ratio", "train.plateau_factor",
+        "train.plateau_patience", "train.max_grad_norm", "train.seed", "train.precision", "train.device",
+        "train.early_stopping_patience", "train.early_stopping_min_epochs", "train.ema_decay", "train.adversarial",
+        "train.adversarial_epsilon", "train.pgd_steps", "train.pgd_alpha", "train.select_metric",
+        "train.group_by_length", "train.nproc", "train.compile", "train.resume", "loss.name", "loss.class_weights", "loss.beta",
+        "loss.alpha", "loss.gamma", "loss.tau", "loss.label_smoothing", "loss.reweight_from_epoch", "augment.hflip",
+        "augment.vflip", "augment.rotation", "augment.crop_scale", "augment.brightness", "augment.contrast",
+    ),
+    "predict": (
+        "model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision",
+    ),
+    "baseline": (
+        "data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows",
+    ),
+    "tune_threshold": (
+        "threshold.strategy", "threshold.metric", "threshold.min_precision", "threshold.positive_label",
+        "threshold.min_confidence", "decision.blend",
+    ),
+    "evaluate": (
+        "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
+    ),
+    "package": (
+        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "model.name",
+        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy",
+        "threshold.strategy", "threshold.metric",
+    ),
+    "score": (
+        "data.modality", "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column",
+        "data.text_pair_column", "data.image_column", "train.eval_batch_size", "train.device", "train.precision",
+    ),
+    "relabel": (
+        "data.modality", "data.text_column", "data.text_pair_column", "data.image_column", "evaluate.error_rows",
+    ),
+}
 
 
 def _value(params: BaseModel, key: str) -> Any:
@@ -425,6 +515,44 @@ def _value(params: BaseModel, key: str) -> Any:
 def param_values(params: Params, keys: Sequence[str]) -> dict[str, Any]:
     """{dotted key: value} of the given keys."""
     return {key: _value(params, key) for key in keys}
+
+
+def unread_keys(params: Params) -> set[str]:
+    """The conditional keys that the chosen options do not read (whatever their values)."""
+    return {key for key, is_read, _ in CONDITIONAL_KEYS if not is_read(params)}
+
+
+def all_keys(model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, in its order."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += all_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def effective_config(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """{key: value} of the `keys` that take effect with these params (the unread conditional ones left out): what a
+    stage's result depends on, so that a change to a key without effect changes nothing here."""
+    unread = unread_keys(params)
+    return {key: _plain(_value(params, key)) for key in keys if key not in unread}
+
+
+def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:
+    """Every key listed for a stage is a params key, and every params key is listed for some stage (a key that
+    no stage lists would re-run nothing when changed)."""
+    known = all_keys()
+    unknown = sorted({key for keys in stage_keys.values() for key in keys} - set(known))
+    unlisted = [key for key in known if not any(key in keys for keys in stage_keys.values())]
+    if unknown or unlisted:
+        raise SkewtuneError(f"skewtune/params.py STAGE_KEYS: unknown key(s) {unknown}; key(s) no stage lists {unlisted}")
 
 
 def unused_settings(params: Params) -> list[str]:

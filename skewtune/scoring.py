@@ -5,7 +5,8 @@ The input is read by ingest's readers (same formats, same errors) and its texts 
 normalised the training texts; for an image classifier it is a table of image paths (relative to
 `image_root`, by default the table's folder) or a folder of images. The output holds the input's
 columns, then `predicted` (the label under the classifier's decision rule), `prob:<label>` per class
-and `margin` (the distance to the decision boundary, see DecisionRule.margin: small = uncertain).
+(blended with the TF-IDF baseline's when the rule blends, as they were when the rule was chosen) and
+`margin` (the distance to the decision boundary, see DecisionRule.margin: small = uncertain).
 Rows without text (or without the second text of a pair), or without a usable image, get an empty
 prediction.
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skewtune.artifacts import DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
+from skewtune.artifacts import BASELINE_FILE, DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
+from skewtune.baseline import baseline_proba, load_baseline
 from skewtune.dataset import normalise_text
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
@@ -158,6 +160,8 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
             classifier, processor, rows[has_text], meta, batch_size=batch_size, device=device,
             amp_dtype=amp_dtype(resolve_precision(precision, device)), progress=progress_printer(int(has_text.sum())),
         )
+        if rule.blend:  # the classifier's rule decides on the model's probabilities blended with its baseline's
+            probs = rule.combine(probs, baseline_proba(load_baseline(Path(model) / BASELINE_FILE), rows[has_text], len(rule.labels)))
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
         write_frame(result, out.path(output), out_fmt)

@@ -220,6 +220,46 @@ def tune_decision(
     return decision, curve
 
 
+# The baseline weights that decision.blend: auto tries: 0.1, 0.2, ..., 1.0 (1: the baseline alone).
+BLEND_WEIGHTS = tuple(k / 10 for k in range(1, 11))
+
+
+def tune_blended_decision(
+    y: np.ndarray, probs: np.ndarray, baseline_probs: np.ndarray | None, labels: list[str], *, blend: str | float, **tuning,
+) -> tuple[dict, pd.DataFrame]:
+    """tune_decision, with the baseline's probabilities blended in when that pays on val.
+
+    The model alone gets its rule (tune_decision with `tuning`). Each candidate weight w (decision.blend:
+    auto tries BLEND_WEIGHTS, a number tries itself) gets its own rule tuned the same way on
+    p = (1 - w) * probs + w * baseline_probs, and the best on val is the blend. `auto` keeps it only if
+    it scores above the model's own rule on val and its predictions beat that rule's in at least
+    threshold.min_confidence of paired bootstrap resamples of val (the threshold's guard); a fixed weight is kept as asked (its win rate is recorded).
+    Without baseline probabilities (baseline disabled or not fitted) or with `off`, the model decides alone.
+    """
+    alone, curve = tune_decision(y, probs, labels, **tuning)
+    record = {"blend": 0.0, "blend_setting": blend, "blend_weight_tried": None, "blend_val_score": None, "blend_win_rate": None,
+              "val_score_model": alone["val_score"]}
+    if baseline_probs is None or blend == "off":
+        return {**alone, **record}, curve
+    weights = BLEND_WEIGHTS if blend == "auto" else (float(blend),)
+    best = None
+    for weight in weights:
+        blended, blended_curve = tune_decision(y, (1 - weight) * probs + weight * baseline_probs, labels, **tuning)
+        if best is None or blended["val_score"] > best[1]["val_score"] + _TIE:  # ties: the smaller weight
+            best = weight, blended, blended_curve
+    weight, blended, blended_curve = best
+    k_classes = len(labels)
+    score = parse_score(tuning["metric"], labels, positive=resolve_positive(labels, y, tuning["positive_label"]), min_precision=tuning["min_precision"])
+    own = DecisionRule.from_dict(alone).predict(probs)
+    mixed = DecisionRule.from_dict(blended).predict((1 - weight) * probs + weight * baseline_probs)
+    wins = win_rate(y, own, mixed, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
+    record.update(blend_weight_tried=weight, blend_val_score=blended["val_score"], blend_win_rate=wins)
+    if blend == "auto" and (blended["val_score"] <= alone["val_score"] + _TIE or wins < tuning["min_confidence"]):
+        return {**alone, **record}, curve
+    record["blend"] = weight
+    return {**blended, **record}, blended_curve
+
+
 # Columns of the three plot files of tune_threshold (dvc.yaml `plots:`). Each is written every time, without
 # rows where it does not apply (a binary task has no offset search), so that `dvc plots show` draws nothing
 # there instead of failing on a missing field.

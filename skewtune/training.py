@@ -34,6 +34,7 @@ from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, Exponent
 from skewtune.devices import auto_batch_size, auto_learning_rate, loader_workers
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, build_loss, unweighted
+from skewtune.metrics import COLLAPSE_SHARE
 from skewtune.params import LossParams, TrainParams, parse_metric_expression
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ HF_SCHEDULERS = {
     "constant": "constant_with_warmup",  # constant after the warmup (none when train.warmup is 0)
     "reduce_on_plateau": "reduce_lr_on_plateau",
 }
-# A share of val predictions in one class at or above this is reported as a collapse.
-COLLAPSE_SHARE = 0.95
 # Points of the training-loss curve per run: one every max_steps / CURVE_POINTS optimizer steps (their mean loss).
 CURVE_POINTS = 100
 # The plot files of reports/train/plots/custom (dvc.yaml `plots:`): name → the y field. Each row has step, epoch,
@@ -182,6 +181,36 @@ def device_arguments(device: str, *, nproc: int, compile: bool, tf32: bool, cpus
         "tf32": True if device == "cuda" and tf32 else None,
         "torch_compile": compile,
     }
+
+
+def steps_per_epoch(train: TrainParams, rows: int) -> int:
+    """Optimizer steps in one epoch of `rows` training rows, as the Trainer counts them."""
+    batches = math.ceil(rows / (train.batch_size * train.nproc))
+    return max(1, math.ceil(batches / train.grad_accum))
+
+
+def for_train_size(train: TrainParams, rows: int) -> tuple[TrainParams, str | None]:
+    """The train params (batch_size a number: see resolve_batch_size) adapted to `rows` training rows, and a
+    line saying how (None: unchanged).
+
+    With few rows an epoch is a handful of optimizer steps: 2 epochs of 480 rows are 30 steps at batch 32,
+    and the model is left predicting the majority class. So when train.epochs gives fewer than
+    train.min_steps steps (and train.max_steps is -1), training runs for the fewest whole epochs that
+    reach min_steps, and early stopping counts only from half of them on (a small model sits at the
+    majority class for several epochs before it moves; patience counted from the start stops it there).
+    The default 200 is below the 228 steps of 2 epochs of the embedded data, which are known to train
+    well: larger data keeps train.epochs and early stopping as set. Warmup as a share scales with the length.
+    """
+    per_epoch = steps_per_epoch(train, rows)
+    planned = math.ceil(train.epochs * per_epoch)
+    if train.max_steps != -1 or planned >= train.min_steps:
+        return train, None
+    epochs = math.ceil(train.min_steps / per_epoch)
+    start = max(train.early_stopping_min_epochs, epochs // 2)
+    adapted = train.model_copy(update={"epochs": float(epochs), "early_stopping_min_epochs": start})
+    stopping = f", early stopping from epoch {start}" if train.early_stopping_patience else ""
+    return adapted, (f"train: {rows} rows are {per_epoch} optimizer steps per epoch: train.epochs {train.epochs:g} would be {planned} steps, "
+                     f"fewer than train.min_steps {train.min_steps}; training {epochs} epochs ({epochs * per_epoch} steps){stopping}")
 
 
 def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):

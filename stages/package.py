@@ -1,10 +1,12 @@
 """Stage package: models/classifier, the self-contained classifier a user applies: the trained model and
-tokenizer, its labels and preprocessing (skewtune.json), the decision rule chosen on val (decision.json)
-and a model card (README.md). Copying that directory is all `skewtune predict` needs."""
+tokenizer, its labels and preprocessing (skewtune.json), the decision rule chosen on val (decision.json),
+the TF-IDF baseline when the rule blends it in (baseline.joblib) and a model card (README.md). Copying that directory is all `skewtune predict` needs."""
 
 import shutil
 
 from skewtune.artifacts import (
+    BASELINE_FILE,
+    BASELINE_MODEL,
     CARD_FILE,
     CLASSIFIER,
     DECISION,
@@ -50,6 +52,8 @@ def main() -> None:
         shutil.copytree(MODEL, target, dirs_exist_ok=True)
         write_model_meta(target, **meta)
         (target / RULE_FILE).write_text(json_text(rule.to_dict()), encoding="utf-8")
+        if rule.blend:
+            shutil.copy2(BASELINE_MODEL, target / BASELINE_FILE)
         (target / CARD_FILE).write_text(card, encoding="utf-8")
     print(f"package: {CLASSIFIER} (decision rule: {rule.describe()})")
 

@@ -5,10 +5,9 @@ from skewtune.artifacts import (
     DECISION,
     ERRORS,
     SCORED,
-    predictions_path,
     read_decision,
     read_labels,
-    read_predictions,
+    read_rule_inputs,
     read_scored,
     read_texts,
     split_path,
@@ -25,7 +24,7 @@ def main() -> None:
     rows = p.evaluate.error_rows
     labels = read_labels()
     rule = read_decision(DECISION, labels)
-    val = read_predictions(predictions_path("val"), labels)
+    val = read_rule_inputs("val", labels, rule)
     parts = [val_mistakes(read_texts(split_path("val"), val.ids), val, rule, rows)]
     scored = read_scored(SCORED, labels)
     if scored is not None:

@@ -20,6 +20,7 @@ from skewtune.training import (
     build_training_loss,
     checkpoint_to_resume,
     distributed_rank,
+    for_train_size,
     hold_for_signal_from_environment,
     parse_selection,
     relaunch_distributed,
@@ -61,13 +62,14 @@ def main() -> None:
         lora = m.lora
         model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
     t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
+    t, adapted = for_train_size(t, len(train))  # after the batch size is known: it sets the steps per epoch
     args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length)
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
         auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
         print(f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, batch {t.batch_size}{auto}", flush=True)
-        for line in prepared.lines:
+        for line in prepared.lines + ([adapted] if adapted else []):
             print(line, flush=True)
 
     with Outputs() as out:

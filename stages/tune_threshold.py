@@ -1,26 +1,49 @@
-"""Stage tune_threshold: choose the decision rule (threshold or per-class offsets) on val probabilities."""
+"""Stage tune_threshold: choose the decision rule on val probabilities: a threshold or per-class offsets,
+on the model's probabilities or on a blend with the baseline's (decision.blend)."""
 
-from skewtune.artifacts import DECISION, OFFSET_SEARCH, THRESHOLD_MARKERS, VAL_CURVE, predictions_path, read_labels, read_predictions
+import sys
+
+from skewtune.artifacts import (
+    DECISION,
+    OFFSET_SEARCH,
+    THRESHOLD_MARKERS,
+    VAL_CURVE,
+    aligned,
+    predictions_path,
+    read_baseline_predictions,
+    read_labels,
+    read_predictions,
+)
 from skewtune.cli import run_stage
+from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
+from skewtune.metrics import collapse_message
 from skewtune.params import load_params
-from skewtune.thresholds import TUNED_VALUES, plot_tables, tune_decision
+from skewtune.thresholds import TUNED_VALUES, plot_tables, tune_blended_decision
 
 
 def main() -> None:
-    p = load_params().threshold
+    params = load_params()
+    p, blend = params.threshold, params.decision.blend
     labels = read_labels()
     val = read_predictions(predictions_path("val"), labels)
-    decision, curve = tune_decision(
+    baseline = read_baseline_predictions("val", labels)
+    if baseline is None and isinstance(blend, float) and blend > 0:
+        raise SkewtuneError(f"decision.blend is {blend:g}, but the baseline was not fitted (see reports/baseline.json); set decision.blend: auto or off")
+    decision, curve = tune_blended_decision(
         val.y,
         val.probs,
+        None if baseline is None else aligned(val, baseline, "val").probs,
         labels,
+        blend=blend,
         strategy=p.strategy,
         metric=p.metric,
         min_precision=p.min_precision,
         positive_label=p.positive_label,
         min_confidence=p.min_confidence,
     )
+    message = collapse_message(val.y, val.probs.argmax(axis=1), labels)
+    decision.update(collapsed=message is not None, collapse_message=message)
     with Outputs() as out:
         out.json(DECISION, decision, exact=TUNED_VALUES)
         for path, table in zip((VAL_CURVE, OFFSET_SEARCH, THRESHOLD_MARKERS), plot_tables(decision, curve)):
@@ -30,6 +53,12 @@ def main() -> None:
         tuned = f"threshold {decision['tuned_threshold']:.4g}" if decision["tuned_threshold"] is not None else "offsets"
         print(f"decision: kept argmax: the tuned {tuned} (val {decision['tuned_val_score']:.4f}) beat it in only "
               f"{decision['win_rate']:.0%} of val bootstrap resamples, below threshold.min_confidence {p.min_confidence}")
+    if decision["blend_weight_tried"] is not None:
+        kept = f"blended in at weight {decision['blend']:g}" if decision["blend"] else "not blended in"
+        print(f"decision: baseline {kept}: weight {decision['blend_weight_tried']:g} scored val {decision['blend_val_score']:.4f} against the model "
+              f"alone's {decision['val_score_model']:.4f} and won {decision['blend_win_rate']:.0%} of val bootstrap resamples")
+    if message:
+        print(f"decision: WARNING: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

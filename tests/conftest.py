@@ -58,3 +58,16 @@ def sms_path() -> Path:
     if not SHARED_SMS.exists():
         pytest.fail(f"{SHARED_SMS} is missing: tests need ../shared/data beside the checkout")
     return SHARED_SMS
+
+
+@pytest.fixture(scope="session")
+def sms_splits(sms_path):
+    """The SMS collection as (train, val, test) frames (id, label, text), split 60/20/20, stratified."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    table = pd.read_csv(sms_path, sep="\t", quoting=3, dtype=str).rename(columns={"Label": "label", "SMS": "text"})
+    table.insert(0, "id", [f"sms{i:05d}" for i in range(len(table))])
+    train, rest = train_test_split(table, test_size=0.4, stratify=table["label"], random_state=0)
+    val, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=0)
+    return train, val, test

@@ -16,14 +16,14 @@ import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
-from sklearn.model_selection import train_test_split
 
 from skewtune.artifacts import DecisionRule
 from skewtune.errors import SkewtuneError
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
-                 "tuned_threshold", "tuned_offsets", "tuned_val_score", "win_rate"}
+                 "tuned_threshold", "tuned_offsets", "tuned_val_score", "win_rate", "blend", "blend_setting", "blend_weight_tried",
+                 "blend_val_score", "blend_win_rate", "val_score_model", "collapsed", "collapse_message"}
 
 
 def _write_params(root: Path, **sections) -> None:
@@ -33,21 +33,31 @@ def _write_params(root: Path, **sections) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame], probs: dict[str, np.ndarray]) -> None:
+def _write_predictions(path: Path, split: pd.DataFrame, labels: list[str], probs: np.ndarray) -> None:
+    frame = split[["id", "label"]].reset_index(drop=True)
+    for k, label in enumerate(labels):
+        frame[f"prob:{label}"] = probs[:, k].astype(np.float32)  # as a model's softmax would be saved
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+
+
+def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame], probs: dict[str, np.ndarray],
+                   baseline: dict[str, np.ndarray] | None = None) -> None:
     """labels.json, data/split/{val,test}.parquet, data/predictions/{val,test}.parquet as the earlier stages write
-    them, and the score stage's marker of no scored data."""
+    them, the baseline's predictions (or its markers of none) and the score stage's marker of no scored data."""
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/split").mkdir(parents=True, exist_ok=True)
-    (root / "data/predictions").mkdir(parents=True, exist_ok=True)
+    (root / "data/predictions/baseline").mkdir(parents=True, exist_ok=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": labels}))
     for name in ("val", "test"):
         splits[name].to_parquet(root / f"data/split/{name}.parquet", index=False)
     pd.DataFrame().to_parquet(root / "data/predictions/score.parquet")
     for name in ("val", "test"):
-        frame = splits[name][["id", "label"]].reset_index(drop=True)
-        for k, label in enumerate(labels):
-            frame[f"prob:{label}"] = probs[name][:, k].astype(np.float32)  # as a model's softmax would be saved
-        frame.to_parquet(root / f"data/predictions/{name}.parquet", index=False)
+        _write_predictions(root / f"data/predictions/{name}.parquet", splits[name], labels, probs[name])
+        if baseline is None:
+            (root / f"data/predictions/baseline/{name}.parquet").write_bytes(b"")
+        else:
+            _write_predictions(root / f"data/predictions/baseline/{name}.parquet", splits[name], labels, baseline[name])
 
 
 def _run_stages(root: Path, monkeypatch) -> None:
@@ -60,17 +70,25 @@ def _run_stages(root: Path, monkeypatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def spam(sms_path):
+def spam(sms_splits):
     """The SMS collection split 60/20/20 and the probabilities of a TF-IDF + LogisticRegression filter."""
-    table = pd.read_csv(sms_path, sep="\t", quoting=3, dtype=str).rename(columns={"Label": "label", "SMS": "text"})
-    table.insert(0, "id", [f"sms{i:05d}" for i in range(len(table))])
-    train, rest = train_test_split(table, test_size=0.4, stratify=table["label"], random_state=0)
-    val, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=0)
+    train, val, test = sms_splits
     vectorizer = TfidfVectorizer(min_df=2)
     model = LogisticRegression(C=3.0).fit(vectorizer.fit_transform(train["text"]), train["label"])
     probs = {name: model.predict_proba(vectorizer.transform(split["text"])) for name, split in (("val", val), ("test", test))}
     assert list(model.classes_) == ["ham", "spam"]
-    return {"val": val, "test": test}, probs
+    return {"val": val, "test": test, "train": train}, probs
+
+
+@pytest.fixture(scope="module")
+def spam_baseline(spam):
+    """The probabilities of skewtune's baseline (word + char_wb TF-IDF, balanced LR) fitted on the same train rows."""
+    from skewtune.baseline import baseline_proba, fit_baseline
+
+    splits, _ = spam
+    train = splits["train"].assign(label_id=splits["train"]["label"].map({"ham": 0, "spam": 1}))
+    model, _ = fit_baseline(train, ["ham", "spam"], min_df=2, max_features=200_000, max_rows=200_000)
+    return {name: baseline_proba(model, splits[name], 2) for name in ("val", "test")}
 
 
 @pytest.fixture
@@ -121,6 +139,8 @@ def test_binary_stages_write_the_contract(spam_project):
     assert list(review) == [
         "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "f1_macro_argmax", "rarest_class", "f1_rarest_class",
         "val_f1_macro", "val_f1_macro_argmax", "balanced_accuracy", "pr_auc", "n_test",
+        "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
+        "vs_baseline_ci_high", "collapsed",
     ]
     assert review["f1_macro"] == report["chosen"]["f1_macro"] and review["f1_macro_argmax"] == report["argmax"]["f1_macro"]
     assert review["rule"] == "threshold" and review["rarest_class"] == "spam"
@@ -365,3 +385,95 @@ def test_tune_threshold_keeps_a_clear_win_and_refuses_a_fluke(tmp_path, spam, mo
     clear = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
     assert clear["strategy"] == "threshold" and clear["win_rate"] == 1.0 and clear["threshold"] == clear["tuned_threshold"] < 0.2
     assert clear["val_score"] > clear["val_score_argmax"] + 0.05
+
+
+# ------------------------------------------------------------------------------------------- blend
+
+
+def _noisy(probs: np.ndarray, seed: int) -> np.ndarray:
+    """A worse model: the spam log-odds with much noise added (its ranking degraded, not just its calibration)."""
+    logit = np.log(probs[:, 1] / probs[:, 0]) + np.random.default_rng(seed).normal(scale=4.0, size=len(probs))
+    p = 1 / (1 + np.exp(-logit))
+    return np.c_[1 - p, p]
+
+
+def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_applies_it(tmp_path, spam, spam_baseline, monkeypatch):
+    splits, probs = spam
+    noisy = {name: _noisy(probs[name], seed) for seed, name in enumerate(("val", "test"))}
+    _write_project(tmp_path, ["ham", "spam"], splits, noisy, spam_baseline)
+    _write_params(tmp_path)  # the defaults: decision.blend auto, threshold.min_confidence 0.95
+    _run_stages(tmp_path, monkeypatch)
+    decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
+    assert set(decision) == DECISION_KEYS and decision["blend_setting"] == "auto"
+    assert 0 < decision["blend"] == decision["blend_weight_tried"] <= 1 and decision["blend_win_rate"] >= 0.95
+    assert decision["val_score"] == decision["blend_val_score"] > decision["val_score_model"] + 0.05
+    rule = DecisionRule.from_dict(decision)
+    # the rule was tuned on the blended val probabilities: its recorded val score is theirs
+    val_y = splits["val"]["label"].map({"ham": 0, "spam": 1}).to_numpy()
+    blended_val = rule.combine(noisy["val"], spam_baseline["val"])
+    assert f1_score(val_y, rule.predict(blended_val), average="macro") == pytest.approx(decision["val_score"], abs=1e-5)
+
+    predictions = pd.read_csv(tmp_path / "reports/eval/test_predictions.csv")
+    blended_test = rule.combine(noisy["test"].astype(np.float32), spam_baseline["test"].astype(np.float32))
+    assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in rule.predict(blended_test)]
+    review = json.loads((tmp_path / "metrics/test.json").read_text())
+    report = json.loads((tmp_path / "reports/eval/test.json").read_text())
+    baseline_f1 = f1_score(predictions["actual"], [["ham", "spam"][k] for k in spam_baseline["test"].argmax(axis=1)], average="macro")
+    assert report["blend"] == decision["blend"] and review["baseline_f1_macro"] == pytest.approx(baseline_f1, abs=1e-5)
+    assert review["baseline_f1_macro_ci_low"] < baseline_f1 < review["baseline_f1_macro_ci_high"]
+    assert review["vs_baseline"] == pytest.approx(review["f1_macro"] - baseline_f1, abs=1e-5)
+    assert review["vs_baseline_ci_low"] <= review["vs_baseline"] <= review["vs_baseline_ci_high"]
+    assert review["collapsed"] is False and report["collapse_message"] is None
+    # val macro-F1 in the review metrics is the blended rule's, as chosen
+    assert review["val_f1_macro"] == pytest.approx(decision["val_score"], abs=1e-6)
+    errors = pd.read_csv(tmp_path / "reports/errors.csv")
+    first = errors.iloc[0]
+    row = np.flatnonzero(splits["val"]["id"].to_numpy() == first["id"])[0]
+    assert first["prob:spam"] == pytest.approx(blended_val[row, 1], abs=1e-6)  # the queue shows what was decided on
+
+
+def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(tmp_path, spam, spam_baseline, monkeypatch, capsys):
+    splits, probs = spam
+    y = {name: splits[name]["label"].map({"ham": 0, "spam": 1}).to_numpy() for name in ("val", "test")}
+    sure = {name: np.where(np.eye(2)[y[name]] == 1, 0.9, 0.1) for name in ("val", "test")}  # a model right on every row
+    _write_project(tmp_path, ["ham", "spam"], splits, sure, spam_baseline)
+    _write_params(tmp_path)
+    _run_stages(tmp_path, monkeypatch)
+    decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
+    assert decision["blend"] == 0.0 and decision["val_score"] == decision["val_score_model"] == 1.0
+    assert decision["blend_weight_tried"] == 0.1 and decision["blend_val_score"] <= 1.0
+    assert "decision: baseline not blended in: weight 0.1 scored val" in capsys.readouterr().out
+
+    _write_params(tmp_path, decision={"blend": 0.5})
+    _run_stages(tmp_path, monkeypatch)
+    decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
+    assert decision["blend"] == 0.5 == decision["blend_weight_tried"] and decision["blend_setting"] == 0.5
+
+    _write_params(tmp_path, decision={"blend": "off"})
+    _run_stages(tmp_path, monkeypatch)
+    decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
+    assert decision["blend"] == 0.0 and decision["blend_weight_tried"] is None
+
+
+def test_a_fixed_blend_without_baseline_predictions_is_one_clear_error(tmp_path, spam, monkeypatch):
+    from stages import tune_threshold
+
+    splits, probs = spam
+    _write_project(tmp_path, ["ham", "spam"], splits, probs)  # the baseline's markers: it was not fitted
+    _write_params(tmp_path, decision={"blend": 0.3})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SkewtuneError, match=r"^decision.blend is 0.3, but the baseline was not fitted \(see reports/baseline.json\); set decision.blend: auto or off$"):
+        tune_threshold.main()
+
+
+def test_a_collapsed_model_is_flagged_in_the_metrics(tmp_path, spam, monkeypatch, capsys):
+    splits, _ = spam
+    flat = {name: np.tile([0.97, 0.03], (len(splits[name]), 1)) for name in ("val", "test")}  # ham for every row
+    _write_project(tmp_path, ["ham", "spam"], splits, flat)
+    _write_params(tmp_path)
+    _run_stages(tmp_path, monkeypatch)
+    review = json.loads((tmp_path / "metrics/test.json").read_text())
+    report = json.loads((tmp_path / "reports/eval/test.json").read_text())
+    assert review["collapsed"] is True and report["collapse_message"].startswith("the trained model predicts 'ham' for 100% of the val rows (87% are 'ham')")
+    assert "evaluate: WARNING: collapsed: the trained model predicts 'ham'" in capsys.readouterr().err
+    assert review["baseline_f1_macro"] is None and review["vs_baseline"] is None  # no baseline predictions: no comparison

@@ -6,6 +6,7 @@ sees as changed or re-runs, and restores params.yaml afterwards.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
@@ -14,10 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from dvc_repo import dvc, make_repo, ran_stages, run, set_params
-from skewtune.params import Params
+from skewtune.params import all_keys, check_stage_keys
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +26,14 @@ ALL_AFTER_TRAIN = ("train", "predict", "tune_threshold", "evaluate", "package", 
 READ_INPUT = ("ingest", "score")  # the stages that read raw files
 COLUMNS = ("ingest", "package", "score", "relabel")
 
-# Every params key -> (a different valid value, the stages whose declared deps that key is).
-# `check_params` depends on the whole file and is expected on every change (see dvc.yaml).
+# Every params key -> (a different valid value, the stages in which it takes effect with tiny_params: those whose
+# reports/effective/<stage>.json changes). `check_params` tracks every key and is expected on every change.
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
-    "data.modality": ("image", ("ingest", "score", "relabel")),
-    "data.image_column": ("path", ("ingest", "package", "score", "relabel")),
-    "model.image_size": (32, ("train",)),
-    **{f"augment.{key}": (0.5, ("train",)) for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
+    # images: the text keys lose their effect and the image keys gain it; no baseline, no blend
+    "data.modality": ("image", ("ingest", "train", "baseline", "tune_threshold", "package", "score", "relabel")),
+    "data.image_column": ("path", ()),  # text data: the image keys have no effect
+    "model.image_size": (32, ()),
+    **{f"augment.{key}": (0.5, ()) for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
     "data.source": ("data/raw/other.tsv", DATA),
     "data.format": ("tsv", READ_INPUT),
     "data.encoding": ("latin-1", READ_INPUT),
@@ -41,7 +42,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.text_pair_column": ("second", COLUMNS),
     "data.label_column": ("y", DATA),
     "data.label_map": ({"ham": "legit"}, DATA),
-    "data.test_path": ("data/raw/test.tsv", DATA),
+    "data.test_path": ("data/raw/test.tsv", (*DATA, "split")),  # split.test_size then has no effect
     "data.quoting": ("none", DATA),
     "data.max_dropped_share": (0.05, DATA),
     "data.unescape_html": (True, (*DATA, "package")),
@@ -50,9 +51,9 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
     "resample.strategy": ("random_under", ("resample", "package")),
-    "resample.over_ratio": (0.5, ("resample",)),
-    "resample.under_ratio": (0.8, ("resample",)),
-    "resample.seed": (7, ("resample",)),
+    "resample.over_ratio": (0.5, ()),  # resample.strategy none: no effect, nothing re-runs
+    "resample.under_ratio": (0.8, ()),
+    "resample.seed": (7, ()),
     "model.name": ("some/other-model", ("train", "package")),
     "model.max_length": (48, ("train", "package")),
     "model.init_bias": ("zero", ("train",)),
@@ -60,12 +61,13 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "model.classifier_dropout": (0.2, ("train",)),
     "model.trust_remote_code": (True, ("train", "predict")),
     "model.lora.enabled": (True, ("train",)),
-    "model.lora.r": (4, ("train",)),
-    "model.lora.alpha": (8, ("train",)),
-    "model.lora.dropout": (0.1, ("train",)),
-    "model.lora.target_modules": (["query", "value"], ("train",)),
+    "model.lora.r": (4, ()),  # LoRA off
+    "model.lora.alpha": (8, ()),
+    "model.lora.dropout": (0.1, ()),
+    "model.lora.target_modules": (["query", "value"], ()),
     "train.epochs": (2, ("train", "package")),
-    "train.max_steps": (5, ("train",)),
+    "train.max_steps": (5, ("train", "package")),  # train.epochs then has no effect: the card's epochs go
+    "train.min_steps": (100, ("train",)),
     "train.batch_size": (8, ("train", "package")),
     "train.eval_batch_size": (16, ("train", "predict", "score")),
     "train.grad_accum": (2, ("train",)),
@@ -73,9 +75,9 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.weight_decay": (0.0, ("train",)),
     "train.warmup": (0.2, ("train",)),
     "train.scheduler": ("cosine", ("train",)),
-    "train.min_lr_ratio": (0.1, ("train",)),
-    "train.plateau_factor": (0.5, ("train",)),
-    "train.plateau_patience": (2, ("train",)),
+    "train.min_lr_ratio": (0.1, ()),  # linear scheduler
+    "train.plateau_factor": (0.5, ()),
+    "train.plateau_patience": (2, ()),
     "train.max_grad_norm": (0.5, ("train",)),
     "train.seed": (7, ("train",)),
     "train.precision": ("fp32", ("train", "predict", "score")),
@@ -84,25 +86,31 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.early_stopping_min_epochs": (3, ("train",)),
     "train.ema_decay": (0.999, ("train",)),
     "train.adversarial": ("fgm", ("train",)),
-    "train.adversarial_epsilon": (0.5, ("train",)),
-    "train.pgd_steps": (2, ("train",)),
-    "train.pgd_alpha": (0.1, ("train",)),
+    "train.adversarial_epsilon": (0.5, ()),  # no adversarial training
+    "train.pgd_steps": (2, ()),
+    "train.pgd_alpha": (0.1, ()),
     "train.select_metric": ("loss", ("train",)),
     "train.group_by_length": (False, ("train",)),
     "train.nproc": (2, ("train",)),
     "train.compile": (True, ("train",)),
     "train.resume": (True, ("train",)),
     "loss.name": ("weighted_ce", ("train", "package")),
-    "loss.class_weights": ("inverse_sqrt", ("train",)),
-    "loss.beta": (0.99, ("train",)),
+    "loss.class_weights": ("inverse_sqrt", ()),  # focal loss without alpha
+    "loss.beta": (0.99, ()),
     "loss.alpha": ("balanced", ("train",)),
     "loss.gamma": (3.0, ("train",)),
-    "loss.tau": (0.5, ("train",)),
+    "loss.tau": (0.5, ()),
     "loss.label_smoothing": (0.1, ("train",)),
-    "loss.reweight_from_epoch": (2, ("train",)),  # status only: never run with this repo's train.epochs of 1
+    # valid only with 2 epochs (ALSO), which is what re-runs train; focal without alpha has no weights to defer
+    "loss.reweight_from_epoch": (2, ("train", "package")),
+    "baseline.enabled": (False, ("baseline", "tune_threshold")),  # decision.blend then has no effect
+    "baseline.min_df": (3, ("baseline",)),
+    "baseline.max_features": (5000, ("baseline",)),
+    "baseline.max_rows": (200, ("baseline",)),
+    "decision.blend": ("off", ("tune_threshold",)),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
     "threshold.metric": ("mcc", ("tune_threshold", "package")),
-    "threshold.min_precision": (0.5, ("tune_threshold",)),
+    "threshold.min_precision": (0.5, ()),  # threshold.metric f1_macro
     "threshold.positive_label": ("ham", ("tune_threshold",)),
     "threshold.min_confidence": (0.5, ("tune_threshold",)),
     "evaluate.bootstrap_resamples": (2000, ("evaluate",)),
@@ -112,24 +120,15 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
 }
 
 
-def schema_keys(model: type[BaseModel] = Params, prefix: str = "") -> set[str]:
-    keys = set()
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys |= schema_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.add(prefix + name)
-    return keys
-
-
 def tiny_params(model_dir) -> dict:
     return {
         "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
         "split": {"val_size": 0.2, "test_size": 0.2},
         "model": {"name": str(model_dir), "max_length": 32},
-        "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
+        "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
         "loss": {"name": "focal", "gamma": 2.0},
+        # A fixed weight: the blend is applied by every stage after the decision and by `skewtune predict`, whatever val says.
+        "decision": {"blend": 0.5},
     }
 
 
@@ -143,10 +142,16 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     sample.to_csv(raw, sep="\t", index=False)
     make_repo(root, tiny_params(tiny_bert_dir), {"sms.tsv": raw})
     out = dvc(["repro"], root)
-    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", *ALL_AFTER_TRAIN}, out.stdout
+    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", "baseline", *ALL_AFTER_TRAIN}, out.stdout
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "baseline run"], root)
     return root
+
+
+# Keys changed together with the one under test: a fixed decision.blend needs the baseline (and text); a
+# re-weighting epoch needs that many epochs.
+ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}, "data.modality": {"decision": {"blend": "auto"}},
+        "loss.reweight_from_epoch": {"train": {"epochs": 2}}}
 
 
 def changed_stages(repo) -> set[str]:
@@ -154,8 +159,17 @@ def changed_stages(repo) -> set[str]:
     return {name.split(":")[-1] for name in status}
 
 
+def write_effective(repo, monkeypatch) -> None:
+    """What `dvc repro` runs first: check_params, which rewrites reports/effective/ (the stages' params deps)."""
+    from stages import check_params
+
+    monkeypatch.chdir(repo)
+    check_params.main()
+
+
 def test_every_params_key_is_in_the_table():
-    assert set(KEY_CHANGES) == schema_keys()
+    assert set(KEY_CHANGES) == set(all_keys())
+    check_stage_keys()  # and every key is listed for the stages that read it
 
 
 def test_clean_after_repro(repo):
@@ -163,16 +177,18 @@ def test_clean_after_repro(repo):
 
 
 @pytest.mark.parametrize("key", sorted(KEY_CHANGES))
-def test_one_key_changes_exactly_its_stages(repo, key):
+def test_one_key_changes_exactly_its_stages(repo, key, monkeypatch):
     value, expected = KEY_CHANGES[key]
     params_file = repo / "params.yaml"
     original = params_file.read_text()
     section, rest = key.split(".", 1)
     try:
-        set_params(repo, {section: {rest: value}})
+        set_params(repo, {section: {rest: value}, **ALSO.get(key, {})})
+        write_effective(repo, monkeypatch)
         assert changed_stages(repo) == {"check_params", *expected}
     finally:
         params_file.write_text(original)
+        write_effective(repo, monkeypatch)
 
 
 def test_threshold_metric_reruns_only_the_stages_after_the_model(repo):
@@ -199,6 +215,36 @@ def test_loss_gamma_reruns_train_and_after_but_no_data_stage(repo):
         dvc(["repro"], repo)
 
 
+def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"baseline": {"min_df": 1}})
+        out = dvc(["repro"], repo)
+        assert ran_stages(out.stdout) == {"check_params", "baseline", "tune_threshold", "evaluate", "package", "score", "relabel"}, out.stdout
+        report = json.loads((repo / "metrics/test.json").read_text())
+        assert 0 <= report["baseline_f1_macro"] <= 1 and report["vs_baseline_ci_low"] <= report["vs_baseline"] <= report["vs_baseline_ci_high"]
+        assert json.loads((repo / "reports/threshold/decision.json").read_text())["blend"] == 0.5
+        assert (repo / "models/classifier/baseline.joblib").is_file()
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
+
+
+def test_exp_run_of_a_key_without_effect_reruns_nothing_but_check_params(repo):
+    """The design card's first experiment, `-S loss.gamma=3.0` under `loss.name: ce`, in this repo's terms: its loss
+    is focal, which does not read loss.tau. DVC runs check_params, whose effective configurations stay the same."""
+    original = (repo / "params.yaml").read_text()
+    try:
+        out = dvc(["exp", "run", "-S", "loss.tau=3.0"], repo)
+        assert ran_stages(out.stdout) == {"check_params"}, out.stdout
+        assert "params.yaml: warning: loss.tau is 3.0, but only loss.name: logit_adjusted reads it" in out.stdout + out.stderr
+        shown = pd.read_csv(io.StringIO(dvc(["exp", "show", "--csv"], repo).stdout))
+        assert 3.0 in shown["loss.tau"].tolist() and "train.lr" in shown.columns  # every key stays a column of `dvc exp show`
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
+
+
 def test_typo_in_params_fails_repro_with_the_key(repo):
     params_file = repo / "params.yaml"
     original = params_file.read_text()
@@ -214,6 +260,8 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
 REVIEW_METRICS = [
     "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "f1_macro_argmax", "rarest_class", "f1_rarest_class",
     "val_f1_macro", "val_f1_macro_argmax", "balanced_accuracy", "pr_auc", "n_test",
+    "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
+    "vs_baseline_ci_high", "collapsed",
 ]
 
 
@@ -306,6 +354,8 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["pipeline_tag"] == "text-classification" and meta["model-index"][0]["results"][0]["metrics"][0]["type"] == "f1"
     assert "## Decision rule" in card and "## Limitations" in card
+    assert "A TF-IDF + logistic regression baseline fitted on the same training rows scores macro-F1" in card
+    assert "x the TF-IDF baseline's probabilities" in card  # the rule blends (decision.blend 0.5)
     artifacts = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
     assert artifacts["skewtune-classifier"]["path"] == "models/classifier" and artifacts["skewtune-classifier"]["type"] == "model"
 

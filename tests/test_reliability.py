@@ -41,7 +41,7 @@ from skewtune import artifacts
 from skewtune.errors import SkewtuneError
 from skewtune.training import HOLD_ENV
 from skewtune.io import Outputs
-from skewtune.params import CONDITIONAL_KEYS, Params, load_params, unused_settings, validate_params
+from skewtune.params import CONDITIONAL_KEYS, STAGE_KEYS, Params, check_stage_keys, effective_config, load_params, unused_settings, validate_params
 from test_training import make_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +168,8 @@ def test_openpyxl_parses_through_defusedxml():
 
 # Keys whose type alone does not say what is invalid (free-form strings with a grammar, Any with a validator).
 INVALID = {
+    "decision.blend": 1.5,
+    "model.image_size": "large",
     "data.encoding": "no-such-codec",
     "resample.over_ratio": 1.5,
     "resample.under_ratio": 0,
@@ -284,6 +286,7 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
         validate_params(raw)
 
 
+IMAGES = {"modality": "image", "source": "data/raw/images"}  # image data, for the keys only the other modality reads
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
 UNREAD_AND_READ = {
     "data.quoting": ({"data": {"quoting": "none", "source": "data/raw/x.jsonl"}}, {"data": {"quoting": "none", "source": "data/raw/x.jsonl", "test_path": "data/raw/t.tsv"}}),
@@ -296,6 +299,19 @@ UNREAD_AND_READ = {
     "model.lora.dropout": ({"model": {"lora": {"dropout": 0.1}}}, {"model": {"lora": {"dropout": 0.1, "enabled": True}}}),
     "model.lora.target_modules": ({"model": {"lora": {"target_modules": ["query"]}}}, {"model": {"lora": {"target_modules": ["query"], "enabled": True}}}),
     "train.epochs": ({"train": {"epochs": 3, "max_steps": 10}}, {"train": {"epochs": 3}}),
+    "train.min_steps": ({"train": {"min_steps": 50, "max_steps": 10}}, {"train": {"min_steps": 50}}),
+    **{f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
+       for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))},
+    "decision.blend": ({"decision": {"blend": "off"}, "baseline": {"enabled": False}}, {"decision": {"blend": "off"}}),
+    # the modality's keys (set on the other modality: no effect)
+    **{f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
+       for key, value in (("text_column", "body"), ("text_pair_column", "second"), ("unescape_html", True))},
+    "data.image_column": ({"data": {"image_column": "file"}}, {"data": {"image_column": "file", **IMAGES}}),
+    "model.image_size": ({"model": {"image_size": 64}}, {"model": {"image_size": 64}, "data": IMAGES}),
+    "model.max_length": ({"model": {"max_length": 64}, "data": IMAGES}, {"model": {"max_length": 64}}),
+    "train.group_by_length": ({"train": {"group_by_length": False}, "data": IMAGES}, {"train": {"group_by_length": False}}),
+    **{f"augment.{key}": ({"augment": {key: 0.5}}, {"augment": {key: 0.5}, "data": IMAGES})
+       for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
     "loss.class_weights": ({"loss": {"class_weights": "inverse_sqrt"}}, {"loss": {"class_weights": "inverse_sqrt", "name": "weighted_ce"}}),
     "loss.beta": ({"loss": {"beta": 0.99, "name": "weighted_ce"}}, {"loss": {"beta": 0.99, "name": "weighted_ce", "class_weights": "effective_number"}}),
     "loss.alpha": ({"loss": {"alpha": "balanced", "name": "weighted_ce"}}, {"loss": {"alpha": "balanced", "name": "focal"}}),
@@ -370,6 +386,24 @@ def test_check_params_cli_warns_of_an_unread_setting_and_passes(tmp_path):
     assert done.stderr == (
         "params.yaml: warning: loss.gamma is 3.0, but only loss.name: focal reads it: it has no effect here (its default is 2.0)\n"
     )
+    # the stages' effective configurations: the ce loss's train.json is the defaults' (gamma is not in it)
+    effective = json.loads((tmp_path / "reports/effective/train.json").read_text())
+    assert "loss.gamma" not in effective and effective["loss.name"] == "ce" and effective["train.lr"] == 1e-4
+    assert sorted(p.stem for p in (tmp_path / "reports/effective").iterdir()) == sorted(STAGE_KEYS)
+
+
+def test_effective_config_keeps_the_keys_that_take_effect():
+    focal = validate_params({"loss": {"name": "focal", "gamma": 3.0}})
+    assert effective_config(focal, STAGE_KEYS["train"])["loss.gamma"] == 3.0
+    ce = [effective_config(validate_params({"loss": {"gamma": gamma}}), STAGE_KEYS["train"]) for gamma in (2.0, 3.0)]
+    assert ce[0] == ce[1]  # what makes DVC skip train: its dep does not change
+    assert effective_config(validate_params({"model": {"lora": {"enabled": True}}}), STAGE_KEYS["train"])["model.lora.target_modules"] == "all-linear"
+
+
+def test_every_params_key_is_read_by_a_listed_stage():
+    check_stage_keys()
+    with pytest.raises(SkewtuneError, match=r"unknown key\(s\) \['loss.gama'\]; key\(s\) no stage lists \['loss.gamma'\]"):
+        check_stage_keys({**STAGE_KEYS, "train": tuple(k for k in STAGE_KEYS["train"] if k != "loss.gamma") + ("loss.gama",)})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 from skewtune.artifacts import RULE_FILE, DecisionRule, read_classifier_files, spreadsheet_safe, write_model_meta
 from skewtune.command import main
 from skewtune.dataset import normalise_text
+from skewtune.errors import SkewtuneError
 from skewtune.io import json_text
 from skewtune.modeling import load_classifier, load_tokenizer, load_trained, predict_proba, save_classifier
 
@@ -158,8 +159,15 @@ def test_spreadsheet_safe_escapes_formula_cells_only():
 
 def test_decision_rule_round_trip_and_margin():
     raw = {"strategy": "offsets", "labels": ["a", "b", "c"], "positive_label": None, "threshold": None, "offsets": [0.0, 1.0, -1.0], "metric": "mcc"}
-    rule = DecisionRule.from_dict(raw)
-    assert rule.to_dict() == {k: v for k, v in raw.items() if k != "metric"} and DecisionRule.from_dict(rule.to_dict()) == rule
+    rule = DecisionRule.from_dict(raw)  # written before blending existed: no blend key, read as 0
+    assert rule.to_dict() == {**{k: v for k, v in raw.items() if k != "metric"}, "blend": 0.0} and DecisionRule.from_dict(rule.to_dict()) == rule
+    blended = DecisionRule.from_dict({**raw, "blend": 0.25})
+    baseline = np.array([[0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
+    np.testing.assert_allclose(blended.combine(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]), baseline), [[0.4, 0.25, 0.35], [0.1, 0.1, 0.8]])
+    assert rule.combine(baseline, None) is baseline and "0.25 x the TF-IDF baseline" in blended.describe()
+    for bad in (1.5, -0.1, "auto", True):
+        with pytest.raises(SkewtuneError, match="blend a weight in"):
+            DecisionRule.from_dict({**raw, "blend": bad})
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     np.testing.assert_array_equal(rule.predict(probs), [1, 2])
     scores = np.log(probs) + [0.0, 1.0, -1.0]
@@ -180,3 +188,33 @@ def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path
     probs = pd.read_csv(tmp_path / "out.csv")[PROBS].to_numpy()
     np.testing.assert_allclose(probs[2], probs[1], atol=1e-6)  # control characters removed
     assert np.allclose(probs[0], probs[1], atol=1e-6) == unescape_html
+
+
+def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, tmp_path, capsys):
+    """A classifier whose rule blends in the TF-IDF baseline: `skewtune predict` averages the two models'
+    probabilities with the rule's weight, and decides on that, as tune_threshold and evaluate did."""
+    from skewtune.artifacts import BASELINE_FILE
+    from skewtune.baseline import baseline_proba, fit_baseline, save_baseline
+
+    table = sms_table(60, seed=1)
+    train = pd.DataFrame({"text": normalise_text(table["SMS"]), "label_id": table["SMS"].str.contains("free").astype(int)})
+    baseline, _ = fit_baseline(train, LABELS, min_df=1, max_features=1000, max_rows=1000)
+    copy = shutil.copytree(classifier, tmp_path / "blended")
+    save_baseline(baseline, copy / BASELINE_FILE)
+    _, rule = read_classifier_files(classifier)
+    blended = DecisionRule("threshold", rule.labels, positive_label="spam", threshold=0.5, blend=0.7)
+    (copy / RULE_FILE).write_text(json_text(blended.to_dict()))
+    table.to_csv(tmp_path / "in.csv", index=False)
+    predict(tmp_path / "in.csv", "-o", tmp_path / "plain.csv", "--model", classifier)
+    predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
+    plain = pd.read_csv(tmp_path / "plain.csv")[PROBS].to_numpy()
+    out = pd.read_csv(tmp_path / "out.csv")
+    expected = 0.3 * plain + 0.7 * baseline_proba(baseline, train, 2)
+    np.testing.assert_allclose(out[PROBS].to_numpy(), expected, atol=1e-6)
+    assert out["predicted"].tolist() == [LABELS[k] for k in blended.predict(expected)]
+
+    (copy / BASELINE_FILE).unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        predict(tmp_path / "in.csv", "-o", tmp_path / "again.csv", "--model", copy)
+    assert exit_info.value.code == 2
+    assert "decision.json blends in the baseline (weight 0.7), but baseline.joblib is missing; re-run the package stage" in capsys.readouterr().err

@@ -55,7 +55,8 @@ def make_project(root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(
         frame[["id", "text", "label"]].to_parquet(root / path, index=False)
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
-    params = {"model": {"name": str(model_dir), "max_length": 32}, "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3}}
+    # min_steps 0: these runs pin their number of epochs (the small-data rule has its own test)
+    params = {"model": {"name": str(model_dir), "max_length": 32}, "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "min_steps": 0}}
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -609,3 +610,28 @@ def test_compile_trains_a_compiled_model(tiny_bert_dir, tmp_path):
     saved, _, _ = load_trained(tmp_path / "model")
     assert not any("_orig_mod" in key for key in saved.state_dict())
     torch.testing.assert_close(saved.state_dict(), trainer.model.state_dict())
+
+
+def test_few_rows_train_more_epochs_up_to_min_steps_with_early_stopping_from_half(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """64 rows at batch 8 are 8 steps per epoch: 1 epoch would be 8 steps, below train.min_steps 36, so the run
+    trains 5 epochs (40 steps) and early stopping (patience 1) counts only from epoch 2 on."""
+    root = make_project(tmp_path, sms, tiny_bert_dir, train={"epochs": 1, "min_steps": 36, "early_stopping_patience": 1, "lr": 1e-6})
+    run_train(root, monkeypatch)
+    assert ("train: 64 rows are 8 optimizer steps per epoch: train.epochs 1 would be 8 steps, fewer than train.min_steps 36; "
+            "training 5 epochs (40 steps), early stopping from epoch 2") in capsys.readouterr().out
+    epochs = pd.read_csv(root / "reports/train/plots/metrics/val/f1_macro.tsv", sep="\t")
+    # lr 1e-6 leaves val macro-F1 where it is: with patience counted from the start, the run would stop after epoch 2
+    assert len(epochs) == 3 and epochs["f1_macro"].nunique() == 1
+
+
+def test_the_small_data_rule_leaves_the_embedded_run_and_explicit_steps_alone():
+    from skewtune.params import TrainParams
+    from skewtune.training import for_train_size
+
+    defaults = TrainParams(batch_size=32)  # batch_size auto as resolve_batch_size resolves it on the CPU
+    assert for_train_size(defaults, 3628) == (defaults, None)  # the embedded data's train split: 2 x 114 = 228 steps
+    adapted, line = for_train_size(defaults, 480)  # a 600-row sample's train split: 15 steps per epoch
+    assert (adapted.epochs, adapted.early_stopping_min_epochs) == (14, 7) and "training 14 epochs (210 steps)" in line
+    assert for_train_size(defaults.model_copy(update={"max_steps": 10}), 480)[1] is None
+    assert for_train_size(defaults.model_copy(update={"min_steps": 0}), 480)[1] is None
+    assert for_train_size(defaults.model_copy(update={"early_stopping_min_epochs": 9}), 480)[0].early_stopping_min_epochs == 9

@@ -1,0 +1,65 @@
+"""Stage baseline: fit the TF-IDF + logistic regression baseline (skewtune.baseline) on the resampled train
+split and write its val and test probabilities as predict writes the model's. Disabled (baseline.enabled:
+false, or on images) or unable to fit (a warning says why), it writes 0-byte markers and the pipeline goes on without it."""
+
+import sys
+import time
+
+from skewtune.artifacts import (
+    BASELINE_MODEL,
+    BASELINE_REPORT,
+    RESAMPLED,
+    baseline_predictions_path,
+    prediction_table,
+    read_examples,
+    read_labels,
+    split_path,
+)
+from skewtune.baseline import BaselineNotFitted, baseline_proba, fit_baseline, save_baseline
+from skewtune.cli import run_stage
+from skewtune.io import Outputs
+from skewtune.params import load_params
+
+SPLITS = ("val", "test")
+
+
+def _markers(out: Outputs, report: dict) -> None:
+    for dest in (BASELINE_MODEL, *map(baseline_predictions_path, SPLITS)):
+        out.text(dest, "")
+    out.json(BASELINE_REPORT, report)
+
+
+def main() -> None:
+    params = load_params()
+    p = params.baseline
+    labels = read_labels()
+    if not p.enabled or params.data.modality != "text":
+        reason = "baseline.enabled is false" if not p.enabled else f"data.modality is {params.data.modality}: the TF-IDF baseline reads text"
+        with Outputs() as out:
+            _markers(out, {"status": "disabled", "reason": reason})
+        print(f"baseline: {reason}; not fitted")
+        return
+    train = read_examples(RESAMPLED, labels, "resample")
+    start = time.perf_counter()
+    try:
+        model, fit = fit_baseline(train, labels, min_df=p.min_df, max_features=p.max_features, max_rows=p.max_rows)
+    except BaselineNotFitted as exc:
+        with Outputs() as out:
+            _markers(out, {"status": "skipped", "reason": str(exc)})
+        print(f"baseline: warning: skipped: {exc}; the pipeline goes on without it (no blend, no baseline metrics)", file=sys.stderr)
+        return
+    fit_seconds = time.perf_counter() - start
+    with Outputs() as out:
+        save_baseline(model, out.path(BASELINE_MODEL))
+        for split in SPLITS:
+            rows = read_examples(split_path(split), labels, "split")
+            out.parquet(baseline_predictions_path(split), prediction_table(rows, baseline_proba(model, rows, len(labels)), labels))
+        # No timing in the report: a forced re-run must leave the git-tracked report byte-identical.
+        out.json(BASELINE_REPORT, {"status": "fitted", "reason": None, "train_rows": fit.train_rows, "fit_rows": fit.fit_rows, "features": fit.features})
+    sampled = f" (a stratified sample of {fit.fit_rows:,} of {fit.train_rows:,} rows: baseline.max_rows)" if fit.fit_rows < fit.train_rows else ""
+    print(f"baseline: TF-IDF + logistic regression fitted on {fit.fit_rows:,} train rows{sampled}, {fit.features:,} features, "
+          f"{fit_seconds:.1f} s; val and test probabilities -> {baseline_predictions_path('<split>')}")
+
+
+if __name__ == "__main__":
+    run_stage("baseline", main)
