@@ -28,7 +28,10 @@ class EarlyStoppingAfter(EarlyStoppingCallback):
 
 
 class ExponentialMovingAverage(TrainerCallback):
-    """An EMA of the trainable weights, updated after every optimizer step: shadow = decay * shadow + (1 - decay) * w.
+    """An EMA of the trainable weights, updated after every optimizer step: shadow = d * shadow + (1 - d) * w, where
+    d = min(decay, (1 + n) / (10 + n)) after n earlier updates (TensorFlow's ExponentialMovingAverage with
+    num_updates): a decay of 0.999 averages over ~1,000 steps, so without the warm-up a run of a few hundred steps
+    would evaluate and save weights that are still mostly the pretrained ones and the untrained head.
 
     `SkewtuneTrainer` swaps the shadow into the model (`swapped`) to evaluate and to write checkpoints, so the
     selected epoch, the restored best checkpoint and the saved model are the EMA weights; training continues from
@@ -50,10 +53,16 @@ class ExponentialMovingAverage(TrainerCallback):
         if self.shadow is None:  # a resumed run has its shadow from the checkpoint already
             self.start(model)
 
+    def decay_at(self, updates: int) -> float:
+        """The decay of the update that follows `updates` earlier ones."""
+        return min(self.decay, (1 + updates) / (10 + updates))
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        # global_step already counts this step; a resumed run continues the count, so its warm-up does too.
+        decay = self.decay_at(state.global_step - 1)
         with torch.no_grad():
             for name, p in self.trained(model).items():
-                self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+                self.shadow[name].lerp_(p.detach(), 1.0 - decay)
 
     def on_train_end(self, args, state, control, **kwargs):
         # The model now holds the restored best (EMA) weights; later evaluations use them as they are.

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import DataCollatorWithPadding, TrainerCallback
 
+from skewtune.callbacks import ExponentialMovingAverage
 from skewtune.errors import SkewtuneError
 from skewtune.losses import build_loss
 from skewtune.modeling import encode, load_classifier, load_tokenizer
@@ -140,20 +141,32 @@ class StepWeights(TrainerCallback):
 
 def test_ema_weights_are_evaluated_restored_and_saved(quiet_bert, rows, tmp_path):
     """One epoch of 4 steps, decay 0.5: the model left by training (what the stage saves) is the EMA computed by
-    hand from the raw weights of each step, and the logged val loss is that of the EMA weights."""
+    hand from the raw weights of each step (with the warm-up decay min(0.5, (1 + n) / (10 + n)) after n updates),
+    and the logged val loss is that of the EMA weights."""
     steps = StepWeights()
     trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path, callbacks=[steps], epochs=1, lr=1e-2, ema_decay=0.5)
     trainer.train()
     assert len(steps.steps) == 5
     expected = dict(steps.steps[0])
-    for raw in steps.steps[1:]:
-        expected = {n: 0.5 * expected[n] + 0.5 * raw[n] for n in expected}
+    for n_before, raw in enumerate(steps.steps[1:]):
+        decay = min(0.5, (1 + n_before) / (10 + n_before))
+        expected = {n: decay * expected[n] + (1 - decay) * raw[n] for n in expected}
     final = dict(trainer.model.named_parameters())
     for name, value in expected.items():
         torch.testing.assert_close(final[name].detach(), value, rtol=1e-5, atol=1e-7, msg=name)
     assert not torch.allclose(final["classifier.weight"], steps.steps[-1]["classifier.weight"])  # not the raw weights
     logged = next(entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry)
     assert trainer.evaluate()["eval_loss"] == pytest.approx(logged, rel=1e-6)
+
+
+def test_ema_decay_warms_up_to_the_configured_one():
+    """TensorFlow's num_updates warm-up: the first update nearly replaces the shadow, the configured decay is reached
+    after (10 * decay - 1) / (1 - decay) updates (8 for 0.5, ~8,990 for 0.999) and never exceeded."""
+    assert ExponentialMovingAverage(0.5).decay_at(0) == pytest.approx(0.1)
+    assert ExponentialMovingAverage(0.5).decay_at(7) == pytest.approx(8 / 17)
+    assert ExponentialMovingAverage(0.5).decay_at(8) == 0.5 == ExponentialMovingAverage(0.5).decay_at(10**6)
+    assert ExponentialMovingAverage(0.999).decay_at(255) == pytest.approx(256 / 265)  # a short run: ~30 steps averaged
+    assert ExponentialMovingAverage(0.999).decay_at(8991) == 0.999
 
 
 class StopAfterEpoch(TrainerCallback):
