@@ -45,6 +45,10 @@ CONFIGS = {
     "d": ("random oversampling", {"resample": {"strategy": "random_over"}}),
     "e": ("TF-IDF word+char_wb, LR balanced, tuned threshold", {}),
     "s": ("defaults without the small-data rule (train.min_steps 0)", {"train": {"min_steps": 0}}),
+    # The seeds' techniques (issue 13), each alone on top of the defaults, at the seeds' own settings.
+    "ema": ("EMA of the weights, decay 0.999", {"train": {"ema_decay": 0.999}}),
+    "fgm": ("FGM on the word embeddings, epsilon 1", {"train": {"adversarial": "fgm", "adversarial_epsilon": 1.0}}),
+    "drw": ("deferred re-weighting: weighted_ce balanced from epoch 2", {"loss": {"name": "weighted_ce", "reweight_from_epoch": 2}}),
 }
 
 

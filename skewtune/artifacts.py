@@ -47,7 +47,8 @@ CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a succ
 TRAIN_REPORTS = "reports/train"
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
 # The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
-# the predictions and model are 0-byte markers when baseline.enabled is false or it could not be fitted.
+# when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
+# and the model file holds None.
 BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
 BASELINE_MODEL = "models/baseline.joblib"  # the fitted scikit-learn pipeline (joblib)
 BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
@@ -61,7 +62,7 @@ TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"  # id, actual, predic
 PR_CURVE = "reports/eval/pr_curve.csv"
 ROC_CURVE = "reports/eval/roc_curve.csv"
 CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
-SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or a table without columns
+SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or write_no_table's table
 ERRORS = "reports/errors.csv"  # the relabelling queue
 
 # Files of a model directory beside the transformers ones.
@@ -262,16 +263,23 @@ def read_predictions(path: str | os.PathLike, labels: list[str], producer: str =
     return Predictions(frame["id"].astype(str).to_numpy(dtype=object), frame["label"].map({l: k for k, l in enumerate(labels)}).to_numpy(dtype=np.int64), probs)
 
 
-def is_marker(path: str | os.PathLike) -> bool:
-    """A 0-byte file: what a stage writes in place of an output it has nothing for (declared outputs must exist)."""
-    path = Path(path)
-    return path.is_file() and path.stat().st_size == 0
+def write_no_table(out, path: str) -> None:
+    """What a stage writes in place of a table it has nothing for (declared outputs must exist): a parquet table
+    without rows or columns. Not a 0-byte file: DVC warns "'<path>' is empty" at every run of the stage."""
+    out.parquet(path, pd.DataFrame())
+
+
+def is_no_table(path: str | os.PathLike) -> bool:
+    """Whether `path` is what write_no_table writes."""
+    import pyarrow.parquet as pq
+
+    return Path(path).is_file() and not pq.read_schema(path).names
 
 
 def read_baseline_predictions(split: str, labels: list[str]) -> Predictions | None:
-    """The baseline's predictions of `split`, or None when it wrote its marker (disabled or not fitted)."""
+    """The baseline's predictions of `split`, or None when it was disabled or not fitted (write_no_table)."""
     path = baseline_predictions_path(split)
-    return None if is_marker(path) else read_predictions(path, labels, "baseline")
+    return None if is_no_table(path) else read_predictions(path, labels, "baseline")
 
 
 def read_rule_inputs(split: str, labels: list[str], rule: "DecisionRule") -> Predictions:
@@ -485,9 +493,9 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
 def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | None:
     """The score stage's output: the scored table, or None for its table without columns (data.score_path unset)."""
     path = Path(path)
-    frame = read_frame(path, "score")
-    if frame.columns.empty:
+    if is_no_table(path):
         return None
+    frame = read_frame(path, "score")
     missing = [c for c in ("predicted", *prob_columns(labels), "margin") if c not in frame.columns]
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {missing} for the labels {labels}; re-run the score stage")

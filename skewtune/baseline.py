@@ -101,7 +101,8 @@ def save_baseline(model, path) -> None:
 
 
 def load_baseline(path):
-    """A fitted baseline written by save_baseline (a pickle: load only files of your own pipeline)."""
+    """A fitted baseline written by save_baseline, or None where the stage fitted none (a pickle: load only files of
+    your own pipeline)."""
     import joblib
 
     try:

@@ -1,6 +1,7 @@
 """Stage baseline: fit the TF-IDF + logistic regression baseline (skewtune.baseline) on the resampled train
 split and write its val and test probabilities as predict writes the model's. Disabled (baseline.enabled:
-false, or on images) or unable to fit (a warning says why), it writes 0-byte markers and the pipeline goes on without it."""
+false, or on images) or unable to fit (a warning says why), it writes tables without columns as its predictions and None
+as its model (skewtune.artifacts.write_no_table), and the pipeline goes on without it."""
 
 import sys
 import time
@@ -14,6 +15,7 @@ from skewtune.artifacts import (
     read_examples,
     read_labels,
     split_path,
+    write_no_table,
 )
 from skewtune.baseline import BaselineNotFitted, baseline_proba, fit_baseline, save_baseline
 from skewtune.cli import run_stage
@@ -23,9 +25,10 @@ from skewtune.params import load_params
 SPLITS = ("val", "test")
 
 
-def _markers(out: Outputs, report: dict) -> None:
-    for dest in (BASELINE_MODEL, *map(baseline_predictions_path, SPLITS)):
-        out.text(dest, "")
+def _not_fitted(out: Outputs, report: dict) -> None:
+    save_baseline(None, out.path(BASELINE_MODEL))
+    for split in SPLITS:
+        write_no_table(out, baseline_predictions_path(split))
     out.json(BASELINE_REPORT, report)
 
 
@@ -36,7 +39,7 @@ def main() -> None:
     if not p.enabled or params.data.modality != "text":
         reason = "baseline.enabled is false" if not p.enabled else f"data.modality is {params.data.modality}: the TF-IDF baseline reads text"
         with Outputs() as out:
-            _markers(out, {"status": "disabled", "reason": reason})
+            _not_fitted(out, {"status": "disabled", "reason": reason})
         print(f"baseline: {reason}; not fitted")
         return
     train = read_examples(RESAMPLED, labels, "resample")
@@ -45,7 +48,7 @@ def main() -> None:
         model, fit = fit_baseline(train, labels, min_df=p.min_df, max_features=p.max_features, max_rows=p.max_rows)
     except BaselineNotFitted as exc:
         with Outputs() as out:
-            _markers(out, {"status": "skipped", "reason": str(exc)})
+            _not_fitted(out, {"status": "skipped", "reason": str(exc)})
         print(f"baseline: warning: skipped: {exc}; the pipeline goes on without it (no blend, no baseline metrics)", file=sys.stderr)
         return
     fit_seconds = time.perf_counter() - start

@@ -1,10 +1,8 @@
 """Stage score: predict data.score_path (an unlabelled file under data/raw/) with models/classifier, as
 `skewtune predict` does, into data/predictions/score.parquet; unset, it writes a table without rows or
-columns at once (not a 0-byte file, which DVC would warn about at every run)."""
+columns at once (skewtune.artifacts.write_no_table)."""
 
-import pandas as pd
-
-from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED
+from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED, write_no_table
 from skewtune.cli import run_stage
 from skewtune.images import raw_input
 from skewtune.io import Outputs
@@ -18,7 +16,7 @@ def main() -> None:
     data = p.data
     if data.score_path is None:
         with Outputs() as out:
-            out.parquet(SCORED, pd.DataFrame())
+            write_no_table(out, SCORED)
         print("score: data.score_path is not set; nothing to score")
         return
     columns = MODALITIES[data.modality].raw_columns(data)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from sklearn.metrics import f1_score
 
-from skewtune.artifacts import read_predictions
+from skewtune.artifacts import is_no_table, read_predictions
 from skewtune.errors import SkewtuneError
 from skewtune.params import validate_params
 
@@ -85,12 +85,17 @@ def test_sentence_pairs_get_features_of_both_texts(tmp_path, monkeypatch):
     assert [name for name, *_ in model[0].transformers] == ["text_word", "text_char", "text_pair_word", "text_pair_char"]
 
 
-def test_disabled_baseline_writes_markers(tmp_path, sms_splits, monkeypatch, capsys):
+def test_disabled_baseline_writes_tables_without_columns_and_no_model(tmp_path, sms_splits, monkeypatch, capsys):
+    """No 0-byte outputs (DVC warns that each is empty at every run): tables without columns, and None as the model."""
+    from skewtune.baseline import load_baseline
+
     train, val, test = sms_splits
     write_split_project(tmp_path, ["ham", "spam"], train, val, test, baseline={"enabled": False})
     run_baseline(tmp_path, monkeypatch)
-    for path in ("models/baseline.joblib", "data/predictions/baseline/val.parquet", "data/predictions/baseline/test.parquet"):
-        assert (tmp_path / path).stat().st_size == 0
+    for split in ("val", "test"):
+        path = tmp_path / f"data/predictions/baseline/{split}.parquet"
+        assert path.stat().st_size > 0 and is_no_table(path) and pd.read_parquet(path).shape == (0, 0)
+    assert (tmp_path / "models/baseline.joblib").stat().st_size > 0 and load_baseline(tmp_path / "models/baseline.joblib") is None
     assert json.loads((tmp_path / "reports/baseline.json").read_text()) == {"status": "disabled", "reason": "baseline.enabled is false"}
 
 
@@ -99,7 +104,7 @@ def test_a_class_with_one_train_row_skips_the_baseline_with_a_warning(tmp_path, 
     thin = pd.concat([train[train.label == "ham"], train[train.label == "spam"].head(1)])
     write_split_project(tmp_path, ["ham", "spam"], thin, val, test)
     run_baseline(tmp_path, monkeypatch)
-    assert (tmp_path / "data/predictions/baseline/val.parquet").stat().st_size == 0
+    assert is_no_table(tmp_path / "data/predictions/baseline/val.parquet")
     report = json.loads((tmp_path / "reports/baseline.json").read_text())
     message = "the training split has fewer than 2 rows of class(es) 'spam' (1), too few to fit the baseline"
     assert report == {"status": "skipped", "reason": message}

@@ -44,7 +44,7 @@ def _write_predictions(path: Path, split: pd.DataFrame, labels: list[str], probs
 def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame], probs: dict[str, np.ndarray],
                    baseline: dict[str, np.ndarray] | None = None) -> None:
     """labels.json, data/split/{val,test}.parquet, data/predictions/{val,test}.parquet as the earlier stages write
-    them, the baseline's predictions (or its markers of none) and the score stage's marker of no scored data."""
+    them, the baseline's predictions (or its tables without columns) and the score stage's table of no scored data."""
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/split").mkdir(parents=True, exist_ok=True)
     (root / "data/predictions/baseline").mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame
     for name in ("val", "test"):
         _write_predictions(root / f"data/predictions/{name}.parquet", splits[name], labels, probs[name])
         if baseline is None:
-            (root / f"data/predictions/baseline/{name}.parquet").write_bytes(b"")
+            pd.DataFrame().to_parquet(root / f"data/predictions/baseline/{name}.parquet")
         else:
             _write_predictions(root / f"data/predictions/baseline/{name}.parquet", splits[name], labels, baseline[name])
 
@@ -459,7 +459,7 @@ def test_a_fixed_blend_without_baseline_predictions_is_one_clear_error(tmp_path,
     from stages import tune_threshold
 
     splits, probs = spam
-    _write_project(tmp_path, ["ham", "spam"], splits, probs)  # the baseline's markers: it was not fitted
+    _write_project(tmp_path, ["ham", "spam"], splits, probs)  # the baseline's tables without columns: it was not fitted
     _write_params(tmp_path, decision={"blend": 0.3})
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SkewtuneError, match=r"^decision.blend is 0.3, but the baseline was not fitted \(see reports/baseline.json\); set decision.blend: auto or off$"):

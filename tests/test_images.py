@@ -200,6 +200,8 @@ PIPELINE_PARAMS = {
 def _repro(root: Path) -> str:
     out = dvc(["repro"], root)
     assert {"ingest", "train", "predict", "evaluate", "package"} <= ran_stages(out.stdout), out.stdout
+    # The baseline (text only) and the score stage (no data.score_path) have nothing to write: no 0-byte outputs.
+    assert "is empty" not in out.stdout + out.stderr, out.stderr
     return out.stdout
 
 
