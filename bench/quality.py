@@ -40,7 +40,8 @@ DATASETS = {
 
 CONFIGS = {
     "a": ("skewtune defaults", {}),
-    "b": ("plain: ce, zero bias, argmax", {"model": {"init_bias": "zero"}, "loss": {"name": "ce"}, "threshold": {"strategy": "argmax"}}),
+    "b": ("plain: ce, zero bias, argmax, no blend", {"model": {"init_bias": "zero"}, "loss": {"name": "ce"}, "threshold": {"strategy": "argmax"},
+                                                   "decision": {"blend": "off"}}),
     "c": ("focal loss, gamma 2", {"loss": {"name": "focal", "gamma": 2.0}}),
     "d": ("random oversampling", {"resample": {"strategy": "random_over"}}),
     "e": ("TF-IDF word+char_wb, LR balanced, tuned threshold (binary; multiclass: argmax)", {}),
@@ -50,6 +51,9 @@ CONFIGS = {
     "fgm": ("FGM on the word embeddings, epsilon 1", {"train": {"adversarial": "fgm", "adversarial_epsilon": 1.0}}),
     "drw": ("deferred re-weighting: weighted_ce balanced from epoch 2", {"loss": {"name": "weighted_ce", "reweight_from_epoch": 2}}),
 }
+
+# What --redecide re-runs: the stages of the decision rule, which read the model's predictions and the baseline's.
+DECISION_STAGES = ("tune_threshold", "evaluate")
 
 
 def place_data(workdir: Path, data: str, sample: int | None, seed: int) -> None:
@@ -117,21 +121,28 @@ def split_digest(workdir: Path) -> str:
     return hashlib.sha256(b"".join((workdir / f"data/split/{n}.parquet").read_bytes() for n in ("train", "val", "test"))).hexdigest()[:12]
 
 
-def run_one(out: Path, snapshot: Path, config: str, seed: int, data: str = "sms", sample: int | None = None, extra: dict | None = None) -> dict:
+def run_one(out: Path, snapshot: Path, config: str, seed: int, data: str = "sms", sample: int | None = None, extra: dict | None = None,
+            redecide: bool = False) -> dict:
     workdir = out / f"{config}_seed{seed}"
     result_file = workdir / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
-    shutil.rmtree(workdir, ignore_errors=True)
-    shutil.copytree(snapshot, workdir, ignore=shutil.ignore_patterns("__pycache__"))
-    place_data(workdir, data, sample, seed)
+    log = workdir / "log.txt"
     overrides = {"data": dict(DATASETS[data][1]), "split": {"seed": seed}, "train": {"seed": seed}, "resample": {"seed": seed}}
     for section, values in [*(extra or {}).items(), *CONFIGS[config][1].items()]:
         overrides.setdefault(section, {}).update(values)
-    set_params(workdir, overrides)
-    log = workdir / "log.txt"
-    stages = PIPELINE[:2] if config == "e" else PIPELINE[:3] + ("baseline",) + PIPELINE[3:]
-    walls = {name: run_stage(name, workdir, log)["wall_s"] for name in stages}
+    if result_file.is_file():
+        finished = json.loads(result_file.read_text())
+        if not redecide or config == "e":
+            return finished
+        # The config's decision params changed since the run: only the decision stages re-run (the model is the same).
+        set_params(workdir, overrides)
+        walls = {**finished["stage_wall_s"], **{name: run_stage(name, workdir, log)["wall_s"] for name in DECISION_STAGES}}
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.copytree(snapshot, workdir, ignore=shutil.ignore_patterns("__pycache__"))
+        place_data(workdir, data, sample, seed)
+        set_params(workdir, overrides)
+        stages = PIPELINE[:2] if config == "e" else PIPELINE[:3] + ("baseline",) + PIPELINE[3:]
+        walls = {name: run_stage(name, workdir, log)["wall_s"] for name in stages}
     if config == "e":
         result = tfidf_baseline(workdir, seed)
     else:
@@ -203,6 +214,8 @@ def main() -> None:
     parser.add_argument("--data", choices=list(DATASETS), default="sms")
     parser.add_argument("--sample", type=int, help="a stratified sample of this many rows per seed instead of the whole file")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="params of every run (VALUE in YAML)")
+    parser.add_argument("--redecide", action="store_true",
+                        help="finished runs: apply the configs' current params and re-run only tune_threshold and evaluate")
     args = parser.parse_args()
     snapshot = args.out / "code"
     if not snapshot.is_dir():
@@ -211,7 +224,7 @@ def main() -> None:
     # Seeds outermost: an interrupted grid still has every config on the seeds it finished.
     print(f"data: {args.data}" + (f", a stratified sample of {args.sample} rows per seed" if args.sample else "") + f"; set: {args.set}", flush=True)
     extra = parse_overrides(args.set)
-    results = [run_one(args.out, snapshot, config, seed, args.data, args.sample, extra) for seed in args.seeds for config in args.configs]
+    results = [run_one(args.out, snapshot, config, seed, args.data, args.sample, extra, args.redecide) for seed in args.seeds for config in args.configs]
     text = summary(results, args.seeds)
     (args.out / "summary.md").write_text(text + "\n")
     print(text)
