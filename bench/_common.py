@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMS_TSV = Path(os.environ.get("SKEWTUNE_BENCH_SMS") or REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv").resolve()
 # The SMS Spam Collection as a data.source: a file under data/raw/ with header `Label<TAB>SMS`.
 SMS_DATA = {"source": "data/raw/sms_spam_collection.tsv", "text_column": "SMS", "label_column": "Label"}
-PIPELINE = ("ingest", "split", "resample", "train", "predict", "tune_threshold", "evaluate")
+PIPELINE = ("ingest", "split", "resample", "baseline", "train", "predict", "tune_threshold", "evaluate")
 
 # The test suite's helpers for copying the project and editing its params.yaml serve here too.
 sys.path.insert(0, str(REPO / "tests"))

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
-from quality import CONFIGS  # noqa: E402
+from quality import CONFIGS, mean_sd  # noqa: E402
 
 DEFAULTS = "a"
 
@@ -27,13 +27,6 @@ def load_runs(out: Path) -> dict[tuple[str, int], dict]:
         result = json.loads(path.read_text())
         runs[result["config"], result["seed"]] = result
     return runs
-
-
-def mean_sd(values: list[float], digits: int = 4) -> str:
-    if not values:
-        return "—"
-    sd = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{sd}"
 
 
 def paired(runs: dict, config: str, seeds: list[int]) -> list[float]:
@@ -50,7 +43,7 @@ def table(name: str, runs: dict, configs: list[str], seeds: list[int]) -> str:
         if not done:
             continue
         diffs = paired(runs, config, seeds) if config not in (DEFAULTS, "e") else []
-        diff_text = (f"{mean_sd(diffs, 4)} ({', '.join(f'{d:+.4f}' for d in diffs)})" if diffs else "—")
+        diff_text = (f"{mean_sd(diffs)} ({', '.join(f'{d:+.4f}' for d in diffs)})" if diffs else "—")
         train = [r["stage_wall_s"]["train"] for r in done if "train" in r["stage_wall_s"]]
         collapsed = sum(bool(r.get("review", {}).get("collapsed")) for r in done)
         lines.append(

@@ -141,7 +141,7 @@ def run_one(out: Path, snapshot: Path, config: str, seed: int, data: str = "sms"
         shutil.copytree(snapshot, workdir, ignore=shutil.ignore_patterns("__pycache__"))
         place_data(workdir, data, sample, seed)
         set_params(workdir, overrides)
-        stages = PIPELINE[:2] if config == "e" else PIPELINE[:3] + ("baseline",) + PIPELINE[3:]
+        stages = PIPELINE[:2] if config == "e" else PIPELINE
         walls = {name: run_stage(name, workdir, log)["wall_s"] for name in stages}
     if config == "e":
         result = tfidf_baseline(workdir, seed)
@@ -165,9 +165,12 @@ def run_one(out: Path, snapshot: Path, config: str, seed: int, data: str = "sms"
     return result
 
 
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+def mean_sd(values: list[float], digits: int = 4) -> str:
+    """Mean ± sample sd ("—" for none, the value alone for one)."""
+    if not values:
+        return "—"
+    sd = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{sd}"
 
 
 def summary(results: list[dict], seeds: list[int]) -> str:
