@@ -50,6 +50,8 @@ CONFIGS = {
     "ema": ("EMA of the weights, decay 0.999", {"train": {"ema_decay": 0.999}}),
     "fgm": ("FGM on the word embeddings, epsilon 1", {"train": {"adversarial": "fgm", "adversarial_epsilon": 1.0}}),
     "drw": ("deferred re-weighting: weighted_ce balanced from epoch 2", {"loss": {"name": "weighted_ce", "reweight_from_epoch": 2}}),
+    "epochs3": ("3 epochs instead of 2", {"train": {"epochs": 3}}),
+    "lr5e-5": ("lr 5e-5 instead of 1e-4", {"train": {"lr": 5.0e-5}}),
 }
 
 # What --redecide re-runs: the stages of the decision rule, which read the model's predictions and the baseline's.
