@@ -59,9 +59,13 @@ def verdict(datasets: dict[str, dict], candidates: list[str], seeds: list[int]) 
     lines, winners = [], {}
     for config in candidates:
         per_data = {name: paired(runs, config, seeds) for name, runs in datasets.items()}
-        complete = all(len(d) == len(seeds) for d in per_data.values())
-        passes = complete and all(statistics.mean(d) > 0 and statistics.mean(d) > statistics.stdev(d) for d in per_data.values())
-        state = "qualifies" if passes else ("does not qualify" if complete else "incomplete: not all seeds finished")
+        gains = {name: statistics.mean(d) > 0 and statistics.mean(d) > statistics.stdev(d)
+                 for name, d in per_data.items() if len(d) == len(seeds)}  # per data set with all seeds: does it pass?
+        passes = len(gains) == len(per_data) and all(gains.values())
+        # A candidate that fails on one complete data set cannot qualify, whatever the others would show (not run then).
+        failed = [name for name, ok in gains.items() if not ok]
+        state = ("qualifies" if passes else f"does not qualify (fails on {', '.join(failed)})" if failed
+                 else "incomplete: not all seeds finished")
         detail = "; ".join(f"{name} {mean_sd(d)} over {len(d)} seed(s)" for name, d in per_data.items())
         lines.append(f"- {config}: {state} ({detail})")
         if passes:
