@@ -1,4 +1,4 @@
-"""Apply the rule of BENCHMARKS.md section 11 to finished bench/quality.py runs of several data sets: per data set,
+"""Apply the rule of BENCHMARKS.md sections 11 and 12 to finished bench/quality.py runs of several data sets: per data set,
 each config's val and test macro-F1 over the seeds, its paired val difference to the defaults, its train stage
 time, and whether a candidate replaces the defaults (val only; test is reported).
 
