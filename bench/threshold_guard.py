@@ -62,11 +62,10 @@ def main() -> None:
         gains = {name: [] for name in rules}
         for tune_rows, held_out in StratifiedShuffleSplit(n_splits=args.splits, test_size=0.5, random_state=0).split(probs, y):
             argmax = macro_f1(y[held_out], probs[held_out].argmax(1), k)
+            tune_baseline, held_baseline = (None, None) if baseline is None else (baseline[tune_rows], baseline[held_out])
             for name, (blend, min_confidence) in rules.items():
-                part = None if baseline is None else baseline[tune_rows]
-                rule = DecisionRule.from_dict(decide(y[tune_rows], probs[tune_rows], part, labels, blend, min_confidence))
-                held_probs = probs[held_out] if baseline is None else rule.combine(probs[held_out], baseline[held_out])
-                gains[name].append(macro_f1(y[held_out], rule.predict(held_probs), k) - argmax)
+                rule = DecisionRule.from_dict(decide(y[tune_rows], probs[tune_rows], tune_baseline, labels, blend, min_confidence))
+                gains[name].append(macro_f1(y[held_out], rule.predict(rule.combine(probs[held_out], held_baseline)), k) - argmax)
         whole = decide(y, probs, baseline, labels, "auto" if args.blend else "off", GUARD)
         if args.blend:
             facts = f"{whole['blend_weight_tried']:.1f} | {whole['blend_win_rate']:.3f} | {'blend ' + format(whole['blend'], '.1f') if whole['blend'] else 'model alone'}, {whole['strategy']}"
