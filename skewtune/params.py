@@ -447,7 +447,10 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
       for key in ("min_df", "max_features", "max_rows")),
     ("decision.blend", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data"),
     ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
-    ("threshold.min_confidence", lambda p: p.threshold.strategy == "tune", "threshold.strategy: tune"),
+    # The guard of a tuned threshold/offsets and of the blend that auto chooses (thresholds.tune_blended_decision).
+    ("threshold.min_confidence",
+     lambda p: p.threshold.strategy == "tune" or (p.decision.blend == "auto" and p.baseline.enabled and p.data.modality == "text"),
+     "threshold.strategy: tune, or decision.blend: auto with the baseline on text data"),
 )
 
 

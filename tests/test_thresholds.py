@@ -301,3 +301,29 @@ def test_decision_made_for_other_labels_is_refused(tmp_path):
     (tmp_path / "decision.json").write_text(json.dumps(decision | {"threshold": None}))
     with pytest.raises(SkewtuneError, match="not a valid decision rule"):
         read_decision(tmp_path / "decision.json", ["ham", "spam"])
+
+
+def test_min_confidence_guards_the_auto_blend_under_argmax_and_so_takes_effect_there():
+    """threshold.min_confidence is the blend's guard too: under threshold.strategy: argmax with decision.blend: auto it
+    changes the decision, so check_params must count it in tune_threshold's effective configuration."""
+    from skewtune.params import STAGE_KEYS, effective_config, validate_params
+    from skewtune.thresholds import tune_blended_decision
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(120) < 0.3).astype(int)
+    p_model = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(0, 0.25, 120), 0.01, 0.99)
+    p_base = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.25, 120), 0.01, 0.99)
+    tuning = {"strategy": "argmax", "metric": "f1_macro", "min_precision": None, "positive_label": None}
+    kept = {
+        confidence: tune_blended_decision(y, np.c_[1 - p_model, p_model], np.c_[1 - p_base, p_base], ["a", "b"], blend="auto",
+                                          min_confidence=confidence, **tuning)[0]["blend"]
+        for confidence in (0.95, 0.5)
+    }
+    assert kept[0.95] == 0.0 and kept[0.5] > 0
+
+    def effective(confidence, blend="auto"):
+        params = validate_params({"threshold": {"strategy": "argmax", "min_confidence": confidence}, "decision": {"blend": blend}})
+        return effective_config(params, STAGE_KEYS["tune_threshold"])
+
+    assert effective(0.95) != effective(0.5)
+    assert effective(0.95, blend="off") == effective(0.5, blend="off")  # argmax, no blend: nothing it guards
