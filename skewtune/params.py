@@ -9,11 +9,12 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from skewtune.errors import SkewtuneError
 
@@ -52,8 +53,40 @@ def parse_metric_expression(expr: str) -> list[tuple[float, str]]:
     return terms
 
 
+# A number in exponent notation that YAML 1.2 (DVC's `-S`, ruamel) reads as a float but PyYAML's YAML 1.1 reads as a
+# string (`1e-4` has no dot, `1.0e4` no exponent sign). Any other quoted number is a string the user wrote.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """bool, int or float: the scalar type a field holds (beside None or literal words such as 'auto'), else None."""
+    args = typing.get_args(annotation) or (annotation,)
+    return next((kind for kind in (bool, int, float) if kind in args), None)
+
+
 class _Section(BaseModel):
+    # Numbers and switches are taken as YAML typed them (strings stay strings: a column may be named 5).
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _typed_as_written(cls, value: Any, info: ValidationInfo) -> Any:
+        """A quoted "5" for a count, `true` for a number or `1` for a switch is a slip to report, not to convert
+        (pydantic's lax mode would accept all three)."""
+        kind = _scalar_kind(cls.model_fields[info.field_name].annotation)
+        if value is None or kind is None:
+            return value
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        if kind is int and (isinstance(value, bool) or isinstance(value, float) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())):
+            raise ValueError("must be a whole number, written without quotes" + (" or a decimal point" if isinstance(value, float) else ""))
+        if kind is float and isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        if kind is float and isinstance(value, str):
+            if not _EXPONENT_FLOAT.fullmatch(value.strip()):
+                raise ValueError("must be a number, written without quotes")
+            return float(value)
+        return value
 
 
 # numpy, sklearn, imbalanced-learn and transformers all take 32-bit unsigned seeds.

@@ -286,6 +286,32 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
         validate_params(raw)
 
 
+# Values of another type than the key's, which pydantic's lax mode would convert: each is a slip to report.
+REFUSED_TYPES = [
+    ({"train": {"max_steps": "5"}}, "train.max_steps", "must be a whole number, written without quotes"),
+    ({"train": {"max_steps": 5.0}}, "train.max_steps", "must be a whole number, written without quotes or a decimal point"),
+    ({"train": {"epochs": True}}, "train.epochs", "must be a number, not true or false"),
+    ({"model": {"hidden_dropout": "0.1"}}, "model.hidden_dropout", "must be a number, written without quotes"),
+    ({"baseline": {"enabled": 1}}, "baseline.enabled", "must be true or false"),
+    ({"train": {"compile": "yes"}}, "train.compile", "must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("raw", "key", "message"), REFUSED_TYPES, ids=[f"{case[1]}={next(iter(next(iter(case[0].values())).values()))!r}" for case in REFUSED_TYPES])
+def test_params_take_values_as_yaml_typed_them(raw, key, message):
+    with pytest.raises(SkewtuneError) as caught:
+        validate_params(raw)
+    assert str(caught.value).splitlines()[1].startswith(f"  {key}: {message} (got ")
+
+
+def test_yaml_1_1_exponent_floats_and_numeric_names_are_accepted():
+    """PyYAML reads `lr: 1e-4` as the string '1e-4' (YAML 1.1 floats need a dot and a signed exponent); DVC's `-S`
+    writes it so. Strings keys stay strings: a column or label may be named 5."""
+    params = validate_params(yaml.safe_load("train: {lr: 1e-4, warmup: 1.0e2}\ndata: {text_column: 5, label_map: {0: neg, 1: pos}}"))
+    assert (params.train.lr, params.train.warmup) == (1e-4, 100.0)
+    assert (params.data.text_column, params.data.label_map) == ("5", {"0": "neg", "1": "pos"})
+
+
 IMAGES = {"modality": "image", "source": "data/raw/images"}  # image data, for the keys only the other modality reads
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
 UNREAD_AND_READ = {
@@ -330,7 +356,8 @@ UNREAD_AND_READ = {
         {"loss": {"reweight_from_epoch": 2, "name": "focal"}}, {"loss": {"reweight_from_epoch": 2, "name": "focal", "alpha": 0.25}},
     ),
     "threshold.min_precision": ({"threshold": {"min_precision": 0.8}}, {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}}),
-    "threshold.min_confidence": ({"threshold": {"min_confidence": 0.0, "strategy": "argmax"}}, {"threshold": {"min_confidence": 0.0}}),
+    "threshold.min_confidence": ({"threshold": {"min_confidence": 0.0, "strategy": "argmax"}, "decision": {"blend": "off"}},
+                                 {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}}),  # argmax: it guards the auto blend
 }
 
 
