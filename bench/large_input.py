@@ -69,7 +69,7 @@ def main() -> None:
         print(f"{label}: {results[label]['wall_s']:.1f} s, peak RSS {results[label]['peak_rss_mib']:.0f} MiB", flush=True)
     ingest = json.loads((workdir / "reports/ingest.json").read_text())
     print(f"ingest kept {ingest['rows_kept']} of {ingest['rows_in']}; dropped {ingest['dropped']}")
-    results["ingest_report"] = {k: ingest[k] for k in ("rows_in", "rows_kept", "dropped", "conflicting_texts")}
+    results["ingest_report"] = {k: ingest[k] for k in ("rows_in", "rows_kept", "dropped", "conflicts", "duplicates")}
     (args.out / "large_input.json").write_text(json.dumps(results, indent=2))
 
 

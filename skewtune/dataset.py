@@ -12,12 +12,24 @@ import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
+from skewtune.params import DataParams
 from skewtune.tables import Table
 
 # Why a row was dropped, in the order the checks run (a row counts under the first that applies).
-DROP_REASONS = ("missing_text", "missing_text_pair", "missing_label", "conflicting_label", "duplicate", "also_in_test_file")
+DROP_REASONS = ("missing_text", "missing_text_pair", "missing_label", "conflicting_label", "outvoted_label", "duplicate", "also_in_test_file")
 # The reasons that mean the file was not read as intended (or holds gaps); data.max_dropped_share bounds them.
 MISSING_REASONS = ("missing_text", "missing_text_pair", "missing_label")
+# The rows whose label is thrown away because other copies of their text (image) say otherwise: every copy under
+# data.conflicts: drop, and under majority_vote the copies of a tie (conflicting_label) and those that lost the vote
+# (outvoted_label). data.max_conflict_share bounds them; duplicates (same text, same label) lose no label and are
+# only counted.
+CONFLICT_REASONS = ("conflicting_label", "outvoted_label")
+# Shares above these print as WARNING lines: conflicts throw labels away (the dropped-row guard's 1%), duplicates
+# only weight, which matters once a tenth of the rows are repeats (val and test then weigh a frequent text once).
+WARN_CONFLICT_SHARE = 0.01
+WARN_DUPLICATE_SHARE = 0.10
+# The data params' defaults, for the keyword defaults of assemble_dataset and assemble_images.
+DATA_DEFAULTS = DataParams()
 _PARAM_OF = {"text": "data.text_column", "text_pair": "data.text_pair_column", "label": "data.label_column"}
 CONFLICT_EXAMPLES = 5
 DROP_EXAMPLES = 3  # per reason, in the report
@@ -125,10 +137,27 @@ def apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str) 
     frame["label"] = frame["label"].map(mapping).fillna(frame["label"])
 
 
-def drop_reasons(frame: pd.DataFrame, keys: list[str], unusable: list[tuple[np.ndarray, str]]) -> np.ndarray:
+def label_conflicts(file_key: np.ndarray, label: np.ndarray, alive: np.ndarray, conflicts: str) -> tuple[np.ndarray, np.ndarray]:
+    """Of the `alive` rows whose key (text[, pair] or image hash, and file) carries more than one label code: those
+    dropped with every copy (all of them under `conflicts` drop; under majority_vote, those of a text whose top label
+    count is shared) and those outvoted (majority_vote: a label other than the text's most frequent one)."""
+    votes = pd.DataFrame({"key": file_key[alive], "label": label[alive]}).value_counts().rename("n").reset_index()
+    conflicted = np.isin(file_key, votes["key"][votes["key"].duplicated()].unique()) & alive
+    if conflicts == "drop":
+        return conflicted, np.zeros_like(conflicted)
+    leading = votes[votes["n"] == votes.groupby("key")["n"].transform("max")]
+    winners = leading.drop_duplicates("key", keep=False)  # one leading label: it wins; several: a tie
+    width = int(label.max()) + 1
+    won = np.isin(file_key * width + label, winners["key"].to_numpy() * width + winners["label"].to_numpy())
+    tied = conflicted & ~np.isin(file_key, winners["key"].to_numpy())
+    return tied, conflicted & ~tied & ~won
+
+
+def drop_reasons(frame: pd.DataFrame, keys: list[str], unusable: list[tuple[np.ndarray, str]], conflicts: str) -> np.ndarray:
     """The reason each row is dropped (None: kept): first the `unusable` (mask, reason) pairs in order (a
-    missing text; an unreadable image), then a missing label, then conflicting labels, duplicates and
-    test-file leakage of the row's `keys` (the text[, pair]; the image's content hash)."""
+    missing text; an unreadable image), then a missing label, then conflicting labels (by the `conflicts`
+    policy, see label_conflicts), duplicates and test-file leakage of the row's `keys` (the text[, pair]; the
+    image's content hash)."""
     reason = np.full(len(frame), None, dtype=object)
 
     def mark(mask: np.ndarray, name: str) -> np.ndarray:
@@ -143,29 +172,97 @@ def drop_reasons(frame: pd.DataFrame, keys: list[str], unusable: list[tuple[np.n
     key = frame.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
     is_test = (frame["subset"] == "test").to_numpy()
     file_key = key * 2 + is_test
-    labelled = pd.DataFrame({"key": file_key, "label": pd.factorize(frame["label"])[0]})[alive].drop_duplicates()
-    conflicted = labelled["key"][labelled["key"].duplicated()].unique()
-    alive = mark(np.isin(file_key, conflicted), "conflicting_label")
+    tied, outvoted = label_conflicts(file_key, pd.factorize(frame["label"])[0], alive, conflicts)
+    mark(tied, "conflicting_label")
+    alive = mark(outvoted, "outvoted_label")
     seen_before = pd.Series(file_key).where(alive).duplicated().to_numpy()
     alive = mark(seen_before & alive, "duplicate")
     mark(~is_test & np.isin(key, key[alive & is_test]), "also_in_test_file")
     return reason
 
 
-def conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str]) -> list[dict]:
-    rows = frame[reason == "conflicting_label"]
+def _conflict_groups(frame: pd.DataFrame, reason: np.ndarray, keys: list[str]) -> pd.Series:
+    """Each labelled row's group id among the texts (images) of a file that carry conflicting labels (-1: none of
+    them): the rows dropped for a conflict and the copies a vote kept (counted as kept or as duplicates)."""
+    if not np.isin(reason, CONFLICT_REASONS).any():
+        return pd.Series(np.full(len(reason), -1))
+    group = frame.groupby(["subset", *keys], sort=False, dropna=False).ngroup().to_numpy()
+    conflicted = np.isin(group, group[np.isin(reason, CONFLICT_REASONS)])
+    return pd.Series(np.where(conflicted & frame["label"].notna().to_numpy(), group, -1))
+
+
+def conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str], shown: list[str],
+                      limit: int = CONFLICT_EXAMPLES) -> list[dict]:
+    """The `limit` conflicting texts (images) with the most rows: the `shown` columns of their first row, their
+    labels with counts (most first), the label the vote kept (None: every copy dropped) and the first row ids."""
+    group = _conflict_groups(frame, reason, keys)
+    sizes = group[group >= 0].value_counts(sort=False).sort_values(ascending=False, kind="stable")
     examples = []
-    for _, group in rows.groupby(["subset", *keys], sort=False):
-        if len(examples) == CONFLICT_EXAMPLES:
-            break
-        first = group.iloc[0]
+    for value in sizes.index[:limit]:
+        rows = np.flatnonzero(group == value)
+        kept = [i for i in rows if reason[i] not in CONFLICT_REASONS]
         examples.append({
-            "file": first["subset"],
-            **{name: first[name][:_EXAMPLE_CHARS] for name in keys},
-            "labels": sorted(group["label"].unique()),
-            "ids": group["id"].head(5).tolist(),
+            "file": frame["subset"].iloc[rows[0]],
+            **{name: str(frame[name].iloc[rows[0]])[:_EXAMPLE_CHARS] for name in shown},
+            "labels": dict(sorted(((label, int(n)) for label, n in frame["label"].iloc[rows].value_counts().items()),
+                                  key=lambda item: (-item[1], item[0]))),
+            "kept_label": frame["label"].iloc[kept[0]] if kept else None,
+            "ids": frame["id"].iloc[rows[:5]].tolist(),
         })
     return examples
+
+
+def conflict_counts(frame: pd.DataFrame, reason: np.ndarray, keys: list[str], conflicts: str, max_share: float) -> dict:
+    """A file's conflicts and duplicates as the report records them: the policy, the conflicting texts (images),
+    how many a vote kept and how many tied, the rows dropped for them and their share (bounded by
+    `max_share`), and the rows collapsed as duplicates with their share."""
+    group = _conflict_groups(frame, reason, keys)
+    rows = max(len(reason), 1)
+    dropped = int(np.isin(reason, CONFLICT_REASONS).sum())
+    voted = group[reason == "outvoted_label"].nunique()
+    return {
+        "conflicts": {
+            "policy": conflicts,
+            "conflicting": int(group[group >= 0].nunique()),
+            "kept_by_vote": int(voted),
+            "tied": int(group[reason == "conflicting_label"].nunique()) if conflicts == "majority_vote" else 0,
+            "rows_dropped": dropped,
+            "share": round(dropped / rows, 6),
+            "max_share": max_share,
+        },
+        "duplicates": {"rows": int((reason == "duplicate").sum()), "share": round(float((reason == "duplicate").sum()) / rows, 6)},
+    }
+
+
+def check_conflict_share(files: list[tuple[str, np.ndarray]], frame: pd.DataFrame, reason: np.ndarray, keys: list[str],
+                         unusable: list[tuple[np.ndarray, str]], conflicts: str, max_share: float, *, shown: list[str],
+                         noun: str = "texts") -> None:
+    """Stop when more than `max_share` of a file's rows (`files`: name, row mask) are dropped for conflicting
+    labels, naming the counts, the texts (images: `noun`, by their `shown` columns) with the most rows and what
+    the other policy would drop."""
+    for name, rows in files:
+        part, dropped_as = frame[rows].reset_index(drop=True), reason[rows]
+        dropped = np.isin(dropped_as, CONFLICT_REASONS)
+        share = dropped.mean()
+        if share <= max_share:
+            continue
+        counts = ", ".join(f"{int((dropped_as == key).sum())} {key}" for key in CONFLICT_REASONS if (dropped_as == key).any())
+        groups = conflict_counts(part, dropped_as, keys, conflicts, max_share)["conflicts"]["conflicting"]
+        worst = "; ".join(", ".join(repr(example[column]) for column in shown) + " ("
+                          + ", ".join(f"{label} {n}" for label, n in example["labels"].items()) + ")"
+                          for example in conflict_examples(part, dropped_as, keys, shown, GUARD_EXAMPLES))
+        other = "drop" if conflicts == "majority_vote" else "majority_vote"
+        lost = int(np.isin(drop_reasons(frame, keys, unusable, other)[rows], CONFLICT_REASONS).sum())
+        alternative = (f"set data.conflicts: majority_vote to keep each such {noun.removesuffix('s')} once with its most frequent label "
+                       f"(that drops {lost} rows here, {lost / len(dropped):.1%})" if conflicts == "drop" else
+                       f"check data.label_column (labels that contradict each other this often usually come from the wrong column; "
+                       f"data.conflicts: drop would drop {lost} rows)")
+        raise SkewtuneError(
+            f"{name}: {int(dropped.sum())} of {len(dropped)} rows ({share:.1%}) are dropped for conflicting labels ({counts}; "
+            f"{groups} {noun} carry more than one label, data.conflicts: {conflicts}), more than data.max_conflict_share "
+            f"({max_share:g}) allows; most rows: {worst}. Fix the labels, {alternative}, or raise data.max_conflict_share "
+            "to drop these rows knowingly"
+        )
 
 
 def _found(value) -> str | None:
@@ -192,17 +289,23 @@ def drop_counts(name: str, table: Table, reason: np.ndarray, reasons: list[str])
     }
 
 
+def reported_reasons(reasons: tuple[str, ...], *, conflicts: str, has_test: bool) -> list[str]:
+    """The drop reasons a file's report counts: outvoted_label only under majority_vote, test-file leakage only
+    with a test file."""
+    return [name for name in reasons if (name != "outvoted_label" or conflicts == "majority_vote")
+            and (name != "also_in_test_file" or has_test)]
+
+
 def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str],
-                 columns: dict[str, str], labels: list[str], unescape_html: bool) -> dict:
+                 columns: dict[str, str], labels: list[str], unescape_html: bool, conflicts: str, max_conflict_share: float) -> dict:
     dropped = pd.Series(reason).value_counts()
     keys = [key for key in columns if key != "label"]
     kept = frame[reason == None]  # noqa: E711
-    conflicted = frame[reason == "conflicting_label"]
     return {
         **drop_counts(name, table, reason, reasons),
         "drop_examples": {key: _drop_examples(table, columns, reason, key, DROP_EXAMPLES) for key in reasons if dropped.get(key, 0)},
         "cleaning": odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
-        "conflicting_texts": int(len(conflicted.drop_duplicates(keys))),
+        **conflict_counts(frame, reason, keys, conflicts, max_conflict_share),
         **class_balance(kept["label"], labels),
     }
 
@@ -273,15 +376,18 @@ def kept_labels(kept: pd.DataFrame, pool_name: str, test_name: str | None, *, ha
 
 def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_column: str | None,
                      label_column: str, label_map: dict[str, str], pool_name: str, test_name: str | None = None,
-                     max_dropped_share: float = 0.01, unescape_html: bool = False) -> tuple[pd.DataFrame, list[str], dict]:
+                     max_dropped_share: float = 0.01, conflicts: str = DATA_DEFAULTS.conflicts,
+                     max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
+                     unescape_html: bool = False) -> tuple[pd.DataFrame, list[str], dict]:
     """Clean the rows of the data file (`pool`) and of an optional fixed test file into one dataset.
 
     Rows are identified by their 1-based row number in their file ("r<row>", "t<row>").
     Returns the dataset (id, text, [text_pair], label, subset), the sorted labels and a report.
     Rows are dropped for missing text/pair/label (at most `max_dropped_share` of a file's rows, else
-    SkewtuneError), for a text (pair) carrying different labels in the same file (all its rows), for
-    repeating an earlier text (pair) of the same file, and, in the data file only, for a text (pair)
-    that is also in the test file, which would otherwise leak into training.
+    SkewtuneError), for a text (pair) carrying different labels in the same file (`conflicts`: drop, all its
+    rows; majority_vote, those not of its most frequent label, all on a tie; at most `max_conflict_share` of
+    a file's rows, else SkewtuneError), for repeating an earlier text (pair) of the same file, and, in the data
+    file only, for a text (pair) that is also in the test file, which would otherwise leak into training.
     """
     columns = {"text": text_column, **({"text_pair": pair_column} if pair_column else {}), "label": label_column}
     keys = [name for name in columns if name != "label"]
@@ -295,26 +401,30 @@ def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_
         apply_label_map(frame, label_map, files)
 
     unusable = [(frame[key].isna().to_numpy(), f"missing_{key}") for key in keys]
-    reason = drop_reasons(frame, keys, unusable)
+    reason = drop_reasons(frame, keys, unusable, conflicts)
     is_test = (frame["subset"] == "test").to_numpy()
     per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
     for name, table, rows in per_file:
         check_missing_share(name, table, frame[rows], reason[rows], columns, max_dropped_share)
-    reasons = [name for name in DROP_REASONS if (name != "missing_text_pair" or pair_column)
-               and (name != "also_in_test_file" or test is not None)]
+    check_conflict_share([(name, rows) for name, _, rows in per_file], frame, reason, keys, unusable, conflicts,
+                         max_conflict_share, shown=keys)
+    reasons = reported_reasons(tuple(name for name in DROP_REASONS if name != "missing_text_pair" or pair_column),
+                               conflicts=conflicts, has_test=test is not None)
     kept = frame[reason == None].drop(columns="raw_label").reset_index(drop=True)  # noqa: E711
     labels = kept_labels(kept, pool_name, test_name, has_test=test is not None, lacking="a text or a label",
                          columns=f"columns {', '.join(map(repr, columns.values()))}", fix="check the data.*_column settings",
                          one_class=f"in column {label_column!r}; a classifier needs at least 2: check data.label_column"
                          + (" and data.label_map" if label_map else ""))
 
-    report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html)
-    report["conflict_examples"] = conflict_examples(frame, reason, keys)
+    conflict_settings = (conflicts, max_conflict_share)
+    report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html, *conflict_settings)
+    report["conflict_examples"] = conflict_examples(frame, reason, keys, keys)
     if merged:
         report["labels_merged"] = merged
     if test is not None:
         report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test],
-                                      [name for name in reasons if name != "also_in_test_file"], columns, labels, unescape_html)
+                                      [name for name in reasons if name != "also_in_test_file"], columns, labels, unescape_html,
+                                      *conflict_settings)
     return kept.astype("str"), labels, report
 
 
@@ -324,7 +434,8 @@ def summary_lines(report: dict) -> list[str]:
     quoting = {"standard": "standard quoting", "none": "no quote processing"}.get(reading.get("quoting"))
     how = reading["format"].upper() + (f" with {quoting} ({reading['quoting_reason']})" if quoting else "")
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
-    lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {report['rows_in']} rows; dropped: {dropped}"]
+    lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {report['rows_in']} rows; dropped: {dropped}",
+             *conflict_lines(report)]
     cleaning = report["cleaning"]
     if cleaning["control_characters_removed"]:
         lines.append(f"ingest: {report['source']}: removed {cleaning['control_characters_removed']} control characters "
@@ -333,4 +444,26 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"ingest: {report['source']}: {cleaning['rows_with_html_references']} rows hold HTML character references "
                      "(&amp;, &#039;, ...) " + ("that were decoded" if cleaning["html_references_decoded"]
                                                 else "kept as written; set data.unescape_html: true to decode them"))
+    return lines
+
+
+def conflict_lines(report: dict, noun: str = "texts") -> list[str]:
+    """The printed shares of a file's rows dropped for conflicting labels and collapsed as duplicates (`noun`:
+    texts or images), as WARNING lines above WARN_CONFLICT_SHARE and WARN_DUPLICATE_SHARE."""
+    source, conflicts, duplicates = report["source"], report["conflicts"], report["duplicates"]
+    lines = []
+    if conflicts["conflicting"]:
+        loud = "WARNING: " if conflicts["share"] > WARN_CONFLICT_SHARE else ""
+        dropped = report["dropped"]
+        what = ("every copy dropped; majority_vote would keep each once with its most frequent label" if conflicts["policy"] == "drop" else
+                f"{conflicts['kept_by_vote']} kept once with their most frequent label ({dropped['outvoted_label']} outvoted rows dropped), "
+                f"{conflicts['tied']} tied ({dropped['conflicting_label']} rows dropped)")
+        lines.append(f"ingest: {source}: {loud}{conflicts['rows_dropped']} rows ({conflicts['share']:.1%}) dropped for conflicting labels: "
+                     f"{conflicts['conflicting']} {noun} carry more than one label (data.conflicts: {conflicts['policy']}): {what}; "
+                     f"bound: data.max_conflict_share {conflicts['max_share']:g}")
+    if duplicates["rows"]:
+        loud = "WARNING: " if duplicates["share"] > WARN_DUPLICATE_SHARE else ""
+        lines.append(f"ingest: {source}: {loud}collapsed {duplicates['rows']} repeated rows ({duplicates['share']:.1%}) into the first "
+                     f"copy of their {noun.removesuffix('s')} and label: the dataset holds each {noun.removesuffix('s')} once, so val "
+                     "and test weigh a frequent one once, not by how often it occurs")
     return lines

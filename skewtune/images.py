@@ -25,17 +25,22 @@ import numpy as np
 import pandas as pd
 
 from skewtune.dataset import (
+    DATA_DEFAULTS,
     DROP_EXAMPLES,
     apply_label_map,
-    merged_spellings,
-    whole_numbers,
+    check_conflict_share,
     check_missing_share,
     class_balance,
-    drop_counts,
+    conflict_counts,
     conflict_examples,
+    conflict_lines,
+    drop_counts,
     drop_reasons,
     kept_labels,
+    merged_spellings,
     normalise_text,
+    reported_reasons,
+    whole_numbers,
 )
 from skewtune.errors import SkewtuneError
 from skewtune.tables import Table, read_table, resolve_raw_path
@@ -48,7 +53,7 @@ MODE = "RGB"
 # Modes that PIL converts to 8-bit RGB without losing the picture; others (I;16, I, F) are unsupported_mode.
 CONVERTIBLE = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 IMAGE_PROBLEMS = ("missing_image", "unreadable_image", "unsupported_mode")
-DROP_REASONS = (*IMAGE_PROBLEMS, "missing_label", "conflicting_label", "duplicate", "also_in_test_file")
+DROP_REASONS = (*IMAGE_PROBLEMS, "missing_label", "conflicting_label", "outvoted_label", "duplicate", "also_in_test_file")
 # The default model's input side is the median train image side clamped to this range: below 32 pixels the
 # ResNet stem and stages (five halvings) leave no spatial extent; above 128 a from-scratch CPU run gets slow.
 DEFAULT_SIDES = (32, 128)
@@ -213,7 +218,8 @@ def _image_report(frame: pd.DataFrame, kept: pd.DataFrame) -> dict:
     }
 
 
-def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str], labels: list[str]) -> dict:
+def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str], labels: list[str],
+                 conflicts: str, max_conflict_share: float) -> dict:
     dropped = pd.Series(reason).value_counts()
     kept = frame[reason == None]  # noqa: E711
 
@@ -226,13 +232,14 @@ def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarra
         **drop_counts(name, table, reason, reasons),
         "drop_examples": {key: examples(key) for key in reasons if dropped.get(key, 0)},
         "images": _image_report(frame, kept),
-        "conflicting_images": int(frame.loc[reason == "conflicting_label", HASH_COLUMN].nunique()),
+        **conflict_counts(frame, reason, [HASH_COLUMN], conflicts, max_conflict_share),
         **class_balance(kept["label"], labels),
     }
 
 
 def assemble_images(pool: Table, test: Table | None, *, image_column: str, label_column: str, label_map: dict[str, str],
                     pool_name: str, test_name: str | None = None, max_dropped_share: float = 0.01,
+                    conflicts: str = DATA_DEFAULTS.conflicts, max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
                     raw_dir: str | os.PathLike = "data/raw") -> tuple[pd.DataFrame, list[str], dict]:
     """The image dataset (id, image, label, subset, hash, image_bytes), its sorted labels and a report, from the
     data file or tree (`pool`) and an optional fixed test one; the drops as in skewtune.dataset.assemble_dataset,
@@ -248,14 +255,18 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
     problem = frame["problem"].to_numpy()
     # A row without a usable image has no hash: a unique stand-in keeps it out of the duplicate checks.
     frame[HASH_COLUMN] = frame[HASH_COLUMN].where(frame[HASH_COLUMN].notna(), "unusable:" + frame["id"])
-    reason = drop_reasons(frame, [HASH_COLUMN], [(problem == name, name) for name in IMAGE_PROBLEMS])
+    unusable = [(problem == name, name) for name in IMAGE_PROBLEMS]
+    reason = drop_reasons(frame, [HASH_COLUMN], unusable, conflicts)
     is_test = (frame["subset"] == "test").to_numpy()
     cause = ("image files that are missing, damaged or in a pixel format without an 8-bit RGB version (see `why` in the report); "
              "or the wrong column or image folder")
-    for name, table, rows in [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else []):
+    per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
+    for name, table, rows in per_file:
         check_missing_share(name, table, frame[rows], reason[rows], columns, max_dropped_share,
                             reasons=(*IMAGE_PROBLEMS, "missing_label"), lacking="a usable image or a label", cause=cause)
-    reasons = [name for name in DROP_REASONS if name != "also_in_test_file" or test is not None]
+    check_conflict_share([(name, rows) for name, _, rows in per_file], frame, reason, [HASH_COLUMN], unusable, conflicts,
+                         max_conflict_share, shown=[IMAGE_COLUMN], noun="images")
+    reasons = reported_reasons(DROP_REASONS, conflicts=conflicts, has_test=test is not None)
     kept = frame[reason == None].reset_index(drop=True)  # noqa: E711
     labels = kept_labels(kept, pool_name, test_name, has_test=test is not None, lacking="a usable image or a label",
                          columns=f"column {image_column!r}" if pool.reading.get("format") != "folder" else "class folders",
@@ -264,14 +275,16 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
                                     if pool.reading.get("format") == "folder" else
                                     f"in column {label_column!r}; a classifier needs at least 2: check data.label_column")
                          + (" and data.label_map" if label_map else ""))
-    report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, labels)
-    examples = conflict_examples(frame, reason, [HASH_COLUMN])
+    conflict_settings = (conflicts, max_conflict_share)
+    report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, labels, *conflict_settings)
+    examples = conflict_examples(frame, reason, [HASH_COLUMN], [IMAGE_COLUMN])
     paths = frame.set_index("id")[IMAGE_COLUMN]
     report["conflict_examples"] = [{**example, "images": [paths[i] for i in example["ids"]]} for example in examples]
     if merged:
         report["labels_merged"] = merged
     if test is not None:
-        report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test], [r for r in reasons if r != "also_in_test_file"], labels)
+        report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test], [r for r in reasons if r != "also_in_test_file"], labels,
+                                      *conflict_settings)
     dataset = kept[["id", IMAGE_COLUMN, "label", "subset", HASH_COLUMN]].astype("str").assign(**{BYTES_COLUMN: kept["bytes"].array})
     return dataset, labels, report
 
@@ -281,7 +294,8 @@ def summary_lines(report: dict) -> list[str]:
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
     reading, images = report["reading"], report["images"]
     how = "a folder-per-class tree" if reading["format"] == "folder" else f"a {reading['format'].upper()} table of image paths"
-    lines = [f"ingest: {report['source']}: read {how}; kept {report['rows_kept']} of {report['rows_in']} images; dropped: {dropped}"]
+    lines = [f"ingest: {report['source']}: read {how}; kept {report['rows_kept']} of {report['rows_in']} images; dropped: {dropped}",
+             *conflict_lines(report, "images")]
     if reading.get("other_files"):
         lines.append(f"ingest: {report['source']}: {reading['other_files']} files without an image extension were not read "
                      f"(e.g. {', '.join(reading['other_file_examples'])})")

@@ -58,7 +58,8 @@ class TextModality:
         return assemble_dataset(
             pool, test, text_column=data.text_column, pair_column=data.text_pair_column, label_column=data.label_column,
             label_map=dict(data.label_map), pool_name=data.source, test_name=data.test_path,
-            max_dropped_share=data.max_dropped_share, unescape_html=data.unescape_html,
+            max_dropped_share=data.max_dropped_share, conflicts=data.conflicts, max_conflict_share=data.max_conflict_share,
+            unescape_html=data.unescape_html,
         )
 
     def summary(self, report: dict) -> list[str]:
@@ -144,7 +145,8 @@ class ImageModality:
         test = images.read_images_source(data.test_path, "data.test_path", **reading) if data.test_path else None
         return images.assemble_images(
             pool, test, image_column=data.image_column, label_column=data.label_column, label_map=dict(data.label_map),
-            pool_name=data.source, test_name=data.test_path, max_dropped_share=data.max_dropped_share, raw_dir=raw_dir,
+            pool_name=data.source, test_name=data.test_path, max_dropped_share=data.max_dropped_share, conflicts=data.conflicts,
+            max_conflict_share=data.max_conflict_share, raw_dir=raw_dir,
         )
 
     def summary(self, report: dict) -> list[str]:

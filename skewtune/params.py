@@ -121,6 +121,9 @@ def _positive_floats(value: Any, what: str) -> list[float]:
 
 # How CSV/TSV files treat double quotes: decided per file, RFC 4180 quoting, or none (quotes are text).
 QUOTINGS = ("auto", "standard", "none")
+# What ingest does with a text (image) whose copies in a file carry different labels: keep one copy with the label
+# most copies carry (a tie drops every copy), or drop every copy.
+CONFLICT_POLICIES = ("majority_vote", "drop")
 
 
 _SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "svm_smote", "kmeans_smote", "smote_tomek", "smote_enn"}
@@ -142,6 +145,13 @@ class DataParams(_Section):
     quoting: Literal[QUOTINGS] = "auto"
     max_dropped_share: float = Field(
         0.01, ge=0, le=1, description="stop when a file loses a larger share of its rows for a missing text or label"
+    )
+    conflicts: Literal[CONFLICT_POLICIES] = Field(
+        "majority_vote", description="a text (image) whose copies carry different labels: majority_vote keeps one copy with the most "
+        "frequent label (ties: every copy dropped); drop drops every copy"
+    )
+    max_conflict_share: float = Field(
+        0.05, ge=0, le=1, description="stop when a file loses a larger share of its rows to conflicting labels (wrong label column?)"
     )
     unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
     score_path: str | None = Field(None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none")
@@ -493,7 +503,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": (
         "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
         "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
-        "data.quoting", "data.max_dropped_share", "data.unescape_html",
+        "data.quoting", "data.max_dropped_share", "data.conflicts", "data.max_conflict_share", "data.unescape_html",
     ),
     "split": (
         "split.val_size", "split.test_size", "split.seed",

@@ -77,23 +77,30 @@ def _error() -> str:
 
 
 def test_tree_ingest_converts_greyscale_counts_modes_and_drops_duplicates(project):
-    project(source="data/raw/shapes")
+    project(source="data/raw/shapes", max_conflict_share=0.15)  # 3 of 20 images carry conflicting labels: allowed knowingly
     write_tree(Path("data/raw/shapes"), {"bar": 8, "post": 4})
     write_tree(Path("data/raw/shapes"), {"bar": 3}, mode="L", start=50)  # mixed RGB / greyscale folder
     shutil.copy("data/raw/shapes/bar/000.png", "data/raw/shapes/bar/copy.png")  # the same pixels under another name
-    shutil.copy("data/raw/shapes/bar/001.png", "data/raw/shapes/post/001-mislabelled.png")  # one image, two labels
+    shutil.copy("data/raw/shapes/bar/001.png", "data/raw/shapes/post/001-mislabelled.png")  # one image, two labels: a tie
+    shutil.copy("data/raw/shapes/bar/002.png", "data/raw/shapes/bar/002-again.png")  # bar twice, post once: bar wins the vote
+    shutil.copy("data/raw/shapes/bar/002.png", "data/raw/shapes/post/002-mislabelled.png")
     Image.open("data/raw/shapes/post/000.png").save("data/raw/shapes/post/000-again.bmp")  # same pixels, other format
     Path("data/raw/shapes/post/notes.txt").write_text("not an image")
     ingest.main()
     report = _report()
     assert report["dropped"] == {"missing_image": 0, "unreadable_image": 0, "unsupported_mode": 0, "missing_label": 0,
-                                 "conflicting_label": 2, "duplicate": 2}
-    assert report["rows_in"] == 18 and report["rows_kept"] == 14
-    assert report["images"]["modes"] == {"RGB": 15, "L": 3} and report["images"]["converted_to_rgb"] == {"L": 3}
+                                 "conflicting_label": 2, "outvoted_label": 1, "duplicate": 3}
+    assert report["rows_in"] == 20 and report["rows_kept"] == 14
+    assert report["images"]["modes"] == {"RGB": 17, "L": 3} and report["images"]["converted_to_rgb"] == {"L": 3}
     assert report["images"]["width"] == {"min": SIDE, "median": SIDE, "max": SIDE}
-    assert report["reading"]["other_files"] == 1 and report["conflicting_images"] == 1
-    assert report["conflict_examples"][0]["labels"] == ["bar", "post"]
-    assert sorted(report["conflict_examples"][0]["images"]) == ["shapes/bar/001.png", "shapes/post/001-mislabelled.png"]
+    assert report["reading"]["other_files"] == 1
+    assert report["conflicts"] == {"policy": "majority_vote", "conflicting": 2, "kept_by_vote": 1, "tied": 1, "rows_dropped": 3,
+                                   "share": 0.15, "max_share": 0.15}
+    examples = {example["kept_label"]: example for example in report["conflict_examples"]}
+    assert examples["bar"]["labels"] == {"bar": 2, "post": 1}
+    assert sorted(examples["bar"]["images"]) == ["shapes/bar/002-again.png", "shapes/bar/002.png", "shapes/post/002-mislabelled.png"]
+    assert examples[None]["labels"] == {"bar": 1, "post": 1}
+    assert sorted(examples[None]["images"]) == ["shapes/bar/001.png", "shapes/post/001-mislabelled.png"]
     dataset = pd.read_parquet(artifacts.DATASET)
     assert list(dataset.columns) == ["id", "image", "label", "subset", "hash", "image_bytes"]
     assert dataset["hash"].is_unique and json.loads(Path(artifacts.LABELS).read_text()) == {"labels": ["bar", "post"]}

@@ -62,7 +62,7 @@ def test_embedded_sms_table(project):
     ingest.main()
     report = _metrics()
     assert report["rows_in"] == 4862
-    assert report["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 0, "duplicate": 328}
+    assert report["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 328}
     assert report["rows_kept"] == 4534
     assert report["class_counts"] == {"ham": 3973, "spam": 561}
     assert report["imbalance_ratio"] == pytest.approx(3973 / 561, rel=1e-6)  # reports hold 6 significant digits
@@ -100,21 +100,23 @@ def test_cleaning_counts_every_reason(project):
         ("see you\tat 5", "ham"),             # r5 kept
         ("free prize now", "spam"),            # r6 kept: case differs
         ("see you at 5", "ham"),              # r7 duplicate of r5 after normalisation
-        ("maybe spam", "spam"),                # r8 conflicting ...
-        ("maybe spam", "ham"),                 # r9 ... all rows dropped
-        ("maybe  spam", "spam"),               # r10 ... same text after normalisation
+        ("maybe spam", "ham"),                 # r8 conflicting: outvoted ...
+        ("maybe spam", "spam"),                # r9 ... kept: the first copy of the most frequent label
+        ("maybe  spam", "spam"),               # r10 ... same text after normalisation: a duplicate of r9
         ("call me", "ham"),                    # r11 kept
     ])
-    project(source=source, max_dropped_share=0.3)  # 3 of 11 rows lack a text or label: allowed knowingly
+    # 3 of 11 rows lack a text or label, 1 is outvoted: allowed knowingly
+    project(source=source, max_dropped_share=0.3, max_conflict_share=0.1)
     ingest.main()
     report = _metrics()
-    assert report["rows_in"] == 11 and report["rows_kept"] == 4
-    assert report["dropped"] == {"missing_text": 2, "missing_label": 1, "conflicting_label": 3, "duplicate": 1}
-    assert report["conflicting_texts"] == 1
-    assert report["conflict_examples"] == [{"file": "pool", "text": "maybe spam", "labels": ["ham", "spam"], "ids": ["r8", "r9", "r10"]}]
+    assert report["rows_in"] == 11 and report["rows_kept"] == 5
+    assert report["dropped"] == {"missing_text": 2, "missing_label": 1, "conflicting_label": 0, "outvoted_label": 1, "duplicate": 2}
+    assert report["conflicts"]["conflicting"] == 1 and report["duplicates"] == {"rows": 2, "share": round(2 / 11, 6)}
+    assert report["conflict_examples"] == [{"file": "pool", "text": "maybe spam", "labels": {"spam": 2, "ham": 1}, "kept_label": "spam",
+                                            "ids": ["r8", "r9", "r10"]}]
     dataset = pd.read_parquet(ingest.DATASET)
-    assert dataset["id"].tolist() == ["r1", "r5", "r6", "r11"]
-    assert dataset["text"].tolist() == ["Free prize now", "see you at 5", "free prize now", "call me"]
+    assert dataset["id"].tolist() == ["r1", "r5", "r6", "r9", "r11"]
+    assert dataset["text"].tolist() == ["Free prize now", "see you at 5", "free prize now", "maybe spam", "call me"]
 
 
 def test_numeric_labels_become_one_spelling(project):
@@ -154,7 +156,7 @@ def test_fixed_test_file(project):
     report = _metrics()
     assert report["dropped"]["also_in_test_file"] == 1
     assert report["test"]["rows_in"] == 4 and report["test"]["rows_kept"] == 2
-    assert report["test"]["dropped"] == {"missing_text": 1, "missing_label": 0, "conflicting_label": 0, "duplicate": 1}
+    assert report["test"]["dropped"] == {"missing_text": 1, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 1}
 
 
 def test_test_file_label_typos_are_listed(project):
@@ -187,7 +189,7 @@ def test_sentence_pairs(project):
     assert list(dataset.columns) == ["id", "text", "text_pair", "label", "subset"]
     assert dataset["id"].tolist() == ["r1", "r2", "r5"]
     assert _metrics()["dropped"] == {"missing_text": 0, "missing_text_pair": 1, "missing_label": 0,
-                                     "conflicting_label": 0, "duplicate": 1}
+                                     "conflicting_label": 0, "outvoted_label": 0, "duplicate": 1}
 
 
 def test_xlsx_source_with_typed_cells(project):
@@ -357,3 +359,83 @@ def test_dropped_row_guard_names_a_mostly_empty_column(project):
     with pytest.raises(SkewtuneError, match=r"7 of 10 rows \(70\.0%\).*Likely cause: the wrong column: 'label' is empty in 70% "
                                             r"of the rows \(check data\.label_column\)"):
         ingest.main()
+
+
+
+def _conflicting_table() -> str:
+    """80 rows: 'no damage' once as other (r1), then 7 times as none; 'bird hit' once each as none and other (a tie);
+    'atis warning' 4 times as none (repeats, same label); 66 distinct texts. 10 rows carry a conflict."""
+    rows = ([("no damage", "other")] + [("no damage", "none")] * 7 + [("bird hit", "none"), ("bird hit", "other")]
+            + [("atis warning", "none")] * 4 + [(f"remark {i}", ["none", "other"][i % 2]) for i in range(66)])
+    return _csv("strikes.csv", rows, header=("remarks", "effect"))
+
+
+STRIKES = {"text_column": "remarks", "label_column": "effect"}
+
+
+def test_conflicts_default_keeps_the_majority_and_bounds_only_conflicts(project, capsys):
+    # The defaults: majority_vote under a 5% bound; repeats with the same label are collapsed and counted, not bounded.
+    project(source=_conflicting_table(), **STRIKES)
+    ingest.main()
+    report = _metrics()
+    assert report["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 2, "outvoted_label": 1, "duplicate": 9}
+    assert report["conflicts"] == {"policy": "majority_vote", "conflicting": 2, "kept_by_vote": 1, "tied": 1, "rows_dropped": 3,
+                                   "share": 0.0375, "max_share": 0.05}
+    assert report["duplicates"] == {"rows": 9, "share": 0.1125}  # more than the conflict bound: repeats lose no label
+    dataset = pd.read_parquet(ingest.DATASET)
+    assert len(dataset) == report["rows_kept"] == 68
+    assert dataset.loc[dataset["text"] == "no damage", ["id", "label"]].values.tolist() == [["r2", "none"]]
+    assert "bird hit" not in set(dataset["text"]) and (dataset["text"] == "atis warning").sum() == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:3] == [
+        "ingest: data/raw/strikes.csv: WARNING: 3 rows (3.8%) dropped for conflicting labels: 2 texts carry more than one label "
+        "(data.conflicts: majority_vote): 1 kept once with their most frequent label (1 outvoted rows dropped), 1 tied (2 rows "
+        "dropped); bound: data.max_conflict_share 0.05",
+        "ingest: data/raw/strikes.csv: WARNING: collapsed 9 repeated rows (11.2%) into the first copy of their text and label: the "
+        "dataset holds each text once, so val and test weigh a frequent one once, not by how often it occurs",
+    ]
+
+
+def test_majority_vote_in_the_data_and_the_test_file(project):
+    test = _csv("strikes_test.csv", [("no damage", "none"), ("no damage", "none"), ("no damage", "other"), ("engine fire", "other"),
+                                     ("engine fire", "none"), ("bird hit", "none")], header=("remarks", "effect"))
+    project(source=_conflicting_table(), test_path=test, conflicts="majority_vote", max_conflict_share=0.5, **STRIKES)
+    ingest.main()
+    report = _metrics()
+    # The pool's kept 'no damage' (r2) is also in the test file; 'bird hit' tied in the pool, so only the test file keeps it.
+    assert report["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 2, "outvoted_label": 1, "duplicate": 9,
+                                 "also_in_test_file": 1}
+    assert report["test"]["dropped"] == {"missing_text": 0, "missing_label": 0, "conflicting_label": 2, "outvoted_label": 1, "duplicate": 1}
+    assert report["test"]["conflicts"] == {"policy": "majority_vote", "conflicting": 2, "kept_by_vote": 1, "tied": 1, "rows_dropped": 3,
+                                           "share": 0.5, "max_share": 0.5}
+    assert report["conflict_examples"][:2] == [
+        {"file": "pool", "text": "no damage", "labels": {"none": 7, "other": 1}, "kept_label": "none", "ids": ["r1", "r2", "r3", "r4", "r5"]},
+        {"file": "test", "text": "no damage", "labels": {"none": 2, "other": 1}, "kept_label": "none", "ids": ["t1", "t2", "t3"]},
+    ]
+    dataset = pd.read_parquet(ingest.DATASET).set_index("id")
+    assert dataset.loc[["t1", "t6"], "label"].tolist() == ["none", "none"] and dataset["subset"].value_counts()["test"] == 2
+    assert not dataset.index.isin(["r1", "r2", "r9", "r10", "t3", "t4", "t5"]).any()
+
+
+def test_conflict_bound_stops_with_one_line_and_writes_nothing(project):
+    root = project(source=_conflicting_table(), conflicts="drop", **STRIKES)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "skewtune ingest: error: data/raw/strikes.csv: 10 of 80 rows (12.5%) are dropped for conflicting labels (10 conflicting_label; "
+        "2 texts carry more than one label, data.conflicts: drop), more than data.max_conflict_share (0.05) allows; most rows: "
+        "'no damage' (none 7, other 1); 'bird hit' (none 1, other 1). Fix the labels, set data.conflicts: majority_vote to keep each "
+        "such text once with its most frequent label (that drops 3 rows here, 3.8%), or raise data.max_conflict_share to drop these "
+        "rows knowingly"
+    )
+    assert _no_outputs()
+    project(source="data/raw/strikes.csv", conflicts="majority_vote", max_conflict_share=0.03, **STRIKES)
+    with pytest.raises(SkewtuneError, match=r"^data/raw/strikes\.csv: 3 of 80 rows \(3\.8%\) are dropped for conflicting labels \(2 "
+                                            r"conflicting_label, 1 outvoted_label; 2 texts .*check data\.label_column .*data\.conflicts: "
+                                            r"drop would drop 10 rows\), or raise data\.max_conflict_share"):
+        ingest.main()
+    assert _no_outputs()
+    project(source="data/raw/strikes.csv", conflicts="drop", max_conflict_share=0.125, **STRIKES)  # 12.5%: allowed knowingly
+    ingest.main()
+    assert _metrics()["dropped"]["conflicting_label"] == 10 and _metrics()["conflicts"]["kept_by_vote"] == 0

@@ -45,6 +45,8 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.test_path": ("data/raw/test.tsv", (*DATA, "split")),  # split.test_size then has no effect
     "data.quoting": ("none", DATA),
     "data.max_dropped_share": (0.05, DATA),
+    "data.conflicts": ("drop", DATA),
+    "data.max_conflict_share": (0.1, DATA),
     "data.unescape_html": (True, (*DATA, "package")),
     "data.score_path": ("data/raw/new.tsv", ("score",)),
     "split.val_size": (0.25, ("split",)),

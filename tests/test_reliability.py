@@ -87,20 +87,20 @@ CORPUS = {
     # JSON null and NaN, "" and whitespace-only (Unicode spaces too) are missing texts; the string "NaN" is a text.
     "nan_and_blank_texts_jsonl": (
         {"d.jsonl": "".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(JSONL_MISSING_TEXTS)).encode()},
-        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
     ),
     "nan_and_blank_texts_parquet": (
         {"d.parquet": lambda: _parquet({"text": JSONL_MISSING_TEXTS, "label": list("abababa")})},
-        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
     ),
     # In CSV only an empty (or blank) cell is missing: NaN, NA and null are texts as written.
     "nan_and_blank_texts_csv": (
         {"d.csv": 'text,label\n,a\n"  ",b\n"\u00a0\u3000",a\nNaN,b\nNA,a\nnull,b\n'.encode()},
-        {"max_dropped_share": 0.6}, {"rows_in": 6, "rows_kept": 3, "dropped": {"missing_text": 3, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 6, "rows_kept": 3, "dropped": {"missing_text": 3, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
     ),
     "float_labels_with_nan_parquet": (
         {"d.parquet": lambda: _parquet({"text": ["a", "b", "c", "d"], "label": [0.0, 1.0, 1.0, math.nan]})},
-        {"max_dropped_share": 0.6}, {"rows_kept": 3, "class_counts": {"0": 1, "1": 2}, "dropped": {"missing_text": 0, "missing_label": 1, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_kept": 3, "class_counts": {"0": 1, "1": 2}, "dropped": {"missing_text": 0, "missing_label": 1, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
     ),
     "utf8_bom_jsonl": (
         {"d.jsonl": b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEXTS).encode()},
@@ -110,7 +110,7 @@ CORPUS = {
     # its text: a DDE/formula-injection payload never becomes a training text.
     "xlsx_formula_cells": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), ("=cmd|'/C calc'!A0", "spam"), ("=1+1", "ham"), *TEXTS])},
-        {"max_dropped_share": 0.6}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
     ),
     "xlsx_entity_bomb": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x)},
