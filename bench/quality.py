@@ -110,7 +110,8 @@ def tfidf_baseline(workdir: Path, seed: int) -> dict:
     test_pred = np.array([index[v] for v in tuned.predict(test["text"])])
     probs = tuned.predict_proba(test["text"])
     rule = "threshold" if binary else "argmax"
-    report = evaluation_report(y_test, probs, test_pred, labels, rule=rule, positive=1 if binary else None, resamples=1000, confidence=0.95, seed=0)
+    report = evaluation_report(y_test, probs, test_pred, labels, rule=rule, blend=0.0, y_model=probs.argmax(axis=1), positive=1 if binary else None,
+                               resamples=1000, confidence=0.95, seed=0)
     return {
         "val_f1_macro": float(f1_score(y_val, val_pred, average="macro")),
         "val_f1_macro_argmax": float(f1_score(y_val, fitted.predict_proba(val["text"]).argmax(1), average="macro")),

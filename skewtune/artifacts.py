@@ -58,7 +58,9 @@ OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score b
 THRESHOLD_MARKERS = "reports/threshold/markers.csv"  # binary: the applied threshold and a tuned one not kept
 TEST_METRICS = "metrics/test.json"  # the review metrics: the only metrics file (`dvc exp show`, `dvc metrics diff`)
 TEST_REPORT = "reports/eval/test.json"  # every test metric, per class, confusion matrices
-TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"  # id, actual, predicted (chosen rule), predicted_argmax, rule
+# id, actual, predicted (the chosen rule), predicted_argmax (argmax of what the rule decides on), predicted_model (the
+# model alone: argmax of its own probabilities, no blend), rule
+TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"
 PR_CURVE = "reports/eval/pr_curve.csv"
 ROC_CURVE = "reports/eval/roc_curve.csv"
 CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
@@ -282,9 +284,10 @@ def read_baseline_predictions(split: str, labels: list[str]) -> Predictions | No
     return None if is_no_table(path) else read_predictions(path, labels, "baseline")
 
 
-def read_rule_inputs(split: str, labels: list[str], rule: "DecisionRule") -> Predictions:
-    """The probabilities that `rule` decides on for `split`: predict's, blended with the baseline's when the rule blends."""
-    model = read_predictions(predictions_path(split), labels)
+def read_rule_inputs(split: str, labels: list[str], rule: "DecisionRule", model: Predictions | None = None) -> Predictions:
+    """The probabilities that `rule` decides on for `split`: predict's (`model`, when already read), blended with the
+    baseline's when the rule blends."""
+    model = read_predictions(predictions_path(split), labels) if model is None else model
     if not rule.blend:
         return model
     baseline = read_baseline_predictions(split, labels)

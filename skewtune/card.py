@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from skewtune.artifacts import CLASSIFIER, DecisionRule
+from skewtune.metrics import share_text
 
 # The base model skewtune ships (model.name: default) and its language; any other base model's
 # languages are its own card's business.
@@ -73,13 +74,14 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
     ci = int(round(test["details"]["confidence"] * 100))
     decision_note = f"val {decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
     if decision.get("win_rate") is not None and rule.strategy == "argmax":
-        decision_note += (f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {decision['win_rate']:.0%} "
+        decision_note += (f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {share_text(decision['win_rate'])} "
                           "of val bootstrap resamples, too few to replace it")
+    row_names = {"chosen": f"**chosen rule** ({test['rule']})", "argmax": "argmax", "model": "the model alone (argmax, no blend)"}
     metric_rows = [
-        [f"**chosen rule** ({test['rule']})" if name == "chosen" else name,
+        [row_names[name],
          f"{test[name]['f1_macro']:.4f} [{test[name]['f1_macro_ci_low']:.4f}, {test[name]['f1_macro_ci_high']:.4f}]",
          *(f"{test[name][key]:.4f}" for key, _ in RULE_METRICS[1:])]
-        for name in ("chosen", "argmax")
+        for name in ("chosen", "argmax", *(("model",) if rule.blend else ()))  # without a blend, argmax is the model alone
     ]
     if image:
         what, kind = "images", "image"

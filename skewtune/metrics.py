@@ -9,6 +9,7 @@ The formulas follow sklearn with `zero_division=0` (tests check the equality).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,13 @@ def bootstrap_ci(y_true: np.ndarray, preds: list[np.ndarray], n_classes: int, *,
     return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
+def share_text(rate: float) -> str:
+    """A share (a win rate) as a percentage floored to 0.1%, so that 0.995 reads 99.5% and 0.9996 reads 99.9%: never a
+    100% rounded up from a rate below 1."""
+    tenths = math.floor(round(rate * 1000, 6))  # round first: 0.995 * 1000 is 994.999... in floating point
+    return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths / 10:.1f}%"
+
+
 def win_rate(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, score: Score, *, resamples: int, seed: int) -> float:
     """Share of paired bootstrap resamples (rows drawn jointly for A and B) in which B scores strictly above A."""
     boot = _resampled_scores(y_true, [pred_a, pred_b], n_classes, score, resamples, np.random.default_rng(seed))
@@ -193,12 +201,15 @@ def _ranking_scores(y_true: np.ndarray, probs: np.ndarray, positive: int | None)
     return float(np.mean(roc)), float(np.mean(pr))
 
 
-def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarray, labels: list[str], *, rule: str, positive: int | None, resamples: int, confidence: float, seed: int) -> dict:
-    """reports/eval/test.json: the chosen rule (the one the classifier applies) and argmax side by side,
-    per class, with confusion matrices; `review_metrics` picks the few numbers a reviewer compares."""
+def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarray, labels: list[str], *, rule: str, blend: float,
+                      y_model: np.ndarray, positive: int | None, resamples: int, confidence: float, seed: int) -> dict:
+    """reports/eval/test.json: the chosen rule (the one the classifier applies, on `probs`: the model's, blended with
+    the baseline's at weight `blend`), argmax of the same `probs`, and the model alone (`y_model`: argmax of the
+    fine-tuned model's own probabilities, no blend) side by side, per class, with confusion matrices;
+    `review_metrics` picks the few numbers a reviewer compares."""
     n_classes = len(labels)
     y_argmax = probs.argmax(axis=1)
-    ci_chosen, ci_argmax = bootstrap_ci(y_true, [y_chosen, y_argmax], n_classes, resamples=resamples, confidence=confidence, seed=seed)
+    ci_chosen, ci_argmax, ci_model = bootstrap_ci(y_true, [y_chosen, y_argmax, y_model], n_classes, resamples=resamples, confidence=confidence, seed=seed)
     roc_auc, pr_auc = _ranking_scores(y_true, probs, positive)
     ids = list(range(n_classes))
 
@@ -210,8 +221,10 @@ def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarra
     return {
         "n_test": int(len(y_true)),
         "rule": rule,
+        "blend": blend,
         "chosen": _rule_summary(y_true, y_chosen, n_classes, ci_chosen),
         "argmax": _rule_summary(y_true, y_argmax, n_classes, ci_argmax),
+        "model": _rule_summary(y_true, y_model, n_classes, ci_model),
         "roc_auc": roc_auc,
         "pr_auc": pr_auc,
         "per_class": {
@@ -248,21 +261,35 @@ def baseline_comparison(y_true: np.ndarray, y_chosen: np.ndarray, y_baseline: np
     (low, high), = bootstrap_ci(y_true, [y_baseline], n_classes, resamples=resamples, confidence=confidence, seed=seed)
     diff = paired_comparison(y_true, y_baseline, y_chosen, n_classes, resamples=resamples, seed=seed, confidence=confidence)
     return dict(zip(BASELINE_KEYS, (diff.score_a, low, high, diff.diff, diff.ci_low, diff.ci_high)))
-def review_metrics(report: dict, *, val_f1_macro: float, val_f1_macro_argmax: float) -> dict:
+
+
+def vs_baseline_text(review: dict, confidence: float) -> str:
+    """The chosen rule against the baseline in words, from review metrics with a baseline comparison: the paired
+    difference, its CI and what the CI says."""
+    low, high = review["vs_baseline_ci_low"], review["vs_baseline_ci_high"]
+    verdict = "better than" if low > 0 else "worse than" if high < 0 else "not distinguishable from"
+    return f"chosen rule − baseline {review['vs_baseline']:+.4f} [{low:+.4f}, {high:+.4f}]: {verdict} the baseline at {confidence:.0%}"
+
+
+def review_metrics(report: dict, *, val_f1_macro: float, val_f1_macro_model: float) -> dict:
     """metrics/test.json, the one metrics file (`dvc exp show`, `dvc metrics diff`): the numbers a reviewer
-    compares, headline first. The rarest class is the one with the fewest test rows (ties: label order)."""
-    chosen, argmax = report["chosen"], report["argmax"]
+    compares, headline first. The decision (`rule`, `blend`) stands beside the score it produced and the model
+    alone's (`f1_macro_model`: argmax of the fine-tuned model's own probabilities, no blend), so that a change of
+    the model and a change of the decision are told apart. The rarest class is the one with the fewest test rows
+    (ties: label order)."""
+    chosen = report["chosen"]
     rarest = min(report["per_class"], key=lambda label: report["per_class"][label]["support"])
     return {
         "f1_macro": chosen["f1_macro"],
         "f1_macro_ci_low": chosen["f1_macro_ci_low"],
         "f1_macro_ci_high": chosen["f1_macro_ci_high"],
         "rule": report["rule"],
-        "f1_macro_argmax": argmax["f1_macro"],
+        "blend": report["blend"],
+        "f1_macro_model": report["model"]["f1_macro"],
         "rarest_class": rarest,
         "f1_rarest_class": report["per_class"][rarest]["f1"],
         "val_f1_macro": val_f1_macro,
-        "val_f1_macro_argmax": val_f1_macro_argmax,
+        "val_f1_macro_model": val_f1_macro_model,
         "balanced_accuracy": chosen["balanced_accuracy"],
         "pr_auc": report["pr_auc"],
         "n_test": report["n_test"],

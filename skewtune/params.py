@@ -591,6 +591,12 @@ def effective_config(params: Params, keys: Sequence[str]) -> dict[str, Any]:
     return {key: _plain(_value(params, key)) for key in keys if key not in unread}
 
 
+def effective_params(params: Params) -> dict[str, Any]:
+    """The effective configurations of all stages in one mapping (what check_params writes per stage): two params
+    files with the same one make the same run, e.g. when they differ only in loss.gamma under loss.name: ce."""
+    return {key: value for keys in STAGE_KEYS.values() for key, value in effective_config(params, keys).items()}
+
+
 def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:
     """Every key listed for a stage is a params key, and every params key is listed for some stage (a key that
     no stage lists would re-run nothing when changed)."""

@@ -23,7 +23,7 @@ import pandas as pd
 
 from skewtune.artifacts import DecisionRule, log_probs
 from skewtune.errors import SkewtuneError
-from skewtune.metrics import Score, downsample, parse_score, score_from_counts, score_labels, win_rate
+from skewtune.metrics import Score, downsample, parse_score, score_from_counts, score_labels, share_text, win_rate
 
 _TIE = 1e-12
 MAX_SWEEPS = 50
@@ -183,7 +183,8 @@ def tune_decision(
     pos = resolve_positive(labels, y, positive_label)
     score = parse_score(metric, labels, positive=pos, min_precision=min_precision)
     val_counts = np.bincount(y, minlength=k_classes)
-    decision = {"strategy": "argmax", "labels": list(labels), "metric": metric, "positive_label": None if pos is None else labels[pos], "threshold": None, "offsets": None}
+    decision = {"strategy": "argmax", "labels": list(labels), "metric": metric, "positive_label": None if pos is None else labels[pos], "threshold": None, "offsets": None,
+                "min_confidence": min_confidence}
     argmax_score = score_labels(y, np.argmax(probs, axis=1), k_classes, score)
 
     if pos is not None:
@@ -260,6 +261,26 @@ def tune_blended_decision(
     return {**blended, **record}, blended_curve
 
 
+def guard_refusals(decision: dict) -> list[str]:
+    """One line per candidate that scored higher on val than what was applied, yet was refused by the guard
+    (threshold.min_confidence): a tuned rule that did not beat argmax often enough, and a blend with the baseline
+    (decision.blend: auto) that did not beat the model alone often enough. `decision` is decision.json; one written
+    before the guard was recorded names the key without its value."""
+    guard = "threshold.min_confidence" + (f" {decision['min_confidence']:g}" if decision.get("min_confidence") is not None else "")
+    metric = f"val {decision['metric']}"
+    lines = []
+    if decision.get("win_rate") is not None and decision["strategy"] == "argmax" and decision["tuned_val_score"] > decision["val_score_argmax"] + _TIE:
+        tuned = f"threshold {decision['tuned_threshold']:.4g}" if decision["tuned_threshold"] is not None else "offsets"
+        lines.append(f"the tuned {tuned} ({metric} {decision['tuned_val_score']:.4f} against argmax's {decision['val_score_argmax']:.4f}) was refused "
+                     f"by {guard}: it beat argmax in only {share_text(decision['win_rate'])} of val bootstrap resamples")
+    if (decision.get("blend_setting") == "auto" and not decision.get("blend") and decision.get("blend_weight_tried") is not None
+            and decision["blend_val_score"] > decision["val_score_model"] + _TIE):
+        lines.append(f"the baseline blend at weight {decision['blend_weight_tried']:g} ({metric} {decision['blend_val_score']:.4f} against the model "
+                     f"alone's {decision['val_score_model']:.4f}) was refused by {guard}: it beat the model alone in only "
+                     f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples")
+    return lines
+
+
 # Columns of the three plot files of tune_threshold (dvc.yaml `plots:`). Each is written every time, without
 # rows where it does not apply (a binary task has no offset search), so that `dvc plots show` draws nothing
 # there instead of failing on a missing field.
@@ -283,6 +304,6 @@ def plot_tables(decision: dict, curve: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     if decision["tuned_threshold"] is not None and decision["strategy"] == "argmax":
         markers.append({
             "threshold": decision["tuned_threshold"], "score": decision["tuned_val_score"],
-            "series": f"tuned, not kept: won {decision['win_rate']:.0%} of val resamples (p >= {decision['tuned_threshold']:.4g})",
+            "series": f"tuned, not kept: won {share_text(decision['win_rate'])} of val resamples (p >= {decision['tuned_threshold']:.4g})",
         })
     return curve.assign(series=metric)[VAL_CURVE_COLUMNS], empty["search"], pd.DataFrame(markers, columns=MARKER_COLUMNS)

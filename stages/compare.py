@@ -1,13 +1,15 @@
 """Compare runs for a pull-request comment (Markdown on stdout).
 
 Two runs: `python -m stages.compare REV_A REV_B` pairs the test predictions of two git revisions or DVC
-experiments row by row: macro-F1 of each and its paired-bootstrap difference, the rule each applied,
-per-class F1 and the params that differ. A revision is "workspace" (the files on disk), anything
-`git rev-parse` knows, or a DVC experiment name.
+experiments row by row: macro-F1 of each and its paired-bootstrap difference, the decision each applied
+(rule, blend weight) with its model alone's macro-F1 beside it, the candidates a guard refused, per-class F1
+and the params that differ. A revision is "workspace" (the files on disk), anything `git rev-parse` knows,
+or a DVC experiment name.
 
 Seeds: `python -m stages.compare --seeds` groups the experiments of the current commit (`dvc exp show`) by
-their params minus the seed keys, and reports per group the mean ± sd of test and val macro-F1, and for each
-group against the first one (the group of the baseline commit, if it ran) the difference seed by seed.
+their effective configuration (the params keys that take effect, as check_params writes them) minus the
+seed keys, and reports per group the mean ± sd of test and val macro-F1, and for each group against the
+first one (the group of the baseline commit, if it ran) the difference seed by seed.
 """
 
 import argparse
@@ -19,10 +21,12 @@ import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from skewtune.artifacts import TEST_METRICS, TEST_PREDICTIONS_CSV, parse_test_predictions
+from skewtune.artifacts import DECISION, TEST_METRICS, TEST_PREDICTIONS_CSV, parse_test_predictions
 from skewtune.cli import run_stage
 from skewtune.errors import SkewtuneError
-from skewtune.metrics import align_runs, comparison_markdown, paired_comparison
+from skewtune.metrics import Score, align_runs, comparison_markdown, paired_comparison, score_labels
+from skewtune.params import effective_params, validate_params
+from skewtune.thresholds import guard_refusals
 
 PARAMS_FILE = "params.yaml"
 
@@ -89,16 +93,61 @@ def _value(v) -> str:
     return "—" if v is None else f"`{json.dumps(v) if not isinstance(v, str) else v}`"
 
 
+RULE_COLUMNS = {"chosen": "predicted", "argmax": "predicted_argmax", "model": "predicted_model"}
+RULE_WORDS = {"chosen": "the decision each run chose on val", "argmax": "argmax of what each decision decides on",
+              "model": "the models alone: argmax, no blend"}
+
+
+def read_decision_at(rev: str) -> dict | None:
+    """reports/threshold/decision.json at `rev`, or None where that revision has none (or an unreadable one)."""
+    try:
+        decision = json.loads(read_file(rev, DECISION, "tune_threshold"))
+    except (SkewtuneError, json.JSONDecodeError):
+        return None
+    return decision if isinstance(decision, dict) else None
+
+
+def decision_words(decision: dict | None) -> str:
+    """A run's decision in a table cell: the rule and the baseline's blend weight."""
+    if decision is None:
+        return f"not recorded (no {DECISION})"
+    blend = decision.get("blend") or 0  # absent in decisions written before blending: none
+    return f"`{decision.get('strategy')}`" + (f", baseline blended in at {blend:g}" if blend else ", no blend")
+
+
+def decision_and_model(tables: list, decisions: list, names: tuple[str, str], *, resamples: int, seed: int, confidence: float) -> list[str]:
+    """Markdown lines: each run's decision, its macro-F1 and the model alone's, and how much of B − A the models
+    alone account for, so that a change of the model and a change of the decision are told apart."""
+    y, chosen_a, chosen_b, labels = align_runs(*tables, *names, "predicted")
+    chosen = [score_labels(y, p, len(labels), Score("f1_macro")) for p in (chosen_a, chosen_b)]
+    model = None
+    if all(RULE_COLUMNS["model"] in t.columns for t in tables):
+        y_m, model_a, model_b, labels_m = align_runs(*tables, *names, RULE_COLUMNS["model"])
+        model = paired_comparison(y_m, model_a, model_b, len(labels_m), resamples=resamples, seed=seed, confidence=confidence)
+    alone = [f"{model.score_a:.4f}", f"{model.score_b:.4f}"] if model else ["not recorded", "not recorded"]
+    lines = ["**Decision and model alone:**", "",
+             "| | decision | macro-F1 of the decision | macro-F1 of the model alone (argmax, no blend) |", "|---|---|---:|---:|"]
+    lines += [f"| {side} | {decision_words(d)} | {c:.4f} | {m} |" for side, d, c, m in zip("AB", decisions, chosen, alone)]
+    diff = chosen[1] - chosen[0]
+    if model:
+        lines += [f"| **B − A** | | {diff:+.4f} | {model.diff:+.4f} ({confidence:.0%} CI {model.ci_low:+.4f} to {model.ci_high:+.4f}) |", "",
+                  f"Of B − A {diff:+.4f}, the models alone account for {model.diff:+.4f} and the decisions (rule, blend) for {diff - model.diff:+.4f}."]
+    else:
+        lines += [f"| **B − A** | | {diff:+.4f} | |", "",
+                  "A run evaluated before the model alone was recorded (`predicted_model`): re-run its evaluate stage to split B − A into model and decision."]
+    refused = [f"- {side}: {line}" for side, d in zip("AB", decisions) if d for line in guard_refusals(d)]
+    if refused:
+        lines += ["", "**Refused by a guard** (scored higher on val, not applied):", "", *refused]
+    return lines
+
+
 def two_runs(rev_a: str, rev_b: str, rule: str, *, resamples: int, seed: int, confidence: float) -> str:
     tables = [parse_test_predictions(read_file(rev, TEST_PREDICTIONS_CSV, "evaluate"), rev) for rev in (rev_a, rev_b)]
-    column = "predicted" if rule == "chosen" else "predicted_argmax"
-    y, pred_a, pred_b, labels = align_runs(*tables, rev_a, rev_b, column)
+    y, pred_a, pred_b, labels = align_runs(*tables, rev_a, rev_b, RULE_COLUMNS[rule])
     result = paired_comparison(y, pred_a, pred_b, len(labels), resamples=resamples, seed=seed, confidence=confidence)
-    applied = [", ".join(sorted(set(t["rule"]))) if "rule" in t.columns else "not recorded" for t in tables]
-    rule_words = "the rule each run chose on val" if rule == "chosen" else "argmax rule"
-    lines = [comparison_markdown(result, rev_a, rev_b, rule_words).rstrip("\n"), ""]
-    if rule == "chosen":
-        lines += [f"Rules applied: A `{applied[0]}`, B `{applied[1]}`.", ""]
+    decisions = [read_decision_at(rev) for rev in (rev_a, rev_b)]
+    lines = [comparison_markdown(result, rev_a, rev_b, RULE_WORDS[rule]).rstrip("\n"), ""]
+    lines += decision_and_model(tables, decisions, (rev_a, rev_b), resamples=resamples, seed=seed, confidence=confidence) + [""]
     ids = list(range(len(labels)))
     f1_a, f1_b = (f1_score(y, p, labels=ids, average=None, zero_division=0) for p in (pred_a, pred_b))
     support = np.bincount(y, minlength=len(labels))
@@ -121,8 +170,8 @@ def is_seed(key: str) -> bool:
 
 
 def experiment_runs(shown: list) -> list[dict]:
-    """Runs of `dvc exp show --json` with a test macro-F1: {name, timestamp, params, test, val}. The baseline
-    commit counts as a run; the workspace does not (it is the baseline or an unfinished change)."""
+    """Runs of `dvc exp show --json` with a test macro-F1: {name, timestamp, params (flat), effective (effective_params),
+    test, val}. The baseline commit counts as a run; the workspace does not (it is the baseline or an unfinished change)."""
     runs = []
 
     def add(entry: dict, name: str) -> None:
@@ -131,6 +180,7 @@ def experiment_runs(shown: list) -> list[dict]:
         params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
         if isinstance(metrics.get("f1_macro"), (int, float)) and params is not None and not entry.get("error"):
             runs.append({"name": name, "timestamp": data.get("timestamp") or "", "params": flat(params),
+                         "effective": effective_params(validate_params(params, f"experiment {name}: {PARAMS_FILE}")),
                          "test": float(metrics["f1_macro"]), "val": metrics.get("val_f1_macro")})
 
     for commit in shown:
@@ -151,7 +201,8 @@ def _mean_sd(values: list) -> str:
 
 
 def seed_groups(runs: list[dict], confidence: float) -> str:
-    """Markdown: per group (params minus seeds) mean ± sd over seeds, then each group against the first, seed by seed."""
+    """Markdown: per group (effective configuration minus seeds: params without effect do not make a group) mean ± sd
+    over seeds, then each group against the first, seed by seed."""
     if not runs:
         raise SkewtuneError(
             f"no experiment with {TEST_METRICS} found by `dvc exp show`; run some first, e.g. "
@@ -159,7 +210,7 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
         )
     groups: dict[str, dict] = {}
     for run in sorted(runs, key=lambda r: r["timestamp"]):  # oldest first: the baseline commit's group leads
-        config = {k: v for k, v in run["params"].items() if not is_seed(k)}
+        config = {k: v for k, v in run["effective"].items() if not is_seed(k)}
         key = json.dumps(config, sort_keys=True)
         group = groups.setdefault(key, {"config": config, "runs": {}})
         group["runs"][json.dumps({k: v for k, v in run["params"].items() if is_seed(k)}, sort_keys=True)] = run  # newest per seed
@@ -168,7 +219,7 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
     lines = [f"### skewtune: macro-F1 over seeds ({sum(len(g['runs']) for g in groups)} runs, {len(groups)} configurations)", ""]
     lines += ["| group | params | runs | test macro-F1 (mean ± sd) | val macro-F1 (mean ± sd) |", "|---|---|---:|---:|---:|"]
     for i, g in enumerate(groups):
-        described = ", ".join(f"`{k}={json.dumps(g['config'].get(k))}`" for k in keys) or "(all the same)"
+        described = ", ".join(f"`{k}={json.dumps(g['config'][k])}`" for k in keys if k in g["config"]) or "(all the same)"  # absent: no effect
         runs_in = list(g["runs"].values())
         lines.append(f"| {chr(65 + i) if i < 26 else i} | {described} | {len(runs_in)} | {_mean_sd([r['test'] for r in runs_in])} | {_mean_sd([r['val'] for r in runs_in])} |")
     varying = sorted({k for g in groups for r in g["runs"].values() for k in r["params"] if is_seed(k)}
@@ -200,9 +251,11 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("revs", nargs="*", metavar="REV", help="two runs: A (baseline) and B (candidate): a git revision, a DVC experiment name, or 'workspace'")
-    parser.add_argument("--seeds", action="store_true", help="instead of two runs: group this commit's experiments by params minus the seed keys")
-    parser.add_argument("--rule", choices=("chosen", "argmax"), default="chosen",
-                        help="predictions to compare: those of the rule each run chose on val (default) or argmax")
+    parser.add_argument("--seeds", action="store_true",
+                        help="instead of two runs: group this commit's experiments by their effective configuration minus the seed keys")
+    parser.add_argument("--rule", choices=tuple(RULE_COLUMNS), default="chosen",
+                        help="predictions to compare: those of the decision each run chose on val (default), argmax of what it decides "
+                             "on, or the model alone (argmax, no blend)")
     parser.add_argument("--resamples", type=int, default=10_000, help="paired bootstrap resamples of the test rows (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
     parser.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")

@@ -17,9 +17,9 @@ from skewtune.artifacts import (
 from skewtune.cli import run_stage
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
-from skewtune.metrics import collapse_message
+from skewtune.metrics import collapse_message, share_text
 from skewtune.params import load_params
-from skewtune.thresholds import TUNED_VALUES, plot_tables, tune_blended_decision
+from skewtune.thresholds import TUNED_VALUES, guard_refusals, plot_tables, tune_blended_decision
 
 
 def main() -> None:
@@ -49,14 +49,12 @@ def main() -> None:
         for path, table in zip((VAL_CURVE, OFFSET_SEARCH, THRESHOLD_MARKERS), plot_tables(decision, curve)):
             out.csv(path, table)
     print(f"decision: {decision['strategy']}; val {decision['metric']} {decision['val_score']:.4f} (argmax {decision['val_score_argmax']:.4f})")
-    if decision["win_rate"] is not None and decision["strategy"] == "argmax":
-        tuned = f"threshold {decision['tuned_threshold']:.4g}" if decision["tuned_threshold"] is not None else "offsets"
-        print(f"decision: kept argmax: the tuned {tuned} (val {decision['tuned_val_score']:.4f}) beat it in only "
-              f"{decision['win_rate']:.0%} of val bootstrap resamples, below threshold.min_confidence {p.min_confidence}")
     if decision["blend_weight_tried"] is not None:
         kept = f"blended in at weight {decision['blend']:g}" if decision["blend"] else "not blended in"
         print(f"decision: baseline {kept}: weight {decision['blend_weight_tried']:g} scored val {decision['blend_val_score']:.4f} against the model "
-              f"alone's {decision['val_score_model']:.4f} and won {decision['blend_win_rate']:.0%} of val bootstrap resamples")
+              f"alone's {decision['val_score_model']:.4f} and won {share_text(decision['blend_win_rate'])} of val bootstrap resamples")
+    for line in guard_refusals(decision):
+        print(f"decision: WARNING: {line}", file=sys.stderr)
     if message:
         print(f"decision: WARNING: {message}", file=sys.stderr)
 

@@ -19,11 +19,12 @@ from sklearn.metrics import f1_score
 
 from skewtune.artifacts import DecisionRule
 from skewtune.errors import SkewtuneError
+from skewtune.metrics import share_text
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
                  "tuned_threshold", "tuned_offsets", "tuned_val_score", "win_rate", "blend", "blend_setting", "blend_weight_tried",
-                 "blend_val_score", "blend_win_rate", "val_score_model", "collapsed", "collapse_message"}
+                 "blend_val_score", "blend_win_rate", "val_score_model", "min_confidence", "collapsed", "collapse_message"}
 
 
 def _write_params(root: Path, **sections) -> None:
@@ -118,7 +119,8 @@ def test_binary_stages_write_the_contract(spam_project):
     assert pd.read_csv(root / "reports/threshold/offset_search.csv").empty
 
     predictions = pd.read_csv(root / "reports/eval/test_predictions.csv")
-    assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax", "rule"]
+    assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax", "predicted_model", "rule"]
+    assert predictions["predicted_model"].tolist() == predictions["predicted_argmax"].tolist()  # no blend: argmax is the model's own
     assert set(predictions["rule"]) == {"threshold"}
     test = pd.read_parquet(root / "data/predictions/test.parquet")
     assert predictions["id"].tolist() == test["id"].tolist()
@@ -126,7 +128,7 @@ def test_binary_stages_write_the_contract(spam_project):
     assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in tuned]
 
     report = json.loads((root / "reports/eval/test.json").read_text())
-    for rule, column in (("chosen", "predicted"), ("argmax", "predicted_argmax")):
+    for rule, column in (("chosen", "predicted"), ("argmax", "predicted_argmax"), ("model", "predicted_model")):
         scores = report[rule]
         assert scores["f1_macro"] == pytest.approx(f1_score(predictions["actual"], predictions[column], average="macro"), abs=1e-6)
         assert scores["f1_macro_ci_low"] < scores["f1_macro"] < scores["f1_macro_ci_high"]
@@ -134,16 +136,17 @@ def test_binary_stages_write_the_contract(spam_project):
     assert report["per_class"]["spam"]["support"] == int((test["label"] == "spam").sum())
     assert 0.9 < report["roc_auc"] <= 1 and 0.8 < report["pr_auc"] <= 1
 
-    # The review metrics: the headline numbers of the full report, plus val macro-F1 of the same rule.
+    # The review metrics: the headline numbers of the full report, the decision that produced them beside the model
+    # alone's score, plus val macro-F1 of both.
     review = json.loads((root / "metrics/test.json").read_text())
     assert list(review) == [
-        "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "f1_macro_argmax", "rarest_class", "f1_rarest_class",
-        "val_f1_macro", "val_f1_macro_argmax", "balanced_accuracy", "pr_auc", "n_test",
+        "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "blend", "f1_macro_model", "rarest_class", "f1_rarest_class",
+        "val_f1_macro", "val_f1_macro_model", "balanced_accuracy", "pr_auc", "n_test",
         "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
         "vs_baseline_ci_high", "collapsed",
     ]
-    assert review["f1_macro"] == report["chosen"]["f1_macro"] and review["f1_macro_argmax"] == report["argmax"]["f1_macro"]
-    assert review["rule"] == "threshold" and review["rarest_class"] == "spam"
+    assert review["f1_macro"] == report["chosen"]["f1_macro"] and review["f1_macro_model"] == report["model"]["f1_macro"]
+    assert review["rule"] == "threshold" and review["blend"] == 0.0 and review["rarest_class"] == "spam"
     assert review["f1_rarest_class"] == report["per_class"]["spam"]["f1"]
     val = pd.read_parquet(root / "data/predictions/val.parquet")
     val_chosen = DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy())
@@ -245,21 +248,23 @@ def _compare(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.compare", *args], cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def test_compare_two_commits_and_an_experiment(tmp_path, spam, monkeypatch):
+def test_compare_two_commits_and_an_experiment(tmp_path, spam, spam_baseline, monkeypatch):
+    """A: argmax, no baseline; B: a tuned threshold on the model blended with the baseline at 0.5. The same model in
+    both: compare says each run's decision and that the models alone account for none of B − A."""
     from stages import evaluate, tune_threshold
 
     splits, probs = spam
     root = tmp_path
-    _write_project(root, ["ham", "spam"], splits, probs)
     _git(root, "init", "-q")
     monkeypatch.chdir(root)
     tables = {}
-    for strategy in ("argmax", "tune"):
-        _write_params(root, threshold={"strategy": strategy, "min_confidence": 0.0})
+    for strategy, blend, baseline in (("argmax", "auto", None), ("tune", 0.5, spam_baseline)):
+        _write_project(root, ["ham", "spam"], splits, probs, baseline)
+        _write_params(root, threshold={"strategy": strategy, "min_confidence": 0.0}, decision={"blend": blend})
         tune_threshold.main()
         evaluate.main()
         tables[strategy] = pd.read_csv(root / "reports/eval/test_predictions.csv")
-        _git(root, "add", "params.yaml", "reports/eval/test_predictions.csv")
+        _git(root, "add", "params.yaml", "reports/eval/test_predictions.csv", "reports/threshold/decision.json")
         _git(root, "commit", "-q", "-m", strategy)
     # how DVC stores a finished experiment: refs/exps/<2 hex>/<baseline sha rest>/<name>
     head = _git(root, "rev-parse", "HEAD")
@@ -267,22 +272,59 @@ def test_compare_two_commits_and_an_experiment(tmp_path, spam, monkeypatch):
 
     proc = _compare(root, "HEAD~1", "exp-1a2b3", "--resamples", "2000")
     assert proc.returncode == 0, proc.stderr
-    f1_a = f1_score(tables["argmax"]["actual"], tables["argmax"]["predicted"], average="macro")
-    f1_b = f1_score(tables["tune"]["actual"], tables["tune"]["predicted"], average="macro")
+    f1_a, f1_b = (f1_score(tables[s]["actual"], tables[s]["predicted"], average="macro") for s in ("argmax", "tune"))
+    alone = f1_score(tables["argmax"]["actual"], tables["argmax"]["predicted_model"], average="macro")
     out = proc.stdout
     assert f"| A | `HEAD~1` | {f1_a:.4f} |" in out and f"| B | `exp-1a2b3` | {f1_b:.4f} |" in out
     assert f"**{f1_b - f1_a:+.4f}**" in out and f"n_test = {len(tables['tune'])}." in out
-    assert "**Verdict:**" in out and "(the rule each run chose on val)" in out
-    assert "Rules applied: A `argmax`, B `threshold`." in out
+    assert "**Verdict:**" in out and "(the decision each run chose on val)" in out
+    assert f"| A | `argmax`, no blend | {f1_a:.4f} | {alone:.4f} |" in out
+    assert f"| B | `threshold`, baseline blended in at 0.5 | {f1_b:.4f} | {alone:.4f} |" in out
+    assert f"| **B − A** | | {f1_b - f1_a:+.4f} | +0.0000 (95% CI +0.0000 to +0.0000) |" in out
+    assert f"Of B − A {f1_b - f1_a:+.4f}, the models alone account for +0.0000 and the decisions (rule, blend) for {f1_b - f1_a:+.4f}." in out
+    assert "Refused by a guard" not in out  # min_confidence 0: nothing refused
     spam_f1 = [f1_score(tables[s]["actual"], tables[s]["predicted"], labels=["spam"], average=None)[0] for s in ("argmax", "tune")]
     support = int((tables["tune"]["actual"] == "spam").sum())
     assert f"| `spam` | {support} | {spam_f1[0]:.4f} | {spam_f1[1]:.4f} | {spam_f1[1] - spam_f1[0]:+.4f} |" in out
-    assert "| `threshold.strategy` | `argmax` | `tune` |" in out and "threshold.min_confidence" not in out
+    assert "| `threshold.strategy` | `argmax` | `tune` |" in out and "| `decision.blend` | `auto` | `0.5` |" in out
+    assert "threshold.min_confidence" not in out
 
-    # the argmax columns of both commits are the same predictions
-    same = _compare(root, "HEAD~1", "workspace", "--rule", "argmax", "--resamples", "500")
+    # the models alone of both commits are the same predictions
+    same = _compare(root, "HEAD~1", "workspace", "--rule", "model", "--resamples", "500")
     assert same.returncode == 0, same.stderr
     assert "**+0.0000** (95% CI +0.0000 to +0.0000)" in same.stdout and "Not distinguishable from noise at 95% (p = 1)" in same.stdout
+    assert "(the models alone: argmax, no blend)" in same.stdout
+
+
+def test_compare_names_a_guard_refusal_and_runs_evaluated_before_the_model_alone(tmp_path, spam, spam_baseline, monkeypatch):
+    from stages import evaluate, tune_threshold
+
+    splits, probs = spam
+    root = tmp_path
+    _git(root, "init", "-q")
+    monkeypatch.chdir(root)
+    _write_project(root, ["ham", "spam"], splits, probs, spam_baseline)
+    _write_params(root, threshold={"min_confidence": 0.995})  # refuses the blend that scores higher on val (see above)
+    tune_threshold.main()
+    evaluate.main()
+    table = pd.read_csv(root / "reports/eval/test_predictions.csv")
+    # A: as evaluate wrote its table before the model alone was recorded, without a decision.json
+    table.drop(columns="predicted_model").to_csv(root / "old.csv", index=False)
+    (root / "reports/eval/test_predictions.csv").rename(root / "new.csv")
+    (root / "old.csv").rename(root / "reports/eval/test_predictions.csv")
+    _git(root, "add", "params.yaml", "reports/eval/test_predictions.csv")
+    _git(root, "commit", "-q", "-m", "old")
+    (root / "new.csv").rename(root / "reports/eval/test_predictions.csv")
+    proc = _compare(root, "HEAD", "workspace", "--resamples", "500")
+    assert proc.returncode == 0, proc.stderr
+    decision = json.loads((root / "reports/threshold/decision.json").read_text())
+    out = proc.stdout
+    assert "| A | not recorded (no reports/threshold/decision.json) |" in out and "| B | `argmax`, no blend |" in out
+    assert "re-run its evaluate stage to split B − A into model and decision" in out
+    assert "**Refused by a guard** (scored higher on val, not applied):" in out
+    assert (f"- B: the baseline blend at weight {decision['blend_weight_tried']:g} (val f1_macro {decision['blend_val_score']:.4f} against the model "
+            f"alone's {decision['val_score_model']:.4f}) was refused by threshold.min_confidence 0.995: it beat the model alone in only "
+            f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples") in out
 
 
 SEED_STAGE = """stages:
@@ -303,11 +345,12 @@ json.dump({"f1_macro": 0.9 + t["lr"] / 10 + t["seed"] / 1000, "val_f1_macro": 0.
 @pytest.mark.slow
 def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path):
     """Through the real `dvc exp run --queue` on a one-stage project whose metric is a known function of the
-    params: two learning rates over three seeds are two groups, each seed a paired draw."""
+    params: two learning rates over three seeds are two groups, each seed a paired draw; a loss.gamma without
+    effect makes no third group."""
     from dvc_repo import dvc, env, run
 
     (tmp_path / "metrics").mkdir()
-    (tmp_path / "params.yaml").write_text("train:\n  seed: 1\n  lr: 0.1\n")
+    (tmp_path / "params.yaml").write_text("train:\n  seed: 1\n  lr: 0.1\nloss:\n  name: ce\n  gamma: 2.0\n")
     (tmp_path / "dvc.yaml").write_text(SEED_STAGE)
     (tmp_path / "run.py").write_text(SEED_SCRIPT)
     run(["git", "init", "-q"], tmp_path)
@@ -316,6 +359,7 @@ def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path)
     run(["git", "add", "-A"], tmp_path)
     run(["git", "commit", "-q", "-m", "baseline"], tmp_path)
     dvc(["exp", "run", "--queue", "-S", "train.seed=1,2,3", "-S", "train.lr=0.1,0.2"], tmp_path)
+    dvc(["exp", "run", "--queue", "-S", "train.seed=2", "-S", "loss.gamma=3.0"], tmp_path)  # no effect under loss.name ce: still A
     dvc(["exp", "run", "--run-all"], tmp_path)
     compare = subprocess.run([sys.executable, "-m", "stages.compare", "--seeds"], cwd=tmp_path, capture_output=True, text=True, env={**env(), "PYTHONPATH": str(REPO)})
     assert compare.returncode == 0, compare.stderr
@@ -326,6 +370,37 @@ def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path)
     assert "Seed keys set apart: `train.seed`" in out
     assert "**B − A** (test macro-F1, same seeds, n = 3): mean +0.0100, sd 0.0000" in out and "B is better than A" in out
     assert "higher on 3 of 3 seeds." in out
+
+
+def _shown(name: str, timestamp: str, params: dict, f1: float) -> dict:
+    """One entry of `dvc exp show --json`."""
+    return {"rev": f"{name}-sha", "name": name, "data": {"timestamp": timestamp, "params": {"params.yaml": {"data": params}},
+                                                       "metrics": {"metrics/test.json": {"data": {"f1_macro": f1, "val_f1_macro": f1 - 0.1}}}}}
+
+
+def test_compare_seeds_groups_by_the_effective_configuration():
+    """Two ce runs that differ only in loss.gamma (read by focal only) are one configuration; focal is another,
+    described by the keys that take effect in it."""
+    from stages.compare import experiment_runs, seed_groups
+
+    def loss(name: str, gamma: float, seed: int) -> dict:
+        return {"train": {"seed": seed}, "loss": {"name": name, "gamma": gamma}}
+
+    shown = [
+        {"rev": "workspace", "data": {}},
+        {**_shown("main", "2026-01-01T00:00:00", loss("ce", 2.0, 1), 0.90), "experiments": [
+            {"revs": [_shown("exp-gamma", "2026-01-01T00:01:00", loss("ce", 3.0, 2), 0.92)]},
+            {"revs": [_shown("exp-focal1", "2026-01-01T00:02:00", loss("focal", 3.0, 1), 0.93)]},
+            {"revs": [_shown("exp-focal2", "2026-01-01T00:03:00", loss("focal", 3.0, 2), 0.94)]},
+        ]},
+    ]
+    out = seed_groups(experiment_runs(shown), 0.95)
+    assert "### skewtune: macro-F1 over seeds (4 runs, 2 configurations)" in out
+    assert '| A | `loss.name="ce"` | 2 | 0.9100 ± 0.0141 |' in out
+    assert '| B | `loss.name="focal"`, `loss.gamma=3.0` | 2 | 0.9350 ± 0.0071 |' in out
+    assert "**B − A** (test macro-F1, same seeds, n = 2): mean +0.0250" in out
+    with pytest.raises(SkewtuneError, match=r"experiment bad: params.yaml: invalid params:\n  loss.gama"):
+        experiment_runs([_shown("bad", "", {"loss": {"gama": 3.0}}, 0.9)])
 
 
 def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, monkeypatch):
@@ -372,11 +447,13 @@ def test_tune_threshold_keeps_a_clear_win_and_refuses_a_fluke(tmp_path, spam, mo
     fluke = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
     assert fluke["strategy"] == "argmax" and fluke["threshold"] is None and 0.7 < fluke["win_rate"] < 0.95
     assert fluke["tuned_val_score"] > fluke["val_score"] == fluke["val_score_argmax"] and fluke["tuned_threshold"] is not None
-    assert "kept argmax: the tuned threshold" in capsys.readouterr().out
+    assert (f"decision: WARNING: the tuned threshold {fluke['tuned_threshold']:.4g} (val f1_macro {fluke['tuned_val_score']:.4f} against argmax's "
+            f"{fluke['val_score_argmax']:.4f}) was refused by threshold.min_confidence 0.95: it beat argmax in only "
+            f"{share_text(fluke['win_rate'])} of val bootstrap resamples") in capsys.readouterr().err
     markers = pd.read_csv(tmp_path / "reports/threshold/markers.csv")
     assert markers["threshold"].tolist() == [0.5, fluke["tuned_threshold"]]
     assert markers["series"].tolist() == [
-        "applied: argmax (p >= 0.5)", f"tuned, not kept: won {fluke['win_rate']:.0%} of val resamples (p >= {fluke['tuned_threshold']:.4g})"
+        "applied: argmax (p >= 0.5)", f"tuned, not kept: won {share_text(fluke['win_rate'])} of val resamples (p >= {fluke['tuned_threshold']:.4g})"
     ]
 
     odds = probs["val"][:, 1] / 5 / probs["val"][:, 0]
@@ -419,7 +496,14 @@ def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_appl
     review = json.loads((tmp_path / "metrics/test.json").read_text())
     report = json.loads((tmp_path / "reports/eval/test.json").read_text())
     baseline_f1 = f1_score(predictions["actual"], [["ham", "spam"][k] for k in spam_baseline["test"].argmax(axis=1)], average="macro")
-    assert report["blend"] == decision["blend"] and review["baseline_f1_macro"] == pytest.approx(baseline_f1, abs=1e-5)
+    assert report["blend"] == review["blend"] == decision["blend"] and review["baseline_f1_macro"] == pytest.approx(baseline_f1, abs=1e-5)
+    # the model alone: the noisy model's own argmax, without the baseline the decision blends in
+    model_alone = [["ham", "spam"][k] for k in noisy["test"].astype(np.float32).argmax(axis=1)]
+    assert predictions["predicted_model"].tolist() == model_alone
+    assert review["f1_macro_model"] == pytest.approx(f1_score(predictions["actual"], model_alone, average="macro"), abs=1e-6)
+    assert review["f1_macro"] > review["f1_macro_model"] + 0.05
+    val_alone = noisy["val"].astype(np.float32).argmax(axis=1)
+    assert review["val_f1_macro_model"] == pytest.approx(f1_score(val_y, val_alone, average="macro"), abs=1e-6)
     assert review["baseline_f1_macro_ci_low"] < baseline_f1 < review["baseline_f1_macro_ci_high"]
     assert review["vs_baseline"] == pytest.approx(review["f1_macro"] - baseline_f1, abs=1e-5)
     assert review["vs_baseline_ci_low"] <= review["vs_baseline"] <= review["vs_baseline_ci_high"]
@@ -453,6 +537,30 @@ def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(tmp_path
     _run_stages(tmp_path, monkeypatch)
     decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
     assert decision["blend"] == 0.0 and decision["blend_weight_tried"] is None
+
+
+def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(tmp_path, spam, spam_baseline, monkeypatch, capsys):
+    """The fixture's TF-IDF + LR filter scores below skewtune's baseline on test. Blended with the baseline it scores
+    higher on val, but beats the model alone in ~99.2% of val resamples, below a guard of 0.995: tune_threshold and
+    evaluate say which guard refused it and the win rate (floored: never a rounded-up 100%)."""
+    splits, probs = spam
+    _write_project(tmp_path, ["ham", "spam"], splits, probs, spam_baseline)
+    _write_params(tmp_path, threshold={"min_confidence": 0.995})
+    _run_stages(tmp_path, monkeypatch)
+    decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
+    assert decision["blend"] == 0.0 and decision["blend_val_score"] > decision["val_score_model"] and 0.95 < decision["blend_win_rate"] < 0.995
+    review = json.loads((tmp_path / "metrics/test.json").read_text())
+    assert review["vs_baseline"] < 0 and (review["rule"], review["blend"]) == ("argmax", 0.0) and review["f1_macro"] == review["f1_macro_model"]
+    refusal = (f"the baseline blend at weight {decision['blend_weight_tried']:g} (val f1_macro {decision['blend_val_score']:.4f} against the model "
+               f"alone's {decision['val_score_model']:.4f}) was refused by threshold.min_confidence 0.995: it beat the model alone in only "
+               f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples")
+    assert share_text(decision["blend_win_rate"]) != "100%"
+    out, err = capsys.readouterr()
+    assert f"decision: WARNING: {refusal}" in err
+    warning = next(line for line in err.splitlines() if line.startswith("evaluate: WARNING:"))
+    assert warning.startswith(f"evaluate: WARNING: the fine-tuned model's decision scores below the baseline on test (chosen rule − baseline {review['vs_baseline']:+.4f}")
+    assert f"; {refusal}" in warning
+    assert "(decision: argmax, no blend); the model alone (argmax, no blend)" in out and ": worse than the baseline at 95%" in out
 
 
 def test_a_fixed_blend_without_baseline_predictions_is_one_clear_error(tmp_path, spam, monkeypatch):

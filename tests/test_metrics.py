@@ -29,6 +29,8 @@ from skewtune.metrics import (
     parse_score,
     ranking_curves,
     score_labels,
+    share_text,
+    vs_baseline_text,
     win_rate,
 )
 
@@ -109,8 +111,11 @@ def test_evaluation_report_matches_sklearn_and_keeps_lists_out_of_the_columns():
     probs = _probs(6, y, 3)
     tuned = np.argmax(np.log(probs) + [0.0, 0.3, 0.6], axis=1)
     labels = ["a", "b", "c"]
-    report = evaluation_report(y, probs, tuned, labels, rule="offsets", positive=None, resamples=1000, confidence=0.95, seed=0)
-    t, a = report["chosen"], report["argmax"]
+    alone = np.roll(probs, 1, axis=0).argmax(1)  # another model's predictions: the model alone, apart from the blend decided on
+    report = evaluation_report(y, probs, tuned, labels, rule="offsets", blend=0.3, y_model=alone, positive=None, resamples=1000, confidence=0.95, seed=0)
+    t, a, m = report["chosen"], report["argmax"], report["model"]
+    assert m["f1_macro"] == pytest.approx(f1_score(y, alone, average="macro")) and m["f1_macro_ci_low"] < m["f1_macro"] < m["f1_macro_ci_high"]
+    assert report["blend"] == 0.3
     assert t["f1_macro"] == pytest.approx(f1_score(y, tuned, average="macro"))
     assert a["f1_macro"] == pytest.approx(f1_score(y, probs.argmax(1), average="macro"))
     assert t["f1_macro_ci_low"] < t["f1_macro"] < t["f1_macro_ci_high"]
@@ -123,14 +128,15 @@ def test_evaluation_report_matches_sklearn_and_keeps_lists_out_of_the_columns():
     assert report["details"]["chosen"]["predicted"] == np.bincount(tuned, minlength=3).tolist()
     # dvc exp show makes a column of every number outside lists: only these
     top_level = {k for k, v in report.items() if not isinstance(v, dict)}
-    assert top_level == {"n_test", "rule", "roc_auc", "pr_auc"}
+    assert top_level == {"n_test", "rule", "blend", "roc_auc", "pr_auc"}
 
 
 def test_binary_ranking_uses_the_positive_class_and_curves_are_small():
     rng = np.random.default_rng(8)
     y = (rng.random(3000) < 0.15).astype(int)
     probs = _probs(8, y, 2, signal=1.0)
-    report = evaluation_report(y, probs, probs.argmax(1), ["ham", "spam"], rule="argmax", positive=1, resamples=1000, confidence=0.95, seed=0)
+    report = evaluation_report(y, probs, probs.argmax(1), ["ham", "spam"], rule="argmax", blend=0.0, y_model=probs.argmax(1), positive=1,
+                               resamples=1000, confidence=0.95, seed=0)
     assert report["roc_auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
     assert report["pr_auc"] == pytest.approx(average_precision_score(y, probs[:, 1]))
     pr, roc = ranking_curves(y, probs, ["ham", "spam"], 1)
@@ -162,6 +168,18 @@ def test_win_rate_is_the_share_of_paired_resamples_where_b_scores_higher():
     wins = [matthews_corrcoef(y[i], pred_b[i]) > matthews_corrcoef(y[i], pred_a[i]) + 1e-12 for i in boot]
     assert rate == pytest.approx(np.mean(wins)) and 0.5 < rate < 1
     assert win_rate(y, pred_a, pred_a.copy(), 2, Score("mcc"), resamples=400, seed=5) == 0.0  # a tie is no win
+
+
+def test_a_win_rate_is_floored_to_a_tenth_of_a_percent_never_rounded_up_to_100():
+    assert [share_text(r) for r in (0.995, 0.9999, 1.0, 0.94, 0.637, 0.0, 0.0004)] == ["99.5%", "99.9%", "100%", "94%", "63.7%", "0%", "0%"]
+    assert share_text(995 / 1000) == "99.5%" and share_text(0.835) == "83.5%"  # 0.995 * 1000 is 994.99... in floating point
+
+
+def test_the_baseline_comparison_says_which_way_its_interval_points():
+    review = {"vs_baseline": -0.0347, "vs_baseline_ci_low": -0.0977, "vs_baseline_ci_high": 0.0251}
+    assert vs_baseline_text(review, 0.95) == "chosen rule − baseline -0.0347 [-0.0977, +0.0251]: not distinguishable from the baseline at 95%"
+    assert vs_baseline_text({**review, "vs_baseline_ci_high": -0.001}, 0.9).endswith(": worse than the baseline at 90%")
+    assert vs_baseline_text({"vs_baseline": 0.02, "vs_baseline_ci_low": 0.01, "vs_baseline_ci_high": 0.03}, 0.95).endswith(": better than the baseline at 95%")
 
 
 def test_paired_comparison_of_identical_predictions_is_no_difference():

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import f1_score
 
-from dvc_repo import dvc, make_repo, ran_stages, run, set_params
+from dvc_repo import REPO, dvc, make_repo, ran_stages, run, set_params
 from skewtune.params import all_keys, check_stage_keys
 
 pytestmark = pytest.mark.slow
@@ -260,8 +263,8 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
 
 
 REVIEW_METRICS = [
-    "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "f1_macro_argmax", "rarest_class", "f1_rarest_class",
-    "val_f1_macro", "val_f1_macro_argmax", "balanced_accuracy", "pr_auc", "n_test",
+    "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "blend", "f1_macro_model", "rarest_class", "f1_rarest_class",
+    "val_f1_macro", "val_f1_macro_model", "balanced_accuracy", "pr_auc", "n_test",
     "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
     "vs_baseline_ci_high", "collapsed",
 ]
@@ -271,17 +274,26 @@ def _flat(tree: dict, prefix: str = "") -> set[str]:
     return {key for name, value in tree.items() for key in (_flat(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name})}
 
 
+def _columns(markdown: str) -> list[str]:
+    """The column names of a Markdown table's header row."""
+    return [c.strip() for c in markdown.splitlines()[0].strip().strip("|").split("|")]
+
+
 def test_exp_show_has_only_the_review_metrics(repo):
     """One metrics file, headline first, no name shared with a param (the train summary used to add `train.lr`)."""
     shown = json.loads(dvc(["exp", "show", "--json"], repo).stdout)
     data = shown[0]["data"]
     assert list(data["metrics"]) == ["metrics/test.json"]
     assert list(data["metrics"]["metrics/test.json"]["data"]) == REVIEW_METRICS and len(REVIEW_METRICS) <= 20
-    assert data["metrics"]["metrics/test.json"]["data"]["rule"] in ("argmax", "threshold")
+    review = data["metrics"]["metrics/test.json"]["data"]
+    assert review["rule"] in ("argmax", "threshold") and review["blend"] == 0.5  # tiny_params: decision.blend 0.5
+    # beside the blended decision's score, the model alone's: argmax of the fine-tuned model's own test probabilities
+    test = pd.read_parquet(repo / "data/predictions/test.parquet")
+    alone = test[["prob:ham", "prob:spam"]].to_numpy().argmax(axis=1)
+    assert review["f1_macro_model"] == pytest.approx(f1_score(test["label"], np.array(["ham", "spam"])[alone], average="macro"), abs=1e-5)
     params = _flat(data["params"]["params.yaml"]["data"])
     assert not params & _flat(data["metrics"]["metrics/test.json"]["data"])
-    table = dvc(["exp", "show", "--md"], repo).stdout.splitlines()[0]
-    columns = [c.strip() for c in table.strip("|").split("|")]
+    columns = _columns(dvc(["exp", "show", "--md"], repo).stdout)
     assert columns[2:5] == ["f1_macro", "f1_macro_ci_low", "f1_macro_ci_high"], columns  # after Experiment, Created
 
 
@@ -335,6 +347,15 @@ def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
     assert "f1_macro" in flat, diff.stdout
     shown = dvc(["exp", "show", "--json"], repo)
     assert "f1_macro" in shown.stdout
+    # The review view of README "Experiment workflow", run as written there: the decision and the headline always,
+    # else only what changed, no dependency hashes. The default view has a column per metric, param and dep.
+    everything = _columns(dvc(["exp", "show", "--md"], repo).stdout)
+    command = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("$ dvc exp show --only-changed"))
+    review = _columns(dvc(shlex.split(command)[2:] + ["--md"], repo).stdout)
+    print(f"dvc exp show: {len(everything)} columns; the review view: {len(review)}: {review}")
+    assert len(everything) > 150 and not [c for c in review if "/" in c]
+    assert review[:6] == ["Experiment", "f1_macro", "rule", "blend", "f1_macro_model", "val_f1_macro"] and "loss.gamma" in review
+    assert len(review) <= 12 and "train.lr" not in review  # params that did not change are left out
 
 
 def skewtune_predict(args: list, cwd) -> None:
@@ -359,6 +380,7 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     assert "## Decision rule" in card and "## Limitations" in card
     assert "A TF-IDF + logistic regression baseline fitted on the same training rows scores macro-F1" in card
     assert "x the TF-IDF baseline's probabilities" in card  # the rule blends (decision.blend 0.5)
+    assert "| the model alone (argmax, no blend) |" in card  # so its score stands beside the blended decision's
     artifacts = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
     assert artifacts["skewtune-classifier"]["path"] == "models/classifier" and artifacts["skewtune-classifier"]["type"] == "model"
 

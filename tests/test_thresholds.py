@@ -14,9 +14,9 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 
 from skewtune.errors import SkewtuneError
-from skewtune.metrics import Score, _batched_counts, score_from_counts
+from skewtune.metrics import Score, _batched_counts, score_from_counts, share_text
 from skewtune.artifacts import DecisionRule, read_decision, read_labels, read_predictions
-from skewtune.thresholds import tune_decision
+from skewtune.thresholds import guard_refusals, tune_blended_decision, tune_decision
 
 BINARY = ["neg", "pos"]
 
@@ -194,6 +194,37 @@ def test_a_tuned_threshold_that_wins_by_a_few_rows_is_not_kept():
     assert guarded["tuned_threshold"] == kept["threshold"] and guarded["tuned_val_score"] == kept["val_score"]
     assert 0 < guarded["win_rate"] < 0.95 and guarded["win_rate"] == kept["win_rate"]
     np.testing.assert_array_equal(DecisionRule.from_dict(guarded).predict(probs), probs.argmax(1))
+
+
+def test_a_refused_rule_or_blend_that_scored_higher_on_val_is_named_with_its_guard_and_win_rate():
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0.55, 0.95, 40), [0.4, 0.4], rng.uniform(0.0, 0.38, 358), [0.45, 0.45]])
+    y = np.r_[np.ones(42, int), np.zeros(360, int)]
+    probs = np.c_[1 - p, p]
+    guarded, kept = _guarded(y, probs, 0.95), _guarded(y, probs, 0.0)
+    assert guard_refusals(guarded) == [
+        f"the tuned threshold {guarded['tuned_threshold']:.4g} (val f1_macro {guarded['tuned_val_score']:.4f} against argmax's "
+        f"{guarded['val_score_argmax']:.4f}) was refused by threshold.min_confidence 0.95: it beat argmax in only "
+        f"{share_text(guarded['win_rate'])} of val bootstrap resamples"
+    ]
+    assert guard_refusals(kept) == []
+    # a baseline right on the two positives that argmax misses: any blend from weight 0.2 gains those two rows, too few to pass the guard
+    baseline = probs.copy()
+    baseline[40:42] = [0.1, 0.9]
+    tuning = {"strategy": "argmax", "metric": "f1_macro", "min_precision": 0.9, "positive_label": "pos"}
+    refused, _ = tune_blended_decision(y, probs, baseline, BINARY, blend="auto", min_confidence=0.95, **tuning)
+    assert refused["blend"] == 0.0 and refused["blend_val_score"] > refused["val_score_model"] and refused["min_confidence"] == 0.95
+    assert 0.5 < refused["blend_win_rate"] < 0.95
+    assert guard_refusals(refused) == [
+        f"the baseline blend at weight {refused['blend_weight_tried']:g} (val f1_macro {refused['blend_val_score']:.4f} against the model alone's "
+        f"{refused['val_score_model']:.4f}) was refused by threshold.min_confidence 0.95: it beat the model alone in only "
+        f"{share_text(refused['blend_win_rate'])} of val bootstrap resamples"
+    ]
+    blended, _ = tune_blended_decision(y, probs, baseline, BINARY, blend="auto", min_confidence=0.5, **tuning)
+    assert blended["blend"] > 0 and guard_refusals(blended) == []
+    # a decision written before the guard was recorded: the key without its value
+    old = {key: value for key, value in refused.items() if key != "min_confidence"}
+    assert guard_refusals(old)[0].count("refused by threshold.min_confidence: it beat") == 1
 
 
 def test_a_clearly_better_threshold_is_kept():
