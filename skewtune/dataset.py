@@ -7,6 +7,7 @@ All steps are vectorised (pandas string kernels, integer group keys), so a milli
 from __future__ import annotations
 
 import html
+import json
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,16 @@ _CONTROL = r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]"
 _HTML_REFERENCE = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 # "1.0", "-2.00": a whole number written as a decimal, as spreadsheets and float columns print it.
 _WHOLE_DECIMAL = r"^(-?[0-9]+)\.0+$"
+# Characters that show nothing: zero-width space, non-joiner and joiner, the direction marks and embeddings,
+# the word joiner, the isolates and the BOM (U+FEFF, also the zero-width no-break space). Inside a text they
+# may mean something (a joiner in Persian or an emoji); a text (label) made only of them is empty.
+_INVISIBLE = "\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+# Labels that mean "no label": pandas' default missing-value strings (read_csv's na_values), as pandas spells
+# them, besides empty cells and real nulls. Labels come from a short list of classes, in which these are gaps
+# an export wrote out, not a class to learn; data.label_map keeps one that is a real class. Texts keep them:
+# "NA" or "null" is something a message can say (they are only counted, see texts_spelled_missing).
+MISSING_SPELLINGS = ("#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+                     "NULL", "NaN", "None", "n/a", "nan", "null")
 # Exactly the characters str.isspace() accepts, spelled out (not \s) so that pyarrow's fast regex
 # engine, whose \s is ASCII-only, treats them as Python does: NBSP, ideographic space, line separators.
 _WHITESPACE = "[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
@@ -54,13 +65,15 @@ def _unescape(match) -> str:
 def normalise_text(values: pd.Series, *, unescape_html: bool = False) -> pd.Series:
     """Strings with HTML character references decoded (if `unescape_html`), control characters removed
     and whitespace runs (any Unicode space, tab, newline) collapsed to one space and stripped; missing
-    values and strings that end up empty become NaN. Non-string values are printed with str()."""
-    text = values.astype("str")
+    values (None, NaN, pd.NA) and strings that end up empty or hold only invisible characters (zero-width,
+    bidi, BOM) become NaN. Non-string values are printed with str()."""
+    # Masked after the conversion: before pandas 3, astype("str") turns None into 'None' and NaN into 'nan'.
+    text = values.astype("str").mask(values.isna())
     if unescape_html:  # first: &#26; or &nbsp; decode to characters that the next steps handle
         text = text.str.replace(_HTML_REFERENCE, _unescape, regex=True)
     text = text.str.replace(_CONTROL, "", regex=True)
     text = text.str.replace(_WHITESPACE, " ", regex=True).str.strip(" ")
-    return text.mask(text == "")
+    return text.mask(text.str.fullmatch(f"[ {_INVISIBLE}]*", na=False))
 
 
 def odd_characters(table: pd.DataFrame, text_columns: list[str], *, unescape_html: bool) -> dict:
@@ -121,12 +134,18 @@ def merged_spellings(frame: pd.DataFrame) -> dict[str, list[str]]:
     return {label: sorted(group["raw_label"]) for label, group in merged.groupby("label", sort=True)}
 
 
-def apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str) -> None:
+def label_mapping(label_map: dict[str, str]) -> dict[str, str]:
+    """data.label_map with its keys spelled as the files' labels are (YAML's 1.0 is the label "1")."""
     keys = canonical_labels(pd.Series(list(label_map), dtype="str")).tolist()
     mapping = dict(zip(keys, (str(value).strip() for value in label_map.values())))
     empty = [key for key, value in mapping.items() if not value]
     if empty:
         raise SkewtuneError(f"data.label_map: {empty[0]!r} maps to an empty label; give it a name or remove the entry")
+    return mapping
+
+
+def apply_label_map(frame: pd.DataFrame, mapping: dict[str, str], files: str) -> None:
+    """Rename the labels of `frame` by `mapping` (see label_mapping); a key that matches no label is an error."""
     found = set(frame["label"].dropna().unique())
     unused = sorted(set(mapping) - found)
     if unused:
@@ -135,6 +154,55 @@ def apply_label_map(frame: pd.DataFrame, label_map: dict[str, str], files: str) 
             f"{', '.join(map(repr, sorted(found)))}. Fix or remove those keys"
         )
     frame["label"] = frame["label"].map(mapping).fillna(frame["label"])
+
+
+def _by_count(counts: pd.Series) -> dict[str, int]:
+    """{value: count}, most first, then in sorted order."""
+    return dict(sorted(((str(value), int(n)) for value, n in counts.items()), key=lambda item: (-item[1], item[0])))
+
+
+def case_variants(labels: pd.Series) -> dict[str, dict[str, int]]:
+    """Labels that differ only in case or invisible characters ('spam', 'Spam', 'spam\u200b'), grouped under the
+    spelling most rows carry: {that spelling: {spelling: rows}}."""
+    counts = labels.value_counts().rename("n").rename_axis("label").reset_index()
+    counts["key"] = counts["label"].str.replace(f"[{_INVISIBLE}]", "", regex=True).str.casefold()
+    shared = counts[counts["key"].duplicated(keep=False)]
+    groups = [_by_count(group.set_index("label")["n"]) for _, group in shared.groupby("key")]
+    return {next(iter(group)): group for group in sorted(groups, key=lambda group: next(iter(group)))}
+
+
+def clean_labels(frame: pd.DataFrame, label_map: dict[str, str], files: str) -> dict:
+    """Finish the labels of `frame` (the `label` column, whole numbers already one spelling) in place: a missing-value
+    spelling (MISSING_SPELLINGS) becomes missing unless data.label_map names it, then the map renames. Returns what
+    the report records of the labels of all `files`: the spellings taken as missing, the merged spellings of one
+    number, the labels a partial map left as written (neither renamed nor a name it renames to), and labels that
+    differ only in case with the map that would merge them (they stay separate classes: which spelling is right is
+    the user's call)."""
+    mapping = label_mapping(label_map)
+    notes = {}
+    spelled = frame["label"].isin(MISSING_SPELLINGS) & ~frame["label"].isin(list(mapping))
+    if spelled.any():
+        notes["labels_spelled_missing"] = _by_count(frame.loc[spelled, "label"].value_counts())
+        frame["label"] = frame["label"].mask(spelled)
+    merged = merged_spellings(frame)
+    if merged:
+        notes["labels_merged"] = merged
+    written = set(frame["label"].dropna().unique())
+    if mapping:
+        apply_label_map(frame, mapping, files)
+        if untouched := written - set(mapping) - set(mapping.values()):  # not renamed, nor a name the map gives
+            notes["label_map_kept_as_written"] = sorted(untouched)
+    variants = case_variants(frame["label"])
+    if variants:
+        notes["label_case_variants"] = variants
+        merge = dict(mapping)
+        for target, spellings in variants.items():
+            for spelling in list(spellings)[1:]:
+                merge.update({key: target for key, value in mapping.items() if value == spelling})
+                if spelling in written - set(mapping):
+                    merge[spelling] = target
+        notes["label_map_to_merge"] = merge
+    return notes
 
 
 def label_conflicts(file_key: np.ndarray, label: np.ndarray, alive: np.ndarray, conflicts: str) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +372,8 @@ def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarra
     return {
         **drop_counts(name, table, reason, reasons),
         "drop_examples": {key: _drop_examples(table, columns, reason, key, DROP_EXAMPLES) for key in reasons if dropped.get(key, 0)},
-        "cleaning": odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
+        "cleaning": {**odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
+                     "texts_spelled_missing": int(frame[keys].isin(MISSING_SPELLINGS).any(axis=1).sum())},
         **conflict_counts(frame, reason, keys, conflicts, max_conflict_share),
         **class_balance(kept["label"], labels),
     }
@@ -313,11 +382,15 @@ def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarra
 def _likely_causes(table: Table, frame: pd.DataFrame, columns: dict[str, str]) -> str:
     """Why a file lacks texts or labels in many rows, from what the reading and the columns show."""
     reading = table.reading
+    spelled = frame.loc[frame["label"].isna(), "raw_label"].value_counts()
     # Records cut short by the reading explain their own gaps; otherwise a mostly empty column is suspect.
     causes = [] if reading.get("short_records") else [
         f"the wrong column: {source!r} is empty in {share:.0%} of the rows (check {_PARAM_OF[key]})"
-        for key, source in columns.items() if (share := frame[key].isna().mean()) >= 0.5
+        for key, source in columns.items() if (share := frame["raw_label" if key == "label" else key].isna().mean()) >= 0.5
     ]
+    if len(spelled):
+        causes.insert(0, "labels written as a missing value (" + ", ".join(f"{spelling} {n}" for spelling, n in _by_count(spelled).items())
+                      + "): if one is a real class, name it in data.label_map")
     if reading.get("quoting") == "none" and reading.get("short_records"):
         causes.append(f"quoting: the file was read without quote processing ({reading['quoting_reason']}) and "
                       f"{reading['short_records']} records have fewer fields than the header; if its fields are quoted "
@@ -395,10 +468,7 @@ def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_
     if test is not None:
         parts.append(_standardise(test.frame, columns, "t", "test", unescape_html))
     frame = pd.concat(parts, ignore_index=True)
-    merged = merged_spellings(frame)
-    files = pool_name + (f" or {test_name}" if test is not None else "")
-    if label_map:
-        apply_label_map(frame, label_map, files)
+    label_notes = clean_labels(frame, label_map, pool_name + (f" or {test_name}" if test is not None else ""))
 
     unusable = [(frame[key].isna().to_numpy(), f"missing_{key}") for key in keys]
     reason = drop_reasons(frame, keys, unusable, conflicts)
@@ -419,8 +489,7 @@ def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_
     conflict_settings = (conflicts, max_conflict_share)
     report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html, *conflict_settings)
     report["conflict_examples"] = conflict_examples(frame, reason, keys, keys)
-    if merged:
-        report["labels_merged"] = merged
+    report.update(label_notes)
     if test is not None:
         report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test],
                                       [name for name in reasons if name != "also_in_test_file"], columns, labels, unescape_html,
@@ -436,14 +505,43 @@ def summary_lines(report: dict) -> list[str]:
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
     lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {report['rows_in']} rows; dropped: {dropped}",
              *conflict_lines(report)]
+    if reading.get("utf8_lines"):
+        other = reading["other_non_ascii_lines"]
+        lines.append(f"ingest: {report['source']}: WARNING: read as {reading['encoding']} (data.encoding), {reading['utf8_lines']} lines that "
+                     f"are UTF-8 with non-ASCII characters come out garbled ({reading['utf8_example']}); "
+                     + (f"the file mixes encodings: {other} other non-ASCII lines are not UTF-8 (lines {reading['other_lines']}): "
+                        "convert those to UTF-8 and set data.encoding: utf-8" if other else "the file is UTF-8: set data.encoding: utf-8"))
     cleaning = report["cleaning"]
     if cleaning["control_characters_removed"]:
         lines.append(f"ingest: {report['source']}: removed {cleaning['control_characters_removed']} control characters "
                      f"(NUL, U+001A, ...) from {cleaning['rows_with_control_characters']} rows")
+    if cleaning["texts_spelled_missing"]:
+        lines.append(f"ingest: {report['source']}: {cleaning['texts_spelled_missing']} rows have a text that reads like a missing value "
+                     "(NA, null, None, ...): kept as text, since a message may say that (only labels so spelled count as missing); "
+                     "remove those rows if they mean no text")
     if cleaning["rows_with_html_references"]:
         lines.append(f"ingest: {report['source']}: {cleaning['rows_with_html_references']} rows hold HTML character references "
                      "(&amp;, &#039;, ...) " + ("that were decoded" if cleaning["html_references_decoded"]
                                                 else "kept as written; set data.unescape_html: true to decode them"))
+    return lines
+
+
+def label_lines(report: dict) -> list[str]:
+    """The printed notes on the labels of all files (see clean_labels): missing-value spellings, a partial
+    data.label_map, and labels that differ only in case, as a WARNING with the map that would merge them."""
+    lines = []
+    if spelled := report.get("labels_spelled_missing"):
+        first = next(iter(spelled))
+        lines.append(f"ingest: labels: {sum(spelled.values())} labels are written as a missing value ("
+                     + ", ".join(f"{spelling} {n}" for spelling, n in spelled.items()) + "), counted as missing_label; "
+                     f"if one is a real class, name it in data.label_map (e.g. {json.dumps({first: first})})")
+    if kept := report.get("label_map_kept_as_written"):
+        lines.append(f"ingest: labels: WARNING: data.label_map does not rename {', '.join(map(repr, kept))}: classes under the names "
+                     "the files give them; add them to the map if they need a new name")
+    if variants := report.get("label_case_variants"):
+        groups = "; ".join(", ".join(f"{spelling!r} {n}" for spelling, n in group.items()) + " rows" for group in variants.values())
+        lines.append(f"ingest: labels: WARNING: labels that differ only in case or invisible characters are separate classes: {groups}; "
+                     f"if they are one class, set data.label_map: {json.dumps(report['label_map_to_merge'])}")
     return lines
 
 

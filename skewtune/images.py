@@ -27,17 +27,16 @@ import pandas as pd
 from skewtune.dataset import (
     DATA_DEFAULTS,
     DROP_EXAMPLES,
-    apply_label_map,
     check_conflict_share,
     check_missing_share,
     class_balance,
+    clean_labels,
     conflict_counts,
     conflict_examples,
     conflict_lines,
     drop_counts,
     drop_reasons,
     kept_labels,
-    merged_spellings,
     normalise_text,
     reported_reasons,
     whole_numbers,
@@ -249,9 +248,7 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
     if test is not None:
         parts.append(_standardise(test_name, test, columns, "t", "test", raw_dir))
     frame = pd.concat(parts, ignore_index=True)
-    merged = merged_spellings(frame)
-    if label_map:
-        apply_label_map(frame, label_map, pool_name + (f" or {test_name}" if test is not None else ""))
+    label_notes = clean_labels(frame, label_map, pool_name + (f" or {test_name}" if test is not None else ""))
     problem = frame["problem"].to_numpy()
     # A row without a usable image has no hash: a unique stand-in keeps it out of the duplicate checks.
     frame[HASH_COLUMN] = frame[HASH_COLUMN].where(frame[HASH_COLUMN].notna(), "unusable:" + frame["id"])
@@ -280,8 +277,7 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
     examples = conflict_examples(frame, reason, [HASH_COLUMN], [IMAGE_COLUMN])
     paths = frame.set_index("id")[IMAGE_COLUMN]
     report["conflict_examples"] = [{**example, "images": [paths[i] for i in example["ids"]]} for example in examples]
-    if merged:
-        report["labels_merged"] = merged
+    report.update(label_notes)
     if test is not None:
         report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test], [r for r in reasons if r != "also_in_test_file"], labels,
                                       *conflict_settings)

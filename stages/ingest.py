@@ -3,6 +3,7 @@ the rows (texts, or images: see skewtune.images), and write the dataset every la
 
 from skewtune.artifacts import DATASET, INGEST_REPORT, LABELS, RAW_DIR
 from skewtune.cli import run_stage
+from skewtune.dataset import label_lines
 from skewtune.io import Outputs
 from skewtune.modality import MODALITIES
 from skewtune.params import load_params
@@ -16,7 +17,7 @@ def main() -> None:
         out.parquet(DATASET, dataset)
         out.json(LABELS, {"labels": labels})
         out.json(INGEST_REPORT, report)
-    for line in modality.summary(report) + (modality.summary(report["test"]) if "test" in report else []):
+    for line in modality.summary(report) + (modality.summary(report["test"]) if "test" in report else []) + label_lines(report):
         print(line)
     print(f"ingest: classes {report['class_counts']}")
 

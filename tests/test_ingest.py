@@ -321,7 +321,7 @@ def test_control_characters_are_removed_and_counted(project):
     project(source=source)
     ingest.main()
     assert _metrics()["cleaning"] == {"control_characters_removed": 4, "rows_with_control_characters": 3,
-                                      "rows_with_html_references": 0, "html_references_decoded": False}
+                                      "rows_with_html_references": 0, "html_references_decoded": False, "texts_spelled_missing": 0}
     assert pd.read_parquet(ingest.DATASET)["text"].tolist() == ["nulbyte", "end of file", "bell and nul", "clean"]
 
 
@@ -439,3 +439,152 @@ def test_conflict_bound_stops_with_one_line_and_writes_nothing(project):
     project(source="data/raw/strikes.csv", conflicts="drop", max_conflict_share=0.125, **STRIKES)  # 12.5%: allowed knowingly
     ingest.main()
     assert _metrics()["dropped"]["conflicting_label"] == 10 and _metrics()["conflicts"]["kept_by_vote"] == 0
+
+
+def _run_stage(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _spelled_missing_rows() -> list[tuple]:
+    """The issue's file: 100 labelled rows, then labels written as missing values (NA 25, NaN 5, #N/A 5, null 2, None 1)
+    and texts that say NA, null or None with real labels."""
+    return ([(f"message {i}", "ab"[i % 2]) for i in range(100)] + [(f"na {i}", "NA") for i in range(25)]
+            + [(f"nan {i}", "NaN") for i in range(5)] + [(f"hash {i}", "#N/A") for i in range(5)]
+            + [("null 1", "null"), ("null 2", "null"), ("none 1", "None"), ("NA", "a"), ("null", "b"), ("None", "a")])
+
+
+def test_missing_value_spellings_are_missing_labels_but_stay_texts(project, capsys):
+    source = _csv("gaps.csv", _spelled_missing_rows())
+    root = project(source=source)
+    result = _run_stage(root)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("skewtune ingest: error: data/raw/gaps.csv: 38 of 141 rows (27.0%) lack a text or a label "
+                                    "(38 missing_label), more than data.max_dropped_share (0.01) allows; first: line 102: text='na 0', label='NA'")
+    assert ("Likely cause: labels written as a missing value (NA 25, #N/A 5, NaN 5, null 2, None 1): if one is a real class, name it "
+            "in data.label_map; or the wrong separator or quoting") in result.stderr
+    assert _no_outputs()
+    project(source=source, max_dropped_share=0.3)
+    ingest.main()
+    report = _metrics()
+    assert report["dropped"]["missing_label"] == 38 and report["dropped"]["missing_text"] == 0
+    assert report["labels_spelled_missing"] == {"NA": 25, "#N/A": 5, "NaN": 5, "null": 2, "None": 1}
+    assert report["class_counts"] == {"a": 52, "b": 51}  # the texts NA, null and None are kept, with their labels
+    assert report["cleaning"]["texts_spelled_missing"] == 3
+    printed = capsys.readouterr().out
+    assert ("ingest: labels: 38 labels are written as a missing value (NA 25, #N/A 5, NaN 5, null 2, None 1), counted as "
+            'missing_label; if one is a real class, name it in data.label_map (e.g. {"NA": "NA"})') in printed
+    assert ("ingest: data/raw/gaps.csv: 3 rows have a text that reads like a missing value (NA, null, None, ...): kept as text") in printed
+    # Named in data.label_map, a spelling is a label again.
+    project(source=source, max_dropped_share=0.3, label_map={"None": "none"})
+    ingest.main()
+    assert _metrics()["dropped"]["missing_label"] == 37 and _metrics()["class_counts"]["none"] == 1
+
+
+def test_real_nulls_are_missing_whatever_the_format(project):
+    # JSONL null and a Parquet None: never the label 'None' or 'nan', never the text 'None' (pandas < 3 printed them so).
+    lines = [{"text": "one", "label": "a"}, {"text": None, "label": "a"}, {"text": "three", "label": None},
+             {"text": "four", "label": float("nan")}, {"text": "five", "label": "b"}]
+    Path("data/raw/n.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines).replace("NaN", "null"))
+    project(source="data/raw/n.jsonl", max_dropped_share=0.6)
+    ingest.main()
+    assert _metrics()["dropped"] == {"missing_text": 1, "missing_label": 2, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}
+    pd.DataFrame({"text": ["one", None, "three", "four"], "label": ["a", "b", None, "b"]}).to_parquet("data/raw/n.parquet")
+    project(source="data/raw/n.parquet", max_dropped_share=0.6)
+    ingest.main()
+    assert _metrics()["dropped"]["missing_text"] == _metrics()["dropped"]["missing_label"] == 1
+    assert pd.read_parquet(ingest.DATASET)["text"].tolist() == ["one", "four"]
+
+
+@pytest.mark.parametrize("values", [["x", None, float("nan"), pd.NA, " "], [1.0, float("nan"), None, pd.NA, 3.0]],
+                         ids=["object", "numbers"])
+def test_normalise_text_keeps_nulls_missing(values):
+    from skewtune.dataset import normalise_text
+
+    result = normalise_text(pd.Series(values, dtype=object))
+    assert result.isna().tolist() == [False, True, True, True, values[4] == " "]
+    assert not result.isin(["None", "nan", "<NA>"]).any() and result[0] in ("x", "1.0")
+
+
+INVISIBLE = ["\u200b", "\ufeff", "\u202e\u2066", "\u200b \u200c\u2060", "\u200e\u200f\u2069"]
+
+
+def test_texts_of_only_invisible_characters_are_missing(project):
+    rows = [(f"text {i}", "ab"[i % 2]) for i in range(10)] + [(text, "a") for text in INVISIBLE] + [("\u200dx\u200b", "b")]
+    project(source=_csv("zw.csv", rows), max_dropped_share=0.5)
+    ingest.main()
+    report = _metrics()
+    assert report["dropped"]["missing_text"] == len(INVISIBLE) and report["rows_kept"] == 11
+    assert [example["text"] for example in report["drop_examples"]["missing_text"]] == INVISIBLE[:3]
+    assert pd.read_parquet(ingest.DATASET)["text"].iloc[-1] == "\u200dx\u200b"  # with visible text, kept as written
+
+
+def test_labels_differing_only_in_case_warn_with_the_merging_map(project, capsys):
+    rows = ([(f"t{i}", "spam") for i in range(6)] + [(f"u{i}", "ham") for i in range(6)]
+            + [("v1", "Spam"), ("v2", "Spam"), ("v3", "SPAM "), ("v4", "promo"), ("v5", "HAM"), ("v6", "spam\u200b")])
+    source = _csv("case.csv", rows)
+    project(source=source, label_map={"promo": "spam"})
+    ingest.main()
+    report = _metrics()
+    assert report["class_counts"] == {"HAM": 1, "SPAM": 1, "Spam": 2, "ham": 6, "spam": 7, "spam\u200b": 1}  # not merged silently
+    assert report["label_case_variants"] == {"ham": {"ham": 6, "HAM": 1}, "spam": {"spam": 7, "Spam": 2, "SPAM": 1, "spam\u200b": 1}}
+    merge = {"promo": "spam", "HAM": "ham", "Spam": "spam", "SPAM": "spam", "spam\u200b": "spam"}
+    assert report["label_map_to_merge"] == merge
+    assert report["label_map_kept_as_written"] == ["HAM", "SPAM", "Spam", "ham", "spam\u200b"]  # 'spam' is a name the map gives
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:-1] == [
+        "ingest: labels: WARNING: data.label_map does not rename 'HAM', 'SPAM', 'Spam', 'ham', 'spam\\u200b': classes under the names "
+        "the files give them; add them to the map if they need a new name",
+        "ingest: labels: WARNING: labels that differ only in case or invisible characters are separate classes: 'ham' 6, 'HAM' 1 rows; "
+        "'spam' 7, 'Spam' 2, 'SPAM' 1, 'spam\\u200b' 1 rows; if they are one class, set data.label_map: " + json.dumps(merge),
+    ]
+    # The printed map, as YAML reads it, merges them.
+    Path("params.yaml").write_text(f"data:\n  source: {source}\n  label_map: {json.dumps(merge)}\n")
+    ingest.main()
+    assert _metrics()["class_counts"] == {"ham": 7, "spam": 11}
+    assert "WARNING" not in capsys.readouterr().out and "label_case_variants" not in _metrics()
+
+
+def test_partial_label_map_names_the_labels_left_as_written(project, capsys):
+    source = _csv("nums.csv", [("a", "0"), ("b", "1"), ("c", "2"), ("d", "1")])
+    project(source=source, label_map={0: "negative", 1: "positive"})
+    ingest.main()
+    assert _metrics()["class_counts"] == {"2": 1, "negative": 1, "positive": 2} and _metrics()["label_map_kept_as_written"] == ["2"]
+    assert ("ingest: labels: WARNING: data.label_map does not rename '2': classes under the names the files give them; add them to "
+            "the map if they need a new name") in capsys.readouterr().out
+    project(source=source, label_map={0: "negative", 1: "positive", 2: "neutral"})
+    ingest.main()
+    assert "label_map_kept_as_written" not in _metrics() and "WARNING" not in capsys.readouterr().out
+
+
+def _mixed_encodings() -> str:
+    """20 UTF-8 lines with accents, then 2 lines written in cp1252 (lines 22 and 23)."""
+    utf8 = ["text,label"] + [f"caf\u00e9 {i},{'ab'[i % 2]}" for i in range(20)]
+    Path("data/raw/mixed.csv").write_bytes("".join(line + "\n" for line in utf8).encode("utf-8")
+                                           + "na\u00efve,a\nr\u00e9sum\u00e9,b\n".encode("cp1252"))
+    return "data/raw/mixed.csv"
+
+
+def test_mixed_encodings_are_named_not_garbled(project, capsys):
+    root = project(source=_mixed_encodings())
+    result = _run_stage(root)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "skewtune ingest: error: data/raw/mixed.csv: byte offset 223 (line 22) is not valid utf-8: b'\\xefve,' (invalid continuation "
+        "byte); the file mixes encodings: 2 lines are not UTF-8 (lines 22, 23; as cp1252, line 22 reads 'na\u00efve,a') but 20 lines "
+        "are UTF-8 with non-ASCII characters, which data.encoding: cp1252 would garble (line 2: 'caf\u00c3\u00a9 0,a' for "
+        "'caf\u00e9 0,a'). Convert those 2 lines to UTF-8 and keep data.encoding: utf-8"
+    )
+    # Told to read it as cp1252 anyway, ingest does, and warns with the counts.
+    project(source="data/raw/mixed.csv", encoding="cp1252")
+    ingest.main()
+    reading = _metrics()["reading"]
+    assert (reading["utf8_lines"], reading["other_non_ascii_lines"], reading["other_lines"]) == (20, 2, "22, 23")
+    assert ("ingest: data/raw/mixed.csv: WARNING: read as cp1252 (data.encoding), 20 lines that are UTF-8 with non-ASCII characters "
+            "come out garbled (line 2: 'caf\u00c3\u00a9 0,a' for 'caf\u00e9 0,a'); the file mixes encodings: 2 other non-ASCII lines "
+            "are not UTF-8 (lines 22, 23): convert those to UTF-8 and set data.encoding: utf-8") in capsys.readouterr().out
+    # A file really written in cp1252 reads without a warning.
+    Path("data/raw/legacy.csv").write_bytes("text,label\ncaf\u00e9,a\nna\u00efve,b\n".encode("cp1252"))
+    project(source="data/raw/legacy.csv", encoding="cp1252")
+    ingest.main()
+    assert "utf8_lines" not in _metrics()["reading"] and "WARNING" not in capsys.readouterr().out
