@@ -493,8 +493,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "package": (
         "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "model.name",
-        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy",
-        "threshold.strategy", "threshold.metric",
+        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name", "resample.strategy",
+        "threshold.strategy", "threshold.metric", "decision.blend",
     ),
     "score": (
         "data.modality", "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column",
@@ -510,11 +510,6 @@ def _value(params: BaseModel, key: str) -> Any:
     for part in key.split("."):
         params = getattr(params, part)
     return params
-
-
-def param_values(params: Params, keys: Sequence[str]) -> dict[str, Any]:
-    """{dotted key: value} of the given keys."""
-    return {key: _value(params, key) for key in keys}
 
 
 def unread_keys(params: Params) -> set[str]:
