@@ -79,7 +79,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.plateau_factor": (0.5, ()),
     "train.plateau_patience": (2, ()),
     "train.max_grad_norm": (0.5, ("train",)),
-    "train.seed": (7, ("train",)),
+    "train.seed": (7, ("train", "package")),
     "train.precision": ("fp32", ("train", "predict", "score")),
     "train.device": ("cpu", ("train", "predict", "score")),
     "train.early_stopping_patience": (0, ("train",)),
@@ -103,11 +103,11 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "loss.label_smoothing": (0.1, ("train",)),
     # valid only with 2 epochs (ALSO), which is what re-runs train; focal without alpha has no weights to defer
     "loss.reweight_from_epoch": (2, ("train", "package")),
-    "baseline.enabled": (False, ("baseline", "tune_threshold")),  # decision.blend then has no effect
+    "baseline.enabled": (False, ("baseline", "tune_threshold", "package")),  # decision.blend then has no effect
     "baseline.min_df": (3, ("baseline",)),
     "baseline.max_features": (5000, ("baseline",)),
     "baseline.max_rows": (200, ("baseline",)),
-    "decision.blend": ("off", ("tune_threshold",)),
+    "decision.blend": ("off", ("tune_threshold", "package")),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
     "threshold.metric": ("mcc", ("tune_threshold", "package")),
     "threshold.min_precision": (0.5, ()),  # threshold.metric f1_macro
@@ -297,14 +297,18 @@ def test_metrics_diff_in_a_fresh_clone_loads_every_metric(repo, tmp_path):
 
 def test_plots_show_draws_each_plot_once_and_renders_the_data(repo):
     """Only the named top-level plots (a file also declared as a stage plot would be drawn twice, against its
-    row index), each with its data; a binary task's offset-search plot is empty, not broken."""
+    row index), each with its data: none is an empty box (the decision-rule chart draws a binary task's threshold
+    curve and markers, a multiclass task's offset search)."""
     out = dvc(["plots", "show", "--json"], repo)
     shown = json.loads(out.stdout)
     named = [name for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for name in entry]
     assert "errors" not in shown and "WARNING" not in out.stderr, out.stderr
     assert sorted(shown["data"]) == sorted(named)
     empty = {name for name, plots in shown["data"].items() if not plots or not plots[0]["content"]["data"]["values"]}
-    assert empty == {next(name for name in named if "offset search" in name)}
+    assert empty == set()
+    tuning = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if "tuning the decision rule" in name)
+    assert {row["filename"] for row in tuning} == {"val_curve.csv", "markers.csv"}  # binary: no offset search
+    assert all(row["dvc_inferred_x_value"] == row["threshold"] for row in tuning)
     content = {name: json.dumps(plots[0]["content"]) for name, plots in shown["data"].items() if plots}
     confusion = next(text for name, text in content.items() if name.startswith("Confusion matrix"))
     assert '"percent_of_y"' in confusion and '"field": "rule"' in confusion  # normalised; a row of charts per rule
