@@ -35,7 +35,7 @@ from skewtune.devices import auto_batch_size, auto_learning_rate, loader_workers
 from skewtune.errors import SkewtuneError
 from skewtune.losses import LossFn, build_loss, unweighted
 from skewtune.metrics import COLLAPSE_SHARE
-from skewtune.params import LossParams, TrainParams, parse_metric_expression
+from skewtune.params import LossParams, Params, TrainParams, parse_metric_expression
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,23 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
     )
 
 
+# The losses that weight the classes (or their logits) against a collapse onto the majority; loss.name ce does not.
+REBALANCING_LOSSES = ("weighted_ce", "focal", "logit_adjusted")
+
+
+def collapse_remedies(params: Params) -> str:
+    """What the collapse warning advises, less what `params` already set: a loss, a resampling or a start bias
+    already chosen is not advised again."""
+    remedies = ["more epochs or a higher train.lr"]
+    losses = [name for name in REBALANCING_LOSSES if name != params.loss.name]
+    remedies.append("loss.name " + " / ".join(losses))
+    if params.resample.strategy in ("none", "random_under"):  # random_over and over_under already oversample
+        remedies.append("resample.strategy random_over")
+    if params.model.init_bias != "prior":
+        remedies.append("model.init_bias prior")
+    return ", ".join(remedies)
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "unknown"
@@ -277,8 +294,9 @@ class DiagnosticsCallback(TrainerCallback):
     step) and read every DIAGNOSTICS_STEPS steps and at each epoch's end (`read_window`), so training does not
     wait on the host each step; a divergence is reported with its own step and the window it was read in."""
 
-    def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False) -> None:
+    def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False, remedies: str | None = None) -> None:
         self.labels = list(labels)
+        self.remedies = collapse_remedies(Params()) if remedies is None else remedies  # collapse_remedies of the run's params
         self.live = live
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
@@ -421,10 +439,8 @@ class DiagnosticsCallback(TrainerCallback):
         top = int(np.argmax(shares))
         if shares[top] >= COLLAPSE_SHARE and not replay:
             log.warning(
-                "model predicts %r for %.0f%% of val rows at epoch %g: collapsed to one class; see reports/train. "
-                "Remedies: more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
-                "resample.strategy random_over, model.init_bias prior",
-                self.labels[top], 100 * shares[top], round(values["epoch"], 2),
+                "model predicts %r for %.0f%% of val rows at epoch %g: collapsed to one class; see reports/train. Remedies: %s",
+                self.labels[top], 100 * shares[top], round(values["epoch"], 2), self.remedies,
             )
         if self.live is not None:
             for name, value in values.items():

@@ -19,6 +19,7 @@ from skewtune.training import (
     build_trainer,
     build_training_loss,
     checkpoint_to_resume,
+    collapse_remedies,
     distributed_rank,
     for_train_size,
     hold_for_signal_from_environment,
@@ -81,7 +82,7 @@ def main() -> None:
             live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
             for name, value in prepared.metrics.items():  # summary values, not per-step plots
                 live.log_metric(name, value, plot=False)
-        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
+        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
         trainer = build_trainer(
             model, prepared.processor, args, prepared.train_set, prepared.val_set, collator=prepared.collator, augment=prepared.augment,
             train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],

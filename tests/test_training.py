@@ -259,7 +259,24 @@ def test_diagnostics_warns_on_collapse(caplog):
     with caplog.at_level("WARNING"):
         callback._consume(entry, 3, is_main=True, replay=False)
     assert "model predicts 'ham' for 97% of val rows at epoch 2: collapsed to one class" in caplog.text
+    # The defaults already start from the prior bias: that is not advised.
+    assert caplog.text.rstrip().endswith("Remedies: more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
+                                         "resample.strategy random_over")
     assert callback.best(1)["train/grad_norm"] == 1.5
+
+
+@pytest.mark.parametrize("sections, remedies", [
+    ({}, "more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over"),
+    ({"model": {"init_bias": "zero"}, "loss": {"name": "focal"}, "resample": {"strategy": "random_under"}},
+     "more epochs or a higher train.lr, loss.name weighted_ce / logit_adjusted, resample.strategy random_over, model.init_bias prior"),
+    ({"loss": {"name": "logit_adjusted"}, "resample": {"strategy": "over_under"}},
+     "more epochs or a higher train.lr, loss.name weighted_ce / focal"),
+])
+def test_collapse_remedies_leave_out_what_the_params_already_set(sections, remedies):
+    from skewtune.params import Params
+    from skewtune.training import collapse_remedies
+
+    assert collapse_remedies(Params.model_validate(sections)) == remedies
 
 
 def test_lora_on_tiny_qwen_without_pad_token(sms, tmp_path, monkeypatch):
