@@ -304,6 +304,8 @@ class DiagnosticsCallback(TrainerCallback):
         self._pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (loss, grad_norm, lr) not yet read
         self._pending_at: list[tuple[int, float]] = []  # (global step, epoch) of each pending step
         self._last_window: tuple[float, int, int] | None = None  # (mean loss, first step, last step) of the last read
+        self._shown_window: tuple[float, int, int] | None = None  # the one the last progress line showed
+        self._progress_due = False  # a progress line waits for the read it asked for (on_step_end)
         self.curves: dict[str, list[dict]] = {name: [] for name in CURVES}
         self._window: list[float] = []  # training losses since the last point of the loss curve
         self.curve_every = 1
@@ -315,7 +317,13 @@ class DiagnosticsCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if len(self._pending_at) < len(self._pending):
             self._pending_at.append((state.global_step, float(state.epoch)))
-        if state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
+        if not state.is_world_process_zero or time.monotonic() - self._last_progress < PROGRESS_SECONDS:
+            return
+        if args.world_size == 1:
+            # Read the steps so far (one transfer per progress line), so that the line shows their loss: on_log prints it.
+            control.should_log, self._progress_due = True, True
+        else:
+            # Under DDP a read is collective, and only this rank keeps the time: the line shows the last window read.
             self._progress(args, state)
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -350,15 +358,20 @@ class DiagnosticsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
         self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
+        if self._progress_due and "loss" in entry:
+            self._progress(args, state)
 
     def _progress(self, args, state) -> None:
-        """One line: step/total, training rows per second, ETA, and the mean loss of the last window of steps
-        read (up to DIAGNOSTICS_STEPS steps behind; none before the first read)."""
+        """One line: step/total, training rows per second, ETA, and the mean loss of the steps read since the
+        previous line (in one process, all the steps since then; under DDP the last window of DIAGNOSTICS_STEPS
+        steps, once, and none before the first), so no line repeats an earlier line's loss."""
         now = self._last_progress = time.monotonic()
+        self._progress_due = False
         steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         left = (state.max_steps - state.global_step) / steps_per_second if steps_per_second else math.inf
-        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if self._last_window else ""
+        fresh, self._shown_window = self._last_window != self._shown_window, self._last_window
+        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if fresh else ""
         print(
             f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}), "
             f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}{loss}",

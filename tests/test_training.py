@@ -133,10 +133,12 @@ def test_training_prints_progress_lines(sms, tiny_bert_dir, tmp_path, monkeypatc
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("train: step ")]
     assert [int(re.match(r"train: step (\d+)/16 ", line).group(1)) for line in lines] == list(range(1, 17))
-    pattern = r"train: step \d+/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (\d+ min )?\d+ s(, train loss \d\.\d{4} \(steps 1-8\))?"
-    assert all(re.fullmatch(pattern, line) for line in lines), lines
-    # The loss is that of the last window read: none before epoch 1's steps are read, after its step 8.
-    assert ["train loss" in line for line in lines] == [False] * 8 + [True] * 8
+    pattern = r"train: step (\d+)/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (?:\d+ min )?\d+ s, train loss \d\.\d{4} \(steps (\d+)-(\d+)\)"
+    matches = [re.fullmatch(pattern, line) for line in lines]
+    assert all(matches), lines
+    # Each line reads the steps since the previous line (here one step each) and shows their loss: from the first
+    # line on, never an earlier line's loss again.
+    assert [match.group(2, 3) for match in matches] == [(match.group(1), match.group(1)) for match in matches]
     assert "\r" not in out
 
 
@@ -263,6 +265,35 @@ def test_diagnostics_warns_on_collapse(caplog):
     assert caplog.text.rstrip().endswith("Remedies: more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
                                          "resample.strategy random_over")
     assert callback.best(1)["train/grad_norm"] == 1.5
+
+
+def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
+    """Under DDP a read is collective, so a progress line does not force one: it shows the last window read, on
+    the first line after the read only, and no loss before the first read."""
+    from types import SimpleNamespace
+
+    import skewtune.training
+
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    callback = DiagnosticsCallback(LABELS)
+    args = SimpleNamespace(world_size=2, per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
+    control = SimpleNamespace(should_log=False)
+    callback.on_train_begin(args, state, control)
+
+    def step(window=None):
+        state.global_step += 1
+        state.epoch = state.global_step / 100
+        if window:
+            callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.training.STEP_VALUES: window})
+        callback.on_step_end(args, state, control)
+
+    step()
+    step([{"step": s, "epoch": s / 100, "loss": 0.25 * s, "grad_norm": 1.0, "learning_rate": 1e-4} for s in (1, 2)])
+    step()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: step")]
+    assert [line.split("ETA")[1].split(", ", 1)[1:] for line in lines] == [[], ["train loss 0.3750 (steps 1-2)"], []]
+    assert control.should_log is False
 
 
 @pytest.mark.parametrize("sections, remedies", [
@@ -487,8 +518,10 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     reach the host in one transfer per window of DIAGNOSTICS_STEPS steps (and at each epoch's end), not each step.
     Reading them every step (as before) made at least 2 host reads per step, 240 here; now at most 3 per window
     (the Trainer's running loss and its last gradient norm, and skewtune's window), whatever the steps."""
+    import skewtune.training
     from skewtune.training import DIAGNOSTICS_STEPS
 
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", math.inf)  # a progress line reads the steps too: none here
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(0)
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
