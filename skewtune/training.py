@@ -33,6 +33,7 @@ from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
 from skewtune.devices import auto_batch_size, auto_learning_rate, loader_workers
 from skewtune.errors import SkewtuneError
+from skewtune.io import counted
 from skewtune.losses import LossFn, build_loss, unweighted
 from skewtune.metrics import COLLAPSE_SHARE
 from skewtune.params import LossParams, Params, TrainParams, parse_metric_expression
@@ -209,8 +210,9 @@ def for_train_size(train: TrainParams, rows: int) -> tuple[TrainParams, str | No
     start = max(train.early_stopping_min_epochs, epochs // 2)
     adapted = train.model_copy(update={"epochs": float(epochs), "early_stopping_min_epochs": start})
     stopping = f", early stopping from epoch {start}" if train.early_stopping_patience else ""
-    return adapted, (f"train: {rows} rows are {per_epoch} optimizer steps per epoch: train.epochs {train.epochs:g} would be {planned} steps, "
-                     f"fewer than train.min_steps {train.min_steps}; training {epochs} epochs ({epochs * per_epoch} steps){stopping}")
+    return adapted, (f"train: {rows} rows are {counted(per_epoch, 'optimizer step')} per epoch: train.epochs {train.epochs:g} would be "
+                     f"{counted(planned, 'step')}, fewer than train.min_steps {train.min_steps}; training {counted(epochs, 'epoch')} "
+                     f"({epochs * per_epoch} steps){stopping}")
 
 
 def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):

@@ -685,3 +685,7 @@ def test_the_small_data_rule_leaves_the_embedded_run_and_explicit_steps_alone():
     assert for_train_size(defaults.model_copy(update={"max_steps": 10}), 480)[1] is None
     assert for_train_size(defaults.model_copy(update={"min_steps": 0}), 480)[1] is None
     assert for_train_size(defaults.model_copy(update={"early_stopping_min_epochs": 9}), 480)[0].early_stopping_min_epochs == 9
+    # 20 rows at batch 32: one step per epoch, counted in the right number
+    line = for_train_size(defaults.model_copy(update={"epochs": 1.0, "early_stopping_patience": 0}), 20)[1]
+    assert line == ("train: 20 rows are 1 optimizer step per epoch: train.epochs 1 would be 1 step, fewer than train.min_steps 200; "
+                    "training 200 epochs (200 steps)")
