@@ -19,7 +19,8 @@ from skewtune.tables import FORMATS, Settings
 # What a message about the input or device asks the user to change: predict's flags (it reads no label column,
 # and decides the CSV quoting per file).
 PREDICT_FLAGS = Settings(text_column="--text-column", text_pair_column="--text-pair-column", label_column=None, image_column="--image-column",
-                         format="--format", encoding="--encoding", sheet="--sheet", quoting=None, device="--device")
+                         format="--format", encoding="--encoding", sheet="--sheet", quoting=None, device="--device",
+                         image_root="--image-root")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -113,7 +113,7 @@ def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
     return pd.DataFrame({column: found})
 
 
-def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
+def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings) -> pd.DataFrame:
     """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, unsupported)."""
     rows = []
     for i, cell in enumerate(paths.tolist()):
@@ -122,8 +122,8 @@ def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
             continue
         full = root / str(cell).strip()
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
-            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it "
-                                "(skewtune predict: --image-root sets it)")
+            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it"
+                                + (f" ({settings.image_root} sets it)" if settings.image_root else ""))
         rows.append(inspect_image(full))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
 
@@ -146,7 +146,7 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
         frame = (list_image_folder(Path(input_path), column) if folder
                  else read_input(input_path, [column], settings.reading("image_column"), fmt=fmt, encoding=encoding, sheet=sheet))
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
-        rows = image_rows(frame[column], root, str(input_path))
+        rows = image_rows(frame[column], root, str(input_path), settings)
         has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
     else:
         text_column, pair_column = text_columns(meta, text_column, pair_column, model, settings)

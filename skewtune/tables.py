@@ -53,6 +53,7 @@ class Settings:
     sheet: str
     quoting: str | None
     device: str
+    image_root: str | None  # the folder image paths are relative to
     read: tuple[str, ...] = ("text_column", "text_pair_column", "label_column")
 
     def reading(self, *fields: str) -> "Settings":
@@ -66,7 +67,7 @@ class Settings:
 
 
 DATA_PARAMS = Settings("data.text_column", "data.text_pair_column", "data.label_column", "data.image_column",
-                       "data.format", "data.encoding", "data.sheet", "data.quoting", "train.device")
+                       "data.format", "data.encoding", "data.sheet", "data.quoting", "train.device", None)  # image paths: under data/raw
 
 
 @dataclass(frozen=True)

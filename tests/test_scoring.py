@@ -256,6 +256,17 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_an_image_path_outside_the_root_names_the_flag_that_moves_the_root(tmp_path):
+    from skewtune.command import PREDICT_FLAGS
+    from skewtune.scoring import image_rows
+    from skewtune.tables import DATA_PARAMS
+
+    with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it \(--image-root sets it\)$"):
+        image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", PREDICT_FLAGS)
+    with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it$"):  # the score stage: always data/raw
+        image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", DATA_PARAMS)
+
+
 def test_text_outputs_write_six_significant_digits_and_plain_slashes(classifier, tmp_path):
     """prob:<label> and margin get 6 significant digits in CSV and JSONL (parquet keeps every bit); the input's own
     columns stay as read, and JSONL writes "/" as "/" (pandas would write "\\/")."""
