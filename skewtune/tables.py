@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
+from skewtune.io import counted
 from skewtune.params import QUOTINGS
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "xlsx", "parquet")
@@ -314,9 +315,9 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
         fix = (f"set {settings.quoting}: standard if fields are quoted " '("a ""b"" c")' f", or {settings.quoting}: none if quotes are part of the text"
                if settings.quoting else "save the table as JSONL or Parquet, which leave no quoting to decide")
         raise SkewtuneError(
-            f"{path}: the file reads consistently both with standard quoting ({len(standard.records) - header} rows: the quoted "
+            f"{path}: the file reads consistently both with standard quoting ({counted(len(standard.records) - header, 'row')}: the quoted "
             f"field starting at line {standard.starts[first]} spans several lines) and without quote processing "
-            f"({len(plain.records) - header} rows, one per line); {fix}"
+            f"({counted(len(plain.records) - header, 'row')}, one per line); {fix}"
         )
     for chosen, other in ((standard, plain), (plain, standard)):
         if chosen.fits:

@@ -375,7 +375,7 @@ def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
         set_params(repo, {"data": {"score_path": "data/raw/new.csv"}})
         out = dvc(["repro"], repo)
         assert ran_stages(out.stdout) == {"check_params", "ingest", "score", "relabel"}, out.stdout  # ingest: data/raw changed
-        assert "1 rows without text got no prediction" in out.stdout
+        assert "1 row without text got no prediction" in out.stdout
         scored = pd.read_parquet(repo / "data/predictions/score.parquet")
         assert list(scored.columns) == ["SMS", "from", "predicted", "prob:ham", "prob:spam", "margin"]
         assert scored["predicted"].tolist()[1] == "" and set(scored["predicted"].tolist()[::2]) <= {"ham", "spam"}
