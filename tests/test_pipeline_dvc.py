@@ -361,6 +361,8 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     assert "## Decision rule" in card and "## Limitations" in card
     assert "A TF-IDF + logistic regression baseline fitted on the same training rows scores macro-F1" in card
     assert "x the TF-IDF baseline's probabilities" in card  # the rule blends (decision.blend 0.5)
+    for row in ("| `train.epochs` | `1` |", "| `train.seed` | `42` |", "| `decision.blend` | `0.5` |"):
+        assert row in card, card
     artifacts = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
     assert artifacts["skewtune-classifier"]["path"] == "models/classifier" and artifacts["skewtune-classifier"]["type"] == "model"
 
