@@ -36,7 +36,7 @@ from skewtune.errors import SkewtuneError
 from skewtune.io import counted
 from skewtune.losses import LossFn, build_loss, unweighted
 from skewtune.metrics import COLLAPSE_SHARE
-from skewtune.params import LossParams, Params, TrainParams, parse_metric_expression
+from skewtune.params import LossParams, Params, TrainParams, collapse_remedies, parse_metric_expression
 
 log = logging.getLogger(__name__)
 
@@ -258,23 +258,6 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         report_to="none",
         disable_tqdm=True,
     )
-
-
-# The losses that weight the classes (or their logits) against a collapse onto the majority; loss.name ce does not.
-REBALANCING_LOSSES = ("weighted_ce", "focal", "logit_adjusted")
-
-
-def collapse_remedies(params: Params) -> str:
-    """What the collapse warning advises, less what `params` already set: a loss, a resampling or a start bias
-    already chosen is not advised again."""
-    remedies = ["more epochs or a higher train.lr"]
-    losses = [name for name in REBALANCING_LOSSES if name != params.loss.name]
-    remedies.append("loss.name " + " / ".join(losses))
-    if params.resample.strategy in ("none", "random_under"):  # random_over and over_under already oversample
-        remedies.append("resample.strategy random_over")
-    if params.model.init_bias != "prior":
-        remedies.append("model.init_bias prior")
-    return ", ".join(remedies)
 
 
 def _duration(seconds: float) -> str:

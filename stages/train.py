@@ -13,13 +13,12 @@ from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
 from skewtune.modality import for_rows, model_source
 from skewtune.modeling import add_lora, class_counts, init_head_bias
-from skewtune.params import load_params
+from skewtune.params import collapse_remedies, load_params
 from skewtune.training import (
     DiagnosticsCallback,
     build_trainer,
     build_training_loss,
     checkpoint_to_resume,
-    collapse_remedies,
     distributed_rank,
     for_train_size,
     hold_for_signal_from_environment,

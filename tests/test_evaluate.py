@@ -476,6 +476,9 @@ def test_a_collapsed_model_is_flagged_in_the_metrics(tmp_path, spam, monkeypatch
     report = json.loads((tmp_path / "reports/eval/test.json").read_text())
     assert review["collapsed"] is True and report["collapse_message"].startswith("the trained model predicts 'ham' for 100% of the val rows (87% are 'ham')")
     assert "evaluate: WARNING: collapsed: the trained model predicts 'ham'" in capsys.readouterr().err
+    # Remedies the params do not already set: the default start bias is already prior.
+    assert report["collapse_message"].endswith("Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, "
+                                               "loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over; see reports/train")
     assert review["baseline_f1_macro"] is None and review["vs_baseline"] is None  # no baseline predictions: no comparison
 
 

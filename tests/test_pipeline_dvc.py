@@ -50,13 +50,13 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "split.val_size": (0.25, ("split",)),
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
-    "resample.strategy": ("random_under", ("resample", "package")),
+    "resample.strategy": ("random_under", ("resample", "tune_threshold", "package")),  # tune_threshold: collapse_remedies
     "resample.over_ratio": (0.5, ()),  # resample.strategy none: no effect, nothing re-runs
     "resample.under_ratio": (0.8, ()),
     "resample.seed": (7, ()),
     "model.name": ("some/other-model", ("train", "package")),
     "model.max_length": (48, ("train", "package")),
-    "model.init_bias": ("zero", ("train",)),
+    "model.init_bias": ("zero", ("train", "tune_threshold")),
     "model.hidden_dropout": (0.2, ("train",)),
     "model.classifier_dropout": (0.2, ("train",)),
     "model.trust_remote_code": (True, ("train", "predict")),
@@ -94,7 +94,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.nproc": (2, ("train",)),
     "train.compile": (True, ("train",)),
     "train.resume": (True, ("train",)),
-    "loss.name": ("weighted_ce", ("train", "package")),
+    "loss.name": ("weighted_ce", ("train", "tune_threshold", "package")),
     "loss.class_weights": ("inverse_sqrt", ()),  # focal loss without alpha
     "loss.beta": (0.99, ()),
     "loss.alpha": ("balanced", ("train",)),

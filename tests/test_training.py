@@ -262,7 +262,7 @@ def test_diagnostics_warns_on_collapse(caplog):
         callback._consume(entry, 3, is_main=True, replay=False)
     assert "model predicts 'ham' for 97% of val rows at epoch 2: collapsed to one class" in caplog.text
     # The defaults already start from the prior bias: that is not advised.
-    assert caplog.text.rstrip().endswith("Remedies: more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
+    assert caplog.text.rstrip().endswith("Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
                                          "resample.strategy random_over")
     assert callback.best(1)["train/grad_norm"] == 1.5
 
@@ -297,15 +297,14 @@ def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("sections, remedies", [
-    ({}, "more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over"),
+    ({}, "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over"),
     ({"model": {"init_bias": "zero"}, "loss": {"name": "focal"}, "resample": {"strategy": "random_under"}},
-     "more epochs or a higher train.lr, loss.name weighted_ce / logit_adjusted, resample.strategy random_over, model.init_bias prior"),
+     "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / logit_adjusted, resample.strategy random_over, model.init_bias prior"),
     ({"loss": {"name": "logit_adjusted"}, "resample": {"strategy": "over_under"}},
-     "more epochs or a higher train.lr, loss.name weighted_ce / focal"),
+     "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal"),
 ])
 def test_collapse_remedies_leave_out_what_the_params_already_set(sections, remedies):
-    from skewtune.params import Params
-    from skewtune.training import collapse_remedies
+    from skewtune.params import Params, collapse_remedies
 
     assert collapse_remedies(Params.model_validate(sections)) == remedies
 
