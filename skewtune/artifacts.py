@@ -11,6 +11,10 @@ The decision rule (`DecisionRule`) turns class probabilities into one class:
 - ``threshold`` (binary): the positive class when ``p(positive) >= threshold``, else the other class;
 - ``offsets`` (multiclass): ``argmax(log p + offsets)``, one additive offset per class.
 
+Under a threshold or offsets the predicted class need not be the most probable one: that is what they are for
+(a rare class predicted at p = 0.3). `DecisionRule.margin`, a row's distance to the boundary, is a probability gap
+under every rule.
+
 With a ``blend`` weight w above 0, p is ``(1 - w) * p(model) + w * p(baseline)``: the transformer's
 probabilities averaged with the linear baseline's (`DecisionRule.combine`), and the rule applies to that.
 """
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
-from skewtune.io import json_text
+from skewtune.io import json_text, significant
 
 # ------------------------------------------------------------------------------------------- paths
 
@@ -408,14 +412,23 @@ class DecisionRule:
             return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
         return np.argmax(self._scores(probs), axis=1)
 
+    def _adjusted(self, probs: np.ndarray) -> np.ndarray:
+        """The probabilities an argmax or offsets rule takes the argmax of: p itself, or with the offsets applied
+        (p x e^offset per class, renormalised: softmax(log p + offsets)), whose argmax is the predicted class."""
+        scores = self._scores(self._checked(probs))
+        if self.offsets is None:
+            return scores
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
     def margin(self, probs: np.ndarray) -> np.ndarray:
-        """Each row's distance to the rule's decision boundary (0: on it; small: uncertain): |p(positive) -
-        threshold| for a threshold rule, else the gap between the two highest scores (probabilities for
-        argmax, log p + offsets for offsets)."""
+        """Each row's distance to the rule's decision boundary, a probability gap in [0, 1] (0: on it; small:
+        uncertain): |p(positive) - threshold| for a threshold rule, else the gap between the two highest
+        probabilities, with the offsets applied for an offsets rule (`_adjusted`)."""
         probs = self._checked(probs)
         if self.strategy == "threshold":
             return np.abs(probs[:, self.positive] - self.threshold)
-        top_two = np.sort(self._scores(probs), axis=1)[:, -2:]
+        top_two = np.sort(self._adjusted(probs), axis=1)[:, -2:]
         return top_two[:, 1] - top_two[:, 0]
 
     def describe(self) -> str:
@@ -516,14 +529,19 @@ def output_format(path: str | os.PathLike) -> str:
     return found
 
 
-def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> None:
-    """Write `frame` to `path` (a temporary file of Outputs) as csv, jsonl or parquet."""
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str, rounded: Sequence[str] = ()) -> None:
+    """Write `frame` to `path` (a temporary file of Outputs) as csv, jsonl or parquet. The text formats write the float
+    columns `rounded` (what skewtune computed, not the input's own columns) with REPORT_DIGITS significant digits."""
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+        return
+    frame = frame.assign(**{column: frame[column].map(significant) for column in rounded})
     if fmt == "csv":
         frame.to_csv(path, index=False)
-    elif fmt == "jsonl":
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
     else:
-        frame.to_parquet(path, index=False)
+        # pandas escapes every "/" as "\/" (legal JSON, but unlike any other writer); in its output each "\/" is that escape.
+        text = frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=15)
+        Path(path).write_text(text.replace("\\/", "/"), encoding="utf-8")
 
 
 # Spreadsheet programs run a cell that starts with one of these as a formula (CSV injection).

@@ -39,6 +39,11 @@ def _front_matter(base_model: str | None, languages: list[str], test: dict, data
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
+def _param(value: Any) -> str:
+    """A params value as params.yaml shows it: 2 for 2.0, 0.0001 for 1e-4."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -59,7 +64,7 @@ def _baseline_note(test: dict) -> str:
 
 def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict) -> str:
     """README.md of models/classifier. `decision` is reports/threshold/decision.json (how the rule was chosen);
-    `params` maps the dotted params keys that shaped the model to values."""
+    `params` maps the dotted params keys that shaped the model (those that took effect) to values."""
     image = meta.get("modality") == "image"
     model_name = str(params["model.name"])
     base_model, languages = KNOWN_MODELS.get(model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, {}))
@@ -122,7 +127,10 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         "## How to use",
         "```bash\n" + usage + "\n```\n\n"
         f"`skewtune predict` prepares the {what} as training did (see Preprocessing), applies the decision rule and writes the input's columns, "
-        "`predicted`, one `prob:<label>` column per class and `margin` (distance to the decision boundary; small = uncertain). "
+        "`predicted` (the class under the decision rule: under a threshold or per-class offsets it need not be the highest "
+        "`prob:<label>`), one `prob:<label>` column per class and `margin`, a probability gap in [0, 1] to the decision boundary "
+        "(small = uncertain): |p(positive) − threshold| under a threshold, else the gap between the two highest probabilities, "
+        "under offsets those with the offsets applied (p × e^offset, renormalised). "
         f"`transformers.pipeline(\"{kind}-classification\", model=...)` also loads this directory, but it predicts by argmax and "
         "ignores the decision rule" + ("" if image else " and the cleaning") + ".",
         "## Training data",
@@ -134,7 +142,7 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
         "## Preprocessing",
         preprocessing,
         "## Training params",
-        _table(["key", "value"], [[f"`{key}`", f"`{value}`"] for key, value in params.items()]),
+        _table(["key", "value"], [[f"`{key}`", f"`{_param(value)}`"] for key, value in params.items()]),
         "## Decision rule",
         f"{rule.describe()}. Chosen on validation data ({decision_note}); stored in `decision.json`.",
         "## Test metrics",

@@ -10,19 +10,20 @@ import torch
 from skewtune.errors import SkewtuneError
 
 
-def resolve_device(device: str) -> str:
-    """auto → cuda when a CUDA GPU is visible, else cpu; cuda without a GPU is an error, never a silent CPU run."""
+def resolve_device(device: str, setting: str = "train.device") -> str:
+    """auto → cuda when a CUDA GPU is visible, else cpu; cuda without a GPU is an error, never a silent CPU run.
+    `setting`: what the user set the device with (a params key, or predict's --device), as errors name it."""
     has_cuda = torch.cuda.is_available()
     if device == "cuda" and not has_cuda:
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
         raise SkewtuneError(
-            f"train.device is cuda, but no CUDA GPU is visible (torch {torch.__version__} is {build}); "
-            "set train.device: cpu (or auto), or run where a GPU and a CUDA build of torch are available"
+            f"{setting} is cuda, but no CUDA GPU is visible (torch {torch.__version__} is {build}); "
+            f"set {setting} to cpu (or auto), or run where a GPU and a CUDA build of torch are available"
         )
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
     if device not in ("cpu", "cuda"):
-        raise SkewtuneError(f"train.device is {device!r}; use auto, cpu or cuda")
+        raise SkewtuneError(f"{setting} is {device!r}; use auto, cpu or cuda")
     return device
 
 

@@ -42,7 +42,7 @@ from skewtune.dataset import (
     whole_numbers,
 )
 from skewtune.errors import SkewtuneError
-from skewtune.tables import Table, read_table, resolve_raw_path
+from skewtune.tables import DATA_PARAMS, Table, read_table, resolve_raw_path
 
 IMAGE_COLUMN = "image"  # the path of the image, relative to data/raw/ (the pipeline) or the input's folder (predict)
 HASH_COLUMN = "hash"  # sha256 of the converted pixels and the size: the de-duplication and leakage key
@@ -109,7 +109,8 @@ def read_images_source(source: str, key: str, *, image_column: str, label_column
     path = raw_input(source, key, raw_dir)
     if path.is_dir():
         return _tree(path, key, raw_dir, image_column, label_column)
-    return read_table(path, [image_column, label_column], fmt=fmt, encoding=encoding, sheet=sheet, quoting=quoting)
+    return read_table(path, [image_column, label_column], fmt=fmt, encoding=encoding, sheet=sheet, quoting=quoting,
+                      settings=DATA_PARAMS.reading("image_column", "label_column"))
 
 
 # ------------------------------------------------------------------------------------------ images

@@ -48,6 +48,11 @@ def significant(obj: Any, digits: int = REPORT_DIGITS) -> Any:
     return obj
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and the noun in its number, for messages: '1 row', '2 rows', '0 rows' (`plural`: when not noun + 's')."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def json_text(obj: Any) -> str:
     """How skewtune writes JSON: indented, key order kept, UTF-8 text, no NaN."""
     return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"

@@ -157,9 +157,10 @@ def win_rate(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_class
     return float(np.mean(boot[:, 1] > boot[:, 0]))
 
 
-def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> str | None:
+def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], remedies: str) -> str | None:
     """Why the model's val predictions count as collapsed onto one class, or None: a class predicted for at least
-    COLLAPSE_SHARE of the rows, and more often than it is true (a 97% majority predicted 97% of the time is no collapse)."""
+    COLLAPSE_SHARE of the rows, and more often than it is true (a 97% majority predicted 97% of the time is no collapse).
+    `remedies`: skewtune.params.collapse_remedies of the run's params."""
     n = max(len(y_pred), 1)
     predicted = np.bincount(y_pred, minlength=len(labels)) / n
     true = np.bincount(y_true, minlength=len(labels)) / n
@@ -168,8 +169,7 @@ def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) 
         return None
     return (
         f"the trained model predicts {labels[top]!r} for {predicted[top]:.0%} of the val rows ({true[top]:.0%} are {labels[top]!r}): "
-        "it collapsed onto one class and its scores are not a result. Train longer (train.min_steps, train.epochs) or with a higher "
-        "train.lr, or try loss.name weighted_ce / focal or resample.strategy random_over; see reports/train"
+        f"it collapsed onto one class and its scores are not a result. Remedies: {remedies}; see reports/train"
     )
 
 

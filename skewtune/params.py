@@ -532,15 +532,15 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "tune_threshold": (
         "threshold.strategy", "threshold.metric", "threshold.min_precision", "threshold.positive_label",
-        "threshold.min_confidence", "decision.blend",
+        "threshold.min_confidence", "decision.blend", "loss.name", "resample.strategy", "model.init_bias",  # the last 3: collapse_remedies
     ),
     "evaluate": (
         "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
     ),
     "package": (
         "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "model.name",
-        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy",
-        "threshold.strategy", "threshold.metric",
+        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name", "resample.strategy",
+        "threshold.strategy", "threshold.metric", "decision.blend",
     ),
     "score": (
         "data.modality", "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column",
@@ -556,11 +556,6 @@ def _value(params: BaseModel, key: str) -> Any:
     for part in key.split("."):
         params = getattr(params, part)
     return params
-
-
-def param_values(params: Params, keys: Sequence[str]) -> dict[str, Any]:
-    """{dotted key: value} of the given keys."""
-    return {key: _value(params, key) for key in keys}
 
 
 def unread_keys(params: Params) -> set[str]:
@@ -605,6 +600,18 @@ def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:
     unlisted = [key for key in known if not any(key in keys for keys in stage_keys.values())]
     if unknown or unlisted:
         raise SkewtuneError(f"skewtune/params.py STAGE_KEYS: unknown key(s) {unknown}; key(s) no stage lists {unlisted}")
+
+
+def collapse_remedies(params: Params) -> str:
+    """What a warning about a model collapsed onto one class advises, less what `params` already set: a loss that
+    weights the classes (or their logits), a resampling or a start bias already chosen is not advised again."""
+    remedies = ["more epochs (train.epochs, train.min_steps) or a higher train.lr"]
+    remedies.append("loss.name " + " / ".join(name for name in LOSS_NAMES if name not in ("ce", params.loss.name)))
+    if params.resample.strategy in ("none", "random_under"):  # random_over and over_under already oversample
+        remedies.append("resample.strategy random_over")
+    if params.model.init_bias != "prior":
+        remedies.append("model.init_bias prior")
+    return ", ".join(remedies)
 
 
 def unused_settings(params: Params) -> list[str]:

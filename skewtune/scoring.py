@@ -26,10 +26,10 @@ from skewtune.dataset import normalise_text
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
 from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image, inside
-from skewtune.io import Outputs
+from skewtune.io import Outputs, counted
 from skewtune.modality import IMAGE, for_meta
 from skewtune.modeling import progress_printer
-from skewtune.tables import read_table
+from skewtune.tables import Settings, read_table
 
 PREDICTED = "predicted"
 MARGIN = "margin"
@@ -44,8 +44,8 @@ class Summary:
 
     def line(self, output: str | os.PathLike) -> str:
         classes = ", ".join(f"{label} {n}" for label, n in self.counts.items())
-        return (f"predict: {self.rows} rows -> {output} ({classes})"
-                + (f"; {self.without_text} rows without {self.lacking} got no prediction" if self.without_text else ""))
+        return (f"predict: {counted(self.rows, 'row')} -> {output} ({classes})"
+                + (f"; {counted(self.without_text, 'row')} without {self.lacking} got no prediction" if self.without_text else ""))
 
 
 def check_output(output: str | os.PathLike, overwrite: bool) -> str:
@@ -56,23 +56,25 @@ def check_output(output: str | os.PathLike, overwrite: bool) -> str:
     return fmt
 
 
-def text_columns(meta: dict, text_column: str | None, pair_column: str | None, model: str | os.PathLike) -> tuple[str, str | None]:
+def text_columns(meta: dict, text_column: str | None, pair_column: str | None, model: str | os.PathLike,
+                 settings: Settings) -> tuple[str, str | None]:
     """The input columns to read: the given ones, else those the classifier was trained on."""
     trained = meta.get("preprocessing", {})
     text_column = text_column or trained.get("text_column") or "text"
     if meta["text_pair"]:
         pair_column = pair_column or trained.get("text_pair_column")
         if not pair_column:
-            raise SkewtuneError(f"{model}: classifies sentence pairs; name the column of the second text with --text-pair-column")
+            raise SkewtuneError(f"{model}: classifies sentence pairs; name the column of the second text with {settings.text_pair_column}")
     elif pair_column:
-        raise SkewtuneError(f"{model}: classifies single texts, not pairs; drop --text-pair-column {pair_column}")
+        raise SkewtuneError(f"{model}: classifies single texts, not pairs; drop {settings.text_pair_column} {pair_column}")
     return text_column, pair_column
 
 
-def read_input(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None) -> pd.DataFrame:
-    """Every column of the input table (ingest's reader), checked for the text columns."""
+def read_input(path: str | os.PathLike, columns: list[str], settings: Settings, *, fmt: str = "auto", encoding: str = "utf-8",
+               sheet: str | None = None) -> pd.DataFrame:
+    """Every column of the input table (ingest's reader), checked for the input `columns`, which `settings` name."""
     try:
-        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True).frame
+        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True, settings=settings).frame
     except OSError as exc:  # permissions, a directory, a vanished file: the readers report format errors themselves
         raise SkewtuneError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     clash = [name for name in (PREDICTED, MARGIN) if name in frame.columns] + [c for c in frame.columns if str(c).startswith("prob:")]
@@ -94,11 +96,12 @@ def prediction_columns(probs: np.ndarray, has_text: np.ndarray, rule: DecisionRu
     return pd.DataFrame({PREDICTED: predicted, **dict(zip(prob_columns(rule.labels), full.T)), MARGIN: margin})
 
 
-def image_path_column(meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike) -> str:
+def image_path_column(meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike, settings: Settings) -> str:
     """The input column of image paths: the given one, else the one the classifier was trained on."""
     given = [name for name in text_columns if name]
     if given:
-        raise SkewtuneError(f"{model}: classifies images, not texts; name the column of image paths with --image-column instead of {given[0]!r}")
+        raise SkewtuneError(f"{model}: classifies images, not texts; name the column of image paths with {settings.image_column} "
+                            f"instead of {given[0]!r}")
     return column or meta.get("preprocessing", {}).get("image_column") or IMAGE_COLUMN
 
 
@@ -110,7 +113,7 @@ def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
     return pd.DataFrame({column: found})
 
 
-def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
+def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings) -> pd.DataFrame:
     """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, unsupported)."""
     rows = []
     for i, cell in enumerate(paths.tolist()):
@@ -119,8 +122,8 @@ def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
             continue
         full = root / str(cell).strip()
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
-            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it "
-                                "(skewtune predict: --image-root sets it)")
+            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it"
+                                + (f" ({settings.image_root} sets it)" if settings.image_root else ""))
         rows.append(inspect_image(full))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
 
@@ -128,25 +131,27 @@ def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
 def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, model: str | os.PathLike, text_column: str | None = None,
                pair_column: str | None = None, batch_size: int = 64, overwrite: bool = False, device: str = "auto",
                precision: str = "auto", fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None,
-               image_column: str | None = None, image_root: str | os.PathLike | None = None) -> Summary:
+               image_column: str | None = None, image_root: str | os.PathLike | None = None, settings: Settings) -> Summary:
     """Predict every row of `input_path` with the classifier in `model`; write `output` atomically. For an image
     classifier, `image_column` names the column of image paths (relative to `image_root`; default: the table's
-    folder), and `input_path` may be a folder of images."""
+    folder), and `input_path` may be a folder of images. Errors name the `settings` the caller set these with."""
     if batch_size < 1:
         raise SkewtuneError(f"--batch-size is {batch_size}; use a positive number of rows, e.g. 64")
     out_fmt = check_output(output, overwrite)
     meta, rule = read_classifier_files(model)
     modality = for_meta(meta)
     if modality is IMAGE:
-        column = image_path_column(meta, image_column, [text_column, pair_column], model)
+        column = image_path_column(meta, image_column, [text_column, pair_column], model, settings)
         folder = Path(input_path).is_dir()
-        frame = list_image_folder(Path(input_path), column) if folder else read_input(input_path, [column], fmt=fmt, encoding=encoding, sheet=sheet)
+        frame = (list_image_folder(Path(input_path), column) if folder
+                 else read_input(input_path, [column], settings.reading("image_column"), fmt=fmt, encoding=encoding, sheet=sheet))
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
-        rows = image_rows(frame[column], root, str(input_path))
+        rows = image_rows(frame[column], root, str(input_path), settings)
         has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
     else:
-        text_column, pair_column = text_columns(meta, text_column, pair_column, model)
-        frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], fmt=fmt, encoding=encoding, sheet=sheet)
+        text_column, pair_column = text_columns(meta, text_column, pair_column, model, settings)
+        read = settings.reading("text_column", *(["text_pair_column"] if pair_column else []))
+        frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], read, fmt=fmt, encoding=encoding, sheet=sheet)
         unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
         rows = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
         if pair_column:
@@ -154,7 +159,7 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
         has_text, lacking = rows.notna().all(axis=1).to_numpy(), "text"
     probs = np.empty((0, len(rule.labels)))
     if has_text.any():
-        device = resolve_device(device)
+        device = resolve_device(device, settings.device)
         classifier, processor, _ = modality.load_trained(model)
         probs = modality.predict_proba(
             classifier, processor, rows[has_text], meta, batch_size=batch_size, device=device,
@@ -164,6 +169,6 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
             probs = rule.combine(probs, baseline_proba(load_baseline(Path(model) / BASELINE_FILE), rows[has_text], len(rule.labels)))
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
-        write_frame(result, out.path(output), out_fmt)
+        write_frame(result, out.path(output), out_fmt, rounded=[*prob_columns(rule.labels), MARGIN])
     counts = result.loc[has_text, PREDICTED].value_counts()
     return Summary(len(frame), int((~has_text).sum()), {label: int(counts.get(label, 0)) for label in rule.labels}, lacking)

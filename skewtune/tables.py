@@ -17,13 +17,14 @@ import io
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
+from skewtune.io import counted
 from skewtune.params import QUOTINGS
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "xlsx", "parquet")
@@ -40,6 +41,39 @@ _TEXT_FORMATS = ("csv", "tsv", "jsonl", "json")
 # How many line numbers an encoding message lists, and how many characters of a line it shows each side.
 _LISTED_LINES = 5
 _SHOWN_CHARS = 12
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user sets to choose how a table is read (and, to predict it, where the model runs), as messages
+    name it: params keys in the pipeline (DATA_PARAMS), the flags of `skewtune predict` there
+    (skewtune.command.PREDICT_FLAGS); None: nothing sets it there. `read`: the fields of the columns being read,
+    which a message about a missing column names."""
+
+    text_column: str | None
+    text_pair_column: str | None
+    label_column: str | None
+    image_column: str | None
+    format: str
+    encoding: str
+    sheet: str
+    quoting: str | None
+    device: str
+    image_root: str | None  # the folder image paths are relative to
+    read: tuple[str, ...] = ("text_column", "text_pair_column", "label_column")
+
+    def reading(self, *fields: str) -> "Settings":
+        """These settings for reading the columns of `fields` (e.g. "image_column", "label_column")."""
+        return replace(self, read=fields)
+
+    @property
+    def columns(self) -> str:
+        """The settings of the columns being read, e.g. 'data.text_column / data.label_column'."""
+        return " / ".join(getattr(self, name) for name in self.read)
+
+
+DATA_PARAMS = Settings("data.text_column", "data.text_pair_column", "data.label_column", "data.image_column",
+                       "data.format", "data.encoding", "data.sheet", "data.quoting", "train.device", None)  # image paths: under data/raw
 
 
 @dataclass(frozen=True)
@@ -110,7 +144,7 @@ def read_source(source: str, columns: list[str], *, fmt: str = "auto", encoding:
     return read_table(embedded_table_path(), columns, fmt="tsv", encoding="utf-8", quoting=quoting, names=[label, text])
 
 
-def detect_format(path: Path, fmt: str = "auto") -> str:
+def detect_format(path: Path, fmt: str = "auto", settings: Settings = DATA_PARAMS) -> str:
     """The table format: `fmt` unless it is 'auto', else from the file extension."""
     if fmt != "auto":
         return fmt
@@ -118,7 +152,7 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     if found is None:
         raise SkewtuneError(
             f"{path}: cannot tell the format from the extension {path.suffix!r}; rename the file to one of "
-            f"{', '.join(sorted(_EXTENSIONS))} or set data.format to one of {', '.join(FORMATS)}"
+            f"{', '.join(sorted(_EXTENSIONS))} or set {settings.format} to one of {', '.join(FORMATS)}"
         )
     return found
 
@@ -130,29 +164,29 @@ def delimited_format(source: str, fmt: str = "auto") -> bool:
 
 def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
                sheet: str | None = None, quoting: str = "auto", names: list[str] | None = None,
-               other_columns: bool = False) -> Table:
+               other_columns: bool = False, settings: Settings = DATA_PARAMS) -> Table:
     """Read `columns` of a table (with `other_columns`: all its columns, in file order); values stay as
     the file typed them (text formats: strings).
 
     `quoting` (CSV/TSV): 'standard' (RFC 4180, as pandas, Python's csv module and spreadsheets write),
     'none' (quotes are ordinary characters) or 'auto' (decided from the file, see `_choose_quoting`).
-    `names` gives the column names of a file without a header row (CSV/TSV only).
+    `names` gives the column names of a file without a header row (CSV/TSV only). Errors name the `settings` to change.
     """
     if quoting not in QUOTINGS:
         raise ValueError(f"quoting must be one of {QUOTINGS}, got {quoting!r}")
     path = Path(path)
-    fmt = detect_format(path, fmt)
+    fmt = detect_format(path, fmt, settings)
     if path.is_dir():
         raise SkewtuneError(f"{path}: is a directory, not a file")
     if not path.is_file():
         raise SkewtuneError(f"{path}: not found")
     if path.stat().st_size == 0:
         raise SkewtuneError(f"{path}: the file is empty (0 bytes); export the table again")
-    text, decoding = _decode(path, encoding) if fmt in _TEXT_FORMATS else (None, {})
+    text, decoding = _decode(path, encoding, settings) if fmt in _TEXT_FORMATS else (None, {})
     reading = {"format": fmt, **decoding}
     places = unit = None
     if fmt in ("csv", "tsv"):
-        frame, places, chosen = _read_delimited(path, text, fmt, quoting, names)
+        frame, places, chosen = _read_delimited(path, text, fmt, quoting, names, settings)
         unit, reading = "line", {**reading, **chosen}
     elif fmt == "jsonl":
         frame = _read_jsonl(path, text)
@@ -161,14 +195,14 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     elif fmt == "json":
         frame = _read_json(path, text)
     elif fmt == "xlsx":
-        frame = _read_xlsx(path, sheet, columns, other_columns)
+        frame = _read_xlsx(path, sheet, columns, other_columns, settings)
         places, unit = np.arange(2, len(frame) + 2), "row"  # the header is row 1 of the sheet
     else:
-        frame = _read_parquet(path, columns, other_columns)
+        frame = _read_parquet(path, columns, other_columns, settings)
     if frame.empty:
         what = "a header row but no data rows" if fmt in ("csv", "tsv", "xlsx") and names is None else "no records"
         raise SkewtuneError(f"{path}: the table has {what}; check that you exported the data, not just its header")
-    _require_columns(path, list(frame.columns), columns, fmt)
+    _require_columns(path, list(frame.columns), columns, fmt, settings)
     frame = frame if other_columns else frame[columns]
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     if places is None:
@@ -176,7 +210,7 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     return Table(frame, np.asarray(places), unit, reading)
 
 
-def _decode(path: Path, encoding: str) -> tuple[str, dict]:
+def _decode(path: Path, encoding: str, settings: Settings) -> tuple[str, dict]:
     """Decode the whole file ourselves, so that a bad byte is reported with its offset in the file; with what
     the reading records of a file that mixes UTF-8 lines into another encoding (see _utf8_in_legacy)."""
     raw = path.read_bytes()
@@ -193,12 +227,12 @@ def _decode(path: Path, encoding: str) -> tuple[str, dict]:
         utf8, other = _non_ascii_lines(lines)
         if utf8 and other:  # any one encoding garbles some of the lines: those lines need converting
             raise SkewtuneError(f"{path}: byte offset {offset} (line {line}) is not valid {encoding}: {bad!r} ({exc.reason}); "
-                                + _mixed_advice(lines, utf8, other)) from None
+                                + _mixed_advice(lines, utf8, other, settings)) from None
         guesses = (["utf-16"] if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else []) + list(_ENCODING_GUESSES)
         fits = [name for name in guesses if _decodes(raw, name)]  # never empty: latin-1 decodes anything
         raise SkewtuneError(
             f"{path}: byte offset {offset} (line {line}) is not valid {encoding}: {bad!r} ({exc.reason}); "
-            f"set data.encoding to the file's real encoding: it decodes as {fits[0]}"
+            f"set {settings.encoding} to the file's real encoding: it decodes as {fits[0]}"
             + (f" (also {', '.join(fits[1:])}; check which shows the text correctly)" if len(fits) > 1 else "")
         ) from None
     text = text.removeprefix("\ufeff")  # the BOM of encodings such as utf-16
@@ -232,14 +266,14 @@ def _listed(numbers: list[int]) -> str:
     return ", ".join(map(str, numbers[:_LISTED_LINES])) + (", ..." if len(numbers) > _LISTED_LINES else "")
 
 
-def _mixed_advice(lines: list[bytes], utf8: list[int], other: list[int]) -> str:
+def _mixed_advice(lines: list[bytes], utf8: list[int], other: list[int], settings: Settings) -> str:
     """What to do with a file whose non-ASCII lines are partly UTF-8 and partly not: reading it all in the
     legacy encoding that fits the other lines would garble the UTF-8 ones, so those other lines need converting."""
     legacy = next(name for name in _ENCODING_GUESSES[1:] if all(_decodes(lines[n - 1], name) for n in other))
     shown = _around_non_ascii(lines[other[0] - 1].decode(legacy, errors="replace"))
     return (f"the file mixes encodings: {len(other)} lines are not UTF-8 (lines {_listed(other)}; as {legacy}, line {other[0]} "
-            f"reads {shown!r}) but {len(utf8)} lines are UTF-8 with non-ASCII characters, which data.encoding: {legacy} would garble "
-            f"({_garbled(lines, utf8[0], legacy)}). Convert those {len(other)} lines to UTF-8 and keep data.encoding: utf-8")
+            f"reads {shown!r}) but {len(utf8)} lines are UTF-8 with non-ASCII characters, which {settings.encoding}: {legacy} would garble "
+            f"({_garbled(lines, utf8[0], legacy)}). Convert those {len(other)} lines to UTF-8 and keep {settings.encoding}: utf-8")
 
 
 def _utf8_in_legacy(raw: bytes, encoding: str) -> dict:
@@ -316,7 +350,7 @@ def _parse(text: str, sep: str, quoting: str, width: int | None) -> _Parse:
     return _Parse(quoting, records, starts, None, short)
 
 
-def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | None) -> tuple[_Parse, str]:
+def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | None, settings: Settings) -> tuple[_Parse, str]:
     """The parse to use and why. 'auto' reads with standard quoting when the file parses that way into
     records of the header's width, and without quote processing when only that does: a file written
     without quoting (the SMS collection) has texts with unbalanced quotes, which standard quoting
@@ -325,12 +359,12 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
     if quoting != "auto":
         parse = _parse(text, sep, quoting, width)
         if parse.problem:
-            raise SkewtuneError(f"{path}: {parse.problem} (read with data.quoting: {quoting}); {_quoting_fix(fmt, quoting)}")
-        return parse, "set by data.quoting"
+            raise SkewtuneError(f"{path}: {parse.problem} (read with {settings.quoting}: {quoting}); {_quoting_fix(fmt, quoting, settings)}")
+        return parse, f"set by {settings.quoting}"
     if '"' not in text:  # both readings are the same
         parse = _parse(text, sep, "standard", width)
         if parse.problem:
-            raise SkewtuneError(f"{path}: {parse.problem}; {_quoting_fix(fmt, 'standard')}")
+            raise SkewtuneError(f"{path}: {parse.problem}; {_quoting_fix(fmt, 'standard', settings)}")
         return parse, "the file holds no double quotes"
     standard, plain = _parse(text, sep, "standard", width), _parse(text, sep, "none", width)
     if standard.fits and plain.fits:
@@ -339,11 +373,12 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
         # The quoted record that spans lines is the one before the first record the readings start apart.
         first = next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
         header = width is None  # the first record is the header, not a row
+        fix = (f"set {settings.quoting}: standard if fields are quoted " '("a ""b"" c")' f", or {settings.quoting}: none if quotes are part of the text"
+               if settings.quoting else "save the table as JSONL or Parquet, which leave no quoting to decide")
         raise SkewtuneError(
-            f"{path}: the file reads consistently both with standard quoting ({len(standard.records) - header} rows: the quoted "
+            f"{path}: the file reads consistently both with standard quoting ({counted(len(standard.records) - header, 'row')}: the quoted "
             f"field starting at line {standard.starts[first]} spans several lines) and without quote processing "
-            f"({len(plain.records) - header} rows, one per line); set data.quoting: standard if fields are quoted "
-            '("a ""b"" c"), or data.quoting: none if quotes are part of the text'
+            f"({counted(len(plain.records) - header, 'row')}, one per line); {fix}"
         )
     for chosen, other in ((standard, plain), (plain, standard)):
         if chosen.fits:
@@ -353,23 +388,24 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
     if not usable:
         raise SkewtuneError(
             f"{path}: cannot read the {fmt.upper()} file with standard quoting ({standard.problem}) nor without quote "
-            f"processing ({plain.problem}); {_quoting_fix(fmt, 'standard')}"
+            f"processing ({plain.problem}); {_quoting_fix(fmt, 'standard', settings)}"
         )
     chosen = min(usable, key=lambda parse: parse.short)  # standard first on a tie
     return chosen, f"every reading leaves records with fewer fields than the header; this one the fewest ({chosen.short})"
 
 
-def _quoting_fix(fmt: str, quoting: str) -> str:
+def _quoting_fix(fmt: str, quoting: str, settings: Settings) -> str:
     sep = _SEPARATOR_NAMES["\t" if fmt == "tsv" else ","]
     if quoting == "none":
-        return (f"a {sep} inside a text needs the field quoted: set data.quoting: standard if the file quotes its fields, "
+        return (f"a {sep} inside a text needs the field quoted: set {settings.quoting}: standard if the file quotes its fields, "
                 f"otherwise remove the extra {sep} characters from that line")
     return (f'quote fields that contain a {sep}, a newline or a double quote, and double the quotes inside them ("say ""hi""")'
-            "; if quotes in this file are part of the text, set data.quoting: none")
+            + (f"; if quotes in this file are part of the text, set {settings.quoting}: none" if settings.quoting else ""))
 
 
-def _read_delimited(path: Path, text: str, fmt: str, quoting: str, names: list[str] | None) -> tuple[pd.DataFrame, list[int], dict]:
-    parse, why = _choose_quoting(path, text, fmt, quoting, len(names) if names else None)
+def _read_delimited(path: Path, text: str, fmt: str, quoting: str, names: list[str] | None,
+                    settings: Settings) -> tuple[pd.DataFrame, list[int], dict]:
+    parse, why = _choose_quoting(path, text, fmt, quoting, len(names) if names else None, settings)
     header, rows, starts = (names, parse.records, parse.starts) if names else (parse.records[0], parse.records[1:], parse.starts[1:])
     # A record shorter than the header lacks its last fields (None): the dataset step counts those rows.
     columns = {i: [row[i] if i < len(row) else None for row in rows] for i in range(len(header))}
@@ -415,7 +451,7 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
+def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool, settings: Settings) -> pd.DataFrame:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
     from xml.etree.ElementTree import ParseError
@@ -438,7 +474,7 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
         raise unreadable(exc) from None
     try:
         if sheet is not None and sheet not in book.sheetnames:
-            raise SkewtuneError(f"{path}: no sheet named {sheet!r} (data.sheet); the sheets are: {', '.join(book.sheetnames)}")
+            raise SkewtuneError(f"{path}: no sheet named {sheet!r} ({settings.sheet}); the sheets are: {', '.join(book.sheetnames)}")
         where = f"sheet {sheet or book.sheetnames[0]!r}"
         rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
     except (BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:  # the sheet is parsed only here
@@ -458,10 +494,9 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
                 "header is row 1" if found else "the header must be row 1 of the sheet")
         raise SkewtuneError(
             f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
-            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {hint}, or fix "
-            "data.text_column / data.text_pair_column / data.label_column"
+            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {hint}, or fix {settings.columns}"
         )
-    _require_columns(path, header, columns, "xlsx")  # a column named twice
+    _require_columns(path, header, columns, "xlsx", settings)  # a column named twice
     if len(rows) == 1:
         return pd.DataFrame(columns=columns)
     body = pd.DataFrame(rows[1:])
@@ -470,7 +505,7 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
                          for name in ([name for name in header if name] if other_columns else columns)})
 
 
-def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str], other_columns: bool, settings: Settings) -> pd.DataFrame:
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -478,11 +513,11 @@ def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -
         names = pq.read_schema(path).names
     except (pyarrow.ArrowException, OSError) as exc:
         raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
-    _require_columns(path, names, columns, "parquet")
+    _require_columns(path, names, columns, "parquet", settings)
     return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 
-def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> None:
+def _require_columns(path: Path, names: list, columns: list[str], fmt: str, settings: Settings) -> None:
     found = [str(name) for name in names]
     missing = [name for name in columns if name not in found]
     # Which of two columns of one name holds the texts (or labels) is anyone's guess.
@@ -496,6 +531,6 @@ def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> N
     hints = "; ".join(f"did you mean {close[name][0]!r} for {name!r}?" for name in missing if close[name])
     raise SkewtuneError(
         f"{path}: no column {', '.join(map(repr, missing))}; the {fmt.upper()} columns are: "
-        f"{', '.join(map(repr, found)) or 'none'}. Set data.text_column / data.text_pair_column / data.label_column "
+        f"{', '.join(map(repr, found)) or 'none'}. Set {settings.columns} "
         f"to the right names{'; ' + hints if hints else ''}"
     )

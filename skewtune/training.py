@@ -33,9 +33,10 @@ from skewtune.adversarial import FGM, PGD
 from skewtune.callbacks import DeferredReweighting, EarlyStoppingAfter, ExponentialMovingAverage
 from skewtune.devices import auto_batch_size, auto_learning_rate, loader_workers
 from skewtune.errors import SkewtuneError
+from skewtune.io import counted
 from skewtune.losses import LossFn, build_loss, unweighted
 from skewtune.metrics import COLLAPSE_SHARE
-from skewtune.params import LossParams, TrainParams, parse_metric_expression
+from skewtune.params import LossParams, Params, TrainParams, collapse_remedies, parse_metric_expression
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ def for_train_size(train: TrainParams, rows: int) -> tuple[TrainParams, str | No
     start = max(train.early_stopping_min_epochs, epochs // 2)
     adapted = train.model_copy(update={"epochs": float(epochs), "early_stopping_min_epochs": start})
     stopping = f", early stopping from epoch {start}" if train.early_stopping_patience else ""
-    return adapted, (f"train: {rows} rows are {per_epoch} optimizer steps per epoch: train.epochs {train.epochs:g} would be {planned} steps, "
-                     f"fewer than train.min_steps {train.min_steps}; training {epochs} epochs ({epochs * per_epoch} steps){stopping}")
+    return adapted, (f"train: {rows} rows are {counted(per_epoch, 'optimizer step')} per epoch: train.epochs {train.epochs:g} would be "
+                     f"{counted(planned, 'step')}, fewer than train.min_steps {train.min_steps}; training {counted(epochs, 'epoch')} "
+                     f"({epochs * per_epoch} steps){stopping}")
 
 
 def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):
@@ -277,8 +279,9 @@ class DiagnosticsCallback(TrainerCallback):
     step) and read every DIAGNOSTICS_STEPS steps and at each epoch's end (`read_window`), so training does not
     wait on the host each step; a divergence is reported with its own step and the window it was read in."""
 
-    def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False) -> None:
+    def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False, remedies: str | None = None) -> None:
         self.labels = list(labels)
+        self.remedies = collapse_remedies(Params()) if remedies is None else remedies  # collapse_remedies of the run's params
         self.live = live
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
@@ -286,6 +289,8 @@ class DiagnosticsCallback(TrainerCallback):
         self._pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (loss, grad_norm, lr) not yet read
         self._pending_at: list[tuple[int, float]] = []  # (global step, epoch) of each pending step
         self._last_window: tuple[float, int, int] | None = None  # (mean loss, first step, last step) of the last read
+        self._shown_window: tuple[float, int, int] | None = None  # the one the last progress line showed
+        self._progress_due = False  # a progress line waits for the read it asked for (on_step_end)
         self.curves: dict[str, list[dict]] = {name: [] for name in CURVES}
         self._window: list[float] = []  # training losses since the last point of the loss curve
         self.curve_every = 1
@@ -297,7 +302,13 @@ class DiagnosticsCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if len(self._pending_at) < len(self._pending):
             self._pending_at.append((state.global_step, float(state.epoch)))
-        if state.is_world_process_zero and time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
+        if not state.is_world_process_zero or time.monotonic() - self._last_progress < PROGRESS_SECONDS:
+            return
+        if args.world_size == 1:
+            # Read the steps so far (one transfer per progress line), so that the line shows their loss: on_log prints it.
+            control.should_log, self._progress_due = True, True
+        else:
+            # Under DDP a read is collective, and only this rank keeps the time: the line shows the last window read.
             self._progress(args, state)
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -332,15 +343,20 @@ class DiagnosticsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         entry = {**(logs or {}), "step": state.global_step}  # as the Trainer records it in state.log_history
         self._consume(entry, state.num_train_epochs, is_main=state.is_world_process_zero, replay=False)
+        if self._progress_due and "loss" in entry:
+            self._progress(args, state)
 
     def _progress(self, args, state) -> None:
-        """One line: step/total, training rows per second, ETA, and the mean loss of the last window of steps
-        read (up to DIAGNOSTICS_STEPS steps behind; none before the first read)."""
+        """One line: step/total, training rows per second, ETA, and the mean loss of the steps read since the
+        previous line (in one process, all the steps since then; under DDP the last window of DIAGNOSTICS_STEPS
+        steps, once, and none before the first), so no line repeats an earlier line's loss."""
         now = self._last_progress = time.monotonic()
+        self._progress_due = False
         steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         left = (state.max_steps - state.global_step) / steps_per_second if steps_per_second else math.inf
-        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if self._last_window else ""
+        fresh, self._shown_window = self._last_window != self._shown_window, self._last_window
+        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if fresh else ""
         print(
             f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}), "
             f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}{loss}",
@@ -421,10 +437,8 @@ class DiagnosticsCallback(TrainerCallback):
         top = int(np.argmax(shares))
         if shares[top] >= COLLAPSE_SHARE and not replay:
             log.warning(
-                "model predicts %r for %.0f%% of val rows at epoch %g: collapsed to one class; see reports/train. "
-                "Remedies: more epochs or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
-                "resample.strategy random_over, model.init_bias prior",
-                self.labels[top], 100 * shares[top], round(values["epoch"], 2),
+                "model predicts %r for %.0f%% of val rows at epoch %g: collapsed to one class; see reports/train. Remedies: %s",
+                self.labels[top], 100 * shares[top], round(values["epoch"], 2), self.remedies,
             )
         if self.live is not None:
             for name, value in values.items():

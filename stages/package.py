@@ -26,12 +26,12 @@ from skewtune.cli import run_stage
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs, json_text
 from skewtune.modality import for_meta
-from skewtune.params import load_params, param_values
+from skewtune.params import effective_config, load_params
 
-# The params keys the model card reports (each a dep of this stage in dvc.yaml).
+# The params keys the model card reports (each in STAGE_KEYS["package"]); those the chosen options do not read are left out.
 CARD_PARAMS = (
-    "model.name", "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name",
-    "resample.strategy", "threshold.strategy", "threshold.metric",
+    "model.name", "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name",
+    "resample.strategy", "threshold.strategy", "threshold.metric", "decision.blend",
 )
 
 
@@ -44,7 +44,7 @@ def main() -> None:
         raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but labels.json lists {labels}; re-run the train stage")
     meta["preprocessing"] = for_meta(meta).preprocessing(p.data)
     card = model_card(
-        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=param_values(p, CARD_PARAMS), ingest=read_json(INGEST_REPORT, "ingest"),
+        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=effective_config(p, CARD_PARAMS), ingest=read_json(INGEST_REPORT, "ingest"),
         split=read_json(SPLIT_REPORT, "split"), test=read_json(TEST_REPORT, "evaluate"),
     )
     with Outputs() as out:

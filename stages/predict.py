@@ -4,7 +4,7 @@ from skewtune.artifacts import LABELS, MODEL, predictions_path, prediction_table
 from skewtune.cli import run_stage
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs
+from skewtune.io import Outputs, counted
 from skewtune.modality import for_meta
 from skewtune.modeling import progress_printer
 from skewtune.params import load_params
@@ -30,7 +30,7 @@ def main() -> None:
                 progress=progress_printer(len(rows), f"{split} "),
             )
             out.parquet(dest, prediction_table(rows, probs, labels))
-            print(f"predict: {len(rows)} rows of {source} -> {dest}", flush=True)
+            print(f"predict: {counted(len(rows), 'row')} of {source} -> {dest}", flush=True)
 
 
 if __name__ == "__main__":

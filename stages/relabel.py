@@ -13,7 +13,7 @@ from skewtune.artifacts import (
     split_path,
 )
 from skewtune.cli import run_stage
-from skewtune.io import Outputs
+from skewtune.io import Outputs, counted
 from skewtune.modality import MODALITIES
 from skewtune.params import load_params
 from skewtune.relabel import relabel_queue, uncertain_scored, val_mistakes
@@ -33,8 +33,8 @@ def main() -> None:
     with Outputs() as out:
         out.csv(ERRORS, queue)
     counts = queue["source"].value_counts()
-    print(f"relabel: {ERRORS}: {counts.get('val', 0)} val mistakes"
-          + (f", {counts.get('score', 0)} least confident scored rows" if scored is not None else " (no scored data)"))
+    print(f"relabel: {ERRORS}: {counted(counts.get('val', 0), 'val mistake')}"
+          + (f", {counted(counts.get('score', 0), 'least confident scored row')}" if scored is not None else " (no scored data)"))
 
 
 if __name__ == "__main__":

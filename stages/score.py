@@ -2,6 +2,8 @@
 `skewtune predict` does, into data/predictions/score.parquet; unset, it writes a table without rows or
 columns at once (skewtune.artifacts.write_no_table)."""
 
+from dataclasses import replace
+
 from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED, write_no_table
 from skewtune.cli import run_stage
 from skewtune.images import raw_input
@@ -9,6 +11,7 @@ from skewtune.io import Outputs
 from skewtune.modality import MODALITIES
 from skewtune.params import load_params
 from skewtune.scoring import score_file
+from skewtune.tables import DATA_PARAMS
 
 
 def main() -> None:
@@ -25,6 +28,7 @@ def main() -> None:
         text_column=columns.get("text"), pair_column=columns.get("text_pair"), image_column=columns.get("image"), image_root=RAW_DIR,
         batch_size=p.train.eval_batch_size, overwrite=True, device=p.train.device, precision=p.train.precision,
         fmt=data.format, encoding=data.encoding, sheet=data.sheet,
+        settings=replace(DATA_PARAMS, quoting=None),  # the quoting of a scored file is decided per file, as predict decides it
     )
     print("score: " + summary.line(SCORED).removeprefix("predict: "))
 

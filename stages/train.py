@@ -13,7 +13,7 @@ from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
 from skewtune.modality import for_rows, model_source
 from skewtune.modeling import add_lora, class_counts, init_head_bias
-from skewtune.params import load_params
+from skewtune.params import collapse_remedies, load_params
 from skewtune.training import (
     DiagnosticsCallback,
     build_trainer,
@@ -81,7 +81,7 @@ def main() -> None:
             live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
             for name, value in prepared.metrics.items():  # summary values, not per-step plots
                 live.log_metric(name, value, plot=False)
-        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16")
+        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
         trainer = build_trainer(
             model, prepared.processor, args, prepared.train_set, prepared.val_set, collator=prepared.collator, augment=prepared.augment,
             train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],

@@ -18,7 +18,7 @@ from skewtune.cli import run_stage
 from skewtune.errors import SkewtuneError
 from skewtune.io import Outputs
 from skewtune.metrics import collapse_message, share_text
-from skewtune.params import load_params
+from skewtune.params import collapse_remedies, load_params
 from skewtune.thresholds import TUNED_VALUES, guard_refusals, plot_tables, tune_blended_decision
 
 
@@ -42,7 +42,7 @@ def main() -> None:
         positive_label=p.positive_label,
         min_confidence=p.min_confidence,
     )
-    message = collapse_message(val.y, val.probs.argmax(axis=1), labels)
+    message = collapse_message(val.y, val.probs.argmax(axis=1), labels, collapse_remedies(params))
     decision.update(collapsed=message is not None, collapse_message=message)
     with Outputs() as out:
         out.json(DECISION, decision, exact=TUNED_VALUES)

@@ -584,4 +584,35 @@ def test_a_collapsed_model_is_flagged_in_the_metrics(tmp_path, spam, monkeypatch
     report = json.loads((tmp_path / "reports/eval/test.json").read_text())
     assert review["collapsed"] is True and report["collapse_message"].startswith("the trained model predicts 'ham' for 100% of the val rows (87% are 'ham')")
     assert "evaluate: WARNING: collapsed: the trained model predicts 'ham'" in capsys.readouterr().err
+    # Remedies the params do not already set: the default start bias is already prior.
+    assert report["collapse_message"].endswith("Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, "
+                                               "loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over; see reports/train")
     assert review["baseline_f1_macro"] is None and review["vs_baseline"] is None  # no baseline predictions: no comparison
+
+
+def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them():
+    """The card's params: train.epochs 2 (not 2.0), train.seed and decision.blend; a key the chosen options do not
+    read (decision.blend without the baseline) is left out. Built from this repo's tracked reports of a real run."""
+    from skewtune.artifacts import read_decision
+    from skewtune.card import model_card
+    from skewtune.params import Params, effective_config
+    from stages.package import CARD_PARAMS
+
+    root = Path(__file__).resolve().parents[1]
+    report = lambda path: json.loads((root / path).read_text())
+    decision = report("reports/threshold/decision.json")
+    labels = decision["labels"]
+    meta = {"labels": labels, "max_length": 128, "text_pair": False,
+            "preprocessing": {"text_column": "text", "text_pair_column": None, "unescape_html": False}}
+
+    def card(**sections) -> str:
+        params = Params.model_validate(sections)
+        return model_card(rule=read_decision(root / "reports/threshold/decision.json", labels), decision=decision, meta=meta,
+                          params=effective_config(params, CARD_PARAMS), ingest=report("reports/ingest.json"),
+                          split=report("reports/split.json"), test=report("reports/eval/test.json"))
+
+    text = card(train={"epochs": 2.0, "seed": 7, "lr": 1e-4})
+    for row in ("| `train.epochs` | `2` |", "| `train.seed` | `7` |", "| `train.lr` | `0.0001` |", "| `decision.blend` | `auto` |"):
+        assert row in text, text
+    assert "`decision.blend`" not in card(baseline={"enabled": False})
+    assert "`train.epochs`" not in card(train={"max_steps": 100})

@@ -267,7 +267,7 @@ def test_path_table_runs_end_to_end_with_a_local_model_directory_and_scores(tmp_
     pd.DataFrame({"path": [rows[0][0], "img/none.png", rows[-1][0]]}).to_csv(root / "data/raw/new.csv", index=False)
     stdout = _repro(root)
     assert "images resized to 16x16 (height x width) by ViTImageProcessorPil" in stdout
-    assert "1 rows without a usable image got no prediction" in stdout
+    assert "1 row without a usable image got no prediction" in stdout
     scored = pd.read_parquet(root / "data/predictions/score.parquet")
     assert list(scored.columns) == ["path", "predicted", "prob:a", "prob:b", "prob:c", "margin"]
     assert scored["predicted"].iloc[1] == "" and set(scored["predicted"].iloc[[0, 2]]) <= {"a", "b", "c"}

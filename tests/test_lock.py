@@ -25,3 +25,10 @@ def test_committed_lock_is_current_for_code_and_params():
     status = json.loads(dvc(["status", "--json"], REPO).stdout or "{}")
     stale = stale_deps(status)
     assert not stale, f"dvc.lock is stale; run `dvc repro` and commit dvc.lock and metrics/: {stale}"
+
+
+def test_rendered_plots_are_git_ignored():
+    """`dvc plots show` writes dvc_plots/index.html into the repo: a rendering, never something to commit."""
+    import subprocess
+
+    assert subprocess.run(["git", "check-ignore", "-q", "dvc_plots/index.html"], cwd=REPO).returncode == 0

@@ -55,13 +55,13 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "split.val_size": (0.25, ("split",)),
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
-    "resample.strategy": ("random_under", ("resample", "package")),
+    "resample.strategy": ("random_under", ("resample", "tune_threshold", "package")),  # tune_threshold: collapse_remedies
     "resample.over_ratio": (0.5, ()),  # resample.strategy none: no effect, nothing re-runs
     "resample.under_ratio": (0.8, ()),
     "resample.seed": (7, ()),
     "model.name": ("some/other-model", ("train", "package")),
     "model.max_length": (48, ("train", "package")),
-    "model.init_bias": ("zero", ("train",)),
+    "model.init_bias": ("zero", ("train", "tune_threshold")),
     "model.hidden_dropout": (0.2, ("train",)),
     "model.classifier_dropout": (0.2, ("train",)),
     "model.trust_remote_code": (True, ("train", "predict")),
@@ -84,7 +84,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.plateau_factor": (0.5, ()),
     "train.plateau_patience": (2, ()),
     "train.max_grad_norm": (0.5, ("train",)),
-    "train.seed": (7, ("train",)),
+    "train.seed": (7, ("train", "package")),
     "train.precision": ("fp32", ("train", "predict", "score")),
     "train.device": ("cpu", ("train", "predict", "score")),
     "train.early_stopping_patience": (0, ("train",)),
@@ -99,7 +99,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.nproc": (2, ("train",)),
     "train.compile": (True, ("train",)),
     "train.resume": (True, ("train",)),
-    "loss.name": ("weighted_ce", ("train", "package")),
+    "loss.name": ("weighted_ce", ("train", "tune_threshold", "package")),
     "loss.class_weights": ("inverse_sqrt", ()),  # focal loss without alpha
     "loss.beta": (0.99, ()),
     "loss.alpha": ("balanced", ("train",)),
@@ -108,11 +108,11 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "loss.label_smoothing": (0.1, ("train",)),
     # valid only with 2 epochs (ALSO), which is what re-runs train; focal without alpha has no weights to defer
     "loss.reweight_from_epoch": (2, ("train", "package")),
-    "baseline.enabled": (False, ("baseline", "tune_threshold")),  # decision.blend then has no effect
+    "baseline.enabled": (False, ("baseline", "tune_threshold", "package")),  # decision.blend then has no effect
     "baseline.min_df": (3, ("baseline",)),
     "baseline.max_features": (5000, ("baseline",)),
     "baseline.max_rows": (200, ("baseline",)),
-    "decision.blend": ("off", ("tune_threshold",)),
+    "decision.blend": ("off", ("tune_threshold", "package")),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
     "threshold.metric": ("mcc", ("tune_threshold", "package")),
     "threshold.min_precision": (0.5, ()),  # threshold.metric f1_macro
@@ -311,14 +311,18 @@ def test_metrics_diff_in_a_fresh_clone_loads_every_metric(repo, tmp_path):
 
 def test_plots_show_draws_each_plot_once_and_renders_the_data(repo):
     """Only the named top-level plots (a file also declared as a stage plot would be drawn twice, against its
-    row index), each with its data; a binary task's offset-search plot is empty, not broken."""
+    row index), each with its data: none is an empty box (the decision-rule chart draws a binary task's threshold
+    curve and markers, a multiclass task's offset search)."""
     out = dvc(["plots", "show", "--json"], repo)
     shown = json.loads(out.stdout)
     named = [name for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for name in entry]
     assert "errors" not in shown and "WARNING" not in out.stderr, out.stderr
     assert sorted(shown["data"]) == sorted(named)
     empty = {name for name, plots in shown["data"].items() if not plots or not plots[0]["content"]["data"]["values"]}
-    assert empty == {next(name for name in named if "offset search" in name)}
+    assert empty == set()
+    tuning = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if "tuning the decision rule" in name)
+    assert {row["filename"] for row in tuning} == {"val_curve.csv", "markers.csv"}  # binary: no offset search
+    assert all(row["dvc_inferred_x_value"] == row["threshold"] for row in tuning)
     content = {name: json.dumps(plots[0]["content"]) for name, plots in shown["data"].items() if plots}
     confusion = next(text for name, text in content.items() if name.startswith("Confusion matrix"))
     assert '"percent_of_y"' in confusion and '"field": "rule"' in confusion  # normalised; a row of charts per rule
@@ -381,6 +385,8 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     assert "A TF-IDF + logistic regression baseline fitted on the same training rows scores macro-F1" in card
     assert "x the TF-IDF baseline's probabilities" in card  # the rule blends (decision.blend 0.5)
     assert "| the model alone (argmax, no blend) |" in card  # so its score stands beside the blended decision's
+    for row in ("| `train.epochs` | `1` |", "| `train.seed` | `42` |", "| `decision.blend` | `0.5` |"):
+        assert row in card, card
     artifacts = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
     assert artifacts["skewtune-classifier"]["path"] == "models/classifier" and artifacts["skewtune-classifier"]["type"] == "model"
 
@@ -395,7 +401,7 @@ def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
         set_params(repo, {"data": {"score_path": "data/raw/new.csv"}})
         out = dvc(["repro"], repo)
         assert ran_stages(out.stdout) == {"check_params", "ingest", "score", "relabel"}, out.stdout  # ingest: data/raw changed
-        assert "1 rows without text got no prediction" in out.stdout
+        assert "1 row without text got no prediction" in out.stdout
         scored = pd.read_parquet(repo / "data/predictions/score.parquet")
         assert list(scored.columns) == ["SMS", "from", "predicted", "prob:ham", "prob:spam", "margin"]
         assert scored["predicted"].tolist()[1] == "" and set(scored["predicted"].tolist()[::2]) <= {"ham", "spam"}

@@ -4,6 +4,7 @@ copied directory works, and one clear line (exit 2, no output) for each kind of 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,7 +77,8 @@ def test_predict_writes_columns_in_input_order_with_the_rule(classifier, tmp_pat
         np.testing.assert_allclose(row, expected.numpy(), atol=1e-5)
     assert out.loc[has_text, "predicted"].tolist() == [LABELS[k] for k in rule.predict(probs)]
     assert set(out.loc[has_text, "predicted"]) == set(LABELS)
-    np.testing.assert_allclose(out.loc[has_text, "margin"].astype(float), np.abs(probs[:, 1] - rule.threshold), atol=1e-9)
+    # CSV floats have 6 significant digits: each value within 5e-7 of the exact one
+    np.testing.assert_allclose(out.loc[has_text, "margin"].astype(float), np.abs(probs[:, 1] - rule.threshold), atol=1e-6)
 
 
 def test_chunks_give_the_probabilities_of_one_pass(classifier):
@@ -98,7 +100,7 @@ def test_parquet_in_jsonl_out_and_a_copied_classifier(classifier, tmp_path):
     b = pd.read_parquet(tmp_path / "b.parquet")
     assert list(a.columns) == list(b.columns) == ["row", "body", "note", "predicted", *PROBS, "margin"]
     assert a["predicted"].tolist() == b["predicted"].tolist()
-    np.testing.assert_allclose(a[PROBS].to_numpy(float), b[PROBS].to_numpy(float), atol=1e-12)
+    np.testing.assert_allclose(a[PROBS].to_numpy(float), b[PROBS].to_numpy(float), atol=5e-7)  # JSONL: 6 significant digits
 
 
 def test_the_console_script_is_installed(classifier, tmp_path):
@@ -110,6 +112,11 @@ def test_the_console_script_is_installed(classifier, tmp_path):
     assert proc.stdout.startswith(f"predict: 3 rows -> {tmp_path / 'out.csv'} (ham ")
 
 
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def _not_a_classifier(classifier, tmp_path, missing):
     broken = shutil.copytree(classifier, tmp_path / "broken")
     (broken / missing).unlink()
@@ -117,7 +124,14 @@ def _not_a_classifier(classifier, tmp_path, missing):
 
 
 BAD = {
-    "missing text column": (lambda c, t: ["--text-column", "message"], r"no column 'message'; the CSV columns are: 'row', 'SMS', 'note'"),
+    # Each message names the flag that changes it, not the params key the pipeline's score stage reads.
+    "missing text column": (lambda c, t: ["--text-column", "message"],
+                            r"no column 'message'; the CSV columns are: 'row', 'SMS', 'note'. Set --text-column to the right names"),
+    "wrong encoding": (lambda c, t: ["--encoding", "ascii", "--", _write(t / "latin.csv", "SMS\ncaf\u00e9\n".encode("latin-1"))],
+                       r"is not valid ascii: .*; set --encoding to the file's real encoding"),
+    "unknown input extension": (lambda c, t: ["--", _write(t / "in.txt", b"SMS\nhi\n")], r"in.txt: cannot tell the format .* or set --format to one of"),
+    "pair column for single texts": (lambda c, t: ["--text-pair-column", "note"], r"classifies single texts, not pairs; drop --text-pair-column note"),
+
     "no decision rule": (lambda c, t: ["--model", _not_a_classifier(c, t, "decision.json")],
                          r"not a skewtune classifier: it has no decision.json \(decision rule\); `dvc repro package` writes one"),
     "no labels": (lambda c, t: ["--model", _not_a_classifier(c, t, "skewtune.json")],
@@ -170,8 +184,14 @@ def test_decision_rule_round_trip_and_margin():
             DecisionRule.from_dict({**raw, "blend": bad})
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     np.testing.assert_array_equal(rule.predict(probs), [1, 2])
-    scores = np.log(probs) + [0.0, 1.0, -1.0]
-    np.testing.assert_allclose(rule.margin(probs), [scores[0, 1] - scores[0, 0], scores[1, 2] - scores[1, 1]])
+    # Under offsets the margin is the gap of the probabilities with the offsets applied (p x e^offset, renormalised),
+    # a probability gap as under argmax, not the gap of log p + offsets; row 0 predicts class 1 (p 0.3), not the top p.
+    adjusted = probs * np.exp([0.0, 1.0, -1.0])
+    adjusted /= adjusted.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(rule.margin(probs), [adjusted[0, 1] - adjusted[0, 0], adjusted[1, 2] - adjusted[1, 1]])
+    assert ((rule.margin(probs) >= 0) & (rule.margin(probs) <= 1)).all() and rule.predict(probs)[0] != probs[0].argmax()
+    argmax = DecisionRule("argmax", ("a", "b", "c"))
+    np.testing.assert_allclose(argmax.margin(probs), [0.2, 0.7])
     assert json.loads(json_text(rule.to_dict()))["offsets"] == [0.0, 1.0, -1.0]
 
 
@@ -218,3 +238,91 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
         predict(tmp_path / "in.csv", "-o", tmp_path / "again.csv", "--model", copy)
     assert exit_info.value.code == 2
     assert "decision.json blends in the baseline (weight 0.7), but baseline.joblib is missing; re-run the package stage" in capsys.readouterr().err
+
+
+def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
+    """The same reader under the score stage's settings: its messages name the params keys, not predict's flags."""
+    from dataclasses import replace
+
+    from skewtune.scoring import score_file
+    from skewtune.tables import DATA_PARAMS
+
+    sms_table(3).to_csv(tmp_path / "in.csv", index=False)
+    settings = replace(DATA_PARAMS, quoting=None)
+    with pytest.raises(SkewtuneError, match=r"no column 'body'.*Set data.text_column to the right names"):
+        score_file(tmp_path / "in.csv", tmp_path / "out.parquet", model=classifier, text_column="body", settings=settings)
+    with pytest.raises(SkewtuneError, match=r"drop data.text_pair_column note"):
+        score_file(tmp_path / "in.csv", tmp_path / "out.parquet", model=classifier, pair_column="note", settings=settings)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_an_image_path_outside_the_root_names_the_flag_that_moves_the_root(tmp_path):
+    from skewtune.command import PREDICT_FLAGS
+    from skewtune.scoring import image_rows
+    from skewtune.tables import DATA_PARAMS
+
+    with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it \(--image-root sets it\)$"):
+        image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", PREDICT_FLAGS)
+    with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it$"):  # the score stage: always data/raw
+        image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", DATA_PARAMS)
+
+
+def test_text_outputs_write_six_significant_digits_and_plain_slashes(classifier, tmp_path):
+    """prob:<label> and margin get 6 significant digits in CSV and JSONL (parquet keeps every bit); the input's own
+    columns stay as read, and JSONL writes "/" as "/" (pandas would write "\\/")."""
+    table = sms_table(6).assign(url="http://example.com/a/b", amount=1234567.891)
+    table.to_parquet(tmp_path / "in.parquet", index=False)
+    for name in ("out.csv", "out.jsonl", "out.parquet"):
+        predict(tmp_path / "in.parquet", "-o", tmp_path / name, "--model", classifier, "--text-column", "SMS")
+    exact = pd.read_parquet(tmp_path / "out.parquet")
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert '"url":"http://example.com/a/b"' in lines[0] and "\\/" not in lines[0]
+    csv_text = (tmp_path / "out.csv").read_text()
+    for out in (pd.read_csv(tmp_path / "out.csv"), pd.DataFrame([json.loads(line) for line in lines])):
+        assert out["amount"].tolist() == [1234567.891] * 6
+        for column in [*PROBS, "margin"]:
+            np.testing.assert_allclose(out[column], exact[column], rtol=5e-6)
+            assert out[column].tolist() == [float(f"{v:.6g}") for v in exact[column]]
+    longest = max(len(cell) for row in csv_text.splitlines()[1:] for cell in row.split(",")[-3:])
+    assert longest <= len("0.000123456"), csv_text
+
+
+def test_summary_lines_count_in_the_right_number():
+    from skewtune.io import counted
+    from skewtune.scoring import Summary
+
+    assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
+    assert counted(1, "val mistake") == "1 val mistake" and counted(3, "class", "classes") == "3 classes"
+    assert Summary(1, 1, {"ham": 0, "spam": 0}).line("o.csv") == "predict: 1 row -> o.csv (ham 0, spam 0); 1 row without text got no prediction"
+    assert Summary(2, 0, {"ham": 2, "spam": 0}).line("o.csv") == "predict: 2 rows -> o.csv (ham 2, spam 0)"
+
+
+def _console(*args: str) -> subprocess.CompletedProcess:
+    """The installed console script, running this checkout's skewtune package."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([Path(sys.executable).parent / "skewtune", *args], capture_output=True, text=True, env=env)
+
+
+def test_the_console_script_has_a_version_and_documents_every_flag():
+    from importlib.metadata import version
+
+    from skewtune.command import parser
+
+    proc = _console("--version")
+    assert proc.returncode == 0 and proc.stdout == f"skewtune {version('skewtune')}\n", proc
+    predict_parser = next(a for a in parser()._actions if a.dest == "command").choices["predict"]
+    assert [a.option_strings for a in predict_parser._actions if not a.help] == []
+    proc = _console("predict", "--help")
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and "--device {auto,cpu,cuda} where the model runs" in text, proc.stdout
+    assert "it need not be the highest prob:<label>. margin is a probability gap in [0, 1]" in text
+
+
+def test_device_errors_name_the_setting_the_user_has():
+    from skewtune.devices import resolve_device
+
+    with pytest.raises(SkewtuneError, match="^--device is 'tpu'; use auto, cpu or cuda$"):
+        resolve_device("tpu", "--device")
+    if not torch.cuda.is_available():
+        with pytest.raises(SkewtuneError, match="--device is cuda, but no CUDA GPU is visible .* set --device to cpu"):
+            resolve_device("cuda", "--device")

@@ -224,7 +224,7 @@ def test_the_sms_collection_reads_exactly_as_written(sms_path):
 def test_quoting_can_be_forced_and_an_ambiguous_file_asks_for_it(tmp_path):
     path = tmp_path / "both.tsv"
     path.write_text('text\tlabel\n"a\tx\nb"\ty\n', encoding="utf-8")
-    with pytest.raises(SkewtuneError, match=r"reads consistently both with standard quoting \(1 rows: the quoted field starting "
+    with pytest.raises(SkewtuneError, match=r"reads consistently both with standard quoting \(1 row: the quoted field starting "
                                             r"at line 2 spans several lines\) and without quote processing \(2 rows.*set data\.quoting"):
         read_table(path, COLUMNS)
     assert read_table(path, COLUMNS, quoting="standard").frame["text"].tolist() == ["a\tx\nb"]

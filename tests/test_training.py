@@ -133,10 +133,12 @@ def test_training_prints_progress_lines(sms, tiny_bert_dir, tmp_path, monkeypatc
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("train: step ")]
     assert [int(re.match(r"train: step (\d+)/16 ", line).group(1)) for line in lines] == list(range(1, 17))
-    pattern = r"train: step \d+/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (\d+ min )?\d+ s(, train loss \d\.\d{4} \(steps 1-8\))?"
-    assert all(re.fullmatch(pattern, line) for line in lines), lines
-    # The loss is that of the last window read: none before epoch 1's steps are read, after its step 8.
-    assert ["train loss" in line for line in lines] == [False] * 8 + [True] * 8
+    pattern = r"train: step (\d+)/16 \(epoch \d\.\d\d\), \d+\.\d rows/s, ETA (?:\d+ min )?\d+ s, train loss \d\.\d{4} \(steps (\d+)-(\d+)\)"
+    matches = [re.fullmatch(pattern, line) for line in lines]
+    assert all(matches), lines
+    # Each line reads the steps since the previous line (here one step each) and shows their loss: from the first
+    # line on, never an earlier line's loss again.
+    assert [match.group(2, 3) for match in matches] == [(match.group(1), match.group(1)) for match in matches]
     assert "\r" not in out
 
 
@@ -259,7 +261,52 @@ def test_diagnostics_warns_on_collapse(caplog):
     with caplog.at_level("WARNING"):
         callback._consume(entry, 3, is_main=True, replay=False)
     assert "model predicts 'ham' for 97% of val rows at epoch 2: collapsed to one class" in caplog.text
+    # The defaults already start from the prior bias: that is not advised.
+    assert caplog.text.rstrip().endswith("Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
+                                         "resample.strategy random_over")
     assert callback.best(1)["train/grad_norm"] == 1.5
+
+
+def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
+    """Under DDP a read is collective, so a progress line does not force one: it shows the last window read, on
+    the first line after the read only, and no loss before the first read."""
+    from types import SimpleNamespace
+
+    import skewtune.training
+
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    callback = DiagnosticsCallback(LABELS)
+    args = SimpleNamespace(world_size=2, per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
+    control = SimpleNamespace(should_log=False)
+    callback.on_train_begin(args, state, control)
+
+    def step(window=None):
+        state.global_step += 1
+        state.epoch = state.global_step / 100
+        if window:
+            callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.training.STEP_VALUES: window})
+        callback.on_step_end(args, state, control)
+
+    step()
+    step([{"step": s, "epoch": s / 100, "loss": 0.25 * s, "grad_norm": 1.0, "learning_rate": 1e-4} for s in (1, 2)])
+    step()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: step")]
+    assert [line.split("ETA")[1].split(", ", 1)[1:] for line in lines] == [[], ["train loss 0.3750 (steps 1-2)"], []]
+    assert control.should_log is False
+
+
+@pytest.mark.parametrize("sections, remedies", [
+    ({}, "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over"),
+    ({"model": {"init_bias": "zero"}, "loss": {"name": "focal"}, "resample": {"strategy": "random_under"}},
+     "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / logit_adjusted, resample.strategy random_over, model.init_bias prior"),
+    ({"loss": {"name": "logit_adjusted"}, "resample": {"strategy": "over_under"}},
+     "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal"),
+])
+def test_collapse_remedies_leave_out_what_the_params_already_set(sections, remedies):
+    from skewtune.params import Params, collapse_remedies
+
+    assert collapse_remedies(Params.model_validate(sections)) == remedies
 
 
 def test_lora_on_tiny_qwen_without_pad_token(sms, tmp_path, monkeypatch):
@@ -470,8 +517,10 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     reach the host in one transfer per window of DIAGNOSTICS_STEPS steps (and at each epoch's end), not each step.
     Reading them every step (as before) made at least 2 host reads per step, 240 here; now at most 3 per window
     (the Trainer's running loss and its last gradient norm, and skewtune's window), whatever the steps."""
+    import skewtune.training
     from skewtune.training import DIAGNOSTICS_STEPS
 
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", math.inf)  # a progress line reads the steps too: none here
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(0)
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
@@ -635,3 +684,7 @@ def test_the_small_data_rule_leaves_the_embedded_run_and_explicit_steps_alone():
     assert for_train_size(defaults.model_copy(update={"max_steps": 10}), 480)[1] is None
     assert for_train_size(defaults.model_copy(update={"min_steps": 0}), 480)[1] is None
     assert for_train_size(defaults.model_copy(update={"early_stopping_min_epochs": 9}), 480)[0].early_stopping_min_epochs == 9
+    # 20 rows at batch 32: one step per epoch, counted in the right number
+    line = for_train_size(defaults.model_copy(update={"epochs": 1.0, "early_stopping_patience": 0}), 20)[1]
+    assert line == ("train: 20 rows are 1 optimizer step per epoch: train.epochs 1 would be 1 step, fewer than train.min_steps 200; "
+                    "training 200 epochs (200 steps)")
