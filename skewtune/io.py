@@ -146,7 +146,8 @@ class Outputs:
         try:
             with _interruptions_held():
                 for tmp, dest in self._pending:
-                    if dest.is_dir() and not dest.is_symlink():
+                    # Only a directory output replaces a directory (a stage's own model directory): a file never does.
+                    if tmp.is_dir() and dest.is_dir() and not dest.is_symlink():
                         shutil.rmtree(dest)
                     os.replace(tmp, dest)
                 self._pending.clear()

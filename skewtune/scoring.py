@@ -48,11 +48,20 @@ class Summary:
                 + (f"; {self.without_text} rows without {self.lacking} got no prediction" if self.without_text else ""))
 
 
-def check_output(output: str | os.PathLike, overwrite: bool) -> str:
-    """The output format; refuses an unknown extension and, without `overwrite`, an existing file."""
+def check_output(output: str | os.PathLike, input_path: str | os.PathLike, overwrite: bool) -> str:
+    """The output format; refuses an unknown extension, a directory, the input itself and, without `overwrite`, an
+    existing file. `overwrite` replaces only a regular file: never a directory (a partitioned parquet dataset) or the input."""
     fmt = output_format(output)
-    if Path(output).exists() and not overwrite:
-        raise SkewtuneError(f"{output}: already exists; pass --overwrite to replace it, or choose another output path")
+    path = Path(output)
+    if path.is_dir():
+        raise SkewtuneError(f"{output}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path")
+    if os.path.realpath(output) == os.path.realpath(input_path):
+        raise SkewtuneError(f"{output}: is the input {input_path}; write the predictions to another file")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise SkewtuneError(f"{output}: already exists; pass --overwrite to replace it, or choose another output path")
+        if not path.is_file():
+            raise SkewtuneError(f"{output}: is not a regular file; --overwrite replaces only a regular file: choose another output path")
     return fmt
 
 
@@ -134,7 +143,7 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
     folder), and `input_path` may be a folder of images."""
     if batch_size < 1:
         raise SkewtuneError(f"--batch-size is {batch_size}; use a positive number of rows, e.g. 64")
-    out_fmt = check_output(output, overwrite)
+    out_fmt = check_output(output, input_path, overwrite)
     meta, rule = read_classifier_files(model)
     modality = for_meta(meta)
     if modality is IMAGE:

@@ -4,6 +4,7 @@ copied directory works, and one clear line (exit 2, no output) for each kind of 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from skewtune.modeling import load_classifier, load_tokenizer, load_trained, pre
 LABELS = ["ham", "spam"]
 WORDS = "free prize call now win cash meet me at home later tonight ok thanks".split()
 PROBS = ["prob:ham", "prob:spam"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +220,36 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
         predict(tmp_path / "in.csv", "-o", tmp_path / "again.csv", "--model", copy)
     assert exit_info.value.code == 2
     assert "decision.json blends in the baseline (weight 0.7), but baseline.joblib is missing; re-run the package stage" in capsys.readouterr().err
+
+
+def skewtune_script(*args) -> subprocess.CompletedProcess:
+    """The installed `skewtune` console script, run as a user runs it (on this checkout's code)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([Path(sys.executable).parent / "skewtune", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+
+
+def tree_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_replaces_only_a_regular_file_never_a_directory_or_the_input(classifier, tmp_path):
+    sms_table(5).to_csv(tmp_path / "in.csv", index=False)
+    dataset = tmp_path / "results.parquet"  # a partitioned parquet dataset, as Spark and pyarrow write one
+    (dataset / "year=2025").mkdir(parents=True)
+    sms_table(2).to_parquet(dataset / "year=2025" / "part-0.parquet")
+    (dataset / "_SUCCESS").write_text("")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "in.csv")
+    before = tree_of(tmp_path)
+    cases = [
+        (dataset, f"{dataset}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path"),
+        (tmp_path / "in.csv", f"{tmp_path / 'in.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file"),
+        (tmp_path / "link.csv", f"{tmp_path / 'link.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file"),
+    ]
+    for output, message in cases:
+        proc = skewtune_script("predict", tmp_path / "in.csv", "-o", output, "--model", classifier, "--overwrite")
+        assert proc.returncode == 2 and proc.stderr == f"skewtune predict: error: {message}\n", proc.stderr
+        assert tree_of(tmp_path) == before and (tmp_path / "link.csv").is_symlink()  # nothing removed, replaced or left behind
+    (tmp_path / "out.csv").write_text("an earlier output")
+    proc = skewtune_script("predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 5
