@@ -25,11 +25,11 @@ from skewtune.baseline import baseline_proba, load_baseline
 from skewtune.dataset import normalise_text
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
-from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image, inside
+from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image
 from skewtune.io import Outputs
 from skewtune.modality import IMAGE, for_meta
 from skewtune.modeling import progress_printer
-from skewtune.tables import read_table
+from skewtune.tables import inside, link_target, read_table
 
 PREDICTED = "predicted"
 MARGIN = "margin"
@@ -128,7 +128,7 @@ def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
             continue
         full = root / str(cell).strip()
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
-            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it "
+            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/{link_target(full)}; write paths relative to it "
                                 "(skewtune predict: --image-root sets it)")
         rows.append(inspect_image(full))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
