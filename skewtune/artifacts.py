@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,6 +320,16 @@ def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- decision rule
 
 
+# The highest threshold a rule may have: the float just above 1, which tune_threshold chooses to predict no row positive
+# when some probability is exactly 1 (skewtune.thresholds.threshold_curve).
+_ABOVE_ONE = float(np.nextafter(1.0, 2.0))
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that is neither NaN nor infinite (Python's json reads NaN and Infinity); not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """How rows of class probabilities (in `labels` order) become class indices (see the module doc).
@@ -339,21 +350,21 @@ class DecisionRule:
         """The rule of a decision mapping (other keys, such as how it was tuned, are ignored), checked."""
         labels = raw.get("labels") if isinstance(raw, dict) else None
         strategy = raw.get("strategy") if isinstance(raw, dict) else None
-        number = (int, float)
         ok = _valid_labels(labels)
         if ok and strategy == "threshold":
-            ok = len(labels) == 2 and raw.get("positive_label") in labels and isinstance(raw.get("threshold"), number)
+            ok = len(labels) == 2 and raw.get("positive_label") in labels and _finite(raw.get("threshold")) and 0 <= raw["threshold"] <= _ABOVE_ONE
         elif ok and strategy == "offsets":
             offsets = raw.get("offsets")
-            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(isinstance(v, number) for v in offsets)
+            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(map(_finite, offsets))
         elif ok:
             ok = strategy == "argmax" and raw.get("positive_label") in (None, *labels)
         blend = raw.get("blend", 0.0) if isinstance(raw, dict) else None  # absent in rules written before blending
-        ok = ok and isinstance(blend, number) and not isinstance(blend, bool) and 0 <= blend <= 1
+        ok = ok and _finite(blend) and 0 <= blend <= 1
         if not ok:
             raise SkewtuneError(
                 f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
-                "and a numeric threshold; 'offsets' one number per label; or 'argmax'; blend a weight in [0, 1]); re-run the tune_threshold stage"
+                "and a threshold in [0, 1]; 'offsets' one finite number per label; or 'argmax'; blend a weight in [0, 1]); "
+                "re-run the tune_threshold stage"
             )
         return cls(
             strategy=strategy,

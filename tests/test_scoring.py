@@ -177,6 +177,39 @@ def test_decision_rule_round_trip_and_margin():
     assert json.loads(json_text(rule.to_dict()))["offsets"] == [0.0, 1.0, -1.0]
 
 
+INVALID_RULES = {
+    "threshold NaN": {"strategy": "threshold", "positive_label": "spam", "threshold": float("nan")},
+    "threshold 2.0": {"strategy": "threshold", "positive_label": "spam", "threshold": 2.0},
+    "offsets Infinity": {"strategy": "offsets", "positive_label": None, "offsets": [float("inf"), 0.0]},
+    "offsets short": {"strategy": "offsets", "positive_label": None, "offsets": [0.5]},
+    "blend NaN": {"strategy": "argmax", "positive_label": None, "blend": float("nan")},
+}
+
+
+@pytest.mark.parametrize("case", INVALID_RULES)
+def test_an_invalid_decision_rule_stops_the_stages_that_read_it(case, tmp_path):
+    """decision.json as Python's json writes NaN and Infinity: the one reader (DecisionRule.from_dict) refuses it, so
+    evaluate (and package, relabel, `skewtune predict`) never apply a rule that predicts one class with NaN margins."""
+    (tmp_path / "reports/threshold").mkdir(parents=True)
+    (tmp_path / "data/interim").mkdir(parents=True)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    rule = {"labels": LABELS, "threshold": None, "offsets": None, "blend": 0.0, **INVALID_RULES[case]}
+    (tmp_path / "reports/threshold/decision.json").write_text(json.dumps(rule))  # allow_nan: NaN, Infinity
+    proc = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("skewtune evaluate: error: reports/threshold/decision.json: not a valid decision rule (strategy ")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("re-run the tune_threshold stage\n")
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "reports/eval").exists()
+
+
+def test_a_threshold_just_above_one_predicts_no_row_positive():
+    """tune_threshold's 'no row positive' candidate when some p is exactly 1 is the float just above 1: a valid rule."""
+    rule = DecisionRule.from_dict({"strategy": "threshold", "labels": LABELS, "positive_label": "spam", "threshold": float(np.nextafter(1.0, 2.0))})
+    assert rule.predict(np.array([[0.0, 1.0], [1.0, 0.0]])).tolist() == [0, 0]
+
+
 @pytest.mark.parametrize("unescape_html", [False, True])
 def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path, unescape_html):
     """The classifier's preprocessing is applied: control characters go; HTML references are decoded only when
