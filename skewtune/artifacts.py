@@ -17,6 +17,7 @@ probabilities averaged with the linear baseline's (`DecisionRule.combine`), and 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -49,9 +50,9 @@ TRAIN_REPORTS = "reports/train"
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
 # The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
 # when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
-# and the model file holds None.
+# and the model file holds no tensors.
 BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
-BASELINE_MODEL = "models/baseline.joblib"  # the fitted scikit-learn pipeline (joblib)
+BASELINE_MODEL = "models/baseline.safetensors"  # the fitted baseline (skewtune.baseline.save_baseline: no pickle)
 BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
 DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
 VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.thresholds.plot_tables)
@@ -69,8 +70,9 @@ ERRORS = "reports/errors.csv"  # the relabelling queue
 # Files of a model directory beside the transformers ones.
 META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
-BASELINE_FILE = "baseline.joblib"  # the baseline the rule blends in (classifier only, when its blend is above 0)
+BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
+MANIFEST_FILE = "manifest.json"  # {"sha256": {path: digest}} of every other file (classifier only; write_manifest)
 
 PROB_PREFIX = "prob:"
 # Probabilities written as float32 may sum to 1 only within this.
@@ -477,6 +479,45 @@ def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> di
     return meta
 
 
+def file_digests(directory: str | os.PathLike) -> dict[str, str]:
+    """The SHA-256 of every file below `directory` by its relative path, sorted; without the manifest and hidden
+    files (.DS_Store and the like, which no loader reads)."""
+    directory = Path(directory)
+    digests = {}
+    for path in sorted(directory.rglob("*")):
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name != MANIFEST_FILE and not any(part.startswith(".") for part in name.split("/")):
+            with path.open("rb") as handle:
+                digests[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+def write_manifest(directory: str | os.PathLike) -> None:
+    """manifest.json of a classifier directory: the SHA-256 of each of its files, which read_classifier_files verifies."""
+    (Path(directory) / MANIFEST_FILE).write_text(json_text({"sha256": file_digests(directory)}), encoding="utf-8")
+
+
+def check_manifest(directory: Path) -> None:
+    """Refuse a classifier directory whose files are not those the package stage wrote (manifest.json): a changed,
+    missing or added file. What is loaded then (weights, tokenizer, rule, baseline) is what was packaged."""
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise SkewtuneError(f"{directory}: has no {MANIFEST_FILE} (the SHA-256 of each of its files); re-run the package stage, "
+                            "which writes it, or copy the whole classifier directory")
+    raw = read_json(path, "package")
+    recorded = raw.get("sha256") if isinstance(raw, dict) else None
+    if not isinstance(recorded, dict):
+        raise SkewtuneError(f"{path}: expected {{\"sha256\": {{file: digest}}}}; re-run the package stage")
+    actual = file_digests(directory)
+    changed = [name for name in recorded if name in actual and actual[name] != recorded[name]]
+    missing = [name for name in recorded if name not in actual]
+    added = [name for name in actual if name not in recorded]
+    if changed or missing or added:
+        found = "; ".join(f"{what}: {', '.join(names[:5])}" for what, names in (("changed", changed), ("missing", missing), ("added", added)) if names)
+        raise SkewtuneError(f"{directory}: its files are not those the package stage wrote ({found}; see {MANIFEST_FILE}); "
+                            "copy the classifier directory again from where it was packaged, or re-run the package stage")
+
+
 def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionRule]:
     """(skewtune.json, decision rule) of a classifier directory written by the package stage."""
     directory = Path(directory)
@@ -489,6 +530,7 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
             f"{directory}: not a skewtune classifier: it has no {' and no '.join(f'{name} ({what[name]})' for name in missing)}; "
             f"`dvc repro package` writes one to {CLASSIFIER}"
         )
+    check_manifest(directory)
     meta = read_model_meta(directory, "package")
     rule = DecisionRule.from_dict(read_json(directory / RULE_FILE, "package"), str(directory / RULE_FILE))
     if list(rule.labels) != meta["labels"]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skewtune.artifacts import BASELINE_FILE, DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
+from skewtune.artifacts import BASELINE_FILE, RULE_FILE, DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
 from skewtune.baseline import baseline_proba, load_baseline
 from skewtune.dataset import normalise_text
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
@@ -170,7 +170,10 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
             amp_dtype=amp_dtype(resolve_precision(precision, device)), progress=progress_printer(int(has_text.sum())),
         )
         if rule.blend:  # the classifier's rule decides on the model's probabilities blended with its baseline's
-            probs = rule.combine(probs, baseline_proba(load_baseline(Path(model) / BASELINE_FILE), rows[has_text], len(rule.labels)))
+            baseline = load_baseline(Path(model) / BASELINE_FILE)
+            if baseline is None:
+                raise SkewtuneError(f"{model}: {RULE_FILE} blends in the baseline, but {BASELINE_FILE} holds no fitted baseline; re-run the package stage")
+            probs = rule.combine(probs, baseline_proba(baseline, rows[has_text], len(rule.labels)))
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
         write_frame(result, out.path(output), out_fmt)

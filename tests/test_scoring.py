@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from skewtune.artifacts import RULE_FILE, DecisionRule, read_classifier_files, spreadsheet_safe, write_model_meta
+from skewtune.artifacts import RULE_FILE, DecisionRule, read_classifier_files, spreadsheet_safe, write_manifest, write_model_meta
 from skewtune.command import main
 from skewtune.dataset import normalise_text
 from skewtune.errors import SkewtuneError
@@ -43,6 +43,7 @@ def classifier(tiny_bert_dir, tmp_path_factory) -> Path:
     # a threshold inside the range of p(spam), so that both classes are predicted
     rule = DecisionRule("threshold", tuple(LABELS), positive_label="spam", threshold=float(np.median(probs[:, 1])))
     (directory / RULE_FILE).write_text(json_text(rule.to_dict()))
+    write_manifest(directory)
     return directory
 
 
@@ -167,9 +168,12 @@ def test_decision_rule_round_trip_and_margin():
     baseline = np.array([[0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
     np.testing.assert_allclose(blended.combine(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]), baseline), [[0.4, 0.25, 0.35], [0.1, 0.1, 0.8]])
     assert rule.combine(baseline, None) is baseline and "0.25 x the TF-IDF baseline" in blended.describe()
-    for bad in (1.5, -0.1, "auto", True):
+    for bad in (1.5, -0.1, "auto", True, float("nan")):
         with pytest.raises(SkewtuneError, match="blend a weight in"):
             DecisionRule.from_dict({**raw, "blend": bad})
+    for offsets in ([0.5, 0.0], [0.0, float("-inf"), 1.0], [0.0, True, 1.0]):  # one finite number per class
+        with pytest.raises(SkewtuneError, match="'offsets' one finite number per label"):
+            DecisionRule.from_dict({**raw, "offsets": offsets})
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     np.testing.assert_array_equal(rule.predict(probs), [1, 2])
     scores = np.log(probs) + [0.0, 1.0, -1.0]
@@ -181,8 +185,6 @@ INVALID_RULES = {
     "threshold NaN": {"strategy": "threshold", "positive_label": "spam", "threshold": float("nan")},
     "threshold 2.0": {"strategy": "threshold", "positive_label": "spam", "threshold": 2.0},
     "offsets Infinity": {"strategy": "offsets", "positive_label": None, "offsets": [float("inf"), 0.0]},
-    "offsets short": {"strategy": "offsets", "positive_label": None, "offsets": [0.5]},
-    "blend NaN": {"strategy": "argmax", "positive_label": None, "blend": float("nan")},
 }
 
 
@@ -217,6 +219,7 @@ def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path
     copy = shutil.copytree(classifier, tmp_path / "classifier")
     write_model_meta(copy, LABELS, 24, False, preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None,
                                                                "remove_control_characters": True, "unescape_html": unescape_html})
+    write_manifest(copy)
     texts = ["win &amp; call now", "win & call now", "win\x00 & call\x1a now"]
     pd.DataFrame({"SMS": texts}).to_csv(tmp_path / "in.csv", index=False)
     predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
@@ -239,6 +242,7 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
     _, rule = read_classifier_files(classifier)
     blended = DecisionRule("threshold", rule.labels, positive_label="spam", threshold=0.5, blend=0.7)
     (copy / RULE_FILE).write_text(json_text(blended.to_dict()))
+    write_manifest(copy)
     table.to_csv(tmp_path / "in.csv", index=False)
     predict(tmp_path / "in.csv", "-o", tmp_path / "plain.csv", "--model", classifier)
     predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
@@ -249,10 +253,11 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
     assert out["predicted"].tolist() == [LABELS[k] for k in blended.predict(expected)]
 
     (copy / BASELINE_FILE).unlink()
+    write_manifest(copy)
     with pytest.raises(SystemExit) as exit_info:
         predict(tmp_path / "in.csv", "-o", tmp_path / "again.csv", "--model", copy)
     assert exit_info.value.code == 2
-    assert "decision.json blends in the baseline (weight 0.7), but baseline.joblib is missing; re-run the package stage" in capsys.readouterr().err
+    assert "decision.json blends in the baseline (weight 0.7), but baseline.safetensors is missing; re-run the package stage" in capsys.readouterr().err
 
 
 def skewtune_script(*args) -> subprocess.CompletedProcess:
@@ -286,3 +291,45 @@ def test_overwrite_replaces_only_a_regular_file_never_a_directory_or_the_input(c
     proc = skewtune_script("predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(tmp_path / "out.csv")) == 5
+
+
+class Payload:
+    """What a pickle may do when loaded: run a command (here: create a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+TAMPERED = {
+    "a pickle in place of the baseline": ("baseline.safetensors", "added: baseline.safetensors"),
+    "another decision rule": (RULE_FILE, "changed: decision.json"),
+    "other weights": ("model.safetensors", "changed: model.safetensors"),
+    "a deleted tokenizer file": ("tokenizer.json", "missing: tokenizer.json"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_classifier_directory_is_refused_before_anything_is_loaded(case, classifier, tmp_path, capsys):
+    """manifest.json (the package stage's SHA-256 of every file) is verified first: a replaced, added or deleted file
+    is one line, exit 2, and nothing of the directory is loaded (no pickle is ever unpickled)."""
+    import pickle
+
+    copy = shutil.copytree(classifier, tmp_path / "classifier")
+    name, found = TAMPERED[case]
+    marker = tmp_path / "payload-ran"
+    if name == "tokenizer.json":
+        (copy / name).unlink()
+    elif name == RULE_FILE:
+        (copy / name).write_text(json_text({**json.loads((copy / name).read_text()), "threshold": 0.0}))
+    else:
+        (copy / name).write_bytes(pickle.dumps(Payload(marker)))
+    sms_table(4).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
+    assert exit_info.value.code == 2 and capsys.readouterr().err == (
+        f"skewtune predict: error: {copy}: its files are not those the package stage wrote ({found}; see manifest.json); "
+        "copy the classifier directory again from where it was packaged, or re-run the package stage\n")
+    assert not marker.exists() and not (tmp_path / "out.csv").exists()
