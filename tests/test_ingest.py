@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -293,6 +294,30 @@ def test_links_inside_data_raw_and_into_the_dvc_cache_are_read(project):
         project(source=source)
         ingest.main()
         assert _metrics()["rows_kept"] == 4
+
+
+def run_on_full_disk(command: list[str], small: Path, cwd: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`command` (with this checkout first on PYTHONPATH) with a 16 KiB filesystem mounted on `small` (a private tmpfs
+    in a user namespace), and what is left in `small` after it; skipped where the system allows no such mount."""
+    script = 'mount -t tmpfs -o size=16k tmpfs "$0" || exit 99; "$@"; status=$?; echo "left: $(ls -A "$0")"; exit $status'
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script, str(small), *map(str, command)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode == 99 or "unshare:" in result.stderr:
+        pytest.skip(f"no private tmpfs mount here: {result.stderr.strip()}")
+    left = result.stdout.rsplit("left: ", 1)[-1].split()
+    return result, left
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(project):
+    root = project(source="embedded")
+    Path("data/interim").mkdir(parents=True)
+    result, left = run_on_full_disk([sys.executable, "-m", "stages.ingest"], root / "data/interim", root)
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(r"skewtune ingest: error: data/interim/dataset\.parquet: no space left on device while writing it \(\d+\.\d KiB free "
+                        r"there(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n",
+                        result.stderr), result.stderr
+    assert left == [] and not Path(artifacts.INGEST_REPORT).exists()  # no temporary, no report of a dataset not written
 
 
 def test_ingest_is_deterministic(project):

@@ -333,3 +333,16 @@ def test_a_tampered_classifier_directory_is_refused_before_anything_is_loaded(ca
         f"skewtune predict: error: {copy}: its files are not those the package stage wrote ({found}; see manifest.json); "
         "copy the classifier directory again from where it was packaged, or re-run the package stage\n")
     assert not marker.exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_a_full_disk_during_predict_is_one_line_and_leaves_nothing(classifier, tmp_path):
+    from test_ingest import run_on_full_disk
+
+    sms_table(400).to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "small").mkdir()
+    script = Path(sys.executable).parent / "skewtune"
+    result, left = run_on_full_disk([script, "predict", tmp_path / "in.csv", "-o", "small/out.csv", "--model", classifier], tmp_path / "small", tmp_path)
+    assert result.returncode == 1 and re.fullmatch(
+        r"skewtune predict: error: small/out\.csv: no space left on device while writing it \(\d+\.\d KiB free there"
+        r"(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n", result.stderr), result.stderr
+    assert left == []  # no half-written output, no temporary
