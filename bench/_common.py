@@ -4,6 +4,7 @@ project's code and a params.yaml with overrides, and running a stage in it with 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,12 +37,21 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def place_raw(source: Path, target: Path) -> None:
+    """`source` at `target` under a run's data/raw/: a hard link (no copy) where the filesystem allows, else a copy.
+    Not a symbolic link: ingest refuses a link that resolves outside data/raw/."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem
+        shutil.copyfile(source, target)
+
+
 def link_sms(workdir: Path) -> None:
-    """data/raw/sms_spam_collection.tsv as a symlink to the shared file (never a copy)."""
-    link = workdir / SMS_DATA["source"]
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(SMS_TSV)
+    """data/raw/sms_spam_collection.tsv: the shared file, hard-linked (place_raw)."""
+    place_raw(SMS_TSV, workdir / SMS_DATA["source"])
 
 
 def run_measured(args: list[str], cwd: Path, log: Path | None = None) -> dict:

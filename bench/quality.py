@@ -29,7 +29,7 @@ from pathlib import Path
 
 # The benchmark helpers and the skewtune package of this checkout (not installed into the venv).
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from _common import PIPELINE, REPO, SMS_DATA, SMS_TSV, copy_project, link_sms, machine, parse_overrides, run_stage, set_params  # noqa: E402
+from _common import PIPELINE, REPO, SMS_DATA, SMS_TSV, copy_project, link_sms, machine, place_raw, parse_overrides, run_stage, set_params  # noqa: E402
 
 BIRDS_CSV = (REPO / ".." / "shared" / "data" / "bird_strikes.csv").resolve()
 # Each dev data set: its file, and its data.* params (the file goes to data.source under data/raw/).
@@ -67,7 +67,7 @@ def place_data(workdir: Path, data: str, sample: int | None, seed: int) -> None:
         if data == "sms":
             link_sms(workdir)
         else:
-            target.symlink_to(path)
+            place_raw(path, target)
         return
     import pandas as pd
     from sklearn.model_selection import train_test_split

@@ -21,8 +21,10 @@ probabilities averaged with the linear baseline's (`DecisionRule.combine`), and 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +54,9 @@ TRAIN_REPORTS = "reports/train"
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
 # The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
 # when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
-# and the model file holds None.
+# and the model file holds no tensors.
 BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
-BASELINE_MODEL = "models/baseline.joblib"  # the fitted scikit-learn pipeline (joblib)
+BASELINE_MODEL = "models/baseline.safetensors"  # the fitted baseline (skewtune.baseline.save_baseline: no pickle)
 BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
 DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
 VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.thresholds.plot_tables)
@@ -74,8 +76,9 @@ ERRORS = "reports/errors.csv"  # the relabelling queue
 # Files of a model directory beside the transformers ones.
 META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
-BASELINE_FILE = "baseline.joblib"  # the baseline the rule blends in (classifier only, when its blend is above 0)
+BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
+MANIFEST_FILE = "manifest.json"  # {"sha256": {path: digest}} of every other file (classifier only; write_manifest)
 
 PROB_PREFIX = "prob:"
 # Probabilities written as float32 may sum to 1 only within this.
@@ -326,6 +329,16 @@ def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- decision rule
 
 
+# The highest threshold a rule may have: the float just above 1, which tune_threshold chooses to predict no row positive
+# when some probability is exactly 1 (skewtune.thresholds.threshold_curve).
+_ABOVE_ONE = float(np.nextafter(1.0, 2.0))
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that is neither NaN nor infinite (Python's json reads NaN and Infinity); not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """How rows of class probabilities (in `labels` order) become class indices (see the module doc).
@@ -346,21 +359,21 @@ class DecisionRule:
         """The rule of a decision mapping (other keys, such as how it was tuned, are ignored), checked."""
         labels = raw.get("labels") if isinstance(raw, dict) else None
         strategy = raw.get("strategy") if isinstance(raw, dict) else None
-        number = (int, float)
         ok = _valid_labels(labels)
         if ok and strategy == "threshold":
-            ok = len(labels) == 2 and raw.get("positive_label") in labels and isinstance(raw.get("threshold"), number)
+            ok = len(labels) == 2 and raw.get("positive_label") in labels and _finite(raw.get("threshold")) and 0 <= raw["threshold"] <= _ABOVE_ONE
         elif ok and strategy == "offsets":
             offsets = raw.get("offsets")
-            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(isinstance(v, number) for v in offsets)
+            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(map(_finite, offsets))
         elif ok:
             ok = strategy == "argmax" and raw.get("positive_label") in (None, *labels)
         blend = raw.get("blend", 0.0) if isinstance(raw, dict) else None  # absent in rules written before blending
-        ok = ok and isinstance(blend, number) and not isinstance(blend, bool) and 0 <= blend <= 1
+        ok = ok and _finite(blend) and 0 <= blend <= 1
         if not ok:
             raise SkewtuneError(
                 f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
-                "and a numeric threshold; 'offsets' one number per label; or 'argmax'; blend a weight in [0, 1]); re-run the tune_threshold stage"
+                "and a threshold in [0, 1]; 'offsets' one finite number per label; or 'argmax'; blend a weight in [0, 1]); "
+                "re-run the tune_threshold stage"
             )
         return cls(
             strategy=strategy,
@@ -482,6 +495,45 @@ def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> di
     return meta
 
 
+def file_digests(directory: str | os.PathLike) -> dict[str, str]:
+    """The SHA-256 of every file below `directory` by its relative path, sorted; without the manifest and hidden
+    files (.DS_Store and the like, which no loader reads)."""
+    directory = Path(directory)
+    digests = {}
+    for path in sorted(directory.rglob("*")):
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name != MANIFEST_FILE and not any(part.startswith(".") for part in name.split("/")):
+            with path.open("rb") as handle:
+                digests[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return digests
+
+
+def write_manifest(directory: str | os.PathLike) -> None:
+    """manifest.json of a classifier directory: the SHA-256 of each of its files, which read_classifier_files verifies."""
+    (Path(directory) / MANIFEST_FILE).write_text(json_text({"sha256": file_digests(directory)}), encoding="utf-8")
+
+
+def check_manifest(directory: Path) -> None:
+    """Refuse a classifier directory whose files are not those the package stage wrote (manifest.json): a changed,
+    missing or added file. What is loaded then (weights, tokenizer, rule, baseline) is what was packaged."""
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise SkewtuneError(f"{directory}: has no {MANIFEST_FILE} (the SHA-256 of each of its files); re-run the package stage, "
+                            "which writes it, or copy the whole classifier directory")
+    raw = read_json(path, "package")
+    recorded = raw.get("sha256") if isinstance(raw, dict) else None
+    if not isinstance(recorded, dict):
+        raise SkewtuneError(f"{path}: expected {{\"sha256\": {{file: digest}}}}; re-run the package stage")
+    actual = file_digests(directory)
+    changed = [name for name in recorded if name in actual and actual[name] != recorded[name]]
+    missing = [name for name in recorded if name not in actual]
+    added = [name for name in actual if name not in recorded]
+    if changed or missing or added:
+        found = "; ".join(f"{what}: {', '.join(names[:5])}" for what, names in (("changed", changed), ("missing", missing), ("added", added)) if names)
+        raise SkewtuneError(f"{directory}: its files are not those the package stage wrote ({found}; see {MANIFEST_FILE}); "
+                            "copy the classifier directory again from where it was packaged, or re-run the package stage")
+
+
 def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionRule]:
     """(skewtune.json, decision rule) of a classifier directory written by the package stage."""
     directory = Path(directory)
@@ -494,6 +546,7 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
             f"{directory}: not a skewtune classifier: it has no {' and no '.join(f'{name} ({what[name]})' for name in missing)}; "
             f"`dvc repro package` writes one to {CLASSIFIER}"
         )
+    check_manifest(directory)
     meta = read_model_meta(directory, "package")
     rule = DecisionRule.from_dict(read_json(directory / RULE_FILE, "package"), str(directory / RULE_FILE))
     if list(rule.labels) != meta["labels"]:

@@ -20,8 +20,17 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line: the file(s) it concerns and what the system said."""
+    files = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    said = exc.strerror or str(exc)
+    return f"{files}: {said}" if files else said
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's `main`, turning SkewtuneError into one line on stderr and exit status 2.
+    """Run a stage's `main` (or `skewtune predict`), turning SkewtuneError into one line on stderr and exit status 2, and
+    an OSError (a full disk, a permission: the system refused, skewtune.io.Outputs names the output) into one line and
+    exit status 1.
 
     SIGTERM is turned into an exception so that pending outputs are discarded, not left half-written.
     """
@@ -31,6 +40,9 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except SkewtuneError as exc:
         print(f"skewtune {name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        print(f"skewtune {name}: error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(1)
     except InterruptedAfterCommit:
         print(f"skewtune {name}: interrupted once its outputs were completely written; `dvc commit` records them as they are", file=sys.stderr)
         sys.exit(130)

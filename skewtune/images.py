@@ -42,7 +42,7 @@ from skewtune.dataset import (
     whole_numbers,
 )
 from skewtune.errors import SkewtuneError
-from skewtune.tables import DATA_PARAMS, Table, read_table, resolve_raw_path
+from skewtune.tables import DATA_PARAMS, Table, inside, link_target, read_table, resolve_raw_path
 
 IMAGE_COLUMN = "image"  # the path of the image, relative to data/raw/ (the pipeline) or the input's folder (predict)
 HASH_COLUMN = "hash"  # sha256 of the converted pixels and the size: the de-duplication and leakage key
@@ -61,11 +61,6 @@ DEFAULT_SIDES = (32, 128)
 # ------------------------------------------------------------------------------------------ reading
 
 
-def inside(path: str, root: str | os.PathLike) -> bool:
-    root = os.path.abspath(root)
-    return os.path.commonpath([os.path.abspath(path), root]) == root
-
-
 def _tree(directory: Path, key: str, raw_dir: str | os.PathLike, image_column: str, label_column: str) -> Table:
     """A folder-per-class tree: each subfolder of `directory` is a class, every image file below it an example."""
     loose = sorted(p.name for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -78,6 +73,9 @@ def _tree(directory: Path, key: str, raw_dir: str | os.PathLike, image_column: s
     files, labels, others = [], [], []
     for folder in classes:
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+            if not inside(path, raw_dir):
+                raise SkewtuneError(f"{key}: {path} leads outside {raw_dir}/{link_target(path)}; DVC tracks {raw_dir}/ as the pipeline's "
+                                    "input and nothing elsewhere is read: copy the file there in place of the link")
             if path.suffix.lower() in EXTENSIONS:
                 files.append(os.path.relpath(path, raw_dir))
                 labels.append(folder.name)
@@ -99,7 +97,7 @@ def raw_input(value: str, key: str, raw_dir: str | os.PathLike, *, folders: bool
     if not (folders and path.is_dir()):
         return resolve_raw_path(value, key, raw_dir)
     if not inside(value, raw_dir):
-        raise SkewtuneError(f"{key}: {value!r} is outside {raw_dir}/; DVC tracks {raw_dir}/ as the pipeline's input, so move the folder there")
+        raise SkewtuneError(f"{key}: {value!r} is outside {raw_dir}/{link_target(value)}; DVC tracks {raw_dir}/ as the pipeline's input, so move the folder there")
     return path
 
 
@@ -168,7 +166,7 @@ def _checked_path(cell, name: str, table: Table, position: int, raw_dir: str | o
     full = os.path.join(raw_dir, cell)
     if os.path.isabs(cell) or not inside(full, raw_dir):
         raise SkewtuneError(
-            f"{name}: {table.place(position)}: the image path {cell!r} leads outside {raw_dir}/; image paths are relative to "
+            f"{name}: {table.place(position)}: the image path {cell!r} leads outside {raw_dir}/{link_target(full)}; image paths are relative to "
             f"{raw_dir}/, which DVC tracks as the pipeline's input: copy the image there and write its path relative to {raw_dir}/"
         )
     return Path(full)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -100,13 +101,14 @@ class Outputs:
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
         self._in_place: list[Path] = []
+        self._writing: Path | None = None  # the destination whose temporary was handed out last
 
     def __enter__(self) -> "Outputs":
         return self
 
     def path(self, dest: str | os.PathLike, *, directory: bool = False) -> Path:
         """Return a temporary path (file or empty directory) that becomes `dest` on commit."""
-        dest = Path(dest)
+        dest = self._writing = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if directory:
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -151,7 +153,8 @@ class Outputs:
         try:
             with _interruptions_held():
                 for tmp, dest in self._pending:
-                    if dest.is_dir() and not dest.is_symlink():
+                    # Only a directory output replaces a directory (a stage's own model directory): a file never does.
+                    if tmp.is_dir() and dest.is_dir() and not dest.is_symlink():
                         shutil.rmtree(dest)
                     os.replace(tmp, dest)
                 self._pending.clear()
@@ -172,9 +175,42 @@ class Outputs:
             self._pending.clear()
             self._in_place.clear()
 
+    def _out_of_space(self, exc: OSError) -> OSError:
+        """The OSError of a full disk or quota, said of the output being written: which file, how much the outputs had
+        taken when the space ran out (what they need at least) and how much is free without them."""
+        dest = self._writing
+        taken = sum(_size(tmp) for tmp, _ in self._pending) + sum(_size(directory) for directory in self._in_place)
+        self.discard()
+        free = shutil.disk_usage(dest.parent).free
+        had = f"; the outputs had taken {_human(taken)} when it ran out, they need more" if taken else ""
+        return OSError(exc.errno, f"{os.strerror(exc.errno).lower()} while writing it ({_human(free)} free there{had}); "
+                                  "nothing was written: free space and re-run", str(dest))
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
+        elif isinstance(exc, OSError) and exc.errno in _NO_SPACE and self._writing is not None:
+            raise self._out_of_space(exc) from None
         else:
             self.discard()
+
+
+# A full disk, and a full quota.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of all files in a directory; 0 for one already gone."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _human(size: float) -> str:
+    """A size for people: 812 bytes, 16.0 KiB, 3.2 GiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 

@@ -198,19 +198,18 @@ class ImageModality:
         write_model_meta(directory, labels, modality=self.name)
 
     def load_trained(self, directory, *, trust_remote_code: bool = False):
-        import torch
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         from skewtune.artifacts import read_model_meta
+        from skewtune.modeling import load_weights, trained_config
 
         meta = read_model_meta(directory)
         try:
-            model = AutoModelForImageClassification.from_pretrained(directory, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code)
+            config = trained_config(directory, meta, trust_remote_code=trust_remote_code)
+            model = load_weights(AutoModelForImageClassification, directory, config, trust_remote_code=trust_remote_code)
             processor = AutoImageProcessor.from_pretrained(directory, backend="pil", trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise SkewtuneError(f"{directory}: cannot load the trained image model ({exc}); re-run the train stage") from None
-        if model.config.num_labels != len(meta["labels"]):
-            raise SkewtuneError(f"{directory}: the model has {model.config.num_labels} outputs but skewtune.json lists {len(meta['labels'])} labels; re-run train")
         return model, processor, meta
 
     def predict_proba(self, model, processor, frame: pd.DataFrame, meta: dict, *, batch_size: int, device: str,

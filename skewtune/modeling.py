@@ -300,23 +300,45 @@ def save_classifier(model: nn.Module, tokenizer, directory: str | os.PathLike, *
     write_model_meta(directory, labels, max_length, text_pair)
 
 
+def trained_config(directory: Path, meta: dict, *, trust_remote_code: bool = False):
+    """The config of a trained model directory, checked against its skewtune.json before any weight is loaded: one
+    output per label (a config.json edited to another num_labels would otherwise fail deep in transformers)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    if config.num_labels != len(meta["labels"]):
+        raise SkewtuneError(f"{directory}: config.json gives the model {config.num_labels} outputs (num_labels), but skewtune.json lists "
+                            f"{len(meta['labels'])} labels; re-run the train stage")
+    return config
+
+
+def load_weights(auto_class, directory: Path, config, *, trust_remote_code: bool = False):
+    """`auto_class`.from_pretrained with `config`, from safetensors only; weights that do not fit the config are one line."""
+    try:
+        return auto_class.from_pretrained(directory, config=config, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    except RuntimeError as exc:  # the tensors' shapes differ from what config.json describes
+        raise SkewtuneError(f"{directory}: the weights do not fit config.json ({str(exc).strip().splitlines()[0][:300]}); re-run the train stage") from None
+
+
 def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = False):
-    """(model, tokenizer, meta) of a directory written by `save_classifier`; weights from safetensors only."""
+    """(model, tokenizer, meta) of a directory written by `save_classifier`; weights from safetensors only. skewtune.json
+    is checked against the model before the weights load: one output per label, max_length within its positions."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     directory = Path(directory)
     meta = read_model_meta(directory)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            directory, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+        config = trained_config(directory, meta, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        limit = _position_limit(config, tokenizer)
+        if limit is not None and meta["max_length"] > limit:
+            raise SkewtuneError(f"{directory}: skewtune.json has max_length {meta['max_length']}, but the model handles at most {limit} tokens "
+                                "(max_position_embeddings / tokenizer limit); re-run the train stage")
+        model = load_weights(AutoModelForSequenceClassification, directory, config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc):
             raise _remote_code(str(directory)) from None
         raise SkewtuneError(f"{directory}: cannot load the trained model ({exc}); re-run the train stage") from None
-    if model.config.num_labels != len(meta["labels"]):
-        raise SkewtuneError(f"{directory}: the model has {model.config.num_labels} outputs but skewtune.json lists {len(meta['labels'])} labels; re-run train")
     return model, tokenizer, meta
 
 

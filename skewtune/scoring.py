@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skewtune.artifacts import BASELINE_FILE, DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
+from skewtune.artifacts import BASELINE_FILE, RULE_FILE, DecisionRule, output_format, prob_columns, read_classifier_files, write_frame
 from skewtune.baseline import baseline_proba, load_baseline
 from skewtune.dataset import normalise_text
 from skewtune.devices import amp_dtype, resolve_device, resolve_precision
 from skewtune.errors import SkewtuneError
-from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image, inside
+from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_image
 from skewtune.io import Outputs, counted
 from skewtune.modality import IMAGE, for_meta
 from skewtune.modeling import progress_printer
-from skewtune.tables import Settings, read_table
+from skewtune.tables import Settings, inside, link_target, read_table
 
 PREDICTED = "predicted"
 MARGIN = "margin"
@@ -48,11 +48,20 @@ class Summary:
                 + (f"; {counted(self.without_text, 'row')} without {self.lacking} got no prediction" if self.without_text else ""))
 
 
-def check_output(output: str | os.PathLike, overwrite: bool) -> str:
-    """The output format; refuses an unknown extension and, without `overwrite`, an existing file."""
+def check_output(output: str | os.PathLike, input_path: str | os.PathLike, overwrite: bool) -> str:
+    """The output format; refuses an unknown extension, a directory, the input itself and, without `overwrite`, an
+    existing file. `overwrite` replaces only a regular file: never a directory (a partitioned parquet dataset) or the input."""
     fmt = output_format(output)
-    if Path(output).exists() and not overwrite:
-        raise SkewtuneError(f"{output}: already exists; pass --overwrite to replace it, or choose another output path")
+    path = Path(output)
+    if path.is_dir():
+        raise SkewtuneError(f"{output}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path")
+    if os.path.realpath(output) == os.path.realpath(input_path):
+        raise SkewtuneError(f"{output}: is the input {input_path}; write the predictions to another file")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise SkewtuneError(f"{output}: already exists; pass --overwrite to replace it, or choose another output path")
+        if not path.is_file():
+            raise SkewtuneError(f"{output}: is not a regular file; --overwrite replaces only a regular file: choose another output path")
     return fmt
 
 
@@ -122,7 +131,7 @@ def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings) -> 
             continue
         full = root / str(cell).strip()
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
-            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it"
+            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/{link_target(full)}; write paths relative to it"
                                 + (f" ({settings.image_root} sets it)" if settings.image_root else ""))
         rows.append(inspect_image(full))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
@@ -137,7 +146,7 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
     folder), and `input_path` may be a folder of images. Errors name the `settings` the caller set these with."""
     if batch_size < 1:
         raise SkewtuneError(f"--batch-size is {batch_size}; use a positive number of rows, e.g. 64")
-    out_fmt = check_output(output, overwrite)
+    out_fmt = check_output(output, input_path, overwrite)
     meta, rule = read_classifier_files(model)
     modality = for_meta(meta)
     if modality is IMAGE:
@@ -166,7 +175,10 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
             amp_dtype=amp_dtype(resolve_precision(precision, device)), progress=progress_printer(int(has_text.sum())),
         )
         if rule.blend:  # the classifier's rule decides on the model's probabilities blended with its baseline's
-            probs = rule.combine(probs, baseline_proba(load_baseline(Path(model) / BASELINE_FILE), rows[has_text], len(rule.labels)))
+            baseline = load_baseline(Path(model) / BASELINE_FILE)
+            if baseline is None:
+                raise SkewtuneError(f"{model}: {RULE_FILE} blends in the baseline, but {BASELINE_FILE} holds no fitted baseline; re-run the package stage")
+            probs = rule.combine(probs, baseline_proba(baseline, rows[has_text], len(rule.labels)))
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
         write_frame(result, out.path(output), out_fmt, rounded=[*prob_columns(rule.labels), MARGIN])

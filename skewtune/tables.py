@@ -108,14 +108,30 @@ def embedded_table_path(package: str = EMBEDDED_PACKAGE) -> Path:
     return Path(str(path))
 
 
+# DVC's cache, where the files of a folder DVC tracks are symbolic links to under `cache.type: symlink`.
+DVC_CACHE = ".dvc/cache"
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether `path`, every symbolic link resolved, lies in `root` (resolved too) or in DVC's cache. Resolving matters:
+    git stores symbolic links, so a pull request can carry data/raw/x.csv -> /etc/passwd, which a check of the
+    path's text alone lets through."""
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([real, top]) == top for top in map(os.path.realpath, (root, DVC_CACHE)))
+
+
+def link_target(path: str | os.PathLike) -> str:
+    """' (a symbolic link to <target>)' where `path` leads elsewhere through a link, else '': for messages."""
+    real = os.path.realpath(path)
+    return f" (a symbolic link to {real})" if real != os.path.abspath(path) else ""
+
+
 def resolve_raw_path(value: str, key: str, raw_dir: str | os.PathLike = "data/raw") -> Path:
     """Check that `value` (the params key `key`) names a file inside `raw_dir`, which DVC tracks."""
     path = Path(value)
-    inside = os.path.abspath(path)
-    root = os.path.abspath(raw_dir)
-    if os.path.commonpath([inside, root]) != root:
+    if not inside(path, raw_dir):
         raise SkewtuneError(
-            f"{key}: {value!r} is outside {raw_dir}/; DVC tracks {raw_dir}/ as the pipeline's input, so copy the file "
+            f"{key}: {value!r} is outside {raw_dir}/{link_target(path)}; DVC tracks {raw_dir}/ as the pipeline's input, so copy the file "
             f"there (e.g. {Path(raw_dir) / path.name}) and point {key} at it"
         )
     if path.is_dir():

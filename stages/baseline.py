@@ -1,7 +1,7 @@
 """Stage baseline: fit the TF-IDF + logistic regression baseline (skewtune.baseline) on the resampled train
 split and write its val and test probabilities as predict writes the model's. Disabled (baseline.enabled:
-false, or on images) or unable to fit (a warning says why), it writes tables without columns as its predictions and None
-as its model (skewtune.artifacts.write_no_table), and the pipeline goes on without it."""
+false, or on images) or unable to fit (a warning says why), it writes tables without columns as its predictions
+(skewtune.artifacts.write_no_table) and a model file without tensors, and the pipeline goes on without it."""
 
 import sys
 import time

@@ -1,6 +1,7 @@
 """Stage package: models/classifier, the self-contained classifier a user applies: the trained model and
 tokenizer, its labels and preprocessing (skewtune.json), the decision rule chosen on val (decision.json),
-the TF-IDF baseline when the rule blends it in (baseline.joblib) and a model card (README.md). Copying that directory is all `skewtune predict` needs."""
+the TF-IDF baseline when the rule blends it in (baseline.safetensors), a model card (README.md) and manifest.json, the
+SHA-256 of each of those files, which `skewtune predict` verifies. Copying that directory is all `skewtune predict` needs."""
 
 import shutil
 
@@ -19,6 +20,7 @@ from skewtune.artifacts import (
     read_json,
     read_labels,
     read_model_meta,
+    write_manifest,
     write_model_meta,
 )
 from skewtune.card import model_card
@@ -55,6 +57,7 @@ def main() -> None:
         if rule.blend:
             shutil.copy2(BASELINE_MODEL, target / BASELINE_FILE)
         (target / CARD_FILE).write_text(card, encoding="utf-8")
+        write_manifest(target)  # last: the SHA-256 of every file above, verified by `skewtune predict`
     print(f"package: {CLASSIFIER} (decision rule: {rule.describe()})")
 
 

@@ -50,8 +50,33 @@ def test_baseline_stage_writes_predictions_as_predict_does(tmp_path, sms_splits,
         assert f1_score(predictions.y, predictions.probs.argmax(axis=1), average="macro") > 0.93
     report = json.loads((tmp_path / "reports/baseline.json").read_text())
     assert report["status"] == "fitted" and report["train_rows"] == report["fit_rows"] == len(train) and report["features"] > 10_000
-    assert (tmp_path / "models/baseline.joblib").stat().st_size > 0
     assert "fitted on 3,344 train rows" in capsys.readouterr().out
+    # stored without pickle (safetensors), and rebuilt it gives the stage's probabilities bit for bit
+    from safetensors import safe_open
+
+    from skewtune.baseline import baseline_proba, load_baseline
+
+    with safe_open(tmp_path / "models/baseline.safetensors", "np") as stored:
+        assert set(stored.keys()) == {"spec", "idf.0", "idf.1", "coef", "intercept", "classes"}
+    loaded = load_baseline(tmp_path / "models/baseline.safetensors")
+    for name, split in (("val", val), ("test", test)):
+        written = read_predictions(tmp_path / f"data/predictions/baseline/{name}.parquet", ["ham", "spam"], "baseline").probs
+        assert np.array_equal(baseline_proba(loaded, split, 2), written)
+
+
+def test_a_stored_multiclass_baseline_gives_identical_probabilities_and_a_damaged_one_a_clear_error(tmp_path):
+    from skewtune.baseline import baseline_proba, fit_baseline, load_baseline, save_baseline
+
+    rng = np.random.default_rng(1)
+    words = np.array("red green blue cyan plum gold jade rust sand teal".split())
+    label_id = rng.integers(0, 3, 300)
+    train = pd.DataFrame({"text": [" ".join(rng.choice(words[k * 3 : k * 3 + 4], 5)) for k in label_id], "label_id": label_id})
+    fitted, _ = fit_baseline(train, ["a", "b", "c"], min_df=1, max_features=1000, max_rows=1000)
+    save_baseline(fitted, tmp_path / "b.safetensors")
+    assert np.array_equal(baseline_proba(load_baseline(tmp_path / "b.safetensors"), train, 3), baseline_proba(fitted, train, 3))
+    (tmp_path / "b.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes()[:200])
+    with pytest.raises(SkewtuneError, match=r"b\.safetensors: not a readable baseline \(.*\); re-run the baseline stage"):
+        load_baseline(tmp_path / "b.safetensors")
 
 
 def test_baseline_fits_a_stratified_sample_of_at_most_max_rows_and_bounds_the_vocabulary(tmp_path, sms_splits, monkeypatch, capsys):
@@ -81,8 +106,8 @@ def test_sentence_pairs_get_features_of_both_texts(tmp_path, monkeypatch):
     run_baseline(tmp_path, monkeypatch)
     test = read_predictions(tmp_path / "data/predictions/baseline/test.parquet", ["contradiction", "entailment"], "baseline")
     assert f1_score(test.y, test.probs.argmax(axis=1), average="macro") == 1.0
-    model = load_baseline(tmp_path / "models/baseline.joblib")
-    assert [name for name, *_ in model[0].transformers] == ["text_word", "text_char", "text_pair_word", "text_pair_char"]
+    model = load_baseline(tmp_path / "models/baseline.safetensors")
+    assert [vectorizer[:2] for vectorizer in model.vectorizers] == [("text", "word"), ("text", "char_wb"), ("text_pair", "word"), ("text_pair", "char_wb")]
 
 
 def test_disabled_baseline_writes_tables_without_columns_and_no_model(tmp_path, sms_splits, monkeypatch, capsys):
@@ -95,7 +120,7 @@ def test_disabled_baseline_writes_tables_without_columns_and_no_model(tmp_path, 
     for split in ("val", "test"):
         path = tmp_path / f"data/predictions/baseline/{split}.parquet"
         assert path.stat().st_size > 0 and is_no_table(path) and pd.read_parquet(path).shape == (0, 0)
-    assert (tmp_path / "models/baseline.joblib").stat().st_size > 0 and load_baseline(tmp_path / "models/baseline.joblib") is None
+    assert (tmp_path / "models/baseline.safetensors").stat().st_size > 0 and load_baseline(tmp_path / "models/baseline.safetensors") is None
     assert json.loads((tmp_path / "reports/baseline.json").read_text()) == {"status": "disabled", "reason": "baseline.enabled is false"}
 
 

@@ -150,6 +150,29 @@ def test_path_table_reads_paths_under_data_raw_and_refuses_one_outside(project, 
     assert message.startswith("data/raw/table.csv: line 10: the image path '../secret.png' leads outside data/raw/")
 
 
+def test_an_image_that_is_a_symbolic_link_out_of_data_raw_stops_ingest(project, tmp_path):
+    """A link to a picture outside data/raw/ (git carries links in a pull request) is refused, in a tree and in a path
+    table, before its bytes are read; so is a folder source that is such a link. `skewtune predict` and the score
+    stage refuse the same below their image root."""
+    from skewtune.scoring import image_rows
+
+    write_tree(Path("data/raw/shapes"), {"bar": 3, "post": 3})
+    _image(0, 9).save(tmp_path / "private.png")
+    Path("data/raw/shapes/bar/link.png").symlink_to(tmp_path / "private.png")
+    project(source="data/raw/shapes")
+    assert _error() == (f"data.source: data/raw/shapes/bar/link.png leads outside data/raw/ (a symbolic link to {tmp_path / 'private.png'}); "
+                        "DVC tracks data/raw/ as the pipeline's input and nothing elsewhere is read: copy the file there in place of the link")
+    pd.DataFrame({"image": ["shapes/bar/000.png", "shapes/bar/link.png"], "label": ["bar", "bar"]}).to_csv("data/raw/table.csv", index=False)
+    project(source="data/raw/table.csv")
+    assert _error().startswith(f"data/raw/table.csv: line 3: the image path 'shapes/bar/link.png' leads outside data/raw/ (a symbolic link to {tmp_path / 'private.png'})")
+    with pytest.raises(SkewtuneError, match=r"row 2: the image path 'shapes/bar/link.png' leads outside data/raw/ \(a symbolic link to"):
+        image_rows(pd.Series(["shapes/bar/000.png", "shapes/bar/link.png"]), Path("data/raw"), "data/raw/table.csv")
+    shutil.copytree("data/raw/shapes", tmp_path / "elsewhere")
+    Path("data/raw/moved").symlink_to(tmp_path / "elsewhere")
+    project(source="data/raw/moved")
+    assert _error().startswith(f"data.source: 'data/raw/moved' is outside data/raw/ (a symbolic link to {tmp_path / 'elsewhere'})")
+
+
 def test_sixteen_bit_images_are_counted_as_unsupported_mode(project):
     write_tree(Path("data/raw/shapes"), {"bar": 6, "post": 6})
     Image.fromarray(np.full((SIDE, SIDE), 40000, dtype=np.uint16)).save("data/raw/shapes/post/deep.png")

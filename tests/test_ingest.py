@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +78,7 @@ def test_embedded_sms_table(project):
 
 
 def test_full_sms_file(project, sms_path):
-    os.symlink(sms_path, "data/raw/sms.tsv")  # read in place, never copied
+    shutil.copyfile(sms_path, "data/raw/sms.tsv")  # a copy: a symbolic link out of data/raw/ is refused
     project(source="data/raw/sms.tsv", text_column="SMS", label_column="Label")
     ingest.main()
     report = _metrics()
@@ -262,6 +264,62 @@ def test_cli_prints_one_line_and_exits_2(project):
     assert result.returncode == 2
     assert result.stderr.strip() == "skewtune ingest: error: data.source: data/raw/absent.csv: not found; put the file in data/raw/ or fix data.source"
     assert _no_outputs()
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_a_symbolic_link_out_of_data_raw_is_refused_unread(project, tmp_path, absolute):
+    """Git stores symbolic links, so a pull request can carry data/raw/link.csv -> ../outside.csv (or /etc/passwd):
+    ingest resolves links and refuses one leading out of data/raw/ before reading it."""
+    outside = tmp_path / "outside.csv"
+    outside.write_text("text,label\nSECRET first line,ham\nanother secret,spam\n", encoding="utf-8")
+    Path("data/raw/link.csv").symlink_to(outside if absolute else Path("../../outside.csv"))
+    root = project(source="data/raw/link.csv")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == (f"skewtune ingest: error: data.source: 'data/raw/link.csv' is outside data/raw/ (a symbolic link to {outside}); "
+                             "DVC tracks data/raw/ as the pipeline's input, so copy the file there (e.g. data/raw/link.csv) and point data.source at it\n")
+    assert "SECRET" not in result.stdout + result.stderr and _no_outputs()
+    assert outside.read_text(encoding="utf-8").startswith("text,label\nSECRET")  # the user's file untouched
+
+
+def test_links_inside_data_raw_and_into_the_dvc_cache_are_read(project):
+    """A link that stays in data/raw/, or leads into DVC's cache (what `cache.type: symlink` makes of data/raw/), is data."""
+    cached = Path(".dvc/cache/files/md5/ab/cdef")
+    cached.parent.mkdir(parents=True)
+    cached.write_text(_csv("a.csv", [("free prize", "spam"), ("see you", "ham"), ("win cash", "spam"), ("ok", "ham")]) and
+                      Path("data/raw/a.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    Path("data/raw/cached.csv").symlink_to(Path("../..") / cached)
+    Path("data/raw/sub").mkdir()
+    Path("data/raw/sub/same.csv").symlink_to(Path("../a.csv"))
+    for source in ("data/raw/cached.csv", "data/raw/sub/same.csv"):
+        project(source=source)
+        ingest.main()
+        assert _metrics()["rows_kept"] == 4
+
+
+def run_on_full_disk(command: list[str], small: Path, cwd: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`command` (with this checkout first on PYTHONPATH) with a 16 KiB filesystem mounted on `small` (a private tmpfs
+    in a user namespace), and what is left in `small` after it; skipped where the system allows no such mount."""
+    script = 'mount -t tmpfs -o size=16k tmpfs "$0" || exit 99; "$@"; status=$?; echo "left: $(ls -A "$0")"; exit $status'
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script, str(small), *map(str, command)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode == 99 or "unshare:" in result.stderr:
+        pytest.skip(f"no private tmpfs mount here: {result.stderr.strip()}")
+    left = result.stdout.rsplit("left: ", 1)[-1].split()
+    return result, left
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(project):
+    root = project(source="embedded")
+    Path("data/interim").mkdir(parents=True)
+    result, left = run_on_full_disk([sys.executable, "-m", "stages.ingest"], root / "data/interim", root)
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(r"skewtune ingest: error: data/interim/dataset\.parquet: no space left on device while writing it \(\d+\.\d KiB free "
+                        r"there(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n",
+                        result.stderr), result.stderr
+    assert left == [] and not Path(artifacts.INGEST_REPORT).exists()  # no temporary, no report of a dataset not written
 
 
 def test_ingest_is_deterministic(project):

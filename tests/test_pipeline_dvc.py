@@ -229,7 +229,7 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
         report = json.loads((repo / "metrics/test.json").read_text())
         assert 0 <= report["baseline_f1_macro"] <= 1 and report["vs_baseline_ci_low"] <= report["vs_baseline"] <= report["vs_baseline_ci_high"]
         assert json.loads((repo / "reports/threshold/decision.json").read_text())["blend"] == 0.5
-        assert (repo / "models/classifier/baseline.joblib").is_file()
+        assert (repo / "models/classifier/baseline.safetensors").is_file()
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)

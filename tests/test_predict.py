@@ -63,6 +63,63 @@ def test_predict_stage_matches_forward_pass(pairs, tiny_bert_dir, tmp_path, monk
         assert len(np.unique(probs.round(6), axis=0)) > 1  # rows differ, so a mix-up of rows would show
 
 
+def _two_labels(config: dict) -> dict:
+    return {**config, "id2label": {"0": "a", "1": "b"}, "label2id": {"a": 0, "b": 1}}
+
+
+TAMPERED_MODEL = {
+    "max_length beyond the positions": ("skewtune.json", lambda meta: {**meta, "max_length": 100000},
+                                        "models/model: skewtune.json has max_length 100000, but the model handles at most 128 tokens "
+                                        "(max_position_embeddings / tokenizer limit); re-run the train stage"),
+    "config of another class count": ("config.json", _two_labels,
+                                      "models/model: config.json gives the model 2 outputs (num_labels), but skewtune.json lists 3 labels; "
+                                      "re-run the train stage"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED_MODEL)
+def test_a_model_directory_that_contradicts_skewtune_json_is_one_line(case, tiny_bert_dir, tmp_path):
+    """skewtune.json is checked against the model before its weights load, in the predict stage as in `skewtune
+    predict`: one line, exit 2, no predictions (not transformers' RuntimeError about tensor sizes)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer,
+                    tmp_path / "models/model", labels=LABELS, max_length=24, text_pair=False)
+    name, edit, message = TAMPERED_MODEL[case]
+    path = tmp_path / "models/model" / name
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    (tmp_path / "data/split").mkdir(parents=True)
+    for split in ("val", "test"):
+        split_table(5, 0, False).to_parquet(tmp_path / f"data/split/{split}.parquet", index=False)
+    (tmp_path / "data/interim").mkdir(parents=True)
+    (tmp_path / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    proc = subprocess.run([sys.executable, "-m", "stages.predict"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr == f"skewtune predict: error: {message}\n", proc.stderr
+    assert not (tmp_path / "data/predictions").exists()
+
+
+def test_weights_that_do_not_fit_the_config_are_one_line(tiny_bert_dir, tmp_path):
+    """config.json and skewtune.json both edited to 2 labels, the weights still of 3 outputs."""
+    from skewtune.artifacts import write_model_meta
+
+    tokenizer = load_tokenizer(str(tiny_bert_dir))
+    directory = tmp_path / "model"
+    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer, directory, labels=LABELS, max_length=24, text_pair=False)
+    (directory / "config.json").write_text(json.dumps(_two_labels(json.loads((directory / "config.json").read_text()))))
+    write_model_meta(directory, LABELS[:2], 24, False)
+    with pytest.raises(SkewtuneError, match=r"model: the weights do not fit config.json \(.+\); re-run the train stage$") as caught:
+        load_trained(directory)
+    assert "\n" not in str(caught.value)
+
+
 def test_pickled_weights_are_refused(tiny_bert_dir, tmp_path):
     """Only safetensors load: a directory holding a pickled pytorch_model.bin is rejected."""
     tokenizer = load_tokenizer(str(tiny_bert_dir))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from skewtune.artifacts import RULE_FILE, DecisionRule, read_classifier_files, spreadsheet_safe, write_model_meta
+from skewtune.artifacts import RULE_FILE, DecisionRule, read_classifier_files, spreadsheet_safe, write_manifest, write_model_meta
 from skewtune.command import main
 from skewtune.dataset import normalise_text
 from skewtune.errors import SkewtuneError
@@ -26,6 +26,7 @@ from skewtune.modeling import load_classifier, load_tokenizer, load_trained, pre
 LABELS = ["ham", "spam"]
 WORDS = "free prize call now win cash meet me at home later tonight ok thanks".split()
 PROBS = ["prob:ham", "prob:spam"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def classifier(tiny_bert_dir, tmp_path_factory) -> Path:
     # a threshold inside the range of p(spam), so that both classes are predicted
     rule = DecisionRule("threshold", tuple(LABELS), positive_label="spam", threshold=float(np.median(probs[:, 1])))
     (directory / RULE_FILE).write_text(json_text(rule.to_dict()))
+    write_manifest(directory)
     return directory
 
 
@@ -179,9 +181,12 @@ def test_decision_rule_round_trip_and_margin():
     baseline = np.array([[0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
     np.testing.assert_allclose(blended.combine(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]), baseline), [[0.4, 0.25, 0.35], [0.1, 0.1, 0.8]])
     assert rule.combine(baseline, None) is baseline and "0.25 x the TF-IDF baseline" in blended.describe()
-    for bad in (1.5, -0.1, "auto", True):
+    for bad in (1.5, -0.1, "auto", True, float("nan")):
         with pytest.raises(SkewtuneError, match="blend a weight in"):
             DecisionRule.from_dict({**raw, "blend": bad})
+    for offsets in ([0.5, 0.0], [0.0, float("-inf"), 1.0], [0.0, True, 1.0]):  # one finite number per class
+        with pytest.raises(SkewtuneError, match="'offsets' one finite number per label"):
+            DecisionRule.from_dict({**raw, "offsets": offsets})
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     np.testing.assert_array_equal(rule.predict(probs), [1, 2])
     # Under offsets the margin is the gap of the probabilities with the offsets applied (p x e^offset, renormalised),
@@ -195,6 +200,37 @@ def test_decision_rule_round_trip_and_margin():
     assert json.loads(json_text(rule.to_dict()))["offsets"] == [0.0, 1.0, -1.0]
 
 
+INVALID_RULES = {
+    "threshold NaN": {"strategy": "threshold", "positive_label": "spam", "threshold": float("nan")},
+    "threshold 2.0": {"strategy": "threshold", "positive_label": "spam", "threshold": 2.0},
+    "offsets Infinity": {"strategy": "offsets", "positive_label": None, "offsets": [float("inf"), 0.0]},
+}
+
+
+@pytest.mark.parametrize("case", INVALID_RULES)
+def test_an_invalid_decision_rule_stops_the_stages_that_read_it(case, tmp_path):
+    """decision.json as Python's json writes NaN and Infinity: the one reader (DecisionRule.from_dict) refuses it, so
+    evaluate (and package, relabel, `skewtune predict`) never apply a rule that predicts one class with NaN margins."""
+    (tmp_path / "reports/threshold").mkdir(parents=True)
+    (tmp_path / "data/interim").mkdir(parents=True)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    rule = {"labels": LABELS, "threshold": None, "offsets": None, "blend": 0.0, **INVALID_RULES[case]}
+    (tmp_path / "reports/threshold/decision.json").write_text(json.dumps(rule))  # allow_nan: NaN, Infinity
+    proc = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("skewtune evaluate: error: reports/threshold/decision.json: not a valid decision rule (strategy ")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("re-run the tune_threshold stage\n")
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "reports/eval").exists()
+
+
+def test_a_threshold_just_above_one_predicts_no_row_positive():
+    """tune_threshold's 'no row positive' candidate when some p is exactly 1 is the float just above 1: a valid rule."""
+    rule = DecisionRule.from_dict({"strategy": "threshold", "labels": LABELS, "positive_label": "spam", "threshold": float(np.nextafter(1.0, 2.0))})
+    assert rule.predict(np.array([[0.0, 1.0], [1.0, 0.0]])).tolist() == [0, 0]
+
+
 @pytest.mark.parametrize("unescape_html", [False, True])
 def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path, unescape_html):
     """The classifier's preprocessing is applied: control characters go; HTML references are decoded only when
@@ -202,6 +238,7 @@ def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path
     copy = shutil.copytree(classifier, tmp_path / "classifier")
     write_model_meta(copy, LABELS, 24, False, preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None,
                                                                "remove_control_characters": True, "unescape_html": unescape_html})
+    write_manifest(copy)
     texts = ["win &amp; call now", "win & call now", "win\x00 & call\x1a now"]
     pd.DataFrame({"SMS": texts}).to_csv(tmp_path / "in.csv", index=False)
     predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
@@ -224,6 +261,7 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
     _, rule = read_classifier_files(classifier)
     blended = DecisionRule("threshold", rule.labels, positive_label="spam", threshold=0.5, blend=0.7)
     (copy / RULE_FILE).write_text(json_text(blended.to_dict()))
+    write_manifest(copy)
     table.to_csv(tmp_path / "in.csv", index=False)
     predict(tmp_path / "in.csv", "-o", tmp_path / "plain.csv", "--model", classifier)
     predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
@@ -234,10 +272,99 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
     assert out["predicted"].tolist() == [LABELS[k] for k in blended.predict(expected)]
 
     (copy / BASELINE_FILE).unlink()
+    write_manifest(copy)
     with pytest.raises(SystemExit) as exit_info:
         predict(tmp_path / "in.csv", "-o", tmp_path / "again.csv", "--model", copy)
     assert exit_info.value.code == 2
-    assert "decision.json blends in the baseline (weight 0.7), but baseline.joblib is missing; re-run the package stage" in capsys.readouterr().err
+    assert "decision.json blends in the baseline (weight 0.7), but baseline.safetensors is missing; re-run the package stage" in capsys.readouterr().err
+
+
+def skewtune_script(*args) -> subprocess.CompletedProcess:
+    """The installed `skewtune` console script, run as a user runs it (on this checkout's code)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([Path(sys.executable).parent / "skewtune", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+
+
+def tree_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_replaces_only_a_regular_file_never_a_directory_or_the_input(classifier, tmp_path):
+    sms_table(5).to_csv(tmp_path / "in.csv", index=False)
+    dataset = tmp_path / "results.parquet"  # a partitioned parquet dataset, as Spark and pyarrow write one
+    (dataset / "year=2025").mkdir(parents=True)
+    sms_table(2).to_parquet(dataset / "year=2025" / "part-0.parquet")
+    (dataset / "_SUCCESS").write_text("")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "in.csv")
+    before = tree_of(tmp_path)
+    cases = [
+        (dataset, f"{dataset}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path"),
+        (tmp_path / "in.csv", f"{tmp_path / 'in.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file"),
+        (tmp_path / "link.csv", f"{tmp_path / 'link.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file"),
+    ]
+    for output, message in cases:
+        proc = skewtune_script("predict", tmp_path / "in.csv", "-o", output, "--model", classifier, "--overwrite")
+        assert proc.returncode == 2 and proc.stderr == f"skewtune predict: error: {message}\n", proc.stderr
+        assert tree_of(tmp_path) == before and (tmp_path / "link.csv").is_symlink()  # nothing removed, replaced or left behind
+    (tmp_path / "out.csv").write_text("an earlier output")
+    proc = skewtune_script("predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 5
+
+
+class Payload:
+    """What a pickle may do when loaded: run a command (here: create a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+TAMPERED = {
+    "a pickle in place of the baseline": ("baseline.safetensors", "added: baseline.safetensors"),
+    "another decision rule": (RULE_FILE, "changed: decision.json"),
+    "other weights": ("model.safetensors", "changed: model.safetensors"),
+    "a deleted tokenizer file": ("tokenizer.json", "missing: tokenizer.json"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_classifier_directory_is_refused_before_anything_is_loaded(case, classifier, tmp_path, capsys):
+    """manifest.json (the package stage's SHA-256 of every file) is verified first: a replaced, added or deleted file
+    is one line, exit 2, and nothing of the directory is loaded (no pickle is ever unpickled)."""
+    import pickle
+
+    copy = shutil.copytree(classifier, tmp_path / "classifier")
+    name, found = TAMPERED[case]
+    marker = tmp_path / "payload-ran"
+    if name == "tokenizer.json":
+        (copy / name).unlink()
+    elif name == RULE_FILE:
+        (copy / name).write_text(json_text({**json.loads((copy / name).read_text()), "threshold": 0.0}))
+    else:
+        (copy / name).write_bytes(pickle.dumps(Payload(marker)))
+    sms_table(4).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
+    assert exit_info.value.code == 2 and capsys.readouterr().err == (
+        f"skewtune predict: error: {copy}: its files are not those the package stage wrote ({found}; see manifest.json); "
+        "copy the classifier directory again from where it was packaged, or re-run the package stage\n")
+    assert not marker.exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_a_full_disk_during_predict_is_one_line_and_leaves_nothing(classifier, tmp_path):
+    from test_ingest import run_on_full_disk
+
+    sms_table(400).to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "small").mkdir()
+    script = Path(sys.executable).parent / "skewtune"
+    result, left = run_on_full_disk([script, "predict", tmp_path / "in.csv", "-o", "small/out.csv", "--model", classifier], tmp_path / "small", tmp_path)
+    assert result.returncode == 1 and re.fullmatch(
+        r"skewtune predict: error: small/out\.csv: no space left on device while writing it \(\d+\.\d KiB free there"
+        r"(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n", result.stderr), result.stderr
+    assert left == []  # no half-written output, no temporary
 
 
 def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
@@ -297,22 +424,16 @@ def test_summary_lines_count_in_the_right_number():
     assert Summary(2, 0, {"ham": 2, "spam": 0}).line("o.csv") == "predict: 2 rows -> o.csv (ham 2, spam 0)"
 
 
-def _console(*args: str) -> subprocess.CompletedProcess:
-    """The installed console script, running this checkout's skewtune package."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([Path(sys.executable).parent / "skewtune", *args], capture_output=True, text=True, env=env)
-
-
 def test_the_console_script_has_a_version_and_documents_every_flag():
     from importlib.metadata import version
 
     from skewtune.command import parser
 
-    proc = _console("--version")
+    proc = skewtune_script("--version")
     assert proc.returncode == 0 and proc.stdout == f"skewtune {version('skewtune')}\n", proc
     predict_parser = next(a for a in parser()._actions if a.dest == "command").choices["predict"]
     assert [a.option_strings for a in predict_parser._actions if not a.help] == []
-    proc = _console("predict", "--help")
+    proc = skewtune_script("predict", "--help")
     text = " ".join(proc.stdout.split())
     assert proc.returncode == 0 and "--device {auto,cpu,cuda} where the model runs" in text, proc.stdout
     assert "it need not be the highest prob:<label>. margin is a probability gap in [0, 1]" in text
