@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -583,6 +584,19 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+# An error line echoes at most this much of a value (a YAML alias bomb expands to gigabytes), and the
+# message lists at most this many problems.
+_ECHO_CHARS = 200
+_MAX_PROBLEMS = 20
+_ECHO = reprlib.Repr()  # keyword arguments need Python 3.12
+_ECHO.maxlevel, _ECHO.maxstring, _ECHO.maxother, _ECHO.maxlong = 2, _ECHO_CHARS, _ECHO_CHARS, _ECHO_CHARS
+
+
+def _echo(text: str) -> str:
+    """`text` cut to _ECHO_CHARS characters, saying how much was left out."""
+    return text if len(text) <= _ECHO_CHARS else f"{text[:_ECHO_CHARS]}... ({len(text) - _ECHO_CHARS} more characters)"
+
+
 def _describe(error: dict) -> str:
     loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part.startswith("function-"))))
     key = ".".join(str(part) for part in loc) or "(top level)"
@@ -591,9 +605,10 @@ def _describe(error: dict) -> str:
         allowed = ", ".join(section.model_fields) if section else ""
         parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
         return f"{key}: unknown key; the keys allowed in {parent} are: {allowed}"
-    message = error["msg"].removeprefix("Value error, ")
+    message = _echo(error["msg"].removeprefix("Value error, "))
     got = error.get("input")
-    return f"{key}: {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
+    # reprlib visits only the first items of each level, so a nested value costs little to describe.
+    return f"{key}: {message}" + ("" if isinstance(got, dict) else f" (got {_echo(_ECHO.repr(got))})")
 
 
 def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
@@ -605,7 +620,10 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(error) for error in exc.errors()]
+        errors = exc.errors()
+        lines = [_describe(error) for error in errors[:_MAX_PROBLEMS]]
+        if len(errors) > _MAX_PROBLEMS:
+            lines.append(f"... and {len(errors) - _MAX_PROBLEMS} more problems; fix these first")
         raise SkewtuneError(f"{source}: invalid params:\n  " + "\n  ".join(lines)) from None
 
 

@@ -378,6 +378,22 @@ def test_check_params_cli_lists_every_problem(tmp_path):
     assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["loss.gama", "model.lora.r", "train.lr", "train.scheduler"]
 
 
+def test_check_params_cli_bounds_the_message_of_an_alias_bomb(tmp_path):
+    """params.yaml is trusted, yet a value that YAML aliases expand to 9**9 items gets a short message, quickly."""
+    levels = ["a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    problems = "\n".join(f"  {key}: *a8" for key in ("lr", "epochs", "eval_batch_size", "seed", "warmup"))
+    (tmp_path / "params.yaml").write_text("bombs:\n" + "\n".join("  " + line for line in levels) + f"\ntrain:\n{problems}\n"
+                                          + "".join(f"t{i}: 1\n" for i in range(30)), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "" and not (tmp_path / "reports").exists()
+    lines = done.stderr.splitlines()
+    assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
+    assert len(lines) == 22 and lines[-1] == "  ... and 16 more problems; fix these first"
+    assert any(line.startswith("  train.lr: Input should be a valid number (got [[[") for line in lines)
+    assert max(map(len, lines)) < 400
+
+
 def test_check_params_cli_warns_of_an_unread_setting_and_passes(tmp_path):
     (tmp_path / "params.yaml").write_text("loss:\n  name: ce\n  gamma: 3.0\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
