@@ -414,10 +414,18 @@ def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(path).names
+        schema = pq.read_schema(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
-    _require_columns(path, names, columns, "parquet")
+    _require_columns(path, schema.names, columns, "parquet")
+    # A list or struct per row would otherwise reach the model as its printed form ("['a' 'b']").
+    nested = next((name for name in columns if pyarrow.types.is_nested(schema.field(name).type)), None)
+    if nested is not None:
+        kind = schema.field(nested).type
+        fix = (f"join each list into one string (df[{nested!r}].str.join(' ')) or explode it into rows"
+               if pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind) or pyarrow.types.is_fixed_size_list(kind)
+               else "write the field that holds the text or label as a column of its own")
+        raise SkewtuneError(f"{path}: column {nested!r} holds a {kind} per row, not one value; {fix}, and save the file again")
     return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 

@@ -243,6 +243,12 @@ def _title_sheet() -> None:
         (lambda: None, {"source": "data/raw"}, r"data\.source: data/raw is a directory, not a file; point data\.source at one file in it"),
         (lambda: Path("data/raw/d.csv").write_text("label,text,label\nham,a,x\n"), {"source": "data/raw/d.csv"},
          r"data/raw/d\.csv: the header names the column 'label' 2 times; rename the copies"),
+        (lambda: pd.DataFrame({"text": [["0", "mike"], ["1"]], "label": ["a", "b"]}).to_parquet("data/raw/n.parquet"),
+         {"source": "data/raw/n.parquet"}, r"^data/raw/n\.parquet: column 'text' holds a list<element: string> per row, not one value; "
+         r"join each list into one string \(df\['text'\]\.str\.join\(' '\)\) or explode it into rows, and save the file again$"),
+        (lambda: pd.DataFrame({"text": ["a", "b"], "label": [{"name": "x", "id": 1}, {"name": "y", "id": 2}]}).to_parquet("data/raw/s.parquet"),
+         {"source": "data/raw/s.parquet"}, r"^data/raw/s\.parquet: column 'label' holds a struct<.*> per row, not one value; "
+         r"write the field that holds the text or label as a column of its own"),
     ],
 )
 def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, pattern):
