@@ -514,9 +514,9 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str) -> None:
-    """Write `frame` to `path` (a temporary file of Outputs) as csv, jsonl or parquet."""
+    """Write `frame` to `path` (a temporary file of Outputs) as csv (text cells escaped for spreadsheets), jsonl or parquet."""
     if fmt == "csv":
-        frame.to_csv(path, index=False)
+        spreadsheet_safe(frame).to_csv(path, index=False)
     elif fmt == "jsonl":
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
     else:

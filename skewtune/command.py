@@ -13,6 +13,10 @@ from skewtune.cli import run_stage
 from skewtune.scoring import score_file
 from skewtune.tables import FORMATS
 
+# How the readers' messages name the settings of INPUT's reading: these flags, not the pipeline's params keys.
+CLI_SETTINGS = {"format": "--format", "encoding": "--encoding", "sheet": "--sheet",
+                "columns": "--text-column / --text-pair-column / --image-column"}
+
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="skewtune", description="Apply a classifier trained by the skewtune pipeline.")
@@ -47,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             args.input, args.output, model=args.model, text_column=args.text_column, pair_column=args.text_pair_column,
             batch_size=args.batch_size, overwrite=args.overwrite, device=args.device, fmt=args.format,
             encoding=args.encoding, sheet=args.sheet, image_column=args.image_column, image_root=args.image_root,
+            settings=CLI_SETTINGS,
         )
         print(summary.line(args.output))
 

@@ -29,7 +29,7 @@ from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_imag
 from skewtune.io import Outputs
 from skewtune.modality import IMAGE, for_meta
 from skewtune.modeling import progress_printer
-from skewtune.tables import read_table
+from skewtune.tables import PIPELINE_SETTINGS, read_table
 
 PREDICTED = "predicted"
 MARGIN = "margin"
@@ -69,10 +69,11 @@ def text_columns(meta: dict, text_column: str | None, pair_column: str | None, m
     return text_column, pair_column
 
 
-def read_input(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None) -> pd.DataFrame:
+def read_input(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None,
+               settings: dict[str, str] = PIPELINE_SETTINGS) -> pd.DataFrame:
     """Every column of the input table (ingest's reader), checked for the text columns."""
     try:
-        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True).frame
+        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True, settings=settings).frame
     except OSError as exc:  # permissions, a directory, a vanished file: the readers report format errors themselves
         raise SkewtuneError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     clash = [name for name in (PREDICTED, MARGIN) if name in frame.columns] + [c for c in frame.columns if str(c).startswith("prob:")]
@@ -128,10 +129,12 @@ def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
 def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, model: str | os.PathLike, text_column: str | None = None,
                pair_column: str | None = None, batch_size: int = 64, overwrite: bool = False, device: str = "auto",
                precision: str = "auto", fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None,
-               image_column: str | None = None, image_root: str | os.PathLike | None = None) -> Summary:
+               image_column: str | None = None, image_root: str | os.PathLike | None = None,
+               settings: dict[str, str] = PIPELINE_SETTINGS) -> Summary:
     """Predict every row of `input_path` with the classifier in `model`; write `output` atomically. For an image
     classifier, `image_column` names the column of image paths (relative to `image_root`; default: the table's
-    folder), and `input_path` may be a folder of images."""
+    folder), and `input_path` may be a folder of images. `settings` names the reading settings in messages
+    (skewtune.tables.PIPELINE_SETTINGS)."""
     if batch_size < 1:
         raise SkewtuneError(f"--batch-size is {batch_size}; use a positive number of rows, e.g. 64")
     out_fmt = check_output(output, overwrite)
@@ -140,13 +143,14 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
     if modality is IMAGE:
         column = image_path_column(meta, image_column, [text_column, pair_column], model)
         folder = Path(input_path).is_dir()
-        frame = list_image_folder(Path(input_path), column) if folder else read_input(input_path, [column], fmt=fmt, encoding=encoding, sheet=sheet)
+        frame = list_image_folder(Path(input_path), column) if folder else read_input(input_path, [column], fmt=fmt, encoding=encoding, sheet=sheet, settings=settings)
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
         rows = image_rows(frame[column], root, str(input_path))
         has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
     else:
         text_column, pair_column = text_columns(meta, text_column, pair_column, model)
-        frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], fmt=fmt, encoding=encoding, sheet=sheet)
+        frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], fmt=fmt, encoding=encoding, sheet=sheet,
+                           settings=settings)
         unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
         rows = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
         if pair_column:

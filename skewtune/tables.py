@@ -35,6 +35,10 @@ EMBEDDED_FILE = "data/spam_collection.csv"
 _HEADER_SEARCH_ROWS = 50
 # Tried, in this order, to suggest an encoding when the declared one fails; latin-1 decodes any bytes.
 _ENCODING_GUESSES = ("utf-8", "cp1252", "gb18030", "latin-1")
+# How the messages of the readers name the settings that fix a file's reading: the params keys in the pipeline
+# (`skewtune predict` names its flags instead, skewtune.command.CLI_SETTINGS).
+PIPELINE_SETTINGS = {"format": "data.format", "encoding": "data.encoding", "sheet": "data.sheet",
+                     "columns": "data.text_column / data.text_pair_column / data.label_column"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def read_source(source: str, columns: list[str], *, fmt: str = "auto", encoding:
     return read_table(embedded_table_path(), columns, fmt="tsv", encoding="utf-8", quoting=quoting, names=[label, text])
 
 
-def detect_format(path: Path, fmt: str = "auto") -> str:
+def detect_format(path: Path, fmt: str = "auto", settings: dict[str, str] = PIPELINE_SETTINGS) -> str:
     """The table format: `fmt` unless it is 'auto', else from the file extension."""
     if fmt != "auto":
         return fmt
@@ -113,7 +117,7 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     if found is None:
         raise SkewtuneError(
             f"{path}: cannot tell the format from the extension {path.suffix!r}; rename the file to one of "
-            f"{', '.join(sorted(_EXTENSIONS))} or set data.format to one of {', '.join(FORMATS)}"
+            f"{', '.join(sorted(_EXTENSIONS))} or set {settings['format']} to one of {', '.join(FORMATS)}"
         )
     return found
 
@@ -125,20 +129,21 @@ def delimited_format(source: str, fmt: str = "auto") -> bool:
 
 def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
                sheet: str | None = None, quoting: str = "auto", names: list[str] | None = None,
-               other_columns: bool = False) -> Table:
+               other_columns: bool = False, settings: dict[str, str] = PIPELINE_SETTINGS) -> Table:
     """Read `columns` of a table (with `other_columns`: all its columns, in file order); values stay as
     the file typed them (text formats: strings).
 
     `quoting` (CSV/TSV): 'standard' (RFC 4180, as pandas, Python's csv module and spreadsheets write),
     'none' (quotes are ordinary characters) or 'auto' (decided from the file, see `_choose_quoting`).
-    `names` gives the column names of a file without a header row (CSV/TSV only).
+    `names` gives the column names of a file without a header row (CSV/TSV only). `settings` names, in
+    messages, how the user sets the format, encoding, sheet and columns (PIPELINE_SETTINGS: the params keys).
     """
     if quoting not in QUOTINGS:
         raise ValueError(f"quoting must be one of {QUOTINGS}, got {quoting!r}")
     path = Path(path)
-    fmt = detect_format(path, fmt)
     if path.is_dir():
-        raise SkewtuneError(f"{path}: is a directory, not a file")
+        raise SkewtuneError(f"{path}: is a directory, not a file; name one table file")
+    fmt = detect_format(path, fmt, settings)
     if not path.is_file():
         raise SkewtuneError(f"{path}: not found")
     if path.stat().st_size == 0:
@@ -146,24 +151,24 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     reading = {"format": fmt}
     places = unit = None
     if fmt in ("csv", "tsv"):
-        frame, places, chosen = _read_delimited(path, _decode(path, encoding), fmt, quoting, names)
+        frame, places, chosen = _read_delimited(path, _decode(path, encoding, settings), fmt, quoting, names)
         unit, reading = "line", {**reading, **chosen}
     elif fmt == "jsonl":
-        text = _decode(path, encoding)
+        text = _decode(path, encoding, settings)
         frame = _read_jsonl(path, text)
         # pandas skips blank lines, so the n-th record is on the n-th line that is not blank.
         places, unit = np.flatnonzero([bool(line.strip()) for line in text.split("\n")]) + 1, "line"
     elif fmt == "json":
-        frame = _read_json(path, _decode(path, encoding))
+        frame = _read_json(path, _decode(path, encoding, settings))
     elif fmt == "xlsx":
-        frame = _read_xlsx(path, sheet, columns, other_columns)
+        frame = _read_xlsx(path, sheet, columns, other_columns, settings)
         places, unit = np.arange(2, len(frame) + 2), "row"  # the header is row 1 of the sheet
     else:
-        frame = _read_parquet(path, columns, other_columns)
+        frame = _read_parquet(path, columns, other_columns, settings)
     if frame.empty:
         what = "a header row but no data rows" if fmt in ("csv", "tsv", "xlsx") and names is None else "no records"
         raise SkewtuneError(f"{path}: the table has {what}; check that you exported the data, not just its header")
-    _require_columns(path, list(frame.columns), columns, fmt)
+    _require_columns(path, list(frame.columns), columns, fmt, settings)
     frame = frame if other_columns else frame[columns]
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     if places is None:
@@ -171,7 +176,7 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     return Table(frame, np.asarray(places), unit, reading)
 
 
-def _decode(path: Path, encoding: str) -> str:
+def _decode(path: Path, encoding: str, settings: dict[str, str]) -> str:
     """Decode the whole file ourselves, so that a bad byte is reported with its offset in the file."""
     raw = path.read_bytes()
     # A UTF-8 BOM would otherwise stick to the first column name (or the first label of a headerless
@@ -187,7 +192,7 @@ def _decode(path: Path, encoding: str) -> str:
         fits = [name for name in guesses if _decodes(raw, name)]  # never empty: latin-1 decodes anything
         raise SkewtuneError(
             f"{path}: byte offset {offset} (line {line}) is not valid {encoding}: {bad!r} ({exc.reason}); "
-            f"set data.encoding to the file's real encoding: it decodes as {fits[0]}"
+            f"set {settings['encoding']} to the file's real encoding: it decodes as {fits[0]}"
             + (f" (also {', '.join(fits[1:])}; check which shows the text correctly)" if len(fits) > 1 else "")
         ) from None
     text = text.removeprefix("\ufeff")  # the BOM of encodings such as utf-16
@@ -354,7 +359,129 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
+# Excel's limits: a cell beyond them marks a damaged or hostile file.
+_XLSX_ROWS, _XLSX_COLUMNS = 1_048_576, 16_384
+# The most cells of the columns read that a sheet may fill in memory (rows x columns, empty ones included).
+_XLSX_CELLS = 50_000_000
+
+
+class _NoResult:
+    """The value of a formula cell whose result the workbook does not store (openpyxl computes no formulas)."""
+
+
+_NO_RESULT = _NoResult()
+
+
+@dataclass
+class _Sheet:
+    """The columns read from a sheet: `values[i]` holds column `keep[i]` (0-based) of data rows 2, 3, ...; with the
+    formula cells without a stored result (`formulas`: column -> their coordinates) and the merged ranges."""
+
+    keep: list[int]
+    values: list[list]
+    formulas: dict[int, list[str]] = field(default_factory=dict)
+    merged: list[str] = field(default_factory=list)
+
+
+def _cell_parser(book, ws):
+    """openpyxl's streaming parser of one sheet, reading stored values (data_only) and marking a formula cell
+    without a stored result. It yields each row's cells present in the file only, whatever the sheet's declared
+    dimension says (a tampered `<dimension ref="A1:XFD40001"/>` would make openpyxl's own rows that wide)."""
+    from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
+
+    class Parser(WorkSheetParser):
+        def parse_cell(self, element):
+            cell = super().parse_cell(element)
+            if cell["value"] is None and element.find(FORMULA_TAG) is not None:
+                cell["value"] = _NO_RESULT
+            return cell
+
+    return Parser(ws._get_source(), ws._shared_strings, data_only=True, epoch=book.epoch,
+                  date_formats=book._date_formats, timedelta_formats=book._timedelta_formats)
+
+
+def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_columns: bool, hint: str, settings: dict) -> tuple[list[str], _Sheet]:
+    """The header (row 1) and the columns to read of a sheet, streamed row by row: memory follows the cells read."""
+    header, sheet, last, early = None, None, 1, []
+    for number, cells in parser.parse():
+        row = {cell["column"] - 1: cell["value"] for cell in cells}
+        width = max(row, default=-1) + 1
+        beyond = [f"row {number}"] * (number > _XLSX_ROWS) + [f"column {width}"] * (width > _XLSX_COLUMNS)
+        if beyond or number <= last - (header is None):
+            problem = f"a cell in {beyond[0]}, beyond what a sheet can hold" if beyond else f"row {number} comes after row {last}"
+            raise SkewtuneError(f"{path}: {where}: {problem}; the workbook is damaged: open it in a spreadsheet program and save it again")
+        if header is None:
+            header = ["" if number > 1 or value is None or value is _NO_RESULT else str(value)
+                      for value in (row.get(i) for i in range(width))]
+            missing = [name for name in columns if name not in header]
+            if not missing:
+                keep = [header.index(name) for name in ([name for name in header if name] if other_columns else columns)]
+                sheet = _Sheet(keep, [[] for _ in keep])
+                continue
+        if sheet is None:  # no header in row 1: look for it a little further down (a title above it?)
+            if number > _HEADER_SEARCH_ROWS:
+                break
+            early.append((number, {str(value) for value in row.values() if value is not None}))
+            last = number
+            continue
+        if all(value is None for value in row.values()):  # formatted but empty: kept only if a later row has values
+            continue
+        if (number - 1) * len(sheet.keep) > _XLSX_CELLS:
+            raise SkewtuneError(f"{path}: {where}: reading {len(sheet.keep)} column(s) down to row {number} would hold more than "
+                                f"{_XLSX_CELLS:,} cells; save the table as CSV or Parquet, or split it into smaller files")
+        for column, values in zip(sheet.keep, sheet.values):
+            values.extend([None] * (number - 2 - len(values)))  # the empty rows between
+            value = row.get(column)
+            if value is _NO_RESULT:
+                sheet.formulas.setdefault(column, []).append(f"{_column_letter(column)}{number}")
+                value = None
+            values.append(value)
+        last = number
+    if header is None:
+        raise SkewtuneError(f"{path}: {where} is empty; put the header in row 1 and the data below it{hint}")
+    if sheet is None:
+        found = next((number for number, names in early if set(columns) <= names), None)
+        advice = (f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
+                  "header is row 1" if found else "the header must be row 1 of the sheet")
+        missing = [name for name in columns if name not in header]
+        raise SkewtuneError(
+            f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
+            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {advice}{hint}, or fix {settings['columns']}"
+        )
+    sheet.merged = [str(cells.ref) for cells in (parser.merged_cells.mergeCell if parser.merged_cells else [])]
+    return header, sheet
+
+
+def _column_letter(index: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(index + 1)
+
+
+def _check_sheet_values(path: Path, where: str, header: list[str], sheet: _Sheet, columns: list[str]) -> None:
+    """Refuse what would turn into empty cells of the columns the data needs: formulas without a stored
+    result, and merged cells (only the first cell of a merged range holds its value)."""
+    from openpyxl.utils import range_boundaries
+
+    needed = {header.index(name): name for name in columns}
+    for column, cells in sheet.formulas.items():
+        if column in needed:
+            raise SkewtuneError(
+                f"{path}: {where}: {len(cells)} cell(s) of column {needed[column]!r} hold a formula without a stored result "
+                f"(first: {cells[0]}); skewtune reads the results a spreadsheet program saved and computes none: open the "
+                "workbook in one, let it recalculate and save it (or paste the column as values)"
+            )
+    for ref in sheet.merged:
+        first_column, first_row, last_column, last_row = range_boundaries(ref)
+        inside = [needed[c] for c in range(first_column - 1, last_column) if c in needed]
+        if inside and last_row > first_row and last_row >= 2:
+            raise SkewtuneError(
+                f"{path}: {where}: the cells {ref} of column {inside[0]!r} are merged, so only {ref.split(':')[0]} holds the "
+                "value; unmerge them and fill the value into every row, then save the workbook again"
+            )
+
+
+def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool, settings: dict[str, str]) -> pd.DataFrame:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
     from xml.etree.ElementTree import ParseError
@@ -377,39 +504,23 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
         raise unreadable(exc) from None
     try:
         if sheet is not None and sheet not in book.sheetnames:
-            raise SkewtuneError(f"{path}: no sheet named {sheet!r} (data.sheet); the sheets are: {', '.join(book.sheetnames)}")
-        where = f"sheet {sheet or book.sheetnames[0]!r}"
-        rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
+            raise SkewtuneError(f"{path}: no sheet named {sheet!r} ({settings['sheet']}); the sheets are: {', '.join(book.sheetnames)}")
+        chosen = book[sheet] if sheet else book.worksheets[0]
+        where = f"sheet {chosen.title!r}"
+        hint = ("" if sheet or len(book.sheetnames) == 1 else
+                f"; or is the table on another sheet? The workbook's sheets are {', '.join(map(repr, book.sheetnames))}: "
+                f"set {settings['sheet']} to the one that holds it")
+        header, read = _scan_sheet(path, where, _cell_parser(book, chosen), columns, other_columns, hint, settings)
     except (BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:  # the sheet is parsed only here
         raise unreadable(exc) from None
     finally:
         book.close()
-    while rows and all(value is None for value in rows[-1]):  # formatted but empty rows at the end
-        rows.pop()
-    if not rows:
-        raise SkewtuneError(f"{path}: {where} is empty; put the header in row 1 and the data below it")
-    header = ["" if value is None else str(value) for value in rows[0]]
-    missing = [name for name in columns if name not in header]
-    if missing:
-        found = next((number for number, row in enumerate(rows[1:_HEADER_SEARCH_ROWS], start=2)
-                      if set(columns) <= {str(value) for value in row if value is not None}), None)
-        hint = (f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
-                "header is row 1" if found else "the header must be row 1 of the sheet")
-        raise SkewtuneError(
-            f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
-            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {hint}, or fix "
-            "data.text_column / data.text_pair_column / data.label_column"
-        )
-    _require_columns(path, header, columns, "xlsx")  # a column named twice
-    if len(rows) == 1:
-        return pd.DataFrame(columns=columns)
-    body = pd.DataFrame(rows[1:])
-    # Rows may be shorter than the header when their last cells are empty.
-    return pd.DataFrame({name: body[header.index(name)] if header.index(name) in body.columns else None
-                         for name in ([name for name in header if name] if other_columns else columns)})
+    _require_columns(path, header, columns, "xlsx", settings)  # a column named twice
+    _check_sheet_values(path, where, header, read, columns)
+    return pd.DataFrame({header[column]: values for column, values in zip(read.keep, read.values)})
 
 
-def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -> pd.DataFrame:
+def _read_parquet(path: Path, columns: list[str], other_columns: bool, settings: dict[str, str]) -> pd.DataFrame:
     import pyarrow
     import pyarrow.parquet as pq
 
@@ -417,7 +528,7 @@ def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -
         schema = pq.read_schema(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
-    _require_columns(path, schema.names, columns, "parquet")
+    _require_columns(path, schema.names, columns, "parquet", settings)
     # A list or struct per row would otherwise reach the model as its printed form ("['a' 'b']").
     nested = next((name for name in columns if pyarrow.types.is_nested(schema.field(name).type)), None)
     if nested is not None:
@@ -429,7 +540,7 @@ def _read_parquet(path: Path, columns: list[str], other_columns: bool = False) -
     return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 
-def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> None:
+def _require_columns(path: Path, names: list, columns: list[str], fmt: str, settings: dict[str, str]) -> None:
     found = [str(name) for name in names]
     missing = [name for name in columns if name not in found]
     # Which of two columns of one name holds the texts (or labels) is anyone's guess.
@@ -443,6 +554,6 @@ def _require_columns(path: Path, names: list, columns: list[str], fmt: str) -> N
     hints = "; ".join(f"did you mean {close[name][0]!r} for {name!r}?" for name in missing if close[name])
     raise SkewtuneError(
         f"{path}: no column {', '.join(map(repr, missing))}; the {fmt.upper()} columns are: "
-        f"{', '.join(map(repr, found)) or 'none'}. Set data.text_column / data.text_pair_column / data.label_column "
+        f"{', '.join(map(repr, found)) or 'none'}. Set {settings['columns']} "
         f"to the right names{'; ' + hints if hints else ''}"
     )

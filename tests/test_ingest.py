@@ -214,6 +214,20 @@ def test_one_megabyte_text_is_kept(project):
     assert len(text) > 900_000 and text == " ".join(big.split())
 
 
+def _workbook(name: str, rows: list[tuple], *, merge: str | None = None, first_sheet: str | None = None) -> None:
+    """data/raw/<name>: `rows` on the sheet 'Data'; `merge` merges a range of it; `first_sheet` adds a sheet before it."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Data"
+    for row in rows:
+        sheet.append(list(row))
+    if merge:
+        sheet.merge_cells(merge)
+    if first_sheet:
+        book.create_sheet(first_sheet, 0).append(["Exported from the CRM; the table is on the next sheet"])
+    book.save(Path("data/raw") / name)
+
+
 def _title_sheet() -> None:
     book = openpyxl.Workbook()
     for row in [("Export 2024",), ("text", "label"), ("a", "x"), ("b", "y")]:
@@ -249,6 +263,17 @@ def _title_sheet() -> None:
         (lambda: pd.DataFrame({"text": ["a", "b"], "label": [{"name": "x", "id": 1}, {"name": "y", "id": 2}]}).to_parquet("data/raw/s.parquet"),
          {"source": "data/raw/s.parquet"}, r"^data/raw/s\.parquet: column 'label' holds a struct<.*> per row, not one value; "
          r"write the field that holds the text or label as a column of its own"),
+        # openpyxl, like other writers, stores a formula without its result: only a spreadsheet program computes it
+        (lambda: _workbook("f.xlsx", [("text", "label"), ("a", "ham"), ("b", '=IF(LEN(A3)>0,"spam","ham")'), ("c", '=UPPER("ham")')]),
+         {"source": "data/raw/f.xlsx"}, r"^data/raw/f\.xlsx: sheet 'Data': 2 cell\(s\) of column 'label' hold a formula without a stored "
+         r"result \(first: B3\); skewtune reads the results a spreadsheet program saved and computes none: open the workbook"),
+        (lambda: _workbook("m.xlsx", [("text", "label"), ("a", "spam"), ("b", None), ("c", None), ("d", "ham")], merge="B2:B4"),
+         {"source": "data/raw/m.xlsx"}, r"^data/raw/m\.xlsx: sheet 'Data': the cells B2:B4 of column 'label' are merged, so only B2 holds "
+         r"the value; unmerge them and fill the value into every row"),
+        (lambda: _workbook("n.xlsx", [("text", "label"), ("a", "spam")], first_sheet="Notes"), {"source": "data/raw/n.xlsx"},
+         r"^data/raw/n\.xlsx: sheet 'Notes' has no column 'text', 'label' in row 1 \(found: 'Exported from the CRM; .*'\); the header "
+         r"must be row 1 of the sheet; or is the table on another sheet\? The workbook's sheets are 'Notes', 'Data': set data\.sheet "
+         r"to the one that holds it, or fix data\.text_column"),
     ],
 )
 def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, pattern):
@@ -257,6 +282,34 @@ def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, patte
     with pytest.raises(SkewtuneError, match=pattern):
         ingest.main()
     assert _no_outputs()
+
+
+def test_xlsx_with_a_tampered_dimension_is_read_within_a_memory_limit(project):
+    """A sheet that declares 16,384 columns (`<dimension ref="A1:XFD8001"/>`) but holds two: memory follows the cells
+    present. Read at the declared width, the 8,000 rows took 2 GB; here the stage runs under a 1.5 GB address space."""
+    import re
+    import resource
+    import zipfile
+
+    book = openpyxl.Workbook()
+    book.active.append(["text", "label"])
+    for i in range(8000):
+        book.active.append([f"message {i}", "spam" if i % 7 == 0 else "ham"])
+    book.save("plain.xlsx")
+    with zipfile.ZipFile("plain.xlsx") as src, zipfile.ZipFile("data/raw/wide.xlsx", "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data, found = re.subn(rb'<dimension ref="A1:B8001" ?/>', b'<dimension ref="A1:XFD8001"/>', data)
+                assert found == 1
+            dst.writestr(item, data)
+    root = project(source="data/raw/wide.xlsx")
+    limit = 1500 * 2**20
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, env=env, capture_output=True, text=True, timeout=300,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert result.returncode == 0, result.stderr
+    assert _metrics()["rows_kept"] == 8000 and pd.read_parquet(ingest.DATASET)["text"].iloc[-1] == "message 7999"
 
 
 def test_cli_prints_one_line_and_exits_2(project):
