@@ -59,6 +59,10 @@ class _Section(BaseModel):
 
 # numpy, sklearn, imbalanced-learn and transformers all take 32-bit unsigned seeds.
 MAX_SEED = 2**32 - 1
+# data.max_image_pixels: its default (about a 7300 x 5500 photo, 120 MB as 8-bit RGB), and Pillow's own bound (2 x its
+# Image.MAX_IMAGE_PIXELS), above which it refuses to open an image at all.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+PILLOW_MAX_PIXELS = 178_956_970
 
 
 _NAMED_SAMPLING = ("auto", "minority", "not minority", "not majority", "majority", "all")
@@ -111,6 +115,8 @@ class DataParams(_Section):
     max_dropped_share: float = Field(
         0.01, ge=0, le=1, description="stop when a file loses a larger share of its rows for a missing text or label"
     )
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=PILLOW_MAX_PIXELS,
+                                  description="images: an image of more pixels (width x height) is a counted drop, oversized_image")
     unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
     score_path: str | None = Field(None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none")
 
@@ -418,7 +424,7 @@ def _is_image(p: "Params") -> bool:
 # Keys that only some choices read: (key, whether these params read it, the choice that does).
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
-    ("data.image_column", _is_image, "data.modality: image"),
+    *((f"data.{key}", _is_image, "data.modality: image") for key in ("image_column", "max_image_pixels")),
     ("model.max_length", _is_text, "data.modality: text"),
     ("model.image_size", _is_image, "data.modality: image"),
     ("train.group_by_length", _is_text, "data.modality: text"),
@@ -461,7 +467,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": (
         "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
         "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
-        "data.quoting", "data.max_dropped_share", "data.unescape_html",
+        "data.quoting", "data.max_dropped_share", "data.max_image_pixels", "data.unescape_html",
     ),
     "split": (
         "split.val_size", "split.test_size", "split.seed",
@@ -496,7 +502,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
     ),
     "package": (
-        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "model.name",
+        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "data.max_image_pixels", "model.name",
         "model.max_length", "train.epochs", "train.lr", "train.batch_size", "loss.name", "resample.strategy",
         "threshold.strategy", "threshold.metric",
     ),

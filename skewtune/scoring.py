@@ -29,6 +29,7 @@ from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_imag
 from skewtune.io import Outputs
 from skewtune.modality import IMAGE, for_meta
 from skewtune.modeling import progress_printer
+from skewtune.params import DEFAULT_MAX_IMAGE_PIXELS
 from skewtune.tables import PIPELINE_SETTINGS, read_table
 
 PREDICTED = "predicted"
@@ -111,8 +112,8 @@ def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
     return pd.DataFrame({column: found})
 
 
-def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
-    """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, unsupported)."""
+def image_rows(paths: pd.Series, root: Path, where: str, max_pixels: int) -> pd.DataFrame:
+    """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, oversized, unsupported)."""
     rows = []
     for i, cell in enumerate(paths.tolist()):
         if cell is None or (isinstance(cell, float) and np.isnan(cell)) or not str(cell).strip():
@@ -122,7 +123,7 @@ def image_rows(paths: pd.Series, root: Path, where: str) -> pd.DataFrame:
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
             raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/; write paths relative to it "
                                 "(skewtune predict: --image-root sets it)")
-        rows.append(inspect_image(full))
+        rows.append(inspect_image(full, max_pixels))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
 
 
@@ -145,7 +146,9 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
         folder = Path(input_path).is_dir()
         frame = list_image_folder(Path(input_path), column) if folder else read_input(input_path, [column], fmt=fmt, encoding=encoding, sheet=sheet, settings=settings)
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
-        rows = image_rows(frame[column], root, str(input_path))
+        # A classifier packaged before the bound existed gets its default.
+        max_pixels = meta.get("preprocessing", {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+        rows = image_rows(frame[column], root, str(input_path), max_pixels)
         has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
     else:
         text_column, pair_column = text_columns(meta, text_column, pair_column, model)

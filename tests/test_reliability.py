@@ -307,6 +307,7 @@ UNREAD_AND_READ = {
     **{f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
        for key, value in (("text_column", "body"), ("text_pair_column", "second"), ("unescape_html", True))},
     "data.image_column": ({"data": {"image_column": "file"}}, {"data": {"image_column": "file", **IMAGES}}),
+    "data.max_image_pixels": ({"data": {"max_image_pixels": 1000}}, {"data": {"max_image_pixels": 1000, **IMAGES}}),
     "model.image_size": ({"model": {"image_size": 64}}, {"model": {"image_size": 64}, "data": IMAGES}),
     "model.max_length": ({"model": {"max_length": 64}, "data": IMAGES}, {"model": {"max_length": 64}}),
     "train.group_by_length": ({"train": {"group_by_length": False}, "data": IMAGES}, {"train": {"group_by_length": False}}),
