@@ -16,6 +16,7 @@ import importlib.resources
 import io
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,11 +261,27 @@ def _parse(text: str, sep: str, quoting: str, width: int | None) -> _Parse:
     return _Parse(quoting, records, starts, None, short)
 
 
+# A whole field as standard quoting writes it: in quotes, with the quotes inside doubled.
+_QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _doubled_quotes(standard: _Parse, plain: _Parse) -> list[int]:
+    """The lines where a record starts whose quoted field doubles a quote inside, standard quoting's signature: on several lines (the
+    standard reading of a field holds a newline and a quote; strict parsing admits a quote inside a quoted field only
+    doubled) or on one (the field as written is "..." with "" inside)."""
+    several = [start for start, record in zip(standard.starts, standard.records) if any("\n" in value and '"' in value for value in record)]
+    one = [start for start, record in zip(plain.starts, plain.records)
+           if any(_QUOTED_FIELD.fullmatch(value) and '""' in value[1:-1] for value in record)]
+    return sorted(set(several + one))
+
+
 def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | None) -> tuple[_Parse, str]:
     """The parse to use and why. 'auto' reads with standard quoting when the file parses that way into
     records of the header's width, and without quote processing when only that does: a file written
     without quoting (the SMS collection) has texts with unbalanced quotes, which standard quoting
-    either refuses or reads as fields that swallow whole lines."""
+    either refuses or reads as fields that swallow whole lines. When both readings fit but give different
+    rows, quoted fields that double their inner quotes decide for standard quoting; without them the file
+    is ambiguous and 'auto' stops."""
     sep = "\t" if fmt == "tsv" else ","
     if quoting != "auto":
         parse = _parse(text, sep, quoting, width)
@@ -280,9 +297,14 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
     if standard.fits and plain.fits:
         if len(standard.records) == len(plain.records):
             return standard, "both readings give the same rows; quotes around whole fields are quoting"
+        header = width is None  # the first record is the header, not a row
+        doubled = _doubled_quotes(standard, plain)
+        if doubled:
+            return standard, (f"quoted fields in {len(doubled)} records double their inner quotes (\"\"), as standard quoting writes "
+                              f"them (first at line {doubled[0]}); without quote processing the file would read into "
+                              f"{len(plain.records) - header} rows")
         # The quoted record that spans lines is the one before the first record the readings start apart.
         first = next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
-        header = width is None  # the first record is the header, not a row
         raise SkewtuneError(
             f"{path}: the file reads consistently both with standard quoting ({len(standard.records) - header} rows: the quoted "
             f"field starting at line {standard.starts[first]} spans several lines) and without quote processing "

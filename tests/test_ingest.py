@@ -365,6 +365,16 @@ def test_pandas_written_tsv_comes_in_whole(project, capsys):
     assert _no_outputs()
 
 
+def test_a_pandas_csv_with_quotes_in_multiline_texts_is_read_with_standard_quoting(project, capsys):
+    texts = [f'Review {i}: "great" stuff,\nsecond line\twith tab' if i % 3 == 0 else f"Review {i}: fine" for i in range(300)]
+    pd.DataFrame({"text": texts, "label": ["good", "bad", "good"] * 100}).to_csv("data/raw/reviews.csv", index=False)
+    project(source="data/raw/reviews.csv")
+    ingest.main()
+    assert _metrics()["rows_kept"] == 300 and _metrics()["reading"]["quoting"] == "standard"
+    assert "data/raw/reviews.csv: read as CSV with standard quoting" in capsys.readouterr().out
+    assert pd.read_parquet(ingest.DATASET)["text"].iloc[0] == 'Review 0: "great" stuff, second line with tab'
+
+
 def test_html_references_are_decoded_on_request(project):
     _reviews(30, 0).to_csv("data/raw/r.csv", index=False)
     project(source="data/raw/r.csv", text_column="review", unescape_html=True)

@@ -237,6 +237,27 @@ def test_quoting_can_be_forced_and_an_ambiguous_file_asks_for_it(tmp_path):
         read_table(pandas_tsv, COLUMNS, quoting="none")
 
 
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_doubled_inner_quotes_decide_a_file_that_reads_both_ways(tmp_path, sep):
+    """pandas quotes a text with a newline and doubles its quotes; a comma at the end of the first line gives the
+    unprocessed reading the header's two fields on every line too. The doubled quotes are standard quoting's signature."""
+    texts = [f'Review {i}: "great" stuff,\nsecond line\twith tab' if i % 3 == 0 else f"Review {i}" for i in range(300)]
+    path = tmp_path / ("r.tsv" if sep == "\t" else "r.csv")
+    pd.DataFrame({"text": texts, "label": ["a", "b"] * 150}).to_csv(path, sep=sep, index=False)
+    table = read_table(path, COLUMNS)
+    assert table.frame["text"].tolist() == texts and table.reading["quoting"] == "standard"
+    if sep == "\t":
+        return  # unprocessed, the tab splits a line into three fields: only standard quoting fits
+    assert table.reading["quoting_reason"] == ('quoted fields in 100 records double their inner quotes (""), as standard quoting '
+                                               "writes them (first at line 2); without quote processing the file would read into 400 rows")
+    # One line's quoted field is evidence too; a quote that is text, kept as written, is not.
+    path.write_text('text,label\n"say ""hi"" now",a\n"a,\nb",c\n')
+    assert read_table(path, COLUMNS).frame["text"].tolist() == ['say "hi" now', "a,\nb"]
+    path.write_text('text,label\nsay ""hi"" now,a\n"a,\nb",c\n')
+    with pytest.raises(SkewtuneError, match=r"reads consistently both with standard quoting \(2 rows"):
+        read_table(path, COLUMNS)
+
+
 def test_records_shorter_than_the_header_keep_their_place(tmp_path):
     path = tmp_path / "short.csv"
     path.write_text('text,label\n"multi\nline",a\nno label here\n\nlast,b\n', encoding="utf-8")
