@@ -405,10 +405,10 @@ class _Sheet:
     merged: list[str] = field(default_factory=list)
 
 
-def _cell_parser(book, ws):
-    """openpyxl's streaming parser of one sheet, reading stored values (data_only) and marking a formula cell
-    without a stored result. It yields each row's cells present in the file only, whatever the sheet's declared
-    dimension says (a tampered `<dimension ref="A1:XFD40001"/>` would make openpyxl's own rows that wide)."""
+def _cell_parser(book, ws, source):
+    """openpyxl's streaming parser of the sheet XML `source`, reading stored values (data_only) and marking a formula
+    cell without a stored result. It yields each row's cells present in the file only, whatever the sheet's declared
+    dimension says (a tampered `<dimension ref="A1:XFD40001"/>` makes the rows of openpyxl's worksheet that wide)."""
     from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
 
     class Parser(WorkSheetParser):
@@ -418,7 +418,7 @@ def _cell_parser(book, ws):
                 cell["value"] = _NO_RESULT
             return cell
 
-    return Parser(ws._get_source(), ws._shared_strings, data_only=True, epoch=book.epoch,
+    return Parser(source, ws._shared_strings, data_only=True, epoch=book.epoch,
                   date_formats=book._date_formats, timedelta_formats=book._timedelta_formats)
 
 
@@ -430,7 +430,8 @@ def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_column
         width = max(row, default=-1) + 1
         beyond = [f"row {number}"] * (number > _XLSX_ROWS) + [f"column {width}"] * (width > _XLSX_COLUMNS)
         if beyond or number <= last - (header is None):
-            problem = f"a cell in {beyond[0]}, beyond what a sheet can hold" if beyond else f"row {number} comes after row {last}"
+            problem = (f"a cell in {beyond[0]}, beyond what a sheet can hold" if beyond else
+                       f"row {number} comes after row {last} (rows out of order or repeated)")
             raise SkewtuneError(f"{path}: {where}: {problem}; the workbook is damaged: open it in a spreadsheet program and save it again")
         if header is None:
             header = ["" if number > 1 or value is None or value is _NO_RESULT else str(value)
@@ -532,7 +533,8 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
         hint = ("" if sheet or len(book.sheetnames) == 1 else
                 f"; or is the table on another sheet? The workbook's sheets are {', '.join(map(repr, book.sheetnames))}: "
                 f"set {settings['sheet']} to the one that holds it")
-        header, read = _scan_sheet(path, where, _cell_parser(book, chosen), columns, other_columns, hint, settings)
+        with chosen._get_source() as source:
+            header, read = _scan_sheet(path, where, _cell_parser(book, chosen, source), columns, other_columns, hint, settings)
     except (BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:  # the sheet is parsed only here
         raise unreadable(exc) from None
     finally:

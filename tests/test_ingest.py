@@ -291,18 +291,15 @@ def test_xlsx_with_a_tampered_dimension_is_read_within_a_memory_limit(project):
     import resource
     import zipfile
 
+    from test_tables import _edit_sheet_xml
+
     book = openpyxl.Workbook()
     book.active.append(["text", "label"])
     for i in range(8000):
         book.active.append([f"message {i}", "spam" if i % 7 == 0 else "ham"])
-    book.save("plain.xlsx")
-    with zipfile.ZipFile("plain.xlsx") as src, zipfile.ZipFile("data/raw/wide.xlsx", "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "xl/worksheets/sheet1.xml":
-                data, found = re.subn(rb'<dimension ref="A1:B8001" ?/>', b'<dimension ref="A1:XFD8001"/>', data)
-                assert found == 1
-            dst.writestr(item, data)
+    book.save("data/raw/wide.xlsx")
+    _edit_sheet_xml(Path("data/raw/wide.xlsx"), lambda xml: re.sub(rb'<dimension ref="A1:B8001" ?/>', b'<dimension ref="A1:XFD8001"/>', xml))
+    assert b"XFD8001" in zipfile.ZipFile("data/raw/wide.xlsx").read("xl/worksheets/sheet1.xml")
     root = project(source="data/raw/wide.xlsx")
     limit = 1500 * 2**20
     env = {**os.environ, "PYTHONPATH": str(REPO)}

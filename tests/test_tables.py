@@ -179,6 +179,39 @@ def test_xlsx_sheet_choice_and_cell_types(tmp_path):
         read_table(path, COLUMNS, sheet="Data")
 
 
+def _edit_sheet_xml(path: Path, change) -> None:
+    """Rewrite the first sheet's XML of the workbook at `path` with `change` (bytes -> bytes)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        items = [(item, src.read(item.filename)) for item in src.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item, data in items:
+            dst.writestr(item, change(data) if item.filename == "xl/worksheets/sheet1.xml" else data)
+
+
+def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_path, monkeypatch):
+    from skewtune import tables
+
+    path = _xlsx(tmp_path / "gaps.xlsx", [("text", "x", "label"), ("a", "note", "l1"), (None, "note only", None), (None, None, None)])
+    book = openpyxl.load_workbook(path)
+    book.active["A6"], book.active["C6"], book.active["A9"] = "b", "l2", None  # a gap of two rows; row 9 formatted, empty
+    book.save(path)
+    table = read_table(path, COLUMNS)
+    assert table.frame["text"].fillna("").tolist() == ["a", "", "", "", "b"] and table.place(4) == "row 6"
+    assert list(read_table(path, COLUMNS, other_columns=True).frame.columns) == ["text", "x", "label"]
+    book.active.cell(row=1_048_576, column=1, value="beyond")  # openpyxl writes no further: move it one row down in the XML
+    book.save(path)
+    _edit_sheet_xml(path, lambda xml: xml.replace(b'"1048576"', b'"1048577"').replace(b'"A1048576"', b'"A1048577"'))
+    with pytest.raises(SkewtuneError, match=r"gaps\.xlsx: sheet 'Sheet': a cell in row 1048577, beyond what a sheet can hold; "
+                                            r"the workbook is damaged"):
+        read_table(path, COLUMNS)
+    monkeypatch.setattr(tables, "_XLSX_CELLS", 9)
+    with pytest.raises(SkewtuneError, match=r"sheet 'Sheet': reading 2 column\(s\) down to row 6 would hold more than 9 cells; "
+                                            r"save the table as CSV or Parquet"):
+        read_table(_xlsx(tmp_path / "many.xlsx", [("text", "label"), *[(str(i), "l") for i in range(10)]]), COLUMNS)
+
+
 # Texts that break naive TSV/CSV reading: newlines (also CRLF), quotes (balanced, unbalanced, doubled,
 # around the whole text), tabs, commas, HTML references, surrounding spaces and an empty text.
 AWKWARD = ["first line\nsecond line", 'he said "hi", then left', '"Hi there', 'say ""twice""', '"whole text quoted"',
