@@ -266,9 +266,9 @@ _QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
 
 
 def _doubled_quotes(standard: _Parse, plain: _Parse) -> list[int]:
-    """The lines where a record starts whose quoted field doubles a quote inside, standard quoting's signature: on several lines (the
-    standard reading of a field holds a newline and a quote; strict parsing admits a quote inside a quoted field only
-    doubled) or on one (the field as written is "..." with "" inside)."""
+    """The lines where a record starts whose quoted field doubles a quote inside, standard quoting's signature: a field
+    on several lines (its standard reading holds a newline and a quote: strict parsing admits a quote inside a quoted
+    field only doubled) or on one (the field as written is "..." with "" inside)."""
     several = [start for start, record in zip(standard.starts, standard.records) if any("\n" in value and '"' in value for value in record)]
     one = [start for start, record in zip(plain.starts, plain.records)
            if any(_QUOTED_FIELD.fullmatch(value) and '""' in value[1:-1] for value in record)]
@@ -422,7 +422,8 @@ def _cell_parser(book, ws, source):
                   date_formats=book._date_formats, timedelta_formats=book._timedelta_formats)
 
 
-def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_columns: bool, hint: str, settings: dict) -> tuple[list[str], _Sheet]:
+def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_columns: bool, hint: str,
+                settings: dict[str, str]) -> tuple[list[str], _Sheet]:
     """The header (row 1) and the columns to read of a sheet, streamed row by row: memory follows the cells read."""
     header, sheet, last, early = None, None, 1, []
     for number, cells in parser.parse():
@@ -497,7 +498,7 @@ def _check_sheet_values(path: Path, where: str, header: list[str], sheet: _Sheet
     for ref in sheet.merged:
         first_column, first_row, last_column, last_row = range_boundaries(ref)
         inside = [needed[c] for c in range(first_column - 1, last_column) if c in needed]
-        if inside and last_row > first_row and last_row >= 2:
+        if inside and last_row > first_row:  # merged down a column: the rows below the first read as empty
             raise SkewtuneError(
                 f"{path}: {where}: the cells {ref} of column {inside[0]!r} are merged, so only {ref.split(':')[0]} holds the "
                 "value; unmerge them and fill the value into every row, then save the workbook again"
