@@ -106,11 +106,11 @@ CORPUS = {
         {"d.jsonl": b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEXTS).encode()},
         {}, {"rows_kept": 3, "class_counts": {"ham": 2, "spam": 1}},
     ),
-    # A formula is read as the value a spreadsheet program stored for it (none in a file openpyxl wrote), never as
-    # its text: a DDE/formula-injection payload never becomes a training text.
+    # A formula is read as the value a spreadsheet program stored for it, never as its text: a DDE/formula-injection
+    # payload never becomes a training text. A file openpyxl wrote stores none, so its formula cells stop ingest.
     "xlsx_formula_cells": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), ("=cmd|'/C calc'!A0", "spam"), ("=1+1", "ham"), *TEXTS])},
-        {"max_dropped_share": 0.6}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, r"data/raw/d\.xlsx: sheet 'Sheet': 2 cell\(s\) of column 'text' hold a formula without a stored result \(first: A2\)",
     ),
     "xlsx_entity_bomb": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x)},

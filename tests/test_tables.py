@@ -212,6 +212,14 @@ def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_pa
         read_table(_xlsx(tmp_path / "many.xlsx", [("text", "label"), *[(str(i), "l") for i in range(10)]]), COLUMNS)
 
 
+def test_xlsx_formula_cells_read_the_result_a_spreadsheet_stored(tmp_path):
+    path = _xlsx(tmp_path / "f.xlsx", [("text", "label"), ("a", '=UPPER("ham")'), ("b", "spam")])
+    with pytest.raises(SkewtuneError, match=r"1 cell\(s\) of column 'label' hold a formula without a stored result \(first: B2\)"):
+        read_table(path, COLUMNS)
+    _edit_sheet_xml(path, lambda xml: xml.replace(b'<c r="B2"><f>UPPER("ham")</f><v /></c>', b'<c r="B2" t="str"><f>UPPER("ham")</f><v>HAM</v></c>'))
+    assert read_table(path, COLUMNS).frame["label"].tolist() == ["HAM", "spam"]
+
+
 # Texts that break naive TSV/CSV reading: newlines (also CRLF), quotes (balanced, unbalanced, doubled,
 # around the whole text), tabs, commas, HTML references, surrounding spaces and an empty text.
 AWKWARD = ["first line\nsecond line", 'he said "hi", then left', '"Hi there', 'say ""twice""', '"whole text quoted"',
