@@ -583,14 +583,14 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str, rounded: Sequence[str] = ()) -> None:
-    """Write `frame` to `path` (a temporary file of Outputs) as csv, jsonl or parquet. The text formats write the float
+    """Write `frame` to `path` (a temporary file of Outputs) as csv (text cells escaped for spreadsheets), jsonl or parquet. The text formats write the float
     columns `rounded` (what skewtune computed, not the input's own columns) with REPORT_DIGITS significant digits."""
     if fmt == "parquet":
         frame.to_parquet(path, index=False)
         return
     frame = frame.assign(**{column: frame[column].map(significant) for column in rounded})
     if fmt == "csv":
-        frame.to_csv(path, index=False)
+        spreadsheet_safe(frame).to_csv(path, index=False)
     else:
         # pandas escapes every "/" as "\/" (legal JSON, but unlike any other writer); in its output each "\/" is that escape.
         text = frame.to_json(orient="records", lines=True, force_ascii=False, double_precision=15)

@@ -96,7 +96,9 @@ def model_card(*, rule: DecisionRule, decision: dict, meta: dict, params: dict[s
                  f"skewtune predict photos/ -o predictions.csv --model {CLASSIFIER}       # every image in a folder")
         preprocessing = (f"Images from column `{pre['image_column']}` (or class folders) are converted to RGB (greyscale and palette "
                          "images are expanded, an alpha channel is dropped), then resized and scaled by the image processor saved "
-                         "with the model (`preprocessor_config.json`); files that cannot be read get no prediction.")
+                         "with the model (`preprocessor_config.json`); files that cannot be read"
+                         + (f" or hold more than {pre['max_image_pixels']:,} pixels" if pre.get("max_image_pixels") else "")
+                         + " get no prediction.")
         domain = ("Images of the same kind as the training data" , "Not for images of another kind, camera, resolution or label definition")
         first_limit = ("The model saw only the training images: other lighting, framing or resolutions can change its "
                        "predictions without warning; check on labelled images of the new data.")

@@ -3,8 +3,10 @@ converting and hashing every image, and turning images into model inputs.
 
 Every image is decoded once at ingest. One that cannot be used is a counted drop under
 data.max_dropped_share, as a row without text is: a missing file (`missing_image`), a zero-size,
-truncated or non-image file (`unreadable_image`), or a pixel format without a faithful 8-bit RGB
-version (`unsupported_mode`: 16-bit, 32-bit integer and float images). Every other mode (greyscale,
+truncated or non-image file (`unreadable_image`), one of more pixels than data.max_image_pixels, told by
+its header before any pixel is decoded (`oversized_image`: a 17 KB PNG can hold 12000 x 12000 pixels, 400 MB
+decoded, and every batch would decode it again), or a pixel format without a faithful 8-bit RGB version
+(`unsupported_mode`: 16-bit, 32-bit integer and float images). Every other mode (greyscale,
 palette, RGBA, CMYK, ...) is converted to RGB, as Hugging Face image processors do, and counted per
 mode in the report; an alpha channel is dropped. Duplicates and conflicting labels are found on a
 hash of the converted pixels (and the size), so the same picture saved twice, under another name or
@@ -51,7 +53,7 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MODE = "RGB"
 # Modes that PIL converts to 8-bit RGB without losing the picture; others (I;16, I, F) are unsupported_mode.
 CONVERTIBLE = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-IMAGE_PROBLEMS = ("missing_image", "unreadable_image", "unsupported_mode")
+IMAGE_PROBLEMS = ("missing_image", "unreadable_image", "oversized_image", "unsupported_mode")
 DROP_REASONS = (*IMAGE_PROBLEMS, "missing_label", "conflicting_label", "outvoted_label", "duplicate", "also_in_test_file")
 # The default model's input side is the median train image side clamped to this range: below 32 pixels the
 # ResNet stem and stages (five halvings) leave no spatial extent; above 128 a from-scratch CPU run gets slow.
@@ -132,9 +134,9 @@ def decode(data: bytes):
         return to_rgb(Image.open(io.BytesIO(data)))
 
 
-def inspect_image(path: Path) -> dict:
+def inspect_image(path: Path, max_pixels: int) -> dict:
     """What ingest needs of one image file: its bytes, size, mode and content hash, or why it cannot be used
-    (`problem`: one of IMAGE_PROBLEMS, with `detail`)."""
+    (`problem`: one of IMAGE_PROBLEMS, with `detail`). An image of more than `max_pixels` is refused from its header."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -145,9 +147,14 @@ def inspect_image(path: Path) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            if image.width * image.height > max_pixels:
+                return {"problem": "oversized_image", "width": image.width, "height": image.height,
+                        "detail": f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above the bound of {max_pixels:,}"}
             image.load()  # decodes every pixel: a truncated file fails here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own bound (twice its MAX_IMAGE_PIXELS), above any max_pixels
+        return {"problem": "oversized_image", "detail": str(exc)[:200]}
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return {"problem": "unreadable_image", "detail": str(exc)[:200] or type(exc).__name__}
     if image.mode not in CONVERTIBLE:
         return {"problem": "unsupported_mode", "detail": f"mode {image.mode} (e.g. 16-bit or float pixels) has no faithful 8-bit RGB version",
@@ -172,19 +179,20 @@ def _checked_path(cell, name: str, table: Table, position: int, raw_dir: str | o
     return Path(full)
 
 
-def _inspect_table(name: str, table: Table, image_column: str, raw_dir: str | os.PathLike) -> pd.DataFrame:
+def _inspect_table(name: str, table: Table, image_column: str, raw_dir: str | os.PathLike, max_pixels: int) -> pd.DataFrame:
     rows = []
     for position, cell in enumerate(table.frame[image_column].tolist()):
         path = _checked_path(cell, name, table, position, raw_dir)
-        rows.append(inspect_image(path) if path is not None else {"problem": "missing_image", "detail": "no path in the cell"})
+        rows.append(inspect_image(path, max_pixels) if path is not None else {"problem": "missing_image", "detail": "no path in the cell"})
     return pd.DataFrame(rows, columns=["problem", "detail", "bytes", "hash", "mode", "width", "height"])
 
 
 # ------------------------------------------------------------------------------------------ dataset
 
 
-def _standardise(name: str, table: Table, columns: dict[str, str], prefix: str, subset: str, raw_dir: str | os.PathLike) -> pd.DataFrame:
-    inspected = _inspect_table(name, table, columns["image"], raw_dir)
+def _standardise(name: str, table: Table, columns: dict[str, str], prefix: str, subset: str, raw_dir: str | os.PathLike,
+                 max_pixels: int) -> pd.DataFrame:
+    inspected = _inspect_table(name, table, columns["image"], raw_dir, max_pixels)
     raw_label = normalise_text(table.frame[columns["label"]])
     return pd.DataFrame({
         "id": prefix + pd.Series(table.frame.index, dtype="int64").astype("str"),
@@ -238,14 +246,15 @@ def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarra
 def assemble_images(pool: Table, test: Table | None, *, image_column: str, label_column: str, label_map: dict[str, str],
                     pool_name: str, test_name: str | None = None, max_dropped_share: float = 0.01,
                     conflicts: str = DATA_DEFAULTS.conflicts, max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
-                    raw_dir: str | os.PathLike = "data/raw") -> tuple[pd.DataFrame, list[str], dict]:
+                    raw_dir: str | os.PathLike = "data/raw", max_image_pixels: int = DATA_DEFAULTS.max_image_pixels,
+                    ) -> tuple[pd.DataFrame, list[str], dict]:
     """The image dataset (id, image, label, subset, hash, image_bytes), its sorted labels and a report, from the
     data file or tree (`pool`) and an optional fixed test one; the drops as in skewtune.dataset.assemble_dataset,
     with the image problems in place of missing texts and the content hash as the key."""
     columns = {"image": image_column, "label": label_column}
-    parts = [_standardise(pool_name, pool, columns, "r", "pool", raw_dir)]
+    parts = [_standardise(pool_name, pool, columns, "r", "pool", raw_dir, max_image_pixels)]
     if test is not None:
-        parts.append(_standardise(test_name, test, columns, "t", "test", raw_dir))
+        parts.append(_standardise(test_name, test, columns, "t", "test", raw_dir, max_image_pixels))
     frame = pd.concat(parts, ignore_index=True)
     label_notes = clean_labels(frame, label_map, pool_name + (f" or {test_name}" if test is not None else ""))
     problem = frame["problem"].to_numpy()
@@ -254,8 +263,8 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
     unusable = [(problem == name, name) for name in IMAGE_PROBLEMS]
     reason = drop_reasons(frame, [HASH_COLUMN], unusable, conflicts)
     is_test = (frame["subset"] == "test").to_numpy()
-    cause = ("image files that are missing, damaged or in a pixel format without an 8-bit RGB version (see `why` in the report); "
-             "or the wrong column or image folder")
+    cause = ("image files that are missing, damaged, larger than data.max_image_pixels or in a pixel format without an 8-bit RGB "
+             "version (see `why` in the report); or the wrong column or image folder")
     per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
     for name, table, rows in per_file:
         check_missing_share(name, table, frame[rows], reason[rows], columns, max_dropped_share,

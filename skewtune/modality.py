@@ -146,7 +146,7 @@ class ImageModality:
         return images.assemble_images(
             pool, test, image_column=data.image_column, label_column=data.label_column, label_map=dict(data.label_map),
             pool_name=data.source, test_name=data.test_path, max_dropped_share=data.max_dropped_share, conflicts=data.conflicts,
-            max_conflict_share=data.max_conflict_share, raw_dir=raw_dir,
+            max_conflict_share=data.max_conflict_share, raw_dir=raw_dir, max_image_pixels=data.max_image_pixels,
         )
 
     def summary(self, report: dict) -> list[str]:
@@ -156,7 +156,8 @@ class ImageModality:
         return {images.IMAGE_COLUMN: data.image_column}
 
     def preprocessing(self, data) -> dict:
-        return {"convert_to": images.MODE, "image_column": data.image_column}  # resizing and scaling: the saved image processor
+        # resizing and scaling: the saved image processor; predict refuses the images that ingest would have refused
+        return {"convert_to": images.MODE, "image_column": data.image_column, "max_image_pixels": data.max_image_pixels}
 
     def input_columns(self, frame: pd.DataFrame) -> list[str]:
         return [images.IMAGE_COLUMN]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -91,6 +92,10 @@ class _Section(BaseModel):
 
 # numpy, sklearn, imbalanced-learn and transformers all take 32-bit unsigned seeds.
 MAX_SEED = 2**32 - 1
+# data.max_image_pixels: its default (about a 7300 x 5500 photo, 120 MB as 8-bit RGB), and Pillow's own bound (2 x its
+# Image.MAX_IMAGE_PIXELS), above which it refuses to open an image at all.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+PILLOW_MAX_PIXELS = 178_956_970
 
 
 _NAMED_SAMPLING = ("auto", "minority", "not minority", "not majority", "majority", "all")
@@ -153,6 +158,8 @@ class DataParams(_Section):
     max_conflict_share: float = Field(
         0.05, ge=0, le=1, description="stop when a file loses a larger share of its rows to conflicting labels (wrong label column?)"
     )
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=PILLOW_MAX_PIXELS,
+                                  description="images: an image of more pixels (width x height) is a counted drop, oversized_image")
     unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
     score_path: str | None = Field(None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none")
 
@@ -460,7 +467,7 @@ def _is_image(p: "Params") -> bool:
 # Keys that only some choices read: (key, whether these params read it, the choice that does).
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
-    ("data.image_column", _is_image, "data.modality: image"),
+    *((f"data.{key}", _is_image, "data.modality: image") for key in ("image_column", "max_image_pixels")),
     ("model.max_length", _is_text, "data.modality: text"),
     ("model.image_size", _is_image, "data.modality: image"),
     ("train.group_by_length", _is_text, "data.modality: text"),
@@ -503,7 +510,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": (
         "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
         "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
-        "data.quoting", "data.max_dropped_share", "data.conflicts", "data.max_conflict_share", "data.unescape_html",
+        "data.quoting", "data.max_dropped_share", "data.conflicts", "data.max_conflict_share", "data.max_image_pixels",
+        "data.unescape_html",
     ),
     "split": (
         "split.val_size", "split.test_size", "split.seed",
@@ -538,7 +546,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
     ),
     "package": (
-        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "model.name",
+        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "data.max_image_pixels", "model.name",
         "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name", "resample.strategy",
         "threshold.strategy", "threshold.metric", "decision.blend",
     ),
@@ -639,6 +647,19 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+# An error line echoes at most this much of a value (a YAML alias bomb expands to gigabytes), and the
+# message lists at most this many problems.
+_ECHO_CHARS = 200
+_MAX_PROBLEMS = 20
+_ECHO = reprlib.Repr()  # keyword arguments need Python 3.12
+_ECHO.maxlevel, _ECHO.maxstring, _ECHO.maxother, _ECHO.maxlong = 2, _ECHO_CHARS, _ECHO_CHARS, _ECHO_CHARS
+
+
+def _echo(text: str) -> str:
+    """`text` cut to _ECHO_CHARS characters, saying how much was left out."""
+    return text if len(text) <= _ECHO_CHARS else f"{text[:_ECHO_CHARS]}... ({len(text) - _ECHO_CHARS} more characters)"
+
+
 def _describe(error: dict) -> str:
     loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part.startswith("function-"))))
     key = ".".join(str(part) for part in loc) or "(top level)"
@@ -647,9 +668,10 @@ def _describe(error: dict) -> str:
         allowed = ", ".join(section.model_fields) if section else ""
         parent = ".".join(str(p) for p in loc[:-1]) or "the top level"
         return f"{key}: unknown key; the keys allowed in {parent} are: {allowed}"
-    message = error["msg"].removeprefix("Value error, ")
+    message = _echo(error["msg"].removeprefix("Value error, "))
     got = error.get("input")
-    return f"{key}: {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
+    # reprlib visits only the first items of each level, so a nested value costs little to describe.
+    return f"{key}: {message}" + ("" if isinstance(got, dict) else f" (got {_echo(_ECHO.repr(got))})")
 
 
 def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
@@ -661,7 +683,10 @@ def validate_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(error) for error in exc.errors()]
+        errors = exc.errors()
+        lines = [_describe(error) for error in errors[:_MAX_PROBLEMS]]
+        if len(errors) > _MAX_PROBLEMS:
+            lines.append(f"... and {len(errors) - _MAX_PROBLEMS} more problems; fix these first")
         raise SkewtuneError(f"{source}: invalid params:\n  " + "\n  ".join(lines)) from None
 
 

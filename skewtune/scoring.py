@@ -29,7 +29,8 @@ from skewtune.images import BYTES_COLUMN, EXTENSIONS, IMAGE_COLUMN, inspect_imag
 from skewtune.io import Outputs, counted
 from skewtune.modality import IMAGE, for_meta
 from skewtune.modeling import progress_printer
-from skewtune.tables import Settings, inside, link_target, read_table
+from skewtune.params import DEFAULT_MAX_IMAGE_PIXELS
+from skewtune.tables import DATA_PARAMS, Settings, inside, link_target, read_table
 
 PREDICTED = "predicted"
 MARGIN = "margin"
@@ -122,8 +123,9 @@ def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
     return pd.DataFrame({column: found})
 
 
-def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings) -> pd.DataFrame:
-    """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, unsupported)."""
+def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings = DATA_PARAMS, *,
+               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> pd.DataFrame:
+    """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, oversized, unsupported)."""
     rows = []
     for i, cell in enumerate(paths.tolist()):
         if cell is None or (isinstance(cell, float) and np.isnan(cell)) or not str(cell).strip():
@@ -133,7 +135,7 @@ def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings) -> 
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
             raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/{link_target(full)}; write paths relative to it"
                                 + (f" ({settings.image_root} sets it)" if settings.image_root else ""))
-        rows.append(inspect_image(full))
+        rows.append(inspect_image(full, max_pixels))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
 
 
@@ -155,7 +157,9 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
         frame = (list_image_folder(Path(input_path), column) if folder
                  else read_input(input_path, [column], settings.reading("image_column"), fmt=fmt, encoding=encoding, sheet=sheet))
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
-        rows = image_rows(frame[column], root, str(input_path), settings)
+        # A classifier packaged before the bound existed gets its default.
+        max_pixels = meta.get("preprocessing", {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+        rows = image_rows(frame[column], root, str(input_path), settings, max_pixels=max_pixels)
         has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
     else:
         text_column, pair_column = text_columns(meta, text_column, pair_column, model, settings)

@@ -16,6 +16,7 @@ import importlib.resources
 import io
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -191,9 +192,9 @@ def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto"
     if quoting not in QUOTINGS:
         raise ValueError(f"quoting must be one of {QUOTINGS}, got {quoting!r}")
     path = Path(path)
-    fmt = detect_format(path, fmt, settings)
     if path.is_dir():
-        raise SkewtuneError(f"{path}: is a directory, not a file")
+        raise SkewtuneError(f"{path}: is a directory, not a file; name one table file")
+    fmt = detect_format(path, fmt, settings)
     if not path.is_file():
         raise SkewtuneError(f"{path}: not found")
     if path.stat().st_size == 0:
@@ -366,11 +367,27 @@ def _parse(text: str, sep: str, quoting: str, width: int | None) -> _Parse:
     return _Parse(quoting, records, starts, None, short)
 
 
+# A whole field as standard quoting writes it: in quotes, with the quotes inside doubled.
+_QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _doubled_quotes(standard: _Parse, plain: _Parse) -> list[int]:
+    """The lines where a record starts whose quoted field doubles a quote inside, standard quoting's signature: a field
+    on several lines (its standard reading holds a newline and a quote: strict parsing admits a quote inside a quoted
+    field only doubled) or on one (the field as written is "..." with "" inside)."""
+    several = [start for start, record in zip(standard.starts, standard.records) if any("\n" in value and '"' in value for value in record)]
+    one = [start for start, record in zip(plain.starts, plain.records)
+           if any(_QUOTED_FIELD.fullmatch(value) and '""' in value[1:-1] for value in record)]
+    return sorted(set(several + one))
+
+
 def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | None, settings: Settings) -> tuple[_Parse, str]:
     """The parse to use and why. 'auto' reads with standard quoting when the file parses that way into
     records of the header's width, and without quote processing when only that does: a file written
     without quoting (the SMS collection) has texts with unbalanced quotes, which standard quoting
-    either refuses or reads as fields that swallow whole lines."""
+    either refuses or reads as fields that swallow whole lines. When both readings fit but give different
+    rows, quoted fields that double their inner quotes decide for standard quoting; without them the file
+    is ambiguous and 'auto' stops."""
     sep = "\t" if fmt == "tsv" else ","
     if quoting != "auto":
         parse = _parse(text, sep, quoting, width)
@@ -386,9 +403,14 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
     if standard.fits and plain.fits:
         if len(standard.records) == len(plain.records):
             return standard, "both readings give the same rows; quotes around whole fields are quoting"
+        header = width is None  # the first record is the header, not a row
+        doubled = _doubled_quotes(standard, plain)
+        if doubled:
+            return standard, (f"quoted fields in {len(doubled)} records double their inner quotes (\"\"), as standard quoting writes "
+                              f"them (first at line {doubled[0]}); without quote processing the file would read into "
+                              f"{len(plain.records) - header} rows")
         # The quoted record that spans lines is the one before the first record the readings start apart.
         first = next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
-        header = width is None  # the first record is the header, not a row
         fix = (f"set {settings.quoting}: standard if fields are quoted " '("a ""b"" c")' f", or {settings.quoting}: none if quotes are part of the text"
                if settings.quoting else "save the table as JSONL or Parquet, which leave no quoting to decide")
         raise SkewtuneError(
@@ -467,6 +489,130 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+# Excel's limits: a cell beyond them marks a damaged or hostile file.
+_XLSX_ROWS, _XLSX_COLUMNS = 1_048_576, 16_384
+# The most cells of the columns read that a sheet may fill in memory (rows x columns, empty ones included).
+_XLSX_CELLS = 50_000_000
+
+
+class _NoResult:
+    """The value of a formula cell whose result the workbook does not store (openpyxl computes no formulas)."""
+
+
+_NO_RESULT = _NoResult()
+
+
+@dataclass
+class _Sheet:
+    """The columns read from a sheet: `values[i]` holds column `keep[i]` (0-based) of data rows 2, 3, ...; with the
+    formula cells without a stored result (`formulas`: column -> their coordinates) and the merged ranges."""
+
+    keep: list[int]
+    values: list[list]
+    formulas: dict[int, list[str]] = field(default_factory=dict)
+    merged: list[str] = field(default_factory=list)
+
+
+def _cell_parser(book, ws, source):
+    """openpyxl's streaming parser of the sheet XML `source`, reading stored values (data_only) and marking a formula
+    cell without a stored result. It yields each row's cells present in the file only, whatever the sheet's declared
+    dimension says (a tampered `<dimension ref="A1:XFD40001"/>` makes the rows of openpyxl's worksheet that wide)."""
+    from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
+
+    class Parser(WorkSheetParser):
+        def parse_cell(self, element):
+            cell = super().parse_cell(element)
+            if cell["value"] is None and element.find(FORMULA_TAG) is not None:
+                cell["value"] = _NO_RESULT
+            return cell
+
+    return Parser(source, ws._shared_strings, data_only=True, epoch=book.epoch,
+                  date_formats=book._date_formats, timedelta_formats=book._timedelta_formats)
+
+
+def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_columns: bool, hint: str,
+                settings: Settings) -> tuple[list[str], _Sheet]:
+    """The header (row 1) and the columns to read of a sheet, streamed row by row: memory follows the cells read."""
+    header, sheet, last, early = None, None, 1, []
+    for number, cells in parser.parse():
+        row = {cell["column"] - 1: cell["value"] for cell in cells}
+        width = max(row, default=-1) + 1
+        beyond = [f"row {number}"] * (number > _XLSX_ROWS) + [f"column {width}"] * (width > _XLSX_COLUMNS)
+        if beyond or number <= last - (header is None):
+            problem = (f"a cell in {beyond[0]}, beyond what a sheet can hold" if beyond else
+                       f"row {number} comes after row {last} (rows out of order or repeated)")
+            raise SkewtuneError(f"{path}: {where}: {problem}; the workbook is damaged: open it in a spreadsheet program and save it again")
+        if header is None:
+            header = ["" if number > 1 or value is None or value is _NO_RESULT else str(value)
+                      for value in (row.get(i) for i in range(width))]
+            missing = [name for name in columns if name not in header]
+            if not missing:
+                keep = [header.index(name) for name in ([name for name in header if name] if other_columns else columns)]
+                sheet = _Sheet(keep, [[] for _ in keep])
+                continue
+        if sheet is None:  # no header in row 1: look for it a little further down (a title above it?)
+            if number > _HEADER_SEARCH_ROWS:
+                break
+            early.append((number, {str(value) for value in row.values() if value is not None}))
+            last = number
+            continue
+        if all(value is None for value in row.values()):  # formatted but empty: kept only if a later row has values
+            continue
+        if (number - 1) * len(sheet.keep) > _XLSX_CELLS:
+            raise SkewtuneError(f"{path}: {where}: reading {len(sheet.keep)} column(s) down to row {number} would hold more than "
+                                f"{_XLSX_CELLS:,} cells; save the table as CSV or Parquet, or split it into smaller files")
+        for column, values in zip(sheet.keep, sheet.values):
+            values.extend([None] * (number - 2 - len(values)))  # the empty rows between
+            value = row.get(column)
+            if value is _NO_RESULT:
+                sheet.formulas.setdefault(column, []).append(f"{_column_letter(column)}{number}")
+                value = None
+            values.append(value)
+        last = number
+    if header is None:
+        raise SkewtuneError(f"{path}: {where} is empty; put the header in row 1 and the data below it{hint}")
+    if sheet is None:
+        found = next((number for number, names in early if set(columns) <= names), None)
+        advice = (f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
+                  "header is row 1" if found else "the header must be row 1 of the sheet")
+        missing = [name for name in columns if name not in header]
+        raise SkewtuneError(
+            f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
+            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {advice}{hint}, or fix {settings.columns}"
+        )
+    sheet.merged = [str(cells.ref) for cells in (parser.merged_cells.mergeCell if parser.merged_cells else [])]
+    return header, sheet
+
+
+def _column_letter(index: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(index + 1)
+
+
+def _check_sheet_values(path: Path, where: str, header: list[str], sheet: _Sheet, columns: list[str]) -> None:
+    """Refuse what would turn into empty cells of the columns the data needs: formulas without a stored
+    result, and merged cells (only the first cell of a merged range holds its value)."""
+    from openpyxl.utils import range_boundaries
+
+    needed = {header.index(name): name for name in columns}
+    for column, cells in sheet.formulas.items():
+        if column in needed:
+            raise SkewtuneError(
+                f"{path}: {where}: {len(cells)} cell(s) of column {needed[column]!r} hold a formula without a stored result "
+                f"(first: {cells[0]}); skewtune reads the results a spreadsheet program saved and computes none: open the "
+                "workbook in one, let it recalculate and save it (or paste the column as values)"
+            )
+    for ref in sheet.merged:
+        first_column, first_row, last_column, last_row = range_boundaries(ref)
+        inside = [needed[c] for c in range(first_column - 1, last_column) if c in needed]
+        if inside and last_row > first_row:  # merged down a column: the rows below the first read as empty
+            raise SkewtuneError(
+                f"{path}: {where}: the cells {ref} of column {inside[0]!r} are merged, so only {ref.split(':')[0]} holds the "
+                "value; unmerge them and fill the value into every row, then save the workbook again"
+            )
+
+
 def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool, settings: Settings) -> pd.DataFrame:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
@@ -491,34 +637,20 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
     try:
         if sheet is not None and sheet not in book.sheetnames:
             raise SkewtuneError(f"{path}: no sheet named {sheet!r} ({settings.sheet}); the sheets are: {', '.join(book.sheetnames)}")
-        where = f"sheet {sheet or book.sheetnames[0]!r}"
-        rows = list((book[sheet] if sheet else book.worksheets[0]).iter_rows(values_only=True))
+        chosen = book[sheet] if sheet else book.worksheets[0]
+        where = f"sheet {chosen.title!r}"
+        hint = ("" if sheet or len(book.sheetnames) == 1 else
+                f"; or is the table on another sheet? The workbook's sheets are {', '.join(map(repr, book.sheetnames))}: "
+                f"set {settings.sheet} to the one that holds it")
+        with chosen._get_source() as source:
+            header, read = _scan_sheet(path, where, _cell_parser(book, chosen, source), columns, other_columns, hint, settings)
     except (BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:  # the sheet is parsed only here
         raise unreadable(exc) from None
     finally:
         book.close()
-    while rows and all(value is None for value in rows[-1]):  # formatted but empty rows at the end
-        rows.pop()
-    if not rows:
-        raise SkewtuneError(f"{path}: {where} is empty; put the header in row 1 and the data below it")
-    header = ["" if value is None else str(value) for value in rows[0]]
-    missing = [name for name in columns if name not in header]
-    if missing:
-        found = next((number for number, row in enumerate(rows[1:_HEADER_SEARCH_ROWS], start=2)
-                      if set(columns) <= {str(value) for value in row if value is not None}), None)
-        hint = (f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
-                "header is row 1" if found else "the header must be row 1 of the sheet")
-        raise SkewtuneError(
-            f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
-            f"{', '.join(repr(name) for name in header if name) or 'nothing'}); {hint}, or fix {settings.columns}"
-        )
     _require_columns(path, header, columns, "xlsx", settings)  # a column named twice
-    if len(rows) == 1:
-        return pd.DataFrame(columns=columns)
-    body = pd.DataFrame(rows[1:])
-    # Rows may be shorter than the header when their last cells are empty.
-    return pd.DataFrame({name: body[header.index(name)] if header.index(name) in body.columns else None
-                         for name in ([name for name in header if name] if other_columns else columns)})
+    _check_sheet_values(path, where, header, read, columns)
+    return pd.DataFrame({header[column]: values for column, values in zip(read.keep, read.values)})
 
 
 def _read_parquet(path: Path, columns: list[str], other_columns: bool, settings: Settings) -> pd.DataFrame:
@@ -526,10 +658,18 @@ def _read_parquet(path: Path, columns: list[str], other_columns: bool, settings:
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(path).names
+        schema = pq.read_schema(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
-    _require_columns(path, names, columns, "parquet", settings)
+    _require_columns(path, schema.names, columns, "parquet", settings)
+    # A list or struct per row would otherwise reach the model as its printed form ("['a' 'b']").
+    nested = next((name for name in columns if pyarrow.types.is_nested(schema.field(name).type)), None)
+    if nested is not None:
+        kind = schema.field(nested).type
+        fix = (f"join each list into one string (df[{nested!r}].str.join(' ')) or explode it into rows"
+               if pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind) or pyarrow.types.is_fixed_size_list(kind)
+               else "write the field that holds the text or label as a column of its own")
+        raise SkewtuneError(f"{path}: column {nested!r} holds a {kind} per row, not one value; {fix}, and save the file again")
     return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 

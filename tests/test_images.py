@@ -20,6 +20,7 @@ from PIL import Image
 from dvc_repo import dvc, make_repo, ran_stages, run
 from skewtune import artifacts
 from skewtune.errors import SkewtuneError
+from skewtune.images import BYTES_COLUMN
 from skewtune.params import AugmentParams, validate_params
 from skewtune.splitting import check_dataset
 from stages import ingest
@@ -88,7 +89,7 @@ def test_tree_ingest_converts_greyscale_counts_modes_and_drops_duplicates(projec
     Path("data/raw/shapes/post/notes.txt").write_text("not an image")
     ingest.main()
     report = _report()
-    assert report["dropped"] == {"missing_image": 0, "unreadable_image": 0, "unsupported_mode": 0, "missing_label": 0,
+    assert report["dropped"] == {"missing_image": 0, "unreadable_image": 0, "oversized_image": 0, "unsupported_mode": 0, "missing_label": 0,
                                  "conflicting_label": 2, "outvoted_label": 1, "duplicate": 3}
     assert report["rows_in"] == 20 and report["rows_kept"] == 14
     assert report["images"]["modes"] == {"RGB": 17, "L": 3} and report["images"]["converted_to_rgb"] == {"L": 3}
@@ -122,6 +123,42 @@ def test_corrupt_png_is_a_counted_drop_within_the_guard_and_an_error_beyond_it(p
     assert report["dropped"]["unreadable_image"] == 2 and report["rows_kept"] == 39
     whys = {example["image"]: example["why"] for example in report["drop_examples"]["unreadable_image"]}
     assert whys["shapes/post/empty.png"] == "the file is empty (0 bytes)" and "truncated" in whys["shapes/bar/000.png"]
+
+
+def _huge_png(path: Path, side: int = 12000) -> Path:
+    """A PNG of side x side pixels that compresses to a few KB (one bit per pixel, all black)."""
+    Image.new("1", (side, side)).save(path, optimize=True)
+    return path
+
+
+def test_an_image_of_more_pixels_than_the_bound_is_a_counted_drop_read_from_its_header(project):
+    write_tree(Path("data/raw/shapes"), {"bar": 30, "post": 10})
+    big = _huge_png(Path("data/raw/shapes/bar/huge.png"))
+    assert big.stat().st_size < 100_000
+    project(source="data/raw/shapes")
+    message = _error()
+    assert message.startswith("data/raw/shapes: 1 of 41 rows (2.4%) lack a usable image or a label (1 oversized_image)"), message
+    assert "larger than data.max_image_pixels" in message
+    project(source="data/raw/shapes", max_dropped_share=0.05)
+    ingest.main()
+    report = _report()
+    assert report["dropped"]["oversized_image"] == 1 and report["rows_kept"] == 40 and report["images"]["width"]["max"] == SIDE
+    [example] = report["drop_examples"]["oversized_image"]
+    assert example["image"] == "shapes/bar/huge.png" and example["why"] == "12000x12000 = 144,000,000 pixels, above the bound of 40,000,000"
+    project(source="data/raw/shapes", max_dropped_share=0.05, max_image_pixels=200_000_000)
+    with pytest.raises(SkewtuneError, match=r"data\.max_image_pixels: Input should be less than or equal to 178956970"):
+        ingest.main()
+
+
+def test_predict_gives_an_oversized_image_no_prediction_as_an_unreadable_one(tmp_path):
+    from skewtune.scoring import image_rows
+
+    _image(0, 1).save(tmp_path / "small.png")
+    _huge_png(tmp_path / "huge.png", side=300)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows = image_rows(pd.Series(["small.png", "huge.png", "broken.png"]), tmp_path, "in.csv", max_pixels=300 * 300 - 1)
+    assert rows["problem"].fillna("").tolist() == ["", "oversized_image", "unreadable_image"]
+    assert rows[BYTES_COLUMN].iloc[0] == (tmp_path / "small.png").read_bytes()
 
 
 def test_one_class_folder_and_loose_files_are_clear_errors(project):
@@ -251,6 +288,7 @@ def test_folder_tree_runs_end_to_end_with_the_default_model_and_predicts_a_folde
     assert "converted to RGB: 4 L" in stdout and "a small ResNet built from its config" in stdout
     meta = json.loads((root / "models/classifier/skewtune.json").read_text())
     assert meta["modality"] == "image" and meta["labels"] == ["bar", "post"] and meta["preprocessing"]["convert_to"] == "RGB"
+    assert meta["preprocessing"]["max_image_pixels"] == 40_000_000
     card = (root / "models/classifier/README.md").read_text()
     assert yaml.safe_load(card.split("---\n")[1])["pipeline_tag"] == "image-classification" and "# skewtune image classifier" in card
     errors = pd.read_csv(root / "reports/errors.csv")
@@ -264,8 +302,12 @@ def test_folder_tree_runs_end_to_end_with_the_default_model_and_predicts_a_folde
         target = folder / path.replace("/", "_")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / "data/raw" / path, target)
-    _skewtune(["predict", folder, "-o", tmp_path / "out.csv", "--model", root / "models/classifier"], tmp_path)
+    _huge_png(folder / "huge.png")  # more pixels than ingest took (data.max_image_pixels): no prediction, counted
+    done = run([str(Path(sys.executable).parent / "skewtune"), "predict", str(folder), "-o", str(tmp_path / "out.csv"),
+                "--model", str(root / "models/classifier")], tmp_path)
+    assert done.stdout.endswith("; 1 rows without a usable image got no prediction\n"), done.stdout
     out = pd.read_csv(tmp_path / "out.csv")
+    assert out.loc[out["image"] == "huge.png", "predicted"].isna().all() and len(out) == len(test) + 1
     evaluated = pd.read_csv(root / "reports/eval/test_predictions.csv", dtype=str).assign(image=test["image"].str.replace("/", "_"))
     merged = out.merge(evaluated, on="image")
     assert len(merged) == len(test) and (merged["predicted_x"] == merged["predicted_y"]).all()

@@ -218,6 +218,20 @@ def test_one_megabyte_text_is_kept(project):
     assert len(text) > 900_000 and text == " ".join(big.split())
 
 
+def _workbook(name: str, rows: list[tuple], *, merge: str | None = None, first_sheet: str | None = None) -> None:
+    """data/raw/<name>: `rows` on the sheet 'Data'; `merge` merges a range of it; `first_sheet` adds a sheet before it."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Data"
+    for row in rows:
+        sheet.append(list(row))
+    if merge:
+        sheet.merge_cells(merge)
+    if first_sheet:
+        book.create_sheet(first_sheet, 0).append(["Exported from the CRM; the table is on the next sheet"])
+    book.save(Path("data/raw") / name)
+
+
 def _title_sheet() -> None:
     book = openpyxl.Workbook()
     for row in [("Export 2024",), ("text", "label"), ("a", "x"), ("b", "y")]:
@@ -247,6 +261,23 @@ def _title_sheet() -> None:
         (lambda: None, {"source": "data/raw"}, r"data\.source: data/raw is a directory, not a file; point data\.source at one file in it"),
         (lambda: Path("data/raw/d.csv").write_text("label,text,label\nham,a,x\n"), {"source": "data/raw/d.csv"},
          r"data/raw/d\.csv: the header names the column 'label' 2 times; rename the copies"),
+        (lambda: pd.DataFrame({"text": [["0", "mike"], ["1"]], "label": ["a", "b"]}).to_parquet("data/raw/n.parquet"),
+         {"source": "data/raw/n.parquet"}, r"^data/raw/n\.parquet: column 'text' holds a list<element: string> per row, not one value; "
+         r"join each list into one string \(df\['text'\]\.str\.join\(' '\)\) or explode it into rows, and save the file again$"),
+        (lambda: pd.DataFrame({"text": ["a", "b"], "label": [{"name": "x", "id": 1}, {"name": "y", "id": 2}]}).to_parquet("data/raw/s.parquet"),
+         {"source": "data/raw/s.parquet"}, r"^data/raw/s\.parquet: column 'label' holds a struct<.*> per row, not one value; "
+         r"write the field that holds the text or label as a column of its own"),
+        # openpyxl, like other writers, stores a formula without its result: only a spreadsheet program computes it
+        (lambda: _workbook("f.xlsx", [("text", "label"), ("a", "ham"), ("b", '=IF(LEN(A3)>0,"spam","ham")'), ("c", '=UPPER("ham")')]),
+         {"source": "data/raw/f.xlsx"}, r"^data/raw/f\.xlsx: sheet 'Data': 2 cell\(s\) of column 'label' hold a formula without a stored "
+         r"result \(first: B3\); skewtune reads the results a spreadsheet program saved and computes none: open the workbook"),
+        (lambda: _workbook("m.xlsx", [("text", "label"), ("a", "spam"), ("b", None), ("c", None), ("d", "ham")], merge="B2:B4"),
+         {"source": "data/raw/m.xlsx"}, r"^data/raw/m\.xlsx: sheet 'Data': the cells B2:B4 of column 'label' are merged, so only B2 holds "
+         r"the value; unmerge them and fill the value into every row"),
+        (lambda: _workbook("n.xlsx", [("text", "label"), ("a", "spam")], first_sheet="Notes"), {"source": "data/raw/n.xlsx"},
+         r"^data/raw/n\.xlsx: sheet 'Notes' has no column 'text', 'label' in row 1 \(found: 'Exported from the CRM; .*'\); the header "
+         r"must be row 1 of the sheet; or is the table on another sheet\? The workbook's sheets are 'Notes', 'Data': set data\.sheet "
+         r"to the one that holds it, or fix data\.text_column"),
     ],
 )
 def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, pattern):
@@ -255,6 +286,31 @@ def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, patte
     with pytest.raises(SkewtuneError, match=pattern):
         ingest.main()
     assert _no_outputs()
+
+
+def test_xlsx_with_a_tampered_dimension_is_read_within_a_memory_limit(project):
+    """A sheet that declares 16,384 columns (`<dimension ref="A1:XFD8001"/>`) but holds two: memory follows the cells
+    present. Read at the declared width, the 8,000 rows took 2 GB; here the stage runs under a 1.5 GB address space."""
+    import re
+    import resource
+    import zipfile
+
+    from test_tables import _edit_sheet_xml
+
+    book = openpyxl.Workbook()
+    book.active.append(["text", "label"])
+    for i in range(8000):
+        book.active.append([f"message {i}", "spam" if i % 7 == 0 else "ham"])
+    book.save("data/raw/wide.xlsx")
+    _edit_sheet_xml(Path("data/raw/wide.xlsx"), lambda xml: re.sub(rb'<dimension ref="A1:B8001" ?/>', b'<dimension ref="A1:XFD8001"/>', xml))
+    assert b"XFD8001" in zipfile.ZipFile("data/raw/wide.xlsx").read("xl/worksheets/sheet1.xml")
+    root = project(source="data/raw/wide.xlsx")
+    limit = 1500 * 2**20
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=root, env=env, capture_output=True, text=True, timeout=300,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert result.returncode == 0, result.stderr
+    assert _metrics()["rows_kept"] == 8000 and pd.read_parquet(ingest.DATASET)["text"].iloc[-1] == "message 7999"
 
 
 def test_cli_prints_one_line_and_exits_2(project):
@@ -364,6 +420,16 @@ def test_pandas_written_tsv_comes_in_whole(project, capsys):
                                             r"the file was read without quote processing .* set data\.quoting: standard"):
         ingest.main()
     assert _no_outputs()
+
+
+def test_a_pandas_csv_with_quotes_in_multiline_texts_is_read_with_standard_quoting(project, capsys):
+    texts = [f'Review {i}: "great" stuff,\nsecond line\twith tab' if i % 3 == 0 else f"Review {i}: fine" for i in range(300)]
+    pd.DataFrame({"text": texts, "label": ["good", "bad", "good"] * 100}).to_csv("data/raw/reviews.csv", index=False)
+    project(source="data/raw/reviews.csv")
+    ingest.main()
+    assert _metrics()["rows_kept"] == 300 and _metrics()["reading"]["quoting"] == "standard"
+    assert "data/raw/reviews.csv: read as CSV with standard quoting" in capsys.readouterr().out
+    assert pd.read_parquet(ingest.DATASET)["text"].iloc[0] == 'Review 0: "great" stuff, second line with tab'
 
 
 def test_html_references_are_decoded_on_request(project):

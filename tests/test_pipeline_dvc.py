@@ -35,6 +35,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     # images: the text keys lose their effect and the image keys gain it; no baseline, no blend
     "data.modality": ("image", ("ingest", "train", "baseline", "tune_threshold", "package", "score", "relabel")),
     "data.image_column": ("path", ()),  # text data: the image keys have no effect
+    "data.max_image_pixels": (1000, ()),
     "model.image_size": (32, ()),
     **{f"augment.{key}": (0.5, ()) for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
     "data.source": ("data/raw/other.tsv", DATA),

@@ -106,11 +106,11 @@ CORPUS = {
         {"d.jsonl": b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEXTS).encode()},
         {}, {"rows_kept": 3, "class_counts": {"ham": 2, "spam": 1}},
     ),
-    # A formula is read as the value a spreadsheet program stored for it (none in a file openpyxl wrote), never as
-    # its text: a DDE/formula-injection payload never becomes a training text.
+    # A formula is read as the value a spreadsheet program stored for it, never as its text: a DDE/formula-injection
+    # payload never becomes a training text. A file openpyxl wrote stores none, so its formula cells stop ingest.
     "xlsx_formula_cells": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), ("=cmd|'/C calc'!A0", "spam"), ("=1+1", "ham"), *TEXTS])},
-        {"max_dropped_share": 0.6}, {"rows_in": 5, "rows_kept": 3, "dropped": {"missing_text": 2, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6}, r"data/raw/d\.xlsx: sheet 'Sheet': 2 cell\(s\) of column 'text' hold a formula without a stored result \(first: A2\)",
     ),
     "xlsx_entity_bomb": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x)},
@@ -333,6 +333,7 @@ UNREAD_AND_READ = {
     **{f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
        for key, value in (("text_column", "body"), ("text_pair_column", "second"), ("unescape_html", True))},
     "data.image_column": ({"data": {"image_column": "file"}}, {"data": {"image_column": "file", **IMAGES}}),
+    "data.max_image_pixels": ({"data": {"max_image_pixels": 1000}}, {"data": {"max_image_pixels": 1000, **IMAGES}}),
     "model.image_size": ({"model": {"image_size": 64}}, {"model": {"image_size": 64}, "data": IMAGES}),
     "model.max_length": ({"model": {"max_length": 64}, "data": IMAGES}, {"model": {"max_length": 64}}),
     "train.group_by_length": ({"train": {"group_by_length": False}, "data": IMAGES}, {"train": {"group_by_length": False}}),
@@ -403,6 +404,22 @@ def test_check_params_cli_lists_every_problem(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
     assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["loss.gama", "model.lora.r", "train.lr", "train.scheduler"]
+
+
+def test_check_params_cli_bounds_the_message_of_an_alias_bomb(tmp_path):
+    """params.yaml is trusted, yet a value that YAML aliases expand to 9**9 items gets a short message, quickly."""
+    levels = ["a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    problems = "\n".join(f"  {key}: *a8" for key in ("lr", "epochs", "eval_batch_size", "seed", "warmup"))
+    (tmp_path / "params.yaml").write_text("bombs:\n" + "\n".join("  " + line for line in levels) + f"\ntrain:\n{problems}\n"
+                                          + "".join(f"t{i}: 1\n" for i in range(30)), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == "" and not (tmp_path / "reports").exists()
+    lines = done.stderr.splitlines()
+    assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
+    assert len(lines) == 22 and lines[-1] == "  ... and 16 more problems; fix these first"
+    assert any(line.startswith("  train.lr: Input should be a valid number (got [[[") for line in lines)
+    assert max(map(len, lines)) < 400
 
 
 def test_check_params_cli_warns_of_an_unread_setting_and_passes(tmp_path):

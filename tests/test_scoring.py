@@ -66,6 +66,7 @@ def test_predict_writes_columns_in_input_order_with_the_rule(classifier, tmp_pat
     assert list(out.columns) == ["row", "SMS", "note", "predicted", *PROBS, "margin"]
     assert out["row"].tolist() == table["row"].tolist() and out["SMS"].tolist() == table["SMS"].tolist()
     assert out.loc[[3, 17], "predicted"].tolist() == ["", ""] and (out.loc[[3, 17], PROBS] == "").all().all()
+    assert (out["note"] == "'=SUM(A1)").all()  # escaped as reports/errors.csv is: a spreadsheet shows it, runs nothing
 
     has_text = np.ones(40, bool)
     has_text[[3, 17]] = False
@@ -144,7 +145,30 @@ BAD = {
     "input not found": (lambda c, t: ["--format", "csv", "-o", t / "o.csv", "--", t / "absent.csv"], r"absent.csv: not found"),
     "input not readable": (lambda c, t: ["--format", "parquet"], r"in.csv: not a readable Parquet file"),
     "bad batch size": (lambda c, t: ["--batch-size", "0"], r"--batch-size is 0; use a positive number"),
+    "input is a directory": (lambda c, t: ["--", _made(t / "folder")], r"folder: is a directory, not a file; name one table file$"),
+    "unknown input extension": (lambda c, t: ["--", _made(t / "in.txt", "SMS\nhi\n")],
+                                r"in.txt: cannot tell the format from the extension '.txt'; .* or set --format to one of csv, "),
+    "table on a later sheet": (lambda c, t: ["--", _notes_first(t / "in.xlsx")],
+                               r"sheet 'Notes' is empty; put the header in row 1 and the data below it; or is the table on another sheet\? "
+                               r"The workbook's sheets are 'Notes', 'Data': set --sheet to the one that holds it$"),
 }
+
+
+def _made(path: Path, text: str | None = None) -> Path:
+    """A folder at `path`, or a file holding `text`."""
+    path.mkdir() if text is None else path.write_text(text)
+    return path
+
+
+def _notes_first(path: Path) -> Path:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.title = "Notes"
+    book.create_sheet("Data").append(["SMS"])
+    book["Data"].append(["win cash now"])
+    book.save(path)
+    return path
 
 
 @pytest.mark.parametrize("case", BAD)

@@ -179,6 +179,47 @@ def test_xlsx_sheet_choice_and_cell_types(tmp_path):
         read_table(path, COLUMNS, sheet="Data")
 
 
+def _edit_sheet_xml(path: Path, change) -> None:
+    """Rewrite the first sheet's XML of the workbook at `path` with `change` (bytes -> bytes)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        items = [(item, src.read(item.filename)) for item in src.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item, data in items:
+            dst.writestr(item, change(data) if item.filename == "xl/worksheets/sheet1.xml" else data)
+
+
+def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_path, monkeypatch):
+    from skewtune import tables
+
+    path = _xlsx(tmp_path / "gaps.xlsx", [("text", "x", "label"), ("a", "note", "l1"), (None, "note only", None), (None, None, None)])
+    book = openpyxl.load_workbook(path)
+    book.active["A6"], book.active["C6"], book.active["A9"] = "b", "l2", None  # a gap of two rows; row 9 formatted, empty
+    book.save(path)
+    table = read_table(path, COLUMNS)
+    assert table.frame["text"].fillna("").tolist() == ["a", "", "", "", "b"] and table.place(4) == "row 6"
+    assert list(read_table(path, COLUMNS, other_columns=True).frame.columns) == ["text", "x", "label"]
+    book.active.cell(row=1_048_576, column=1, value="beyond")  # openpyxl writes no further: move it one row down in the XML
+    book.save(path)
+    _edit_sheet_xml(path, lambda xml: xml.replace(b'"1048576"', b'"1048577"').replace(b'"A1048576"', b'"A1048577"'))
+    with pytest.raises(SkewtuneError, match=r"gaps\.xlsx: sheet 'Sheet': a cell in row 1048577, beyond what a sheet can hold; "
+                                            r"the workbook is damaged"):
+        read_table(path, COLUMNS)
+    monkeypatch.setattr(tables, "_XLSX_CELLS", 9)
+    with pytest.raises(SkewtuneError, match=r"sheet 'Sheet': reading 2 column\(s\) down to row 6 would hold more than 9 cells; "
+                                            r"save the table as CSV or Parquet"):
+        read_table(_xlsx(tmp_path / "many.xlsx", [("text", "label"), *[(str(i), "l") for i in range(10)]]), COLUMNS)
+
+
+def test_xlsx_formula_cells_read_the_result_a_spreadsheet_stored(tmp_path):
+    path = _xlsx(tmp_path / "f.xlsx", [("text", "label"), ("a", '=UPPER("ham")'), ("b", "spam")])
+    with pytest.raises(SkewtuneError, match=r"1 cell\(s\) of column 'label' hold a formula without a stored result \(first: B2\)"):
+        read_table(path, COLUMNS)
+    _edit_sheet_xml(path, lambda xml: xml.replace(b'<c r="B2"><f>UPPER("ham")</f><v /></c>', b'<c r="B2" t="str"><f>UPPER("ham")</f><v>HAM</v></c>'))
+    assert read_table(path, COLUMNS).frame["label"].tolist() == ["HAM", "spam"]
+
+
 # Texts that break naive TSV/CSV reading: newlines (also CRLF), quotes (balanced, unbalanced, doubled,
 # around the whole text), tabs, commas, HTML references, surrounding spaces and an empty text.
 AWKWARD = ["first line\nsecond line", 'he said "hi", then left', '"Hi there', 'say ""twice""', '"whole text quoted"',
@@ -235,6 +276,27 @@ def test_quoting_can_be_forced_and_an_ambiguous_file_asks_for_it(tmp_path):
     with pytest.raises(SkewtuneError, match=r"line 8 has 3 fields but the header has 2 \(read with data\.quoting: none\); "
                                             r"a tab inside a text needs the field quoted: set data\.quoting: standard"):
         read_table(pandas_tsv, COLUMNS, quoting="none")
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_doubled_inner_quotes_decide_a_file_that_reads_both_ways(tmp_path, sep):
+    """pandas quotes a text with a newline and doubles its quotes; a comma at the end of the first line gives the
+    unprocessed reading the header's two fields on every line too. The doubled quotes are standard quoting's signature."""
+    texts = [f'Review {i}: "great" stuff,\nsecond line\twith tab' if i % 3 == 0 else f"Review {i}" for i in range(300)]
+    path = tmp_path / ("r.tsv" if sep == "\t" else "r.csv")
+    pd.DataFrame({"text": texts, "label": ["a", "b"] * 150}).to_csv(path, sep=sep, index=False)
+    table = read_table(path, COLUMNS)
+    assert table.frame["text"].tolist() == texts and table.reading["quoting"] == "standard"
+    if sep == "\t":
+        return  # unprocessed, the tab splits a line into three fields: only standard quoting fits
+    assert table.reading["quoting_reason"] == ('quoted fields in 100 records double their inner quotes (""), as standard quoting '
+                                               "writes them (first at line 2); without quote processing the file would read into 400 rows")
+    # One line's quoted field is evidence too; a quote that is text, kept as written, is not.
+    path.write_text('text,label\n"say ""hi"" now",a\n"a,\nb",c\n')
+    assert read_table(path, COLUMNS).frame["text"].tolist() == ['say "hi" now', "a,\nb"]
+    path.write_text('text,label\nsay ""hi"" now,a\n"a,\nb",c\n')
+    with pytest.raises(SkewtuneError, match=r"reads consistently both with standard quoting \(2 rows"):
+        read_table(path, COLUMNS)
 
 
 def test_records_shorter_than_the_header_keep_their_place(tmp_path):
