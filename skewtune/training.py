@@ -288,8 +288,9 @@ class DiagnosticsCallback(TrainerCallback):
         self._steps: list[tuple[float, float, float]] = []  # (loss, grad_norm, lr) read since the last evaluation
         self._pending: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (loss, grad_norm, lr) not yet read
         self._pending_at: list[tuple[int, float]] = []  # (global step, epoch) of each pending step
-        self._last_window: tuple[float, int, int] | None = None  # (mean loss, first step, last step) of the last read
-        self._shown_window: tuple[float, int, int] | None = None  # the one the last progress line showed
+        # The finite losses of the steps read since the last progress line, and the first and last of those steps: the
+        # Trainer also reads at its own log steps and each epoch's end, and the next line must count those steps too.
+        self._unshown: tuple[list[float], int, int] | None = None
         self._progress_due = False  # a progress line waits for the read it asked for (on_step_end)
         self.curves: dict[str, list[dict]] = {name: [] for name in CURVES}
         self._window: list[float] = []  # training losses since the last point of the loss curve
@@ -348,15 +349,17 @@ class DiagnosticsCallback(TrainerCallback):
 
     def _progress(self, args, state) -> None:
         """One line: step/total, training rows per second, ETA, and the mean loss of the steps read since the
-        previous line (in one process, all the steps since then; under DDP the last window of DIAGNOSTICS_STEPS
-        steps, once, and none before the first), so no line repeats an earlier line's loss."""
+        previous line (in one process, all the steps since then; under DDP those of the windows of DIAGNOSTICS_STEPS
+        steps read since then, none before the first), so each step read counts in exactly one line."""
         now = self._last_progress = time.monotonic()
         self._progress_due = False
         steps_per_second = (state.global_step - self._first_step) / max(now - self._started, 1e-9)
         rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         left = (state.max_steps - state.global_step) / steps_per_second if steps_per_second else math.inf
-        fresh, self._shown_window = self._last_window != self._shown_window, self._last_window
-        loss = f", train loss {self._last_window[0]:.4f} (steps {self._last_window[1]}-{self._last_window[2]})" if fresh else ""
+        loss = ""
+        if self._unshown is not None:
+            losses, first, last = self._unshown
+            loss, self._unshown = f", train loss {np.mean(losses):.4f} (steps {first}-{last})", None
         print(
             f"train: step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}), "
             f"{steps_per_second * rows_per_step:.1f} rows/s, ETA {_duration(left)}{loss}",
@@ -371,8 +374,9 @@ class DiagnosticsCallback(TrainerCallback):
                 self._train_step(step, window)
             self._write_curves(("loss",))
             losses = [step["loss"] for step in window if math.isfinite(step["loss"])]
-            if losses:
-                self._last_window = (float(np.mean(losses)), window[0]["step"], window[-1]["step"])
+            if losses and not replay:  # a resumed run's history was shown by the run it resumes
+                earlier, first = self._unshown[0] if self._unshown else [], self._unshown[1] if self._unshown else window[0]["step"]
+                self._unshown = (earlier + losses, first, window[-1]["step"])
         elif "eval_loss" in entry:
             self._evaluation(entry, total_epochs, is_main, replay)
 

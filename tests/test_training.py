@@ -296,6 +296,36 @@ def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
     assert control.should_log is False
 
 
+def test_a_progress_line_counts_the_steps_the_trainer_read_since_the_previous_line(monkeypatch, capsys):
+    """In one process the Trainer also reads the steps at its own log steps and each epoch's end, between two progress
+    lines: the next line counts those steps too, so every step read is in exactly one line."""
+    from types import SimpleNamespace
+
+    import skewtune.training
+
+    callback = DiagnosticsCallback(LABELS)
+    args = SimpleNamespace(world_size=1, per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
+    control = SimpleNamespace(should_log=False)
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 1e9)
+    callback.on_train_begin(args, state, control)
+
+    def read(*steps):  # the Trainer logs the window of `steps`
+        state.global_step, state.epoch = steps[-1], steps[-1] / 100
+        window = [{"step": s, "epoch": s / 100, "loss": float(s), "grad_norm": 1.0, "learning_rate": 1e-4} for s in steps]
+        callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.training.STEP_VALUES: window})
+
+    read(1, 2, 3)  # its own log step: no line due
+    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    for steps in ((4, 5), (6,)):
+        state.global_step = steps[-1]
+        callback.on_step_end(args, state, control)  # a line is due: the steps are read, and on_log prints it
+        assert control.should_log
+        read(*steps)
+    lines = [line.split("ETA")[1].split(", ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("train: step")]
+    assert lines == ["train loss 3.0000 (steps 1-5)", "train loss 6.0000 (steps 6-6)"]
+
+
 @pytest.mark.parametrize("sections, remedies", [
     ({}, "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over"),
     ({"model": {"init_bias": "zero"}, "loss": {"name": "focal"}, "resample": {"strategy": "random_under"}},
