@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from skewtune.errors import SkewtuneError
+from skewtune.io import counted
 from skewtune.params import DataParams
 from skewtune.tables import Table
 
@@ -503,7 +504,7 @@ def summary_lines(report: dict) -> list[str]:
     quoting = {"standard": "standard quoting", "none": "no quote processing"}.get(reading.get("quoting"))
     how = reading["format"].upper() + (f" with {quoting} ({reading['quoting_reason']})" if quoting else "")
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
-    lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {report['rows_in']} rows; dropped: {dropped}",
+    lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {counted(report['rows_in'], 'row')}; dropped: {dropped}",
              *conflict_lines(report)]
     if reading.get("utf8_lines"):
         other = reading["other_non_ascii_lines"]
@@ -514,14 +515,14 @@ def summary_lines(report: dict) -> list[str]:
     cleaning = report["cleaning"]
     if cleaning["control_characters_removed"]:
         lines.append(f"ingest: {report['source']}: removed {cleaning['control_characters_removed']} control characters "
-                     f"(NUL, U+001A, ...) from {cleaning['rows_with_control_characters']} rows")
+                     f"(NUL, U+001A, ...) from {counted(cleaning['rows_with_control_characters'], 'row')}")
     if cleaning["texts_spelled_missing"]:
-        lines.append(f"ingest: {report['source']}: {cleaning['texts_spelled_missing']} rows have a text that reads like a missing value "
+        lines.append(f"ingest: {report['source']}: {counted(cleaning['texts_spelled_missing'], 'row')} with a text that reads like a missing value "
                      "(NA, null, None, ...): kept as text, since a message may say that (only labels so spelled count as missing); "
                      "remove those rows if they mean no text")
     if cleaning["rows_with_html_references"]:
-        lines.append(f"ingest: {report['source']}: {cleaning['rows_with_html_references']} rows hold HTML character references "
-                     "(&amp;, &#039;, ...) " + ("that were decoded" if cleaning["html_references_decoded"]
+        lines.append(f"ingest: {report['source']}: {counted(cleaning['rows_with_html_references'], 'row')} with HTML character references "
+                     "(&amp;, &#039;, ...): " + ("decoded" if cleaning["html_references_decoded"]
                                                 else "kept as written; set data.unescape_html: true to decode them"))
     return lines
 
@@ -532,7 +533,7 @@ def label_lines(report: dict) -> list[str]:
     lines = []
     if spelled := report.get("labels_spelled_missing"):
         first = next(iter(spelled))
-        lines.append(f"ingest: labels: {sum(spelled.values())} labels are written as a missing value ("
+        lines.append(f"ingest: labels: {counted(sum(spelled.values()), 'label')} written as a missing value ("
                      + ", ".join(f"{spelling} {n}" for spelling, n in spelled.items()) + "), counted as missing_label; "
                      f"if one is a real class, name it in data.label_map (e.g. {json.dumps({first: first})})")
     if kept := report.get("label_map_kept_as_written"):
@@ -554,14 +555,14 @@ def conflict_lines(report: dict, noun: str = "texts") -> list[str]:
         loud = "WARNING: " if conflicts["share"] > WARN_CONFLICT_SHARE else ""
         dropped = report["dropped"]
         what = ("every copy dropped; majority_vote would keep each once with its most frequent label" if conflicts["policy"] == "drop" else
-                f"{conflicts['kept_by_vote']} kept once with their most frequent label ({dropped['outvoted_label']} outvoted rows dropped), "
-                f"{conflicts['tied']} tied ({dropped['conflicting_label']} rows dropped)")
-        lines.append(f"ingest: {source}: {loud}{conflicts['rows_dropped']} rows ({conflicts['share']:.1%}) dropped for conflicting labels: "
-                     f"{conflicts['conflicting']} {noun} carry more than one label (data.conflicts: {conflicts['policy']}): {what}; "
+                f"{conflicts['kept_by_vote']} kept once with their most frequent label ({counted(dropped['outvoted_label'], 'outvoted row')} dropped), "
+                f"{conflicts['tied']} tied ({counted(dropped['conflicting_label'], 'row')} dropped)")
+        lines.append(f"ingest: {source}: {loud}{counted(conflicts['rows_dropped'], 'row')} ({conflicts['share']:.1%}) dropped for conflicting labels: "
+                     f"{counted(conflicts['conflicting'], noun[:-1])} with more than one label (data.conflicts: {conflicts['policy']}): {what}; "
                      f"bound: data.max_conflict_share {conflicts['max_share']:g}")
     if duplicates["rows"]:
         loud = "WARNING: " if duplicates["share"] > WARN_DUPLICATE_SHARE else ""
-        lines.append(f"ingest: {source}: {loud}collapsed {duplicates['rows']} repeated rows ({duplicates['share']:.1%}) into the first "
+        lines.append(f"ingest: {source}: {loud}collapsed {counted(duplicates['rows'], 'repeated row')} ({duplicates['share']:.1%}) into the first "
                      f"copy of their {noun.removesuffix('s')} and label: the dataset holds each {noun.removesuffix('s')} once, so val "
                      "and test weigh a frequent one once, not by how often it occurs")
     return lines

@@ -44,6 +44,7 @@ from skewtune.dataset import (
     whole_numbers,
 )
 from skewtune.errors import SkewtuneError
+from skewtune.io import counted
 from skewtune.tables import DATA_PARAMS, Table, inside, link_target, read_table, resolve_raw_path
 
 IMAGE_COLUMN = "image"  # the path of the image, relative to data/raw/ (the pipeline) or the input's folder (predict)
@@ -298,10 +299,10 @@ def summary_lines(report: dict) -> list[str]:
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
     reading, images = report["reading"], report["images"]
     how = "a folder-per-class tree" if reading["format"] == "folder" else f"a {reading['format'].upper()} table of image paths"
-    lines = [f"ingest: {report['source']}: read {how}; kept {report['rows_kept']} of {report['rows_in']} images; dropped: {dropped}",
+    lines = [f"ingest: {report['source']}: read {how}; kept {report['rows_kept']} of {counted(report['rows_in'], 'image')}; dropped: {dropped}",
              *conflict_lines(report, "images")]
     if reading.get("other_files"):
-        lines.append(f"ingest: {report['source']}: {reading['other_files']} files without an image extension were not read "
+        lines.append(f"ingest: {report['source']}: {counted(reading['other_files'], 'file')} without an image extension not read "
                      f"(e.g. {', '.join(reading['other_file_examples'])})")
     if images["converted_to_rgb"]:
         lines.append(f"ingest: {report['source']}: converted to RGB: " + ", ".join(f"{n} {mode}" for mode, n in images["converted_to_rgb"].items())

@@ -408,7 +408,7 @@ def test_pandas_written_tsv_comes_in_whole(project, capsys):
     assert report["cleaning"]["rows_with_html_references"] == 600 and not report["cleaning"]["html_references_decoded"]
     printed = capsys.readouterr().out
     assert "data/raw/train.tsv: read as TSV with standard quoting" in printed and "kept 600 of 600 rows; dropped: none" in printed
-    assert "600 rows hold HTML character references (&amp;, &#039;, ...) kept as written; set data.unescape_html: true" in printed
+    assert "600 rows with HTML character references (&amp;, &#039;, ...): kept as written; set data.unescape_html: true" in printed
     dataset = pd.read_parquet(ingest.DATASET)
     expected = [" ".join(text.split()) for text in [*train["review"], *test["review"]]]
     assert dataset["text"].tolist() == expected
@@ -512,8 +512,8 @@ def test_conflicts_default_keeps_the_majority_and_bounds_only_conflicts(project,
     assert "bird hit" not in set(dataset["text"]) and (dataset["text"] == "atis warning").sum() == 1
     printed = capsys.readouterr().out.splitlines()
     assert printed[1:3] == [
-        "ingest: data/raw/strikes.csv: WARNING: 3 rows (3.8%) dropped for conflicting labels: 2 texts carry more than one label "
-        "(data.conflicts: majority_vote): 1 kept once with their most frequent label (1 outvoted rows dropped), 1 tied (2 rows "
+        "ingest: data/raw/strikes.csv: WARNING: 3 rows (3.8%) dropped for conflicting labels: 2 texts with more than one label "
+        "(data.conflicts: majority_vote): 1 kept once with their most frequent label (1 outvoted row dropped), 1 tied (2 rows "
         "dropped); bound: data.max_conflict_share 0.05",
         "ingest: data/raw/strikes.csv: WARNING: collapsed 9 repeated rows (11.2%) into the first copy of their text and label: the "
         "dataset holds each text once, so val and test weigh a frequent one once, not by how often it occurs",
@@ -596,9 +596,9 @@ def test_missing_value_spellings_are_missing_labels_but_stay_texts(project, caps
     assert report["class_counts"] == {"a": 52, "b": 51}  # the texts NA, null and None are kept, with their labels
     assert report["cleaning"]["texts_spelled_missing"] == 3
     printed = capsys.readouterr().out
-    assert ("ingest: labels: 38 labels are written as a missing value (NA 25, #N/A 5, NaN 5, null 2, None 1), counted as "
+    assert ("ingest: labels: 38 labels written as a missing value (NA 25, #N/A 5, NaN 5, null 2, None 1), counted as "
             'missing_label; if one is a real class, name it in data.label_map (e.g. {"NA": "NA"})') in printed
-    assert ("ingest: data/raw/gaps.csv: 3 rows have a text that reads like a missing value (NA, null, None, ...): kept as text") in printed
+    assert ("ingest: data/raw/gaps.csv: 3 rows with a text that reads like a missing value (NA, null, None, ...): kept as text") in printed
     # Named in data.label_map, a spelling is a label again.
     project(source=source, max_dropped_share=0.3, label_map={"None": "none"})
     ingest.main()
