@@ -305,7 +305,7 @@ def test_folder_tree_runs_end_to_end_with_the_default_model_and_predicts_a_folde
     _huge_png(folder / "huge.png")  # more pixels than ingest took (data.max_image_pixels): no prediction, counted
     done = run([str(Path(sys.executable).parent / "skewtune"), "predict", str(folder), "-o", str(tmp_path / "out.csv"),
                 "--model", str(root / "models/classifier")], tmp_path)
-    assert done.stdout.endswith("; 1 rows without a usable image got no prediction\n"), done.stdout
+    assert done.stdout.endswith("; 1 row without a usable image got no prediction\n"), done.stdout
     out = pd.read_csv(tmp_path / "out.csv")
     assert out.loc[out["image"] == "huge.png", "predicted"].isna().all() and len(out) == len(test) + 1
     evaluated = pd.read_csv(root / "reports/eval/test_predictions.csv", dtype=str).assign(image=test["image"].str.replace("/", "_"))
