@@ -75,7 +75,13 @@ def _tree(directory: Path, key: str, raw_dir: str | os.PathLike, image_column: s
     classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     files, labels, others = [], [], []
     for folder in classes:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+        entries = sorted(p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        # rglob does not descend into a linked folder: its images would be neither read nor counted.
+        linked = next((p for p in entries if p.is_symlink() and p.is_dir()), None)
+        if linked is not None:
+            raise SkewtuneError(f"{key}: {linked} is a symbolic link to the folder {os.path.realpath(linked)}, which the walk of the tree "
+                                "does not follow, so its images would not be read: put the folder itself (or its images) in its place")
+        for path in (p for p in entries if p.is_file()):
             if not inside(path, raw_dir):
                 raise SkewtuneError(f"{key}: {path} leads outside {raw_dir}/{link_target(path)}; DVC tracks {raw_dir}/ as the pipeline's "
                                     "input and nothing elsewhere is read: copy the file there in place of the link")

@@ -210,6 +210,18 @@ def test_an_image_that_is_a_symbolic_link_out_of_data_raw_stops_ingest(project, 
     assert _error().startswith(f"data.source: 'data/raw/moved' is outside data/raw/ (a symbolic link to {tmp_path / 'elsewhere'})")
 
 
+def test_a_linked_folder_inside_a_class_folder_stops_ingest_instead_of_being_skipped(project, tmp_path):
+    """The tree walk does not follow a folder that is a symbolic link (even one inside data/raw/): its images would be
+    neither read nor counted, so ingest stops and names it."""
+    write_tree(Path("data/raw/shapes"), {"bar": 3, "post": 3})
+    write_tree(Path("data/raw/more"), {"bar": 2})
+    Path("data/raw/shapes/bar/extra").symlink_to(Path("data/raw/more/bar").resolve())
+    project(source="data/raw/shapes")
+    assert _error() == (f"data.source: data/raw/shapes/bar/extra is a symbolic link to the folder {Path('data/raw/more/bar').resolve()}, "
+                        "which the walk of the tree does not follow, so its images would not be read: put the folder itself "
+                        "(or its images) in its place")
+
+
 def test_sixteen_bit_images_are_counted_as_unsupported_mode(project):
     write_tree(Path("data/raw/shapes"), {"bar": 6, "post": 6})
     Image.fromarray(np.full((SIDE, SIDE), 40000, dtype=np.uint16)).save("data/raw/shapes/post/deep.png")
