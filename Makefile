@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` or `make setup TORCH_INDEX=` (PyPI).
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup repro test clean
+.PHONY: setup repro test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The inner loop: no dvc CLI, no subprocess of the project, no model built or trained (CI runs `make test`, everything).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV)

@@ -71,3 +71,14 @@ def sms_splits(sms_path):
     train, rest = train_test_split(table, test_size=0.4, stratify=table["label"], random_state=0)
     val, test = train_test_split(rest, test_size=0.5, stratify=rest["label"], random_state=0)
     return train, val, test
+
+
+# Fixtures that build or train a transformers model: a test that needs one is slow whatever its own marks say, so
+# `make test-fast` (-m "not slow") leaves it out.
+MODEL_FIXTURES = {"tiny_bert_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if MODEL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

@@ -219,6 +219,7 @@ def test_multiclass_stages_tune_offsets_and_report_per_class(pair_project):
     assert first["id"].startswith("val-") and first["text_pair"] == "hypothesis " + first["id"].removeprefix("val-")
 
 
+@pytest.mark.slow
 def test_stage_errors_are_one_line_and_exit_2(tmp_path):
     _write_params(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -248,6 +249,7 @@ def _compare(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.compare", *args], cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.slow
 def test_compare_two_commits_and_an_experiment(tmp_path, spam, spam_baseline, monkeypatch):
     """A: argmax, no baseline; B: a tuned threshold on the model blended with the baseline at 0.5. The same model in
     both: compare says each run's decision and that the models alone account for none of B − A."""
@@ -296,6 +298,7 @@ def test_compare_two_commits_and_an_experiment(tmp_path, spam, spam_baseline, mo
     assert "(the models alone: argmax, no blend)" in same.stdout
 
 
+@pytest.mark.slow
 def test_compare_names_a_guard_refusal_and_runs_evaluated_before_the_model_alone(tmp_path, spam, spam_baseline, monkeypatch):
     from stages import evaluate, tune_threshold
 

@@ -288,6 +288,7 @@ def test_bad_input_fails_cleanly_without_outputs(project, prepare, params, patte
     assert _no_outputs()
 
 
+@pytest.mark.slow
 def test_xlsx_with_a_tampered_dimension_is_read_within_a_memory_limit(project):
     """A sheet that declares 16,384 columns (`<dimension ref="A1:XFD8001"/>`) but holds two: memory follows the cells
     present. Read at the declared width, the 8,000 rows took 2 GB; here the stage runs under a 1.5 GB address space."""

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from dvc_repo import REPO, dvc
+
+pytestmark = pytest.mark.slow  # the real dvc CLI
 
 
 def stale_deps(status: dict) -> dict:

@@ -231,6 +231,7 @@ INVALID_RULES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", INVALID_RULES)
 def test_an_invalid_decision_rule_stops_the_stages_that_read_it(case, tmp_path):
     """decision.json as Python's json writes NaN and Infinity: the one reader (DecisionRule.from_dict) refuses it, so
@@ -448,6 +449,7 @@ def test_summary_lines_count_in_the_right_number():
     assert Summary(2, 0, {"ham": 2, "spam": 0}).line("o.csv") == "predict: 2 rows -> o.csv (ham 2, spam 0)"
 
 
+@pytest.mark.slow
 def test_the_console_script_has_a_version_and_documents_every_flag():
     from importlib.metadata import version
 

@@ -339,6 +339,7 @@ def test_collapse_remedies_leave_out_what_the_params_already_set(sections, remed
     assert collapse_remedies(Params.model_validate(sections)) == remedies
 
 
+@pytest.mark.slow
 def test_lora_on_tiny_qwen_without_pad_token(sms, tmp_path, monkeypatch):
     """LoRA on a 2-layer random Qwen3 whose tokenizer has no pad token: eos pads, the head `score` (no bias)
     trains in full, and the saved model is a plain merged Qwen3ForSequenceClassification."""
