@@ -8,7 +8,7 @@ batch size, each sampler's index order of --epochs epochs (torch generator seede
 batches as the DataLoader does; a batch is padded to its longest row (DataCollatorWithPadding). Printed: the
 useful share, non-padding tokens / padded token positions (1 - the padding share), averaged over the
 epochs, for random batches, transformers' LengthGroupedSampler (train.group_by_length before this change),
-skewtune.training.LengthGroupedBatches (now) and the whole epoch sorted as one megabatch (the least padding
+skewtune.train.trainer.LengthGroupedBatches (now) and the whole epoch sorted as one megabatch (the least padding
 fixed-size batches can have). No model is run: the figures depend on lengths only.
 """
 
@@ -22,13 +22,13 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import REPO, machine  # noqa: E402
+from train_speed import sms_splits  # noqa: E402
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices  # noqa: E402
 
-from _common import REPO, machine  # noqa: E402
-from skewtune.modeling import encode, load_tokenizer, resolve_model_source  # noqa: E402
-from skewtune.params import load_params  # noqa: E402
-from skewtune.training import LengthGroupedBatches  # noqa: E402
-from train_speed import sms_splits  # noqa: E402
+from skewtune.config.load import load_params  # noqa: E402
+from skewtune.models.text import encode, load_tokenizer, resolve_model_source  # noqa: E402
+from skewtune.train.trainer import LengthGroupedBatches  # noqa: E402
 
 
 class RandomOrder(LengthGroupedSampler):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 # The benchmark helpers and the skewtune package of this checkout (not installed into the venv).
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from _common import PIPELINE, REPO, SMS_DATA, SMS_TSV, copy_project, link_sms, machine, place_raw, parse_overrides, run_stage, set_params  # noqa: E402
+from _common import PIPELINE, REPO, SMS_DATA, SMS_TSV, copy_project, link_sms, machine, parse_overrides, place_raw, run_stage, set_params  # noqa: E402
 
 BIRDS_CSV = (REPO / ".." / "shared" / "data" / "bird_strikes.csv").resolve()
 # Each dev data set: its file, and its data.* params (the file goes to data.source under data/raw/).
@@ -37,7 +37,6 @@ DATASETS = {
     "sms": (SMS_TSV, SMS_DATA),
     "birds": (BIRDS_CSV, {"source": "data/raw/bird_strikes.csv", "text_column": "remarks", "label_column": "effect"}),
 }
-
 CONFIGS = {
     "a": ("skewtune defaults", {}),
     "b": ("plain: ce, zero bias, argmax, no blend", {"model": {"init_bias": "zero"}, "loss": {"name": "ce"}, "threshold": {"strategy": "argmax"},
@@ -83,14 +82,14 @@ def tfidf_baseline(workdir: Path, seed: int) -> dict:
     tuned for macro-F1 by TunedThresholdClassifierCV on train; scored on the run's val and test splits."""
     import numpy as np
     import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
     from sklearn.model_selection import TunedThresholdClassifierCV
     from sklearn.pipeline import make_pipeline, make_union
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
     from skewtune.artifacts import read_labels
-    from skewtune.metrics import evaluation_report
+    from skewtune.evaluation.report import evaluation_report
 
     labels = read_labels(workdir / "data/interim/labels.json")
     train, val, test = (pd.read_parquet(workdir / f"data/split/{name}.parquet") for name in ("train", "val", "test"))

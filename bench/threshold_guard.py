@@ -25,8 +25,10 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 from sklearn.model_selection import StratifiedShuffleSplit  # noqa: E402
 
-from skewtune.artifacts import LABELS, DecisionRule, aligned, baseline_predictions_path, read_labels, read_predictions  # noqa: E402
-from skewtune.thresholds import tune_blended_decision  # noqa: E402
+from skewtune.artifacts import aligned, read_labels, read_predictions  # noqa: E402
+from skewtune.core.paths import LABELS, baseline_predictions_path  # noqa: E402
+from skewtune.decision.rule import DecisionRule  # noqa: E402
+from skewtune.decision.tuning import tune_blended_decision  # noqa: E402
 
 GUARD = 0.95  # threshold.min_confidence's default
 THRESHOLD_RULES = {"tuned always": ("off", 0.0), "guarded (0.95)": ("off", GUARD)}

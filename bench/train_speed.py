@@ -8,7 +8,7 @@ weights, built from a config, with that model's tokenizer), the same train split
 Collection (ingest + split as the stages do it, split.seed = --seed), the same batch size and learning rate
 (params.yaml train.*), --epochs epochs (default 1), fp32 on the CPU unless --device / --precision say
 otherwise. skewtune: tokens without padding, DataCollatorWithPadding, length-grouped batches, its loss
-hook and metrics (skewtune.training.build_trainer). Plain: padding="max_length" to model.max_length, the
+hook and metrics (skewtune.train.trainer.build_trainer). Plain: padding="max_length" to model.max_length, the
 default collator, random batches, the model's own loss, as transformers' examples/run_glue.py does with
 --pad_to_max_length. Time is summed over the epochs, each from its start to its end (evaluation and
 checkpointing, which come between epochs, excluded); with more than one epoch the first is left out as
@@ -30,16 +30,20 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 import torch  # noqa: E402
+from _common import REPO, SMS_TSV, machine  # noqa: E402
 from transformers import TrainerCallback, set_seed  # noqa: E402
 
-from _common import REPO, SMS_TSV, machine  # noqa: E402
-from skewtune.dataset import assemble_dataset  # noqa: E402
-from skewtune.devices import amp_dtype  # noqa: E402
-from skewtune.modeling import class_counts, encode, init_head_bias, load_classifier, load_tokenizer, resolve_model_source  # noqa: E402
-from skewtune.params import load_params  # noqa: E402
-from skewtune.splitting import split_dataset  # noqa: E402
-from skewtune.tables import read_table  # noqa: E402
-from skewtune.training import DiagnosticsCallback, build_trainer, build_training_loss, parse_selection, resolve_batch_size, training_arguments  # noqa: E402
+from skewtune.config.load import load_params  # noqa: E402
+from skewtune.data.dataset import assemble_dataset  # noqa: E402
+from skewtune.data.splitting import split_dataset  # noqa: E402
+from skewtune.data.tables import read_table  # noqa: E402
+from skewtune.models.devices import amp_dtype  # noqa: E402
+from skewtune.models.text import class_counts, encode, load_classifier, load_tokenizer, resolve_model_source  # noqa: E402
+from skewtune.train.arguments import resolve_batch_size, training_arguments  # noqa: E402
+from skewtune.train.diagnostics import DiagnosticsCallback  # noqa: E402
+from skewtune.train.losses import init_head_bias  # noqa: E402
+from skewtune.train.selection import parse_selection  # noqa: E402
+from skewtune.train.trainer import build_trainer, build_training_loss  # noqa: E402
 
 
 class CountingCollator:

@@ -31,8 +31,8 @@ import json, sys, tempfile
 tree, seed, epochs, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 sys.path[:0] = [tree + "/bench", tree]
 import train_speed
-from skewtune.modeling import resolve_model_source
-from skewtune.params import load_params
+from skewtune.models.text import resolve_model_source
+from skewtune.config.load import load_params
 p = load_params(tree + "/params.yaml")
 train, val, labels = train_speed.sms_splits(seed, p.split.val_size, p.split.test_size)
 train = train.sample(rows, random_state=seed) if rows else train

@@ -1,5 +1,4 @@
-"""skewtune: fine-tune transformer classifiers on imbalanced text, tuned for macro-F1."""
+"""skewtune: fine-tune transformer classifiers on imbalanced text or images, tuned for macro-F1.
 
-from skewtune.errors import SkewtuneError
-
-__all__ = ["SkewtuneError"]
+The library is layered: see the README's Layout section and tests/test_layers.py, which enforces it.
+"""

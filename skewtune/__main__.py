@@ -1,5 +1,5 @@
 """`python -m skewtune` = the `skewtune` console script."""
 
-from skewtune.command import main
+from skewtune.cli import main
 
 main()

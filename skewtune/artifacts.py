@@ -1,22 +1,10 @@
-"""The files between stages, defined once: where each lives, what it holds, how it is read and checked.
+"""The files between stages, defined once: what each holds and how it is read and checked (where each lives:
+`skewtune.core.paths`; the row schema: `skewtune.core.columns`).
 
 Every stage, `evaluate`, `compare` and `skewtune predict` go through these names and readers, so a
 contract (a path, a column, a check) changes in one place. A reader names the file, says what is
-wrong and which stage to re-run; writing stays with `skewtune.io.Outputs` (atomic), and the writers
+wrong and which stage to re-run; writing stays with `skewtune.core.outputs.Outputs` (atomic), and the writers
 here only shape what is written.
-
-The decision rule (`DecisionRule`) turns class probabilities into one class:
-
-- ``argmax``: the most probable class (ties: the lowest index, as np.argmax);
-- ``threshold`` (binary): the positive class when ``p(positive) >= threshold``, else the other class;
-- ``offsets`` (multiclass): ``argmax(log p + offsets)``, one additive offset per class.
-
-Under a threshold or offsets the predicted class need not be the most probable one: that is what they are for
-(a rare class predicted at p = 0.3). `DecisionRule.margin`, a row's distance to the boundary, is a probability gap
-under every rule.
-
-With a ``blend`` weight w above 0, p is ``(1 - w) * p(model) + w * p(baseline)``: the transformer's
-probabilities averaged with the linear baseline's (`DecisionRule.combine`), and the rule applies to that.
 """
 
 from __future__ import annotations
@@ -24,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,84 +20,22 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from skewtune.errors import SkewtuneError
-from skewtune.io import json_text, significant
-
-# ------------------------------------------------------------------------------------------- paths
-
-PIPELINE_FILE = "dvc.yaml"
-EFFECTIVE_DIR = "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
-RAW_DIR = "data/raw"
-DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset; images: id, image, label, subset, hash, image_bytes
-LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
-INGEST_REPORT = "reports/ingest.json"  # rows read, kept and dropped (with examples), cleaning, class counts
-SPLIT_DIR = "data/split"  # <name>.parquet: the dataset's columns without subset
-SPLIT_REPORT = "reports/split.json"
-RESAMPLED = "data/resampled/train.parquet"
-RESAMPLE_REPORT = "reports/resample.json"
-MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
-CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
-TRAIN_REPORTS = "reports/train"
-PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
-# The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
-# when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
-# and the model file holds no tensors.
-BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
-BASELINE_MODEL = "models/baseline.safetensors"  # the fitted baseline (skewtune.baseline.save_baseline: no pickle)
-BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
-DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
-VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.thresholds.plot_tables)
-OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score by step of the offset search
-THRESHOLD_MARKERS = "reports/threshold/markers.csv"  # binary: the applied threshold and a tuned one not kept
-TEST_METRICS = "metrics/test.json"  # the review metrics: the only metrics file (`dvc exp show`, `dvc metrics diff`)
-TEST_REPORT = "reports/eval/test.json"  # every test metric, per class, confusion matrices
-# id, actual, predicted (the chosen rule), predicted_argmax (argmax of what the rule decides on), predicted_model (the
-# model alone: argmax of its own probabilities, no blend), rule
-TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"
-PR_CURVE = "reports/eval/pr_curve.csv"
-ROC_CURVE = "reports/eval/roc_curve.csv"
-CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
-SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or write_no_table's table
-ERRORS = "reports/errors.csv"  # the relabelling queue
-
-# Files of a model directory beside the transformers ones.
-META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
-RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
-BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
-CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
-MANIFEST_FILE = "manifest.json"  # {"sha256": {path: digest}} of every other file (classifier only; write_manifest)
-
-PROB_PREFIX = "prob:"
-# Probabilities written as float32 may sum to 1 only within this.
-ROW_SUM_TOLERANCE = 1e-3
-# log(0) would make offsets meaningless; the smallest normal double keeps the order of all others.
-_TINY = np.finfo(np.float64).tiny
-
-
-def log_probs(probs: np.ndarray) -> np.ndarray:
-    """log p with 0 mapped to a finite floor, as the offsets rule reads probabilities."""
-    return np.log(np.maximum(probs, _TINY))
-
-
-def effective_path(stage: str) -> str:
-    return f"{EFFECTIVE_DIR}/{stage}.json"
-
-
-def split_path(name: str) -> str:
-    return f"{SPLIT_DIR}/{name}.parquet"
-
-
-def predictions_path(split: str) -> str:
-    return f"{PREDICTIONS_DIR}/{split}.parquet"
-
-
-def baseline_predictions_path(split: str) -> str:
-    return f"{BASELINE_PREDICTIONS_DIR}/{split}.parquet"
-
-
-def prob_columns(labels: Sequence[str]) -> list[str]:
-    return [f"{PROB_PREFIX}{label}" for label in labels]
-
+from skewtune.core.columns import PROB_PREFIX, input_columns, prob_columns, string_columns
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import json_text, significant
+from skewtune.core.paths import (
+    BASELINE_FILE,
+    CLASSIFIER,
+    DECISION,
+    LABELS,
+    MANIFEST_FILE,
+    META_FILE,
+    RULE_FILE,
+    TEST_PREDICTIONS_CSV,
+    baseline_predictions_path,
+    predictions_path,
+)
+from skewtune.decision.rule import ROW_SUM_TOLERANCE, DecisionRule, valid_labels
 
 # ----------------------------------------------------------------------------------------- readers
 
@@ -137,26 +62,19 @@ def read_json(path: str | os.PathLike, producer: str) -> Any:
         raise SkewtuneError(f"{path}: not valid JSON ({exc}); re-run the {producer} stage") from None
 
 
-def _valid_labels(labels: Any) -> bool:
-    return isinstance(labels, list) and len(labels) >= 2 and all(isinstance(v, str) for v in labels) and len(set(labels)) == len(labels)
-
-
 def read_labels(path: str | os.PathLike = LABELS) -> list[str]:
     """The label list of labels.json ({"labels": [...]}, at least two distinct strings); index = class id."""
     raw = read_json(path, "ingest")
     labels = raw.get("labels") if isinstance(raw, dict) else None
-    if not _valid_labels(labels):
+    if not valid_labels(labels):
         raise SkewtuneError(f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage')
     return labels
 
 
 def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str) -> pd.DataFrame:
     """A table of the stage `producer` (id, the inputs of its modality, label) with an added int column `label_id`, checked."""
-    from skewtune.modality import for_rows
-
     frame = read_frame(path, producer)
-    modality = for_rows(frame)
-    columns = modality.check_column_types(frame)
+    columns = string_columns(frame)
     missing = [c for c in ("id", *columns, "label") if c not in frame.columns]
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; expected id, {', '.join(columns)}, label")
@@ -181,11 +99,9 @@ def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str)
 def read_texts(path: str | os.PathLike, ids: np.ndarray) -> pd.DataFrame:
     """id and the inputs people read (text[, text_pair]; images: the image path) of the split file at `path`, in
     the order of `ids` (every id must be there)."""
-    from skewtune.modality import for_rows
-
     path = Path(path)
     frame = read_frame(path, "split")
-    columns = ["id", *for_rows(frame).input_columns(frame)]
+    columns = ["id", *input_columns(frame)]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {missing}; re-run the split stage")
@@ -326,138 +242,6 @@ def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
         raise SkewtuneError(f"{where}: {TEST_PREDICTIONS_CSV} is not a readable CSV ({exc}); re-run the evaluate stage there") from None
 
 
-# ---------------------------------------------------------------------------------- decision rule
-
-
-# The highest threshold a rule may have: the float just above 1, which tune_threshold chooses to predict no row positive
-# when some probability is exactly 1 (skewtune.thresholds.threshold_curve).
-_ABOVE_ONE = float(np.nextafter(1.0, 2.0))
-
-
-def _finite(value: Any) -> bool:
-    """A JSON number that is neither NaN nor infinite (Python's json reads NaN and Infinity); not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class DecisionRule:
-    """How rows of class probabilities (in `labels` order) become class indices (see the module doc).
-
-    `positive_label` is the thresholded class of a binary problem; an argmax rule keeps it too, since
-    evaluation ranks rows by its probability.
-    """
-
-    strategy: str
-    labels: tuple[str, ...]
-    positive_label: str | None = None
-    threshold: float | None = None
-    offsets: tuple[float, ...] | None = None
-    blend: float = 0.0
-
-    @classmethod
-    def from_dict(cls, raw: Any, where: str = "decision") -> "DecisionRule":
-        """The rule of a decision mapping (other keys, such as how it was tuned, are ignored), checked."""
-        labels = raw.get("labels") if isinstance(raw, dict) else None
-        strategy = raw.get("strategy") if isinstance(raw, dict) else None
-        ok = _valid_labels(labels)
-        if ok and strategy == "threshold":
-            ok = len(labels) == 2 and raw.get("positive_label") in labels and _finite(raw.get("threshold")) and 0 <= raw["threshold"] <= _ABOVE_ONE
-        elif ok and strategy == "offsets":
-            offsets = raw.get("offsets")
-            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(map(_finite, offsets))
-        elif ok:
-            ok = strategy == "argmax" and raw.get("positive_label") in (None, *labels)
-        blend = raw.get("blend", 0.0) if isinstance(raw, dict) else None  # absent in rules written before blending
-        ok = ok and _finite(blend) and 0 <= blend <= 1
-        if not ok:
-            raise SkewtuneError(
-                f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
-                "and a threshold in [0, 1]; 'offsets' one finite number per label; or 'argmax'; blend a weight in [0, 1]); "
-                "re-run the tune_threshold stage"
-            )
-        return cls(
-            strategy=strategy,
-            labels=tuple(labels),
-            positive_label=raw.get("positive_label"),
-            threshold=float(raw["threshold"]) if strategy == "threshold" else None,
-            offsets=tuple(float(v) for v in raw["offsets"]) if strategy == "offsets" else None,
-            blend=float(blend),
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "strategy": self.strategy,
-            "labels": list(self.labels),
-            "positive_label": self.positive_label,
-            "threshold": self.threshold,
-            "offsets": None if self.offsets is None else list(self.offsets),
-            "blend": self.blend,
-        }
-
-    def combine(self, probs: np.ndarray, baseline_probs: np.ndarray | None) -> np.ndarray:
-        """The probabilities the rule decides on: the model's, averaged with the baseline's at weight `blend`."""
-        if not self.blend:
-            return probs
-        if baseline_probs is None:
-            raise SkewtuneError(f"decision: the rule blends in the baseline (weight {self.blend:g}), but no baseline probabilities were given")
-        return (1 - self.blend) * self._checked(probs) + self.blend * self._checked(baseline_probs)
-
-    @property
-    def positive(self) -> int | None:
-        """The class index of positive_label (None without one)."""
-        return None if self.positive_label is None else self.labels.index(self.positive_label)
-
-    def _checked(self, probs: np.ndarray) -> np.ndarray:
-        probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim != 2 or probs.shape[1] != len(self.labels):
-            raise SkewtuneError(f"decision: made for {len(self.labels)} classes {list(self.labels)}, but the probabilities have shape {probs.shape}")
-        return probs
-
-    def _scores(self, probs: np.ndarray) -> np.ndarray:
-        """What argmax is taken of: probabilities, or log p + offsets."""
-        return probs if self.offsets is None else log_probs(probs) + np.asarray(self.offsets, dtype=np.float64)
-
-    def predict(self, probs: np.ndarray) -> np.ndarray:
-        """Class indices for rows of probabilities [n, classes] in label order."""
-        probs = self._checked(probs)
-        if self.strategy == "threshold":
-            pos = self.positive
-            return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
-        return np.argmax(self._scores(probs), axis=1)
-
-    def _adjusted(self, probs: np.ndarray) -> np.ndarray:
-        """The probabilities an argmax or offsets rule takes the argmax of: p itself, or with the offsets applied
-        (p x e^offset per class, renormalised: softmax(log p + offsets)), whose argmax is the predicted class."""
-        scores = self._scores(self._checked(probs))
-        if self.offsets is None:
-            return scores
-        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
-
-    def margin(self, probs: np.ndarray) -> np.ndarray:
-        """Each row's distance to the rule's decision boundary, a probability gap in [0, 1] (0: on it; small:
-        uncertain): |p(positive) - threshold| for a threshold rule, else the gap between the two highest
-        probabilities, with the offsets applied for an offsets rule (`_adjusted`)."""
-        probs = self._checked(probs)
-        if self.strategy == "threshold":
-            return np.abs(probs[:, self.positive] - self.threshold)
-        top_two = np.sort(self._adjusted(probs), axis=1)[:, -2:]
-        return top_two[:, 1] - top_two[:, 0]
-
-    def describe(self) -> str:
-        """One line for people: the rule in words."""
-        if self.strategy == "threshold":
-            text = f"{self.positive_label!r} when p({self.positive_label}) >= {self.threshold:.6g}, else {self.labels[1 - self.positive]!r}"
-        elif self.strategy == "offsets":
-            shifted = ", ".join(f"{label} {offset:+.4g}" for label, offset in zip(self.labels, self.offsets))
-            text = f"argmax of log p + per-class offsets ({shifted})"
-        else:
-            text = "argmax: the most probable class"
-        if self.blend:
-            text += f"; p = {1 - self.blend:.2g} x the model's + {self.blend:.2g} x the TF-IDF baseline's probabilities"
-        return text
-
-
 def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
     """The rule of reports/threshold/decision.json, checked against the labels it is applied with."""
     decision = read_json(path, "tune_threshold")
@@ -485,7 +269,7 @@ def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> di
     if not path.is_file():
         raise SkewtuneError(f"{path}: not found; {directory} is not a model written by the {producer} stage (dvc repro {producer})")
     meta = read_json(path, producer)
-    ok = isinstance(meta, dict) and _valid_labels(meta.get("labels"))
+    ok = isinstance(meta, dict) and valid_labels(meta.get("labels"))
     if ok and meta.get("modality") == "image":
         return meta
     ok = ok and isinstance(meta.get("max_length"), int) and meta["max_length"] > 0 and isinstance(meta.get("text_pair"), bool)
@@ -569,17 +353,6 @@ def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | No
     if missing:
         raise SkewtuneError(f"{path}: missing column(s) {missing} for the labels {labels}; re-run the score stage")
     return frame
-
-
-OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
-
-
-def output_format(path: str | os.PathLike) -> str:
-    """csv, jsonl or parquet from the extension of an output path."""
-    found = OUTPUT_FORMATS.get(Path(path).suffix.lower())
-    if found is None:
-        raise SkewtuneError(f"{path}: unknown output extension {Path(path).suffix!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-    return found
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str, rounded: Sequence[str] = ()) -> None:

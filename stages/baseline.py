@@ -6,21 +6,12 @@ false, or on images) or unable to fit (a warning says why), it writes tables wit
 import sys
 import time
 
-from skewtune.artifacts import (
-    BASELINE_MODEL,
-    BASELINE_REPORT,
-    RESAMPLED,
-    baseline_predictions_path,
-    prediction_table,
-    read_examples,
-    read_labels,
-    split_path,
-    write_no_table,
-)
-from skewtune.baseline import BaselineNotFitted, baseline_proba, fit_baseline, save_baseline
-from skewtune.cli import run_stage
-from skewtune.io import Outputs
-from skewtune.params import load_params
+from skewtune.artifacts import prediction_table, read_examples, read_labels, write_no_table
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import BASELINE_MODEL, BASELINE_REPORT, RESAMPLED, baseline_predictions_path, split_path
+from skewtune.core.stage import run_stage
+from skewtune.models.baseline import BaselineNotFitted, baseline_proba, fit_baseline, save_baseline
 
 SPLITS = ("val", "test")
 

@@ -1,14 +1,15 @@
 """Stage check_params: validate all of params.yaml (types, ranges, unknown keys), warn about settings that the
 chosen options do not read, and write each stage's effective configuration (reports/effective/<stage>.json):
-the values of the keys it reads (skewtune.params.STAGE_KEYS), less those without effect. Stages depend on
+the values of the keys it reads (skewtune.config.effective.STAGE_KEYS), less those without effect. Stages depend on
 these files, so a change that has no effect (loss.gamma with loss.name: ce) re-runs nothing."""
 
 import sys
 
-from skewtune.artifacts import effective_path
-from skewtune.cli import run_stage
-from skewtune.io import Outputs
-from skewtune.params import STAGE_KEYS, check_stage_keys, effective_config, load_params, unused_settings
+from skewtune.config.effective import STAGE_KEYS, check_stage_keys, effective_config, unused_settings
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import effective_path
+from skewtune.core.stage import run_stage
 
 
 def main() -> None:

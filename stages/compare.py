@@ -21,12 +21,15 @@ import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from skewtune.artifacts import DECISION, TEST_METRICS, TEST_PREDICTIONS_CSV, parse_test_predictions
-from skewtune.cli import run_stage
-from skewtune.errors import SkewtuneError
-from skewtune.metrics import Score, align_runs, comparison_markdown, paired_comparison, score_labels
-from skewtune.params import effective_params, validate_params
-from skewtune.thresholds import guard_refusals
+from skewtune.artifacts import parse_test_predictions
+from skewtune.config.effective import effective_params
+from skewtune.config.load import validate_params
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.paths import DECISION, TEST_METRICS, TEST_PREDICTIONS_CSV
+from skewtune.core.stage import run_stage
+from skewtune.decision.scores import Score, score_labels
+from skewtune.decision.tuning import guard_refusals
+from skewtune.evaluation.compare import align_runs, comparison_markdown, paired_comparison
 
 PARAMS_FILE = "params.yaml"
 

@@ -10,14 +10,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from skewtune.artifacts import (
-    DECISION,
-    PR_CURVE,
-    ROC_CURVE,
-    TEST_METRICS,
-    TEST_PREDICTIONS_CSV,
-    TEST_REPORT,
     aligned,
-    predictions_path,
     read_baseline_predictions,
     read_decision,
     read_json,
@@ -25,13 +18,14 @@ from skewtune.artifacts import (
     read_predictions,
     read_rule_inputs,
     read_texts,
-    split_path,
 )
-from skewtune.cli import run_stage
-from skewtune.io import Outputs
-from skewtune.metrics import BASELINE_KEYS, baseline_comparison, evaluation_report, ranking_curves, review_metrics, vs_baseline_text
-from skewtune.params import load_params
-from skewtune.thresholds import guard_refusals
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import DECISION, PR_CURVE, ROC_CURVE, TEST_METRICS, TEST_PREDICTIONS_CSV, TEST_REPORT, predictions_path, split_path
+from skewtune.core.stage import run_stage
+from skewtune.decision.scores import ranking_curves
+from skewtune.decision.tuning import guard_refusals
+from skewtune.evaluation.report import BASELINE_KEYS, baseline_comparison, evaluation_report, review_metrics, vs_baseline_text
 
 
 def main() -> None:

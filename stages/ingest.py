@@ -1,12 +1,12 @@
 """Stage ingest: read data.source (and the optional fixed test file), clean, de-duplicate and label-check
-the rows (texts, or images: see skewtune.images), and write the dataset every later stage starts from."""
+the rows (texts, or images: see skewtune.data.images), and write the dataset every later stage starts from."""
 
-from skewtune.artifacts import DATASET, INGEST_REPORT, LABELS, RAW_DIR
-from skewtune.cli import run_stage
-from skewtune.dataset import label_lines
-from skewtune.io import Outputs
-from skewtune.modality import MODALITIES
-from skewtune.params import load_params
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import DATASET, INGEST_REPORT, LABELS, RAW_DIR
+from skewtune.core.stage import run_stage
+from skewtune.data.dataset import label_lines
+from skewtune.models.modality import MODALITIES
 
 
 def main() -> None:

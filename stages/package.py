@@ -5,7 +5,12 @@ SHA-256 of each of those files, which `skewtune predict` verifies. Copying that 
 
 import shutil
 
-from skewtune.artifacts import (
+from skewtune.artifacts import read_decision, read_json, read_labels, read_model_meta, write_manifest, write_model_meta
+from skewtune.config.effective import effective_config
+from skewtune.config.load import load_params
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import Outputs, json_text
+from skewtune.core.paths import (
     BASELINE_FILE,
     BASELINE_MODEL,
     CARD_FILE,
@@ -16,19 +21,10 @@ from skewtune.artifacts import (
     RULE_FILE,
     SPLIT_REPORT,
     TEST_REPORT,
-    read_decision,
-    read_json,
-    read_labels,
-    read_model_meta,
-    write_manifest,
-    write_model_meta,
 )
-from skewtune.card import model_card
-from skewtune.cli import run_stage
-from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs, json_text
-from skewtune.modality import for_meta
-from skewtune.params import effective_config, load_params
+from skewtune.core.stage import run_stage
+from skewtune.evaluation.card import model_card
+from skewtune.models.modality import for_meta
 
 # The params keys the model card reports (each in STAGE_KEYS["package"]); those the chosen options do not read are left out.
 CARD_PARAMS = (

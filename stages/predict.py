@@ -1,13 +1,14 @@
 """Stage predict: class probabilities of the trained model for the val and test rows."""
 
-from skewtune.artifacts import LABELS, MODEL, predictions_path, prediction_table, read_examples, read_labels, read_model_meta, split_path
-from skewtune.cli import run_stage
-from skewtune.devices import amp_dtype, resolve_device, resolve_precision
-from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs, counted
-from skewtune.modality import for_meta
-from skewtune.modeling import progress_printer
-from skewtune.params import load_params
+from skewtune.artifacts import prediction_table, read_examples, read_labels, read_model_meta
+from skewtune.config.load import load_params
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import Outputs, counted
+from skewtune.core.paths import LABELS, MODEL, predictions_path, split_path
+from skewtune.core.stage import run_stage
+from skewtune.models.devices import amp_dtype, resolve_device, resolve_precision
+from skewtune.models.modality import for_meta
+from skewtune.models.text import progress_printer
 
 SPLITS = ("val", "test")
 

@@ -1,22 +1,13 @@
 """Stage relabel: reports/errors.csv, the queue of rows to relabel: val mistakes (most confident first)
 and, when the score stage ran, the least confident scored rows. Test rows are never in it."""
 
-from skewtune.artifacts import (
-    DECISION,
-    ERRORS,
-    SCORED,
-    read_decision,
-    read_labels,
-    read_rule_inputs,
-    read_scored,
-    read_texts,
-    split_path,
-)
-from skewtune.cli import run_stage
-from skewtune.io import Outputs, counted
-from skewtune.modality import MODALITIES
-from skewtune.params import load_params
-from skewtune.relabel import relabel_queue, uncertain_scored, val_mistakes
+from skewtune.artifacts import read_decision, read_labels, read_rule_inputs, read_scored, read_texts
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs, counted
+from skewtune.core.paths import DECISION, ERRORS, SCORED, split_path
+from skewtune.core.stage import run_stage
+from skewtune.evaluation.relabel import relabel_queue, uncertain_scored, val_mistakes
+from skewtune.models.modality import MODALITIES
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
 """Stage resample: random over-/under-sampling of the train split only (val and test are never touched)."""
 
-from skewtune.artifacts import RESAMPLE_REPORT, RESAMPLED, read_frame, read_labels, split_path
-from skewtune.cli import run_stage
-from skewtune.io import Outputs
-from skewtune.params import load_params
-from skewtune.resampling import resample_report, resample_rows
+from skewtune.artifacts import read_frame, read_labels
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import RESAMPLE_REPORT, RESAMPLED, split_path
+from skewtune.core.stage import run_stage
+from skewtune.data.resampling import resample_report, resample_rows
 
 
 def main() -> None:

@@ -4,14 +4,15 @@ columns at once (skewtune.artifacts.write_no_table)."""
 
 from dataclasses import replace
 
-from skewtune.artifacts import CLASSIFIER, RAW_DIR, SCORED, write_no_table
-from skewtune.cli import run_stage
-from skewtune.images import raw_input
-from skewtune.io import Outputs
-from skewtune.modality import MODALITIES
-from skewtune.params import load_params
-from skewtune.scoring import score_file
-from skewtune.tables import DATA_PARAMS
+from skewtune.apply import score_file
+from skewtune.artifacts import write_no_table
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import CLASSIFIER, RAW_DIR, SCORED
+from skewtune.core.stage import run_stage
+from skewtune.data.images import raw_input
+from skewtune.data.tables import DATA_PARAMS
+from skewtune.models.modality import MODALITIES
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
 """Stage split: stratified train/val/test split of the ingested dataset (a fixed test file stays the test split)."""
 
-from skewtune.artifacts import DATASET, SPLIT_REPORT, read_frame, read_labels, split_path
-from skewtune.cli import run_stage
-from skewtune.io import Outputs
-from skewtune.params import load_params
-from skewtune.splitting import split_dataset, split_report
+from skewtune.artifacts import read_frame, read_labels
+from skewtune.config.load import load_params
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import DATASET, SPLIT_REPORT, split_path
+from skewtune.core.stage import run_stage
+from skewtune.data.splitting import split_dataset, split_report
 
 
 def main() -> None:

@@ -6,27 +6,22 @@ import shutil
 import torch
 from transformers import set_seed
 
-from skewtune.artifacts import CHECKPOINTS, MODEL, RESAMPLED, TRAIN_REPORTS, read_examples, read_labels, split_path
-from skewtune.cli import run_stage
-from skewtune.devices import check_processes, resolve_device, resolve_precision
-from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs
-from skewtune.modality import for_rows, model_source
-from skewtune.modeling import add_lora, class_counts, init_head_bias
-from skewtune.params import collapse_remedies, load_params
-from skewtune.training import (
-    DiagnosticsCallback,
-    build_trainer,
-    build_training_loss,
-    checkpoint_to_resume,
-    distributed_rank,
-    for_train_size,
-    hold_for_signal_from_environment,
-    parse_selection,
-    relaunch_distributed,
-    resolve_batch_size,
-    training_arguments,
-)
+from skewtune.artifacts import read_examples, read_labels
+from skewtune.config.effective import collapse_remedies
+from skewtune.config.load import load_params
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import CHECKPOINTS, MODEL, RESAMPLED, TRAIN_REPORTS, split_path
+from skewtune.core.stage import run_stage
+from skewtune.models.devices import check_processes, resolve_device, resolve_precision
+from skewtune.models.modality import for_rows, model_source
+from skewtune.models.text import add_lora, class_counts
+from skewtune.train.arguments import for_train_size, resolve_batch_size, training_arguments
+from skewtune.train.diagnostics import DiagnosticsCallback
+from skewtune.train.losses import init_head_bias
+from skewtune.train.runtime import checkpoint_to_resume, distributed_rank, relaunch_distributed
+from skewtune.train.selection import parse_selection
+from skewtune.train.trainer import build_trainer, build_training_loss, hold_for_signal_from_environment
 
 
 def main() -> None:

@@ -3,23 +3,15 @@ on the model's probabilities or on a blend with the baseline's (decision.blend).
 
 import sys
 
-from skewtune.artifacts import (
-    DECISION,
-    OFFSET_SEARCH,
-    THRESHOLD_MARKERS,
-    VAL_CURVE,
-    aligned,
-    predictions_path,
-    read_baseline_predictions,
-    read_labels,
-    read_predictions,
-)
-from skewtune.cli import run_stage
-from skewtune.errors import SkewtuneError
-from skewtune.io import Outputs
-from skewtune.metrics import collapse_message, share_text
-from skewtune.params import collapse_remedies, load_params
-from skewtune.thresholds import TUNED_VALUES, guard_refusals, plot_tables, tune_blended_decision
+from skewtune.artifacts import aligned, read_baseline_predictions, read_labels, read_predictions
+from skewtune.config.effective import collapse_remedies
+from skewtune.config.load import load_params
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import DECISION, OFFSET_SEARCH, THRESHOLD_MARKERS, VAL_CURVE, predictions_path
+from skewtune.core.stage import run_stage
+from skewtune.decision.scores import collapse_message, share_text
+from skewtune.decision.tuning import TUNED_VALUES, guard_refusals, plot_tables, tune_blended_decision
 
 
 def main() -> None:

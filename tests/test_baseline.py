@@ -13,8 +13,8 @@ import yaml
 from sklearn.metrics import f1_score
 
 from skewtune.artifacts import is_no_table, read_predictions
-from skewtune.errors import SkewtuneError
-from skewtune.params import validate_params
+from skewtune.config.load import validate_params
+from skewtune.core.errors import SkewtuneError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_baseline_stage_writes_predictions_as_predict_does(tmp_path, sms_splits,
     # stored without pickle (safetensors), and rebuilt it gives the stage's probabilities bit for bit
     from safetensors import safe_open
 
-    from skewtune.baseline import baseline_proba, load_baseline
+    from skewtune.models.baseline import baseline_proba, load_baseline
 
     with safe_open(tmp_path / "models/baseline.safetensors", "np") as stored:
         assert set(stored.keys()) == {"spec", "idf.0", "idf.1", "coef", "intercept", "classes"}
@@ -65,7 +65,7 @@ def test_baseline_stage_writes_predictions_as_predict_does(tmp_path, sms_splits,
 
 
 def test_a_stored_multiclass_baseline_gives_identical_probabilities_and_a_damaged_one_a_clear_error(tmp_path):
-    from skewtune.baseline import baseline_proba, fit_baseline, load_baseline, save_baseline
+    from skewtune.models.baseline import baseline_proba, fit_baseline, load_baseline, save_baseline
 
     rng = np.random.default_rng(1)
     words = np.array("red green blue cyan plum gold jade rust sand teal".split())
@@ -90,7 +90,7 @@ def test_baseline_fits_a_stratified_sample_of_at_most_max_rows_and_bounds_the_vo
 
 def test_sentence_pairs_get_features_of_both_texts(tmp_path, monkeypatch):
     """The label depends on the second text only: a baseline that read only the first would be at chance."""
-    from skewtune.baseline import load_baseline
+    from skewtune.models.baseline import load_baseline
 
     rng = np.random.default_rng(0)
     words = "cat dog bird fish horse cow sheep goat".split()
@@ -112,7 +112,7 @@ def test_sentence_pairs_get_features_of_both_texts(tmp_path, monkeypatch):
 
 def test_disabled_baseline_writes_tables_without_columns_and_no_model(tmp_path, sms_splits, monkeypatch, capsys):
     """No 0-byte outputs (DVC warns that each is empty at every run): tables without columns, and None as the model."""
-    from skewtune.baseline import load_baseline
+    from skewtune.models.baseline import load_baseline
 
     train, val, test = sms_splits
     write_split_project(tmp_path, ["ham", "spam"], train, val, test, baseline={"enabled": False})

@@ -17,9 +17,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from skewtune.artifacts import DecisionRule
-from skewtune.errors import SkewtuneError
-from skewtune.metrics import share_text
+from skewtune.core.errors import SkewtuneError
+from skewtune.decision.rule import DecisionRule
+from skewtune.decision.scores import share_text
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
@@ -84,7 +84,7 @@ def spam(sms_splits):
 @pytest.fixture(scope="module")
 def spam_baseline(spam):
     """The probabilities of skewtune's baseline (word + char_wb TF-IDF, balanced LR) fitted on the same train rows."""
-    from skewtune.baseline import baseline_proba, fit_baseline
+    from skewtune.models.baseline import baseline_proba, fit_baseline
 
     splits, _ = spam
     train = splits["train"].assign(label_id=splits["train"]["label"].map({"ham": 0, "spam": 1}))
@@ -597,8 +597,9 @@ def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them
     """The card's params: train.epochs 2 (not 2.0), train.seed and decision.blend; a key the chosen options do not
     read (decision.blend without the baseline) is left out. Built from this repo's tracked reports of a real run."""
     from skewtune.artifacts import read_decision
-    from skewtune.card import model_card
-    from skewtune.params import Params, effective_config
+    from skewtune.config.effective import effective_config
+    from skewtune.config.schema import Params
+    from skewtune.evaluation.card import model_card
     from stages.package import CARD_PARAMS
 
     root = Path(__file__).resolve().parents[1]

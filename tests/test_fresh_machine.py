@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from dvc_repo import make_repo, ran_stages, run, set_params
 from test_pipeline_dvc import tiny_params
 
 pytestmark = pytest.mark.slow
-
 VENV = Path(sys.executable).parent.parent
 
 

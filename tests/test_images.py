@@ -15,14 +15,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from dvc_repo import dvc, make_repo, ran_stages, run
 from PIL import Image
 
-from dvc_repo import dvc, make_repo, ran_stages, run
-from skewtune import artifacts
-from skewtune.errors import SkewtuneError
-from skewtune.images import BYTES_COLUMN
-from skewtune.params import AugmentParams, validate_params
-from skewtune.splitting import check_dataset
+from skewtune.config.load import validate_params
+from skewtune.config.schema import AugmentParams
+from skewtune.core import paths
+from skewtune.core.columns import BYTES_COLUMN
+from skewtune.core.errors import SkewtuneError
+from skewtune.data.splitting import check_dataset
 from stages import ingest
 
 SIDE = 12
@@ -65,15 +66,15 @@ def project(tmp_path, monkeypatch):
 
 
 def _report() -> dict:
-    return json.loads(Path(artifacts.INGEST_REPORT).read_text())
+    return json.loads(Path(paths.INGEST_REPORT).read_text())
 
 
 def _error() -> str:
-    for path in (artifacts.DATASET, artifacts.LABELS, artifacts.INGEST_REPORT):
+    for path in (paths.DATASET, paths.LABELS, paths.INGEST_REPORT):
         Path(path).unlink(missing_ok=True)
     with pytest.raises(SkewtuneError) as caught:
         ingest.main()
-    assert not Path(artifacts.DATASET).exists()  # nothing half written
+    assert not Path(paths.DATASET).exists()  # nothing half written
     return str(caught.value)
 
 
@@ -102,9 +103,9 @@ def test_tree_ingest_converts_greyscale_counts_modes_and_drops_duplicates(projec
     assert sorted(examples["bar"]["images"]) == ["shapes/bar/002-again.png", "shapes/bar/002.png", "shapes/post/002-mislabelled.png"]
     assert examples[None]["labels"] == {"bar": 1, "post": 1}
     assert sorted(examples[None]["images"]) == ["shapes/bar/001.png", "shapes/post/001-mislabelled.png"]
-    dataset = pd.read_parquet(artifacts.DATASET)
+    dataset = pd.read_parquet(paths.DATASET)
     assert list(dataset.columns) == ["id", "image", "label", "subset", "hash", "image_bytes"]
-    assert dataset["hash"].is_unique and json.loads(Path(artifacts.LABELS).read_text()) == {"labels": ["bar", "post"]}
+    assert dataset["hash"].is_unique and json.loads(Path(paths.LABELS).read_text()) == {"labels": ["bar", "post"]}
     assert dataset.loc[dataset["image"] == "shapes/bar/050.png", "image_bytes"].iloc[0] == Path("data/raw/shapes/bar/050.png").read_bytes()
 
 
@@ -151,7 +152,7 @@ def test_an_image_of_more_pixels_than_the_bound_is_a_counted_drop_read_from_its_
 
 
 def test_predict_gives_an_oversized_image_no_prediction_as_an_unreadable_one(tmp_path):
-    from skewtune.scoring import image_rows
+    from skewtune.apply import image_rows
 
     _image(0, 1).save(tmp_path / "small.png")
     _huge_png(tmp_path / "huge.png", side=300)
@@ -191,7 +192,7 @@ def test_an_image_that_is_a_symbolic_link_out_of_data_raw_stops_ingest(project, 
     """A link to a picture outside data/raw/ (git carries links in a pull request) is refused, in a tree and in a path
     table, before its bytes are read; so is a folder source that is such a link. `skewtune predict` and the score
     stage refuse the same below their image root."""
-    from skewtune.scoring import image_rows
+    from skewtune.apply import image_rows
 
     write_tree(Path("data/raw/shapes"), {"bar": 3, "post": 3})
     _image(0, 9).save(tmp_path / "private.png")
@@ -239,7 +240,7 @@ def test_split_refuses_a_repeated_content_hash():
 
 
 def test_image_params_refuse_text_only_techniques_and_warn_about_text_keys():
-    from skewtune.params import unused_settings
+    from skewtune.config.effective import unused_settings
 
     with pytest.raises(SkewtuneError, match="train.adversarial is fgm, but data.modality is image"):
         validate_params({"data": {"modality": "image", "source": "data/raw/x"}, "train": {"adversarial": "fgm"}})
@@ -252,8 +253,8 @@ def test_image_params_refuse_text_only_techniques_and_warn_about_text_keys():
 
 
 def test_augmentation_is_seeded_keeps_the_size_and_is_off_by_default():
-    from skewtune.images import augmentation
-    from skewtune.modality import default_image_model
+    from skewtune.data.images import augmentation
+    from skewtune.models.modality import default_image_model
 
     processor, _ = default_image_model([16, 24], {"num_labels": 2})
     assert augmentation(AugmentParams(), processor) is None
@@ -356,8 +357,8 @@ def test_path_table_runs_end_to_end_with_a_local_model_directory_and_scores(tmp_
 def test_binary_weighted_ce_is_bce_with_pos_weight():
     """The seed's BCEWithLogitsLoss(pos_weight = negatives / positives) on one logit is weighted_ce (balanced) on two
     logits whose difference is that logit, up to the constant factor of the negative class's weight."""
-    from skewtune.losses import build_loss, class_weights
-    from skewtune.params import LossParams
+    from skewtune.config.schema import LossParams
+    from skewtune.train.losses import build_loss, class_weights
 
     counts = [90, 10]
     torch.manual_seed(0)

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from skewtune import artifacts
-from skewtune.errors import SkewtuneError
+from skewtune.core import paths
+from skewtune.core.errors import SkewtuneError
 from stages import ingest
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_REPORT)
+OUTPUTS = (ingest.DATASET, ingest.LABELS, paths.INGEST_REPORT)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _csv(name: str, rows: list[tuple], header=("text", "label")) -> str:
 
 
 def _metrics() -> dict:
-    return json.loads(Path(artifacts.INGEST_REPORT).read_text())
+    return json.loads(Path(paths.INGEST_REPORT).read_text())
 
 
 def _clear_outputs() -> None:
@@ -141,7 +141,7 @@ def test_label_map_merges_and_catches_typos(project):
     project(source=source, label_map={"promo": "spam"})
     ingest.main()
     assert _metrics()["class_counts"] == {"ham": 2, "spam": 2}
-    Path(artifacts.INGEST_REPORT).unlink()
+    Path(paths.INGEST_REPORT).unlink()
     project(source=source, label_map={"promos": "spam"})
     with pytest.raises(SkewtuneError, match=r"data\.label_map: 'promos' match no label in data/raw/three\.csv; the labels found are: 'ham', 'promo', 'spam'"):
         ingest.main()
@@ -376,7 +376,7 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(project):
     assert re.fullmatch(r"skewtune ingest: error: data/interim/dataset\.parquet: no space left on device while writing it \(\d+\.\d KiB free "
                         r"there(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n",
                         result.stderr), result.stderr
-    assert left == [] and not Path(artifacts.INGEST_REPORT).exists()  # no temporary, no report of a dataset not written
+    assert left == [] and not Path(paths.INGEST_REPORT).exists()  # no temporary, no report of a dataset not written
 
 
 def test_ingest_is_deterministic(project):
@@ -624,7 +624,7 @@ def test_real_nulls_are_missing_whatever_the_format(project):
 @pytest.mark.parametrize("values", [["x", None, float("nan"), pd.NA, " "], [1.0, float("nan"), None, pd.NA, 3.0]],
                          ids=["object", "numbers"])
 def test_normalise_text_keeps_nulls_missing(values):
-    from skewtune.dataset import normalise_text
+    from skewtune.data.dataset import normalise_text
 
     result = normalise_text(pd.Series(values, dtype=object))
     assert result.isna().tolist() == [False, True, True, True, values[4] == " "]

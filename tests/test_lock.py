@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from dvc_repo import REPO, dvc
 
 pytestmark = pytest.mark.slow  # the real dvc CLI

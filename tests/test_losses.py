@@ -1,4 +1,4 @@
-"""skewtune.losses against sklearn, torch's own losses, NumPy versions of the published formulas and hand sums."""
+"""skewtune.train.losses against sklearn, torch's own losses, NumPy versions of the published formulas and hand sums."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
-from skewtune.errors import SkewtuneError
-from skewtune.losses import build_loss, class_weights, optimal_constant_logits
-from skewtune.params import LOSS_NAMES, LossParams, validate_params
+from skewtune.config.load import validate_params
+from skewtune.config.schema import LOSS_NAMES, LossParams
+from skewtune.core.errors import SkewtuneError
+from skewtune.train.losses import build_loss, class_weights, optimal_constant_logits
 
 COUNTS = [50, 7, 13]  # three imbalanced classes
 

@@ -16,23 +16,21 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from skewtune.errors import SkewtuneError
-from skewtune.metrics import (
+from skewtune.core.errors import SkewtuneError
+from skewtune.decision.scores import (
     Score,
     _resampled_scores,
     bootstrap_ci,
-    comparison_markdown,
     counts,
     downsample,
-    evaluation_report,
-    paired_comparison,
     parse_score,
     ranking_curves,
     score_labels,
     share_text,
-    vs_baseline_text,
     win_rate,
 )
+from skewtune.evaluation.compare import comparison_markdown, paired_comparison
+from skewtune.evaluation.report import evaluation_report, vs_baseline_text
 
 
 def _labellings(seed: int, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +96,7 @@ def test_bootstrap_scores_equal_sklearn_on_the_same_resamples():
 
 
 def test_bootstrap_chunks_give_independent_resamples(monkeypatch):
-    import skewtune.metrics as metrics
+    import skewtune.decision.scores as metrics
 
     y, pred = _labellings(5, 100, 2)
     monkeypatch.setattr(metrics, "_CHUNK_CELLS", 1000)  # 10 resamples per chunk

@@ -9,18 +9,10 @@ import pytest
 import torch
 
 from skewtune.artifacts import read_examples
-from skewtune.errors import SkewtuneError
-from skewtune.losses import build_loss
-from skewtune.modeling import (
-    add_lora,
-    classifier_head,
-    encode,
-    init_head_bias,
-    load_classifier,
-    load_tokenizer,
-    resolve_model_source,
-)
-from skewtune.params import LossParams
+from skewtune.config.schema import LossParams
+from skewtune.core.errors import SkewtuneError
+from skewtune.models.text import add_lora, classifier_head, encode, load_classifier, load_tokenizer, resolve_model_source
+from skewtune.train.losses import build_loss, init_head_bias
 
 LABELS = ["neg", "neu", "pos"]
 CE = build_loss(LossParams(), class_counts=[6, 3, 1], labels=LABELS)

@@ -17,13 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from dvc_repo import REPO, dvc, make_repo, ran_stages, run, set_params
 from sklearn.metrics import f1_score
 
-from dvc_repo import REPO, dvc, make_repo, ran_stages, run, set_params
-from skewtune.params import all_keys, check_stage_keys
+from skewtune.config.effective import all_keys, check_stage_keys
 
 pytestmark = pytest.mark.slow
-
 DATA = ("ingest",)
 ALL_AFTER_TRAIN = ("train", "predict", "tune_threshold", "evaluate", "package", "score", "relabel")
 READ_INPUT = ("ingest", "score")  # the stages that read raw files

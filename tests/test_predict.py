@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skewtune.errors import SkewtuneError
-from skewtune.modeling import load_classifier, load_tokenizer, load_trained, predict_proba, progress_printer, save_classifier
+from skewtune.core.errors import SkewtuneError
+from skewtune.models.text import load_classifier, load_tokenizer, load_trained, predict_proba, progress_printer, save_classifier
 
 LABELS = ["billing", "other", "outage"]
 WORDS = "the service was down again and my invoice shows a charge i do not recognise please help".split()

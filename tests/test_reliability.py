@@ -36,13 +36,15 @@ import torch
 import yaml
 from pydantic import BaseModel
 from safetensors.torch import load_file
-
-from skewtune import artifacts
-from skewtune.errors import SkewtuneError
-from skewtune.training import HOLD_ENV
-from skewtune.io import Outputs
-from skewtune.params import CONDITIONAL_KEYS, STAGE_KEYS, Params, check_stage_keys, effective_config, load_params, unused_settings, validate_params
 from test_training import make_project
+
+from skewtune.config.effective import CONDITIONAL_KEYS, STAGE_KEYS, check_stage_keys, effective_config, unused_settings
+from skewtune.config.load import load_params, validate_params
+from skewtune.config.schema import Params
+from skewtune.core import paths
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import Outputs
+from skewtune.train.trainer import HOLD_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["ham", "spam"]
@@ -144,14 +146,14 @@ def test_bad_input_corpus(case, tmp_path, monkeypatch):
         (tmp_path / "data/raw" / name).write_bytes(content() if callable(content) else content)
     source = f"data/raw/{next(iter(files))}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"source": source, **data}}))
-    outputs = (ingest.DATASET, ingest.LABELS, artifacts.INGEST_REPORT)
+    outputs = (ingest.DATASET, ingest.LABELS, paths.INGEST_REPORT)
     if isinstance(expected, str):
         with pytest.raises(SkewtuneError, match=expected):
             ingest.main()
         assert _leftovers(tmp_path, outputs) == []
         return
     ingest.main()
-    report = json.loads(Path(artifacts.INGEST_REPORT).read_text())
+    report = json.loads(Path(paths.INGEST_REPORT).read_text())
     assert {key: report[key] for key in expected} == expected
     assert all(Path(path).is_file() for path in outputs) and _leftovers(tmp_path, ()) == []
 
@@ -468,7 +470,7 @@ def sms(sms_path) -> pd.DataFrame:
 
 def _start_train(root: Path, hold: str) -> subprocess.Popen:
     """`python -m stages.train` in `root`, its output in `root`/train.log (not one of the stage's outputs); it
-    stops at the event `hold` (skewtune.training.HoldForSignal), writes root/held and waits there for a signal."""
+    stops at the event `hold` (skewtune.train.trainer.HoldForSignal), writes root/held and waits there for a signal."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", HOLD_ENV: f"{hold}:{root / 'held'}"}
     with (root / "train.log").open("w") as log:
         # SIGINT's default action restored: a shell starts background jobs (`make test &`) with SIGINT ignored,
@@ -565,7 +567,7 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
     """Stopped after the last epoch's checkpoint, while the model is being saved: the resumed run has no epoch
     left to train, and still writes the whole history and the best epoch to reports/train."""
     import stages.train
-    from skewtune.modality import TextModality
+    from skewtune.models.modality import TextModality
 
     root = make_project(tmp_path, sms, tiny_bert_dir, train={"epochs": 1})
     monkeypatch.chdir(root)
@@ -585,10 +587,10 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
 
 
 def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path, monkeypatch, capsys):
-    """SIGTERM (turned into KeyboardInterrupt as skewtune.cli does) arriving between two renames of a commit:
+    """SIGTERM (turned into KeyboardInterrupt as skewtune.core.stage does) arriving between two renames of a commit:
     all outputs are committed, no temporary is left, and the interruption is raised afterwards; the stage
     exits 130 saying that its outputs were written."""
-    from skewtune import cli
+    from skewtune.core.stage import run_stage
 
     real_replace, calls = os.replace, []
 
@@ -609,7 +611,7 @@ def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path,
     previous = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as exit_:
-            cli.run_stage("evaluate", stage)
+            run_stage("evaluate", stage)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert exit_.value.code == 130 and len(calls) == 3
@@ -645,10 +647,13 @@ def test_outputs_get_the_modes_of_the_umask(umask, file_mode, dir_mode, tmp_path
 
 @pytest.mark.parametrize("max_grad_norm", [1.0, 0.0])
 def test_non_finite_gradient_stops_training_at_its_step(max_grad_norm, tiny_bert_dir, tmp_path):
-    from skewtune.losses import build_loss
-    from skewtune.modeling import encode, load_classifier, load_tokenizer
-    from skewtune.params import LossParams, TrainParams
-    from skewtune.training import DiagnosticsCallback, build_trainer, parse_selection, training_arguments
+    from skewtune.config.schema import LossParams, TrainParams
+    from skewtune.models.text import encode, load_classifier, load_tokenizer
+    from skewtune.train.arguments import training_arguments
+    from skewtune.train.diagnostics import DiagnosticsCallback
+    from skewtune.train.losses import build_loss
+    from skewtune.train.selection import parse_selection
+    from skewtune.train.trainer import build_trainer
 
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(0)
@@ -706,7 +711,7 @@ def _predict_project(root: Path, model_dir: Path, params: dict | None = None) ->
 def test_pickled_weights_are_never_loaded(tiny_bert_dir, tmp_path, monkeypatch):
     """Only pytorch_model.bin (a pickle that runs code when loaded): refused by train's model loading and
     by the predict stage, and the pickle is never opened."""
-    from skewtune.modeling import load_classifier, load_tokenizer
+    from skewtune.models.text import load_classifier, load_tokenizer
     from stages import predict
 
     marker = tmp_path / "pickle-was-loaded"
@@ -753,7 +758,7 @@ def test_remote_code_runs_only_when_trusted(tiny_bert_dir, tmp_path, monkeypatch
     and by the predict stage unless model.trust_remote_code is true; with it, the code runs."""
     import transformers.dynamic_module_utils as dynamic
 
-    from skewtune.modeling import load_classifier, load_tokenizer
+    from skewtune.models.text import load_classifier, load_tokenizer
     from stages import predict
 
     marker = tmp_path / "remote-code-ran"

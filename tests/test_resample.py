@@ -13,12 +13,12 @@ import yaml
 from imblearn.over_sampling import RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 
-from skewtune import artifacts
-from skewtune.errors import SkewtuneError
-from skewtune.resampling import resample_rows
+from skewtune.core import paths
+from skewtune.core.errors import SkewtuneError
+from skewtune.data.resampling import resample_rows
 from stages import ingest, resample, split
 
-OUTPUTS = (artifacts.RESAMPLED, artifacts.RESAMPLE_REPORT)
+OUTPUTS = (paths.RESAMPLED, paths.RESAMPLE_REPORT)
 
 
 @pytest.fixture
@@ -78,12 +78,12 @@ def test_multiclass_mapping_on_the_stage(project):
     before = {name: Path(f"data/split/{name}.parquet").read_bytes() for name in ("train", "val", "test")}
     resample.main()
     train = pd.read_parquet("data/split/train.parquet")
-    result = pd.read_parquet(artifacts.RESAMPLED)
+    result = pd.read_parquet(paths.RESAMPLED)
     expected = _imblearn_counts(train, [RandomOverSampler(sampling_strategy={"promo": 200, "spam": 200}, random_state=5),
                                         RandomUnderSampler(sampling_strategy={"ham": 250}, random_state=5)])
     assert result["label"].value_counts().to_dict() == expected == {"ham": 250, "spam": 200, "promo": 200}
     assert set(result["id"]) <= set(train["id"]) and list(result.columns) == list(train.columns)
-    report = json.loads(Path(artifacts.RESAMPLE_REPORT).read_text())
+    report = json.loads(Path(paths.RESAMPLE_REPORT).read_text())
     assert report["before"] == {"ham": 320, "promo": 32, "spam": 80}
     assert report["after"] == {"ham": 250, "promo": 200, "spam": 200}
     assert report["rows_before"] == 432 and report["rows_after"] == 650
@@ -99,7 +99,7 @@ def test_resample_is_deterministic(project):
     assert [Path(path).read_bytes() for path in OUTPUTS] == first
     project(strategy="none")
     resample.main()
-    pd.testing.assert_frame_equal(pd.read_parquet(artifacts.RESAMPLED), pd.read_parquet("data/split/train.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(paths.RESAMPLED), pd.read_parquet("data/split/train.parquet"))
 
 
 @pytest.mark.parametrize(

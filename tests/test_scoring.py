@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 import torch
 
-from skewtune.artifacts import RULE_FILE, DecisionRule, read_classifier_files, spreadsheet_safe, write_manifest, write_model_meta
-from skewtune.command import main
-from skewtune.dataset import normalise_text
-from skewtune.errors import SkewtuneError
-from skewtune.io import json_text
-from skewtune.modeling import load_classifier, load_tokenizer, load_trained, predict_proba, save_classifier
+from skewtune.artifacts import read_classifier_files, spreadsheet_safe, write_manifest, write_model_meta
+from skewtune.cli import main
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import json_text
+from skewtune.core.paths import RULE_FILE
+from skewtune.data.dataset import normalise_text
+from skewtune.decision.rule import DecisionRule
+from skewtune.models.text import load_classifier, load_tokenizer, load_trained, predict_proba, save_classifier
 
 LABELS = ["ham", "spam"]
 WORDS = "free prize call now win cash meet me at home later tonight ok thanks".split()
@@ -275,8 +277,8 @@ def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path
 def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, tmp_path, capsys):
     """A classifier whose rule blends in the TF-IDF baseline: `skewtune predict` averages the two models'
     probabilities with the rule's weight, and decides on that, as tune_threshold and evaluate did."""
-    from skewtune.artifacts import BASELINE_FILE
-    from skewtune.baseline import baseline_proba, fit_baseline, save_baseline
+    from skewtune.core.paths import BASELINE_FILE
+    from skewtune.models.baseline import baseline_proba, fit_baseline, save_baseline
 
     table = sms_table(60, seed=1)
     train = pd.DataFrame({"text": normalise_text(table["SMS"]), "label_id": table["SMS"].str.contains("free").astype(int)})
@@ -396,8 +398,8 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
     """The same reader under the score stage's settings: its messages name the params keys, not predict's flags."""
     from dataclasses import replace
 
-    from skewtune.scoring import score_file
-    from skewtune.tables import DATA_PARAMS
+    from skewtune.apply import score_file
+    from skewtune.data.tables import DATA_PARAMS
 
     sms_table(3).to_csv(tmp_path / "in.csv", index=False)
     settings = replace(DATA_PARAMS, quoting=None)
@@ -409,9 +411,9 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
 
 
 def test_an_image_path_outside_the_root_names_the_flag_that_moves_the_root(tmp_path):
-    from skewtune.command import PREDICT_FLAGS
-    from skewtune.scoring import image_rows
-    from skewtune.tables import DATA_PARAMS
+    from skewtune.apply import image_rows
+    from skewtune.cli import PREDICT_FLAGS
+    from skewtune.data.tables import DATA_PARAMS
 
     with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it \(--image-root sets it\)$"):
         image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", PREDICT_FLAGS)
@@ -440,8 +442,8 @@ def test_text_outputs_write_six_significant_digits_and_plain_slashes(classifier,
 
 
 def test_summary_lines_count_in_the_right_number():
-    from skewtune.io import counted
-    from skewtune.scoring import Summary
+    from skewtune.apply import Summary
+    from skewtune.core.outputs import counted
 
     assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
     assert counted(1, "val mistake") == "1 val mistake" and counted(3, "class", "classes") == "3 classes"
@@ -453,7 +455,7 @@ def test_summary_lines_count_in_the_right_number():
 def test_the_console_script_has_a_version_and_documents_every_flag():
     from importlib.metadata import version
 
-    from skewtune.command import parser
+    from skewtune.cli import parser
 
     proc = skewtune_script("--version")
     assert proc.returncode == 0 and proc.stdout == f"skewtune {version('skewtune')}\n", proc
@@ -466,7 +468,7 @@ def test_the_console_script_has_a_version_and_documents_every_flag():
 
 
 def test_device_errors_name_the_setting_the_user_has():
-    from skewtune.devices import resolve_device
+    from skewtune.models.devices import resolve_device
 
     with pytest.raises(SkewtuneError, match="^--device is 'tpu'; use auto, cpu or cuda$"):
         resolve_device("tpu", "--device")

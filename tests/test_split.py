@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from skewtune import artifacts
-from skewtune.errors import SkewtuneError
-from skewtune.splitting import split_dataset
+from skewtune.core import paths
+from skewtune.core.errors import SkewtuneError
+from skewtune.data.splitting import split_dataset
 from stages import ingest, split
 
-OUTPUTS = [artifacts.split_path(name) for name in ("train", "val", "test")] + [artifacts.SPLIT_REPORT]
+OUTPUTS = [paths.split_path(name) for name in ("train", "val", "test")] + [paths.SPLIT_REPORT]
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def _rows(sizes: dict[str, int]) -> list[tuple]:
 
 
 def _splits() -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(artifacts.split_path(name)) for name in ("train", "val", "test")}
+    return {name: pd.read_parquet(paths.split_path(name)) for name in ("train", "val", "test")}
 
 
 def test_stratified_split_and_report(project):
@@ -57,7 +57,7 @@ def test_stratified_split_and_report(project):
         for label, n in sizes.items():
             assert abs(counts[label] - share * n) <= 1, (name, label)
         assert list(splits[name].columns) == ["id", "text", "label"]
-    report = json.loads(Path(artifacts.SPLIT_REPORT).read_text())
+    report = json.loads(Path(paths.SPLIT_REPORT).read_text())
     assert report["val"]["class_counts"] == splits["val"]["label"].value_counts().reindex(["ham", "promo", "spam"]).to_dict()
     assert report["train"]["rows"] + report["val"]["rows"] + report["test"]["rows"] == sum(sizes.values())
     assert report["test"]["share"] == pytest.approx(0.1, abs=0.002)
@@ -65,7 +65,7 @@ def test_stratified_split_and_report(project):
     # No text in two splits, and every row in exactly one.
     texts = [set(frame["text"]) for frame in splits.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
-    dataset = pd.read_parquet(artifacts.DATASET)
+    dataset = pd.read_parquet(paths.DATASET)
     assert sorted(pd.concat(splits.values())["id"]) == sorted(dataset["id"])
 
 
@@ -107,9 +107,9 @@ def test_class_too_small_names_class_count_and_minimum(project):
 
 def test_repeated_text_in_dataset_is_refused(project):
     project(_rows({"ham": 30, "spam": 30}))
-    dataset = pd.read_parquet(artifacts.DATASET)
+    dataset = pd.read_parquet(paths.DATASET)
     dataset.loc[5, "text"] = dataset.loc[40, "text"]  # as if edited by hand
-    dataset.to_parquet(artifacts.DATASET, index=False)
+    dataset.to_parquet(paths.DATASET, index=False)
     with pytest.raises(SkewtuneError, match=r"1 repeated text\(s\), e\.g\. rows r6, r41 share 'spam message 10'"):
         split.main()
     assert not any(Path(path).exists() for path in OUTPUTS)

@@ -10,8 +10,8 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from skewtune.errors import SkewtuneError
-from skewtune.tables import embedded_table_path, read_source, read_table, resolve_raw_path
+from skewtune.core.errors import SkewtuneError
+from skewtune.data.tables import embedded_table_path, read_source, read_table, resolve_raw_path
 
 COLUMNS = ["text", "label"]
 ROWS = [("free prize, call now", "spam"), ('he said "hi"', "ham"), ("see you at 5", "ham")]
@@ -191,7 +191,7 @@ def _edit_sheet_xml(path: Path, change) -> None:
 
 
 def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_path, monkeypatch):
-    from skewtune import tables
+    from skewtune.data import tables
 
     path = _xlsx(tmp_path / "gaps.xlsx", [("text", "x", "label"), ("a", "note", "l1"), (None, "note only", None), (None, None, None)])
     book = openpyxl.load_workbook(path)

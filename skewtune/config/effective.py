@@ -1,0 +1,196 @@
+"""Which params each stage reads, under which options: the effective configuration that content-addresses a stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pydantic import BaseModel
+
+from skewtune.config.schema import LOSS_NAMES, AugmentParams, DataParams, Params
+from skewtune.core.errors import SkewtuneError
+
+
+def _reads_delimited(data: DataParams) -> bool:
+    """Whether data.source or data.test_path is read as CSV/TSV (the embedded table is a TSV)."""
+    from skewtune.core.formats import delimited_format  # tables imports QUOTINGS from here
+
+    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None and not Path(path).is_dir())
+
+
+def _is_text(p: "Params") -> bool:
+    return p.data.modality == "text"
+
+
+def _is_image(p: "Params") -> bool:
+    return p.data.modality == "image"
+
+
+# Keys that only some choices read: (key, whether these params read it, the choice that does).
+CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
+    *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
+    *((f"data.{key}", _is_image, "data.modality: image") for key in ("image_column", "max_image_pixels")),
+    ("model.max_length", _is_text, "data.modality: text"),
+    ("model.image_size", _is_image, "data.modality: image"),
+    ("train.group_by_length", _is_text, "data.modality: text"),
+    *((f"augment.{key}", _is_image, "data.modality: image") for key in AugmentParams.model_fields),
+    ("data.quoting", lambda p: _reads_delimited(p.data), "a CSV or TSV data.source or data.test_path"),
+    ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
+    ("resample.over_ratio", lambda p: p.resample.strategy in ("random_over", "over_under"), "resample.strategy: random_over or over_under"),
+    ("resample.under_ratio", lambda p: p.resample.strategy in ("random_under", "over_under"), "resample.strategy: random_under or over_under"),
+    ("resample.seed", lambda p: p.resample.strategy != "none", "a resample.strategy other than none"),
+    *((f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true") for key in ("r", "alpha", "dropout", "target_modules")),
+    ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
+    ("train.min_steps", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
+    ("train.min_lr_ratio", lambda p: p.train.scheduler == "cosine", "train.scheduler: cosine"),
+    *((f"train.plateau_{key}", lambda p: p.train.scheduler == "reduce_on_plateau", "train.scheduler: reduce_on_plateau") for key in ("factor", "patience")),
+    ("train.early_stopping_min_epochs", lambda p: p.train.early_stopping_patience > 0, "train.early_stopping_patience above 0"),
+    ("train.adversarial_epsilon", lambda p: p.train.adversarial != "none", "train.adversarial: fgm or pgd"),
+    *((f"train.pgd_{key}", lambda p: p.train.adversarial == "pgd", "train.adversarial: pgd") for key in ("steps", "alpha")),
+    ("loss.reweight_from_epoch", lambda p: p.loss.name == "weighted_ce" or (p.loss.name == "focal" and p.loss.alpha is not None),
+     "loss.name: weighted_ce, or focal with a loss.alpha"),
+    ("loss.class_weights", lambda p: p.loss.name == "weighted_ce", "loss.name: weighted_ce"),
+    ("loss.beta", lambda p: p.loss.name == "weighted_ce" and p.loss.class_weights == "effective_number",
+     "loss.name: weighted_ce with loss.class_weights: effective_number"),
+    ("loss.alpha", lambda p: p.loss.name == "focal", "loss.name: focal"),
+    ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
+    ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
+    *((f"baseline.{key}", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data")
+      for key in ("min_df", "max_features", "max_rows")),
+    ("decision.blend", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data"),
+    ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
+    # The guard of a tuned threshold/offsets and of the blend that auto chooses (thresholds.tune_blended_decision).
+    ("threshold.min_confidence",
+     lambda p: p.threshold.strategy == "tune" or (p.decision.blend == "auto" and p.baseline.enabled and p.data.modality == "text"),
+     "threshold.strategy: tune, or decision.blend: auto with the baseline on text data"),
+)
+
+# The params keys each stage of dvc.yaml reads, listed once. check_params writes the values of those that take effect
+# (less the unread CONDITIONAL_KEYS) to reports/effective/<stage>.json, the stage's only params dep in dvc.yaml.
+STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
+        "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
+        "data.quoting", "data.max_dropped_share", "data.conflicts", "data.max_conflict_share", "data.max_image_pixels",
+        "data.unescape_html",
+    ),
+    "split": (
+        "split.val_size", "split.test_size", "split.seed",
+    ),
+    "resample": (
+        "resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed",
+    ),
+    "train": (
+        "model.name", "model.max_length", "model.image_size", "model.init_bias", "model.hidden_dropout",
+        "model.classifier_dropout", "model.trust_remote_code", "model.lora.enabled", "model.lora.r",
+        "model.lora.alpha", "model.lora.dropout", "model.lora.target_modules", "train.epochs", "train.max_steps",
+        "train.min_steps", "train.batch_size", "train.eval_batch_size", "train.grad_accum", "train.lr",
+        "train.weight_decay", "train.warmup", "train.scheduler", "train.min_lr_ratio", "train.plateau_factor",
+        "train.plateau_patience", "train.max_grad_norm", "train.seed", "train.precision", "train.device",
+        "train.early_stopping_patience", "train.early_stopping_min_epochs", "train.ema_decay", "train.adversarial",
+        "train.adversarial_epsilon", "train.pgd_steps", "train.pgd_alpha", "train.select_metric",
+        "train.group_by_length", "train.nproc", "train.compile", "train.resume", "loss.name", "loss.class_weights", "loss.beta",
+        "loss.alpha", "loss.gamma", "loss.tau", "loss.label_smoothing", "loss.reweight_from_epoch", "augment.hflip",
+        "augment.vflip", "augment.rotation", "augment.crop_scale", "augment.brightness", "augment.contrast",
+    ),
+    "predict": (
+        "model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision",
+    ),
+    "baseline": (
+        "data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows",
+    ),
+    "tune_threshold": (
+        "threshold.strategy", "threshold.metric", "threshold.min_precision", "threshold.positive_label",
+        "threshold.min_confidence", "decision.blend", "loss.name", "resample.strategy", "model.init_bias",  # the last 3: collapse_remedies
+    ),
+    "evaluate": (
+        "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
+    ),
+    "package": (
+        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "data.max_image_pixels", "model.name",
+        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name", "resample.strategy",
+        "threshold.strategy", "threshold.metric", "decision.blend",
+    ),
+    "score": (
+        "data.modality", "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column",
+        "data.text_pair_column", "data.image_column", "train.eval_batch_size", "train.device", "train.precision",
+    ),
+    "relabel": (
+        "data.modality", "data.text_column", "data.text_pair_column", "data.image_column", "evaluate.error_rows",
+    ),
+}
+
+
+def _value(params: BaseModel, key: str) -> Any:
+    for part in key.split("."):
+        params = getattr(params, part)
+    return params
+
+
+def unread_keys(params: Params) -> set[str]:
+    """The conditional keys that the chosen options do not read (whatever their values)."""
+    return {key for key, is_read, _ in CONDITIONAL_KEYS if not is_read(params)}
+
+
+def all_keys(model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, in its order."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += all_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def effective_config(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """{key: value} of the `keys` that take effect with these params (the unread conditional ones left out): what a
+    stage's result depends on, so that a change to a key without effect changes nothing here."""
+    unread = unread_keys(params)
+    return {key: _plain(_value(params, key)) for key in keys if key not in unread}
+
+
+def effective_params(params: Params) -> dict[str, Any]:
+    """The effective configurations of all stages in one mapping (what check_params writes per stage): two params
+    files with the same one make the same run, e.g. when they differ only in loss.gamma under loss.name: ce."""
+    return {key: value for keys in STAGE_KEYS.values() for key, value in effective_config(params, keys).items()}
+
+
+def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:
+    """Every key listed for a stage is a params key, and every params key is listed for some stage (a key that
+    no stage lists would re-run nothing when changed)."""
+    known = all_keys()
+    unknown = sorted({key for keys in stage_keys.values() for key in keys} - set(known))
+    unlisted = [key for key in known if not any(key in keys for keys in stage_keys.values())]
+    if unknown or unlisted:
+        raise SkewtuneError(f"skewtune/config/effective.py STAGE_KEYS: unknown key(s) {unknown}; key(s) no stage lists {unlisted}")
+
+
+def collapse_remedies(params: Params) -> str:
+    """What a warning about a model collapsed onto one class advises, less what `params` already set: a loss that
+    weights the classes (or their logits), a resampling or a start bias already chosen is not advised again."""
+    remedies = ["more epochs (train.epochs, train.min_steps) or a higher train.lr"]
+    remedies.append("loss.name " + " / ".join(name for name in LOSS_NAMES if name not in ("ce", params.loss.name)))
+    if params.resample.strategy in ("none", "random_under"):  # random_over and over_under already oversample
+        remedies.append("resample.strategy random_over")
+    if params.model.init_bias != "prior":
+        remedies.append("model.init_bias prior")
+    return ", ".join(remedies)
+
+
+def unused_settings(params: Params) -> list[str]:
+    """One line per key set away from its default that the chosen options do not read, e.g. loss.gamma
+    with loss.name: ce. Such a setting is silently without effect (yet, as a DVC param of its stage, a
+    change to it still re-runs that stage), which is worth a warning rather than an error: a sweep may
+    switch the choice that reads it on and off."""
+    defaults = Params()
+    return [
+        f"{key} is {_value(params, key)!r}, but only {reader} reads it: it has no effect here (its default is {_value(defaults, key)!r})"
+        for key, is_read, reader in CONDITIONAL_KEYS
+        if _value(params, key) != _value(defaults, key) and not is_read(params)
+    ]

@@ -1,0 +1,66 @@
+"""Where each inter-stage file lives: the one list of paths in the repository that stages read and write."""
+
+from __future__ import annotations
+
+PIPELINE_FILE = "dvc.yaml"
+EFFECTIVE_DIR = "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
+RAW_DIR = "data/raw"
+DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset; images: id, image, label, subset, hash, image_bytes
+LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
+INGEST_REPORT = "reports/ingest.json"  # rows read, kept and dropped (with examples), cleaning, class counts
+SPLIT_DIR = "data/split"  # <name>.parquet: the dataset's columns without subset
+SPLIT_REPORT = "reports/split.json"
+RESAMPLED = "data/resampled/train.parquet"
+RESAMPLE_REPORT = "reports/resample.json"
+MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
+CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
+TRAIN_REPORTS = "reports/train"
+PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
+
+# The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
+# when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
+# and the model file holds no tensors.
+BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
+BASELINE_MODEL = "models/baseline.safetensors"  # the fitted baseline (skewtune.models.baseline.save_baseline: no pickle)
+BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
+DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
+VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.decision.tuning.plot_tables)
+OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score by step of the offset search
+THRESHOLD_MARKERS = "reports/threshold/markers.csv"  # binary: the applied threshold and a tuned one not kept
+TEST_METRICS = "metrics/test.json"  # the review metrics: the only metrics file (`dvc exp show`, `dvc metrics diff`)
+TEST_REPORT = "reports/eval/test.json"  # every test metric, per class, confusion matrices
+
+# id, actual, predicted (the chosen rule), predicted_argmax (argmax of what the rule decides on), predicted_model (the
+# model alone: argmax of its own probabilities, no blend), rule
+TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"
+PR_CURVE = "reports/eval/pr_curve.csv"
+ROC_CURVE = "reports/eval/roc_curve.csv"
+CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
+SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or write_no_table's table
+ERRORS = "reports/errors.csv"  # the relabelling queue
+
+# Files of a model directory beside the transformers ones.
+META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
+RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
+BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
+CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)
+MANIFEST_FILE = "manifest.json"  # {"sha256": {path: digest}} of every other file (classifier only; write_manifest)
+
+
+def effective_path(stage: str) -> str:
+    return f"{EFFECTIVE_DIR}/{stage}.json"
+
+
+def split_path(name: str) -> str:
+    return f"{SPLIT_DIR}/{name}.parquet"
+
+
+def predictions_path(split: str) -> str:
+    return f"{PREDICTIONS_DIR}/{split}.parquet"
+
+
+def baseline_predictions_path(split: str) -> str:
+    return f"{BASELINE_PREDICTIONS_DIR}/{split}.parquet"
+
+
+PARAMS_FILE = "params.yaml"
