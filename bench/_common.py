@@ -15,7 +15,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Elsewhere (a GPU machine without ../shared), SKEWTUNE_BENCH_SMS names the file.
-SMS_TSV = Path(os.environ.get("SKEWTUNE_BENCH_SMS") or REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv").resolve()
+SMS_TSV = Path(
+    os.environ.get("SKEWTUNE_BENCH_SMS") or REPO / ".." / "shared" / "data" / "sms_spam_collection.tsv"
+).resolve()
 # The SMS Spam Collection as a data.source: a file under data/raw/ with header `Label<TAB>SMS`.
 SMS_DATA = {"source": "data/raw/sms_spam_collection.tsv", "text_column": "SMS", "label_column": "Label"}
 PIPELINE = ("ingest", "split", "resample", "baseline", "train", "predict", "tune_threshold", "evaluate")
@@ -64,8 +66,13 @@ def run_measured(args: list[str], cwd: Path, log: Path | None = None) -> dict:
         out = open(log, "a", encoding="utf-8") if log else subprocess.DEVNULL
         try:
             start = time.perf_counter()
-            rc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", measured.name, *args], cwd=cwd, env=env(),
-                                stdout=out, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(
+                ["/usr/bin/time", "-f", "%M", "-o", measured.name, *args],
+                cwd=cwd,
+                env=env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            ).returncode
             wall = time.perf_counter() - start
         finally:
             if log:
@@ -90,6 +97,24 @@ def machine() -> str:
     """CPU model, cores, memory and the torch version: the line BENCHMARKS.md records."""
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) / 2**20
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    mem = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        / 2**20
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )

@@ -33,13 +33,18 @@ def write_splits(workdir: Path, rows: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     picked = birds.iloc[rng.integers(0, len(birds), rows)]
     labels = sorted(birds["effect"].unique())
-    table = pd.DataFrame({
-        "id": [f"r{i}" for i in range(rows)],
-        "text": [f"REPORT {n:07d}. {text}" for n, text in zip(rng.integers(0, 10**7, rows), picked["remarks"])],
-        "label": picked["effect"].to_numpy(),
-    })
-    cuts = {"data/resampled/train.parquet": (0, int(rows * 0.8)), "data/split/val.parquet": (int(rows * 0.8), int(rows * 0.9)),
-            "data/split/test.parquet": (int(rows * 0.9), rows)}
+    table = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(rows)],
+            "text": [f"REPORT {n:07d}. {text}" for n, text in zip(rng.integers(0, 10**7, rows), picked["remarks"])],
+            "label": picked["effect"].to_numpy(),
+        }
+    )
+    cuts = {
+        "data/resampled/train.parquet": (0, int(rows * 0.8)),
+        "data/split/val.parquet": (int(rows * 0.8), int(rows * 0.9)),
+        "data/split/test.parquet": (int(rows * 0.9), rows),
+    }
     for path, (start, stop) in cuts.items():
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
         table.iloc[start:stop].to_parquet(workdir / path, index=False)
@@ -62,9 +67,12 @@ def main() -> None:
         load = loadavg()
         measured = run_stage("baseline", workdir, args.out / f"log{rows}.txt")
         report = json.loads((workdir / "reports/baseline.json").read_text())
-        print(f"{rows:,} rows (train {report['train_rows']:,}, fitted on {report['fit_rows']:,}, {report['features']:,} features): "
-              f"stage {measured['wall_s']:.1f} s, peak RSS {measured['peak_rss_mib']:.0f} MiB; "
-              f"1-min load before {load:.2f}", flush=True)
+        print(
+            f"{rows:,} rows (train {report['train_rows']:,}, fitted on {report['fit_rows']:,}, {report['features']:,} features): "
+            f"stage {measured['wall_s']:.1f} s, peak RSS {measured['peak_rss_mib']:.0f} MiB; "
+            f"1-min load before {load:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

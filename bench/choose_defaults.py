@@ -31,19 +31,26 @@ def load_runs(out: Path) -> dict[tuple[str, int], dict]:
 
 def paired(runs: dict, config: str, seeds: list[int]) -> list[float]:
     """Val macro-F1 of `config` minus that of the defaults, per seed where both finished (the same split)."""
-    return [runs[config, s]["val_f1_macro"] - runs[DEFAULTS, s]["val_f1_macro"] for s in seeds if (config, s) in runs and (DEFAULTS, s) in runs]
+    return [
+        runs[config, s]["val_f1_macro"] - runs[DEFAULTS, s]["val_f1_macro"]
+        for s in seeds
+        if (config, s) in runs and (DEFAULTS, s) in runs
+    ]
 
 
 def table(name: str, runs: dict, configs: list[str], seeds: list[int]) -> str:
-    lines = [f"**{name}** (seeds {', '.join(map(str, seeds))})", "",
-             "| config | runs | val macro-F1 | val − defaults, per seed | test macro-F1 | test, argmax | train stage, s | collapsed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{name}** (seeds {', '.join(map(str, seeds))})",
+        "",
+        "| config | runs | val macro-F1 | val − defaults, per seed | test macro-F1 | test, argmax | train stage, s | collapsed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for config in configs:
         done = [runs[config, s] for s in seeds if (config, s) in runs]
         if not done:
             continue
         diffs = paired(runs, config, seeds) if config not in (DEFAULTS, "e") else []
-        diff_text = (f"{mean_sd(diffs)} ({', '.join(f'{d:+.4f}' for d in diffs)})" if diffs else "—")
+        diff_text = f"{mean_sd(diffs)} ({', '.join(f'{d:+.4f}' for d in diffs)})" if diffs else "—"
         train = [r["stage_wall_s"]["train"] for r in done if "train" in r["stage_wall_s"]]
         collapsed = sum(bool(r.get("review", {}).get("collapsed")) for r in done)
         lines.append(
@@ -59,13 +66,21 @@ def verdict(datasets: dict[str, dict], candidates: list[str], seeds: list[int]) 
     lines, winners = [], {}
     for config in candidates:
         per_data = {name: paired(runs, config, seeds) for name, runs in datasets.items()}
-        gains = {name: statistics.mean(d) > 0 and statistics.mean(d) > statistics.stdev(d)
-                 for name, d in per_data.items() if len(d) == len(seeds)}  # per data set with all seeds: does it pass?
+        gains = {
+            name: statistics.mean(d) > 0 and statistics.mean(d) > statistics.stdev(d)
+            for name, d in per_data.items()
+            if len(d) == len(seeds)
+        }  # per data set with all seeds: does it pass?
         passes = len(gains) == len(per_data) and all(gains.values())
         # A candidate that fails on one complete data set cannot qualify, whatever the others would show (not run then).
         failed = [name for name, ok in gains.items() if not ok]
-        state = ("qualifies" if passes else f"does not qualify (fails on {', '.join(failed)})" if failed
-                 else "incomplete: not all seeds finished")
+        state = (
+            "qualifies"
+            if passes
+            else f"does not qualify (fails on {', '.join(failed)})"
+            if failed
+            else "incomplete: not all seeds finished"
+        )
         detail = "; ".join(f"{name} {mean_sd(d)} over {len(d)} seed(s)" for name, d in per_data.items())
         lines.append(f"- {config}: {state} ({detail})")
         if passes:
@@ -77,7 +92,9 @@ def verdict(datasets: dict[str, dict], candidates: list[str], seeds: list[int]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="+", metavar="NAME=DIR", help="a bench/quality.py --out directory per data set")
+    parser.add_argument(
+        "datasets", nargs="+", metavar="NAME=DIR", help="a bench/quality.py --out directory per data set"
+    )
     parser.add_argument("--candidates", nargs="+", choices=list(CONFIGS), default=["ema", "fgm", "drw"])
     parser.add_argument("--references", nargs="*", choices=list(CONFIGS), default=["b", "e"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

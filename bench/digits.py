@@ -31,7 +31,14 @@ PARAMS = {
     "data": {"modality": "image", "source": "data/raw/digits"},
     "split": {"val_size": 0.15, "test_size": 0.15},
     "model": {"name": "default"},
-    "train": {"epochs": 10, "batch_size": 32, "lr": 3.0e-3, "warmup": 0.05, "scheduler": "cosine", "early_stopping_patience": 3},
+    "train": {
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 3.0e-3,
+        "warmup": 0.05,
+        "scheduler": "cosine",
+        "early_stopping_patience": 3,
+    },
     "augment": {"rotation": 10.0, "crop_scale": 0.85},
 }
 
@@ -53,7 +60,9 @@ def write_digits(dest: Path, variant: str, seed: int) -> dict[str, int]:
             keep[rng.choice(rows, size=len(rows) - per_rare, replace=False)] = False
     counts: dict[str, int] = {}
     for i in np.flatnonzero(keep):
-        label = str(digits.target[i]) if variant == "multiclass" else ("eight" if digits.target[i] == POSITIVE else "other")
+        label = (
+            str(digits.target[i]) if variant == "multiclass" else ("eight" if digits.target[i] == POSITIVE else "other")
+        )
         folder = dest / label
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((digits.images[i] * 255 / 16).round().astype(np.uint8), mode="L").save(folder / f"{i:04d}.png")
@@ -73,7 +82,12 @@ def pixel_baseline(workdir: Path, seed: int) -> dict:
 
     def xy(name: str):
         frame = pd.read_parquet(workdir / f"data/split/{name}.parquet")
-        x = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("L"), dtype=np.float64).ravel() / 255 for b in frame["image_bytes"]])
+        x = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(b)).convert("L"), dtype=np.float64).ravel() / 255
+                for b in frame["image_bytes"]
+            ]
+        )
         return x, frame["label"].to_numpy()
 
     (xt, yt), (xv, yv), (xs, ys) = xy("train"), xy("val"), xy("test")
@@ -96,14 +110,21 @@ def run(out: Path, variant: str, seed: int) -> dict:
         copy_project(workdir)
         (workdir / "data/raw").mkdir(parents=True, exist_ok=True)
         write_digits(workdir / "data/raw/digits", variant, seed)
-    set_params(workdir, {**PARAMS, "split": {**PARAMS["split"], "seed": seed}, "train": {**PARAMS["train"], "seed": seed}})
+    set_params(
+        workdir, {**PARAMS, "split": {**PARAMS["split"], "seed": seed}, "train": {**PARAMS["train"], "seed": seed}}
+    )
     log = workdir / "bench.log"
     times = {stage: run_stage(stage, workdir, log) for stage in STAGES}
     test = json.loads((workdir / "metrics/test.json").read_text())
     result = {
-        "variant": variant, "seed": seed,
-        "skewtune": {"val_f1_macro": test["val_f1_macro"], "test_f1_macro": test["f1_macro"], "rule": test["rule"],
-                     "train_s": times["train"]["wall_s"]},
+        "variant": variant,
+        "seed": seed,
+        "skewtune": {
+            "val_f1_macro": test["val_f1_macro"],
+            "test_f1_macro": test["f1_macro"],
+            "rule": test["rule"],
+            "train_s": times["train"]["wall_s"],
+        },
         "pixels_lr": pixel_baseline(workdir, seed),
         "ingest": json.loads((workdir / "reports/ingest.json").read_text())["class_counts"],
     }
@@ -122,13 +143,19 @@ def main() -> None:
         results = [run(args.out, variant, seed) for seed in args.seeds]
         for r in results:
             s, b = r["skewtune"], r["pixels_lr"]
-            print(f"{variant} seed {r['seed']}: skewtune val {s['val_f1_macro']:.4f} test {s['test_f1_macro']:.4f} ({s['rule']}, "
-                  f"train {s['train_s']:.0f} s); pixels LR val {b['val_f1_macro']:.4f} test {b['test_f1_macro']:.4f} (C {b['C']})")
+            print(
+                f"{variant} seed {r['seed']}: skewtune val {s['val_f1_macro']:.4f} test {s['test_f1_macro']:.4f} ({s['rule']}, "
+                f"train {s['train_s']:.0f} s); pixels LR val {b['val_f1_macro']:.4f} test {b['test_f1_macro']:.4f} (C {b['C']})"
+            )
         for name in ("skewtune", "pixels_lr"):
             for split in ("val", "test"):
                 values = [r[name][f"{split}_f1_macro"] for r in results]
-                print(f"{variant} {name} {split} macro-F1: mean {statistics.mean(values):.4f}, sd {statistics.pstdev(values):.4f}")
-        print(f"{variant}: mean train time {statistics.mean(r['skewtune']['train_s'] for r in results):.0f} s; classes {results[0]['ingest']}")
+                print(
+                    f"{variant} {name} {split} macro-F1: mean {statistics.mean(values):.4f}, sd {statistics.pstdev(values):.4f}"
+                )
+        print(
+            f"{variant}: mean train time {statistics.mean(r['skewtune']['train_s'] for r in results):.0f} s; classes {results[0]['ingest']}"
+        )
 
 
 if __name__ == "__main__":

@@ -59,14 +59,19 @@ def main() -> None:
     source = workdir / "data/raw/large.csv"
     generate(args.rows, args.seed).to_csv(source, index=False)
     set_params(workdir, {"data": {"source": "data/raw/large.csv", "text_column": "text", "label_column": "label"}})
-    print(f"machine: {machine()}; 1-min load {loadavg():.2f}\n{source}: {args.rows} rows, {source.stat().st_size / 2**20:.0f} MiB", flush=True)
+    print(
+        f"machine: {machine()}; 1-min load {loadavg():.2f}\n{source}: {args.rows} rows, {source.stat().st_size / 2**20:.0f} MiB",
+        flush=True,
+    )
     results = {}
     for name, strategy in (("ingest", None), ("split", None), ("resample", "none"), ("resample", "random_over")):
         label = name if strategy is None else f"{name} ({strategy})"
         if strategy is not None:
             set_params(workdir, {"resample": {"strategy": strategy}})
         results[label] = run_stage(name, workdir, args.out / "log.txt")
-        print(f"{label}: {results[label]['wall_s']:.1f} s, peak RSS {results[label]['peak_rss_mib']:.0f} MiB", flush=True)
+        print(
+            f"{label}: {results[label]['wall_s']:.1f} s, peak RSS {results[label]['peak_rss_mib']:.0f} MiB", flush=True
+        )
     ingest = json.loads((workdir / "reports/ingest.json").read_text())
     print(f"ingest kept {ingest['rows_kept']} of {ingest['rows_in']}; dropped {ingest['dropped']}")
     results["ingest_report"] = {k: ingest[k] for k in ("rows_in", "rows_kept", "dropped", "conflicts", "duplicates")}

@@ -41,7 +41,9 @@ class WholeEpochSorted(LengthGroupedSampler):
 
     def __iter__(self):
         batches = -(-len(self.lengths) // self.batch_size)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=batches, generator=self.generator))
+        return iter(
+            get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=batches, generator=self.generator)
+        )
 
 
 def useful_share(order: list[int], lengths: np.ndarray, batch_size: int) -> float:
@@ -59,16 +61,28 @@ def main() -> None:
     train, _, _ = sms_splits(args.seed, p.split.val_size, p.split.test_size)
     tokenizer = load_tokenizer(resolve_model_source(p.model.name))
     lengths = np.array([len(row["input_ids"]) for row in encode(tokenizer, train, p.model.max_length)])
-    print(f"machine: {machine()}\ntrain rows {len(lengths)}, tokens per row: mean {lengths.mean():.1f}, "
-          f"median {np.median(lengths):.0f}, max {lengths.max()} (model.max_length {p.model.max_length})")
-    samplers = {"random": RandomOrder, "transformers group_by_length": LengthGroupedSampler, "skewtune LengthGroupedBatches": LengthGroupedBatches,
-                "whole epoch sorted (bound)": WholeEpochSorted}
+    print(
+        f"machine: {machine()}\ntrain rows {len(lengths)}, tokens per row: mean {lengths.mean():.1f}, "
+        f"median {np.median(lengths):.0f}, max {lengths.max()} (model.max_length {p.model.max_length})"
+    )
+    samplers = {
+        "random": RandomOrder,
+        "transformers group_by_length": LengthGroupedSampler,
+        "skewtune LengthGroupedBatches": LengthGroupedBatches,
+        "whole epoch sorted (bound)": WholeEpochSorted,
+    }
     print(f"{'batch':>5}  " + "  ".join(f"{name:>30}" for name in samplers))
     for batch_size in args.batch_sizes:
         shares = []
         for sampler in samplers.values():
-            epochs = [useful_share(list(sampler(batch_size, lengths=lengths.tolist(), generator=torch.Generator().manual_seed(epoch))), lengths, batch_size)
-                      for epoch in range(args.epochs)]
+            epochs = [
+                useful_share(
+                    list(sampler(batch_size, lengths=lengths.tolist(), generator=torch.Generator().manual_seed(epoch))),
+                    lengths,
+                    batch_size,
+                )
+                for epoch in range(args.epochs)
+            ]
             shares.append(f"{np.mean(epochs):.1%} useful ({1 - np.mean(epochs):.1%} padding)")
         print(f"{batch_size:>5}  " + "  ".join(f"{share:>30}" for share in shares))
 

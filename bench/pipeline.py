@@ -34,8 +34,19 @@ STEPS = (
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, env={**env(), "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-                   "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}, check=True, capture_output=True)
+    subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        env={
+            **env(),
+            "GIT_AUTHOR_NAME": "bench",
+            "GIT_AUTHOR_EMAIL": "bench@localhost",
+            "GIT_COMMITTER_NAME": "bench",
+            "GIT_COMMITTER_EMAIL": "bench@localhost",
+        },
+        check=True,
+        capture_output=True,
+    )
 
 
 def measuring_python(bin_dir: Path, log: Path) -> None:
@@ -72,7 +83,9 @@ def stage_usage(log: Path) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/skewtune_bench/pipeline"))
-    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="params.yaml overrides (default: none)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="params.yaml overrides (default: none)"
+    )
     args = parser.parse_args()
     repo = args.out / "repo"
     shutil.rmtree(repo, ignore_errors=True)

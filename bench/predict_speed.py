@@ -37,7 +37,12 @@ def main() -> None:
     parser.add_argument("--model", default=str(REPO / "models/classifier"))
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 20_000])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--plain-rows", type=int, default=None, help="rows for the plain pipeline (default: the smallest --rows; 0: skip it)")
+    parser.add_argument(
+        "--plain-rows",
+        type=int,
+        default=None,
+        help="rows for the plain pipeline (default: the smallest --rows; 0: skip it)",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/skewtune_bench/predict_speed"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -54,22 +59,54 @@ def main() -> None:
     results = []
     for rows in args.rows:
         path = table(rows)
-        run = run_measured([str(script), "predict", str(path), "-o", str(args.out / f"pred_{rows}.parquet"), "--model", args.model,
-                            "--text-column", "SMS", "--batch-size", str(args.batch_size), "--overwrite"], args.out, args.out / "log.txt")
+        run = run_measured(
+            [
+                str(script),
+                "predict",
+                str(path),
+                "-o",
+                str(args.out / f"pred_{rows}.parquet"),
+                "--model",
+                args.model,
+                "--text-column",
+                "SMS",
+                "--batch-size",
+                str(args.batch_size),
+                "--overwrite",
+            ],
+            args.out,
+            args.out / "log.txt",
+        )
         results.append({"runner": "skewtune predict", "rows": rows, **run, "rows_per_s": rows / run["wall_s"]})
         print(json.dumps(results[-1]), flush=True)
     if args.plain_rows == 0:
         return
     rows = args.plain_rows or min(args.rows)
     path = table(rows)
-    run = run_measured([sys.executable, "-c", PLAIN, args.model, str(path), str(args.batch_size), str(max_length), str(args.out / "plain.csv")],
-                       args.out, args.out / "log.txt")
+    run = run_measured(
+        [
+            sys.executable,
+            "-c",
+            PLAIN,
+            args.model,
+            str(path),
+            str(args.batch_size),
+            str(max_length),
+            str(args.out / "plain.csv"),
+        ],
+        args.out,
+        args.out / "log.txt",
+    )
     results.append({"runner": "transformers.pipeline", "rows": rows, **run, "rows_per_s": rows / run["wall_s"]})
     print(json.dumps(results[-1]), flush=True)
     mine = next(r for r in results if r["runner"] == "skewtune predict" and r["rows"] == rows)
-    agree = (pd.read_parquet(args.out / f"pred_{rows}.parquet")["predicted"] == pd.read_csv(args.out / "plain.csv")["label"]).mean()
-    print(f"speed-up at {rows} rows: {mine['rows_per_s'] / results[-1]['rows_per_s']:.2f}x; "
-          f"labels equal to the plain pipeline's (argmax) on {agree:.2%} of rows")
+    agree = (
+        pd.read_parquet(args.out / f"pred_{rows}.parquet")["predicted"] == pd.read_csv(args.out / "plain.csv")["label"]
+    ).mean()
+    print(
+        f"speed-up at {rows} rows: {mine['rows_per_s'] / results[-1]['rows_per_s']:.2f}x; "
+        f"labels equal to the plain pipeline's (argmax) on {agree:.2%} of rows"
+    )
 
 
 if __name__ == "__main__":

@@ -112,7 +112,9 @@ def non_embedding_parameters(model) -> int:
 def sms_splits(seed: int, val_size: float, test_size: float):
     """(train, val, labels) of the SMS file as the ingest and split stages make them, with label_id."""
     pool = read_table(SMS_TSV, ["SMS", "Label"])
-    dataset, labels, _ = assemble_dataset(pool, None, text_column="SMS", pair_column=None, label_column="Label", label_map={}, pool_name=str(SMS_TSV))
+    dataset, labels, _ = assemble_dataset(
+        pool, None, text_column="SMS", pair_column=None, label_column="Label", label_map={}, pool_name=str(SMS_TSV)
+    )
     splits = split_dataset(dataset, labels, val_size=val_size, test_size=test_size, seed=seed)
     index = {label: i for i, label in enumerate(labels)}
     train, val = (splits[name].assign(label_id=splits[name]["label"].map(index)) for name in ("train", "val"))
@@ -141,10 +143,25 @@ def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, dev
     init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     selection = parse_selection(t.select_metric, labels)
     rows = encode(tokenizer, train, m.max_length)
-    t = resolve_batch_size(t.model_copy(update={"epochs": epochs, "max_steps": -1}), device, rows=len(rows), tokens_per_row=sum(len(r["input_ids"]) for r in rows) / len(rows))
+    t = resolve_batch_size(
+        t.model_copy(update={"epochs": epochs, "max_steps": -1}),
+        device,
+        rows=len(rows),
+        tokens_per_row=sum(len(r["input_ids"]) for r in rows) / len(rows),
+    )
     args = training_arguments(outdir, t, precision=precision, device=device, selection=selection)
-    trainer = build_trainer(model, tokenizer, args, rows, encode(tokenizer, val, m.max_length),
-                            train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[DiagnosticsCallback(labels)])
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        args,
+        rows,
+        encode(tokenizer, val, m.max_length),
+        train=t,
+        loss_fn=loss_fn,
+        labels=labels,
+        selection=selection,
+        callbacks=[DiagnosticsCallback(labels)],
+    )
     trainer.data_collator = counting = CountingCollator(trainer.data_collator)
     timer = EpochTimer(counting)
     trainer.add_callback(timer)
@@ -154,7 +171,13 @@ def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, dev
 
 def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str, precision: str) -> dict:
     """transformers' run_glue.py with --pad_to_max_length: pad every row, default_data_collator, Trainer defaults."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     t, m = p.train, p.model
     set_seed(t.seed)
@@ -164,8 +187,18 @@ def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str
     encoded = tokenizer(train["text"].tolist(), padding="max_length", max_length=m.max_length, truncation=True)
     rows = [{**{k: encoded[k][i] for k in encoded}, "label": int(y)} for i, y in enumerate(train["label_id"])]
     args = TrainingArguments(
-        output_dir=outdir, num_train_epochs=epochs, per_device_train_batch_size=t.batch_size, learning_rate=t.lr,
-        seed=t.seed, use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
+        output_dir=outdir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=t.batch_size,
+        learning_rate=t.lr,
+        seed=t.seed,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
     )
     timer = EpochTimer(CountingCollator(default_data_collator))
     Trainer(model=model, args=args, train_dataset=rows, data_collator=timer.counter, callbacks=[timer]).train()
@@ -175,13 +208,21 @@ def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rows", type=int, default=0, help="train on this many random train rows (0: all); for a quick check")
-    parser.add_argument("--batch-size", type=int, default=0, help="override train.batch_size of params.yaml (both runs)")
+    parser.add_argument(
+        "--rows", type=int, default=0, help="train on this many random train rows (0: all); for a quick check"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="override train.batch_size of params.yaml (both runs)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="with more than one, the first is left out as warm-up")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--model", default=None, help="a model directory or name; default: params.yaml model.name")
-    parser.add_argument("--bert-base", action="store_true", help="a BERT-base-sized model from a config (random weights) with --model's tokenizer")
+    parser.add_argument(
+        "--bert-base",
+        action="store_true",
+        help="a BERT-base-sized model from a config (random weights) with --model's tokenizer",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/skewtune_bench/train_speed"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -200,16 +241,37 @@ def main() -> None:
         source = resolve_model_source(args.model or p.model.name)
         if args.bert_base:
             source = bert_base_from_config(source, Path(tmp) / "bert-base")
-        tokens = sum(len(ids) for ids in load_tokenizer(source)(train["text"].tolist(), truncation=True, max_length=p.model.max_length)["input_ids"])
-        p = p.model_copy(update={"train": resolve_batch_size(p.train, args.device, rows=len(train), tokens_per_row=tokens / len(train))})
-        print(f"machine: {where}{machine()}\nmatmul {n}x{n} {args.precision} on {args.device}: {peak / 1e9:.1f} GFLOP/s\n"
-              f"train rows {len(train)}, non-padding tokens {tokens} per epoch", flush=True)
+        tokens = sum(
+            len(ids)
+            for ids in load_tokenizer(source)(train["text"].tolist(), truncation=True, max_length=p.model.max_length)[
+                "input_ids"
+            ]
+        )
+        p = p.model_copy(
+            update={
+                "train": resolve_batch_size(p.train, args.device, rows=len(train), tokens_per_row=tokens / len(train))
+            }
+        )
+        print(
+            f"machine: {where}{machine()}\nmatmul {n}x{n} {args.precision} on {args.device}: {peak / 1e9:.1f} GFLOP/s\n"
+            f"train rows {len(train)}, non-padding tokens {tokens} per epoch",
+            flush=True,
+        )
         runs["skewtune"] = skewtune_run(p, source, train, val, labels, f"{tmp}/skewtune", **setup)
         runs["plain"] = plain_run(p, source, train, labels, f"{tmp}/plain", **setup)
     params = non_embedding_parameters(runs["skewtune"]["model"])
-    report = {"machine": where + machine(), "model": "bert-base from a config" if args.bert_base else args.model or p.model.name, **setup,
-              "matmul_gflops": peak / 1e9, "matmul_n": n, "rows": len(train), "non_padding_tokens": tokens,
-              "non_embedding_parameters": params, "batch_size": p.train.batch_size, "max_length": p.model.max_length}
+    report = {
+        "machine": where + machine(),
+        "model": "bert-base from a config" if args.bert_base else args.model or p.model.name,
+        **setup,
+        "matmul_gflops": peak / 1e9,
+        "matmul_n": n,
+        "rows": len(train),
+        "non_padding_tokens": tokens,
+        "non_embedding_parameters": params,
+        "batch_size": p.train.batch_size,
+        "max_length": p.model.max_length,
+    }
     for name, run in runs.items():
         seconds, positions, epochs = run["timer"].measured()
         samples, epoch_tokens = len(train) * epochs, tokens * epochs
@@ -225,11 +287,18 @@ def main() -> None:
             "share_of_matmul_peak": model_flops / seconds / peak,
         }
         r = report[name]
-        print(f"{name}: {r['seconds']:.1f} s, {r['samples_per_s']:.1f} samples/s, {r['tokens_per_s']:.0f} tokens/s, "
-              f"padding {r['padding_share']:.1%}, {r['model_gflops_per_s']:.1f} model GFLOP/s = {r['share_of_matmul_peak']:.1%} of matmul peak")
+        print(
+            f"{name}: {r['seconds']:.1f} s, {r['samples_per_s']:.1f} samples/s, {r['tokens_per_s']:.0f} tokens/s, "
+            f"padding {r['padding_share']:.1%}, {r['model_gflops_per_s']:.1f} model GFLOP/s = "
+            f"{r['share_of_matmul_peak']:.1%} of matmul peak"
+        )
     report["speedup"] = report["skewtune"]["samples_per_s"] / report["plain"]["samples_per_s"]
     print(f"non-embedding parameters {params}; skewtune / plain throughput: {report['speedup']:.2f}x")
-    name = "train_speed" if args.device == "cpu" and not args.bert_base else f"train_speed_{args.device}_{args.precision}{'_bert_base' * args.bert_base}_b{p.train.batch_size}"
+    name = (
+        "train_speed"
+        if args.device == "cpu" and not args.bert_base
+        else f"train_speed_{args.device}_{args.precision}{'_bert_base' * args.bert_base}_b{p.train.batch_size}"
+    )
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
 
 

@@ -37,7 +37,8 @@ p = load_params(tree + "/params.yaml")
 train, val, labels = train_speed.sms_splits(seed, p.split.val_size, p.split.test_size)
 train = train.sample(rows, random_state=seed) if rows else train
 with tempfile.TemporaryDirectory() as out:
-    run = train_speed.skewtune_run(p, resolve_model_source(p.model.name), train, val, labels, out, epochs=epochs, device="cpu", precision="fp32")
+    source = resolve_model_source(p.model.name)
+    run = train_speed.skewtune_run(p, source, train, val, labels, out, epochs=epochs, device="cpu", precision="fp32")
 seconds, positions, counted = run["timer"].measured()
 print(json.dumps({"seconds": seconds, "samples": len(train) * counted, "positions": positions}))
 """
@@ -47,7 +48,12 @@ def run(tree: Path, seed: int, epochs: int, rows: int) -> dict:
     start = loadavg()
     # The older tree lies outside the checkout, where ../shared is not: name the SMS file for both.
     env = {**os.environ, "SKEWTUNE_BENCH_SMS": str(SMS_TSV), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tree), str(seed), str(epochs), str(rows)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tree), str(seed), str(epochs), str(rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode:
         raise SystemExit(f"the run in {tree} failed:\n{proc.stderr[-3000:]}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": (start, loadavg())}
@@ -61,8 +67,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rows", type=int, default=0, help="train on this many random train rows (0: all 4,128)")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.against], capture_output=True, text=True, check=True).stdout.strip()
-    head = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", args.against], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     print(f"machine: {machine()}\nbefore: {commit}; after: this checkout ({head})", flush=True)
     totals = {"before": [0.0, 0], "after": [0.0, 0]}
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,10 +86,16 @@ def main() -> None:
                 result = run(tree, args.seed, args.epochs, args.rows)
                 totals[name][0] += result["seconds"]
                 totals[name][1] += result["samples"]
-                print(f"round {round_ + 1} {name}: {result['seconds']:.1f} s, {result['samples'] / result['seconds']:.1f} samples/s, "
-                      f"{result['positions']} token positions; load {result['load'][0]:.2f} -> {result['load'][1]:.2f}", flush=True)
+                print(
+                    f"round {round_ + 1} {name}: {result['seconds']:.1f} s, {result['samples'] / result['seconds']:.1f} samples/s, "
+                    f"{result['positions']} token positions; load {result['load'][0]:.2f} -> {result['load'][1]:.2f}",
+                    flush=True,
+                )
     speed = {name: samples / seconds for name, (seconds, samples) in totals.items()}
-    print(f"samples/s over all rounds: before {speed['before']:.1f}, after {speed['after']:.1f}; after / before {speed['after'] / speed['before']:.3f}x")
+    print(
+        f"samples/s over all rounds: before {speed['before']:.1f}, after {speed['after']:.1f}; after / before "
+        f"{speed['after'] / speed['before']:.3f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ class Summary:
 
     def line(self, output: str | os.PathLike) -> str:
         classes = ", ".join(f"{label} {n}" for label, n in self.counts.items())
-        return (f"predict: {counted(self.rows, 'row')} -> {output} ({classes})"
-                + (f"; {counted(self.without_text, 'row')} without {self.lacking} got no prediction" if self.without_text else ""))
+        return f"predict: {counted(self.rows, 'row')} -> {output} ({classes})" + (
+            f"; {counted(self.without_text, 'row')} without {self.lacking} got no prediction"
+            if self.without_text
+            else ""
+        )
 
 
 def check_output(output: str | os.PathLike, input_path: str | os.PathLike, overwrite: bool) -> str:
@@ -59,41 +62,65 @@ def check_output(output: str | os.PathLike, input_path: str | os.PathLike, overw
     fmt = output_format(output)
     path = Path(output)
     if path.is_dir():
-        raise SkewtuneError(f"{output}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path")
+        raise SkewtuneError(
+            f"{output}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path"
+        )
     if os.path.realpath(output) == os.path.realpath(input_path):
         raise SkewtuneError(f"{output}: is the input {input_path}; write the predictions to another file")
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise SkewtuneError(f"{output}: already exists; pass --overwrite to replace it, or choose another output path")
+            raise SkewtuneError(
+                f"{output}: already exists; pass --overwrite to replace it, or choose another output path"
+            )
         if not path.is_file():
-            raise SkewtuneError(f"{output}: is not a regular file; --overwrite replaces only a regular file: choose another output path")
+            raise SkewtuneError(
+                f"{output}: is not a regular file; --overwrite replaces only a regular file: choose another output path"
+            )
     return fmt
 
 
-def text_columns(meta: dict, text_column: str | None, pair_column: str | None, model: str | os.PathLike,
-                 settings: Settings) -> tuple[str, str | None]:
+def text_columns(
+    meta: dict, text_column: str | None, pair_column: str | None, model: str | os.PathLike, settings: Settings
+) -> tuple[str, str | None]:
     """The input columns to read: the given ones, else those the classifier was trained on."""
     trained = meta.get("preprocessing", {})
     text_column = text_column or trained.get("text_column") or "text"
     if meta["text_pair"]:
         pair_column = pair_column or trained.get("text_pair_column")
         if not pair_column:
-            raise SkewtuneError(f"{model}: classifies sentence pairs; name the column of the second text with {settings.text_pair_column}")
+            raise SkewtuneError(
+                f"{model}: classifies sentence pairs; name the column of the second text with {settings.text_pair_column}"
+            )
     elif pair_column:
-        raise SkewtuneError(f"{model}: classifies single texts, not pairs; drop {settings.text_pair_column} {pair_column}")
+        raise SkewtuneError(
+            f"{model}: classifies single texts, not pairs; drop {settings.text_pair_column} {pair_column}"
+        )
     return text_column, pair_column
 
 
-def read_input(path: str | os.PathLike, columns: list[str], settings: Settings, *, fmt: str = "auto", encoding: str = "utf-8",
-               sheet: str | None = None) -> pd.DataFrame:
+def read_input(
+    path: str | os.PathLike,
+    columns: list[str],
+    settings: Settings,
+    *,
+    fmt: str = "auto",
+    encoding: str = "utf-8",
+    sheet: str | None = None,
+) -> pd.DataFrame:
     """Every column of the input table (ingest's reader), checked for the input `columns`, which `settings` name."""
     try:
-        frame = read_table(path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True, settings=settings).frame
+        frame = read_table(
+            path, columns, fmt=fmt, encoding=encoding, sheet=sheet, other_columns=True, settings=settings
+        ).frame
     except OSError as exc:  # permissions, a directory, a vanished file: the readers report format errors themselves
         raise SkewtuneError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    clash = [name for name in (PREDICTED, MARGIN) if name in frame.columns] + [c for c in frame.columns if str(c).startswith("prob:")]
+    clash = [name for name in (PREDICTED, MARGIN) if name in frame.columns] + [
+        c for c in frame.columns if str(c).startswith("prob:")
+    ]
     if clash:
-        raise SkewtuneError(f"{path}: already has the output column(s) {', '.join(map(repr, clash))}; rename or drop them (is it an earlier output?)")
+        raise SkewtuneError(
+            f"{path}: already has the output column(s) {', '.join(map(repr, clash))}; rename or drop them (is it an earlier output?)"
+        )
     return frame.reset_index(drop=True)
 
 
@@ -110,25 +137,37 @@ def prediction_columns(probs: np.ndarray, has_text: np.ndarray, rule: DecisionRu
     return pd.DataFrame({PREDICTED: predicted, **dict(zip(prob_columns(rule.labels), full.T)), MARGIN: margin})
 
 
-def image_path_column(meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike, settings: Settings) -> str:
+def image_path_column(
+    meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike, settings: Settings
+) -> str:
     """The input column of image paths: the given one, else the one the classifier was trained on."""
     given = [name for name in text_columns if name]
     if given:
-        raise SkewtuneError(f"{model}: classifies images, not texts; name the column of image paths with {settings.image_column} "
-                            f"instead of {given[0]!r}")
+        raise SkewtuneError(
+            f"{model}: classifies images, not texts; name the column of image paths with {settings.image_column} "
+            f"instead of {given[0]!r}"
+        )
     return column or meta.get("preprocessing", {}).get("image_column") or IMAGE_COLUMN
 
 
 def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
     """Every image file below `folder` (sorted), as a table of paths relative to it."""
-    found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    found = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+    )
     if not found:
         raise SkewtuneError(f"{folder}: holds no image files ({', '.join(EXTENSIONS)})")
     return pd.DataFrame({column: found})
 
 
-def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings = DATA_PARAMS, *,
-               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> pd.DataFrame:
+def image_rows(
+    paths: pd.Series,
+    root: Path,
+    where: str,
+    settings: Settings = DATA_PARAMS,
+    *,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> pd.DataFrame:
     """image_bytes of each path (relative to `root`) and why a row has none (missing, unreadable, oversized, unsupported)."""
     rows = []
     for i, cell in enumerate(paths.tolist()):
@@ -137,16 +176,32 @@ def image_rows(paths: pd.Series, root: Path, where: str, settings: Settings = DA
             continue
         full = root / str(cell).strip()
         if os.path.isabs(str(cell).strip()) or not inside(full, root):
-            raise SkewtuneError(f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/{link_target(full)}; write paths relative to it"
-                                + (f" ({settings.image_root} sets it)" if settings.image_root else ""))
+            raise SkewtuneError(
+                f"{where}: row {i + 1}: the image path {cell!r} leads outside {root}/{link_target(full)}; write paths relative to it"
+                + (f" ({settings.image_root} sets it)" if settings.image_root else "")
+            )
         rows.append(inspect_image(full, max_pixels))
     return pd.DataFrame(rows, columns=["problem", "bytes"]).rename(columns={"bytes": BYTES_COLUMN})
 
 
-def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, model: str | os.PathLike, text_column: str | None = None,
-               pair_column: str | None = None, batch_size: int = 64, overwrite: bool = False, device: str = "auto",
-               precision: str = "auto", fmt: str = "auto", encoding: str = "utf-8", sheet: str | None = None,
-               image_column: str | None = None, image_root: str | os.PathLike | None = None, settings: Settings) -> Summary:
+def score_file(
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model: str | os.PathLike,
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    fmt: str = "auto",
+    encoding: str = "utf-8",
+    sheet: str | None = None,
+    image_column: str | None = None,
+    image_root: str | os.PathLike | None = None,
+    settings: Settings,
+) -> Summary:
     """Predict every row of `input_path` with the classifier in `model`; write `output` atomically. For an image
     classifier, `image_column` names the column of image paths (relative to `image_root`; default: the table's
     folder), and `input_path` may be a folder of images. Errors name the `settings` the caller set these with."""
@@ -158,8 +213,13 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
     if modality is IMAGE:
         column = image_path_column(meta, image_column, [text_column, pair_column], model, settings)
         folder = Path(input_path).is_dir()
-        frame = (list_image_folder(Path(input_path), column) if folder
-                 else read_input(input_path, [column], settings.reading("image_column"), fmt=fmt, encoding=encoding, sheet=sheet))
+        frame = (
+            list_image_folder(Path(input_path), column)
+            if folder
+            else read_input(
+                input_path, [column], settings.reading("image_column"), fmt=fmt, encoding=encoding, sheet=sheet
+            )
+        )
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
         # A classifier packaged before the bound existed gets its default.
         max_pixels = meta.get("preprocessing", {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
@@ -168,7 +228,14 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
     else:
         text_column, pair_column = text_columns(meta, text_column, pair_column, model, settings)
         read = settings.reading("text_column", *(["text_pair_column"] if pair_column else []))
-        frame = read_input(input_path, [text_column, *([pair_column] if pair_column else [])], read, fmt=fmt, encoding=encoding, sheet=sheet)
+        frame = read_input(
+            input_path,
+            [text_column, *([pair_column] if pair_column else [])],
+            read,
+            fmt=fmt,
+            encoding=encoding,
+            sheet=sheet,
+        )
         unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
         rows = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
         if pair_column:
@@ -179,16 +246,26 @@ def score_file(input_path: str | os.PathLike, output: str | os.PathLike, *, mode
         device = resolve_device(device, settings.device)
         classifier, processor, _ = modality.load_trained(model)
         probs = modality.predict_proba(
-            classifier, processor, rows[has_text], meta, batch_size=batch_size, device=device,
-            amp_dtype=amp_dtype(resolve_precision(precision, device)), progress=progress_printer(int(has_text.sum())),
+            classifier,
+            processor,
+            rows[has_text],
+            meta,
+            batch_size=batch_size,
+            device=device,
+            amp_dtype=amp_dtype(resolve_precision(precision, device)),
+            progress=progress_printer(int(has_text.sum())),
         )
         if rule.blend:  # the classifier's rule decides on the model's probabilities blended with its baseline's
             baseline = load_baseline(Path(model) / BASELINE_FILE)
             if baseline is None:
-                raise SkewtuneError(f"{model}: {RULE_FILE} blends in the baseline, but {BASELINE_FILE} holds no fitted baseline; re-run the package stage")
+                raise SkewtuneError(
+                    f"{model}: {RULE_FILE} blends in the baseline, but {BASELINE_FILE} holds no fitted baseline; re-run the package stage"
+                )
             probs = rule.combine(probs, baseline_proba(baseline, rows[has_text], len(rule.labels)))
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
         write_frame(result, out.path(output), out_fmt, rounded=[*prob_columns(rule.labels), MARGIN])
     counts = result.loc[has_text, PREDICTED].value_counts()
-    return Summary(len(frame), int((~has_text).sum()), {label: int(counts.get(label, 0)) for label in rule.labels}, lacking)
+    return Summary(
+        len(frame), int((~has_text).sum()), {label: int(counts.get(label, 0)) for label in rule.labels}, lacking
+    )

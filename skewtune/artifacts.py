@@ -48,7 +48,9 @@ def read_frame(path: str | os.PathLike, producer: str) -> pd.DataFrame:
     except FileNotFoundError:
         raise SkewtuneError(f"{path}: not found; run the {producer} stage first (dvc repro {producer})") from None
     except Exception as exc:  # pyarrow raises several types for damaged files
-        raise SkewtuneError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); re-run the {producer} stage") from None
+        raise SkewtuneError(
+            f"{path}: not a readable parquet file ({type(exc).__name__}: {exc}); re-run the {producer} stage"
+        ) from None
 
 
 def read_json(path: str | os.PathLike, producer: str) -> Any:
@@ -67,7 +69,9 @@ def read_labels(path: str | os.PathLike = LABELS) -> list[str]:
     raw = read_json(path, "ingest")
     labels = raw.get("labels") if isinstance(raw, dict) else None
     if not valid_labels(labels):
-        raise SkewtuneError(f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage')
+        raise SkewtuneError(
+            f'{path}: expected {{"labels": [two or more distinct strings]}}, got {raw!r:.200}; re-run the ingest stage'
+        )
     return labels
 
 
@@ -84,7 +88,9 @@ def read_examples(path: str | os.PathLike, labels: Sequence[str], producer: str)
         bad = frame[column].map(lambda v: not isinstance(v, str))
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise SkewtuneError(f"{path}: row {row} (id {frame['id'].iloc[row]!r}), column {column!r}: expected a string, got {frame[column].iloc[row]!r}")
+            raise SkewtuneError(
+                f"{path}: row {row} (id {frame['id'].iloc[row]!r}), column {column!r}: expected a string, got {frame[column].iloc[row]!r}"
+            )
     index = {label: i for i, label in enumerate(labels)}
     unknown = ~frame["label"].isin(list(index))
     if unknown.any():
@@ -145,7 +151,9 @@ def read_predictions(path: str | os.PathLike, labels: list[str], producer: str =
     frame = read_frame(path, producer)
     missing = [c for c in ("id", "label") if c not in frame.columns]
     if missing:
-        raise SkewtuneError(f"{path}: missing column(s) {missing}; the {producer} stage writes id, label and prob:<label> columns")
+        raise SkewtuneError(
+            f"{path}: missing column(s) {missing}; the {producer} stage writes id, label and prob:<label> columns"
+        )
     expected = prob_columns(labels)
     found = [c for c in frame.columns if str(c).startswith(PROB_PREFIX)]
     if set(found) != set(expected):
@@ -164,7 +172,9 @@ def read_predictions(path: str | os.PathLike, labels: list[str], producer: str =
     unknown = ~frame["label"].isin(labels)
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
-        raise SkewtuneError(f"{path}: {_row(frame, i)} has label {frame['label'].iloc[i]!r}, which is not in labels.json {labels}")
+        raise SkewtuneError(
+            f"{path}: {_row(frame, i)} has label {frame['label'].iloc[i]!r}, which is not in labels.json {labels}"
+        )
     try:
         probs = frame[expected].to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -172,11 +182,15 @@ def read_predictions(path: str | os.PathLike, labels: list[str], producer: str =
     bad = ~np.isfinite(probs)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise SkewtuneError(f"{path}: {_row(frame, i)} has {probs[i, j]} in column {expected[j]!r}; probabilities must be finite numbers")
+        raise SkewtuneError(
+            f"{path}: {_row(frame, i)} has {probs[i, j]} in column {expected[j]!r}; probabilities must be finite numbers"
+        )
     bad = (probs < 0) | (probs > 1 + ROW_SUM_TOLERANCE)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise SkewtuneError(f"{path}: {_row(frame, i)} has probability {probs[i, j]} in column {expected[j]!r}, outside [0, 1]")
+        raise SkewtuneError(
+            f"{path}: {_row(frame, i)} has probability {probs[i, j]} in column {expected[j]!r}, outside [0, 1]"
+        )
     sums = probs.sum(axis=1)
     off = np.abs(sums - 1) > ROW_SUM_TOLERANCE
     if off.any():
@@ -185,7 +199,11 @@ def read_predictions(path: str | os.PathLike, labels: list[str], producer: str =
             f"{path}: the probabilities of {_row(frame, i)} sum to {sums[i]:.6g}, not 1 "
             f"({int(off.sum())} such rows); the {producer} stage must write probabilities"
         )
-    return Predictions(frame["id"].astype(str).to_numpy(dtype=object), frame["label"].map({l: k for k, l in enumerate(labels)}).to_numpy(dtype=np.int64), probs)
+    return Predictions(
+        frame["id"].astype(str).to_numpy(dtype=object),
+        frame["label"].map({label: k for k, label in enumerate(labels)}).to_numpy(dtype=np.int64),
+        probs,
+    )
 
 
 def write_no_table(out, path: str) -> None:
@@ -207,7 +225,9 @@ def read_baseline_predictions(split: str, labels: list[str]) -> Predictions | No
     return None if is_no_table(path) else read_predictions(path, labels, "baseline")
 
 
-def read_rule_inputs(split: str, labels: list[str], rule: "DecisionRule", model: Predictions | None = None) -> Predictions:
+def read_rule_inputs(
+    split: str, labels: list[str], rule: "DecisionRule", model: Predictions | None = None
+) -> Predictions:
     """The probabilities that `rule` decides on for `split`: predict's (`model`, when already read), blended with the
     baseline's when the rule blends."""
     model = read_predictions(predictions_path(split), labels) if model is None else model
@@ -239,7 +259,9 @@ def parse_test_predictions(text: str, where: str) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise SkewtuneError(f"{where}: {TEST_PREDICTIONS_CSV} is not a readable CSV ({exc}); re-run the evaluate stage there") from None
+        raise SkewtuneError(
+            f"{where}: {TEST_PREDICTIONS_CSV} is not a readable CSV ({exc}); re-run the evaluate stage there"
+        ) from None
 
 
 def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
@@ -247,15 +269,22 @@ def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
     decision = read_json(path, "tune_threshold")
     if not isinstance(decision, dict) or decision.get("labels") != labels:
         got = decision.get("labels") if isinstance(decision, dict) else decision
-        raise SkewtuneError(f"{path}: made for labels {got!r}, but labels.json has {labels}; re-run the tune_threshold stage")
+        raise SkewtuneError(
+            f"{path}: made for labels {got!r}, but labels.json has {labels}; re-run the tune_threshold stage"
+        )
     return DecisionRule.from_dict(decision, str(path))
 
 
 # ------------------------------------------------------------------------------- model directories
 
 
-def write_model_meta(directory: str | os.PathLike, labels: Sequence[str], max_length: int | None = None, text_pair: bool | None = None,
-                     **extra: Any) -> None:
+def write_model_meta(
+    directory: str | os.PathLike,
+    labels: Sequence[str],
+    max_length: int | None = None,
+    text_pair: bool | None = None,
+    **extra: Any,
+) -> None:
     """skewtune.json of a model directory: what prediction needs beyond the transformers files (a text model:
     max_length and text_pair; an image model: modality "image")."""
     text = {"max_length": int(max_length), "text_pair": bool(text_pair)} if max_length is not None else {}
@@ -267,15 +296,24 @@ def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> di
     """skewtune.json of a model directory, checked."""
     path = Path(directory) / META_FILE
     if not path.is_file():
-        raise SkewtuneError(f"{path}: not found; {directory} is not a model written by the {producer} stage (dvc repro {producer})")
+        raise SkewtuneError(
+            f"{path}: not found; {directory} is not a model written by the {producer} stage (dvc repro {producer})"
+        )
     meta = read_json(path, producer)
     ok = isinstance(meta, dict) and valid_labels(meta.get("labels"))
     if ok and meta.get("modality") == "image":
         return meta
-    ok = ok and isinstance(meta.get("max_length"), int) and meta["max_length"] > 0 and isinstance(meta.get("text_pair"), bool)
+    ok = (
+        ok
+        and isinstance(meta.get("max_length"), int)
+        and meta["max_length"] > 0
+        and isinstance(meta.get("text_pair"), bool)
+    )
     if not ok:
-        raise SkewtuneError(f'{path}: expected {{"labels": [...], "max_length": N, "text_pair": true|false}} or {{"labels": [...], '
-                            f'"modality": "image"}}, got {meta!r:.200}; re-run the {producer} stage')
+        raise SkewtuneError(
+            f'{path}: expected {{"labels": [...], "max_length": N, "text_pair": true|false}} or {{"labels": [...], '
+            f'"modality": "image"}}, got {meta!r:.200}; re-run the {producer} stage'
+        )
     return meta
 
 
@@ -302,27 +340,37 @@ def check_manifest(directory: Path) -> None:
     missing or added file. What is loaded then (weights, tokenizer, rule, baseline) is what was packaged."""
     path = directory / MANIFEST_FILE
     if not path.is_file():
-        raise SkewtuneError(f"{directory}: has no {MANIFEST_FILE} (the SHA-256 of each of its files); re-run the package stage, "
-                            "which writes it, or copy the whole classifier directory")
+        raise SkewtuneError(
+            f"{directory}: has no {MANIFEST_FILE} (the SHA-256 of each of its files); re-run the package stage, "
+            "which writes it, or copy the whole classifier directory"
+        )
     raw = read_json(path, "package")
     recorded = raw.get("sha256") if isinstance(raw, dict) else None
     if not isinstance(recorded, dict):
-        raise SkewtuneError(f"{path}: expected {{\"sha256\": {{file: digest}}}}; re-run the package stage")
+        raise SkewtuneError(f'{path}: expected {{"sha256": {{file: digest}}}}; re-run the package stage')
     actual = file_digests(directory)
     changed = [name for name in recorded if name in actual and actual[name] != recorded[name]]
     missing = [name for name in recorded if name not in actual]
     added = [name for name in actual if name not in recorded]
     if changed or missing or added:
-        found = "; ".join(f"{what}: {', '.join(names[:5])}" for what, names in (("changed", changed), ("missing", missing), ("added", added)) if names)
-        raise SkewtuneError(f"{directory}: its files are not those the package stage wrote ({found}; see {MANIFEST_FILE}); "
-                            "copy the classifier directory again from where it was packaged, or re-run the package stage")
+        found = "; ".join(
+            f"{what}: {', '.join(names[:5])}"
+            for what, names in (("changed", changed), ("missing", missing), ("added", added))
+            if names
+        )
+        raise SkewtuneError(
+            f"{directory}: its files are not those the package stage wrote ({found}; see {MANIFEST_FILE}); "
+            "copy the classifier directory again from where it was packaged, or re-run the package stage"
+        )
 
 
 def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionRule]:
     """(skewtune.json, decision rule) of a classifier directory written by the package stage."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise SkewtuneError(f"{directory}: no such model directory; `dvc repro package` writes {CLASSIFIER}, or pass --model DIR")
+        raise SkewtuneError(
+            f"{directory}: no such model directory; `dvc repro package` writes {CLASSIFIER}, or pass --model DIR"
+        )
     missing = [name for name in (META_FILE, RULE_FILE) if not (directory / name).is_file()]
     if missing:
         what = {META_FILE: "labels", RULE_FILE: "decision rule"}
@@ -334,9 +382,15 @@ def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionR
     meta = read_model_meta(directory, "package")
     rule = DecisionRule.from_dict(read_json(directory / RULE_FILE, "package"), str(directory / RULE_FILE))
     if list(rule.labels) != meta["labels"]:
-        raise SkewtuneError(f"{directory}: {RULE_FILE} was made for labels {list(rule.labels)}, but {META_FILE} lists {meta['labels']}; re-run the package stage")
+        raise SkewtuneError(
+            f"{directory}: {RULE_FILE} was made for labels {list(rule.labels)}, but {META_FILE} lists "
+            f"{meta['labels']}; re-run the package stage"
+        )
     if rule.blend and not (directory / BASELINE_FILE).is_file():
-        raise SkewtuneError(f"{directory}: {RULE_FILE} blends in the baseline (weight {rule.blend:g}), but {BASELINE_FILE} is missing; re-run the package stage")
+        raise SkewtuneError(
+            f"{directory}: {RULE_FILE} blends in the baseline (weight {rule.blend:g}), but {BASELINE_FILE} is "
+            "missing; re-run the package stage"
+        )
     return meta, rule
 
 
@@ -356,8 +410,9 @@ def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | No
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str, rounded: Sequence[str] = ()) -> None:
-    """Write `frame` to `path` (a temporary file of Outputs) as csv (text cells escaped for spreadsheets), jsonl or parquet. The text formats write the float
-    columns `rounded` (what skewtune computed, not the input's own columns) with REPORT_DIGITS significant digits."""
+    """Write `frame` to `path` (a temporary file of Outputs) as csv (text cells escaped for spreadsheets), jsonl or
+    parquet. The text formats write the float columns `rounded` (what skewtune computed, not the input's own columns)
+    with REPORT_DIGITS significant digits."""
     if fmt == "parquet":
         frame.to_parquet(path, index=False)
         return

@@ -28,7 +28,11 @@ def main() -> None:
     p = params.baseline
     labels = read_labels()
     if not p.enabled or params.data.modality != "text":
-        reason = "baseline.enabled is false" if not p.enabled else f"data.modality is {params.data.modality}: the TF-IDF baseline reads text"
+        reason = (
+            "baseline.enabled is false"
+            if not p.enabled
+            else f"data.modality is {params.data.modality}: the TF-IDF baseline reads text"
+        )
         with Outputs() as out:
             _not_fitted(out, {"status": "disabled", "reason": reason})
         print(f"baseline: {reason}; not fitted")
@@ -40,19 +44,40 @@ def main() -> None:
     except BaselineNotFitted as exc:
         with Outputs() as out:
             _not_fitted(out, {"status": "skipped", "reason": str(exc)})
-        print(f"baseline: warning: skipped: {exc}; the pipeline goes on without it (no blend, no baseline metrics)", file=sys.stderr)
+        print(
+            f"baseline: warning: skipped: {exc}; the pipeline goes on without it (no blend, no baseline metrics)",
+            file=sys.stderr,
+        )
         return
     fit_seconds = time.perf_counter() - start
     with Outputs() as out:
         save_baseline(model, out.path(BASELINE_MODEL))
         for split in SPLITS:
             rows = read_examples(split_path(split), labels, "split")
-            out.parquet(baseline_predictions_path(split), prediction_table(rows, baseline_proba(model, rows, len(labels)), labels))
+            out.parquet(
+                baseline_predictions_path(split),
+                prediction_table(rows, baseline_proba(model, rows, len(labels)), labels),
+            )
         # No timing in the report: a forced re-run must leave the git-tracked report byte-identical.
-        out.json(BASELINE_REPORT, {"status": "fitted", "reason": None, "train_rows": fit.train_rows, "fit_rows": fit.fit_rows, "features": fit.features})
-    sampled = f" (a stratified sample of {fit.fit_rows:,} of {fit.train_rows:,} rows: baseline.max_rows)" if fit.fit_rows < fit.train_rows else ""
-    print(f"baseline: TF-IDF + logistic regression fitted on {fit.fit_rows:,} train rows{sampled}, {fit.features:,} features, "
-          f"{fit_seconds:.1f} s; val and test probabilities -> {baseline_predictions_path('<split>')}")
+        out.json(
+            BASELINE_REPORT,
+            {
+                "status": "fitted",
+                "reason": None,
+                "train_rows": fit.train_rows,
+                "fit_rows": fit.fit_rows,
+                "features": fit.features,
+            },
+        )
+    sampled = (
+        f" (a stratified sample of {fit.fit_rows:,} of {fit.train_rows:,} rows: baseline.max_rows)"
+        if fit.fit_rows < fit.train_rows
+        else ""
+    )
+    print(
+        f"baseline: TF-IDF + logistic regression fitted on {fit.fit_rows:,} train rows{sampled}, {fit.features:,} features, "
+        f"{fit_seconds:.1f} s; val and test probabilities -> {baseline_predictions_path('<split>')}"
+    )
 
 
 if __name__ == "__main__":

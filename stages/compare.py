@@ -68,10 +68,14 @@ def read_file(rev: str, path: str, producer: str) -> str:
             with open(path, encoding="utf-8") as handle:
                 return handle.read()
         except FileNotFoundError:
-            raise SkewtuneError(f"workspace: {path} not found; run the {producer} stage (dvc repro {producer})") from None
+            raise SkewtuneError(
+                f"workspace: {path} not found; run the {producer} stage (dvc repro {producer})"
+            ) from None
     shown = _git("show", f"{resolve(rev)}:{path}")
     if shown.returncode != 0:
-        raise SkewtuneError(f"{rev}: has no {path} ({shown.stderr.strip()}); was {producer} run and its outputs committed there?")
+        raise SkewtuneError(
+            f"{rev}: has no {path} ({shown.stderr.strip()}); was {producer} run and its outputs committed there?"
+        )
     return shown.stdout
 
 
@@ -97,8 +101,11 @@ def _value(v) -> str:
 
 
 RULE_COLUMNS = {"chosen": "predicted", "argmax": "predicted_argmax", "model": "predicted_model"}
-RULE_WORDS = {"chosen": "the decision each run chose on val", "argmax": "argmax of what each decision decides on",
-              "model": "the models alone: argmax, no blend"}
+RULE_WORDS = {
+    "chosen": "the decision each run chose on val",
+    "argmax": "argmax of what each decision decides on",
+    "model": "the models alone: argmax, no blend",
+}
 
 
 def read_decision_at(rev: str) -> dict | None:
@@ -118,7 +125,9 @@ def decision_words(decision: dict | None) -> str:
     return f"`{decision.get('strategy')}`" + (f", baseline blended in at {blend:g}" if blend else ", no blend")
 
 
-def decision_and_model(tables: list, decisions: list, names: tuple[str, str], *, resamples: int, seed: int, confidence: float) -> list[str]:
+def decision_and_model(
+    tables: list, decisions: list, names: tuple[str, str], *, resamples: int, seed: int, confidence: float
+) -> list[str]:
     """Markdown lines: each run's decision, its macro-F1 and the model alone's, and how much of B − A the models
     alone account for, so that a change of the model and a change of the decision are told apart."""
     y, chosen_a, chosen_b, labels = align_runs(*tables, *names, "predicted")
@@ -126,18 +135,34 @@ def decision_and_model(tables: list, decisions: list, names: tuple[str, str], *,
     model = None
     if all(RULE_COLUMNS["model"] in t.columns for t in tables):
         y_m, model_a, model_b, labels_m = align_runs(*tables, *names, RULE_COLUMNS["model"])
-        model = paired_comparison(y_m, model_a, model_b, len(labels_m), resamples=resamples, seed=seed, confidence=confidence)
+        model = paired_comparison(
+            y_m, model_a, model_b, len(labels_m), resamples=resamples, seed=seed, confidence=confidence
+        )
     alone = [f"{model.score_a:.4f}", f"{model.score_b:.4f}"] if model else ["not recorded", "not recorded"]
-    lines = ["**Decision and model alone:**", "",
-             "| | decision | macro-F1 of the decision | macro-F1 of the model alone (argmax, no blend) |", "|---|---|---:|---:|"]
-    lines += [f"| {side} | {decision_words(d)} | {c:.4f} | {m} |" for side, d, c, m in zip("AB", decisions, chosen, alone)]
+    lines = [
+        "**Decision and model alone:**",
+        "",
+        "| | decision | macro-F1 of the decision | macro-F1 of the model alone (argmax, no blend) |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [
+        f"| {side} | {decision_words(d)} | {c:.4f} | {m} |" for side, d, c, m in zip("AB", decisions, chosen, alone)
+    ]
     diff = chosen[1] - chosen[0]
     if model:
-        lines += [f"| **B − A** | | {diff:+.4f} | {model.diff:+.4f} ({confidence:.0%} CI {model.ci_low:+.4f} to {model.ci_high:+.4f}) |", "",
-                  f"Of B − A {diff:+.4f}, the models alone account for {model.diff:+.4f} and the decisions (rule, blend) for {diff - model.diff:+.4f}."]
+        lines += [
+            f"| **B − A** | | {diff:+.4f} | {model.diff:+.4f} ({confidence:.0%} CI {model.ci_low:+.4f} to {model.ci_high:+.4f}) |",
+            "",
+            f"Of B − A {diff:+.4f}, the models alone account for {model.diff:+.4f} and the decisions (rule, blend) "
+            f"for {diff - model.diff:+.4f}.",
+        ]
     else:
-        lines += [f"| **B − A** | | {diff:+.4f} | |", "",
-                  "A run evaluated before the model alone was recorded (`predicted_model`): re-run its evaluate stage to split B − A into model and decision."]
+        lines += [
+            f"| **B − A** | | {diff:+.4f} | |",
+            "",
+            "A run evaluated before the model alone was recorded (`predicted_model`): re-run its evaluate stage to "
+            "split B − A into model and decision.",
+        ]
     refused = [f"- {side}: {line}" for side, d in zip("AB", decisions) if d for line in guard_refusals(d)]
     if refused:
         lines += ["", "**Refused by a guard** (scored higher on val, not applied):", "", *refused]
@@ -150,17 +175,24 @@ def two_runs(rev_a: str, rev_b: str, rule: str, *, resamples: int, seed: int, co
     result = paired_comparison(y, pred_a, pred_b, len(labels), resamples=resamples, seed=seed, confidence=confidence)
     decisions = [read_decision_at(rev) for rev in (rev_a, rev_b)]
     lines = [comparison_markdown(result, rev_a, rev_b, RULE_WORDS[rule]).rstrip("\n"), ""]
-    lines += decision_and_model(tables, decisions, (rev_a, rev_b), resamples=resamples, seed=seed, confidence=confidence) + [""]
+    lines += decision_and_model(
+        tables, decisions, (rev_a, rev_b), resamples=resamples, seed=seed, confidence=confidence
+    ) + [""]
     ids = list(range(len(labels)))
     f1_a, f1_b = (f1_score(y, p, labels=ids, average=None, zero_division=0) for p in (pred_a, pred_b))
     support = np.bincount(y, minlength=len(labels))
     lines += ["| class | test rows | F1 A | F1 B | B − A |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| `{label}` | {support[k]} | {f1_a[k]:.4f} | {f1_b[k]:.4f} | {f1_b[k] - f1_a[k]:+.4f} |" for k, label in enumerate(labels)]
+    lines += [
+        f"| `{label}` | {support[k]} | {f1_a[k]:.4f} | {f1_b[k]:.4f} | {f1_b[k] - f1_a[k]:+.4f} |"
+        for k, label in enumerate(labels)
+    ]
     params = [flat(yaml.safe_load(read_file(rev, PARAMS_FILE, "check_params"))) for rev in (rev_a, rev_b)]
     keys = differing(params)
     lines += ["", "**Params that differ:**" if keys else "**Params:** identical.", ""]
     if keys:
-        lines += ["| key | A | B |", "|---|---|---|"] + [f"| `{key}` | {_value(params[0].get(key))} | {_value(params[1].get(key))} |" for key in keys]
+        lines += ["| key | A | B |", "|---|---|---|"] + [
+            f"| `{key}` | {_value(params[0].get(key))} | {_value(params[1].get(key))} |" for key in keys
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -182,9 +214,16 @@ def experiment_runs(shown: list) -> list[dict]:
         metrics = ((data.get("metrics") or {}).get(TEST_METRICS) or {}).get("data") or {}
         params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
         if isinstance(metrics.get("f1_macro"), (int, float)) and params is not None and not entry.get("error"):
-            runs.append({"name": name, "timestamp": data.get("timestamp") or "", "params": flat(params),
-                         "effective": effective_params(validate_params(params, f"experiment {name}: {PARAMS_FILE}")),
-                         "test": float(metrics["f1_macro"]), "val": metrics.get("val_f1_macro")})
+            runs.append(
+                {
+                    "name": name,
+                    "timestamp": data.get("timestamp") or "",
+                    "params": flat(params),
+                    "effective": effective_params(validate_params(params, f"experiment {name}: {PARAMS_FILE}")),
+                    "test": float(metrics["f1_macro"]),
+                    "val": metrics.get("val_f1_macro"),
+                }
+            )
 
     for commit in shown:
         if commit.get("rev") == "workspace":
@@ -216,24 +255,46 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
         config = {k: v for k, v in run["effective"].items() if not is_seed(k)}
         key = json.dumps(config, sort_keys=True)
         group = groups.setdefault(key, {"config": config, "runs": {}})
-        group["runs"][json.dumps({k: v for k, v in run["params"].items() if is_seed(k)}, sort_keys=True)] = run  # newest per seed
+        group["runs"][json.dumps({k: v for k, v in run["params"].items() if is_seed(k)}, sort_keys=True)] = (
+            run  # newest per seed
+        )
     groups = list(groups.values())
     keys = differing([g["config"] for g in groups])
-    lines = [f"### skewtune: macro-F1 over seeds ({sum(len(g['runs']) for g in groups)} runs, {len(groups)} configurations)", ""]
-    lines += ["| group | params | runs | test macro-F1 (mean ± sd) | val macro-F1 (mean ± sd) |", "|---|---|---:|---:|---:|"]
+    lines = [
+        f"### skewtune: macro-F1 over seeds ({sum(len(g['runs']) for g in groups)} runs, {len(groups)} configurations)",
+        "",
+    ]
+    lines += [
+        "| group | params | runs | test macro-F1 (mean ± sd) | val macro-F1 (mean ± sd) |",
+        "|---|---|---:|---:|---:|",
+    ]
     for i, g in enumerate(groups):
-        described = ", ".join(f"`{k}={json.dumps(g['config'][k])}`" for k in keys if k in g["config"]) or "(all the same)"  # absent: no effect
+        described = (
+            ", ".join(f"`{k}={json.dumps(g['config'][k])}`" for k in keys if k in g["config"]) or "(all the same)"
+        )  # absent: no effect
         runs_in = list(g["runs"].values())
-        lines.append(f"| {chr(65 + i) if i < 26 else i} | {described} | {len(runs_in)} | {_mean_sd([r['test'] for r in runs_in])} | {_mean_sd([r['val'] for r in runs_in])} |")
-    varying = sorted({k for g in groups for r in g["runs"].values() for k in r["params"] if is_seed(k)}
-                     & set(differing([r["params"] for g in groups for r in g["runs"].values()])))
-    lines += ["", f"Seed keys set apart: {', '.join(f'`{k}`' for k in varying) or 'none vary'}; a seed that changes the split changes the test rows too."]
+        lines.append(
+            f"| {chr(65 + i) if i < 26 else i} | {described} | {len(runs_in)} | "
+            f"{_mean_sd([r['test'] for r in runs_in])} | {_mean_sd([r['val'] for r in runs_in])} |"
+        )
+    varying = sorted(
+        {k for g in groups for r in g["runs"].values() for k in r["params"] if is_seed(k)}
+        & set(differing([r["params"] for g in groups for r in g["runs"].values()]))
+    )
+    lines += [
+        "",
+        f"Seed keys set apart: {', '.join(f'`{k}`' for k in varying) or 'none vary'}; a seed that changes the split "
+        "changes the test rows too.",
+    ]
     base = groups[0]
     for i, g in enumerate(groups[1:], start=1):
         shared = sorted(set(base["runs"]) & set(g["runs"]))
         name = chr(65 + i) if i < 26 else str(i)
         if not shared:
-            lines += ["", f"**{name} − A:** no seed in common; run both with the same seeds to compare them seed by seed."]
+            lines += [
+                "",
+                f"**{name} − A:** no seed in common; run both with the same seeds to compare them seed by seed.",
+            ]
             continue
         diffs = np.array([g["runs"][s]["test"] - base["runs"][s]["test"] for s in shared])
         wins = int((diffs > 0).sum())
@@ -242,7 +303,11 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
             sd = diffs.std(ddof=1)
             half = stats.t.ppf((1 + confidence) / 2, len(diffs) - 1) * sd / np.sqrt(len(diffs))
             low, high = diffs.mean() - half, diffs.mean() + half
-            verdict = f"{name} is {'better' if low > 0 else 'worse'} than A" if low > 0 or high < 0 else "not distinguishable from seed noise"
+            verdict = (
+                f"{name} is {'better' if low > 0 else 'worse'} than A"
+                if low > 0 or high < 0
+                else "not distinguishable from seed noise"
+            )
             text += f", sd {sd:.4f}, {confidence:.0%} t-interval {low:+.4f} to {high:+.4f}: {verdict}"
         else:
             text += " (one seed: no interval)"
@@ -253,13 +318,27 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("revs", nargs="*", metavar="REV", help="two runs: A (baseline) and B (candidate): a git revision, a DVC experiment name, or 'workspace'")
-    parser.add_argument("--seeds", action="store_true",
-                        help="instead of two runs: group this commit's experiments by their effective configuration minus the seed keys")
-    parser.add_argument("--rule", choices=tuple(RULE_COLUMNS), default="chosen",
-                        help="predictions to compare: those of the decision each run chose on val (default), argmax of what it decides "
-                             "on, or the model alone (argmax, no blend)")
-    parser.add_argument("--resamples", type=int, default=10_000, help="paired bootstrap resamples of the test rows (default: 10000)")
+    parser.add_argument(
+        "revs",
+        nargs="*",
+        metavar="REV",
+        help="two runs: A (baseline) and B (candidate): a git revision, a DVC experiment name, or 'workspace'",
+    )
+    parser.add_argument(
+        "--seeds",
+        action="store_true",
+        help="instead of two runs: group this commit's experiments by their effective configuration minus the seed keys",
+    )
+    parser.add_argument(
+        "--rule",
+        choices=tuple(RULE_COLUMNS),
+        default="chosen",
+        help="predictions to compare: those of the decision each run chose on val (default), argmax of what it decides "
+        "on, or the model alone (argmax, no blend)",
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=10_000, help="paired bootstrap resamples of the test rows (default: 10000)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
     parser.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")
     args = parser.parse_args()

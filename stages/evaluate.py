@@ -21,11 +21,26 @@ from skewtune.artifacts import (
 )
 from skewtune.config.load import load_params
 from skewtune.core.outputs import Outputs
-from skewtune.core.paths import DECISION, PR_CURVE, ROC_CURVE, TEST_METRICS, TEST_PREDICTIONS_CSV, TEST_REPORT, predictions_path, split_path
+from skewtune.core.paths import (
+    DECISION,
+    PR_CURVE,
+    ROC_CURVE,
+    TEST_METRICS,
+    TEST_PREDICTIONS_CSV,
+    TEST_REPORT,
+    predictions_path,
+    split_path,
+)
 from skewtune.core.stage import run_stage
 from skewtune.decision.scores import ranking_curves
 from skewtune.decision.tuning import guard_refusals
-from skewtune.evaluation.report import BASELINE_KEYS, baseline_comparison, evaluation_report, review_metrics, vs_baseline_text
+from skewtune.evaluation.report import (
+    BASELINE_KEYS,
+    baseline_comparison,
+    evaluation_report,
+    review_metrics,
+    vs_baseline_text,
+)
 
 
 def main() -> None:
@@ -42,30 +57,56 @@ def main() -> None:
     positive = rule.positive
 
     report = evaluation_report(
-        test.y, test.probs, chosen, labels, rule=rule.strategy, blend=rule.blend, y_model=alone, positive=positive,
-        resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
+        test.y,
+        test.probs,
+        chosen,
+        labels,
+        rule=rule.strategy,
+        blend=rule.blend,
+        y_model=alone,
+        positive=positive,
+        resamples=p.bootstrap_resamples,
+        confidence=p.confidence,
+        seed=p.seed,
     )
     every_class = list(range(len(labels)))
 
     def val_f1(predicted):
         return float(f1_score(val.y, predicted, labels=every_class, average="macro", zero_division=0))
 
-    review = review_metrics(report, val_f1_macro=val_f1(rule.predict(val.probs)), val_f1_macro_model=val_f1(model_val.probs.argmax(axis=1)))
+    review = review_metrics(
+        report, val_f1_macro=val_f1(rule.predict(val.probs)), val_f1_macro_model=val_f1(model_val.probs.argmax(axis=1))
+    )
     baseline = read_baseline_predictions("test", labels)
-    review.update(baseline_comparison(
-        test.y, chosen, None if baseline is None else aligned(test, baseline, "test").probs.argmax(axis=1), len(labels),
-        resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
-    ))
+    review.update(
+        baseline_comparison(
+            test.y,
+            chosen,
+            None if baseline is None else aligned(test, baseline, "test").probs.argmax(axis=1),
+            len(labels),
+            resamples=p.bootstrap_resamples,
+            confidence=p.confidence,
+            seed=p.seed,
+        )
+    )
     collapsed = decision.get("collapse_message")
     review["collapsed"] = collapsed is not None
     # the full report holds the review numbers too (the model card reads it)
-    report.update({key: review[key] for key in BASELINE_KEYS}, collapsed=collapsed is not None, collapse_message=collapsed)
+    report.update(
+        {key: review[key] for key in BASELINE_KEYS}, collapsed=collapsed is not None, collapse_message=collapsed
+    )
     pr_curve, roc_curve = ranking_curves(test.y, test.probs, labels, positive)
     names = np.asarray(labels, dtype=object)
-    predictions = pd.DataFrame({
-        "id": test.ids, "actual": names[test.y], "predicted": names[chosen], "predicted_argmax": names[test.probs.argmax(axis=1)],
-        "predicted_model": names[alone], "rule": rule.strategy,
-    })
+    predictions = pd.DataFrame(
+        {
+            "id": test.ids,
+            "actual": names[test.y],
+            "predicted": names[chosen],
+            "predicted_argmax": names[test.probs.argmax(axis=1)],
+            "predicted_model": names[alone],
+            "rule": rule.strategy,
+        }
+    )
     with Outputs() as out:
         out.json(TEST_METRICS, review)
         out.json(TEST_REPORT, report)
@@ -76,17 +117,23 @@ def main() -> None:
     print(
         f"test macro-F1 {review['f1_macro']:.4f} [{review['f1_macro_ci_low']:.4f}, {review['f1_macro_ci_high']:.4f}] "
         f"(decision: {rule.strategy}{blended}); the model alone (argmax, no blend) {review['f1_macro_model']:.4f}; "
-        f"{review['rarest_class']} (rarest) F1 {review['f1_rarest_class']:.4f}; val macro-F1 {review['val_f1_macro']:.4f}; n_test {review['n_test']}"
+        f"{review['rarest_class']} (rarest) F1 {review['f1_rarest_class']:.4f}; val macro-F1 "
+        f"{review['val_f1_macro']:.4f}; n_test {review['n_test']}"
     )
     if review["baseline_f1_macro"] is not None:
         compared = vs_baseline_text(review, p.confidence)
-        print(f"baseline (TF-IDF + logistic regression) test macro-F1 {review['baseline_f1_macro']:.4f} "
-              f"[{review['baseline_f1_macro_ci_low']:.4f}, {review['baseline_f1_macro_ci_high']:.4f}]; {compared}")
+        print(
+            f"baseline (TF-IDF + logistic regression) test macro-F1 {review['baseline_f1_macro']:.4f} "
+            f"[{review['baseline_f1_macro_ci_low']:.4f}, {review['baseline_f1_macro_ci_high']:.4f}]; {compared}"
+        )
         if review["vs_baseline"] < 0:
             refused = guard_refusals(decision)
-            print(f"evaluate: WARNING: the fine-tuned model's decision scores below the baseline on test ({compared})"
-                  + "".join(f"; {line}" for line in refused) + ("" if refused else "; no guard refused a blend or rule that scored higher on val"),
-                  file=sys.stderr)
+            print(
+                f"evaluate: WARNING: the fine-tuned model's decision scores below the baseline on test ({compared})"
+                + "".join(f"; {line}" for line in refused)
+                + ("" if refused else "; no guard refused a blend or rule that scored higher on val"),
+                file=sys.stderr,
+            )
     if collapsed:
         print(f"evaluate: WARNING: collapsed: {collapsed}", file=sys.stderr)
 

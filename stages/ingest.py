@@ -17,7 +17,9 @@ def main() -> None:
         out.parquet(DATASET, dataset)
         out.json(LABELS, {"labels": labels})
         out.json(INGEST_REPORT, report)
-    for line in modality.summary(report) + (modality.summary(report["test"]) if "test" in report else []) + label_lines(report):
+    for line in (
+        modality.summary(report) + (modality.summary(report["test"]) if "test" in report else []) + label_lines(report)
+    ):
         print(line)
     print(f"ingest: classes {report['class_counts']}")
 

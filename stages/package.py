@@ -28,8 +28,17 @@ from skewtune.models.modality import for_meta
 
 # The params keys the model card reports (each in STAGE_KEYS["package"]); those the chosen options do not read are left out.
 CARD_PARAMS = (
-    "model.name", "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name",
-    "resample.strategy", "threshold.strategy", "threshold.metric", "decision.blend",
+    "model.name",
+    "model.max_length",
+    "train.epochs",
+    "train.lr",
+    "train.batch_size",
+    "train.seed",
+    "loss.name",
+    "resample.strategy",
+    "threshold.strategy",
+    "threshold.metric",
+    "decision.blend",
 )
 
 
@@ -39,11 +48,18 @@ def main() -> None:
     rule = read_decision(DECISION, labels)
     meta = read_model_meta(MODEL)
     if meta["labels"] != labels:
-        raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but labels.json lists {labels}; re-run the train stage")
+        raise SkewtuneError(
+            f"{MODEL} was trained on the labels {meta['labels']}, but labels.json lists {labels}; re-run the train stage"
+        )
     meta["preprocessing"] = for_meta(meta).preprocessing(p.data)
     card = model_card(
-        rule=rule, decision=read_json(DECISION, "tune_threshold"), meta=meta, params=effective_config(p, CARD_PARAMS), ingest=read_json(INGEST_REPORT, "ingest"),
-        split=read_json(SPLIT_REPORT, "split"), test=read_json(TEST_REPORT, "evaluate"),
+        rule=rule,
+        decision=read_json(DECISION, "tune_threshold"),
+        meta=meta,
+        params=effective_config(p, CARD_PARAMS),
+        ingest=read_json(INGEST_REPORT, "ingest"),
+        split=read_json(SPLIT_REPORT, "split"),
+        test=read_json(TEST_REPORT, "evaluate"),
     )
     with Outputs() as out:
         target = out.path(CLASSIFIER, directory=True)

@@ -21,13 +21,21 @@ def main() -> None:
     modality = for_meta(read_model_meta(MODEL))
     model, processor, meta = modality.load_trained(MODEL, trust_remote_code=p.model.trust_remote_code)
     if meta["labels"] != labels:
-        raise SkewtuneError(f"{MODEL} was trained on the labels {meta['labels']}, but {LABELS} lists {labels}; re-run the train stage")
+        raise SkewtuneError(
+            f"{MODEL} was trained on the labels {meta['labels']}, but {LABELS} lists {labels}; re-run the train stage"
+        )
     with Outputs() as out:
         for split in SPLITS:
             source, dest = split_path(split), predictions_path(split)
             rows = read_examples(source, labels, "split")
             probs = modality.predict_proba(
-                model, processor, rows, meta, batch_size=p.train.eval_batch_size, device=device, amp_dtype=dtype,
+                model,
+                processor,
+                rows,
+                meta,
+                batch_size=p.train.eval_batch_size,
+                device=device,
+                amp_dtype=dtype,
                 progress=progress_printer(len(rows), f"{split} "),
             )
             out.parquet(dest, prediction_table(rows, probs, labels))

@@ -24,8 +24,14 @@ def main() -> None:
     with Outputs() as out:
         out.csv(ERRORS, queue)
     counts = queue["source"].value_counts()
-    print(f"relabel: {ERRORS}: {counted(counts.get('val', 0), 'val mistake')}"
-          + (f", {counted(counts.get('score', 0), 'least confident scored row')}" if scored is not None else " (no scored data)"))
+    print(
+        f"relabel: {ERRORS}: {counted(counts.get('val', 0), 'val mistake')}"
+        + (
+            f", {counted(counts.get('score', 0), 'least confident scored row')}"
+            if scored is not None
+            else " (no scored data)"
+        )
+    )
 
 
 if __name__ == "__main__":

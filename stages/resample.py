@@ -12,8 +12,9 @@ def main() -> None:
     params = load_params().resample
     labels = read_labels()
     train = read_frame(split_path("train"), "split")
-    resampled = resample_rows(train, strategy=params.strategy, over_ratio=params.over_ratio,
-                              under_ratio=params.under_ratio, seed=params.seed)
+    resampled = resample_rows(
+        train, strategy=params.strategy, over_ratio=params.over_ratio, under_ratio=params.under_ratio, seed=params.seed
+    )
     report = resample_report(train, resampled, labels, params.strategy)
     with Outputs() as out:
         out.parquet(RESAMPLED, resampled)

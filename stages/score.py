@@ -25,11 +25,23 @@ def main() -> None:
         return
     columns = MODALITIES[data.modality].raw_columns(data)
     summary = score_file(
-        raw_input(data.score_path, "data.score_path", RAW_DIR, folders="image" in columns), SCORED, model=CLASSIFIER,
-        text_column=columns.get("text"), pair_column=columns.get("text_pair"), image_column=columns.get("image"), image_root=RAW_DIR,
-        batch_size=p.train.eval_batch_size, overwrite=True, device=p.train.device, precision=p.train.precision,
-        fmt=data.format, encoding=data.encoding, sheet=data.sheet,
-        settings=replace(DATA_PARAMS, quoting=None),  # the quoting of a scored file is decided per file, as predict decides it
+        raw_input(data.score_path, "data.score_path", RAW_DIR, folders="image" in columns),
+        SCORED,
+        model=CLASSIFIER,
+        text_column=columns.get("text"),
+        pair_column=columns.get("text_pair"),
+        image_column=columns.get("image"),
+        image_root=RAW_DIR,
+        batch_size=p.train.eval_batch_size,
+        overwrite=True,
+        device=p.train.device,
+        precision=p.train.precision,
+        fmt=data.format,
+        encoding=data.encoding,
+        sheet=data.sheet,
+        settings=replace(
+            DATA_PARAMS, quoting=None
+        ),  # the quoting of a scored file is decided per file, as predict decides it
     )
     print("score: " + summary.line(SCORED).removeprefix("predict: "))
 

@@ -11,8 +11,14 @@ from skewtune.data.splitting import split_dataset, split_report
 def main() -> None:
     params = load_params().split
     labels = read_labels()
-    splits = split_dataset(read_frame(DATASET, "ingest"), labels, val_size=params.val_size, test_size=params.test_size,
-                           seed=params.seed, source=DATASET)
+    splits = split_dataset(
+        read_frame(DATASET, "ingest"),
+        labels,
+        val_size=params.val_size,
+        test_size=params.test_size,
+        seed=params.seed,
+        source=DATASET,
+    )
     report = split_report(splits, labels)
     with Outputs() as out:
         for name, frame in splits.items():

@@ -45,7 +45,9 @@ def main() -> None:
     if t.nproc > 1 and distributed_rank() is None:
         status = relaunch_distributed(t.nproc, "stages.train")
         if status:
-            raise SkewtuneError(f"training in {t.nproc} processes (train.nproc) failed with exit status {status}; the messages above say why")
+            raise SkewtuneError(
+                f"training in {t.nproc} processes (train.nproc) failed with exit status {status}; the messages above say why"
+            )
         return
     is_main = distributed_rank() in (None, 0)
 
@@ -55,15 +57,23 @@ def main() -> None:
     init_head_bias(model, counts, m.init_bias, labels, loss_fn)
     if m.lora.enabled:
         lora = m.lora
-        model = add_lora(model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+        model = add_lora(
+            model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+        )
     t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
     t, adapted = for_train_size(t, len(train))  # after the batch size is known: it sets the steps per epoch
-    args = training_arguments(CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length)
+    args = training_arguments(
+        CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
+    )
     resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
         auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
-        print(f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, batch {t.batch_size}{auto}", flush=True)
+        print(
+            f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, "
+            f"batch {t.batch_size}{auto}",
+            flush=True,
+        )
         for line in prepared.lines + ([adapted] if adapted else []):
             print(line, flush=True)
 
@@ -78,8 +88,18 @@ def main() -> None:
                 live.log_metric(name, value, plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
         trainer = build_trainer(
-            model, prepared.processor, args, prepared.train_set, prepared.val_set, collator=prepared.collator, augment=prepared.augment,
-            train=t, loss_fn=loss_fn, labels=labels, selection=selection, callbacks=[diagnostics, *hold_for_signal_from_environment()],
+            model,
+            prepared.processor,
+            args,
+            prepared.train_set,
+            prepared.val_set,
+            collator=prepared.collator,
+            augment=prepared.augment,
+            train=t,
+            loss_fn=loss_fn,
+            labels=labels,
+            selection=selection,
+            callbacks=[diagnostics, *hold_for_signal_from_environment()],
         )
         result = trainer.train(resume_from_checkpoint=resume_from)
         if is_main:
@@ -87,7 +107,9 @@ def main() -> None:
             for name, value in best.items():
                 live.log_metric(f"best/{name}", value, plot=False)
             live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
-            modality.save(trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train)
+            modality.save(
+                trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train
+            )
             seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
             print(
                 f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "

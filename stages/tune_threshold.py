@@ -21,7 +21,9 @@ def main() -> None:
     val = read_predictions(predictions_path("val"), labels)
     baseline = read_baseline_predictions("val", labels)
     if baseline is None and isinstance(blend, float) and blend > 0:
-        raise SkewtuneError(f"decision.blend is {blend:g}, but the baseline was not fitted (see reports/baseline.json); set decision.blend: auto or off")
+        raise SkewtuneError(
+            f"decision.blend is {blend:g}, but the baseline was not fitted (see reports/baseline.json); set decision.blend: auto or off"
+        )
     decision, curve = tune_blended_decision(
         val.y,
         val.probs,
@@ -40,11 +42,17 @@ def main() -> None:
         out.json(DECISION, decision, exact=TUNED_VALUES)
         for path, table in zip((VAL_CURVE, OFFSET_SEARCH, THRESHOLD_MARKERS), plot_tables(decision, curve)):
             out.csv(path, table)
-    print(f"decision: {decision['strategy']}; val {decision['metric']} {decision['val_score']:.4f} (argmax {decision['val_score_argmax']:.4f})")
+    print(
+        f"decision: {decision['strategy']}; val {decision['metric']} {decision['val_score']:.4f} (argmax "
+        f"{decision['val_score_argmax']:.4f})"
+    )
     if decision["blend_weight_tried"] is not None:
         kept = f"blended in at weight {decision['blend']:g}" if decision["blend"] else "not blended in"
-        print(f"decision: baseline {kept}: weight {decision['blend_weight_tried']:g} scored val {decision['blend_val_score']:.4f} against the model "
-              f"alone's {decision['val_score_model']:.4f} and won {share_text(decision['blend_win_rate'])} of val bootstrap resamples")
+        print(
+            f"decision: baseline {kept}: weight {decision['blend_weight_tried']:g} scored val "
+            f"{decision['blend_val_score']:.4f} against the model "
+            f"alone's {decision['val_score_model']:.4f} and won {share_text(decision['blend_win_rate'])} of val bootstrap resamples"
+        )
     for line in guard_refusals(decision):
         print(f"decision: WARNING: {line}", file=sys.stderr)
     if message:

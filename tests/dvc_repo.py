@@ -22,7 +22,10 @@ def env() -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
     }
 
 
@@ -41,9 +44,16 @@ def project_files() -> list[str]:
     """Files git would carry: tracked plus untracked-not-ignored, minus the committed run results."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
-    return [f for f in out if f != "dvc.lock" and not f.startswith(("metrics/", "reports/", "bench/", "tests/")) and (REPO / f).exists()]
+    return [
+        f
+        for f in out
+        if f != "dvc.lock" and not f.startswith(("metrics/", "reports/", "bench/", "tests/")) and (REPO / f).exists()
+    ]
 
 
 def copy_project(dest: Path) -> Path:

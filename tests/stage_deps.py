@@ -85,7 +85,10 @@ def rewrite(dvc_yaml: Path = REPO / "dvc.yaml") -> None:
         if stage in code and re.match(r"^      - \S+\.py$", line):
             if not inserted:
                 indent = line[: line.index("- ")]
-                out += [f"{indent}- {path}\n" for path in sorted(code[stage][1], key=lambda p: (not p.startswith("stages/"), p))]
+                out += [
+                    f"{indent}- {path}\n"
+                    for path in sorted(code[stage][1], key=lambda p: (not p.startswith("stages/"), p))
+                ]
                 inserted = True
             continue
         out.append(line)

@@ -22,9 +22,29 @@ from skewtune.decision.rule import DecisionRule
 from skewtune.decision.scores import share_text
 
 REPO = Path(__file__).resolve().parents[1]
-DECISION_KEYS = {"strategy", "labels", "metric", "positive_label", "threshold", "offsets", "val_score", "val_score_argmax",
-                 "tuned_threshold", "tuned_offsets", "tuned_val_score", "win_rate", "blend", "blend_setting", "blend_weight_tried",
-                 "blend_val_score", "blend_win_rate", "val_score_model", "min_confidence", "collapsed", "collapse_message"}
+DECISION_KEYS = {
+    "strategy",
+    "labels",
+    "metric",
+    "positive_label",
+    "threshold",
+    "offsets",
+    "val_score",
+    "val_score_argmax",
+    "tuned_threshold",
+    "tuned_offsets",
+    "tuned_val_score",
+    "win_rate",
+    "blend",
+    "blend_setting",
+    "blend_weight_tried",
+    "blend_val_score",
+    "blend_win_rate",
+    "val_score_model",
+    "min_confidence",
+    "collapsed",
+    "collapse_message",
+}
 
 
 def _write_params(root: Path, **sections) -> None:
@@ -42,8 +62,13 @@ def _write_predictions(path: Path, split: pd.DataFrame, labels: list[str], probs
     frame.to_parquet(path, index=False)
 
 
-def _write_project(root: Path, labels: list[str], splits: dict[str, pd.DataFrame], probs: dict[str, np.ndarray],
-                   baseline: dict[str, np.ndarray] | None = None) -> None:
+def _write_project(
+    root: Path,
+    labels: list[str],
+    splits: dict[str, pd.DataFrame],
+    probs: dict[str, np.ndarray],
+    baseline: dict[str, np.ndarray] | None = None,
+) -> None:
     """labels.json, data/split/{val,test}.parquet, data/predictions/{val,test}.parquet as the earlier stages write
     them, the baseline's predictions (or its tables without columns) and the score stage's table of no scored data."""
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
@@ -76,7 +101,9 @@ def spam(sms_splits):
     train, val, test = sms_splits
     vectorizer = TfidfVectorizer(min_df=2)
     model = LogisticRegression(C=3.0).fit(vectorizer.fit_transform(train["text"]), train["label"])
-    probs = {name: model.predict_proba(vectorizer.transform(split["text"])) for name, split in (("val", val), ("test", test))}
+    probs = {
+        name: model.predict_proba(vectorizer.transform(split["text"])) for name, split in (("val", val), ("test", test))
+    }
     assert list(model.classes_) == ["ham", "spam"]
     return {"val": val, "test": test, "train": train}, probs
 
@@ -106,21 +133,31 @@ def test_binary_stages_write_the_contract(spam_project):
     root = spam_project
     decision = json.loads((root / "reports/threshold/decision.json").read_text())
     assert set(decision) == DECISION_KEYS
-    assert (decision["strategy"], decision["positive_label"], decision["labels"]) == ("threshold", "spam", ["ham", "spam"])
+    assert (decision["strategy"], decision["positive_label"], decision["labels"]) == (
+        "threshold",
+        "spam",
+        ["ham", "spam"],
+    )
     assert decision["val_score"] >= decision["val_score_argmax"]
     curve = pd.read_csv(root / "reports/threshold/val_curve.csv")
     assert list(curve.columns) == ["threshold", "score", "precision", "recall", "series"] and len(curve) <= 501
     assert set(curve["series"]) == {"val f1_macro"}
-    assert curve.loc[curve["threshold"] == decision["threshold"], "score"].item() == pytest.approx(decision["val_score"])
+    assert curve.loc[curve["threshold"] == decision["threshold"], "score"].item() == pytest.approx(
+        decision["val_score"]
+    )
     markers = pd.read_csv(root / "reports/threshold/markers.csv")
-    assert markers[["threshold", "score"]].to_dict("records") == [{"threshold": decision["threshold"], "score": pytest.approx(decision["val_score"])}]
+    assert markers[["threshold", "score"]].to_dict("records") == [
+        {"threshold": decision["threshold"], "score": pytest.approx(decision["val_score"])}
+    ]
     assert markers["series"].item() == f"applied: threshold (p >= {decision['threshold']:.4g})"
     # a binary task has no offset search: its plot file has the columns and no rows, so the plot is empty, not broken
     assert pd.read_csv(root / "reports/threshold/offset_search.csv").empty
 
     predictions = pd.read_csv(root / "reports/eval/test_predictions.csv")
     assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax", "predicted_model", "rule"]
-    assert predictions["predicted_model"].tolist() == predictions["predicted_argmax"].tolist()  # no blend: argmax is the model's own
+    assert (
+        predictions["predicted_model"].tolist() == predictions["predicted_argmax"].tolist()
+    )  # no blend: argmax is the model's own
     assert set(predictions["rule"]) == {"threshold"}
     test = pd.read_parquet(root / "data/predictions/test.parquet")
     assert predictions["id"].tolist() == test["id"].tolist()
@@ -130,7 +167,9 @@ def test_binary_stages_write_the_contract(spam_project):
     report = json.loads((root / "reports/eval/test.json").read_text())
     for rule, column in (("chosen", "predicted"), ("argmax", "predicted_argmax"), ("model", "predicted_model")):
         scores = report[rule]
-        assert scores["f1_macro"] == pytest.approx(f1_score(predictions["actual"], predictions[column], average="macro"), abs=1e-6)
+        assert scores["f1_macro"] == pytest.approx(
+            f1_score(predictions["actual"], predictions[column], average="macro"), abs=1e-6
+        )
         assert scores["f1_macro_ci_low"] < scores["f1_macro"] < scores["f1_macro_ci_high"]
     assert report["n_test"] == len(test) and report["rule"] == "threshold"
     assert report["per_class"]["spam"]["support"] == int((test["label"] == "spam").sum())
@@ -140,19 +179,42 @@ def test_binary_stages_write_the_contract(spam_project):
     # alone's score, plus val macro-F1 of both.
     review = json.loads((root / "metrics/test.json").read_text())
     assert list(review) == [
-        "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "blend", "f1_macro_model", "rarest_class", "f1_rarest_class",
-        "val_f1_macro", "val_f1_macro_model", "balanced_accuracy", "pr_auc", "n_test",
-        "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
-        "vs_baseline_ci_high", "collapsed",
+        "f1_macro",
+        "f1_macro_ci_low",
+        "f1_macro_ci_high",
+        "rule",
+        "blend",
+        "f1_macro_model",
+        "rarest_class",
+        "f1_rarest_class",
+        "val_f1_macro",
+        "val_f1_macro_model",
+        "balanced_accuracy",
+        "pr_auc",
+        "n_test",
+        "baseline_f1_macro",
+        "baseline_f1_macro_ci_low",
+        "baseline_f1_macro_ci_high",
+        "vs_baseline",
+        "vs_baseline_ci_low",
+        "vs_baseline_ci_high",
+        "collapsed",
     ]
-    assert review["f1_macro"] == report["chosen"]["f1_macro"] and review["f1_macro_model"] == report["model"]["f1_macro"]
+    assert (
+        review["f1_macro"] == report["chosen"]["f1_macro"] and review["f1_macro_model"] == report["model"]["f1_macro"]
+    )
     assert review["rule"] == "threshold" and review["blend"] == 0.0 and review["rarest_class"] == "spam"
     assert review["f1_rarest_class"] == report["per_class"]["spam"]["f1"]
     val = pd.read_parquet(root / "data/predictions/val.parquet")
     val_chosen = DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy())
-    assert review["val_f1_macro"] == pytest.approx(f1_score(val["label"], np.array(["ham", "spam"])[val_chosen], average="macro"), abs=1e-6)
+    assert review["val_f1_macro"] == pytest.approx(
+        f1_score(val["label"], np.array(["ham", "spam"])[val_chosen], average="macro"), abs=1e-6
+    )
 
-    for name, columns in (("pr_curve", ["threshold", "precision", "recall", "series"]), ("roc_curve", ["threshold", "fpr", "tpr", "series"])):
+    for name, columns in (
+        ("pr_curve", ["threshold", "precision", "recall", "series"]),
+        ("roc_curve", ["threshold", "fpr", "tpr", "series"]),
+    ):
         frame = pd.read_csv(root / f"reports/eval/{name}.csv")
         assert list(frame.columns) == columns and 10 < len(frame) <= 501
 
@@ -163,10 +225,15 @@ def test_relabelling_queue_is_val_mistakes_most_confident_first_never_test(spam_
     assert list(errors.columns) == ["source", "id", "text", "label", "predicted", "margin", "prob:ham", "prob:spam"]
     decision = json.loads((root / "reports/threshold/decision.json").read_text())
     val = pd.read_parquet(root / "data/predictions/val.parquet")
-    wrong = DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy()) != val["label"].map({"ham": 0, "spam": 1}).to_numpy()
+    wrong = (
+        DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy())
+        != val["label"].map({"ham": 0, "spam": 1}).to_numpy()
+    )
     assert 0 < len(errors) == min(40, int(wrong.sum())) and set(errors["source"]) == {"val"}
     assert (errors["label"] != errors["predicted"]).all() and errors["margin"].is_monotonic_decreasing
-    assert set(errors["id"]) <= set(val["id"][wrong]) and not set(errors["id"]) & set(pd.read_parquet(root / "data/split/test.parquet")["id"])
+    assert set(errors["id"]) <= set(val["id"][wrong]) and not set(errors["id"]) & set(
+        pd.read_parquet(root / "data/split/test.parquet")["id"]
+    )
     split = pd.read_parquet(root / "data/split/val.parquet").set_index("id")
     texts = [("'" + t if t[0] in "=+-@" else t) for t in split.loc[errors["id"], "text"]]  # formulas escaped
     assert errors["text"].tolist() == texts and errors["label"].tolist() == split.loc[errors["id"], "label"].tolist()
@@ -192,10 +259,17 @@ def pair_project(tmp_path, monkeypatch):
         logits = rng.normal(size=(n, 3)) + 1.2 * np.eye(3)[y] + [0.8, 0, 0]
         probs[name] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         splits[name] = pd.DataFrame(
-            {"id": [f"{name}-{i}" for i in range(n)], "text": [f"premise {i}" for i in range(n)], "text_pair": [f"hypothesis {i}" for i in range(n)], "label": [labels[k] for k in y]}
+            {
+                "id": [f"{name}-{i}" for i in range(n)],
+                "text": [f"premise {i}" for i in range(n)],
+                "text_pair": [f"hypothesis {i}" for i in range(n)],
+                "label": [labels[k] for k in y],
+            }
         )
     _write_project(tmp_path, labels, splits, probs)
-    _write_params(tmp_path, evaluate={"error_rows": 500, "bootstrap_resamples": 1000}, threshold={"min_confidence": 0.0})
+    _write_params(
+        tmp_path, evaluate={"error_rows": 500, "bootstrap_resamples": 1000}, threshold={"min_confidence": 0.0}
+    )
     _run_stages(tmp_path, monkeypatch)
     return tmp_path
 
@@ -205,16 +279,25 @@ def test_multiclass_stages_tune_offsets_and_report_per_class(pair_project):
     decision = json.loads((root / "reports/threshold/decision.json").read_text())
     assert decision["strategy"] == "offsets" and decision["positive_label"] is None and len(decision["offsets"]) == 3
     steps = pd.read_csv(root / "reports/threshold/offset_search.csv")
-    assert list(steps.columns) == ["step", "sweep", "class", "offset", "score", "series"] and steps["score"].is_monotonic_increasing
+    assert (
+        list(steps.columns) == ["step", "sweep", "class", "offset", "score", "series"]
+        and steps["score"].is_monotonic_increasing
+    )
     assert steps["step"].tolist() == list(range(len(steps)))
-    assert pd.read_csv(root / "reports/threshold/val_curve.csv").empty and pd.read_csv(root / "reports/threshold/markers.csv").empty
+    assert (
+        pd.read_csv(root / "reports/threshold/val_curve.csv").empty
+        and pd.read_csv(root / "reports/threshold/markers.csv").empty
+    )
     report = json.loads((root / "reports/eval/test.json").read_text())
     assert set(report["per_class"]) == {"contradiction", "entailment", "neutral"}
     assert report["chosen"]["f1_macro"] != report["argmax"]["f1_macro"]
     pr = pd.read_csv(root / "reports/eval/pr_curve.csv")
     assert set(pr["series"]) == {"contradiction", "entailment", "neutral"}
     errors = pd.read_csv(root / "reports/errors.csv")
-    assert list(errors.columns[:4]) == ["source", "id", "text", "text_pair"] and (errors["label"] != errors["predicted"]).all()
+    assert (
+        list(errors.columns[:4]) == ["source", "id", "text", "text_pair"]
+        and (errors["label"] != errors["predicted"]).all()
+    )
     first = errors.iloc[0]
     assert first["id"].startswith("val-") and first["text_pair"] == "hypothesis " + first["id"].removeprefix("val-")
 
@@ -222,9 +305,18 @@ def test_multiclass_stages_tune_offsets_and_report_per_class(pair_project):
 @pytest.mark.slow
 def test_stage_errors_are_one_line_and_exit_2(tmp_path):
     _write_params(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "skewtune evaluate: error: data/interim/labels.json: not found; run the ingest stage first (dvc repro ingest)"
+    assert (
+        proc.stderr.strip()
+        == "skewtune evaluate: error: data/interim/labels.json: not found; run the ingest stage first (dvc repro ingest)"
+    )
 
 
 def test_evaluate_refuses_predictions_of_another_test_split(spam_project, monkeypatch):
@@ -233,7 +325,9 @@ def test_evaluate_refuses_predictions_of_another_test_split(spam_project, monkey
     split = pd.read_parquet(spam_project / "data/split/test.parquet")
     split.iloc[5:].to_parquet(spam_project / "data/split/test.parquet", index=False)
     monkeypatch.chdir(spam_project)
-    with pytest.raises(SkewtuneError, match=r"data/split/test.parquet: 5 prediction id\(s\) are not in it .* re-run the predict stage"):
+    with pytest.raises(
+        SkewtuneError, match=r"data/split/test.parquet: 5 prediction id\(s\) are not in it .* re-run the predict stage"
+    ):
         evaluate.main()
 
 
@@ -241,12 +335,24 @@ def test_evaluate_refuses_predictions_of_another_test_split(spam_project, monkey
 
 
 def _git(root: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _compare(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.compare", *args], cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "stages.compare", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 @pytest.mark.slow
@@ -283,9 +389,15 @@ def test_compare_two_commits_and_an_experiment(tmp_path, spam, spam_baseline, mo
     assert f"| A | `argmax`, no blend | {f1_a:.4f} | {alone:.4f} |" in out
     assert f"| B | `threshold`, baseline blended in at 0.5 | {f1_b:.4f} | {alone:.4f} |" in out
     assert f"| **B − A** | | {f1_b - f1_a:+.4f} | +0.0000 (95% CI +0.0000 to +0.0000) |" in out
-    assert f"Of B − A {f1_b - f1_a:+.4f}, the models alone account for +0.0000 and the decisions (rule, blend) for {f1_b - f1_a:+.4f}." in out
+    assert (
+        f"Of B − A {f1_b - f1_a:+.4f}, the models alone account for +0.0000 and the decisions (rule, blend) for {f1_b - f1_a:+.4f}."
+        in out
+    )
     assert "Refused by a guard" not in out  # min_confidence 0: nothing refused
-    spam_f1 = [f1_score(tables[s]["actual"], tables[s]["predicted"], labels=["spam"], average=None)[0] for s in ("argmax", "tune")]
+    spam_f1 = [
+        f1_score(tables[s]["actual"], tables[s]["predicted"], labels=["spam"], average=None)[0]
+        for s in ("argmax", "tune")
+    ]
     support = int((tables["tune"]["actual"] == "spam").sum())
     assert f"| `spam` | {support} | {spam_f1[0]:.4f} | {spam_f1[1]:.4f} | {spam_f1[1] - spam_f1[0]:+.4f} |" in out
     assert "| `threshold.strategy` | `argmax` | `tune` |" in out and "| `decision.blend` | `auto` | `0.5` |" in out
@@ -294,12 +406,17 @@ def test_compare_two_commits_and_an_experiment(tmp_path, spam, spam_baseline, mo
     # the models alone of both commits are the same predictions
     same = _compare(root, "HEAD~1", "workspace", "--rule", "model", "--resamples", "500")
     assert same.returncode == 0, same.stderr
-    assert "**+0.0000** (95% CI +0.0000 to +0.0000)" in same.stdout and "Not distinguishable from noise at 95% (p = 1)" in same.stdout
+    assert (
+        "**+0.0000** (95% CI +0.0000 to +0.0000)" in same.stdout
+        and "Not distinguishable from noise at 95% (p = 1)" in same.stdout
+    )
     assert "(the models alone: argmax, no blend)" in same.stdout
 
 
 @pytest.mark.slow
-def test_compare_names_a_guard_refusal_and_runs_evaluated_before_the_model_alone(tmp_path, spam, spam_baseline, monkeypatch):
+def test_compare_names_a_guard_refusal_and_runs_evaluated_before_the_model_alone(
+    tmp_path, spam, spam_baseline, monkeypatch
+):
     from stages import evaluate, tune_threshold
 
     splits, probs = spam
@@ -325,9 +442,12 @@ def test_compare_names_a_guard_refusal_and_runs_evaluated_before_the_model_alone
     assert "| A | not recorded (no reports/threshold/decision.json) |" in out and "| B | `argmax`, no blend |" in out
     assert "re-run its evaluate stage to split B − A into model and decision" in out
     assert "**Refused by a guard** (scored higher on val, not applied):" in out
-    assert (f"- B: the baseline blend at weight {decision['blend_weight_tried']:g} (val f1_macro {decision['blend_val_score']:.4f} against the model "
-            f"alone's {decision['val_score_model']:.4f}) was refused by threshold.min_confidence 0.995: it beat the model alone in only "
-            f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples") in out
+    assert (
+        f"- B: the baseline blend at weight {decision['blend_weight_tried']:g} (val f1_macro "
+        f"{decision['blend_val_score']:.4f} against the model "
+        f"alone's {decision['val_score_model']:.4f}) was refused by threshold.min_confidence 0.995: it beat the model alone in only "
+        f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples"
+    ) in out
 
 
 SEED_STAGE = """stages:
@@ -362,23 +482,40 @@ def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path)
     run(["git", "add", "-A"], tmp_path)
     run(["git", "commit", "-q", "-m", "baseline"], tmp_path)
     dvc(["exp", "run", "--queue", "-S", "train.seed=1,2,3", "-S", "train.lr=0.1,0.2"], tmp_path)
-    dvc(["exp", "run", "--queue", "-S", "train.seed=2", "-S", "loss.gamma=3.0"], tmp_path)  # no effect under loss.name ce: still A
+    dvc(
+        ["exp", "run", "--queue", "-S", "train.seed=2", "-S", "loss.gamma=3.0"], tmp_path
+    )  # no effect under loss.name ce: still A
     dvc(["exp", "run", "--run-all"], tmp_path)
-    compare = subprocess.run([sys.executable, "-m", "stages.compare", "--seeds"], cwd=tmp_path, capture_output=True, text=True, env={**env(), "PYTHONPATH": str(REPO)})
+    compare = subprocess.run(
+        [sys.executable, "-m", "stages.compare", "--seeds"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env(), "PYTHONPATH": str(REPO)},
+    )
     assert compare.returncode == 0, compare.stderr
     out = compare.stdout
     assert "### skewtune: macro-F1 over seeds (6 runs, 2 configurations)" in out  # the baseline commit is seed 1 of A
     assert "| A | `train.lr=0.1` | 3 | 0.9120 ± 0.0010 | 0.8100 ± 0.0000 |" in out
     assert "| B | `train.lr=0.2` | 3 | 0.9220 ± 0.0010 | 0.8200 ± 0.0000 |" in out
     assert "Seed keys set apart: `train.seed`" in out
-    assert "**B − A** (test macro-F1, same seeds, n = 3): mean +0.0100, sd 0.0000" in out and "B is better than A" in out
+    assert (
+        "**B − A** (test macro-F1, same seeds, n = 3): mean +0.0100, sd 0.0000" in out and "B is better than A" in out
+    )
     assert "higher on 3 of 3 seeds." in out
 
 
 def _shown(name: str, timestamp: str, params: dict, f1: float) -> dict:
     """One entry of `dvc exp show --json`."""
-    return {"rev": f"{name}-sha", "name": name, "data": {"timestamp": timestamp, "params": {"params.yaml": {"data": params}},
-                                                       "metrics": {"metrics/test.json": {"data": {"f1_macro": f1, "val_f1_macro": f1 - 0.1}}}}}
+    return {
+        "rev": f"{name}-sha",
+        "name": name,
+        "data": {
+            "timestamp": timestamp,
+            "params": {"params.yaml": {"data": params}},
+            "metrics": {"metrics/test.json": {"data": {"f1_macro": f1, "val_f1_macro": f1 - 0.1}}},
+        },
+    }
 
 
 def test_compare_seeds_groups_by_the_effective_configuration():
@@ -391,11 +528,14 @@ def test_compare_seeds_groups_by_the_effective_configuration():
 
     shown = [
         {"rev": "workspace", "data": {}},
-        {**_shown("main", "2026-01-01T00:00:00", loss("ce", 2.0, 1), 0.90), "experiments": [
-            {"revs": [_shown("exp-gamma", "2026-01-01T00:01:00", loss("ce", 3.0, 2), 0.92)]},
-            {"revs": [_shown("exp-focal1", "2026-01-01T00:02:00", loss("focal", 3.0, 1), 0.93)]},
-            {"revs": [_shown("exp-focal2", "2026-01-01T00:03:00", loss("focal", 3.0, 2), 0.94)]},
-        ]},
+        {
+            **_shown("main", "2026-01-01T00:00:00", loss("ce", 2.0, 1), 0.90),
+            "experiments": [
+                {"revs": [_shown("exp-gamma", "2026-01-01T00:01:00", loss("ce", 3.0, 2), 0.92)]},
+                {"revs": [_shown("exp-focal1", "2026-01-01T00:02:00", loss("focal", 3.0, 1), 0.93)]},
+                {"revs": [_shown("exp-focal2", "2026-01-01T00:03:00", loss("focal", 3.0, 2), 0.94)]},
+            ],
+        },
     ]
     out = seed_groups(experiment_runs(shown), 0.95)
     assert "### skewtune: macro-F1 over seeds (4 runs, 2 configurations)" in out
@@ -411,7 +551,14 @@ def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, mon
 
     root = tmp_path
     (root / "reports/eval").mkdir(parents=True)
-    table = pd.DataFrame({"id": ["a", "b", "c"], "actual": ["x", "y", "x"], "predicted": ["x", "x", "x"], "predicted_argmax": ["x", "y", "y"]})
+    table = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "actual": ["x", "y", "x"],
+            "predicted": ["x", "x", "x"],
+            "predicted_argmax": ["x", "y", "y"],
+        }
+    )
     table.to_csv(root / "reports/eval/test_predictions.csv", index=False)
     _git(root, "init", "-q")
     _git(root, "add", "reports")
@@ -421,17 +568,26 @@ def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, mon
 
     table.assign(id=["a", "b", "d"]).to_csv(root / "reports/eval/test_predictions.csv", index=False)
     monkeypatch.setattr(sys, "argv", ["compare", "HEAD", "workspace"])
-    with pytest.raises(SkewtuneError, match=r"HEAD and workspace were evaluated on different test sets: 1 id\(s\) only in HEAD, 1 only in workspace"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"HEAD and workspace were evaluated on different test sets: 1 id\(s\) only in HEAD, 1 only in workspace",
+    ):
         compare.main()
     table.assign(actual=["x", "x", "x"]).to_csv(root / "reports/eval/test_predictions.csv", index=False)
-    with pytest.raises(SkewtuneError, match=r"different test sets: 1 id\(s\) have different true labels \(e.g. id 'b': 'y' vs 'x'\)"):
+    with pytest.raises(
+        SkewtuneError, match=r"different test sets: 1 id\(s\) have different true labels \(e.g. id 'b': 'y' vs 'x'\)"
+    ):
         compare.main()
     monkeypatch.setattr(sys, "argv", ["compare", "exp-nope", "workspace"])
-    with pytest.raises(SkewtuneError, match=r"'exp-nope' is neither a git revision nor a DVC experiment \(experiments: exp-good\)"):
+    with pytest.raises(
+        SkewtuneError, match=r"'exp-nope' is neither a git revision nor a DVC experiment \(experiments: exp-good\)"
+    ):
         compare.main()
     (root / "reports/eval/test_predictions.csv").unlink()
     monkeypatch.setattr(sys, "argv", ["compare", "exp-good", "workspace"])
-    with pytest.raises(SkewtuneError, match=r"workspace: reports/eval/test_predictions.csv not found; run the evaluate stage"):
+    with pytest.raises(
+        SkewtuneError, match=r"workspace: reports/eval/test_predictions.csv not found; run the evaluate stage"
+    ):
         compare.main()
 
 
@@ -449,21 +605,32 @@ def test_tune_threshold_keeps_a_clear_win_and_refuses_a_fluke(tmp_path, spam, mo
     tune_threshold.main()
     fluke = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
     assert fluke["strategy"] == "argmax" and fluke["threshold"] is None and 0.7 < fluke["win_rate"] < 0.95
-    assert fluke["tuned_val_score"] > fluke["val_score"] == fluke["val_score_argmax"] and fluke["tuned_threshold"] is not None
-    assert (f"decision: WARNING: the tuned threshold {fluke['tuned_threshold']:.4g} (val f1_macro {fluke['tuned_val_score']:.4f} against argmax's "
-            f"{fluke['val_score_argmax']:.4f}) was refused by threshold.min_confidence 0.95: it beat argmax in only "
-            f"{share_text(fluke['win_rate'])} of val bootstrap resamples") in capsys.readouterr().err
+    assert (
+        fluke["tuned_val_score"] > fluke["val_score"] == fluke["val_score_argmax"]
+        and fluke["tuned_threshold"] is not None
+    )
+    assert (
+        f"decision: WARNING: the tuned threshold {fluke['tuned_threshold']:.4g} (val f1_macro "
+        f"{fluke['tuned_val_score']:.4f} against argmax's "
+        f"{fluke['val_score_argmax']:.4f}) was refused by threshold.min_confidence 0.95: it beat argmax in only "
+        f"{share_text(fluke['win_rate'])} of val bootstrap resamples"
+    ) in capsys.readouterr().err
     markers = pd.read_csv(tmp_path / "reports/threshold/markers.csv")
     assert markers["threshold"].tolist() == [0.5, fluke["tuned_threshold"]]
     assert markers["series"].tolist() == [
-        "applied: argmax (p >= 0.5)", f"tuned, not kept: won {share_text(fluke['win_rate'])} of val resamples (p >= {fluke['tuned_threshold']:.4g})"
+        "applied: argmax (p >= 0.5)",
+        f"tuned, not kept: won {share_text(fluke['win_rate'])} of val resamples (p >= {fluke['tuned_threshold']:.4g})",
     ]
 
     odds = probs["val"][:, 1] / 5 / probs["val"][:, 0]
     _write_project(tmp_path, ["ham", "spam"], splits, {**probs, "val": np.c_[1 / (1 + odds), odds / (1 + odds)]})
     tune_threshold.main()
     clear = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
-    assert clear["strategy"] == "threshold" and clear["win_rate"] == 1.0 and clear["threshold"] == clear["tuned_threshold"] < 0.2
+    assert (
+        clear["strategy"] == "threshold"
+        and clear["win_rate"] == 1.0
+        and clear["threshold"] == clear["tuned_threshold"] < 0.2
+    )
     assert clear["val_score"] > clear["val_score_argmax"] + 0.05
 
 
@@ -477,7 +644,9 @@ def _noisy(probs: np.ndarray, seed: int) -> np.ndarray:
     return np.c_[1 - p, p]
 
 
-def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_applies_it(tmp_path, spam, spam_baseline, monkeypatch):
+def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_applies_it(
+    tmp_path, spam, spam_baseline, monkeypatch
+):
     splits, probs = spam
     noisy = {name: _noisy(probs[name], seed) for seed, name in enumerate(("val", "test"))}
     _write_project(tmp_path, ["ham", "spam"], splits, noisy, spam_baseline)
@@ -498,12 +667,18 @@ def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_appl
     assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in rule.predict(blended_test)]
     review = json.loads((tmp_path / "metrics/test.json").read_text())
     report = json.loads((tmp_path / "reports/eval/test.json").read_text())
-    baseline_f1 = f1_score(predictions["actual"], [["ham", "spam"][k] for k in spam_baseline["test"].argmax(axis=1)], average="macro")
-    assert report["blend"] == review["blend"] == decision["blend"] and review["baseline_f1_macro"] == pytest.approx(baseline_f1, abs=1e-5)
+    baseline_f1 = f1_score(
+        predictions["actual"], [["ham", "spam"][k] for k in spam_baseline["test"].argmax(axis=1)], average="macro"
+    )
+    assert report["blend"] == review["blend"] == decision["blend"] and review["baseline_f1_macro"] == pytest.approx(
+        baseline_f1, abs=1e-5
+    )
     # the model alone: the noisy model's own argmax, without the baseline the decision blends in
     model_alone = [["ham", "spam"][k] for k in noisy["test"].astype(np.float32).argmax(axis=1)]
     assert predictions["predicted_model"].tolist() == model_alone
-    assert review["f1_macro_model"] == pytest.approx(f1_score(predictions["actual"], model_alone, average="macro"), abs=1e-6)
+    assert review["f1_macro_model"] == pytest.approx(
+        f1_score(predictions["actual"], model_alone, average="macro"), abs=1e-6
+    )
     assert review["f1_macro"] > review["f1_macro_model"] + 0.05
     val_alone = noisy["val"].astype(np.float32).argmax(axis=1)
     assert review["val_f1_macro_model"] == pytest.approx(f1_score(val_y, val_alone, average="macro"), abs=1e-6)
@@ -519,7 +694,9 @@ def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_appl
     assert first["prob:spam"] == pytest.approx(blended_val[row, 1], abs=1e-6)  # the queue shows what was decided on
 
 
-def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(tmp_path, spam, spam_baseline, monkeypatch, capsys):
+def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(
+    tmp_path, spam, spam_baseline, monkeypatch, capsys
+):
     splits, probs = spam
     y = {name: splits[name]["label"].map({"ham": 0, "spam": 1}).to_numpy() for name in ("val", "test")}
     sure = {name: np.where(np.eye(2)[y[name]] == 1, 0.9, 0.1) for name in ("val", "test")}  # a model right on every row
@@ -542,7 +719,9 @@ def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(tmp_path
     assert decision["blend"] == 0.0 and decision["blend_weight_tried"] is None
 
 
-def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(tmp_path, spam, spam_baseline, monkeypatch, capsys):
+def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(
+    tmp_path, spam, spam_baseline, monkeypatch, capsys
+):
     """The fixture's TF-IDF + LR filter scores below skewtune's baseline on test. Blended with the baseline it scores
     higher on val, but beats the model alone in ~99.2% of val resamples, below a guard of 0.995: tune_threshold and
     evaluate say which guard refused it and the win rate (floored: never a rounded-up 100%)."""
@@ -551,19 +730,36 @@ def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(tmp_
     _write_params(tmp_path, threshold={"min_confidence": 0.995})
     _run_stages(tmp_path, monkeypatch)
     decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
-    assert decision["blend"] == 0.0 and decision["blend_val_score"] > decision["val_score_model"] and 0.95 < decision["blend_win_rate"] < 0.995
+    assert (
+        decision["blend"] == 0.0
+        and decision["blend_val_score"] > decision["val_score_model"]
+        and 0.95 < decision["blend_win_rate"] < 0.995
+    )
     review = json.loads((tmp_path / "metrics/test.json").read_text())
-    assert review["vs_baseline"] < 0 and (review["rule"], review["blend"]) == ("argmax", 0.0) and review["f1_macro"] == review["f1_macro_model"]
-    refusal = (f"the baseline blend at weight {decision['blend_weight_tried']:g} (val f1_macro {decision['blend_val_score']:.4f} against the model "
-               f"alone's {decision['val_score_model']:.4f}) was refused by threshold.min_confidence 0.995: it beat the model alone in only "
-               f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples")
+    assert (
+        review["vs_baseline"] < 0
+        and (review["rule"], review["blend"]) == ("argmax", 0.0)
+        and review["f1_macro"] == review["f1_macro_model"]
+    )
+    refusal = (
+        f"the baseline blend at weight {decision['blend_weight_tried']:g} (val f1_macro "
+        f"{decision['blend_val_score']:.4f} against the model "
+        f"alone's {decision['val_score_model']:.4f}) was refused by threshold.min_confidence 0.995: it beat the model alone in only "
+        f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples"
+    )
     assert share_text(decision["blend_win_rate"]) != "100%"
     out, err = capsys.readouterr()
     assert f"decision: WARNING: {refusal}" in err
     warning = next(line for line in err.splitlines() if line.startswith("evaluate: WARNING:"))
-    assert warning.startswith(f"evaluate: WARNING: the fine-tuned model's decision scores below the baseline on test (chosen rule − baseline {review['vs_baseline']:+.4f}")
+    assert warning.startswith(
+        "evaluate: WARNING: the fine-tuned model's decision scores below the baseline on test (chosen rule − "
+        f"baseline {review['vs_baseline']:+.4f}"
+    )
     assert f"; {refusal}" in warning
-    assert "(decision: argmax, no blend); the model alone (argmax, no blend)" in out and ": worse than the baseline at 95%" in out
+    assert (
+        "(decision: argmax, no blend); the model alone (argmax, no blend)" in out
+        and ": worse than the baseline at 95%" in out
+    )
 
 
 def test_a_fixed_blend_without_baseline_predictions_is_one_clear_error(tmp_path, spam, monkeypatch):
@@ -573,7 +769,10 @@ def test_a_fixed_blend_without_baseline_predictions_is_one_clear_error(tmp_path,
     _write_project(tmp_path, ["ham", "spam"], splits, probs)  # the baseline's tables without columns: it was not fitted
     _write_params(tmp_path, decision={"blend": 0.3})
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SkewtuneError, match=r"^decision.blend is 0.3, but the baseline was not fitted \(see reports/baseline.json\); set decision.blend: auto or off$"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"^decision.blend is 0.3, but the baseline was not fitted \(see reports/baseline.json\); set decision.blend: auto or off$",
+    ):
         tune_threshold.main()
 
 
@@ -585,12 +784,18 @@ def test_a_collapsed_model_is_flagged_in_the_metrics(tmp_path, spam, monkeypatch
     _run_stages(tmp_path, monkeypatch)
     review = json.loads((tmp_path / "metrics/test.json").read_text())
     report = json.loads((tmp_path / "reports/eval/test.json").read_text())
-    assert review["collapsed"] is True and report["collapse_message"].startswith("the trained model predicts 'ham' for 100% of the val rows (87% are 'ham')")
+    assert review["collapsed"] is True and report["collapse_message"].startswith(
+        "the trained model predicts 'ham' for 100% of the val rows (87% are 'ham')"
+    )
     assert "evaluate: WARNING: collapsed: the trained model predicts 'ham'" in capsys.readouterr().err
     # Remedies the params do not already set: the default start bias is already prior.
-    assert report["collapse_message"].endswith("Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, "
-                                               "loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over; see reports/train")
-    assert review["baseline_f1_macro"] is None and review["vs_baseline"] is None  # no baseline predictions: no comparison
+    assert report["collapse_message"].endswith(
+        "Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, "
+        "loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over; see reports/train"
+    )
+    assert (
+        review["baseline_f1_macro"] is None and review["vs_baseline"] is None
+    )  # no baseline predictions: no comparison
 
 
 def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them():
@@ -603,20 +808,38 @@ def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them
     from stages.package import CARD_PARAMS
 
     root = Path(__file__).resolve().parents[1]
-    report = lambda path: json.loads((root / path).read_text())
+
+    def report(path):
+        return json.loads((root / path).read_text())
+
     decision = report("reports/threshold/decision.json")
     labels = decision["labels"]
-    meta = {"labels": labels, "max_length": 128, "text_pair": False,
-            "preprocessing": {"text_column": "text", "text_pair_column": None, "unescape_html": False}}
+    meta = {
+        "labels": labels,
+        "max_length": 128,
+        "text_pair": False,
+        "preprocessing": {"text_column": "text", "text_pair_column": None, "unescape_html": False},
+    }
 
     def card(**sections) -> str:
         params = Params.model_validate(sections)
-        return model_card(rule=read_decision(root / "reports/threshold/decision.json", labels), decision=decision, meta=meta,
-                          params=effective_config(params, CARD_PARAMS), ingest=report("reports/ingest.json"),
-                          split=report("reports/split.json"), test=report("reports/eval/test.json"))
+        return model_card(
+            rule=read_decision(root / "reports/threshold/decision.json", labels),
+            decision=decision,
+            meta=meta,
+            params=effective_config(params, CARD_PARAMS),
+            ingest=report("reports/ingest.json"),
+            split=report("reports/split.json"),
+            test=report("reports/eval/test.json"),
+        )
 
     text = card(train={"epochs": 2.0, "seed": 7, "lr": 1e-4})
-    for row in ("| `train.epochs` | `2` |", "| `train.seed` | `7` |", "| `train.lr` | `0.0001` |", "| `decision.blend` | `auto` |"):
+    for row in (
+        "| `train.epochs` | `2` |",
+        "| `train.seed` | `7` |",
+        "| `train.lr` | `0.0001` |",
+        "| `decision.blend` | `auto` |",
+    ):
         assert row in text, text
     assert "`decision.blend`" not in card(baseline={"enabled": False})
     assert "`train.epochs`" not in card(train={"max_steps": 100})

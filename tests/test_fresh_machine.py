@@ -30,8 +30,14 @@ def plain_shell_env(tmp_path: Path) -> dict[str, str]:
         fake.write_text("#!/bin/sh\necho \"the shell's $0: not the project's Python\" >&2\nexit 1\n")
         fake.chmod(0o755)
     venv_bin = str(VENV / "bin")
-    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != Path(venv_bin).resolve()]
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    path = [
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != Path(venv_bin).resolve()
+    ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
     return {**env, "PATH": os.pathsep.join([str(shell_bin), *path])}
 
 
@@ -39,19 +45,27 @@ def make_repro(clone: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """`make repro` reusing this test run's venv (the `.installed` stamp is taken as up to date: no reinstall)."""
     return subprocess.run(
         ["make", "-o", f"{VENV}/.installed", "repro", f"VENV={VENV}"],
-        cwd=clone, env=env, capture_output=True, text=True, timeout=1200,
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
 
 
 def test_make_repro_from_a_plain_shell_on_a_fresh_clone(tmp_path, tiny_bert_dir, sms_path):
     sample = pd.read_csv(sms_path, sep="\t", dtype=str, keep_default_na=False)
     raw = tmp_path / "sms.tsv"
-    pd.concat([sample[sample.Label == "spam"].head(60), sample[sample.Label == "ham"].head(240)]).to_csv(raw, sep="\t", index=False)
+    pd.concat([sample[sample.Label == "spam"].head(60), sample[sample.Label == "ham"].head(240)]).to_csv(
+        raw, sep="\t", index=False
+    )
     origin = make_repo(tmp_path / "origin", tiny_params(tiny_bert_dir), {"sms.tsv": raw})
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     env = plain_shell_env(tmp_path)
-    assert subprocess.run(["python", "-c", "pass"], env=env, capture_output=True).returncode == 1  # the stand-in is what PATH finds
+    assert (
+        subprocess.run(["python", "-c", "pass"], env=env, capture_output=True).returncode == 1
+    )  # the stand-in is what PATH finds
 
     done = make_repro(clone, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -71,5 +85,7 @@ def test_make_repro_from_a_plain_shell_on_a_fresh_clone(tmp_path, tiny_bert_dir,
     assert "Traceback" not in failed.stderr
     assert [f for f in tracked if not (clone / f).exists()] == []
     assert (clone / "reports/ingest.json").read_text() == committed_report
-    deleted = [line for line in run(["git", "status", "--porcelain"], clone).stdout.splitlines() if line[:2].strip() == "D"]
+    deleted = [
+        line for line in run(["git", "status", "--porcelain"], clone).stdout.splitlines() if line[:2].strip() == "D"
+    ]
     assert deleted == []

@@ -39,7 +39,9 @@ def project_imports(path: Path) -> set[Path]:
 
 
 def library_files() -> list[Path]:
-    return sorted(p for p in (REPO / "skewtune").rglob("*.py") if p.name != "__init__.py" or p.parent != REPO / "skewtune")
+    return sorted(
+        p for p in (REPO / "skewtune").rglob("*.py") if p.name != "__init__.py" or p.parent != REPO / "skewtune"
+    )
 
 
 def test_every_unit_has_a_floor():
@@ -70,7 +72,7 @@ def test_no_import_circles():
         for target in sorted(graph.get(path, ())):
             if state.get(target) == 1:
                 chain = [*trail, path]
-                return [*chain[chain.index(target):], target]
+                return [*chain[chain.index(target) :], target]
             if target not in state and (circle := visit(target, [*trail, path])):
                 return circle
         state[path] = 2

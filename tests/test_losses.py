@@ -64,7 +64,9 @@ def test_explicit_weights_used_as_given():
 
 
 def test_class_weight_errors():
-    with pytest.raises(SkewtuneError, match=r"loss.class_weights has 3 values but there are 2 classes \(labels.json order: ham, spam\)"):
+    with pytest.raises(
+        SkewtuneError, match=r"loss.class_weights has 3 values but there are 2 classes \(labels.json order: ham, spam\)"
+    ):
         class_weights([10, 2], [1, 2, 3], labels=["ham", "spam"])
     with pytest.raises(SkewtuneError, match=r"class spam has no training rows"):
         class_weights([10, 0], "balanced", labels=["ham", "spam"])
@@ -109,7 +111,9 @@ def test_focal_matches_numpy_formula(alpha, gamma):
     log_p = _np_log_softmax(logits.double().numpy())
     rows, t = np.arange(len(y)), y.numpy()
     log_pt = log_p[rows, t]
-    alpha_t = 1.0 if alpha is None else (class_weights(COUNTS, "balanced") if alpha == "balanced" else np.array(alpha))[t]
+    alpha_t = (
+        1.0 if alpha is None else (class_weights(COUNTS, "balanced") if alpha == "balanced" else np.array(alpha))[t]
+    )
     expected = np.mean(-alpha_t * (1 - np.exp(log_pt)) ** gamma * log_pt)  # Lin et al. 2017, eq. 5
     result = make_loss("focal", class_counts=COUNTS, alpha=alpha, gamma=gamma)(logits, y, None)
     assert result.item() == pytest.approx(expected, rel=1e-5)
@@ -120,16 +124,26 @@ def test_focal_with_smoothing_is_the_true_class_focal_factor_times_torch_smoothe
     logits, y = _batch(64, seed=2)
     alpha, gamma, s = torch.tensor([0.25, 2.0, 1.5]), 2.0, 0.2
     p_t = torch.softmax(logits.double(), -1)[torch.arange(len(y)), y]
-    reference = alpha.double()[y] * (1 - p_t) ** gamma * F.cross_entropy(logits.double(), y, label_smoothing=s, reduction="none")
-    result = make_loss("focal", class_counts=COUNTS, alpha=alpha.tolist(), gamma=gamma, label_smoothing=s)(logits, y, None)
+    reference = (
+        alpha.double()[y]
+        * (1 - p_t) ** gamma
+        * F.cross_entropy(logits.double(), y, label_smoothing=s, reduction="none")
+    )
+    result = make_loss("focal", class_counts=COUNTS, alpha=alpha.tolist(), gamma=gamma, label_smoothing=s)(
+        logits, y, None
+    )
     assert result.item() == pytest.approx(reference.mean().item(), rel=1e-5)
 
 
 def test_scalar_focal_alpha_weighs_the_second_class_by_alpha():
     logits, y = _batch(32, n_classes=2, seed=3)
     scalar = make_loss("focal", class_counts=[30, 10], alpha=0.25)(logits, y, None)
-    torch.testing.assert_close(scalar, make_loss("focal", class_counts=[30, 10], alpha=[0.75, 0.25])(logits, y, None), rtol=0, atol=0)
-    with pytest.raises(SkewtuneError, match=r"loss.alpha is 0.25, a single number, .* there are 3 classes.*: give a list"):
+    torch.testing.assert_close(
+        scalar, make_loss("focal", class_counts=[30, 10], alpha=[0.75, 0.25])(logits, y, None), rtol=0, atol=0
+    )
+    with pytest.raises(
+        SkewtuneError, match=r"loss.alpha is 0.25, a single number, .* there are 3 classes.*: give a list"
+    ):
         make_loss("focal", class_counts=COUNTS, alpha=0.25)
     with pytest.raises(SkewtuneError, match=r"loss.alpha: .*must be in \(0, 1\)"):
         validate_params({"loss": {"alpha": 1.5}})
@@ -166,9 +180,14 @@ def test_optimal_constant_logits_known_values():
     share = np.array(COUNTS) / sum(COUNTS)
     softmax = lambda b: np.exp(b - b.max()) / np.exp(b - b.max()).sum()  # noqa: E731
     assert optimal_constant_logits(make_loss("ce", class_counts=COUNTS), COUNTS).tolist() == np.log(share).tolist()
-    assert softmax(optimal_constant_logits(make_loss("weighted_ce", class_counts=COUNTS), COUNTS)) == pytest.approx([1 / 3] * 3, abs=1e-6)
-    assert softmax(optimal_constant_logits(make_loss("logit_adjusted", class_counts=COUNTS), COUNTS)) == pytest.approx([1 / 3] * 3, abs=1e-6)
-    # (the class weights are float32, hence 1e-6) focal, gamma 2, on a 77/23 split: the best constant predicts ~0.61 for the majority, not its prior 0.77
+    assert softmax(optimal_constant_logits(make_loss("weighted_ce", class_counts=COUNTS), COUNTS)) == pytest.approx(
+        [1 / 3] * 3, abs=1e-6
+    )
+    assert softmax(optimal_constant_logits(make_loss("logit_adjusted", class_counts=COUNTS), COUNTS)) == pytest.approx(
+        [1 / 3] * 3, abs=1e-6
+    )
+    # (the class weights are float32, hence 1e-6) focal, gamma 2, on a 77/23 split: the best constant predicts ~0.61
+    # for the majority, not its prior 0.77
     p = softmax(optimal_constant_logits(make_loss("focal", class_counts=[77, 23], gamma=2.0), [77, 23]))
     assert 0.60 < p[0] < 0.62
 
@@ -196,7 +215,11 @@ def test_label_smoothing_matches_torch(name):
     logits, y = _batch()
     s = 0.15
     loss = make_loss(name, class_counts=COUNTS, label_smoothing=s)
-    shifted = logits + torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS)) if name == "logit_adjusted" else logits
+    shifted = (
+        logits + torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS))
+        if name == "logit_adjusted"
+        else logits
+    )
     per_row = F.cross_entropy(shifted, y, label_smoothing=s, reduction="none")
     if name == "weighted_ce":  # the smoothed ce of a row, times its true class's weight
         per_row = per_row * torch.tensor(class_weights(COUNTS, "balanced"), dtype=torch.float32)[y]
@@ -282,9 +305,13 @@ def test_focal_gradient_stays_finite_for_certain_rows():
 
 def test_build_loss_errors():
     labels = ["ham", "spam"]
-    with pytest.raises(SkewtuneError, match=r"loss.alpha has 3 values but there are 2 classes \(labels.json order: ham, spam\)"):
+    with pytest.raises(
+        SkewtuneError, match=r"loss.alpha has 3 values but there are 2 classes \(labels.json order: ham, spam\)"
+    ):
         make_loss("focal", class_counts=[5, 2], labels=labels, alpha=[1, 2, 3])
-    with pytest.raises(SkewtuneError, match=r"loss.class_weights has 1 values but there are 2 classes \(labels.json order: ham, spam\)"):
+    with pytest.raises(
+        SkewtuneError, match=r"loss.class_weights has 1 values but there are 2 classes \(labels.json order: ham, spam\)"
+    ):
         make_loss("weighted_ce", class_counts=[5, 2], labels=labels, class_weights=[1.0])
     with pytest.raises(SkewtuneError, match=r"class spam has no training rows, so the class prior's logarithm"):
         make_loss("logit_adjusted", class_counts=[5, 0], labels=labels)

@@ -57,8 +57,12 @@ def test_scores_from_counts_equal_sklearn(k, seed):
         y, pred = np.where(y == k - 1, 0, y), np.where(pred == k - 1, 0, pred)
         pred[:3] = k - 1
     labels = list(range(k))
-    assert score_labels(y, pred, k, Score("f1_macro")) == pytest.approx(f1_score(y, pred, labels=labels, average="macro", zero_division=0), abs=1e-12)
-    assert score_labels(y, pred, k, Score("balanced_accuracy")) == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    assert score_labels(y, pred, k, Score("f1_macro")) == pytest.approx(
+        f1_score(y, pred, labels=labels, average="macro", zero_division=0), abs=1e-12
+    )
+    assert score_labels(y, pred, k, Score("balanced_accuracy")) == pytest.approx(
+        balanced_accuracy_score(y, pred), abs=1e-12
+    )
     assert score_labels(y, pred, k, Score("mcc")) == pytest.approx(matthews_corrcoef(y, pred), abs=1e-12)
     per_class = f1_score(y, pred, labels=labels, average=None, zero_division=0)
     for c in labels:
@@ -71,7 +75,9 @@ def test_recall_at_precision_is_recall_when_the_floor_is_met_else_zero():
     recall = recall_score(y, pred, pos_label=1)
     assert score_labels(y, pred, 2, Score("recall_at_precision", 1, precision)) == pytest.approx(recall)
     assert score_labels(y, pred, 2, Score("recall_at_precision", 1, min(1.0, precision + 0.01))) == 0.0
-    assert score_labels(y, np.zeros_like(y), 2, Score("recall_at_precision", 1, 0.1)) == 0.0  # nothing predicted positive
+    assert (
+        score_labels(y, np.zeros_like(y), 2, Score("recall_at_precision", 1, 0.1)) == 0.0
+    )  # nothing predicted positive
 
 
 def test_parse_score_names_the_key_and_lists_labels():
@@ -89,8 +95,10 @@ def test_bootstrap_scores_equal_sklearn_on_the_same_resamples():
     scores = _resampled_scores(y, [pred], 3, Score("f1_macro"), 1000, np.random.default_rng(7))
     idx = np.random.default_rng(7).integers(0, len(y), size=(1000, len(y)))  # one chunk: the same draws
     for r in range(0, 1000, 97):
-        assert scores[r, 0] == pytest.approx(f1_score(y[idx[r]], pred[idx[r]], labels=[0, 1, 2], average="macro", zero_division=0), abs=1e-12)
-    (low, high), = bootstrap_ci(y, [pred], 3, resamples=1000, confidence=0.9, seed=7)
+        assert scores[r, 0] == pytest.approx(
+            f1_score(y[idx[r]], pred[idx[r]], labels=[0, 1, 2], average="macro", zero_division=0), abs=1e-12
+        )
+    ((low, high),) = bootstrap_ci(y, [pred], 3, resamples=1000, confidence=0.9, seed=7)
     assert (low, high) == pytest.approx(tuple(np.quantile(scores[:, 0], [0.05, 0.95])))
     assert low < f1_score(y, pred, average="macro") < high
 
@@ -109,10 +117,27 @@ def test_evaluation_report_matches_sklearn_and_keeps_lists_out_of_the_columns():
     probs = _probs(6, y, 3)
     tuned = np.argmax(np.log(probs) + [0.0, 0.3, 0.6], axis=1)
     labels = ["a", "b", "c"]
-    alone = np.roll(probs, 1, axis=0).argmax(1)  # another model's predictions: the model alone, apart from the blend decided on
-    report = evaluation_report(y, probs, tuned, labels, rule="offsets", blend=0.3, y_model=alone, positive=None, resamples=1000, confidence=0.95, seed=0)
+    alone = np.roll(probs, 1, axis=0).argmax(
+        1
+    )  # another model's predictions: the model alone, apart from the blend decided on
+    report = evaluation_report(
+        y,
+        probs,
+        tuned,
+        labels,
+        rule="offsets",
+        blend=0.3,
+        y_model=alone,
+        positive=None,
+        resamples=1000,
+        confidence=0.95,
+        seed=0,
+    )
     t, a, m = report["chosen"], report["argmax"], report["model"]
-    assert m["f1_macro"] == pytest.approx(f1_score(y, alone, average="macro")) and m["f1_macro_ci_low"] < m["f1_macro"] < m["f1_macro_ci_high"]
+    assert (
+        m["f1_macro"] == pytest.approx(f1_score(y, alone, average="macro"))
+        and m["f1_macro_ci_low"] < m["f1_macro"] < m["f1_macro_ci_high"]
+    )
     assert report["blend"] == 0.3
     assert t["f1_macro"] == pytest.approx(f1_score(y, tuned, average="macro"))
     assert a["f1_macro"] == pytest.approx(f1_score(y, probs.argmax(1), average="macro"))
@@ -133,12 +158,28 @@ def test_binary_ranking_uses_the_positive_class_and_curves_are_small():
     rng = np.random.default_rng(8)
     y = (rng.random(3000) < 0.15).astype(int)
     probs = _probs(8, y, 2, signal=1.0)
-    report = evaluation_report(y, probs, probs.argmax(1), ["ham", "spam"], rule="argmax", blend=0.0, y_model=probs.argmax(1), positive=1,
-                               resamples=1000, confidence=0.95, seed=0)
+    report = evaluation_report(
+        y,
+        probs,
+        probs.argmax(1),
+        ["ham", "spam"],
+        rule="argmax",
+        blend=0.0,
+        y_model=probs.argmax(1),
+        positive=1,
+        resamples=1000,
+        confidence=0.95,
+        seed=0,
+    )
     assert report["roc_auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
     assert report["pr_auc"] == pytest.approx(average_precision_score(y, probs[:, 1]))
     pr, roc = ranking_curves(y, probs, ["ham", "spam"], 1)
-    assert list(pr.columns) == ["threshold", "precision", "recall", "series"] and list(roc.columns) == ["threshold", "fpr", "tpr", "series"]
+    assert list(pr.columns) == ["threshold", "precision", "recall", "series"] and list(roc.columns) == [
+        "threshold",
+        "fpr",
+        "tpr",
+        "series",
+    ]
     assert set(pr["series"]) == set(roc["series"]) == {"spam"}
     assert 100 < len(pr) <= 501 and len(roc) <= 501
     assert roc[["fpr", "tpr"]].iloc[[0, -1]].to_numpy().tolist() == [[0, 0], [1, 1]]
@@ -169,15 +210,30 @@ def test_win_rate_is_the_share_of_paired_resamples_where_b_scores_higher():
 
 
 def test_a_win_rate_is_floored_to_a_tenth_of_a_percent_never_rounded_up_to_100():
-    assert [share_text(r) for r in (0.995, 0.9999, 1.0, 0.94, 0.637, 0.0, 0.0004)] == ["99.5%", "99.9%", "100%", "94%", "63.7%", "0%", "0%"]
-    assert share_text(995 / 1000) == "99.5%" and share_text(0.835) == "83.5%"  # 0.995 * 1000 is 994.99... in floating point
+    assert [share_text(r) for r in (0.995, 0.9999, 1.0, 0.94, 0.637, 0.0, 0.0004)] == [
+        "99.5%",
+        "99.9%",
+        "100%",
+        "94%",
+        "63.7%",
+        "0%",
+        "0%",
+    ]
+    assert (
+        share_text(995 / 1000) == "99.5%" and share_text(0.835) == "83.5%"
+    )  # 0.995 * 1000 is 994.99... in floating point
 
 
 def test_the_baseline_comparison_says_which_way_its_interval_points():
     review = {"vs_baseline": -0.0347, "vs_baseline_ci_low": -0.0977, "vs_baseline_ci_high": 0.0251}
-    assert vs_baseline_text(review, 0.95) == "chosen rule − baseline -0.0347 [-0.0977, +0.0251]: not distinguishable from the baseline at 95%"
+    assert (
+        vs_baseline_text(review, 0.95)
+        == "chosen rule − baseline -0.0347 [-0.0977, +0.0251]: not distinguishable from the baseline at 95%"
+    )
     assert vs_baseline_text({**review, "vs_baseline_ci_high": -0.001}, 0.9).endswith(": worse than the baseline at 90%")
-    assert vs_baseline_text({"vs_baseline": 0.02, "vs_baseline_ci_low": 0.01, "vs_baseline_ci_high": 0.03}, 0.95).endswith(": better than the baseline at 95%")
+    assert vs_baseline_text(
+        {"vs_baseline": 0.02, "vs_baseline_ci_low": 0.01, "vs_baseline_ci_high": 0.03}, 0.95
+    ).endswith(": better than the baseline at 95%")
 
 
 def test_paired_comparison_of_identical_predictions_is_no_difference():
@@ -193,14 +249,28 @@ def test_paired_comparison_is_a_paired_bootstrap():
     assert c.diff == pytest.approx(f1_score(y, pred_b, average="macro") - f1_score(y, pred_a, average="macro"))
     # the same resampled rows, scored one at a time by sklearn
     boot = np.random.default_rng(3).integers(0, 60, size=(300, 60))
-    diffs = np.array([f1_score(y[i], pred_b[i], average="macro", zero_division=0) - f1_score(y[i], pred_a[i], average="macro", zero_division=0) for i in boot])
+    diffs = np.array(
+        [
+            f1_score(y[i], pred_b[i], average="macro", zero_division=0)
+            - f1_score(y[i], pred_a[i], average="macro", zero_division=0)
+            for i in boot
+        ]
+    )
     assert (c.ci_low, c.ci_high) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])))
     assert c.p_value == pytest.approx(2 * min(np.mean(diffs <= 1e-12), np.mean(diffs >= -1e-12)))
     assert c.p_value < 0.05 and c.ci_low > 0
     worse = paired_comparison(y, pred_b, pred_a, 2, resamples=300, seed=3)
-    assert worse.diff == -c.diff and worse.ci_high < 0 and "B is worse than A at 95%" in comparison_markdown(worse, "a", "b", "tuned")
-    noise = paired_comparison(y, pred_a, np.where(np.arange(60) == np.flatnonzero(pred_a != y)[0], y, pred_a), 2, resamples=300, seed=3)
-    assert noise.p_value > 0.05 and "Not distinguishable from noise at 95%" in comparison_markdown(noise, "a", "b", "tuned")
+    assert (
+        worse.diff == -c.diff
+        and worse.ci_high < 0
+        and "B is worse than A at 95%" in comparison_markdown(worse, "a", "b", "tuned")
+    )
+    noise = paired_comparison(
+        y, pred_a, np.where(np.arange(60) == np.flatnonzero(pred_a != y)[0], y, pred_a), 2, resamples=300, seed=3
+    )
+    assert noise.p_value > 0.05 and "Not distinguishable from noise at 95%" in comparison_markdown(
+        noise, "a", "b", "tuned"
+    )
 
 
 def test_counts_are_per_class_hits_predictions_and_truths():

@@ -11,7 +11,14 @@ import torch
 from skewtune.artifacts import read_examples
 from skewtune.config.schema import LossParams
 from skewtune.core.errors import SkewtuneError
-from skewtune.models.text import add_lora, classifier_head, encode, load_classifier, load_tokenizer, resolve_model_source
+from skewtune.models.text import (
+    add_lora,
+    classifier_head,
+    encode,
+    load_classifier,
+    load_tokenizer,
+    resolve_model_source,
+)
 from skewtune.train.losses import build_loss, init_head_bias
 
 LABELS = ["neg", "neu", "pos"]
@@ -54,7 +61,9 @@ def test_classifier_config_carries_the_labels(model):
 
 
 def test_max_length_beyond_position_embeddings(tiny_bert_dir, tokenizer):
-    with pytest.raises(SkewtuneError, match=r"max_length is 129, but .* at most 128 tokens.*set model.max_length to 128"):
+    with pytest.raises(
+        SkewtuneError, match=r"max_length is 129, but .* at most 128 tokens.*set model.max_length to 128"
+    ):
         load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=129)
 
 

@@ -55,7 +55,10 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "split.val_size": (0.25, ("split",)),
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
-    "resample.strategy": ("random_under", ("resample", "tune_threshold", "package")),  # tune_threshold: collapse_remedies
+    "resample.strategy": (
+        "random_under",
+        ("resample", "tune_threshold", "package"),
+    ),  # tune_threshold: collapse_remedies
     "resample.over_ratio": (0.5, ()),  # resample.strategy none: no effect, nothing re-runs
     "resample.under_ratio": (0.8, ()),
     "resample.seed": (7, ()),
@@ -147,7 +150,9 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     sample.to_csv(raw, sep="\t", index=False)
     make_repo(root, tiny_params(tiny_bert_dir), {"sms.tsv": raw})
     out = dvc(["repro"], root)
-    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", "baseline", *ALL_AFTER_TRAIN}, out.stdout
+    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", "baseline", *ALL_AFTER_TRAIN}, (
+        out.stdout
+    )
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "baseline run"], root)
     return root
@@ -155,8 +160,11 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
 
 # Keys changed together with the one under test: a fixed decision.blend needs the baseline (and text); a
 # re-weighting epoch needs that many epochs.
-ALSO = {"baseline.enabled": {"decision": {"blend": "auto"}}, "data.modality": {"decision": {"blend": "auto"}},
-        "loss.reweight_from_epoch": {"train": {"epochs": 2}}}
+ALSO = {
+    "baseline.enabled": {"decision": {"blend": "auto"}},
+    "data.modality": {"decision": {"blend": "auto"}},
+    "loss.reweight_from_epoch": {"train": {"epochs": 2}},
+}
 
 
 def changed_stages(repo) -> set[str]:
@@ -202,8 +210,18 @@ def test_threshold_metric_reruns_only_the_stages_after_the_model(repo):
         # min_precision is read only by recall_at_precision: check_params warns that it has no effect with mcc.
         set_params(repo, {"threshold": {"metric": "mcc", "min_precision": 0.8}})
         out = dvc(["repro"], repo)
-        assert ran_stages(out.stdout) == {"check_params", "tune_threshold", "evaluate", "package", "score", "relabel"}, out.stdout
-        assert "params.yaml: warning: threshold.min_precision is 0.8, but only threshold.metric: recall_at_precision reads it" in out.stdout + out.stderr
+        assert ran_stages(out.stdout) == {
+            "check_params",
+            "tune_threshold",
+            "evaluate",
+            "package",
+            "score",
+            "relabel",
+        }, out.stdout
+        assert (
+            "params.yaml: warning: threshold.min_precision is 0.8, but only threshold.metric: recall_at_precision reads it"
+            in out.stdout + out.stderr
+        )
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)
@@ -225,9 +243,20 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
     try:
         set_params(repo, {"baseline": {"min_df": 1}})
         out = dvc(["repro"], repo)
-        assert ran_stages(out.stdout) == {"check_params", "baseline", "tune_threshold", "evaluate", "package", "score", "relabel"}, out.stdout
+        assert ran_stages(out.stdout) == {
+            "check_params",
+            "baseline",
+            "tune_threshold",
+            "evaluate",
+            "package",
+            "score",
+            "relabel",
+        }, out.stdout
         report = json.loads((repo / "metrics/test.json").read_text())
-        assert 0 <= report["baseline_f1_macro"] <= 1 and report["vs_baseline_ci_low"] <= report["vs_baseline"] <= report["vs_baseline_ci_high"]
+        assert (
+            0 <= report["baseline_f1_macro"] <= 1
+            and report["vs_baseline_ci_low"] <= report["vs_baseline"] <= report["vs_baseline_ci_high"]
+        )
         assert json.loads((repo / "reports/threshold/decision.json").read_text())["blend"] == 0.5
         assert (repo / "models/classifier/baseline.safetensors").is_file()
     finally:
@@ -242,9 +271,14 @@ def test_exp_run_of_a_key_without_effect_reruns_nothing_but_check_params(repo):
     try:
         out = dvc(["exp", "run", "-S", "loss.tau=3.0"], repo)
         assert ran_stages(out.stdout) == {"check_params"}, out.stdout
-        assert "params.yaml: warning: loss.tau is 3.0, but only loss.name: logit_adjusted reads it" in out.stdout + out.stderr
+        assert (
+            "params.yaml: warning: loss.tau is 3.0, but only loss.name: logit_adjusted reads it"
+            in out.stdout + out.stderr
+        )
         shown = pd.read_csv(io.StringIO(dvc(["exp", "show", "--csv"], repo).stdout))
-        assert 3.0 in shown["loss.tau"].tolist() and "train.lr" in shown.columns  # every key stays a column of `dvc exp show`
+        assert (
+            3.0 in shown["loss.tau"].tolist() and "train.lr" in shown.columns
+        )  # every key stays a column of `dvc exp show`
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)
@@ -263,15 +297,35 @@ def test_typo_in_params_fails_repro_with_the_key(repo):
 
 
 REVIEW_METRICS = [
-    "f1_macro", "f1_macro_ci_low", "f1_macro_ci_high", "rule", "blend", "f1_macro_model", "rarest_class", "f1_rarest_class",
-    "val_f1_macro", "val_f1_macro_model", "balanced_accuracy", "pr_auc", "n_test",
-    "baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low",
-    "vs_baseline_ci_high", "collapsed",
+    "f1_macro",
+    "f1_macro_ci_low",
+    "f1_macro_ci_high",
+    "rule",
+    "blend",
+    "f1_macro_model",
+    "rarest_class",
+    "f1_rarest_class",
+    "val_f1_macro",
+    "val_f1_macro_model",
+    "balanced_accuracy",
+    "pr_auc",
+    "n_test",
+    "baseline_f1_macro",
+    "baseline_f1_macro_ci_low",
+    "baseline_f1_macro_ci_high",
+    "vs_baseline",
+    "vs_baseline_ci_low",
+    "vs_baseline_ci_high",
+    "collapsed",
 ]
 
 
 def _flat(tree: dict, prefix: str = "") -> set[str]:
-    return {key for name, value in tree.items() for key in (_flat(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name})}
+    return {
+        key
+        for name, value in tree.items()
+        for key in (_flat(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name})
+    }
 
 
 def _columns(markdown: str) -> list[str]:
@@ -290,7 +344,9 @@ def test_exp_show_has_only_the_review_metrics(repo):
     # beside the blended decision's score, the model alone's: argmax of the fine-tuned model's own test probabilities
     test = pd.read_parquet(repo / "data/predictions/test.parquet")
     alone = test[["prob:ham", "prob:spam"]].to_numpy().argmax(axis=1)
-    assert review["f1_macro_model"] == pytest.approx(f1_score(test["label"], np.array(["ham", "spam"])[alone], average="macro"), abs=1e-5)
+    assert review["f1_macro_model"] == pytest.approx(
+        f1_score(test["label"], np.array(["ham", "spam"])[alone], average="macro"), abs=1e-5
+    )
     params = _flat(data["params"]["params.yaml"]["data"])
     assert not params & _flat(data["metrics"]["metrics/test.json"]["data"])
     columns = _columns(dvc(["exp", "show", "--md"], repo).stdout)
@@ -320,23 +376,35 @@ def test_plots_show_draws_each_plot_once_and_renders_the_data(repo):
     assert sorted(shown["data"]) == sorted(named)
     empty = {name for name, plots in shown["data"].items() if not plots or not plots[0]["content"]["data"]["values"]}
     assert empty == set()
-    tuning = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if "tuning the decision rule" in name)
+    tuning = next(
+        plots[0]["content"]["data"]["values"]
+        for name, plots in shown["data"].items()
+        if "tuning the decision rule" in name
+    )
     assert {row["filename"] for row in tuning} == {"val_curve.csv", "markers.csv"}  # binary: no offset search
     assert all(row["dvc_inferred_x_value"] == row["threshold"] for row in tuning)
     content = {name: json.dumps(plots[0]["content"]) for name, plots in shown["data"].items() if plots}
     confusion = next(text for name, text in content.items() if name.startswith("Confusion matrix"))
     assert '"percent_of_y"' in confusion and '"field": "rule"' in confusion  # normalised; a row of charts per rule
-    loss = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if name.startswith("Loss"))
+    loss = next(
+        plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if name.startswith("Loss")
+    )
     assert {row["series"] for row in loss} == {"train", "val"}
     assert sum(row["series"] == "train" for row in loss) > 2  # a curve, not a point per epoch
-    f1 = next(plots[0]["content"]["data"]["values"] for name, plots in shown["data"].items() if name.startswith("Validation F1"))
+    f1 = next(
+        plots[0]["content"]["data"]["values"]
+        for name, plots in shown["data"].items()
+        if name.startswith("Validation F1")
+    )
     assert {row["series"] for row in f1} == {"macro average", "ham", "spam"}
 
 
 def test_forced_rerun_leaves_the_tracked_files_byte_identical(repo):
     """`dvc repro --force` recomputes every stage, training included; git then sees only what DVC records."""
     dvc(["repro"], repo)  # the outputs of the current params, whatever the tests before left in the workspace
-    tracked = [f for f in run(["git", "ls-files", "metrics", "reports"], repo).stdout.split() if not f.endswith(".gitignore")]
+    tracked = [
+        f for f in run(["git", "ls-files", "metrics", "reports"], repo).stdout.split() if not f.endswith(".gitignore")
+    ]
     before = {f: (repo / f).read_bytes() for f in tracked}
     dvc(["repro", "--force"], repo)
     assert [f for f in tracked if (repo / f).read_bytes() != before[f]] == []
@@ -354,11 +422,18 @@ def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
     # The review view of README "Experiment workflow", run as written there: the decision and the headline always,
     # else only what changed, no dependency hashes. The default view has a column per metric, param and dep.
     everything = _columns(dvc(["exp", "show", "--md"], repo).stdout)
-    command = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("$ dvc exp show --only-changed"))
+    command = next(
+        line
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("$ dvc exp show --only-changed")
+    )
     review = _columns(dvc(shlex.split(command)[2:] + ["--md"], repo).stdout)
     print(f"dvc exp show: {len(everything)} columns; the review view: {len(review)}: {review}")
     assert len(everything) > 150 and not [c for c in review if "/" in c]
-    assert review[:6] == ["Experiment", "f1_macro", "rule", "blend", "f1_macro_model", "val_f1_macro"] and "loss.gamma" in review
+    assert (
+        review[:6] == ["Experiment", "f1_macro", "rule", "blend", "f1_macro_model", "val_f1_macro"]
+        and "loss.gamma" in review
+    )
     assert len(review) <= 12 and "train.lr" not in review  # params that did not change are left out
 
 
@@ -374,13 +449,19 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     assert predicted["predicted"].tolist() == evaluated["predicted"].tolist()  # row for row, at the chosen rule
 
     elsewhere = shutil.copytree(repo / "models/classifier", tmp_path / "machine2" / "classifier")
-    skewtune_predict([repo / "data/split/test.parquet", "-o", "again.csv", "--text-column", "text", "--model", elsewhere], tmp_path / "machine2")
+    skewtune_predict(
+        [repo / "data/split/test.parquet", "-o", "again.csv", "--text-column", "text", "--model", elsewhere],
+        tmp_path / "machine2",
+    )
     again = pd.read_csv(tmp_path / "machine2" / "again.csv", dtype={"id": str})
     assert again["predicted"].tolist() == predicted["predicted"].tolist()
 
     card = (repo / "models/classifier/README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
-    assert meta["pipeline_tag"] == "text-classification" and meta["model-index"][0]["results"][0]["metrics"][0]["type"] == "f1"
+    assert (
+        meta["pipeline_tag"] == "text-classification"
+        and meta["model-index"][0]["results"][0]["metrics"][0]["type"] == "f1"
+    )
     assert "## Decision rule" in card and "## Limitations" in card
     assert "A TF-IDF + logistic regression baseline fitted on the same training rows scores macro-F1" in card
     assert "x the TF-IDF baseline's probabilities" in card  # the rule blends (decision.blend 0.5)
@@ -388,7 +469,10 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     for row in ("| `train.epochs` | `1` |", "| `train.seed` | `42` |", "| `decision.blend` | `0.5` |"):
         assert row in card, card
     artifacts = yaml.safe_load((repo / "dvc.yaml").read_text())["artifacts"]
-    assert artifacts["skewtune-classifier"]["path"] == "models/classifier" and artifacts["skewtune-classifier"]["type"] == "model"
+    assert (
+        artifacts["skewtune-classifier"]["path"] == "models/classifier"
+        and artifacts["skewtune-classifier"]["type"] == "model"
+    )
 
 
 def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
@@ -396,11 +480,18 @@ def test_score_stage_scores_data_score_path_and_feeds_the_queue(repo):
     params_file = repo / "params.yaml"
     original = params_file.read_text()
     new = repo / "data/raw/new.csv"
-    pd.DataFrame({"SMS": ["WIN a FREE prize, call now", "", "see you at home later", "=cmd|' /C calc'!A0"], "from": ["a", "b", "c", "d"]}).to_csv(new, index=False)
+    pd.DataFrame(
+        {
+            "SMS": ["WIN a FREE prize, call now", "", "see you at home later", "=cmd|' /C calc'!A0"],
+            "from": ["a", "b", "c", "d"],
+        }
+    ).to_csv(new, index=False)
     try:
         set_params(repo, {"data": {"score_path": "data/raw/new.csv"}})
         out = dvc(["repro"], repo)
-        assert ran_stages(out.stdout) == {"check_params", "ingest", "score", "relabel"}, out.stdout  # ingest: data/raw changed
+        assert ran_stages(out.stdout) == {"check_params", "ingest", "score", "relabel"}, (
+            out.stdout
+        )  # ingest: data/raw changed
         assert "1 row without text got no prediction" in out.stdout
         scored = pd.read_parquet(repo / "data/predictions/score.parquet")
         assert list(scored.columns) == ["SMS", "from", "predicted", "prob:ham", "prob:spam", "margin"]

@@ -11,7 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from skewtune.core.errors import SkewtuneError
-from skewtune.models.text import load_classifier, load_tokenizer, load_trained, predict_proba, progress_printer, save_classifier
+from skewtune.models.text import (
+    load_classifier,
+    load_tokenizer,
+    load_trained,
+    predict_proba,
+    progress_printer,
+    save_classifier,
+)
 
 LABELS = ["billing", "other", "outage"]
 WORDS = "the service was down again and my invoice shows a charge i do not recognise please help".split()
@@ -34,8 +41,12 @@ def test_predict_stage_matches_forward_pass(pairs, tiny_bert_dir, tmp_path, monk
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(1)
     save_classifier(
-        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer,
-        tmp_path / "models/model", labels=LABELS, max_length=24, text_pair=pairs,
+        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24),
+        tokenizer,
+        tmp_path / "models/model",
+        labels=LABELS,
+        max_length=24,
+        text_pair=pairs,
     )
     tables = {"val": split_table(21, 0, pairs), "test": split_table(9, 1, pairs)}
     (tmp_path / "data/split").mkdir(parents=True)
@@ -56,7 +67,9 @@ def test_predict_stage_matches_forward_pass(pairs, tiny_bert_dir, tmp_path, monk
         probs = out[[f"prob:{label}" for label in LABELS]].to_numpy()
         assert probs.dtype == np.float64 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-12, rtol=0)
         for i, row in enumerate(frame.itertuples()):
-            encoded = tokenizer(row.text, row.text_pair if pairs else None, truncation=True, max_length=24, return_tensors="pt")
+            encoded = tokenizer(
+                row.text, row.text_pair if pairs else None, truncation=True, max_length=24, return_tensors="pt"
+            )
             with torch.no_grad():
                 expected = torch.softmax(model(**encoded).logits.double(), -1)[0].numpy()
             np.testing.assert_allclose(probs[i], expected, atol=1e-5, err_msg=f"{name} row {i}")
@@ -68,12 +81,18 @@ def _two_labels(config: dict) -> dict:
 
 
 TAMPERED_MODEL = {
-    "max_length beyond the positions": ("skewtune.json", lambda meta: {**meta, "max_length": 100000},
-                                        "models/model: skewtune.json has max_length 100000, but the model handles at most 128 tokens "
-                                        "(max_position_embeddings / tokenizer limit); re-run the train stage"),
-    "config of another class count": ("config.json", _two_labels,
-                                      "models/model: config.json gives the model 2 outputs (num_labels), but skewtune.json lists 3 labels; "
-                                      "re-run the train stage"),
+    "max_length beyond the positions": (
+        "skewtune.json",
+        lambda meta: {**meta, "max_length": 100000},
+        "models/model: skewtune.json has max_length 100000, but the model handles at most 128 tokens "
+        "(max_position_embeddings / tokenizer limit); re-run the train stage",
+    ),
+    "config of another class count": (
+        "config.json",
+        _two_labels,
+        "models/model: config.json gives the model 2 outputs (num_labels), but skewtune.json lists 3 labels; "
+        "re-run the train stage",
+    ),
 }
 
 
@@ -89,8 +108,14 @@ def test_a_model_directory_that_contradicts_skewtune_json_is_one_line(case, tiny
 
     repo = Path(__file__).resolve().parents[1]
     tokenizer = load_tokenizer(str(tiny_bert_dir))
-    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer,
-                    tmp_path / "models/model", labels=LABELS, max_length=24, text_pair=False)
+    save_classifier(
+        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24),
+        tokenizer,
+        tmp_path / "models/model",
+        labels=LABELS,
+        max_length=24,
+        text_pair=False,
+    )
     name, edit, message = TAMPERED_MODEL[case]
     path = tmp_path / "models/model" / name
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
@@ -100,8 +125,14 @@ def test_a_model_directory_that_contradicts_skewtune_json_is_one_line(case, tiny
     (tmp_path / "data/interim").mkdir(parents=True)
     (tmp_path / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
     shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
-    proc = subprocess.run([sys.executable, "-m", "stages.predict"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo)},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.predict"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr == f"skewtune predict: error: {message}\n", proc.stderr
     assert not (tmp_path / "data/predictions").exists()
 
@@ -112,10 +143,19 @@ def test_weights_that_do_not_fit_the_config_are_one_line(tiny_bert_dir, tmp_path
 
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     directory = tmp_path / "model"
-    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer, directory, labels=LABELS, max_length=24, text_pair=False)
+    save_classifier(
+        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24),
+        tokenizer,
+        directory,
+        labels=LABELS,
+        max_length=24,
+        text_pair=False,
+    )
     (directory / "config.json").write_text(json.dumps(_two_labels(json.loads((directory / "config.json").read_text()))))
     write_model_meta(directory, LABELS[:2], 24, False)
-    with pytest.raises(SkewtuneError, match=r"model: the weights do not fit config.json \(.+\); re-run the train stage$") as caught:
+    with pytest.raises(
+        SkewtuneError, match=r"model: the weights do not fit config.json \(.+\); re-run the train stage$"
+    ) as caught:
         load_trained(directory)
     assert "\n" not in str(caught.value)
 
@@ -124,7 +164,14 @@ def test_pickled_weights_are_refused(tiny_bert_dir, tmp_path):
     """Only safetensors load: a directory holding a pickled pytorch_model.bin is rejected."""
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     directory = tmp_path / "model"
-    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer, directory, labels=LABELS, max_length=24, text_pair=False)
+    save_classifier(
+        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24),
+        tokenizer,
+        directory,
+        labels=LABELS,
+        max_length=24,
+        text_pair=False,
+    )
     torch.save(load_file(directory / "model.safetensors"), directory / "pytorch_model.bin")
     (directory / "model.safetensors").unlink()
     with pytest.raises(SkewtuneError, match="cannot load the trained model"):
@@ -137,7 +184,13 @@ def test_long_predictions_print_a_progress_line_per_chunk(tiny_bert_dir, capsys)
     model = load_classifier(tiny_bert_dir, load_tokenizer(tiny_bert_dir), ["ham", "spam"], max_length=16)
     frame = pd.DataFrame({"text": [f"message number {i}" for i in range(25)]})
     kwargs = dict(max_length=16, text_pair=False, batch_size=8, device="cpu", chunk_rows=10)
-    predict_proba(model, load_tokenizer(tiny_bert_dir), frame, progress=progress_printer(25, "val ", chunk_rows=10), **kwargs)
+    predict_proba(
+        model, load_tokenizer(tiny_bert_dir), frame, progress=progress_printer(25, "val ", chunk_rows=10), **kwargs
+    )
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split(" (")[0] for line in lines] == ["predict: val 10/25 rows", "predict: val 20/25 rows", "predict: val 25/25 rows"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "predict: val 10/25 rows",
+        "predict: val 20/25 rows",
+        "predict: val 25/25 rows",
+    ]
     assert progress_printer(10, chunk_rows=10) is None

@@ -52,7 +52,9 @@ LABELS = ["ham", "spam"]
 
 def _leftovers(root: Path, outputs: tuple[str, ...]) -> list[str]:
     """Outputs of a failed stage, and temporary files of any stage, left in the project."""
-    return [path for path in outputs if (root / path).exists()] + [str(p.relative_to(root)) for p in root.rglob(".*.tmp")]
+    return [path for path in outputs if (root / path).exists()] + [
+        str(p.relative_to(root)) for p in root.rglob(".*.tmp")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,8 +80,10 @@ def _xlsx_bytes(rows: list[tuple], rewrite: typing.Callable[[str, str], str] | N
 
 SHEET = "xl/worksheets/sheet1.xml"
 # Three levels of a "billion laughs" entity bomb, and an external entity that would read a local file.
-ENTITY_BOMB = ('<!DOCTYPE worksheet [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
-               '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>')
+ENTITY_BOMB = (
+    '<!DOCTYPE worksheet [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+)
 EXTERNAL_ENTITY = '<!DOCTYPE worksheet [<!ENTITY leak SYSTEM "file:///etc/hostname">]>'
 TEXTS = [("free prize now", "spam"), ("see you at five", "ham"), ("call me later", "ham")]
 JSONL_MISSING_TEXTS = [None, math.nan, "", " \u00a0\u3000\t", "NaN", "ok", "fine"]
@@ -88,43 +92,113 @@ JSONL_MISSING_TEXTS = [None, math.nan, "", " \u00a0\u3000\t", "NaN", "ok", "fine
 CORPUS = {
     # JSON null and NaN, "" and whitespace-only (Unicode spaces too) are missing texts; the string "NaN" is a text.
     "nan_and_blank_texts_jsonl": (
-        {"d.jsonl": "".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(JSONL_MISSING_TEXTS)).encode()},
-        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
+        {
+            "d.jsonl": "".join(
+                json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(JSONL_MISSING_TEXTS)
+            ).encode()
+        },
+        {"max_dropped_share": 0.6},
+        {
+            "rows_in": 7,
+            "rows_kept": 3,
+            "dropped": {
+                "missing_text": 4,
+                "missing_label": 0,
+                "conflicting_label": 0,
+                "outvoted_label": 0,
+                "duplicate": 0,
+            },
+        },
     ),
     "nan_and_blank_texts_parquet": (
         {"d.parquet": lambda: _parquet({"text": JSONL_MISSING_TEXTS, "label": list("abababa")})},
-        {"max_dropped_share": 0.6}, {"rows_in": 7, "rows_kept": 3, "dropped": {"missing_text": 4, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6},
+        {
+            "rows_in": 7,
+            "rows_kept": 3,
+            "dropped": {
+                "missing_text": 4,
+                "missing_label": 0,
+                "conflicting_label": 0,
+                "outvoted_label": 0,
+                "duplicate": 0,
+            },
+        },
     ),
     # In CSV only an empty (or blank) cell is missing: NaN, NA and null are texts as written.
     "nan_and_blank_texts_csv": (
         {"d.csv": 'text,label\n,a\n"  ",b\n"\u00a0\u3000",a\nNaN,b\nNA,a\nnull,b\n'.encode()},
-        {"max_dropped_share": 0.6}, {"rows_in": 6, "rows_kept": 3, "dropped": {"missing_text": 3, "missing_label": 0, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6},
+        {
+            "rows_in": 6,
+            "rows_kept": 3,
+            "dropped": {
+                "missing_text": 3,
+                "missing_label": 0,
+                "conflicting_label": 0,
+                "outvoted_label": 0,
+                "duplicate": 0,
+            },
+        },
     ),
     "float_labels_with_nan_parquet": (
         {"d.parquet": lambda: _parquet({"text": ["a", "b", "c", "d"], "label": [0.0, 1.0, 1.0, math.nan]})},
-        {"max_dropped_share": 0.6}, {"rows_kept": 3, "class_counts": {"0": 1, "1": 2}, "dropped": {"missing_text": 0, "missing_label": 1, "conflicting_label": 0, "outvoted_label": 0, "duplicate": 0}},
+        {"max_dropped_share": 0.6},
+        {
+            "rows_kept": 3,
+            "class_counts": {"0": 1, "1": 2},
+            "dropped": {
+                "missing_text": 0,
+                "missing_label": 1,
+                "conflicting_label": 0,
+                "outvoted_label": 0,
+                "duplicate": 0,
+            },
+        },
     ),
     "utf8_bom_jsonl": (
-        {"d.jsonl": b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEXTS).encode()},
-        {}, {"rows_kept": 3, "class_counts": {"ham": 2, "spam": 1}},
+        {
+            "d.jsonl": b"\xef\xbb\xbf"
+            + "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in TEXTS).encode()
+        },
+        {},
+        {"rows_kept": 3, "class_counts": {"ham": 2, "spam": 1}},
     ),
     # A formula is read as the value a spreadsheet program stored for it, never as its text: a DDE/formula-injection
     # payload never becomes a training text. A file openpyxl wrote stores none, so its formula cells stop ingest.
     "xlsx_formula_cells": (
         {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), ("=cmd|'/C calc'!A0", "spam"), ("=1+1", "ham"), *TEXTS])},
-        {"max_dropped_share": 0.6}, r"data/raw/d\.xlsx: sheet 'Sheet': 2 cell\(s\) of column 'text' hold a formula without a stored result \(first: A2\)",
+        {"max_dropped_share": 0.6},
+        r"data/raw/d\.xlsx: sheet 'Sheet': 2 cell\(s\) of column 'text' hold a formula without a stored result \(first: A2\)",
     ),
     "xlsx_entity_bomb": (
-        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x)},
-        {}, r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(.*EntitiesForbidden: XML entity declarations are refused for safety\)",
+        {
+            "d.xlsx": lambda: _xlsx_bytes(
+                [("text", "label"), *TEXTS],
+                lambda n, x: ENTITY_BOMB + x.replace("call me later", "&c;") if n == SHEET else x,
+            )
+        },
+        {},
+        r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(.*EntitiesForbidden: XML entity declarations are refused for safety\)",
     ),
     "xlsx_external_entity": (
-        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: EXTERNAL_ENTITY + x.replace("call me later", "&leak;") if n == SHEET else x)},
-        {}, r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(.*XML entity declarations are refused",
+        {
+            "d.xlsx": lambda: _xlsx_bytes(
+                [("text", "label"), *TEXTS],
+                lambda n, x: EXTERNAL_ENTITY + x.replace("call me later", "&leak;") if n == SHEET else x,
+            )
+        },
+        {},
+        r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(.*XML entity declarations are refused",
     ),
     "xlsx_damaged_sheet_xml": (
-        {"d.xlsx": lambda: _xlsx_bytes([("text", "label"), *TEXTS], lambda n, x: x[: len(x) // 2] if n == SHEET else x)},
-        {}, r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(unclosed token: line 1, column \d+\); open it in a spreadsheet program",
+        {
+            "d.xlsx": lambda: _xlsx_bytes(
+                [("text", "label"), *TEXTS], lambda n, x: x[: len(x) // 2] if n == SHEET else x
+            )
+        },
+        {},
+        r"data/raw/d\.xlsx: not a readable \.xlsx workbook \(unclosed token: line 1, column \d+\); open it in a spreadsheet program",
     ),
 }
 
@@ -255,7 +329,11 @@ SECTIONS = ["", *sorted({key.rsplit(".", 1)[0] for key in LEAVES if "." in key})
 @pytest.mark.parametrize("section", SECTIONS)
 def test_unknown_key_names_the_allowed_keys(section):
     key = f"{section}.gama" if section else "gama"
-    allowed = [k.rsplit(".", 1)[-1] for k in LEAVES if k.rsplit(".", 1)[0] == section] if section else list(Params.model_fields)
+    allowed = (
+        [k.rsplit(".", 1)[-1] for k in LEAVES if k.rsplit(".", 1)[0] == section]
+        if section
+        else list(Params.model_fields)
+    )
     if section == "model":
         allowed.append("lora")
     with pytest.raises(SkewtuneError) as caught:
@@ -269,13 +347,21 @@ def test_unknown_key_names_the_allowed_keys(section):
 # Values of the right type that a later stage would fail on with a traceback (or silently misread).
 REFUSED_LATE_FAILURES = [
     ({"train": {"warmup": math.inf}}, "train.warmup", "OverflowError in the whole-steps check instead of a message"),
-    ({"data": {"encoding": "rot13"}}, "data.encoding", "not a text encoding: ingest fails with a LookupError traceback"),
+    (
+        {"data": {"encoding": "rot13"}},
+        "data.encoding",
+        "not a text encoding: ingest fails with a LookupError traceback",
+    ),
     ({"split": {"seed": 2**32}}, "split.seed", "sklearn/numpy seeds stop at 2**32 - 1: split fails with a traceback"),
     ({"resample": {"seed": 2**32}}, "resample.seed", "imbalanced-learn fails with a traceback"),
     ({"train": {"seed": 2**32}}, "train.seed", "transformers.set_seed fails with a ValueError traceback"),
     ({"loss": {"class_weights": [math.inf, 1.0]}}, "loss.class_weights", "an infinite weight makes the loss inf/NaN"),
     ({"loss": {"alpha": [math.inf, 1.0]}}, "loss.alpha", "an infinite weight makes the loss inf/NaN"),
-    ({"data": {"text_column": "label", "label_column": "label"}}, "data", "one column as text and label: ingest fails with an AttributeError traceback"),
+    (
+        {"data": {"text_column": "label", "label_column": "label"}},
+        "data",
+        "one column as text and label: ingest fails with an AttributeError traceback",
+    ),
     ({"train": {"max_steps": 0}}, "train.max_steps", "0 silently means 'use epochs'"),
     ({"model": {"name": ""}}, "model.name", "an empty name"),
     ({"data": {"source": ""}}, "data.source", "an empty path"),
@@ -291,7 +377,11 @@ def test_params_refuse_values_that_would_fail_later(raw, key, why):
 # Values of another type than the key's, which pydantic's lax mode would convert: each is a slip to report.
 REFUSED_TYPES = [
     ({"train": {"max_steps": "5"}}, "train.max_steps", "must be a whole number, written without quotes"),
-    ({"train": {"max_steps": 5.0}}, "train.max_steps", "must be a whole number, written without quotes or a decimal point"),
+    (
+        {"train": {"max_steps": 5.0}},
+        "train.max_steps",
+        "must be a whole number, written without quotes or a decimal point",
+    ),
     ({"train": {"epochs": True}}, "train.epochs", "must be a number, not true or false"),
     ({"model": {"hidden_dropout": "0.1"}}, "model.hidden_dropout", "must be a number, written without quotes"),
     ({"baseline": {"enabled": 1}}, "baseline.enabled", "must be true or false"),
@@ -299,7 +389,11 @@ REFUSED_TYPES = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "key", "message"), REFUSED_TYPES, ids=[f"{case[1]}={next(iter(next(iter(case[0].values())).values()))!r}" for case in REFUSED_TYPES])
+@pytest.mark.parametrize(
+    ("raw", "key", "message"),
+    REFUSED_TYPES,
+    ids=[f"{case[1]}={next(iter(next(iter(case[0].values())).values()))!r}" for case in REFUSED_TYPES],
+)
 def test_params_take_values_as_yaml_typed_them(raw, key, message):
     with pytest.raises(SkewtuneError) as caught:
         validate_params(raw)
@@ -309,7 +403,9 @@ def test_params_take_values_as_yaml_typed_them(raw, key, message):
 def test_yaml_1_1_exponent_floats_and_numeric_names_are_accepted():
     """PyYAML reads `lr: 1e-4` as the string '1e-4' (YAML 1.1 floats need a dot and a signed exponent); DVC's `-S`
     writes it so. Strings keys stay strings: a column or label may be named 5."""
-    params = validate_params(yaml.safe_load("train: {lr: 1e-4, warmup: 1.0e2}\ndata: {text_column: 5, label_map: {0: neg, 1: pos}}"))
+    params = validate_params(
+        yaml.safe_load("train: {lr: 1e-4, warmup: 1.0e2}\ndata: {text_column: 5, label_map: {0: neg, 1: pos}}")
+    )
     assert (params.train.lr, params.train.warmup) == (1e-4, 100.0)
     assert (params.data.text_column, params.data.label_map) == ("5", {"0": "neg", "1": "pos"})
 
@@ -317,50 +413,105 @@ def test_yaml_1_1_exponent_floats_and_numeric_names_are_accepted():
 IMAGES = {"modality": "image", "source": "data/raw/images"}  # image data, for the keys only the other modality reads
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
 UNREAD_AND_READ = {
-    "data.quoting": ({"data": {"quoting": "none", "source": "data/raw/x.jsonl"}}, {"data": {"quoting": "none", "source": "data/raw/x.jsonl", "test_path": "data/raw/t.tsv"}}),
-    "split.test_size": ({"split": {"test_size": 0.2}, "data": {"test_path": "data/raw/test.csv"}}, {"split": {"test_size": 0.2}}),
-    "resample.over_ratio": ({"resample": {"over_ratio": 0.5}}, {"resample": {"over_ratio": 0.5, "strategy": "random_over"}}),
-    "resample.under_ratio": ({"resample": {"under_ratio": 0.5, "strategy": "random_over"}}, {"resample": {"under_ratio": 0.5, "strategy": "over_under"}}),
+    "data.quoting": (
+        {"data": {"quoting": "none", "source": "data/raw/x.jsonl"}},
+        {"data": {"quoting": "none", "source": "data/raw/x.jsonl", "test_path": "data/raw/t.tsv"}},
+    ),
+    "split.test_size": (
+        {"split": {"test_size": 0.2}, "data": {"test_path": "data/raw/test.csv"}},
+        {"split": {"test_size": 0.2}},
+    ),
+    "resample.over_ratio": (
+        {"resample": {"over_ratio": 0.5}},
+        {"resample": {"over_ratio": 0.5, "strategy": "random_over"}},
+    ),
+    "resample.under_ratio": (
+        {"resample": {"under_ratio": 0.5, "strategy": "random_over"}},
+        {"resample": {"under_ratio": 0.5, "strategy": "over_under"}},
+    ),
     "resample.seed": ({"resample": {"seed": 1}}, {"resample": {"seed": 1, "strategy": "random_under"}}),
     "model.lora.r": ({"model": {"lora": {"r": 16}}}, {"model": {"lora": {"r": 16, "enabled": True}}}),
     "model.lora.alpha": ({"model": {"lora": {"alpha": 32}}}, {"model": {"lora": {"alpha": 32, "enabled": True}}}),
-    "model.lora.dropout": ({"model": {"lora": {"dropout": 0.1}}}, {"model": {"lora": {"dropout": 0.1, "enabled": True}}}),
-    "model.lora.target_modules": ({"model": {"lora": {"target_modules": ["query"]}}}, {"model": {"lora": {"target_modules": ["query"], "enabled": True}}}),
+    "model.lora.dropout": (
+        {"model": {"lora": {"dropout": 0.1}}},
+        {"model": {"lora": {"dropout": 0.1, "enabled": True}}},
+    ),
+    "model.lora.target_modules": (
+        {"model": {"lora": {"target_modules": ["query"]}}},
+        {"model": {"lora": {"target_modules": ["query"], "enabled": True}}},
+    ),
     "train.epochs": ({"train": {"epochs": 3, "max_steps": 10}}, {"train": {"epochs": 3}}),
     "train.min_steps": ({"train": {"min_steps": 50, "max_steps": 10}}, {"train": {"min_steps": 50}}),
-    **{f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
-       for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))},
+    **{
+        f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
+        for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))
+    },
     "decision.blend": ({"decision": {"blend": "off"}, "baseline": {"enabled": False}}, {"decision": {"blend": "off"}}),
     # the modality's keys (set on the other modality: no effect)
-    **{f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
-       for key, value in (("text_column", "body"), ("text_pair_column", "second"), ("unescape_html", True))},
+    **{
+        f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
+        for key, value in (("text_column", "body"), ("text_pair_column", "second"), ("unescape_html", True))
+    },
     "data.image_column": ({"data": {"image_column": "file"}}, {"data": {"image_column": "file", **IMAGES}}),
     "data.max_image_pixels": ({"data": {"max_image_pixels": 1000}}, {"data": {"max_image_pixels": 1000, **IMAGES}}),
     "model.image_size": ({"model": {"image_size": 64}}, {"model": {"image_size": 64}, "data": IMAGES}),
     "model.max_length": ({"model": {"max_length": 64}, "data": IMAGES}, {"model": {"max_length": 64}}),
-    "train.group_by_length": ({"train": {"group_by_length": False}, "data": IMAGES}, {"train": {"group_by_length": False}}),
-    **{f"augment.{key}": ({"augment": {key: 0.5}}, {"augment": {key: 0.5}, "data": IMAGES})
-       for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")},
-    "loss.class_weights": ({"loss": {"class_weights": "inverse_sqrt"}}, {"loss": {"class_weights": "inverse_sqrt", "name": "weighted_ce"}}),
-    "loss.beta": ({"loss": {"beta": 0.99, "name": "weighted_ce"}}, {"loss": {"beta": 0.99, "name": "weighted_ce", "class_weights": "effective_number"}}),
-    "loss.alpha": ({"loss": {"alpha": "balanced", "name": "weighted_ce"}}, {"loss": {"alpha": "balanced", "name": "focal"}}),
+    "train.group_by_length": (
+        {"train": {"group_by_length": False}, "data": IMAGES},
+        {"train": {"group_by_length": False}},
+    ),
+    **{
+        f"augment.{key}": ({"augment": {key: 0.5}}, {"augment": {key: 0.5}, "data": IMAGES})
+        for key in ("hflip", "vflip", "rotation", "crop_scale", "brightness", "contrast")
+    },
+    "loss.class_weights": (
+        {"loss": {"class_weights": "inverse_sqrt"}},
+        {"loss": {"class_weights": "inverse_sqrt", "name": "weighted_ce"}},
+    ),
+    "loss.beta": (
+        {"loss": {"beta": 0.99, "name": "weighted_ce"}},
+        {"loss": {"beta": 0.99, "name": "weighted_ce", "class_weights": "effective_number"}},
+    ),
+    "loss.alpha": (
+        {"loss": {"alpha": "balanced", "name": "weighted_ce"}},
+        {"loss": {"alpha": "balanced", "name": "focal"}},
+    ),
     "loss.gamma": ({"loss": {"gamma": 3.0}}, {"loss": {"gamma": 3.0, "name": "focal"}}),
     "loss.tau": ({"loss": {"tau": 2.0, "name": "focal"}}, {"loss": {"tau": 2.0, "name": "logit_adjusted"}}),
     "train.min_lr_ratio": ({"train": {"min_lr_ratio": 0.1}}, {"train": {"min_lr_ratio": 0.1, "scheduler": "cosine"}}),
-    "train.plateau_factor": ({"train": {"plateau_factor": 0.5}}, {"train": {"plateau_factor": 0.5, "scheduler": "reduce_on_plateau"}}),
-    "train.plateau_patience": ({"train": {"plateau_patience": 2}}, {"train": {"plateau_patience": 2, "scheduler": "reduce_on_plateau"}}),
-    "train.early_stopping_min_epochs": (
-        {"train": {"early_stopping_min_epochs": 3, "early_stopping_patience": 0}}, {"train": {"early_stopping_min_epochs": 3}},
+    "train.plateau_factor": (
+        {"train": {"plateau_factor": 0.5}},
+        {"train": {"plateau_factor": 0.5, "scheduler": "reduce_on_plateau"}},
     ),
-    "train.adversarial_epsilon": ({"train": {"adversarial_epsilon": 0.5}}, {"train": {"adversarial_epsilon": 0.5, "adversarial": "fgm"}}),
-    "train.pgd_steps": ({"train": {"pgd_steps": 2, "adversarial": "fgm"}}, {"train": {"pgd_steps": 2, "adversarial": "pgd"}}),
+    "train.plateau_patience": (
+        {"train": {"plateau_patience": 2}},
+        {"train": {"plateau_patience": 2, "scheduler": "reduce_on_plateau"}},
+    ),
+    "train.early_stopping_min_epochs": (
+        {"train": {"early_stopping_min_epochs": 3, "early_stopping_patience": 0}},
+        {"train": {"early_stopping_min_epochs": 3}},
+    ),
+    "train.adversarial_epsilon": (
+        {"train": {"adversarial_epsilon": 0.5}},
+        {"train": {"adversarial_epsilon": 0.5, "adversarial": "fgm"}},
+    ),
+    "train.pgd_steps": (
+        {"train": {"pgd_steps": 2, "adversarial": "fgm"}},
+        {"train": {"pgd_steps": 2, "adversarial": "pgd"}},
+    ),
     "train.pgd_alpha": ({"train": {"pgd_alpha": 0.1}}, {"train": {"pgd_alpha": 0.1, "adversarial": "pgd"}}),
     "loss.reweight_from_epoch": (
-        {"loss": {"reweight_from_epoch": 2, "name": "focal"}}, {"loss": {"reweight_from_epoch": 2, "name": "focal", "alpha": 0.25}},
+        {"loss": {"reweight_from_epoch": 2, "name": "focal"}},
+        {"loss": {"reweight_from_epoch": 2, "name": "focal", "alpha": 0.25}},
     ),
-    "threshold.min_precision": ({"threshold": {"min_precision": 0.8}}, {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}}),
-    "threshold.min_confidence": ({"threshold": {"min_confidence": 0.0, "strategy": "argmax"}, "decision": {"blend": "off"}},
-                                 {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}}),  # argmax: it guards the auto blend
+    "threshold.min_precision": (
+        {"threshold": {"min_precision": 0.8}},
+        {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}},
+    ),
+    "threshold.min_confidence": (
+        {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}, "decision": {"blend": "off"}},
+        {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}},
+    ),  # argmax: it guards the auto blend
 }
 
 
@@ -379,9 +530,18 @@ def test_a_set_but_unread_key_is_named_and_a_read_one_is_not(key):
 @pytest.mark.parametrize(
     "raw, keys",
     [
-        ({"train": {"ema_decay": 0.999}, "model": {"lora": {"enabled": True}}}, ("train.ema_decay", "model.lora.enabled")),
-        ({"train": {"adversarial": "fgm"}, "model": {"lora": {"enabled": True}}}, ("train.adversarial", "model.lora.enabled")),
-        ({"loss": {"name": "weighted_ce", "reweight_from_epoch": 4}, "train": {"epochs": 3}}, ("loss.reweight_from_epoch", "train.epochs")),
+        (
+            {"train": {"ema_decay": 0.999}, "model": {"lora": {"enabled": True}}},
+            ("train.ema_decay", "model.lora.enabled"),
+        ),
+        (
+            {"train": {"adversarial": "fgm"}, "model": {"lora": {"enabled": True}}},
+            ("train.adversarial", "model.lora.enabled"),
+        ),
+        (
+            {"loss": {"name": "weighted_ce", "reweight_from_epoch": 4}, "train": {"epochs": 3}},
+            ("loss.reweight_from_epoch", "train.epochs"),
+        ),
     ],
 )
 def test_techniques_refuse_options_they_cannot_work_with(raw, keys):
@@ -401,21 +561,42 @@ def test_check_params_cli_lists_every_problem(tmp_path):
         "loss:\n  gama: 2\ntrain:\n  lr: 5\n  scheduler: steep\nmodel:\n  lora:\n    r: 0\n", encoding="utf-8"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.check_params"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
-    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["loss.gama", "model.lora.r", "train.lr", "train.scheduler"]
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == [
+        "loss.gama",
+        "model.lora.r",
+        "train.lr",
+        "train.scheduler",
+    ]
 
 
 def test_check_params_cli_bounds_the_message_of_an_alias_bomb(tmp_path):
     """params.yaml is trusted, yet a value that YAML aliases expand to 9**9 items gets a short message, quickly."""
-    levels = ["a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    levels = ["a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"] + [
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)
+    ]
     problems = "\n".join(f"  {key}: *a8" for key in ("lr", "epochs", "eval_batch_size", "seed", "warmup"))
-    (tmp_path / "params.yaml").write_text("bombs:\n" + "\n".join("  " + line for line in levels) + f"\ntrain:\n{problems}\n"
-                                          + "".join(f"t{i}: 1\n" for i in range(30)), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(
+        "bombs:\n"
+        + "\n".join("  " + line for line in levels)
+        + f"\ntrain:\n{problems}\n"
+        + "".join(f"t{i}: 1\n" for i in range(30)),
+        encoding="utf-8",
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and done.stdout == "" and not (tmp_path / "reports").exists()
     lines = done.stderr.splitlines()
     assert lines[0] == "skewtune check_params: error: params.yaml: invalid params:"
@@ -427,7 +608,14 @@ def test_check_params_cli_bounds_the_message_of_an_alias_bomb(tmp_path):
 def test_check_params_cli_warns_of_an_unread_setting_and_passes(tmp_path):
     (tmp_path / "params.yaml").write_text("loss:\n  name: ce\n  gamma: 3.0\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "stages.check_params"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.check_params"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout == "params.yaml: valid\n"
     assert done.stderr == (
         "params.yaml: warning: loss.gamma is 3.0, but only loss.name: focal reads it: it has no effect here (its default is 2.0)\n"
@@ -443,13 +631,22 @@ def test_effective_config_keeps_the_keys_that_take_effect():
     assert effective_config(focal, STAGE_KEYS["train"])["loss.gamma"] == 3.0
     ce = [effective_config(validate_params({"loss": {"gamma": gamma}}), STAGE_KEYS["train"]) for gamma in (2.0, 3.0)]
     assert ce[0] == ce[1]  # what makes DVC skip train: its dep does not change
-    assert effective_config(validate_params({"model": {"lora": {"enabled": True}}}), STAGE_KEYS["train"])["model.lora.target_modules"] == "all-linear"
+    assert (
+        effective_config(validate_params({"model": {"lora": {"enabled": True}}}), STAGE_KEYS["train"])[
+            "model.lora.target_modules"
+        ]
+        == "all-linear"
+    )
 
 
 def test_every_params_key_is_read_by_a_listed_stage():
     check_stage_keys()
-    with pytest.raises(SkewtuneError, match=r"unknown key\(s\) \['loss.gama'\]; key\(s\) no stage lists \['loss.gamma'\]"):
-        check_stage_keys({**STAGE_KEYS, "train": tuple(k for k in STAGE_KEYS["train"] if k != "loss.gamma") + ("loss.gama",)})
+    with pytest.raises(
+        SkewtuneError, match=r"unknown key\(s\) \['loss.gama'\]; key\(s\) no stage lists \['loss.gamma'\]"
+    ):
+        check_stage_keys(
+            {**STAGE_KEYS, "train": tuple(k for k in STAGE_KEYS["train"] if k != "loss.gamma") + ("loss.gama",)}
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -475,8 +672,14 @@ def _start_train(root: Path, hold: str) -> subprocess.Popen:
     with (root / "train.log").open("w") as log:
         # SIGINT's default action restored: a shell starts background jobs (`make test &`) with SIGINT ignored,
         # and the run would inherit that and wait out its hold.
-        return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return subprocess.Popen(
+            [sys.executable, "-m", "stages.train"],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def _signal_when_held(run: subprocess.Popen, root: Path, signum: int) -> int:
@@ -486,7 +689,8 @@ def _signal_when_held(run: subprocess.Popen, root: Path, signum: int) -> int:
     while not (root / "held").exists():
         assert run.poll() is None and time.monotonic() < deadline, (
             f"the run ended (status {run.returncode}) or took 240 s without reaching its hold point:\n"
-            + (root / "train.log").read_text()[-3000:])
+            + (root / "train.log").read_text()[-3000:]
+        )
         time.sleep(0.02)
     run.send_signal(signum)
     return run.wait(timeout=60)
@@ -516,7 +720,9 @@ def _complete_checkpoint(root: Path) -> bool:
 
 def _checkpointed_epochs(root: Path) -> float:
     """The epochs completed by the newest checkpoint."""
-    states = [json.loads(path.read_text()) for path in (root / "models/checkpoints").glob("checkpoint-*/trainer_state.json")]
+    states = [
+        json.loads(path.read_text()) for path in (root / "models/checkpoints").glob("checkpoint-*/trainer_state.json")
+    ]
     return max(state["epoch"] for state in states)
 
 
@@ -524,20 +730,26 @@ def _weights(root: Path) -> dict[str, torch.Tensor]:
     return load_file(root / "models/model/model.safetensors")
 
 
-def test_interrupted_training_leaves_no_outputs_and_resumes_to_the_same_result(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys, one_thread):
+def test_interrupted_training_leaves_no_outputs_and_resumes_to_the_same_result(
+    sms, tiny_bert_dir, tmp_path, monkeypatch, capsys, one_thread
+):
     """SIGTERM (as `dvc` or a scheduler stops a job) once the first epoch's checkpoint is written, and SIGINT
     (Ctrl-C) during the final save (training done, the model not yet written): exit status 130, no
     models/model, no reports/train, no temporaries, the checkpoints kept; then train.resume: true completes
     with the metrics and weights of an uninterrupted run."""
-    roots = {name: make_project(tmp_path / name, sms, tiny_bert_dir, train_rows=(72, 24), **TRAIN_SECTIONS)
-             for name in ("uninterrupted", "SIGTERM", "SIGINT")}
+    roots = {
+        name: make_project(tmp_path / name, sms, tiny_bert_dir, train_rows=(72, 24), **TRAIN_SECTIONS)
+        for name in ("uninterrupted", "SIGTERM", "SIGINT")
+    }
     holds = {"SIGTERM": "checkpoint", "SIGINT": "save"}
     runs = {name: _start_train(roots[name], hold) for name, hold in holds.items()}
     for name, run in runs.items():
         root = roots[name]
         status = _signal_when_held(run, root, getattr(signal, name))
         log = (root / "train.log").read_text()
-        assert status == 130 and log.rstrip().endswith("skewtune train: interrupted; its outputs were not written"), log[-3000:]
+        assert status == 130 and log.rstrip().endswith("skewtune train: interrupted; its outputs were not written"), (
+            log[-3000:]
+        )
         assert _leftovers(root, TRAIN_OUTPUTS) == []
         assert _complete_checkpoint(root)  # the finished epochs are kept for train.resume
     assert _checkpointed_epochs(roots["SIGTERM"]) == 1.0
@@ -553,17 +765,23 @@ def test_interrupted_training_leaves_no_outputs_and_resumes_to_the_same_result(s
     assert expected_metrics["best"]["epoch"] == 3.0  # the kept model is the one trained after the interruption
     for name in ("SIGTERM", "SIGINT"):
         root = roots[name]
-        (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("train:", "train:\n  resume: true"))
+        (root / "params.yaml").write_text(
+            (root / "params.yaml").read_text().replace("train:", "train:\n  resume: true")
+        )
         capsys.readouterr()
         _train_in_process(root, monkeypatch)
         assert ("checkpoint-999 was not completely written" in capsys.readouterr().err) == (name == "SIGINT")
         assert json.loads((root / "reports/train/metrics.json").read_text()) == expected_metrics
         weights = _weights(root)
-        assert weights.keys() == expected_weights.keys() and all(torch.equal(weights[k], expected_weights[k]) for k in weights)
+        assert weights.keys() == expected_weights.keys() and all(
+            torch.equal(weights[k], expected_weights[k]) for k in weights
+        )
         assert not (root / "models/checkpoints").exists() and _leftovers(root, ()) == []
 
 
-def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_bert_dir, tmp_path, monkeypatch, one_thread):
+def test_resume_from_the_final_checkpoint_keeps_the_training_history(
+    sms, tiny_bert_dir, tmp_path, monkeypatch, one_thread
+):
     """Stopped after the last epoch's checkpoint, while the model is being saved: the resumed run has no epoch
     left to train, and still writes the whole history and the best epoch to reports/train."""
     import stages.train
@@ -572,6 +790,7 @@ def test_resume_from_the_final_checkpoint_keeps_the_training_history(sms, tiny_b
     root = make_project(tmp_path, sms, tiny_bert_dir, train={"epochs": 1})
     monkeypatch.chdir(root)
     with monkeypatch.context() as patch:
+
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt("signal 15")
 
@@ -616,7 +835,8 @@ def test_an_interruption_while_committing_outputs_waits_for_the_commit(tmp_path,
         signal.signal(signal.SIGTERM, previous)
     assert exit_.value.code == 130 and len(calls) == 3
     assert capsys.readouterr().err == (
-        "skewtune evaluate: interrupted once its outputs were completely written; `dvc commit` records them as they are\n")
+        "skewtune evaluate: interrupted once its outputs were completely written; `dvc commit` records them as they are\n"
+    )
     assert json.loads((tmp_path / "b.json").read_text()) == {"b": 2} and (tmp_path / "model/weights").is_file()
     assert _leftovers(tmp_path, ()) == []
 
@@ -669,17 +889,39 @@ def test_non_finite_gradient_stops_training_at_its_step(max_grad_norm, tiny_bert
     rows = encode(tokenizer, frame, 16)
     selection = parse_selection("f1_macro", LABELS)
     train = TrainParams(
-        epochs=1, max_steps=4, batch_size=4, eval_batch_size=8, lr=1e-3, weight_decay=0.0, warmup=0, scheduler="constant",
-        max_grad_norm=max_grad_norm, seed=0, early_stopping_patience=0, group_by_length=False,
+        epochs=1,
+        max_steps=4,
+        batch_size=4,
+        eval_batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup=0,
+        scheduler="constant",
+        max_grad_norm=max_grad_norm,
+        seed=0,
+        early_stopping_patience=0,
+        group_by_length=False,
     )
     args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
     trainer = build_trainer(
-        model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[8, 8], labels=LABELS),
-        labels=LABELS, selection=selection, callbacks=[DiagnosticsCallback(LABELS)],
+        model,
+        tokenizer,
+        args,
+        rows,
+        rows[:8],
+        train=train,
+        loss_fn=build_loss(LossParams(), class_counts=[8, 8], labels=LABELS),
+        labels=LABELS,
+        selection=selection,
+        callbacks=[DiagnosticsCallback(LABELS)],
     )
     # The diagnostics of steps 1-4 are read together at the end of the epoch: step 4 ran on the NaN weights of
     # step 3, and the message names step 3 and the window.
-    with pytest.raises(SkewtuneError, match=r"^the gradient norm is inf \(the loss \d\.\d+ is finite\) at optimizer step 3 \(epoch 0\.75, learning rate 0\.001; read with steps 1-4\)"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"^the gradient norm is inf \(the loss \d\.\d+ is finite\) at optimizer step 3 "
+        r"\(epoch 0\.75, learning rate 0\.001; read with steps 1-4\)",
+    ):
         trainer.train()
     assert len(backward_passes) == 4
 
@@ -701,7 +943,9 @@ class _Payload:
 def _predict_project(root: Path, model_dir: Path, params: dict | None = None) -> None:
     (root / "data/split").mkdir(parents=True)
     for name in ("val", "test"):
-        pd.DataFrame({"id": ["a", "b"], "text": ["hello there", "win a prize"], "label": LABELS}).to_parquet(root / f"data/split/{name}.parquet")
+        pd.DataFrame({"id": ["a", "b"], "text": ["hello there", "win a prize"], "label": LABELS}).to_parquet(
+            root / f"data/split/{name}.parquet"
+        )
     (root / "data/interim").mkdir(parents=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
     (root / "params.yaml").write_text(yaml.safe_dump(params or {}))
@@ -720,7 +964,9 @@ def test_pickled_weights_are_never_loaded(tiny_bert_dir, tmp_path, monkeypatch):
     (base / "model.safetensors").unlink()
     (base / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
     tokenizer = load_tokenizer(str(base))
-    with pytest.raises(SkewtuneError, match=rf"model\.name: {base} has no \.safetensors weights, only pytorch_model\.bin \(a pickle"):
+    with pytest.raises(
+        SkewtuneError, match=rf"model\.name: {base} has no \.safetensors weights, only pytorch_model\.bin \(a pickle"
+    ):
         load_classifier(str(base), tokenizer, LABELS, max_length=16)
 
     (base / "skewtune.json").write_text(json.dumps({"labels": LABELS, "max_length": 16, "text_pair": False}))
@@ -732,7 +978,7 @@ def test_pickled_weights_are_never_loaded(tiny_bert_dir, tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-REMOTE_CONFIG = '''
+REMOTE_CONFIG = """
 from pathlib import Path
 from transformers import BertConfig
 
@@ -741,8 +987,8 @@ Path({marker!r}).touch()  # runs when the module is imported
 
 class CustomConfig(BertConfig):
     model_type = "skewtune_custom"
-'''
-REMOTE_MODEL = '''
+"""
+REMOTE_MODEL = """
 from transformers import BertForSequenceClassification
 
 from .configuration_custom import CustomConfig
@@ -750,7 +996,7 @@ from .configuration_custom import CustomConfig
 
 class CustomForSequenceClassification(BertForSequenceClassification):
     config_class = CustomConfig
-'''
+"""
 
 
 def test_remote_code_runs_only_when_trusted(tiny_bert_dir, tmp_path, monkeypatch):
@@ -765,10 +1011,14 @@ def test_remote_code_runs_only_when_trusted(tiny_bert_dir, tmp_path, monkeypatch
     base = tmp_path / "custom"
     shutil.copytree(tiny_bert_dir, base)
     config = json.loads((base / "config.json").read_text())
-    config.update(model_type="skewtune_custom", architectures=["CustomForSequenceClassification"], auto_map={
-        "AutoConfig": "configuration_custom.CustomConfig",
-        "AutoModelForSequenceClassification": "modeling_custom.CustomForSequenceClassification",
-    })
+    config.update(
+        model_type="skewtune_custom",
+        architectures=["CustomForSequenceClassification"],
+        auto_map={
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModelForSequenceClassification": "modeling_custom.CustomForSequenceClassification",
+        },
+    )
     (base / "config.json").write_text(json.dumps(config))
     (base / "configuration_custom.py").write_text(REMOTE_CONFIG.format(marker=str(marker)))
     (base / "modeling_custom.py").write_text(REMOTE_MODEL)

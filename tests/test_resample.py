@@ -28,7 +28,9 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "data" / "raw").mkdir(parents=True)
     sizes = {"ham": 400, "spam": 100, "promo": 40}
     with open("data/raw/data.csv", "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("text", "label")] + [(f"{label} {i}", label) for label, n in sizes.items() for i in range(n)])
+        csv.writer(handle).writerows(
+            [("text", "label")] + [(f"{label} {i}", label) for label, n in sizes.items() for i in range(n)]
+        )
 
     def configure(**params) -> None:
         Path("params.yaml").write_text(yaml.safe_dump({"data": {"source": "data/raw/data.csv"}, "resample": params}))
@@ -41,8 +43,17 @@ def project(tmp_path, monkeypatch):
 
 def _binary_train(majority: int = 300, minority: int = 60) -> pd.DataFrame:
     labels = ["neg"] * majority + ["pos"] * minority
-    return pd.DataFrame({"id": [f"r{i}" for i in range(len(labels))], "text": [f"text {i}" for i in range(len(labels))],
-                         "label": labels}).sample(frac=1, random_state=0).reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            {
+                "id": [f"r{i}" for i in range(len(labels))],
+                "text": [f"text {i}" for i in range(len(labels))],
+                "label": labels,
+            }
+        )
+        .sample(frac=1, random_state=0)
+        .reset_index(drop=True)
+    )
 
 
 def _imblearn_counts(train: pd.DataFrame, steps: list) -> dict[str, int]:
@@ -59,8 +70,15 @@ def _imblearn_counts(train: pd.DataFrame, steps: list) -> dict[str, int]:
         ("random_over", 0.5, "auto", [RandomOverSampler(sampling_strategy=0.5, random_state=1)]),
         ("random_over", "auto", "auto", [RandomOverSampler(random_state=1)]),
         ("random_under", "auto", 0.4, [RandomUnderSampler(sampling_strategy=0.4, random_state=1)]),
-        ("over_under", 0.5, 0.8, [RandomOverSampler(sampling_strategy=0.5, random_state=1),
-                                  RandomUnderSampler(sampling_strategy=0.8, random_state=1)]),
+        (
+            "over_under",
+            0.5,
+            0.8,
+            [
+                RandomOverSampler(sampling_strategy=0.5, random_state=1),
+                RandomUnderSampler(sampling_strategy=0.8, random_state=1),
+            ],
+        ),
         ("none", 0.5, 0.8, []),
     ],
 )
@@ -79,8 +97,13 @@ def test_multiclass_mapping_on_the_stage(project):
     resample.main()
     train = pd.read_parquet("data/split/train.parquet")
     result = pd.read_parquet(paths.RESAMPLED)
-    expected = _imblearn_counts(train, [RandomOverSampler(sampling_strategy={"promo": 200, "spam": 200}, random_state=5),
-                                        RandomUnderSampler(sampling_strategy={"ham": 250}, random_state=5)])
+    expected = _imblearn_counts(
+        train,
+        [
+            RandomOverSampler(sampling_strategy={"promo": 200, "spam": 200}, random_state=5),
+            RandomUnderSampler(sampling_strategy={"ham": 250}, random_state=5),
+        ],
+    )
     assert result["label"].value_counts().to_dict() == expected == {"ham": 250, "spam": 200, "promo": 200}
     assert set(result["id"]) <= set(train["id"]) and list(result.columns) == list(train.columns)
     report = json.loads(Path(paths.RESAMPLE_REPORT).read_text())
@@ -105,15 +128,50 @@ def test_resample_is_deterministic(project):
 @pytest.mark.parametrize(
     ("strategy", "over", "under", "pattern"),
     [
-        ("random_over", 0.1, "auto", r"resample\.over_ratio: 0\.1 cannot be met from the class counts it gets \(neg: 300, pos: 60\); "
-                                     r"allowed: a float ratio from 0\.2000 \(the minority/majority ratio of the rows it gets\) up to 1"),
-        ("random_under", "auto", 0.1, r"resample\.under_ratio: 0\.1 cannot be met.*from 0\.2000.*undersampling can only remove rows"),
-        ("over_under", 0.6, 0.5, r"resample\.under_ratio: 0\.5 cannot be met from the class counts it gets \(neg: 300, pos: 180\); "
-                                 r"allowed: a float ratio from 0\.6000"),
-        ("random_over", {"pos": 10}, "auto", r"resample\.over_ratio: \{'pos': 10\} cannot be met.*each count at least the class's current count"),
-        ("random_under", "auto", {"neg": 900}, r"resample\.under_ratio: .*each count at most the class's current count"),
-        ("random_over", {"Pos": 100}, "auto", r"resample\.over_ratio: label\(s\) 'Pos' are not in the train split \(its labels: 'neg', 'pos'\)"),
-        ("random_over", "majority", "auto", r"resample\.over_ratio: 'majority' cannot be met.*allowed: one of 'auto', 'minority'"),
+        (
+            "random_over",
+            0.1,
+            "auto",
+            r"resample\.over_ratio: 0\.1 cannot be met from the class counts it gets \(neg: 300, pos: 60\); "
+            r"allowed: a float ratio from 0\.2000 \(the minority/majority ratio of the rows it gets\) up to 1",
+        ),
+        (
+            "random_under",
+            "auto",
+            0.1,
+            r"resample\.under_ratio: 0\.1 cannot be met.*from 0\.2000.*undersampling can only remove rows",
+        ),
+        (
+            "over_under",
+            0.6,
+            0.5,
+            r"resample\.under_ratio: 0\.5 cannot be met from the class counts it gets \(neg: 300, pos: 180\); "
+            r"allowed: a float ratio from 0\.6000",
+        ),
+        (
+            "random_over",
+            {"pos": 10},
+            "auto",
+            r"resample\.over_ratio: \{'pos': 10\} cannot be met.*each count at least the class's current count",
+        ),
+        (
+            "random_under",
+            "auto",
+            {"neg": 900},
+            r"resample\.under_ratio: .*each count at most the class's current count",
+        ),
+        (
+            "random_over",
+            {"Pos": 100},
+            "auto",
+            r"resample\.over_ratio: label\(s\) 'Pos' are not in the train split \(its labels: 'neg', 'pos'\)",
+        ),
+        (
+            "random_over",
+            "majority",
+            "auto",
+            r"resample\.over_ratio: 'majority' cannot be met.*allowed: one of 'auto', 'minority'",
+        ),
     ],
 )
 def test_impossible_ratios_name_the_key(strategy, over, under, pattern):
@@ -123,7 +181,10 @@ def test_impossible_ratios_name_the_key(strategy, over, under, pattern):
 
 def test_float_ratio_with_three_classes_asks_for_a_mapping(project):
     project(strategy="random_under", under_ratio=0.5)
-    with pytest.raises(SkewtuneError, match=r"resample\.under_ratio: a float ratio only works with 2 classes; the train split has 3 "
-                                            r"\(ham: 320, spam: 80, promo: 32\); use a mapping \{label: target count\}"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"resample\.under_ratio: a float ratio only works with 2 classes; the train split has 3 "
+        r"\(ham: 320, spam: 80, promo: 32\); use a mapping \{label: target count\}",
+    ):
         resample.main()
     assert not any(Path(path).exists() for path in OUTPUTS)

@@ -37,11 +37,25 @@ def classifier(tiny_bert_dir, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("classifier")
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(3)
-    save_classifier(load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24), tokenizer, directory,
-                    labels=LABELS, max_length=24, text_pair=False)
-    write_model_meta(directory, LABELS, 24, False, preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None})
+    save_classifier(
+        load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=24),
+        tokenizer,
+        directory,
+        labels=LABELS,
+        max_length=24,
+        text_pair=False,
+    )
+    write_model_meta(
+        directory,
+        LABELS,
+        24,
+        False,
+        preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None},
+    )
     model, tokenizer, _ = load_trained(directory)
-    probs = predict_proba(model, tokenizer, pd.DataFrame({"text": WORDS}), max_length=24, text_pair=False, batch_size=8, device="cpu")
+    probs = predict_proba(
+        model, tokenizer, pd.DataFrame({"text": WORDS}), max_length=24, text_pair=False, batch_size=8, device="cpu"
+    )
     # a threshold inside the range of p(spam), so that both classes are predicted
     rule = DecisionRule("threshold", tuple(LABELS), positive_label="spam", threshold=float(np.median(probs[:, 1])))
     (directory / RULE_FILE).write_text(json_text(rule.to_dict()))
@@ -78,19 +92,33 @@ def test_predict_writes_columns_in_input_order_with_the_rule(classifier, tmp_pat
     probs = out.loc[has_text, PROBS].astype(float).to_numpy()
     for text, row in zip(normalise_text(table.loc[has_text, "SMS"]), probs):  # one forward pass per row, unpadded
         with torch.no_grad():
-            expected = torch.softmax(model(**tokenizer(text, truncation=True, max_length=24, return_tensors="pt")).logits.double(), -1)[0]
+            expected = torch.softmax(
+                model(**tokenizer(text, truncation=True, max_length=24, return_tensors="pt")).logits.double(), -1
+            )[0]
         np.testing.assert_allclose(row, expected.numpy(), atol=1e-5)
     assert out.loc[has_text, "predicted"].tolist() == [LABELS[k] for k in rule.predict(probs)]
     assert set(out.loc[has_text, "predicted"]) == set(LABELS)
     # CSV floats have 6 significant digits: each value within 5e-7 of the exact one
-    np.testing.assert_allclose(out.loc[has_text, "margin"].astype(float), np.abs(probs[:, 1] - rule.threshold), atol=1e-6)
+    np.testing.assert_allclose(
+        out.loc[has_text, "margin"].astype(float), np.abs(probs[:, 1] - rule.threshold), atol=1e-6
+    )
 
 
 def test_chunks_give_the_probabilities_of_one_pass(classifier):
     model, tokenizer, _ = load_trained(classifier)
     texts = pd.DataFrame({"text": sms_table(50)["SMS"]})
     done = []
-    chunked = predict_proba(model, tokenizer, texts, max_length=24, text_pair=False, batch_size=4, device="cpu", chunk_rows=7, progress=done.append)
+    chunked = predict_proba(
+        model,
+        tokenizer,
+        texts,
+        max_length=24,
+        text_pair=False,
+        batch_size=4,
+        device="cpu",
+        chunk_rows=7,
+        progress=done.append,
+    )
     whole = predict_proba(model, tokenizer, texts, max_length=24, text_pair=False, batch_size=4, device="cpu")
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
     assert done == [7, 14, 21, 28, 35, 42, 49, 50]
@@ -105,14 +133,19 @@ def test_parquet_in_jsonl_out_and_a_copied_classifier(classifier, tmp_path):
     b = pd.read_parquet(tmp_path / "b.parquet")
     assert list(a.columns) == list(b.columns) == ["row", "body", "note", "predicted", *PROBS, "margin"]
     assert a["predicted"].tolist() == b["predicted"].tolist()
-    np.testing.assert_allclose(a[PROBS].to_numpy(float), b[PROBS].to_numpy(float), atol=5e-7)  # JSONL: 6 significant digits
+    np.testing.assert_allclose(
+        a[PROBS].to_numpy(float), b[PROBS].to_numpy(float), atol=5e-7
+    )  # JSONL: 6 significant digits
 
 
 def test_the_console_script_is_installed(classifier, tmp_path):
     sms_table(3).to_csv(tmp_path / "in.csv", index=False)
     script = Path(sys.executable).parent / "skewtune"
-    proc = subprocess.run([script, "predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [script, "predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"predict: 3 rows -> {tmp_path / 'out.csv'} (ham ")
 
@@ -130,29 +163,54 @@ def _not_a_classifier(classifier, tmp_path, missing):
 
 BAD = {
     # Each message names the flag that changes it, not the params key the pipeline's score stage reads.
-    "missing text column": (lambda c, t: ["--text-column", "message"],
-                            r"no column 'message'; the CSV columns are: 'row', 'SMS', 'note'. Set --text-column to the right names"),
-    "wrong encoding": (lambda c, t: ["--encoding", "ascii", "--", _write(t / "latin.csv", "SMS\ncaf\u00e9\n".encode("latin-1"))],
-                       r"is not valid ascii: .*; set --encoding to the file's real encoding"),
-    "unknown input extension": (lambda c, t: ["--", _write(t / "in.txt", b"SMS\nhi\n")], r"in.txt: cannot tell the format .* or set --format to one of"),
-    "pair column for single texts": (lambda c, t: ["--text-pair-column", "note"], r"classifies single texts, not pairs; drop --text-pair-column note"),
-
-    "no decision rule": (lambda c, t: ["--model", _not_a_classifier(c, t, "decision.json")],
-                         r"not a skewtune classifier: it has no decision.json \(decision rule\); `dvc repro package` writes one"),
-    "no labels": (lambda c, t: ["--model", _not_a_classifier(c, t, "skewtune.json")],
-                  r"not a skewtune classifier: it has no skewtune.json \(labels\); `dvc repro package`"),
-    "no model directory": (lambda c, t: ["--model", t / "nowhere"], r"nowhere: no such model directory; `dvc repro package` writes models/classifier"),
-    "unknown output extension": (lambda c, t: ["-o", t / "out.xlsx"], r"out.xlsx: unknown output extension '.xlsx'; use one of .csv, .jsonl, .parquet"),
+    "missing text column": (
+        lambda c, t: ["--text-column", "message"],
+        r"no column 'message'; the CSV columns are: 'row', 'SMS', 'note'. Set --text-column to the right names",
+    ),
+    "wrong encoding": (
+        lambda c, t: ["--encoding", "ascii", "--", _write(t / "latin.csv", "SMS\ncaf\u00e9\n".encode("latin-1"))],
+        r"is not valid ascii: .*; set --encoding to the file's real encoding",
+    ),
+    "pair column for single texts": (
+        lambda c, t: ["--text-pair-column", "note"],
+        r"classifies single texts, not pairs; drop --text-pair-column note",
+    ),
+    "no decision rule": (
+        lambda c, t: ["--model", _not_a_classifier(c, t, "decision.json")],
+        r"not a skewtune classifier: it has no decision.json \(decision rule\); `dvc repro package` writes one",
+    ),
+    "no labels": (
+        lambda c, t: ["--model", _not_a_classifier(c, t, "skewtune.json")],
+        r"not a skewtune classifier: it has no skewtune.json \(labels\); `dvc repro package`",
+    ),
+    "no model directory": (
+        lambda c, t: ["--model", t / "nowhere"],
+        r"nowhere: no such model directory; `dvc repro package` writes models/classifier",
+    ),
+    "unknown output extension": (
+        lambda c, t: ["-o", t / "out.xlsx"],
+        r"out.xlsx: unknown output extension '.xlsx'; use one of .csv, .jsonl, .parquet",
+    ),
     "output exists": (lambda c, t: ["-o", t / "exists.csv"], r"exists.csv: already exists; pass --overwrite"),
-    "input not found": (lambda c, t: ["--format", "csv", "-o", t / "o.csv", "--", t / "absent.csv"], r"absent.csv: not found"),
+    "input not found": (
+        lambda c, t: ["--format", "csv", "-o", t / "o.csv", "--", t / "absent.csv"],
+        r"absent.csv: not found",
+    ),
     "input not readable": (lambda c, t: ["--format", "parquet"], r"in.csv: not a readable Parquet file"),
     "bad batch size": (lambda c, t: ["--batch-size", "0"], r"--batch-size is 0; use a positive number"),
-    "input is a directory": (lambda c, t: ["--", _made(t / "folder")], r"folder: is a directory, not a file; name one table file$"),
-    "unknown input extension": (lambda c, t: ["--", _made(t / "in.txt", "SMS\nhi\n")],
-                                r"in.txt: cannot tell the format from the extension '.txt'; .* or set --format to one of csv, "),
-    "table on a later sheet": (lambda c, t: ["--", _notes_first(t / "in.xlsx")],
-                               r"sheet 'Notes' is empty; put the header in row 1 and the data below it; or is the table on another sheet\? "
-                               r"The workbook's sheets are 'Notes', 'Data': set --sheet to the one that holds it$"),
+    "input is a directory": (
+        lambda c, t: ["--", _made(t / "folder")],
+        r"folder: is a directory, not a file; name one table file$",
+    ),
+    "unknown input extension": (
+        lambda c, t: ["--", _made(t / "in.txt", "SMS\nhi\n")],
+        r"in.txt: cannot tell the format from the extension '.txt'; .* or set --format to one of csv, ",
+    ),
+    "table on a later sheet": (
+        lambda c, t: ["--", _notes_first(t / "in.xlsx")],
+        r"sheet 'Notes' is empty; put the header in row 1 and the data below it; or is the table on another sheet\? "
+        r"The workbook's sheets are 'Notes', 'Data': set --sheet to the one that holds it$",
+    ),
 }
 
 
@@ -180,7 +238,12 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, classifier, tmp_path, 
     extra, message = BAD[case]
     args = extra(classifier, tmp_path)
     explicit_input = "--" in args
-    argv = ([] if explicit_input else [tmp_path / "in.csv"]) + (["-o", tmp_path / "out.csv"] if "-o" not in args else []) + ["--model", classifier] + args
+    argv = (
+        ([] if explicit_input else [tmp_path / "in.csv"])
+        + (["-o", tmp_path / "out.csv"] if "-o" not in args else [])
+        + ["--model", classifier]
+        + args
+    )
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) as exit_info:
         predict(*argv)
@@ -200,12 +263,24 @@ def test_spreadsheet_safe_escapes_formula_cells_only():
 
 
 def test_decision_rule_round_trip_and_margin():
-    raw = {"strategy": "offsets", "labels": ["a", "b", "c"], "positive_label": None, "threshold": None, "offsets": [0.0, 1.0, -1.0], "metric": "mcc"}
+    raw = {
+        "strategy": "offsets",
+        "labels": ["a", "b", "c"],
+        "positive_label": None,
+        "threshold": None,
+        "offsets": [0.0, 1.0, -1.0],
+        "metric": "mcc",
+    }
     rule = DecisionRule.from_dict(raw)  # written before blending existed: no blend key, read as 0
-    assert rule.to_dict() == {**{k: v for k, v in raw.items() if k != "metric"}, "blend": 0.0} and DecisionRule.from_dict(rule.to_dict()) == rule
+    assert (
+        rule.to_dict() == {**{k: v for k, v in raw.items() if k != "metric"}, "blend": 0.0}
+        and DecisionRule.from_dict(rule.to_dict()) == rule
+    )
     blended = DecisionRule.from_dict({**raw, "blend": 0.25})
     baseline = np.array([[0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
-    np.testing.assert_allclose(blended.combine(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]), baseline), [[0.4, 0.25, 0.35], [0.1, 0.1, 0.8]])
+    np.testing.assert_allclose(
+        blended.combine(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]), baseline), [[0.4, 0.25, 0.35], [0.1, 0.1, 0.8]]
+    )
     assert rule.combine(baseline, None) is baseline and "0.25 x the TF-IDF baseline" in blended.describe()
     for bad in (1.5, -0.1, "auto", True, float("nan")):
         with pytest.raises(SkewtuneError, match="blend a weight in"):
@@ -244,17 +319,32 @@ def test_an_invalid_decision_rule_stops_the_stages_that_read_it(case, tmp_path):
     (tmp_path / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
     rule = {"labels": LABELS, "threshold": None, "offsets": None, "blend": 0.0, **INVALID_RULES[case]}
     (tmp_path / "reports/threshold/decision.json").write_text(json.dumps(rule))  # allow_nan: NaN, Infinity
-    proc = subprocess.run([sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("skewtune evaluate: error: reports/threshold/decision.json: not a valid decision rule (strategy ")
+    assert proc.stderr.startswith(
+        "skewtune evaluate: error: reports/threshold/decision.json: not a valid decision rule (strategy "
+    )
     assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("re-run the tune_threshold stage\n")
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "reports/eval").exists()
 
 
 def test_a_threshold_just_above_one_predicts_no_row_positive():
     """tune_threshold's 'no row positive' candidate when some p is exactly 1 is the float just above 1: a valid rule."""
-    rule = DecisionRule.from_dict({"strategy": "threshold", "labels": LABELS, "positive_label": "spam", "threshold": float(np.nextafter(1.0, 2.0))})
+    rule = DecisionRule.from_dict(
+        {
+            "strategy": "threshold",
+            "labels": LABELS,
+            "positive_label": "spam",
+            "threshold": float(np.nextafter(1.0, 2.0)),
+        }
+    )
     assert rule.predict(np.array([[0.0, 1.0], [1.0, 0.0]])).tolist() == [0, 0]
 
 
@@ -263,8 +353,19 @@ def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path
     """The classifier's preprocessing is applied: control characters go; HTML references are decoded only when
     ingest decoded them for training (data.unescape_html), so `win &amp; call` is then read as `win & call`."""
     copy = shutil.copytree(classifier, tmp_path / "classifier")
-    write_model_meta(copy, LABELS, 24, False, preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None,
-                                                               "remove_control_characters": True, "unescape_html": unescape_html})
+    write_model_meta(
+        copy,
+        LABELS,
+        24,
+        False,
+        preprocessing={
+            "normalise_whitespace": True,
+            "text_column": "SMS",
+            "text_pair_column": None,
+            "remove_control_characters": True,
+            "unescape_html": unescape_html,
+        },
+    )
     write_manifest(copy)
     texts = ["win &amp; call now", "win & call now", "win\x00 & call\x1a now"]
     pd.DataFrame({"SMS": texts}).to_csv(tmp_path / "in.csv", index=False)
@@ -281,7 +382,9 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
     from skewtune.models.baseline import baseline_proba, fit_baseline, save_baseline
 
     table = sms_table(60, seed=1)
-    train = pd.DataFrame({"text": normalise_text(table["SMS"]), "label_id": table["SMS"].str.contains("free").astype(int)})
+    train = pd.DataFrame(
+        {"text": normalise_text(table["SMS"]), "label_id": table["SMS"].str.contains("free").astype(int)}
+    )
     baseline, _ = fit_baseline(train, LABELS, min_df=1, max_features=1000, max_rows=1000)
     copy = shutil.copytree(classifier, tmp_path / "blended")
     save_baseline(baseline, copy / BASELINE_FILE)
@@ -303,13 +406,22 @@ def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, t
     with pytest.raises(SystemExit) as exit_info:
         predict(tmp_path / "in.csv", "-o", tmp_path / "again.csv", "--model", copy)
     assert exit_info.value.code == 2
-    assert "decision.json blends in the baseline (weight 0.7), but baseline.safetensors is missing; re-run the package stage" in capsys.readouterr().err
+    assert (
+        "decision.json blends in the baseline (weight 0.7), but baseline.safetensors is missing; re-run the package stage"
+        in capsys.readouterr().err
+    )
 
 
 def skewtune_script(*args) -> subprocess.CompletedProcess:
     """The installed `skewtune` console script, run as a user runs it (on this checkout's code)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([Path(sys.executable).parent / "skewtune", *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [Path(sys.executable).parent / "skewtune", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def tree_of(root: Path) -> dict[str, bytes]:
@@ -325,16 +437,29 @@ def test_overwrite_replaces_only_a_regular_file_never_a_directory_or_the_input(c
     (tmp_path / "link.csv").symlink_to(tmp_path / "in.csv")
     before = tree_of(tmp_path)
     cases = [
-        (dataset, f"{dataset}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path"),
-        (tmp_path / "in.csv", f"{tmp_path / 'in.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file"),
-        (tmp_path / "link.csv", f"{tmp_path / 'link.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file"),
+        (
+            dataset,
+            f"{dataset}: is a directory; OUTPUT is one file, which --overwrite never puts in place of a directory: choose a file path",
+        ),
+        (
+            tmp_path / "in.csv",
+            f"{tmp_path / 'in.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file",
+        ),
+        (
+            tmp_path / "link.csv",
+            f"{tmp_path / 'link.csv'}: is the input {tmp_path / 'in.csv'}; write the predictions to another file",
+        ),
     ]
     for output, message in cases:
         proc = skewtune_script("predict", tmp_path / "in.csv", "-o", output, "--model", classifier, "--overwrite")
         assert proc.returncode == 2 and proc.stderr == f"skewtune predict: error: {message}\n", proc.stderr
-        assert tree_of(tmp_path) == before and (tmp_path / "link.csv").is_symlink()  # nothing removed, replaced or left behind
+        assert (
+            tree_of(tmp_path) == before and (tmp_path / "link.csv").is_symlink()
+        )  # nothing removed, replaced or left behind
     (tmp_path / "out.csv").write_text("an earlier output")
-    proc = skewtune_script("predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier, "--overwrite")
+    proc = skewtune_script(
+        "predict", tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", classifier, "--overwrite"
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(tmp_path / "out.csv")) == 5
 
@@ -377,7 +502,8 @@ def test_a_tampered_classifier_directory_is_refused_before_anything_is_loaded(ca
         predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
     assert exit_info.value.code == 2 and capsys.readouterr().err == (
         f"skewtune predict: error: {copy}: its files are not those the package stage wrote ({found}; see manifest.json); "
-        "copy the classifier directory again from where it was packaged, or re-run the package stage\n")
+        "copy the classifier directory again from where it was packaged, or re-run the package stage\n"
+    )
     assert not marker.exists() and not (tmp_path / "out.csv").exists()
 
 
@@ -387,10 +513,16 @@ def test_a_full_disk_during_predict_is_one_line_and_leaves_nothing(classifier, t
     sms_table(400).to_csv(tmp_path / "in.csv", index=False)
     (tmp_path / "small").mkdir()
     script = Path(sys.executable).parent / "skewtune"
-    result, left = run_on_full_disk([script, "predict", tmp_path / "in.csv", "-o", "small/out.csv", "--model", classifier], tmp_path / "small", tmp_path)
+    result, left = run_on_full_disk(
+        [script, "predict", tmp_path / "in.csv", "-o", "small/out.csv", "--model", classifier],
+        tmp_path / "small",
+        tmp_path,
+    )
     assert result.returncode == 1 and re.fullmatch(
         r"skewtune predict: error: small/out\.csv: no space left on device while writing it \(\d+\.\d KiB free there"
-        r"(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n", result.stderr), result.stderr
+        r"(; the outputs had taken \d+\.\d KiB when it ran out, they need more)?\); nothing was written: free space and re-run\n",
+        result.stderr,
+    ), result.stderr
     assert left == []  # no half-written output, no temporary
 
 
@@ -404,9 +536,13 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
     sms_table(3).to_csv(tmp_path / "in.csv", index=False)
     settings = replace(DATA_PARAMS, quoting=None)
     with pytest.raises(SkewtuneError, match=r"no column 'body'.*Set data.text_column to the right names"):
-        score_file(tmp_path / "in.csv", tmp_path / "out.parquet", model=classifier, text_column="body", settings=settings)
+        score_file(
+            tmp_path / "in.csv", tmp_path / "out.parquet", model=classifier, text_column="body", settings=settings
+        )
     with pytest.raises(SkewtuneError, match=r"drop data.text_pair_column note"):
-        score_file(tmp_path / "in.csv", tmp_path / "out.parquet", model=classifier, pair_column="note", settings=settings)
+        score_file(
+            tmp_path / "in.csv", tmp_path / "out.parquet", model=classifier, pair_column="note", settings=settings
+        )
     assert not (tmp_path / "out.parquet").exists()
 
 
@@ -417,7 +553,9 @@ def test_an_image_path_outside_the_root_names_the_flag_that_moves_the_root(tmp_p
 
     with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it \(--image-root sets it\)$"):
         image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", PREDICT_FLAGS)
-    with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it$"):  # the score stage: always data/raw
+    with pytest.raises(
+        SkewtuneError, match=r"leads outside .*; write paths relative to it$"
+    ):  # the score stage: always data/raw
         image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", DATA_PARAMS)
 
 
@@ -447,7 +585,10 @@ def test_summary_lines_count_in_the_right_number():
 
     assert [counted(n, "row") for n in (0, 1, 2)] == ["0 rows", "1 row", "2 rows"]
     assert counted(1, "val mistake") == "1 val mistake" and counted(3, "class", "classes") == "3 classes"
-    assert Summary(1, 1, {"ham": 0, "spam": 0}).line("o.csv") == "predict: 1 row -> o.csv (ham 0, spam 0); 1 row without text got no prediction"
+    assert (
+        Summary(1, 1, {"ham": 0, "spam": 0}).line("o.csv")
+        == "predict: 1 row -> o.csv (ham 0, spam 0); 1 row without text got no prediction"
+    )
     assert Summary(2, 0, {"ham": 2, "spam": 0}).line("o.csv") == "predict: 2 rows -> o.csv (ham 2, spam 0)"
 
 

@@ -58,7 +58,10 @@ def test_stratified_split_and_report(project):
             assert abs(counts[label] - share * n) <= 1, (name, label)
         assert list(splits[name].columns) == ["id", "text", "label"]
     report = json.loads(Path(paths.SPLIT_REPORT).read_text())
-    assert report["val"]["class_counts"] == splits["val"]["label"].value_counts().reindex(["ham", "promo", "spam"]).to_dict()
+    assert (
+        report["val"]["class_counts"]
+        == splits["val"]["label"].value_counts().reindex(["ham", "promo", "spam"]).to_dict()
+    )
     assert report["train"]["rows"] + report["val"]["rows"] + report["test"]["rows"] == sum(sizes.values())
     assert report["test"]["share"] == pytest.approx(0.1, abs=0.002)
     assert report["train"]["class_shares"]["promo"] == pytest.approx(57 / 968, abs=0.002)
@@ -76,10 +79,20 @@ def test_stratification_tolerance_over_many_shapes():
         sizes = rng.integers(30, 400, size=rng.integers(2, 5))
         val_size, test_size = rng.uniform(0.05, 0.3, size=2)
         labels = np.repeat([f"c{i}" for i in range(len(sizes))], sizes)
-        dataset = pd.DataFrame({"id": [f"r{i}" for i in range(len(labels))], "text": [f"t{i}" for i in range(len(labels))],
-                                "label": labels, "subset": "pool"})
+        dataset = pd.DataFrame(
+            {
+                "id": [f"r{i}" for i in range(len(labels))],
+                "text": [f"t{i}" for i in range(len(labels))],
+                "label": labels,
+                "subset": "pool",
+            }
+        )
         splits = split_dataset(dataset, sorted(set(labels)), val_size=val_size, test_size=test_size, seed=trial)
-        for name, share, tolerance in (("val", val_size, 1), ("test", test_size, 1), ("train", 1 - val_size - test_size, 2)):
+        for name, share, tolerance in (
+            ("val", val_size, 1),
+            ("test", test_size, 1),
+            ("train", 1 - val_size - test_size, 2),
+        ):
             counts = splits[name]["label"].value_counts()
             for i, n in enumerate(sizes):
                 assert abs(counts.get(f"c{i}", 0) - share * n) <= tolerance, (trial, name, i)
@@ -99,8 +112,11 @@ def test_fixed_test_file_is_the_test_split(project):
 
 def test_class_too_small_names_class_count_and_minimum(project):
     project(_rows({"ham": 100, "spam": 40, "rare": 6}))
-    with pytest.raises(SkewtuneError, match=r"class 'rare' has 6 row\(s\) but splitting train 80%, val 10%, test 10% with "
-                                            r"stratification needs at least 10 rows per class"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"class 'rare' has 6 row\(s\) but splitting train 80%, val 10%, test 10% with "
+        r"stratification needs at least 10 rows per class",
+    ):
         split.main()
     assert not any(Path(path).exists() for path in OUTPUTS)
 

@@ -37,11 +37,11 @@ def test_each_format_reads_the_same_rows(tmp_path, suffix):
     if suffix == "csv":
         frame.to_csv(path, index=False)
     elif suffix == "tsv":
-        path.write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in ROWS), encoding="utf-8")
+        path.write_text("text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in ROWS), encoding="utf-8")
     elif suffix == "jsonl":
-        path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in ROWS), encoding="utf-8")
+        path.write_text("".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in ROWS), encoding="utf-8")
     elif suffix == "json":
-        path.write_text(json.dumps([{"label": l, "text": t, "extra": 1} for t, l in ROWS]), encoding="utf-8")
+        path.write_text(json.dumps([{"label": label, "text": t, "extra": 1} for t, label in ROWS]), encoding="utf-8")
     elif suffix == "xlsx":
         _xlsx(path, [("text", "label"), *ROWS])
     else:
@@ -84,7 +84,11 @@ def test_headerless_embedded_table():
     # The table quotes texts that hold quotes (as pandas writes TSV): they come back without the quoting.
     assert table.reading["quoting"] == "standard"
     assert frame["text"].str.contains('""', regex=False).sum() == 0
-    assert frame["text"].str.startswith('Your free ringtone is waiting to be collected. Simply text the password "MIX" to').any()
+    assert (
+        frame["text"]
+        .str.startswith('Your free ringtone is waiting to be collected. Simply text the password "MIX" to')
+        .any()
+    )
     assert set(frame["label"]) == {"ham", "spam"}
     assert not frame.iloc[0]["label"].startswith("\ufeff")
     with pytest.raises(SkewtuneError, match="holds single texts, not pairs"):
@@ -126,19 +130,45 @@ def test_paths_outside_data_raw_are_refused(tmp_path, monkeypatch):
         ("header.csv", b"text,label\n", r"header\.csv: the table has a header row but no data rows"),
         ("header.tsv", b"text\tlabel\n", r"a header row but no data rows"),
         ("none.json", b"[]", r"none\.json: the table has no records"),
-        ("unclosed.csv", b'text,label\nok,1\n"never, closed,1\nmore,0\n',
-         r"unclosed\.csv: cannot read the CSV file with standard quoting \(the quoted field in the record starting at line 3 is broken "
-         r"\(unexpected end of data\)\) nor without quote processing \(line 3 has 3 fields but the header has 2\)"),
-        ("twice.csv", b"text,label,text\na,b,c\n", r"twice\.csv: the header names the column 'text' 2 times; rename the copies"),
-        ("fields.csv", b"text,label\nok,1\nhello, world,1\n", r"fields\.csv: line 3 has 3 fields but the header has 2; quote fields that contain a comma"),
-        ("tabs.tsv", b"text\tlabel\nok\t1\nx\ty\tz\n", r"tabs\.tsv: line 3 has 3 fields but the header has 2; quote fields that contain a tab"),
-        ("broken.jsonl", b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 1\n', r"broken\.jsonl: line 3, column \d+ is not valid JSON"),
+        (
+            "unclosed.csv",
+            b'text,label\nok,1\n"never, closed,1\nmore,0\n',
+            r"unclosed\.csv: cannot read the CSV file with standard quoting \(the quoted field in the record starting at line 3 is broken "
+            r"\(unexpected end of data\)\) nor without quote processing \(line 3 has 3 fields but the header has 2\)",
+        ),
+        (
+            "twice.csv",
+            b"text,label,text\na,b,c\n",
+            r"twice\.csv: the header names the column 'text' 2 times; rename the copies",
+        ),
+        (
+            "fields.csv",
+            b"text,label\nok,1\nhello, world,1\n",
+            r"fields\.csv: line 3 has 3 fields but the header has 2; quote fields that contain a comma",
+        ),
+        (
+            "tabs.tsv",
+            b"text\tlabel\nok\t1\nx\ty\tz\n",
+            r"tabs\.tsv: line 3 has 3 fields but the header has 2; quote fields that contain a tab",
+        ),
+        (
+            "broken.jsonl",
+            b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 1\n',
+            r"broken\.jsonl: line 3, column \d+ is not valid JSON",
+        ),
         ("array.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', r"array\.jsonl: line 2 is a JSON list, not an object"),
         ("broken.json", b'[{"text": "a",\n "label": }]', r"broken\.json: line 2, column 11 is not valid JSON"),
         ("object.json", b'{"text": "a", "label": 1}', r"expected a JSON array of records.*rename the file to \.jsonl"),
-        ("columns.csv", b"Text,category\na,b\n", r"no column 'text', 'label'; the CSV columns are: 'Text', 'category'.*did you mean 'Text' for 'text'\?"),
-        ("latin.csv", "text,label\nok,1\ncafé,0\n".encode("latin-1"),
-         r"latin\.csv: byte offset 19 \(line 3\) is not valid utf-8: b'\\xe9,0\\n'.*set data\.encoding.*decodes as cp1252"),
+        (
+            "columns.csv",
+            b"Text,category\na,b\n",
+            r"no column 'text', 'label'; the CSV columns are: 'Text', 'category'.*did you mean 'Text' for 'text'\?",
+        ),
+        (
+            "latin.csv",
+            "text,label\nok,1\ncafé,0\n".encode("latin-1"),
+            r"latin\.csv: byte offset 19 \(line 3\) is not valid utf-8: b'\\xe9,0\\n'.*set data\.encoding.*decodes as cp1252",
+        ),
         ("bad.parquet", b"not parquet at all", r"bad\.parquet: not a readable Parquet file"),
         ("bad.xlsx", b"not a zip", r"bad\.xlsx: not a readable \.xlsx workbook"),
     ],
@@ -159,8 +189,11 @@ def test_parquet_missing_column_lists_the_columns(tmp_path):
 
 def test_xlsx_title_row_points_at_the_real_header(tmp_path):
     path = _xlsx(tmp_path / "report.xlsx", [("Quarterly export", None), (None, None), ("text", "label"), *ROWS])
-    with pytest.raises(SkewtuneError, match=r"sheet 'Sheet' has no column 'text', 'label' in row 1 \(found: 'Quarterly export'\); "
-                                            r"row 3 looks like the header: delete the 2 row\(s\) above it"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"sheet 'Sheet' has no column 'text', 'label' in row 1 \(found: 'Quarterly export'\); "
+        r"row 3 looks like the header: delete the 2 row\(s\) above it",
+    ):
         read_table(path, COLUMNS)
 
 
@@ -193,37 +226,71 @@ def _edit_sheet_xml(path: Path, change) -> None:
 def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_path, monkeypatch):
     from skewtune.data import tables
 
-    path = _xlsx(tmp_path / "gaps.xlsx", [("text", "x", "label"), ("a", "note", "l1"), (None, "note only", None), (None, None, None)])
+    path = _xlsx(
+        tmp_path / "gaps.xlsx",
+        [("text", "x", "label"), ("a", "note", "l1"), (None, "note only", None), (None, None, None)],
+    )
     book = openpyxl.load_workbook(path)
-    book.active["A6"], book.active["C6"], book.active["A9"] = "b", "l2", None  # a gap of two rows; row 9 formatted, empty
+    book.active["A6"], book.active["C6"], book.active["A9"] = (
+        "b",
+        "l2",
+        None,
+    )  # a gap of two rows; row 9 formatted, empty
     book.save(path)
     table = read_table(path, COLUMNS)
     assert table.frame["text"].fillna("").tolist() == ["a", "", "", "", "b"] and table.place(4) == "row 6"
     assert list(read_table(path, COLUMNS, other_columns=True).frame.columns) == ["text", "x", "label"]
-    book.active.cell(row=1_048_576, column=1, value="beyond")  # openpyxl writes no further: move it one row down in the XML
+    book.active.cell(
+        row=1_048_576, column=1, value="beyond"
+    )  # openpyxl writes no further: move it one row down in the XML
     book.save(path)
     _edit_sheet_xml(path, lambda xml: xml.replace(b'"1048576"', b'"1048577"').replace(b'"A1048576"', b'"A1048577"'))
-    with pytest.raises(SkewtuneError, match=r"gaps\.xlsx: sheet 'Sheet': a cell in row 1048577, beyond what a sheet can hold; "
-                                            r"the workbook is damaged"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"gaps\.xlsx: sheet 'Sheet': a cell in row 1048577, beyond what a sheet can hold; "
+        r"the workbook is damaged",
+    ):
         read_table(path, COLUMNS)
     monkeypatch.setattr(tables, "_XLSX_CELLS", 9)
-    with pytest.raises(SkewtuneError, match=r"sheet 'Sheet': reading 2 column\(s\) down to row 6 would hold more than 9 cells; "
-                                            r"save the table as CSV or Parquet"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"sheet 'Sheet': reading 2 column\(s\) down to row 6 would hold more than 9 cells; "
+        r"save the table as CSV or Parquet",
+    ):
         read_table(_xlsx(tmp_path / "many.xlsx", [("text", "label"), *[(str(i), "l") for i in range(10)]]), COLUMNS)
 
 
 def test_xlsx_formula_cells_read_the_result_a_spreadsheet_stored(tmp_path):
     path = _xlsx(tmp_path / "f.xlsx", [("text", "label"), ("a", '=UPPER("ham")'), ("b", "spam")])
-    with pytest.raises(SkewtuneError, match=r"1 cell\(s\) of column 'label' hold a formula without a stored result \(first: B2\)"):
+    with pytest.raises(
+        SkewtuneError, match=r"1 cell\(s\) of column 'label' hold a formula without a stored result \(first: B2\)"
+    ):
         read_table(path, COLUMNS)
-    _edit_sheet_xml(path, lambda xml: xml.replace(b'<c r="B2"><f>UPPER("ham")</f><v /></c>', b'<c r="B2" t="str"><f>UPPER("ham")</f><v>HAM</v></c>'))
+    _edit_sheet_xml(
+        path,
+        lambda xml: xml.replace(
+            b'<c r="B2"><f>UPPER("ham")</f><v /></c>', b'<c r="B2" t="str"><f>UPPER("ham")</f><v>HAM</v></c>'
+        ),
+    )
     assert read_table(path, COLUMNS).frame["label"].tolist() == ["HAM", "spam"]
 
 
 # Texts that break naive TSV/CSV reading: newlines (also CRLF), quotes (balanced, unbalanced, doubled,
 # around the whole text), tabs, commas, HTML references, surrounding spaces and an empty text.
-AWKWARD = ["first line\nsecond line", 'he said "hi", then left', '"Hi there', 'say ""twice""', '"whole text quoted"',
-           "tab\tinside", "comma, inside", "windows\r\nline end", "it&#039;s &amp; more", "  spaced  ", "", "plain"]
+AWKWARD = [
+    "first line\nsecond line",
+    'he said "hi", then left',
+    '"Hi there',
+    'say ""twice""',
+    '"whole text quoted"',
+    "tab\tinside",
+    "comma, inside",
+    "windows\r\nline end",
+    "it&#039;s &amp; more",
+    "  spaced  ",
+    "",
+    "plain",
+]
 
 
 def _awkward_frame() -> pd.DataFrame:
@@ -247,7 +314,9 @@ def test_pandas_written_files_come_back_exactly(tmp_path, sep, index):
 def test_python_csv_written_files_come_back_exactly(tmp_path, quoting, delimiter):
     path = tmp_path / ("data.tsv" if delimiter == "\t" else "data.csv")
     with path.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle, delimiter=delimiter, quoting=quoting).writerows([["label", "text"], *(["x", t] for t in AWKWARD)])
+        csv.writer(handle, delimiter=delimiter, quoting=quoting).writerows(
+            [["label", "text"], *(["x", t] for t in AWKWARD)]
+        )
     table = read_table(path, COLUMNS)
     assert table.frame["text"].tolist() == AWKWARD and table.reading["quoting"] == "standard"
 
@@ -257,24 +326,36 @@ def test_the_sms_collection_reads_exactly_as_written(sms_path):
     table = read_table(sms_path, ["SMS", "Label"])
     expected = pd.read_csv(sms_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
     assert len(table.frame) == 5574
-    assert table.frame["SMS"].tolist() == expected["SMS"].tolist() and table.frame["Label"].tolist() == expected["Label"].tolist()
+    assert (
+        table.frame["SMS"].tolist() == expected["SMS"].tolist()
+        and table.frame["Label"].tolist() == expected["Label"].tolist()
+    )
     assert table.reading["quoting"] == "none"
-    assert "with standard quoting, the quoted field in the record starting at line 284 is broken" in table.reading["quoting_reason"]
+    assert (
+        "with standard quoting, the quoted field in the record starting at line 284 is broken"
+        in table.reading["quoting_reason"]
+    )
 
 
 def test_quoting_can_be_forced_and_an_ambiguous_file_asks_for_it(tmp_path):
     path = tmp_path / "both.tsv"
     path.write_text('text\tlabel\n"a\tx\nb"\ty\n', encoding="utf-8")
-    with pytest.raises(SkewtuneError, match=r"reads consistently both with standard quoting \(1 row: the quoted field starting "
-                                            r"at line 2 spans several lines\) and without quote processing \(2 rows.*set data\.quoting"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"reads consistently both with standard quoting \(1 row: the quoted field starting "
+        r"at line 2 spans several lines\) and without quote processing \(2 rows.*set data\.quoting",
+    ):
         read_table(path, COLUMNS)
     assert read_table(path, COLUMNS, quoting="standard").frame["text"].tolist() == ["a\tx\nb"]
     assert read_table(path, COLUMNS, quoting="none").frame["text"].tolist() == ['"a', 'b"']
     # Forced quoting that the file breaks is an error that points at the other reading.
     pandas_tsv = tmp_path / "pandas.tsv"
     _awkward_frame().to_csv(pandas_tsv, sep="\t", index=False)
-    with pytest.raises(SkewtuneError, match=r"line 8 has 3 fields but the header has 2 \(read with data\.quoting: none\); "
-                                            r"a tab inside a text needs the field quoted: set data\.quoting: standard"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"line 8 has 3 fields but the header has 2 \(read with data\.quoting: none\); "
+        r"a tab inside a text needs the field quoted: set data\.quoting: standard",
+    ):
         read_table(pandas_tsv, COLUMNS, quoting="none")
 
 
@@ -289,8 +370,10 @@ def test_doubled_inner_quotes_decide_a_file_that_reads_both_ways(tmp_path, sep):
     assert table.frame["text"].tolist() == texts and table.reading["quoting"] == "standard"
     if sep == "\t":
         return  # unprocessed, the tab splits a line into three fields: only standard quoting fits
-    assert table.reading["quoting_reason"] == ('quoted fields in 100 records double their inner quotes (""), as standard quoting '
-                                               "writes them (first at line 2); without quote processing the file would read into 400 rows")
+    assert table.reading["quoting_reason"] == (
+        'quoted fields in 100 records double their inner quotes (""), as standard quoting '
+        "writes them (first at line 2); without quote processing the file would read into 400 rows"
+    )
     # One line's quoted field is evidence too; a quote that is text, kept as written, is not.
     path.write_text('text,label\n"say ""hi"" now",a\n"a,\nb",c\n')
     assert read_table(path, COLUMNS).frame["text"].tolist() == ['say "hi" now', "a,\nb"]
@@ -306,14 +389,21 @@ def test_records_shorter_than_the_header_keep_their_place(tmp_path):
     assert table.frame["text"].tolist() == ["multi\nline", "no label here", "last"]
     assert table.frame["label"].isna().tolist() == [False, True, False]
     assert [table.place(i) for i in range(3)] == ["line 2", "line 4", "line 6"]  # blank line 5 holds no row
-    assert table.reading == {"format": "csv", "quoting": "standard", "short_records": 1,
-                             "quoting_reason": "every reading leaves records with fewer fields than the header; this one the fewest (1)"}
+    assert table.reading == {
+        "format": "csv",
+        "quoting": "standard",
+        "short_records": 1,
+        "quoting_reason": "every reading leaves records with fewer fields than the header; this one the fewest (1)",
+    }
 
 
 def test_a_directory_is_named_as_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "raw" / "exports").mkdir(parents=True)
     (tmp_path / "data" / "raw" / "exports" / "a.csv").write_text("text,label\nx,y\n")
-    with pytest.raises(SkewtuneError, match=r"data\.source: data/raw/exports is a directory, not a file; point data\.source at "
-                                            r"one file in it \(it holds a\.csv\)"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"data\.source: data/raw/exports is a directory, not a file; point data\.source at "
+        r"one file in it \(it holds a\.csv\)",
+    ):
         resolve_raw_path("data/raw/exports", "data.source")

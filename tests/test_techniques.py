@@ -42,14 +42,36 @@ def fresh_model(model_dir: Path):
 
 
 def trainer_for(model, model_dir, rows, tmp_path, *, loss=CE, callbacks=(), sgd=False, **train):
-    settings = {"batch_size": 8, "eval_batch_size": 8, "lr": 1e-3, "warmup": 0, "scheduler": "constant", "seed": 0,
-                "early_stopping_patience": 0, "group_by_length": False, **train}
+    settings = {
+        "batch_size": 8,
+        "eval_batch_size": 8,
+        "lr": 1e-3,
+        "warmup": 0,
+        "scheduler": "constant",
+        "seed": 0,
+        "early_stopping_patience": 0,
+        "group_by_length": False,
+        **train,
+    }
     params = TrainParams(**settings)
-    args = training_arguments(str(tmp_path / "checkpoints"), params, precision="fp32", device="cpu", selection=SELECTION)
+    args = training_arguments(
+        str(tmp_path / "checkpoints"), params, precision="fp32", device="cpu", selection=SELECTION
+    )
     if sgd:  # plain SGD: the update is -lr * gradient, so a hand-computed gradient gives the weights exactly
         args.optim = "sgd"
     tokenizer = load_tokenizer(str(model_dir))
-    return build_trainer(model, tokenizer, args, rows, rows[:8], train=params, loss_fn=loss, labels=LABELS, selection=SELECTION, callbacks=list(callbacks))
+    return build_trainer(
+        model,
+        tokenizer,
+        args,
+        rows,
+        rows[:8],
+        train=params,
+        loss_fn=loss,
+        labels=LABELS,
+        selection=SELECTION,
+        callbacks=list(callbacks),
+    )
 
 
 class EmbeddingsBeforeUpdate(TrainerCallback):
@@ -68,7 +90,9 @@ def _loss_backward(model, batch) -> None:
     CE(model(**inputs).logits, batch["labels"], len(batch["labels"])).backward()
 
 
-def _reference_step(model, batch, lr: float, attack: str | None, epsilon: float, alpha: float = 0.0, steps: int = 0) -> dict:
+def _reference_step(
+    model, batch, lr: float, attack: str | None, epsilon: float, alpha: float = 0.0, steps: int = 0
+) -> dict:
     """One SGD step with FGM / PGD written out from the papers' recipe, independently of skewtune.adversarial."""
     model.train()
     weight = model.get_input_embeddings().weight
@@ -95,7 +119,10 @@ def _reference_step(model, batch, lr: float, attack: str | None, epsilon: float,
         return {n: p - lr * p.grad for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("attack, options", [("fgm", {"adversarial_epsilon": 0.5}), ("pgd", {"adversarial_epsilon": 0.5, "pgd_alpha": 0.3, "pgd_steps": 3})])
+@pytest.mark.parametrize(
+    "attack, options",
+    [("fgm", {"adversarial_epsilon": 0.5}), ("pgd", {"adversarial_epsilon": 0.5, "pgd_alpha": 0.3, "pgd_steps": 3})],
+)
 def test_adversarial_step_matches_a_hand_computed_reference(attack, options, quiet_bert, rows, tmp_path):
     """One optimizer step on 8 rows: the weights equal the clean + adversarial SGD step computed by hand, the
     embeddings were restored exactly before the update, and the step differs from a step without the attack."""
@@ -103,13 +130,33 @@ def test_adversarial_step_matches_a_hand_computed_reference(attack, options, qui
     capture = EmbeddingsBeforeUpdate()
     model = fresh_model(quiet_bert)
     start = model.get_input_embeddings().weight.detach().clone()
-    trainer = trainer_for(model, quiet_bert, batch_rows, tmp_path, sgd=True, callbacks=[capture], max_steps=1, lr=0.5, weight_decay=0.0,
-                          max_grad_norm=0.0, adversarial=attack, **options)
+    trainer = trainer_for(
+        model,
+        quiet_bert,
+        batch_rows,
+        tmp_path,
+        sgd=True,
+        callbacks=[capture],
+        max_steps=1,
+        lr=0.5,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        adversarial=attack,
+        **options,
+    )
     trainer.train()
     assert torch.equal(capture.weight, start)
 
     batch = DataCollatorWithPadding(load_tokenizer(str(quiet_bert)))(batch_rows)
-    expected = _reference_step(fresh_model(quiet_bert), batch, 0.5, attack, options["adversarial_epsilon"], options.get("pgd_alpha", 0.0), options.get("pgd_steps", 0))
+    expected = _reference_step(
+        fresh_model(quiet_bert),
+        batch,
+        0.5,
+        attack,
+        options["adversarial_epsilon"],
+        options.get("pgd_alpha", 0.0),
+        options.get("pgd_steps", 0),
+    )
     clean = _reference_step(fresh_model(quiet_bert), batch, 0.5, None, 0.0)
     trained = dict(trainer.model.named_parameters())
     for name, value in expected.items():
@@ -121,7 +168,10 @@ def test_adversarial_step_matches_a_hand_computed_reference(attack, options, qui
 def test_adversarial_needs_trainable_word_embeddings(quiet_bert, rows, tmp_path):
     model = fresh_model(quiet_bert)
     model.get_input_embeddings().weight.requires_grad_(False)
-    with pytest.raises(SkewtuneError, match=r"^train.adversarial is fgm, but the word embeddings of model.name's BertForSequenceClassification"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"^train.adversarial is fgm, but the word embeddings of model.name's BertForSequenceClassification",
+    ):
         trainer_for(model, quiet_bert, rows, tmp_path, adversarial="fgm")
 
 
@@ -146,7 +196,9 @@ def test_ema_weights_are_evaluated_restored_and_saved(quiet_bert, rows, tmp_path
     hand from the raw weights of each step (with the warm-up decay min(0.5, (1 + n) / (10 + n)) after n updates),
     and the logged val loss is that of the EMA weights."""
     steps = StepWeights()
-    trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path, callbacks=[steps], epochs=1, lr=1e-2, ema_decay=0.5)
+    trainer = trainer_for(
+        fresh_model(quiet_bert), quiet_bert, rows, tmp_path, callbacks=[steps], epochs=1, lr=1e-2, ema_decay=0.5
+    )
     trainer.train()
     assert len(steps.steps) == 5
     expected = dict(steps.steps[0])
@@ -189,15 +241,42 @@ class ShadowAtEnd(TrainerCallback):
 def test_resume_continues_the_ema(quiet_bert, rows, tmp_path):
     """Two epochs straight, or one epoch, a stop, and a resume from its checkpoint: the same EMA at the end."""
     straight = ShadowAtEnd()
-    trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path / "straight", callbacks=[straight], epochs=2, lr=1e-2, ema_decay=0.9)
+    trainer = trainer_for(
+        fresh_model(quiet_bert),
+        quiet_bert,
+        rows,
+        tmp_path / "straight",
+        callbacks=[straight],
+        epochs=2,
+        lr=1e-2,
+        ema_decay=0.9,
+    )
     straight.trainer = trainer
     trainer.train()
 
-    trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path / "resumed", callbacks=[StopAfterEpoch()], epochs=2, lr=1e-2, ema_decay=0.9).train()
+    trainer_for(
+        fresh_model(quiet_bert),
+        quiet_bert,
+        rows,
+        tmp_path / "resumed",
+        callbacks=[StopAfterEpoch()],
+        epochs=2,
+        lr=1e-2,
+        ema_decay=0.9,
+    ).train()
     checkpoint = next((tmp_path / "resumed" / "checkpoints").glob("checkpoint-*"))
     assert checkpoint.name == "checkpoint-4" and (checkpoint / "raw_weights.safetensors").is_file()
     resumed = ShadowAtEnd()
-    trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path / "resumed", callbacks=[resumed], epochs=2, lr=1e-2, ema_decay=0.9)
+    trainer = trainer_for(
+        fresh_model(quiet_bert),
+        quiet_bert,
+        rows,
+        tmp_path / "resumed",
+        callbacks=[resumed],
+        epochs=2,
+        lr=1e-2,
+        ema_decay=0.9,
+    )
     resumed.trainer = trainer
     trainer.train(resume_from_checkpoint=str(checkpoint))
     for name, value in straight.shadow.items():
@@ -232,19 +311,42 @@ def test_deferred_reweighting_switches_at_its_epoch(quiet_bert, rows, tmp_path):
 def test_min_epochs_hold_off_early_stopping(min_epochs, stopped_at, quiet_bert, rows, tmp_path):
     """With a learning rate too small to change val macro-F1, patience 1 stops at epoch 2; evaluations up to
     epoch early_stopping_min_epochs do not count, so with 3 it stops at epoch 3 + 1."""
-    trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path, epochs=6, lr=1e-9,
-                          early_stopping_patience=1, early_stopping_min_epochs=min_epochs)
+    trainer = trainer_for(
+        fresh_model(quiet_bert),
+        quiet_bert,
+        rows,
+        tmp_path,
+        epochs=6,
+        lr=1e-9,
+        early_stopping_patience=1,
+        early_stopping_min_epochs=min_epochs,
+    )
     trainer.train()
     assert trainer.state.epoch == stopped_at
 
 
 def test_plateau_settings_and_cosine_floor_reach_the_scheduler(quiet_bert, rows, tmp_path):
-    trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path / "plateau", scheduler="reduce_on_plateau", plateau_factor=0.5, plateau_patience=3)
+    trainer = trainer_for(
+        fresh_model(quiet_bert),
+        quiet_bert,
+        rows,
+        tmp_path / "plateau",
+        scheduler="reduce_on_plateau",
+        plateau_factor=0.5,
+        plateau_patience=3,
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     plateau = trainer.lr_scheduler
-    assert (type(plateau).__name__, plateau.factor, plateau.patience, plateau.mode) == ("ReduceLROnPlateau", 0.5, 3, "max")
+    assert (type(plateau).__name__, plateau.factor, plateau.patience, plateau.mode) == (
+        "ReduceLROnPlateau",
+        0.5,
+        3,
+        "max",
+    )
 
-    trainer = trainer_for(fresh_model(quiet_bert), quiet_bert, rows, tmp_path / "cosine", scheduler="cosine", min_lr_ratio=0.1, lr=1e-3)
+    trainer = trainer_for(
+        fresh_model(quiet_bert), quiet_bert, rows, tmp_path / "cosine", scheduler="cosine", min_lr_ratio=0.1, lr=1e-3
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     for _ in range(10):
         trainer.optimizer.step()
@@ -256,13 +358,26 @@ def test_dropout_keys_set_the_model_config(quiet_bert, tmp_path):
     from transformers import Qwen3Config, Qwen3Model
 
     tokenizer = load_tokenizer(str(quiet_bert))
-    model = load_classifier(str(quiet_bert), tokenizer, LABELS, max_length=32, hidden_dropout=0.3, classifier_dropout=0.2)
+    model = load_classifier(
+        str(quiet_bert), tokenizer, LABELS, max_length=32, hidden_dropout=0.3, classifier_dropout=0.2
+    )
     assert model.config.hidden_dropout_prob == 0.3 and model.bert.encoder.layer[0].output.dropout.p == 0.3
     assert model.dropout.p == 0.2  # the dropout before BERT's classifier
     assert load_classifier(str(quiet_bert), tokenizer, LABELS, max_length=32).config.hidden_dropout_prob == 0.0
-    Qwen3Model(Qwen3Config(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           num_key_value_heads=1, head_dim=16)).save_pretrained(tmp_path)
-    with pytest.raises(SkewtuneError, match=r"model.hidden_dropout is 0.3, but the qwen3 config of model.name has no such dropout"):
+    Qwen3Model(
+        Qwen3Config(
+            vocab_size=30522,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+        )
+    ).save_pretrained(tmp_path)
+    with pytest.raises(
+        SkewtuneError, match=r"model.hidden_dropout is 0.3, but the qwen3 config of model.name has no such dropout"
+    ):
         load_classifier(str(tmp_path), tokenizer, LABELS, max_length=32, hidden_dropout=0.3)
 
 
@@ -276,13 +391,24 @@ def test_train_stage_with_every_technique(sms_path, quiet_bert, tmp_path, monkey
     sms.columns = ["label", "text"]
     sms = sms.assign(id=[f"sms{i}" for i in range(len(sms))])
     root = make_project(
-        tmp_path, sms, quiet_bert,
+        tmp_path,
+        sms,
+        quiet_bert,
         model={"hidden_dropout": 0.1, "classifier_dropout": 0.2},
-        train={"epochs": 2, "ema_decay": 0.9, "adversarial": "pgd", "pgd_steps": 2, "early_stopping_min_epochs": 1,
-               "scheduler": "cosine", "min_lr_ratio": 0.1},
+        train={
+            "epochs": 2,
+            "ema_decay": 0.9,
+            "adversarial": "pgd",
+            "pgd_steps": 2,
+            "early_stopping_min_epochs": 1,
+            "scheduler": "cosine",
+            "min_lr_ratio": 0.1,
+        },
         loss={"name": "focal", "alpha": 0.25, "reweight_from_epoch": 2},
     )
     run_train(root, monkeypatch)
     model, _, meta = load_trained(root / "models/model")
-    assert meta["labels"] == LABELS and model.config.hidden_dropout_prob == 0.1 and model.config.classifier_dropout == 0.2
+    assert (
+        meta["labels"] == LABELS and model.config.hidden_dropout_prob == 0.1 and model.config.classifier_dropout == 0.2
+    )
     assert json.loads((root / "reports/train/metrics.json").read_text())["step"] == 1

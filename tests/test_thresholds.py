@@ -25,7 +25,9 @@ BINARY = ["neg", "pos"]
 @pytest.fixture(scope="module")
 def binary_lr():
     """A LogisticRegression fitted on imbalanced synthetic data (10% positives), and its val set."""
-    X, y = make_classification(n_samples=3000, n_features=10, n_informative=4, weights=[0.9], flip_y=0.05, class_sep=0.7, random_state=0)
+    X, y = make_classification(
+        n_samples=3000, n_features=10, n_informative=4, weights=[0.9], flip_y=0.05, class_sep=0.7, random_state=0
+    )
     X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.4, stratify=y, random_state=0)
     model = LogisticRegression().fit(X_train, y_train)
     return model, X_val, y_val, model.predict_proba(X_val)
@@ -58,18 +60,28 @@ def _brute_force_binary(y: np.ndarray, p: np.ndarray, metric: str, min_precision
 def _sklearn_score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     if metric.startswith("f1:"):
         return f1_score(y, pred, labels=[BINARY.index(metric[3:])], average="macro")
-    return {"f1_macro": lambda: f1_score(y, pred, average="macro"), "balanced_accuracy": lambda: balanced_accuracy_score(y, pred), "mcc": lambda: matthews_corrcoef(y, pred)}[metric]()
+    return {
+        "f1_macro": lambda: f1_score(y, pred, average="macro"),
+        "balanced_accuracy": lambda: balanced_accuracy_score(y, pred),
+        "mcc": lambda: matthews_corrcoef(y, pred),
+    }[metric]()
 
 
 @pytest.mark.parametrize("metric", ["f1_macro", "f1:pos", "f1:neg", "balanced_accuracy", "mcc"])
 def test_binary_threshold_is_the_exact_optimum(binary_lr, metric):
     _, _, y, probs = binary_lr
-    decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos", min_confidence=0.0)
+    decision, curve = tune_decision(
+        y, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos", min_confidence=0.0
+    )
     pred = DecisionRule.from_dict(decision).predict(probs)
     assert decision["strategy"] == "threshold" and decision["positive_label"] == "pos"
     assert decision["val_score"] == pytest.approx(_sklearn_score(metric, y, pred), abs=1e-12)
     assert decision["val_score"] == pytest.approx(_brute_force_binary(y, probs[:, 1], metric), abs=1e-12)
-    assert decision["val_score"] >= decision["val_score_argmax"] == pytest.approx(_sklearn_score(metric, y, probs.argmax(1)))
+    assert (
+        decision["val_score"]
+        >= decision["val_score_argmax"]
+        == pytest.approx(_sklearn_score(metric, y, probs.argmax(1)))
+    )
     assert len(curve) <= 501 and decision["threshold"] in curve["threshold"].to_numpy()
     assert curve["threshold"].is_monotonic_increasing
 
@@ -77,9 +89,25 @@ def test_binary_threshold_is_the_exact_optimum(binary_lr, metric):
 @pytest.mark.parametrize("metric", ["f1_macro", "f1:pos", "balanced_accuracy", "mcc"])
 def test_binary_threshold_never_loses_to_sklearn_tuned_threshold(binary_lr, metric):
     model, X_val, y_val, probs = binary_lr
-    scoring = {"f1_macro": "f1_macro", "f1:pos": "f1", "balanced_accuracy": "balanced_accuracy", "mcc": "matthews_corrcoef"}[metric]
-    tuned = TunedThresholdClassifierCV(model, scoring=scoring, cv="prefit", refit=False, thresholds=100).fit(X_val, y_val)
-    decision, _ = tune_decision(y_val, probs, BINARY, strategy="tune", metric=metric, min_precision=0.9, positive_label="pos", min_confidence=0.0)
+    scoring = {
+        "f1_macro": "f1_macro",
+        "f1:pos": "f1",
+        "balanced_accuracy": "balanced_accuracy",
+        "mcc": "matthews_corrcoef",
+    }[metric]
+    tuned = TunedThresholdClassifierCV(model, scoring=scoring, cv="prefit", refit=False, thresholds=100).fit(
+        X_val, y_val
+    )
+    decision, _ = tune_decision(
+        y_val,
+        probs,
+        BINARY,
+        strategy="tune",
+        metric=metric,
+        min_precision=0.9,
+        positive_label="pos",
+        min_confidence=0.0,
+    )
     assert decision["val_score"] >= _sklearn_score(metric, y_val, tuned.predict(X_val)) - 1e-12
     assert decision["val_score"] >= tuned.best_score_ - 1e-12
 
@@ -87,46 +115,101 @@ def test_binary_threshold_never_loses_to_sklearn_tuned_threshold(binary_lr, metr
 @pytest.mark.parametrize("floor", [0.5, 0.7, 0.8])
 def test_recall_at_precision_is_the_best_recall_over_sklearns_pr_curve(binary_lr, floor):
     _, _, y, probs = binary_lr
-    decision, curve = tune_decision(y, probs, BINARY, strategy="tune", metric="recall_at_precision", min_precision=floor, positive_label=None, min_confidence=0.0)
+    decision, curve = tune_decision(
+        y,
+        probs,
+        BINARY,
+        strategy="tune",
+        metric="recall_at_precision",
+        min_precision=floor,
+        positive_label=None,
+        min_confidence=0.0,
+    )
     assert decision["positive_label"] == "pos"  # the rarer class in val
     precision, recall, _ = precision_recall_curve(y, probs[:, 1])
     assert decision["val_score"] == pytest.approx(recall[precision >= floor].max(), abs=1e-12)
-    assert decision["val_score"] == pytest.approx(_brute_force_binary(y, probs[:, 1], "recall_at_precision", floor), abs=1e-12)
+    assert decision["val_score"] == pytest.approx(
+        _brute_force_binary(y, probs[:, 1], "recall_at_precision", floor), abs=1e-12
+    )
     pred = DecisionRule.from_dict(decision).predict(probs)
     assert recall_score(y, pred) == pytest.approx(decision["val_score"])
-    assert f1_score(y, pred, average=None)[1] > 0 and (pred[y == 0] == 1).sum() <= (1 - floor) / floor * (pred[y == 1] == 1).sum() + 1e-9
+    assert (
+        f1_score(y, pred, average=None)[1] > 0
+        and (pred[y == 0] == 1).sum() <= (1 - floor) / floor * (pred[y == 1] == 1).sum() + 1e-9
+    )
 
 
 def test_unreachable_precision_floor_names_the_best_reachable():
     y = np.array([0, 1, 0, 1, 0, 0])
     p = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])  # precision over the top rows: 0, 1/2, 1/3, 1/2, ...
-    with pytest.raises(SkewtuneError, match=r"threshold.min_precision: no threshold reaches a precision of 0.9 for 'pos'.*best reachable is 0.5000"):
-        tune_decision(y, np.c_[1 - p, p], BINARY, strategy="tune", metric="recall_at_precision", min_precision=0.9, positive_label="pos", min_confidence=0.0)
+    with pytest.raises(
+        SkewtuneError,
+        match=r"threshold.min_precision: no threshold reaches a precision of 0.9 for 'pos'.*best reachable is 0.5000",
+    ):
+        tune_decision(
+            y,
+            np.c_[1 - p, p],
+            BINARY,
+            strategy="tune",
+            metric="recall_at_precision",
+            min_precision=0.9,
+            positive_label="pos",
+            min_confidence=0.0,
+        )
 
 
 def test_ties_go_to_the_threshold_nearest_one_half():
     y = np.array([0, 1, 0, 1])
     for p, expected in (([0.2, 0.44, 0.6, 0.9], 0.32), ([0.2, 0.4, 0.56, 0.8], 0.68)):
         # "positive when p >= t" at t between 0.2/0.44 and between 0.6/0.9 give mirrored, equal macro-F1
-        decision, curve = tune_decision(y, np.c_[1 - np.array(p), p], BINARY, strategy="tune", metric="f1_macro", min_precision=0.9, positive_label="pos", min_confidence=0.0)
+        decision, curve = tune_decision(
+            y,
+            np.c_[1 - np.array(p), p],
+            BINARY,
+            strategy="tune",
+            metric="f1_macro",
+            min_precision=0.9,
+            positive_label="pos",
+            min_confidence=0.0,
+        )
         assert decision["threshold"] == pytest.approx(expected)
-        assert curve["threshold"].tolist() == pytest.approx([0.0] + [(a + b) / 2 for a, b in zip(p, p[1:])] + [(p[-1] + 1) / 2])
+        assert curve["threshold"].tolist() == pytest.approx(
+            [0.0] + [(a + b) / 2 for a, b in zip(p, p[1:])] + [(p[-1] + 1) / 2]
+        )
 
 
 def test_threshold_rule_is_p_at_least_t_and_handles_ties_and_extremes():
     y = np.array([1, 1, 0, 0, 1, 0])
     p = np.array([1.0, 0.7, 0.7, 0.0, 0.0, 0.3])  # tied values and both extremes
-    decision, curve = tune_decision(y, np.c_[1 - p, p], BINARY, strategy="tune", metric="f1:pos", min_precision=0.9, positive_label="pos", min_confidence=0.0)
+    decision, curve = tune_decision(
+        y,
+        np.c_[1 - p, p],
+        BINARY,
+        strategy="tune",
+        metric="f1:pos",
+        min_precision=0.9,
+        positive_label="pos",
+        min_confidence=0.0,
+    )
     assert decision["val_score"] == pytest.approx(_brute_force_binary(y, p, "f1:pos"))
     assert curve["threshold"].iloc[-1] > 1.0 and (curve["threshold"].iloc[0], curve["score"].iloc[-1]) == (0.0, 0.0)
     rule = dict(decision, threshold=0.7)
     assert DecisionRule.from_dict(rule).predict(np.c_[1 - p, p]).tolist() == [1, 1, 1, 0, 0, 0]
-    assert DecisionRule.from_dict(dict(rule, positive_label="neg")).predict(np.c_[p, 1 - p]).tolist() == [0, 0, 0, 1, 1, 1]
+    assert DecisionRule.from_dict(dict(rule, positive_label="neg")).predict(np.c_[p, 1 - p]).tolist() == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+    ]
 
 
 def test_argmax_strategy_keeps_argmax(binary_lr):
     _, _, y, probs = binary_lr
-    decision, curve = tune_decision(y, probs, BINARY, strategy="argmax", metric="mcc", min_precision=0.9, positive_label=None, min_confidence=0.0)
+    decision, curve = tune_decision(
+        y, probs, BINARY, strategy="argmax", metric="mcc", min_precision=0.9, positive_label=None, min_confidence=0.0
+    )
     assert (decision["strategy"], decision["threshold"], decision["offsets"]) == ("argmax", None, None)
     assert decision["val_score"] == decision["val_score_argmax"] == pytest.approx(matthews_corrcoef(y, probs.argmax(1)))
     assert (DecisionRule.from_dict(decision).predict(probs) == probs.argmax(1)).all() and len(curve) > 1
@@ -134,7 +217,16 @@ def test_argmax_strategy_keeps_argmax(binary_lr):
 
 @pytest.fixture(scope="module")
 def three_class_lr():
-    X, y = make_classification(n_samples=900, n_features=8, n_informative=4, n_classes=3, weights=[0.7, 0.2, 0.1], flip_y=0.05, class_sep=0.6, random_state=1)
+    X, y = make_classification(
+        n_samples=900,
+        n_features=8,
+        n_informative=4,
+        n_classes=3,
+        weights=[0.7, 0.2, 0.1],
+        flip_y=0.05,
+        class_sep=0.6,
+        random_state=1,
+    )
     X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=1 / 3, stratify=y, random_state=1)
     return y_val, LogisticRegression().fit(X_train, y_train).predict_proba(X_val)
 
@@ -152,7 +244,9 @@ def _grid_best(y: np.ndarray, probs: np.ndarray, score: Score) -> float:
 def test_offsets_coordinate_ascent_is_not_beaten_by_a_grid(three_class_lr, metric):
     y, probs = three_class_lr
     labels = ["a", "b", "c"]
-    decision, steps = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0)
+    decision, steps = tune_decision(
+        y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0
+    )
     assert decision["strategy"] == "offsets" and len(decision["offsets"]) == 3
     pred = DecisionRule.from_dict(decision).predict(probs)
     expected = {
@@ -166,19 +260,39 @@ def test_offsets_coordinate_ascent_is_not_beaten_by_a_grid(three_class_lr, metri
     score = Score("f1", 2) if metric == "f1:c" else Score(metric)
     assert decision["val_score"] >= _grid_best(y, probs, score) - 0.002
     assert steps["score"].is_monotonic_increasing and steps["score"].iloc[-1] == pytest.approx(decision["val_score"])
-    again, _ = tune_decision(y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0)
+    again, _ = tune_decision(
+        y, probs, labels, strategy="tune", metric=metric, min_precision=0.9, positive_label=None, min_confidence=0.0
+    )
     assert again == decision  # deterministic
 
 
 def test_offsets_start_at_argmax_and_stop_when_nothing_improves():
     probs = np.eye(3) * 0.8 + 0.1
-    decision, steps = tune_decision(np.arange(3), probs, ["a", "b", "c"], strategy="tune", metric="f1_macro", min_precision=0.9, positive_label=None, min_confidence=0.0)
+    decision, steps = tune_decision(
+        np.arange(3),
+        probs,
+        ["a", "b", "c"],
+        strategy="tune",
+        metric="f1_macro",
+        min_precision=0.9,
+        positive_label=None,
+        min_confidence=0.0,
+    )
     assert decision["offsets"] == [0.0, 0.0, 0.0] and decision["val_score"] == 1.0
     assert steps["sweep"].max() == 1  # one sweep without a change ends the search
 
 
 def _guarded(y, probs, min_confidence):
-    return tune_decision(y, probs, BINARY, strategy="tune", metric="f1_macro", min_precision=0.9, positive_label="pos", min_confidence=min_confidence)[0]
+    return tune_decision(
+        y,
+        probs,
+        BINARY,
+        strategy="tune",
+        metric="f1_macro",
+        min_precision=0.9,
+        positive_label="pos",
+        min_confidence=min_confidence,
+    )[0]
 
 
 def test_a_tuned_threshold_that_wins_by_a_few_rows_is_not_kept():
@@ -191,7 +305,11 @@ def test_a_tuned_threshold_that_wins_by_a_few_rows_is_not_kept():
     kept = _guarded(y, probs, 0.0)
     assert kept["strategy"] == "threshold" and kept["threshold"] < 0.4 and kept["val_score"] > kept["val_score_argmax"]
     guarded = _guarded(y, probs, 0.95)
-    assert guarded["strategy"] == "argmax" and guarded["threshold"] is None and guarded["val_score"] == guarded["val_score_argmax"]
+    assert (
+        guarded["strategy"] == "argmax"
+        and guarded["threshold"] is None
+        and guarded["val_score"] == guarded["val_score_argmax"]
+    )
     assert guarded["tuned_threshold"] == kept["threshold"] and guarded["tuned_val_score"] == kept["val_score"]
     assert 0 < guarded["win_rate"] < 0.95 and guarded["win_rate"] == kept["win_rate"]
     np.testing.assert_array_equal(DecisionRule.from_dict(guarded).predict(probs), probs.argmax(1))
@@ -214,10 +332,15 @@ def test_a_refused_rule_or_blend_that_scored_higher_on_val_is_named_with_its_gua
     baseline[40:42] = [0.1, 0.9]
     tuning = {"strategy": "argmax", "metric": "f1_macro", "min_precision": 0.9, "positive_label": "pos"}
     refused, _ = tune_blended_decision(y, probs, baseline, BINARY, blend="auto", min_confidence=0.95, **tuning)
-    assert refused["blend"] == 0.0 and refused["blend_val_score"] > refused["val_score_model"] and refused["min_confidence"] == 0.95
+    assert (
+        refused["blend"] == 0.0
+        and refused["blend_val_score"] > refused["val_score_model"]
+        and refused["min_confidence"] == 0.95
+    )
     assert 0.5 < refused["blend_win_rate"] < 0.95
     assert guard_refusals(refused) == [
-        f"the baseline blend at weight {refused['blend_weight_tried']:g} (val f1_macro {refused['blend_val_score']:.4f} against the model alone's "
+        f"the baseline blend at weight {refused['blend_weight_tried']:g} (val f1_macro "
+        f"{refused['blend_val_score']:.4f} against the model alone's "
         f"{refused['val_score_model']:.4f}) was refused by threshold.min_confidence 0.95: it beat the model alone in only "
         f"{share_text(refused['blend_win_rate'])} of val bootstrap resamples"
     ]
@@ -241,16 +364,32 @@ def test_a_clearly_better_threshold_is_kept():
 
 def test_argmax_strategy_records_no_tuned_rule():
     y = np.arange(12) % 2
-    decision, _ = tune_decision(y, np.full((12, 2), 0.5), BINARY, strategy="argmax", metric="f1_macro", min_precision=0.9,
-                                positive_label=None, min_confidence=0.95)
+    decision, _ = tune_decision(
+        y,
+        np.full((12, 2), 0.5),
+        BINARY,
+        strategy="argmax",
+        metric="f1_macro",
+        min_precision=0.9,
+        positive_label=None,
+        min_confidence=0.95,
+    )
     assert decision["strategy"] == "argmax" and decision["win_rate"] is None and decision["tuned_threshold"] is None
 
 
 @pytest.mark.parametrize(
     ("labels", "kwargs", "message"),
     [
-        (BINARY, {"metric": "f1:spam"}, r"threshold.metric: 'f1:spam' names class 'spam', which is not a label; the labels are \['neg', 'pos'\]"),
-        (BINARY, {"positive_label": "spam"}, r"threshold.positive_label: 'spam' is not a label; the labels are \['neg', 'pos'\]"),
+        (
+            BINARY,
+            {"metric": "f1:spam"},
+            r"threshold.metric: 'f1:spam' names class 'spam', which is not a label; the labels are \['neg', 'pos'\]",
+        ),
+        (
+            BINARY,
+            {"positive_label": "spam"},
+            r"threshold.positive_label: 'spam' is not a label; the labels are \['neg', 'pos'\]",
+        ),
         (BINARY, {"metric": "top5"}, "threshold.metric: unknown metric 'top5'"),
         (["a", "b", "c"], {"positive_label": "a"}, "threshold.positive_label: applies to binary problems only"),
         (["a", "b", "c"], {"metric": "recall_at_precision"}, "binary problems only"),
@@ -260,7 +399,14 @@ def test_argmax_strategy_records_no_tuned_rule():
     ],
 )
 def test_bad_settings_name_the_key(labels, kwargs, message):
-    settings = {"y": np.arange(12) % len(labels), "strategy": "tune", "metric": "f1_macro", "min_precision": 0.9, "positive_label": None, "min_confidence": 0.0} | kwargs
+    settings = {
+        "y": np.arange(12) % len(labels),
+        "strategy": "tune",
+        "metric": "f1_macro",
+        "min_precision": 0.9,
+        "positive_label": None,
+        "min_confidence": 0.0,
+    } | kwargs
     probs = np.full((12, len(labels)), 1 / len(labels))
     with pytest.raises(SkewtuneError, match=message):
         tune_decision(probs=probs, labels=labels, **settings)
@@ -294,12 +440,27 @@ def test_read_predictions_reorders_prob_columns_to_label_order(tmp_path):
 @pytest.mark.parametrize(
     ("probs", "labels_in_file", "extra", "message"),
     [
-        ([[0.2, 0.8], [0.5, 0.5]], ["ham", "spam"], {}, r"probability columns \['prob:ham', 'prob:spam'\] do not match the labels of labels.json \['neg', 'pos'\]"),
+        (
+            [[0.2, 0.8], [0.5, 0.5]],
+            ["ham", "spam"],
+            {},
+            r"probability columns \['prob:ham', 'prob:spam'\] do not match the labels of labels.json \['neg', 'pos'\]",
+        ),
         ([[0.2, 0.8], [np.nan, 0.5]], BINARY, {}, r"data row 2 \(id 'r1'\) has nan in column 'prob:neg'"),
         ([[0.2, 0.8], [0.3, 0.5]], BINARY, {}, r"probabilities of data row 2 \(id 'r1'\) sum to 0.8, not 1"),
-        ([[-0.2, 1.2], [0.5, 0.5]], BINARY, {}, r"data row 1 \(id 'r0'\) has probability -0.2 in column 'prob:neg', outside \[0, 1\]"),
+        (
+            [[-0.2, 1.2], [0.5, 0.5]],
+            BINARY,
+            {},
+            r"data row 1 \(id 'r0'\) has probability -0.2 in column 'prob:neg', outside \[0, 1\]",
+        ),
         ([[0.2, 0.8], [0.5, 0.5]], BINARY, {"id": ["a", "a"]}, "id 'a' occurs more than once"),
-        ([[0.2, 0.8], [0.5, 0.5]], BINARY, {"label": ["pos", "maybe"]}, r"data row 2 \(id 'r1'\) has label 'maybe', which is not in labels.json"),
+        (
+            [[0.2, 0.8], [0.5, 0.5]],
+            BINARY,
+            {"label": ["pos", "maybe"]},
+            r"data row 2 \(id 'r1'\) has label 'maybe', which is not in labels.json",
+        ),
     ],
 )
 def test_bad_prediction_files_are_refused(tmp_path, probs, labels_in_file, extra, message):
@@ -324,8 +485,16 @@ def test_missing_or_damaged_files_name_the_file(tmp_path):
 
 
 def test_decision_made_for_other_labels_is_refused(tmp_path):
-    decision = {"strategy": "threshold", "labels": ["ham", "spam"], "metric": "f1_macro", "positive_label": "spam", "threshold": 0.3,
-                "offsets": None, "val_score": 0.9, "val_score_argmax": 0.8}
+    decision = {
+        "strategy": "threshold",
+        "labels": ["ham", "spam"],
+        "metric": "f1_macro",
+        "positive_label": "spam",
+        "threshold": 0.3,
+        "offsets": None,
+        "val_score": 0.9,
+        "val_score_argmax": 0.8,
+    }
     (tmp_path / "decision.json").write_text(json.dumps(decision))
     assert read_decision(tmp_path / "decision.json", ["ham", "spam"]) == DecisionRule.from_dict(decision)
     with pytest.raises(SkewtuneError, match=r"made for labels \['ham', 'spam'\], but labels.json has \['a', 'b'\]"):
@@ -348,14 +517,23 @@ def test_min_confidence_guards_the_auto_blend_under_argmax_and_so_takes_effect_t
     p_base = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.25, 120), 0.01, 0.99)
     tuning = {"strategy": "argmax", "metric": "f1_macro", "min_precision": None, "positive_label": None}
     kept = {
-        confidence: tune_blended_decision(y, np.c_[1 - p_model, p_model], np.c_[1 - p_base, p_base], ["a", "b"], blend="auto",
-                                          min_confidence=confidence, **tuning)[0]["blend"]
+        confidence: tune_blended_decision(
+            y,
+            np.c_[1 - p_model, p_model],
+            np.c_[1 - p_base, p_base],
+            ["a", "b"],
+            blend="auto",
+            min_confidence=confidence,
+            **tuning,
+        )[0]["blend"]
         for confidence in (0.95, 0.5)
     }
     assert kept[0.95] == 0.0 and kept[0.5] > 0
 
     def effective(confidence, blend="auto"):
-        params = validate_params({"threshold": {"strategy": "argmax", "min_confidence": confidence}, "decision": {"blend": blend}})
+        params = validate_params(
+            {"threshold": {"strategy": "argmax", "min_confidence": confidence}, "decision": {"blend": blend}}
+        )
         return effective_config(params, STAGE_KEYS["tune_threshold"])
 
     assert effective(0.95) != effective(0.5)

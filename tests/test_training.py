@@ -40,11 +40,15 @@ def sms(sms_path) -> pd.DataFrame:
     return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
 
 
-def make_project(root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(48, 16), val_rows=(24, 8), **sections) -> Path:
+def make_project(
+    root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(48, 16), val_rows=(24, 8), **sections
+) -> Path:
     """A project directory with the train stage's inputs and a params.yaml of `sections` (tiny defaults)."""
     ham, spam = sms[sms.label == "ham"], sms[sms.label == "spam"]
     tables = {
-        "data/resampled/train.parquet": pd.concat([ham.iloc[: train_rows[0]], spam.iloc[: train_rows[1]]]).sample(frac=1, random_state=0),
+        "data/resampled/train.parquet": pd.concat([ham.iloc[: train_rows[0]], spam.iloc[: train_rows[1]]]).sample(
+            frac=1, random_state=0
+        ),
         "data/split/val.parquet": pd.concat([ham.iloc[1000 : 1000 + val_rows[0]], spam.iloc[500 : 500 + val_rows[1]]]),
         "data/split/test.parquet": pd.concat([ham.iloc[2000:2010], spam.iloc[600:604]]),
     }
@@ -54,7 +58,10 @@ def make_project(root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
     # min_steps 0: these runs pin their number of epochs (the small-data rule has its own test)
-    params = {"model": {"name": str(model_dir), "max_length": 32}, "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "min_steps": 0}}
+    params = {
+        "model": {"name": str(model_dir), "max_length": 32},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "min_steps": 0},
+    }
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -75,7 +82,8 @@ def run_train(root: Path, monkeypatch) -> None:
 def stray_files(root: Path) -> list[str]:
     """Temporary outputs, or pickled weights outside the Trainer's scratch checkpoints, left in the project."""
     return [
-        str(p.relative_to(root)) for p in root.rglob("*")
+        str(p.relative_to(root))
+        for p in root.rglob("*")
         if (p.name.endswith(".tmp") or p.suffix in (".bin", ".pkl", ".pt", ".pth")) and "checkpoints" not in p.parts
     ]
 
@@ -99,17 +107,31 @@ def test_train_stage_end_to_end_and_deterministic(sms, tiny_bert_dir, tmp_path, 
         model, tokenizer, meta = load_trained(model_dir)
         assert model.config.id2label == {0: "ham", 1: "spam"}
         summary = read_json(root / "reports/train/metrics.json")
-        assert summary["step"] == 1 and set(summary["best"]["val"]["f1"]) == set(LABELS)  # dvclive numbers the 2 evaluations 0 and 1
-        for name in ("train/loss", "train/grad_norm", "train/lr", "val/loss", "val/f1_macro", "val/f1/spam", "val/share/ham"):
+        assert summary["step"] == 1 and set(summary["best"]["val"]["f1"]) == set(
+            LABELS
+        )  # dvclive numbers the 2 evaluations 0 and 1
+        for name in (
+            "train/loss",
+            "train/grad_norm",
+            "train/lr",
+            "val/loss",
+            "val/f1_macro",
+            "val/f1/spam",
+            "val/share/ham",
+        ):
             rows = pd.read_csv(root / "reports/train/plots/metrics" / f"{name}.tsv", sep="\t")
             assert len(rows) == 2 and np.isfinite(rows.iloc[:, -1]).all(), name
-        shares = pd.read_csv(root / "reports/train/plots/metrics/val/share/ham.tsv", sep="\t")["ham"] + pd.read_csv(
-            root / "reports/train/plots/metrics/val/share/spam.tsv", sep="\t"
-        )["spam"]
+        shares = (
+            pd.read_csv(root / "reports/train/plots/metrics/val/share/ham.tsv", sep="\t")["ham"]
+            + pd.read_csv(root / "reports/train/plots/metrics/val/share/spam.tsv", sep="\t")["spam"]
+        )
         assert np.allclose(shares, 1.0)
         # The curves dvc.yaml plots (long form, one line per series): training loss at every step here (16 steps,
         # fewer than CURVE_POINTS), val loss, F1 and predicted shares at each of the 2 evaluations.
-        curves = {name: pd.DataFrame(read_json(root / f"reports/train/plots/custom/{name}.json")) for name in ("loss", "val_f1", "val_share")}
+        curves = {
+            name: pd.DataFrame(read_json(root / f"reports/train/plots/custom/{name}.json"))
+            for name in ("loss", "val_f1", "val_share")
+        }
         assert curves["loss"].groupby("series").size().to_dict() == {"train": 16, "val": 2}
         assert curves["loss"].loc[curves["loss"]["series"] == "val", "loss"].tolist() == rows_of(root, "val/loss")
         assert set(curves["val_f1"]["series"]) == {"macro average", *LABELS} and len(curves["val_f1"]) == 6
@@ -151,7 +173,9 @@ def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, 
         loss = build_loss(settings, **kwargs)
 
         def poisoned(logits, labels, num_items_in_batch=None):
-            if logits.requires_grad and len(logits) > 1:  # a training step: not an evaluation, nor init_bias's 1-row calls
+            if (
+                logits.requires_grad and len(logits) > 1
+            ):  # a training step: not an evaluation, nor init_bias's 1-row calls
                 calls.append(1)
             value = loss(logits, labels, num_items_in_batch)
             return value * math.nan if len(calls) == 11 else value
@@ -181,7 +205,10 @@ def test_failure_mid_training_leaves_no_outputs_then_resume(sms, tiny_bert_dir, 
         ({"model": {"name": "some-org/not-cached-model"}}, r"HF_HUB_OFFLINE=1.*local directory"),
         ({"model": {"max_length": 256}}, "max_length is 256, but .* at most 128 tokens"),
         ({"train": {"precision": "fp16", "device": "cpu"}}, "fp16, which needs a CUDA GPU"),
-        ({"train": {"select_metric": "0.5*f1_macro + 0.5*f1:spma"}}, r"'f1:spma' names the class 'spma', which is not a label"),
+        (
+            {"train": {"select_metric": "0.5*f1_macro + 0.5*f1:spma"}},
+            r"'f1:spma' names the class 'spma', which is not a label",
+        ),
     ],
 )
 def test_stage_errors(sms, tiny_bert_dir, tmp_path, monkeypatch, sections, message):
@@ -201,7 +228,9 @@ def test_cuda_requested_without_gpu_is_an_error():
 def test_ddp_needs_one_gpu_per_process():
     check_processes(4, "cpu", 0)  # CPU processes (gloo) need no GPU
     check_processes(2, "cuda", 2)
-    with pytest.raises(SkewtuneError, match="train.nproc is 2, but 1 CUDA GPU is visible .* set train.nproc to 1 or less"):
+    with pytest.raises(
+        SkewtuneError, match="train.nproc is 2, but 1 CUDA GPU is visible .* set train.nproc to 1 or less"
+    ):
         check_processes(2, "cuda", 1)
 
 
@@ -236,14 +265,37 @@ def test_gradient_accumulation_matches_one_large_batch(loss_name, sms, quiet_ber
         torch.manual_seed(0)
         model = load_classifier(str(quiet_bert), tokenizer, LABELS, max_length=32)
         train = TrainParams(
-            epochs=1, max_steps=1, batch_size=batch, eval_batch_size=16, grad_accum=accum, lr=1e-3, weight_decay=0.0, warmup=0,
-            scheduler="constant", max_grad_norm=0.0, seed=0, early_stopping_patience=0,
+            epochs=1,
+            max_steps=1,
+            batch_size=batch,
+            eval_batch_size=16,
+            grad_accum=accum,
+            lr=1e-3,
+            weight_decay=0.0,
+            warmup=0,
+            scheduler="constant",
+            max_grad_norm=0.0,
+            seed=0,
+            early_stopping_patience=0,
         )
-        args = training_arguments(str(tmp_path / f"ckpt{batch}"), train, precision="fp32", device="cpu", selection=selection)
+        args = training_arguments(
+            str(tmp_path / f"ckpt{batch}"), train, precision="fp32", device="cpu", selection=selection
+        )
         capture = GradientCapture()
         settings = LossParams(name=loss_name, alpha="balanced" if loss_name == "focal" else None)
         loss_fn = build_loss(settings, class_counts=counts, labels=LABELS)
-        trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=loss_fn, labels=LABELS, selection=selection, callbacks=[capture])
+        trainer = build_trainer(
+            model,
+            tokenizer,
+            args,
+            rows,
+            rows[:8],
+            train=train,
+            loss_fn=loss_fn,
+            labels=LABELS,
+            selection=selection,
+            callbacks=[capture],
+        )
         trainer.train()
         grads.append(capture.grads)
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
@@ -254,14 +306,27 @@ def test_gradient_accumulation_matches_one_large_batch(loss_name, sms, quiet_ber
 
 def test_diagnostics_warns_on_collapse(caplog):
     callback = DiagnosticsCallback(LABELS)
-    callback._consume({"loss": 0.7, "grad_norm": 1.5, "learning_rate": 1e-4, "step": 1, "epoch": 1.0}, 3, is_main=True, replay=False)
-    entry = {"eval_loss": 0.6, "eval_f1_macro": 0.48, "eval_f1:ham": 0.96, "eval_f1:spam": 0.0, "eval_share:ham": 0.97, "eval_share:spam": 0.03, "epoch": 2.0, "step": 1}
+    callback._consume(
+        {"loss": 0.7, "grad_norm": 1.5, "learning_rate": 1e-4, "step": 1, "epoch": 1.0}, 3, is_main=True, replay=False
+    )
+    entry = {
+        "eval_loss": 0.6,
+        "eval_f1_macro": 0.48,
+        "eval_f1:ham": 0.96,
+        "eval_f1:spam": 0.0,
+        "eval_share:ham": 0.97,
+        "eval_share:spam": 0.03,
+        "epoch": 2.0,
+        "step": 1,
+    }
     with caplog.at_level("WARNING"):
         callback._consume(entry, 3, is_main=True, replay=False)
     assert "model predicts 'ham' for 97% of val rows at epoch 2: collapsed to one class" in caplog.text
     # The defaults already start from the prior bias: that is not advised.
-    assert caplog.text.rstrip().endswith("Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
-                                         "resample.strategy random_over")
+    assert caplog.text.rstrip().endswith(
+        "Remedies: more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, "
+        "resample.strategy random_over"
+    )
     assert callback.best(1)["train/grad_norm"] == 1.5
 
 
@@ -275,7 +340,9 @@ def test_progress_under_ddp_shows_each_window_read_once(monkeypatch, capsys):
     monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", 0.0)
     callback = DiagnosticsCallback(LABELS)
     args = SimpleNamespace(world_size=2, per_device_train_batch_size=8, gradient_accumulation_steps=1)
-    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
+    state = SimpleNamespace(
+        is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1
+    )
     control = SimpleNamespace(should_log=False)
     callback.on_train_begin(args, state, control)
 
@@ -303,14 +370,18 @@ def test_a_progress_line_counts_the_steps_the_trainer_read_since_the_previous_li
 
     callback = DiagnosticsCallback(LABELS)
     args = SimpleNamespace(world_size=1, per_device_train_batch_size=8, gradient_accumulation_steps=1)
-    state = SimpleNamespace(is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1)
+    state = SimpleNamespace(
+        is_world_process_zero=True, global_step=0, max_steps=100, epoch=0.0, log_history=[], num_train_epochs=1
+    )
     control = SimpleNamespace(should_log=False)
     monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", 1e9)
     callback.on_train_begin(args, state, control)
 
     def read(*steps):  # the Trainer logs the window of `steps`
         state.global_step, state.epoch = steps[-1], steps[-1] / 100
-        window = [{"step": s, "epoch": s / 100, "loss": float(s), "grad_norm": 1.0, "learning_rate": 1e-4} for s in steps]
+        window = [
+            {"step": s, "epoch": s / 100, "loss": float(s), "grad_norm": 1.0, "learning_rate": 1e-4} for s in steps
+        ]
         callback.on_log(args, state, control, logs={"loss": 0.5, skewtune.train.diagnostics.STEP_VALUES: window})
 
     read(1, 2, 3)  # its own log step: no line due
@@ -320,17 +391,33 @@ def test_a_progress_line_counts_the_steps_the_trainer_read_since_the_previous_li
         callback.on_step_end(args, state, control)  # a line is due: the steps are read, and on_log prints it
         assert control.should_log
         read(*steps)
-    lines = [line.split("ETA")[1].split(", ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("train: step")]
+    lines = [
+        line.split("ETA")[1].split(", ", 1)[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("train: step")
+    ]
     assert lines == ["train loss 3.0000 (steps 1-5)", "train loss 6.0000 (steps 6-6)"]
 
 
-@pytest.mark.parametrize("sections, remedies", [
-    ({}, "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / logit_adjusted, resample.strategy random_over"),
-    ({"model": {"init_bias": "zero"}, "loss": {"name": "focal"}, "resample": {"strategy": "random_under"}},
-     "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / logit_adjusted, resample.strategy random_over, model.init_bias prior"),
-    ({"loss": {"name": "logit_adjusted"}, "resample": {"strategy": "over_under"}},
-     "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal"),
-])
+@pytest.mark.parametrize(
+    "sections, remedies",
+    [
+        (
+            {},
+            "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal / "
+            "logit_adjusted, resample.strategy random_over",
+        ),
+        (
+            {"model": {"init_bias": "zero"}, "loss": {"name": "focal"}, "resample": {"strategy": "random_under"}},
+            "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / "
+            "logit_adjusted, resample.strategy random_over, model.init_bias prior",
+        ),
+        (
+            {"loss": {"name": "logit_adjusted"}, "resample": {"strategy": "over_under"}},
+            "more epochs (train.epochs, train.min_steps) or a higher train.lr, loss.name weighted_ce / focal",
+        ),
+    ],
+)
 def test_collapse_remedies_leave_out_what_the_params_already_set(sections, remedies):
     from skewtune.config.effective import collapse_remedies
     from skewtune.config.schema import Params
@@ -354,14 +441,27 @@ def test_lora_on_tiny_qwen_without_pad_token(sms, tmp_path, monkeypatch):
     base = tmp_path / "qwen"
     torch.manual_seed(0)
     config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=128,
+        eos_token_id=tokenizer.eos_token_id,
     )
     Qwen3Model(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     original = load_file(base / "model.safetensors")
 
-    root = make_project(tmp_path / "project", sms, base, model={"init_bias": "zero", "lora": {"enabled": True, "r": 4}}, train={"epochs": 1, "lr": 1e-2})
+    root = make_project(
+        tmp_path / "project",
+        sms,
+        base,
+        model={"init_bias": "zero", "lora": {"enabled": True, "r": 4}},
+        train={"epochs": 1, "lr": 1e-2},
+    )
     run_train(root, monkeypatch)
     saved = load_file(root / "models/model/model.safetensors")
     assert not any("lora" in key for key in saved) and "score.weight" in saved and "score.bias" not in saved
@@ -377,10 +477,22 @@ def test_prior_bias_on_head_without_bias_is_an_error(tmp_path, tiny_bert_dir):
 
     from skewtune.train.losses import init_head_bias
 
-    Qwen3Model(Qwen3Config(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16)).save_pretrained(tmp_path)
+    Qwen3Model(
+        Qwen3Config(
+            vocab_size=30522,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+        )
+    ).save_pretrained(tmp_path)
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     model = load_classifier(str(tmp_path), tokenizer, LABELS, max_length=32)
-    with pytest.raises(SkewtuneError, match="head 'score' of Qwen3ForSequenceClassification has no bias.*model.init_bias: zero"):
+    with pytest.raises(
+        SkewtuneError, match="head 'score' of Qwen3ForSequenceClassification has no bias.*model.init_bias: zero"
+    ):
         init_head_bias(model, [3, 1], "prior", LABELS, build_loss(LossParams(), class_counts=[3, 1]))
 
 
@@ -398,8 +510,15 @@ def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
     root = make_project(tmp_path / "ddp", sms, quiet_bert, train={**single, "batch_size": 8, "nproc": 2})
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # Its own process group, so that a hung run can be killed with its torchrun workers; ~20 s when healthy.
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -416,13 +535,23 @@ def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
     assert meta["labels"] == LABELS and model.num_labels == 2
 
 
-CHINESE = ["今天天气很好，我们去公园散步吧。", "这个产品质量太差了，我要退货！", "请问你们的客服电话是多少？", "花呗可以分期付款吗",
-           "借呗的利息是怎么计算的", "我的快递什么时候能到", "这家餐厅的菜很好吃", "明天会下雨吗"]
+CHINESE = [
+    "今天天气很好，我们去公园散步吧。",
+    "这个产品质量太差了，我要退货！",
+    "请问你们的客服电话是多少？",
+    "花呗可以分期付款吗",
+    "借呗的利息是怎么计算的",
+    "我的快递什么时候能到",
+    "这家餐厅的菜很好吃",
+    "明天会下雨吗",
+]
 
 
 def chinese_project(root: Path, model_name: str) -> Path:
     """Train-stage inputs of Chinese texts (labels: question or not) for `model_name`."""
-    rows = pd.DataFrame({"text": CHINESE * 4, "label": ["spam" if "吗" in t or "？" in t else "ham" for t in CHINESE * 4]})
+    rows = pd.DataFrame(
+        {"text": CHINESE * 4, "label": ["spam" if "吗" in t or "？" in t else "ham" for t in CHINESE * 4]}
+    )
     rows["text"] = rows["text"] + [str(i) for i in range(len(rows))]  # distinct texts
     rows["id"] = [f"r{i}" for i in range(len(rows))]
     for path in ("data/resampled/train.parquet", "data/split/val.parquet"):
@@ -430,7 +559,10 @@ def chinese_project(root: Path, model_name: str) -> Path:
         rows[["id", "text", "label"]].to_parquet(root / path, index=False)
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
-    params = {"model": {"name": model_name, "max_length": 32}, "train": {"max_steps": 1, "batch_size": 8, "early_stopping_patience": 0}}
+    params = {
+        "model": {"name": model_name, "max_length": 32},
+        "train": {"max_steps": 1, "batch_size": 8, "early_stopping_patience": 0},
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -445,8 +577,14 @@ def tiny_chinese_bert(tmp_path_factory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *digits, *sorted(set("".join(CHINESE)))]
     BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(out)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(out)
     return out
 
@@ -470,8 +608,11 @@ def test_token_coverage_measures_unknown_and_truncated_shares():
 
 def test_chinese_text_with_the_english_default_model_stops(tmp_path, monkeypatch):
     root = chinese_project(tmp_path, "default")
-    with pytest.raises(SkewtuneError, match=r"^model\.name: the model's vocabulary does not cover this text: \d+% of the tokens of "
-                                            r"32 train texts are unknown to the tokenizer of .*\(\[UNK\]\).*set model\.name to a model"):
+    with pytest.raises(
+        SkewtuneError,
+        match=r"^model\.name: the model's vocabulary does not cover this text: \d+% of the tokens of "
+        r"32 train texts are unknown to the tokenizer of .*\(\[UNK\]\).*set model\.name to a model",
+    ):
         run_train(root, monkeypatch)
     assert not (root / "models").exists() and not (root / "reports").exists()
 
@@ -481,7 +622,10 @@ def test_chinese_text_with_a_model_that_covers_it_trains(tmp_path, monkeypatch, 
     run_train(root, monkeypatch)
     summary = read_json(root / "reports/train/metrics.json")
     assert summary["tokens"] == {"unknown_share": 0.0, "truncated_share": 0.0}
-    assert "train: tokens of 32 train texts: 0.0% unknown; 0.0% of the texts are longer than model.max_length (32)" in capsys.readouterr().out
+    assert (
+        "train: tokens of 32 train texts: 0.0% unknown; 0.0% of the texts are longer than model.max_length (32)"
+        in capsys.readouterr().out
+    )
 
 
 def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
@@ -495,7 +639,9 @@ def test_coverage_warns_above_5_and_stops_above_30_percent_unknown():
         return {"unknown_share": share, "truncated_share": 0.0, "rows": 100, "example": "ünknöwn"}
 
     assert check_coverage(coverage(0.05), tokenizer, "m") is None
-    assert check_coverage(coverage(0.06), tokenizer, "m").startswith("train: warning: 6% of the tokens of 100 train texts are unknown")
+    assert check_coverage(coverage(0.06), tokenizer, "m").startswith(
+        "train: warning: 6% of the tokens of 100 train texts are unknown"
+    )
     assert check_coverage(coverage(0.30), tokenizer, "m") is not None
     with pytest.raises(SkewtuneError, match=r"^model\.name: the model's vocabulary does not cover this text: 31%"):
         check_coverage(coverage(0.31), tokenizer, "m")
@@ -551,7 +697,9 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     import skewtune.train.diagnostics
     from skewtune.train.diagnostics import DIAGNOSTICS_STEPS
 
-    monkeypatch.setattr(skewtune.train.diagnostics, "PROGRESS_SECONDS", math.inf)  # a progress line reads the steps too: none here
+    monkeypatch.setattr(
+        skewtune.train.diagnostics, "PROGRESS_SECONDS", math.inf
+    )  # a progress line reads the steps too: none here
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     torch.manual_seed(0)
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
@@ -561,8 +709,18 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     train = TrainParams(epochs=2, batch_size=4, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0)
     args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
     counter, diagnostics = HostReadCounter(), DiagnosticsCallback(LABELS)
-    trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[120, 120], labels=LABELS),
-                            labels=LABELS, selection=selection, callbacks=[diagnostics, counter])
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        args,
+        rows,
+        rows[:8],
+        train=train,
+        loss_fn=build_loss(LossParams(), class_counts=[120, 120], labels=LABELS),
+        labels=LABELS,
+        selection=selection,
+        callbacks=[diagnostics, counter],
+    )
     counter.patch(monkeypatch)
     trainer.train()
     monkeypatch.undo()
@@ -573,7 +731,9 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     diagnostics_reads = {site: n for site, n in counter.sites.items() if site not in PER_STEP_ELSEWHERE}
     assert sum(diagnostics_reads.values()) <= 3 * windows, counter.sites
     assert counter.sites.get("skewtune/training.py") == windows  # one transfer per window
-    assert all(counter.sites.get(site, 0) <= 2 * trainer.state.global_step for site in PER_STEP_ELSEWHERE), counter.sites
+    assert all(counter.sites.get(site, 0) <= 2 * trainer.state.global_step for site in PER_STEP_ELSEWHERE), (
+        counter.sites
+    )
     # Every step's values arrived: 2 evaluations of 60 steps, each with its mean and max gradient norm.
     assert sorted(diagnostics.evaluations) == [60, 120]
     for values in diagnostics.evaluations.values():
@@ -596,7 +756,9 @@ def test_length_grouped_batches_bound_padding_at_large_batches(tiny_bert_dir, tm
         return [order[i : i + size] for i in range(0, len(order), size)]
 
     def useful(batched):
-        return sum(sum(lengths[i] for i in b) for b in batched) / sum(len(b) * max(lengths[i] for i in b) for b in batched)
+        return sum(sum(lengths[i] for i in b) for b in batched) / sum(
+            len(b) * max(lengths[i] for i in b) for b in batched
+        )
 
     ours, theirs = batches(LengthGroupedBatches, 256, 0), batches(LengthGroupedSampler, 256, 0)
     assert sorted(i for b in ours for i in b) == list(range(4128))
@@ -613,7 +775,17 @@ def test_length_grouped_batches_bound_padding_at_large_batches(tiny_bert_dir, tm
     train = TrainParams(epochs=1, batch_size=4, early_stopping_patience=0)
     args = training_arguments(str(tmp_path), train, precision="fp32", device="cpu", selection=selection)
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
-    trainer = build_trainer(model, tokenizer, args, rows, rows, train=train, loss_fn=build_loss(LossParams(), class_counts=[8, 8]), labels=LABELS, selection=selection)
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        args,
+        rows,
+        rows,
+        train=train,
+        loss_fn=build_loss(LossParams(), class_counts=[8, 8]),
+        labels=LABELS,
+        selection=selection,
+    )
     assert isinstance(trainer._get_train_sampler(), LengthGroupedBatches)
 
 
@@ -625,18 +797,40 @@ def test_device_arguments_cpu_and_cuda(tmp_path):
     from skewtune.train.arguments import device_arguments
 
     cpu = device_arguments("cpu", nproc=1, compile=False, tf32=False, cpus=16)
-    assert cpu == {"optim": "adamw_torch_fused", "use_cpu": True, "ddp_backend": None, "dataloader_pin_memory": False, "dataloader_num_workers": 0,
-                   "dataloader_persistent_workers": False, "tf32": None, "torch_compile": False}
+    assert cpu == {
+        "optim": "adamw_torch_fused",
+        "use_cpu": True,
+        "ddp_backend": None,
+        "dataloader_pin_memory": False,
+        "dataloader_num_workers": 0,
+        "dataloader_persistent_workers": False,
+        "tf32": None,
+        "torch_compile": False,
+    }
     cuda = device_arguments("cuda", nproc=1, compile=True, tf32=True, cpus=16)
-    assert cuda == {**cpu, "use_cpu": False, "dataloader_pin_memory": True, "dataloader_num_workers": 4, "dataloader_persistent_workers": True,
-                    "tf32": True, "torch_compile": True}
+    assert cuda == {
+        **cpu,
+        "use_cpu": False,
+        "dataloader_pin_memory": True,
+        "dataloader_num_workers": 4,
+        "dataloader_persistent_workers": True,
+        "tf32": True,
+        "torch_compile": True,
+    }
     assert device_arguments("cuda", nproc=4, compile=False, tf32=False, cpus=16)["dataloader_num_workers"] == 3
     assert device_arguments("cuda", nproc=2, compile=False, tf32=False, cpus=2)["dataloader_num_workers"] == 0
     assert device_arguments("cuda", nproc=1, compile=False, tf32=False, cpus=16)["tf32"] is None  # a GPU before Ampere
 
     selection = parse_selection("f1_macro", LABELS)
-    args = training_arguments(str(tmp_path), TrainParams(batch_size=32, compile=True), precision="fp32", device="cpu", selection=selection)
-    assert args.optim == "adamw_torch_fused" and args.use_cpu and args.dataloader_num_workers == 0 and not args.dataloader_pin_memory
+    args = training_arguments(
+        str(tmp_path), TrainParams(batch_size=32, compile=True), precision="fp32", device="cpu", selection=selection
+    )
+    assert (
+        args.optim == "adamw_torch_fused"
+        and args.use_cpu
+        and args.dataloader_num_workers == 0
+        and not args.dataloader_pin_memory
+    )
     assert args.tf32 is None and args.torch_compile and args.torch_compile_backend == "inductor"
     assert args.logging_steps == 50 and args.per_device_train_batch_size == 32
 
@@ -676,14 +870,30 @@ def test_compile_trains_a_compiled_model(tiny_bert_dir, tmp_path):
     torch.manual_seed(0)
     model = load_classifier(str(tiny_bert_dir), tokenizer, LABELS, max_length=16)
     assert model.config._attn_implementation == "sdpa"  # transformers' default attention where the model has it
-    rows = encode(tokenizer, pd.DataFrame({"text": [f"message {i} " + "word " * (i % 5) for i in range(32)], "label_id": [0, 1] * 16}), 16)
+    rows = encode(
+        tokenizer,
+        pd.DataFrame({"text": [f"message {i} " + "word " * (i % 5) for i in range(32)], "label_id": [0, 1] * 16}),
+        16,
+    )
     selection = parse_selection("f1_macro", LABELS)
-    train = TrainParams(epochs=1, batch_size=8, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0, compile=True)
+    train = TrainParams(
+        epochs=1, batch_size=8, eval_batch_size=8, lr=1e-3, seed=0, early_stopping_patience=0, compile=True
+    )
     args = training_arguments(str(tmp_path / "checkpoints"), train, precision="fp32", device="cpu", selection=selection)
     args.torch_compile_backend = "eager"
     diagnostics = DiagnosticsCallback(LABELS)
-    trainer = build_trainer(model, tokenizer, args, rows, rows[:8], train=train, loss_fn=build_loss(LossParams(), class_counts=[16, 16]),
-                            labels=LABELS, selection=selection, callbacks=[diagnostics])
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        args,
+        rows,
+        rows[:8],
+        train=train,
+        loss_fn=build_loss(LossParams(), class_counts=[16, 16]),
+        labels=LABELS,
+        selection=selection,
+        callbacks=[diagnostics],
+    )
     trainer.train()
     assert type(trainer.model_wrapped).__name__ == "OptimizedModule" and sorted(diagnostics.evaluations) == [4]
     save_classifier(trainer.model, tokenizer, tmp_path / "model", labels=LABELS, max_length=16, text_pair=False)
@@ -692,13 +902,19 @@ def test_compile_trains_a_compiled_model(tiny_bert_dir, tmp_path):
     torch.testing.assert_close(saved.state_dict(), trainer.model.state_dict())
 
 
-def test_few_rows_train_more_epochs_up_to_min_steps_with_early_stopping_from_half(sms, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+def test_few_rows_train_more_epochs_up_to_min_steps_with_early_stopping_from_half(
+    sms, tiny_bert_dir, tmp_path, monkeypatch, capsys
+):
     """64 rows at batch 8 are 8 steps per epoch: 1 epoch would be 8 steps, below train.min_steps 36, so the run
     trains 5 epochs (40 steps) and early stopping (patience 1) counts only from epoch 2 on."""
-    root = make_project(tmp_path, sms, tiny_bert_dir, train={"epochs": 1, "min_steps": 36, "early_stopping_patience": 1, "lr": 1e-6})
+    root = make_project(
+        tmp_path, sms, tiny_bert_dir, train={"epochs": 1, "min_steps": 36, "early_stopping_patience": 1, "lr": 1e-6}
+    )
     run_train(root, monkeypatch)
-    assert ("train: 64 rows are 8 optimizer steps per epoch: train.epochs 1 would be 8 steps, fewer than train.min_steps 36; "
-            "training 5 epochs (40 steps), early stopping from epoch 2") in capsys.readouterr().out
+    assert (
+        "train: 64 rows are 8 optimizer steps per epoch: train.epochs 1 would be 8 steps, fewer than train.min_steps 36; "
+        "training 5 epochs (40 steps), early stopping from epoch 2"
+    ) in capsys.readouterr().out
     epochs = pd.read_csv(root / "reports/train/plots/metrics/val/f1_macro.tsv", sep="\t")
     # lr 1e-6 leaves val macro-F1 where it is: with patience counted from the start, the run would stop after epoch 2
     assert len(epochs) == 3 and epochs["f1_macro"].nunique() == 1
@@ -714,8 +930,13 @@ def test_the_small_data_rule_leaves_the_embedded_run_and_explicit_steps_alone():
     assert (adapted.epochs, adapted.early_stopping_min_epochs) == (14, 7) and "training 14 epochs (210 steps)" in line
     assert for_train_size(defaults.model_copy(update={"max_steps": 10}), 480)[1] is None
     assert for_train_size(defaults.model_copy(update={"min_steps": 0}), 480)[1] is None
-    assert for_train_size(defaults.model_copy(update={"early_stopping_min_epochs": 9}), 480)[0].early_stopping_min_epochs == 9
+    assert (
+        for_train_size(defaults.model_copy(update={"early_stopping_min_epochs": 9}), 480)[0].early_stopping_min_epochs
+        == 9
+    )
     # 20 rows at batch 32: one step per epoch, counted in the right number
     line = for_train_size(defaults.model_copy(update={"epochs": 1.0, "early_stopping_patience": 0}), 20)[1]
-    assert line == ("train: 20 rows are 1 optimizer step per epoch: train.epochs 1 would be 1 step, fewer than train.min_steps 200; "
-                    "training 200 epochs (200 steps)")
+    assert line == (
+        "train: 20 rows are 1 optimizer step per epoch: train.epochs 1 would be 1 step, fewer than train.min_steps 200; "
+        "training 200 epochs (200 steps)"
+    )

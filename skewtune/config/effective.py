@@ -15,7 +15,11 @@ def _reads_delimited(data: DataParams) -> bool:
     """Whether data.source or data.test_path is read as CSV/TSV (the embedded table is a TSV)."""
     from skewtune.core.formats import delimited_format  # tables imports QUOTINGS from here
 
-    return any(delimited_format(path, data.format) for path in (data.source, data.test_path) if path is not None and not Path(path).is_dir())
+    return any(
+        delimited_format(path, data.format)
+        for path in (data.source, data.test_path)
+        if path is not None and not Path(path).is_dir()
+    )
 
 
 def _is_text(p: "Params") -> bool:
@@ -36,87 +40,217 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     *((f"augment.{key}", _is_image, "data.modality: image") for key in AugmentParams.model_fields),
     ("data.quoting", lambda p: _reads_delimited(p.data), "a CSV or TSV data.source or data.test_path"),
     ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
-    ("resample.over_ratio", lambda p: p.resample.strategy in ("random_over", "over_under"), "resample.strategy: random_over or over_under"),
-    ("resample.under_ratio", lambda p: p.resample.strategy in ("random_under", "over_under"), "resample.strategy: random_under or over_under"),
+    (
+        "resample.over_ratio",
+        lambda p: p.resample.strategy in ("random_over", "over_under"),
+        "resample.strategy: random_over or over_under",
+    ),
+    (
+        "resample.under_ratio",
+        lambda p: p.resample.strategy in ("random_under", "over_under"),
+        "resample.strategy: random_under or over_under",
+    ),
     ("resample.seed", lambda p: p.resample.strategy != "none", "a resample.strategy other than none"),
-    *((f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true") for key in ("r", "alpha", "dropout", "target_modules")),
+    *(
+        (f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true")
+        for key in ("r", "alpha", "dropout", "target_modules")
+    ),
     ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
     ("train.min_steps", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
     ("train.min_lr_ratio", lambda p: p.train.scheduler == "cosine", "train.scheduler: cosine"),
-    *((f"train.plateau_{key}", lambda p: p.train.scheduler == "reduce_on_plateau", "train.scheduler: reduce_on_plateau") for key in ("factor", "patience")),
-    ("train.early_stopping_min_epochs", lambda p: p.train.early_stopping_patience > 0, "train.early_stopping_patience above 0"),
+    *(
+        (
+            f"train.plateau_{key}",
+            lambda p: p.train.scheduler == "reduce_on_plateau",
+            "train.scheduler: reduce_on_plateau",
+        )
+        for key in ("factor", "patience")
+    ),
+    (
+        "train.early_stopping_min_epochs",
+        lambda p: p.train.early_stopping_patience > 0,
+        "train.early_stopping_patience above 0",
+    ),
     ("train.adversarial_epsilon", lambda p: p.train.adversarial != "none", "train.adversarial: fgm or pgd"),
-    *((f"train.pgd_{key}", lambda p: p.train.adversarial == "pgd", "train.adversarial: pgd") for key in ("steps", "alpha")),
-    ("loss.reweight_from_epoch", lambda p: p.loss.name == "weighted_ce" or (p.loss.name == "focal" and p.loss.alpha is not None),
-     "loss.name: weighted_ce, or focal with a loss.alpha"),
+    *(
+        (f"train.pgd_{key}", lambda p: p.train.adversarial == "pgd", "train.adversarial: pgd")
+        for key in ("steps", "alpha")
+    ),
+    (
+        "loss.reweight_from_epoch",
+        lambda p: p.loss.name == "weighted_ce" or (p.loss.name == "focal" and p.loss.alpha is not None),
+        "loss.name: weighted_ce, or focal with a loss.alpha",
+    ),
     ("loss.class_weights", lambda p: p.loss.name == "weighted_ce", "loss.name: weighted_ce"),
-    ("loss.beta", lambda p: p.loss.name == "weighted_ce" and p.loss.class_weights == "effective_number",
-     "loss.name: weighted_ce with loss.class_weights: effective_number"),
+    (
+        "loss.beta",
+        lambda p: p.loss.name == "weighted_ce" and p.loss.class_weights == "effective_number",
+        "loss.name: weighted_ce with loss.class_weights: effective_number",
+    ),
     ("loss.alpha", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.gamma", lambda p: p.loss.name == "focal", "loss.name: focal"),
     ("loss.tau", lambda p: p.loss.name == "logit_adjusted", "loss.name: logit_adjusted"),
-    *((f"baseline.{key}", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data")
-      for key in ("min_df", "max_features", "max_rows")),
-    ("decision.blend", lambda p: p.baseline.enabled and p.data.modality == "text", "baseline.enabled: true on text data"),
-    ("threshold.min_precision", lambda p: p.threshold.metric == "recall_at_precision", "threshold.metric: recall_at_precision"),
+    *(
+        (
+            f"baseline.{key}",
+            lambda p: p.baseline.enabled and p.data.modality == "text",
+            "baseline.enabled: true on text data",
+        )
+        for key in ("min_df", "max_features", "max_rows")
+    ),
+    (
+        "decision.blend",
+        lambda p: p.baseline.enabled and p.data.modality == "text",
+        "baseline.enabled: true on text data",
+    ),
+    (
+        "threshold.min_precision",
+        lambda p: p.threshold.metric == "recall_at_precision",
+        "threshold.metric: recall_at_precision",
+    ),
     # The guard of a tuned threshold/offsets and of the blend that auto chooses (thresholds.tune_blended_decision).
-    ("threshold.min_confidence",
-     lambda p: p.threshold.strategy == "tune" or (p.decision.blend == "auto" and p.baseline.enabled and p.data.modality == "text"),
-     "threshold.strategy: tune, or decision.blend: auto with the baseline on text data"),
+    (
+        "threshold.min_confidence",
+        lambda p: (
+            p.threshold.strategy == "tune"
+            or (p.decision.blend == "auto" and p.baseline.enabled and p.data.modality == "text")
+        ),
+        "threshold.strategy: tune, or decision.blend: auto with the baseline on text data",
+    ),
 )
 
 # The params keys each stage of dvc.yaml reads, listed once. check_params writes the values of those that take effect
 # (less the unread CONDITIONAL_KEYS) to reports/effective/<stage>.json, the stage's only params dep in dvc.yaml.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": (
-        "data.modality", "data.source", "data.format", "data.encoding", "data.sheet", "data.text_column",
-        "data.text_pair_column", "data.label_column", "data.image_column", "data.label_map", "data.test_path",
-        "data.quoting", "data.max_dropped_share", "data.conflicts", "data.max_conflict_share", "data.max_image_pixels",
+        "data.modality",
+        "data.source",
+        "data.format",
+        "data.encoding",
+        "data.sheet",
+        "data.text_column",
+        "data.text_pair_column",
+        "data.label_column",
+        "data.image_column",
+        "data.label_map",
+        "data.test_path",
+        "data.quoting",
+        "data.max_dropped_share",
+        "data.conflicts",
+        "data.max_conflict_share",
+        "data.max_image_pixels",
         "data.unescape_html",
     ),
-    "split": (
-        "split.val_size", "split.test_size", "split.seed",
-    ),
-    "resample": (
-        "resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed",
-    ),
+    "split": ("split.val_size", "split.test_size", "split.seed"),
+    "resample": ("resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed"),
     "train": (
-        "model.name", "model.max_length", "model.image_size", "model.init_bias", "model.hidden_dropout",
-        "model.classifier_dropout", "model.trust_remote_code", "model.lora.enabled", "model.lora.r",
-        "model.lora.alpha", "model.lora.dropout", "model.lora.target_modules", "train.epochs", "train.max_steps",
-        "train.min_steps", "train.batch_size", "train.eval_batch_size", "train.grad_accum", "train.lr",
-        "train.weight_decay", "train.warmup", "train.scheduler", "train.min_lr_ratio", "train.plateau_factor",
-        "train.plateau_patience", "train.max_grad_norm", "train.seed", "train.precision", "train.device",
-        "train.early_stopping_patience", "train.early_stopping_min_epochs", "train.ema_decay", "train.adversarial",
-        "train.adversarial_epsilon", "train.pgd_steps", "train.pgd_alpha", "train.select_metric",
-        "train.group_by_length", "train.nproc", "train.compile", "train.resume", "loss.name", "loss.class_weights", "loss.beta",
-        "loss.alpha", "loss.gamma", "loss.tau", "loss.label_smoothing", "loss.reweight_from_epoch", "augment.hflip",
-        "augment.vflip", "augment.rotation", "augment.crop_scale", "augment.brightness", "augment.contrast",
+        "model.name",
+        "model.max_length",
+        "model.image_size",
+        "model.init_bias",
+        "model.hidden_dropout",
+        "model.classifier_dropout",
+        "model.trust_remote_code",
+        "model.lora.enabled",
+        "model.lora.r",
+        "model.lora.alpha",
+        "model.lora.dropout",
+        "model.lora.target_modules",
+        "train.epochs",
+        "train.max_steps",
+        "train.min_steps",
+        "train.batch_size",
+        "train.eval_batch_size",
+        "train.grad_accum",
+        "train.lr",
+        "train.weight_decay",
+        "train.warmup",
+        "train.scheduler",
+        "train.min_lr_ratio",
+        "train.plateau_factor",
+        "train.plateau_patience",
+        "train.max_grad_norm",
+        "train.seed",
+        "train.precision",
+        "train.device",
+        "train.early_stopping_patience",
+        "train.early_stopping_min_epochs",
+        "train.ema_decay",
+        "train.adversarial",
+        "train.adversarial_epsilon",
+        "train.pgd_steps",
+        "train.pgd_alpha",
+        "train.select_metric",
+        "train.group_by_length",
+        "train.nproc",
+        "train.compile",
+        "train.resume",
+        "loss.name",
+        "loss.class_weights",
+        "loss.beta",
+        "loss.alpha",
+        "loss.gamma",
+        "loss.tau",
+        "loss.label_smoothing",
+        "loss.reweight_from_epoch",
+        "augment.hflip",
+        "augment.vflip",
+        "augment.rotation",
+        "augment.crop_scale",
+        "augment.brightness",
+        "augment.contrast",
     ),
-    "predict": (
-        "model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision",
-    ),
-    "baseline": (
-        "data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows",
-    ),
+    "predict": ("model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision"),
+    "baseline": ("data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows"),
     "tune_threshold": (
-        "threshold.strategy", "threshold.metric", "threshold.min_precision", "threshold.positive_label",
-        "threshold.min_confidence", "decision.blend", "loss.name", "resample.strategy", "model.init_bias",  # the last 3: collapse_remedies
+        "threshold.strategy",
+        "threshold.metric",
+        "threshold.min_precision",
+        "threshold.positive_label",
+        "threshold.min_confidence",
+        "decision.blend",
+        "loss.name",
+        "resample.strategy",
+        "model.init_bias",  # the last 3: collapse_remedies
     ),
-    "evaluate": (
-        "evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed",
-    ),
+    "evaluate": ("evaluate.bootstrap_resamples", "evaluate.confidence", "evaluate.seed"),
     "package": (
-        "data.text_column", "data.text_pair_column", "data.unescape_html", "data.image_column", "data.max_image_pixels", "model.name",
-        "model.max_length", "train.epochs", "train.lr", "train.batch_size", "train.seed", "loss.name", "resample.strategy",
-        "threshold.strategy", "threshold.metric", "decision.blend",
+        "data.text_column",
+        "data.text_pair_column",
+        "data.unescape_html",
+        "data.image_column",
+        "data.max_image_pixels",
+        "model.name",
+        "model.max_length",
+        "train.epochs",
+        "train.lr",
+        "train.batch_size",
+        "train.seed",
+        "loss.name",
+        "resample.strategy",
+        "threshold.strategy",
+        "threshold.metric",
+        "decision.blend",
     ),
     "score": (
-        "data.modality", "data.score_path", "data.format", "data.encoding", "data.sheet", "data.text_column",
-        "data.text_pair_column", "data.image_column", "train.eval_batch_size", "train.device", "train.precision",
+        "data.modality",
+        "data.score_path",
+        "data.format",
+        "data.encoding",
+        "data.sheet",
+        "data.text_column",
+        "data.text_pair_column",
+        "data.image_column",
+        "train.eval_batch_size",
+        "train.device",
+        "train.precision",
     ),
     "relabel": (
-        "data.modality", "data.text_column", "data.text_pair_column", "data.image_column", "evaluate.error_rows",
+        "data.modality",
+        "data.text_column",
+        "data.text_pair_column",
+        "data.image_column",
+        "evaluate.error_rows",
     ),
 }
 
@@ -168,7 +302,9 @@ def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:
     unknown = sorted({key for keys in stage_keys.values() for key in keys} - set(known))
     unlisted = [key for key in known if not any(key in keys for keys in stage_keys.values())]
     if unknown or unlisted:
-        raise SkewtuneError(f"skewtune/config/effective.py STAGE_KEYS: unknown key(s) {unknown}; key(s) no stage lists {unlisted}")
+        raise SkewtuneError(
+            f"skewtune/config/effective.py STAGE_KEYS: unknown key(s) {unknown}; key(s) no stage lists {unlisted}"
+        )
 
 
 def collapse_remedies(params: Params) -> str:

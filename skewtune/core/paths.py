@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 PIPELINE_FILE = "dvc.yaml"
-EFFECTIVE_DIR = "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
+EFFECTIVE_DIR = (
+    "reports/effective"  # <stage>.json: the values of the params keys that take effect in the stage (check_params)
+)
 RAW_DIR = "data/raw"
 DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset; images: id, image, label, subset, hash, image_bytes
 LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
@@ -21,7 +23,9 @@ PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label>
 # when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
 # and the model file holds no tensors.
 BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
-BASELINE_MODEL = "models/baseline.safetensors"  # the fitted baseline (skewtune.models.baseline.save_baseline: no pickle)
+BASELINE_MODEL = (
+    "models/baseline.safetensors"  # the fitted baseline (skewtune.models.baseline.save_baseline: no pickle)
+)
 BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
 DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
 VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.decision.tuning.plot_tables)
@@ -40,7 +44,8 @@ SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_
 ERRORS = "reports/errors.csv"  # the relabelling queue
 
 # Files of a model directory beside the transformers ones.
-META_FILE = "skewtune.json"  # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
+# {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
+META_FILE = "skewtune.json"
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
 BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)

@@ -44,7 +44,10 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         print(f"skewtune {name}: error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(1)
     except InterruptedAfterCommit:
-        print(f"skewtune {name}: interrupted once its outputs were completely written; `dvc commit` records them as they are", file=sys.stderr)
+        print(
+            f"skewtune {name}: interrupted once its outputs were completely written; `dvc commit` records them as they are",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except KeyboardInterrupt:
         print(f"skewtune {name}: interrupted; its outputs were not written", file=sys.stderr)

@@ -18,7 +18,15 @@ from skewtune.core.outputs import counted
 from skewtune.data.tables import Table
 
 # Why a row was dropped, in the order the checks run (a row counts under the first that applies).
-DROP_REASONS = ("missing_text", "missing_text_pair", "missing_label", "conflicting_label", "outvoted_label", "duplicate", "also_in_test_file")
+DROP_REASONS = (
+    "missing_text",
+    "missing_text_pair",
+    "missing_label",
+    "conflicting_label",
+    "outvoted_label",
+    "duplicate",
+    "also_in_test_file",
+)
 
 # The reasons that mean the file was not read as intended (or holds gaps); data.max_dropped_share bounds them.
 MISSING_REASONS = ("missing_text", "missing_text_pair", "missing_label")
@@ -61,8 +69,26 @@ _INVISIBLE = "\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
 # them, besides empty cells and real nulls. Labels come from a short list of classes, in which these are gaps
 # an export wrote out, not a class to learn; data.label_map keeps one that is a real class. Texts keep them:
 # "NA" or "null" is something a message can say (they are only counted, see texts_spelled_missing).
-MISSING_SPELLINGS = ("#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
-                     "NULL", "NaN", "None", "n/a", "nan", "null")
+MISSING_SPELLINGS = (
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
 
 # Exactly the characters str.isspace() accepts, spelled out (not \s) so that pyarrow's fast regex
 # engine, whose \s is ASCII-only, treats them as Python does: NBSP, ideographic space, line separators.
@@ -126,16 +152,23 @@ def class_balance(labels: pd.Series, order: list[str]) -> dict:
     }
 
 
-def _standardise(table: pd.DataFrame, columns: dict[str, str], prefix: str, subset: str, unescape_html: bool) -> pd.DataFrame:
+def _standardise(
+    table: pd.DataFrame, columns: dict[str, str], prefix: str, subset: str, unescape_html: bool
+) -> pd.DataFrame:
     raw_label = normalise_text(table[columns["label"]])
-    return pd.DataFrame({
-        "id": prefix + pd.Series(table.index, dtype="int64").astype("str"),
-        **{name: normalise_text(table[source], unescape_html=unescape_html).array
-           for name, source in columns.items() if name != "label"},
-        "label": whole_numbers(raw_label).array,
-        "subset": subset,
-        "raw_label": raw_label.array,
-    })
+    return pd.DataFrame(
+        {
+            "id": prefix + pd.Series(table.index, dtype="int64").astype("str"),
+            **{
+                name: normalise_text(table[source], unescape_html=unescape_html).array
+                for name, source in columns.items()
+                if name != "label"
+            },
+            "label": whole_numbers(raw_label).array,
+            "subset": subset,
+            "raw_label": raw_label.array,
+        }
+    )
 
 
 def merged_spellings(frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -216,7 +249,9 @@ def clean_labels(frame: pd.DataFrame, label_map: dict[str, str], files: str) -> 
     return notes
 
 
-def label_conflicts(file_key: np.ndarray, label: np.ndarray, alive: np.ndarray, conflicts: str) -> tuple[np.ndarray, np.ndarray]:
+def label_conflicts(
+    file_key: np.ndarray, label: np.ndarray, alive: np.ndarray, conflicts: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Of the `alive` rows whose key (text[, pair] or image hash, and file) carries more than one label code: those
     dropped with every copy (all of them under `conflicts` drop; under majority_vote, those of a text whose top label
     count is shared) and those outvoted (majority_vote: a label other than the text's most frequent one)."""
@@ -232,7 +267,9 @@ def label_conflicts(file_key: np.ndarray, label: np.ndarray, alive: np.ndarray, 
     return tied, conflicted & ~tied & ~won
 
 
-def drop_reasons(frame: pd.DataFrame, keys: list[str], unusable: list[tuple[np.ndarray, str]], conflicts: str) -> np.ndarray:
+def drop_reasons(
+    frame: pd.DataFrame, keys: list[str], unusable: list[tuple[np.ndarray, str]], conflicts: str
+) -> np.ndarray:
     """The reason each row is dropped (None: kept): first the `unusable` (mask, reason) pairs in order (a
     missing text; an unreadable image), then a missing label, then conflicting labels (by the `conflicts`
     policy, see label_conflicts), duplicates and test-file leakage of the row's `keys` (the text[, pair]; the
@@ -270,8 +307,9 @@ def _conflict_groups(frame: pd.DataFrame, reason: np.ndarray, keys: list[str]) -
     return pd.Series(np.where(conflicted & frame["label"].notna().to_numpy(), group, -1))
 
 
-def conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str], shown: list[str],
-                      limit: int = CONFLICT_EXAMPLES) -> list[dict]:
+def conflict_examples(
+    frame: pd.DataFrame, reason: np.ndarray, keys: list[str], shown: list[str], limit: int = CONFLICT_EXAMPLES
+) -> list[dict]:
     """The `limit` conflicting texts (images) with the most rows: the `shown` columns of their first row, their
     labels with counts (most first), the label the vote kept (None: every copy dropped) and the first row ids."""
     group = _conflict_groups(frame, reason, keys)
@@ -280,14 +318,20 @@ def conflict_examples(frame: pd.DataFrame, reason: np.ndarray, keys: list[str], 
     for value in sizes.index[:limit]:
         rows = np.flatnonzero(group == value)
         kept = [i for i in rows if reason[i] not in CONFLICT_REASONS]
-        examples.append({
-            "file": frame["subset"].iloc[rows[0]],
-            **{name: str(frame[name].iloc[rows[0]])[:_EXAMPLE_CHARS] for name in shown},
-            "labels": dict(sorted(((label, int(n)) for label, n in frame["label"].iloc[rows].value_counts().items()),
-                                  key=lambda item: (-item[1], item[0]))),
-            "kept_label": frame["label"].iloc[kept[0]] if kept else None,
-            "ids": frame["id"].iloc[rows[:5]].tolist(),
-        })
+        examples.append(
+            {
+                "file": frame["subset"].iloc[rows[0]],
+                **{name: str(frame[name].iloc[rows[0]])[:_EXAMPLE_CHARS] for name in shown},
+                "labels": dict(
+                    sorted(
+                        ((label, int(n)) for label, n in frame["label"].iloc[rows].value_counts().items()),
+                        key=lambda item: (-item[1], item[0]),
+                    )
+                ),
+                "kept_label": frame["label"].iloc[kept[0]] if kept else None,
+                "ids": frame["id"].iloc[rows[:5]].tolist(),
+            }
+        )
     return examples
 
 
@@ -309,13 +353,25 @@ def conflict_counts(frame: pd.DataFrame, reason: np.ndarray, keys: list[str], co
             "share": round(dropped / rows, 6),
             "max_share": max_share,
         },
-        "duplicates": {"rows": int((reason == "duplicate").sum()), "share": round(float((reason == "duplicate").sum()) / rows, 6)},
+        "duplicates": {
+            "rows": int((reason == "duplicate").sum()),
+            "share": round(float((reason == "duplicate").sum()) / rows, 6),
+        },
     }
 
 
-def check_conflict_share(files: list[tuple[str, np.ndarray]], frame: pd.DataFrame, reason: np.ndarray, keys: list[str],
-                         unusable: list[tuple[np.ndarray, str]], conflicts: str, max_share: float, *, shown: list[str],
-                         noun: str = "texts") -> None:
+def check_conflict_share(
+    files: list[tuple[str, np.ndarray]],
+    frame: pd.DataFrame,
+    reason: np.ndarray,
+    keys: list[str],
+    unusable: list[tuple[np.ndarray, str]],
+    conflicts: str,
+    max_share: float,
+    *,
+    shown: list[str],
+    noun: str = "texts",
+) -> None:
     """Stop when more than `max_share` of a file's rows (`files`: name, row mask) are dropped for conflicting
     labels, naming the counts, the texts (images: `noun`, by their `shown` columns) with the most rows and what
     the other policy would drop."""
@@ -325,17 +381,26 @@ def check_conflict_share(files: list[tuple[str, np.ndarray]], frame: pd.DataFram
         share = dropped.mean()
         if share <= max_share:
             continue
-        counts = ", ".join(f"{int((dropped_as == key).sum())} {key}" for key in CONFLICT_REASONS if (dropped_as == key).any())
+        counts = ", ".join(
+            f"{int((dropped_as == key).sum())} {key}" for key in CONFLICT_REASONS if (dropped_as == key).any()
+        )
         groups = conflict_counts(part, dropped_as, keys, conflicts, max_share)["conflicts"]["conflicting"]
-        worst = "; ".join(", ".join(repr(example[column]) for column in shown) + " ("
-                          + ", ".join(f"{label} {n}" for label, n in example["labels"].items()) + ")"
-                          for example in conflict_examples(part, dropped_as, keys, shown, GUARD_EXAMPLES))
+        worst = "; ".join(
+            ", ".join(repr(example[column]) for column in shown)
+            + " ("
+            + ", ".join(f"{label} {n}" for label, n in example["labels"].items())
+            + ")"
+            for example in conflict_examples(part, dropped_as, keys, shown, GUARD_EXAMPLES)
+        )
         other = "drop" if conflicts == "majority_vote" else "majority_vote"
         lost = int(np.isin(drop_reasons(frame, keys, unusable, other)[rows], CONFLICT_REASONS).sum())
-        alternative = (f"set data.conflicts: majority_vote to keep each such {noun.removesuffix('s')} once with its most frequent label "
-                       f"(that drops {lost} rows here, {lost / len(dropped):.1%})" if conflicts == "drop" else
-                       f"check data.label_column (labels that contradict each other this often usually come from the wrong column; "
-                       f"data.conflicts: drop would drop {lost} rows)")
+        alternative = (
+            f"set data.conflicts: majority_vote to keep each such {noun.removesuffix('s')} once with its most frequent label "
+            f"(that drops {lost} rows here, {lost / len(dropped):.1%})"
+            if conflicts == "drop"
+            else f"check data.label_column (labels that contradict each other this often usually come from the wrong column; "
+            f"data.conflicts: drop would drop {lost} rows)"
+        )
         raise SkewtuneError(
             f"{name}: {int(dropped.sum())} of {len(dropped)} rows ({share:.1%}) are dropped for conflicting labels ({counts}; "
             f"{groups} {noun} carry more than one label, data.conflicts: {conflicts}), more than data.max_conflict_share "
@@ -352,8 +417,14 @@ def _found(value) -> str | None:
 def _drop_examples(table: Table, columns: dict[str, str], reason: np.ndarray, name: str, limit: int) -> list[dict]:
     """The first `limit` rows dropped for `name`: where they start in the file and what the file holds there."""
     positions = np.flatnonzero(reason == name)[:limit]
-    return [{"row": int(table.frame.index[i]), "at": table.place(i),
-             **{source: _found(table.frame[source].iloc[i]) for source in columns.values()}} for i in positions]
+    return [
+        {
+            "row": int(table.frame.index[i]),
+            "at": table.place(i),
+            **{source: _found(table.frame[source].iloc[i]) for source in columns.values()},
+        }
+        for i in positions
+    ]
 
 
 def drop_counts(name: str, table: Table, reason: np.ndarray, reasons: list[str]) -> dict:
@@ -371,20 +442,37 @@ def drop_counts(name: str, table: Table, reason: np.ndarray, reasons: list[str])
 def reported_reasons(reasons: tuple[str, ...], *, conflicts: str, has_test: bool) -> list[str]:
     """The drop reasons a file's report counts: outvoted_label only under majority_vote, test-file leakage only
     with a test file."""
-    return [name for name in reasons if (name != "outvoted_label" or conflicts == "majority_vote")
-            and (name != "also_in_test_file" or has_test)]
+    return [
+        name
+        for name in reasons
+        if (name != "outvoted_label" or conflicts == "majority_vote") and (name != "also_in_test_file" or has_test)
+    ]
 
 
-def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str],
-                 columns: dict[str, str], labels: list[str], unescape_html: bool, conflicts: str, max_conflict_share: float) -> dict:
+def _file_report(
+    name: str,
+    table: Table,
+    frame: pd.DataFrame,
+    reason: np.ndarray,
+    reasons: list[str],
+    columns: dict[str, str],
+    labels: list[str],
+    unescape_html: bool,
+    conflicts: str,
+    max_conflict_share: float,
+) -> dict:
     dropped = pd.Series(reason).value_counts()
     keys = [key for key in columns if key != "label"]
     kept = frame[reason == None]  # noqa: E711
     return {
         **drop_counts(name, table, reason, reasons),
-        "drop_examples": {key: _drop_examples(table, columns, reason, key, DROP_EXAMPLES) for key in reasons if dropped.get(key, 0)},
-        "cleaning": {**odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
-                     "texts_spelled_missing": int(frame[keys].isin(MISSING_SPELLINGS).any(axis=1).sum())},
+        "drop_examples": {
+            key: _drop_examples(table, columns, reason, key, DROP_EXAMPLES) for key in reasons if dropped.get(key, 0)
+        },
+        "cleaning": {
+            **odd_characters(table.frame, [columns[key] for key in keys], unescape_html=unescape_html),
+            "texts_spelled_missing": int(frame[keys].isin(MISSING_SPELLINGS).any(axis=1).sum()),
+        },
         **conflict_counts(frame, reason, keys, conflicts, max_conflict_share),
         **class_balance(kept["label"], labels),
     }
@@ -395,29 +483,53 @@ def _likely_causes(table: Table, frame: pd.DataFrame, columns: dict[str, str]) -
     reading = table.reading
     spelled = frame.loc[frame["label"].isna(), "raw_label"].value_counts()
     # Records cut short by the reading explain their own gaps; otherwise a mostly empty column is suspect.
-    causes = [] if reading.get("short_records") else [
-        f"the wrong column: {source!r} is empty in {share:.0%} of the rows (check {_PARAM_OF[key]})"
-        for key, source in columns.items() if (share := frame["raw_label" if key == "label" else key].isna().mean()) >= 0.5
-    ]
+    causes = (
+        []
+        if reading.get("short_records")
+        else [
+            f"the wrong column: {source!r} is empty in {share:.0%} of the rows (check {_PARAM_OF[key]})"
+            for key, source in columns.items()
+            if (share := frame["raw_label" if key == "label" else key].isna().mean()) >= 0.5
+        ]
+    )
     if len(spelled):
-        causes.insert(0, "labels written as a missing value (" + ", ".join(f"{spelling} {n}" for spelling, n in _by_count(spelled).items())
-                      + "): if one is a real class, name it in data.label_map")
+        causes.insert(
+            0,
+            "labels written as a missing value ("
+            + ", ".join(f"{spelling} {n}" for spelling, n in _by_count(spelled).items())
+            + "): if one is a real class, name it in data.label_map",
+        )
     if reading.get("quoting") == "none" and reading.get("short_records"):
-        causes.append(f"quoting: the file was read without quote processing ({reading['quoting_reason']}) and "
-                      f"{reading['short_records']} records have fewer fields than the header; if its fields are quoted "
-                      "(texts spanning lines), set data.quoting: standard")
+        causes.append(
+            f"quoting: the file was read without quote processing ({reading['quoting_reason']}) and "
+            f"{reading['short_records']} records have fewer fields than the header; if its fields are quoted "
+            "(texts spanning lines), set data.quoting: standard"
+        )
     elif reading.get("short_records"):
-        causes.append(f"the wrong separator or quoting: read as {reading['format'].upper()} with {reading['quoting']} quoting, "
-                      f"{reading['short_records']} records have fewer fields than the header (check data.format and data.quoting)")
+        causes.append(
+            f"the wrong separator or quoting: read as {reading['format'].upper()} with {reading['quoting']} quoting, "
+            f"{reading['short_records']} records have fewer fields than the header (check data.format and data.quoting)"
+        )
     elif "quoting" in reading:
-        causes.append(f"the wrong separator or quoting (read as {reading['format'].upper()} with {reading['quoting']} quoting; "
-                      "check data.format and data.quoting)")
+        causes.append(
+            f"the wrong separator or quoting (read as {reading['format'].upper()} with {reading['quoting']} quoting; "
+            "check data.format and data.quoting)"
+        )
     return "; or ".join(causes) or "rows that have no value in these columns"
 
 
-def check_missing_share(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, columns: dict[str, str],
-                        max_share: float, *, reasons: tuple[str, ...] = MISSING_REASONS, lacking: str = "a text or a label",
-                        cause: str | None = None) -> None:
+def check_missing_share(
+    name: str,
+    table: Table,
+    frame: pd.DataFrame,
+    reason: np.ndarray,
+    columns: dict[str, str],
+    max_share: float,
+    *,
+    reasons: tuple[str, ...] = MISSING_REASONS,
+    lacking: str = "a text or a label",
+    cause: str | None = None,
+) -> None:
     """Stop when more than `max_share` of a file's rows lack a text or a label (images: `reasons`, `lacking`):
     that many gaps usually mean the file was misread (quoting, separator) or the wrong column was named, not
     that data is missing. `cause` replaces the likely cause that the reading suggests."""
@@ -426,8 +538,11 @@ def check_missing_share(name: str, table: Table, frame: pd.DataFrame, reason: np
     if share <= max_share:
         return
     counts = ", ".join(f"{int((reason == key).sum())} {key}" for key in reasons if (reason == key).any())
-    shown = "; ".join(f"{table.place(i)}: " + ", ".join(f"{source}={_found(table.frame[source].iloc[i])!r}" for source in columns.values())
-                      for i in np.flatnonzero(missing)[:GUARD_EXAMPLES])
+    shown = "; ".join(
+        f"{table.place(i)}: "
+        + ", ".join(f"{source}={_found(table.frame[source].iloc[i])!r}" for source in columns.values())
+        for i in np.flatnonzero(missing)[:GUARD_EXAMPLES]
+    )
     raise SkewtuneError(
         f"{name}: {int(missing.sum())} of {len(reason)} rows ({share:.1%}) lack {lacking} ({counts}), more than "
         f"data.max_dropped_share ({max_share:g}) allows; first: {shown}. Likely cause: {cause or _likely_causes(table, frame, columns)}. "
@@ -435,20 +550,35 @@ def check_missing_share(name: str, table: Table, frame: pd.DataFrame, reason: np
     )
 
 
-def kept_labels(kept: pd.DataFrame, pool_name: str, test_name: str | None, *, has_test: bool, lacking: str, columns: str,
-                fix: str, one_class: str) -> list[str]:
+def kept_labels(
+    kept: pd.DataFrame,
+    pool_name: str,
+    test_name: str | None,
+    *,
+    has_test: bool,
+    lacking: str,
+    columns: str,
+    fix: str,
+    one_class: str,
+) -> list[str]:
     """The sorted labels of the kept data-file rows, after checking that the data file keeps two classes and
     the test file (`has_test`) keeps rows, all of known labels. `lacking`, `columns`, `fix` and `one_class`
     word the errors for the modality (texts: columns; images: files)."""
     in_pool = kept["subset"] == "pool"
     if not in_pool.any():
-        raise SkewtuneError(f"{pool_name}: no usable rows: every row lacks {lacking} or carries conflicting labels ({columns}); {fix}")
+        raise SkewtuneError(
+            f"{pool_name}: no usable rows: every row lacks {lacking} or carries conflicting labels ({columns}); {fix}"
+        )
     labels = sorted(kept.loc[in_pool, "label"].unique())
     if len(labels) < 2:
-        raise SkewtuneError(f"{pool_name}: only one class ({labels[0]!r}, {int(in_pool.sum())} usable rows) {one_class}")
+        raise SkewtuneError(
+            f"{pool_name}: only one class ({labels[0]!r}, {int(in_pool.sum())} usable rows) {one_class}"
+        )
     if has_test and in_pool.all():
-        raise SkewtuneError(f"{test_name}: no usable test rows: every row lacks {lacking} or carries conflicting "
-                            f"labels ({columns}); fix the file or remove data.test_path")
+        raise SkewtuneError(
+            f"{test_name}: no usable test rows: every row lacks {lacking} or carries conflicting "
+            f"labels ({columns}); fix the file or remove data.test_path"
+        )
     unknown = sorted(set(kept.loc[~in_pool, "label"]) - set(labels))
     if unknown:
         raise SkewtuneError(
@@ -458,11 +588,21 @@ def kept_labels(kept: pd.DataFrame, pool_name: str, test_name: str | None, *, ha
     return labels
 
 
-def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_column: str | None,
-                     label_column: str, label_map: dict[str, str], pool_name: str, test_name: str | None = None,
-                     max_dropped_share: float = 0.01, conflicts: str = DATA_DEFAULTS.conflicts,
-                     max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
-                     unescape_html: bool = False) -> tuple[pd.DataFrame, list[str], dict]:
+def assemble_dataset(
+    pool: Table,
+    test: Table | None,
+    *,
+    text_column: str,
+    pair_column: str | None,
+    label_column: str,
+    label_map: dict[str, str],
+    pool_name: str,
+    test_name: str | None = None,
+    max_dropped_share: float = 0.01,
+    conflicts: str = DATA_DEFAULTS.conflicts,
+    max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
+    unescape_html: bool = False,
+) -> tuple[pd.DataFrame, list[str], dict]:
     """Clean the rows of the data file (`pool`) and of an optional fixed test file into one dataset.
 
     Rows are identified by their 1-based row number in their file ("r<row>", "t<row>").
@@ -487,24 +627,52 @@ def assemble_dataset(pool: Table, test: Table | None, *, text_column: str, pair_
     per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
     for name, table, rows in per_file:
         check_missing_share(name, table, frame[rows], reason[rows], columns, max_dropped_share)
-    check_conflict_share([(name, rows) for name, _, rows in per_file], frame, reason, keys, unusable, conflicts,
-                         max_conflict_share, shown=keys)
-    reasons = reported_reasons(tuple(name for name in DROP_REASONS if name != "missing_text_pair" or pair_column),
-                               conflicts=conflicts, has_test=test is not None)
+    check_conflict_share(
+        [(name, rows) for name, _, rows in per_file],
+        frame,
+        reason,
+        keys,
+        unusable,
+        conflicts,
+        max_conflict_share,
+        shown=keys,
+    )
+    reasons = reported_reasons(
+        tuple(name for name in DROP_REASONS if name != "missing_text_pair" or pair_column),
+        conflicts=conflicts,
+        has_test=test is not None,
+    )
     kept = frame[reason == None].drop(columns="raw_label").reset_index(drop=True)  # noqa: E711
-    labels = kept_labels(kept, pool_name, test_name, has_test=test is not None, lacking="a text or a label",
-                         columns=f"columns {', '.join(map(repr, columns.values()))}", fix="check the data.*_column settings",
-                         one_class=f"in column {label_column!r}; a classifier needs at least 2: check data.label_column"
-                         + (" and data.label_map" if label_map else ""))
+    labels = kept_labels(
+        kept,
+        pool_name,
+        test_name,
+        has_test=test is not None,
+        lacking="a text or a label",
+        columns=f"columns {', '.join(map(repr, columns.values()))}",
+        fix="check the data.*_column settings",
+        one_class=f"in column {label_column!r}; a classifier needs at least 2: check data.label_column"
+        + (" and data.label_map" if label_map else ""),
+    )
 
     conflict_settings = (conflicts, max_conflict_share)
-    report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html, *conflict_settings)
+    report = _file_report(
+        pool_name, pool, frame[~is_test], reason[~is_test], reasons, columns, labels, unescape_html, *conflict_settings
+    )
     report["conflict_examples"] = conflict_examples(frame, reason, keys, keys)
     report.update(label_notes)
     if test is not None:
-        report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test],
-                                      [name for name in reasons if name != "also_in_test_file"], columns, labels, unescape_html,
-                                      *conflict_settings)
+        report["test"] = _file_report(
+            test_name,
+            test,
+            frame[is_test],
+            reason[is_test],
+            [name for name in reasons if name != "also_in_test_file"],
+            columns,
+            labels,
+            unescape_html,
+            *conflict_settings,
+        )
     return kept.astype("str"), labels, report
 
 
@@ -514,26 +682,44 @@ def summary_lines(report: dict) -> list[str]:
     quoting = {"standard": "standard quoting", "none": "no quote processing"}.get(reading.get("quoting"))
     how = reading["format"].upper() + (f" with {quoting} ({reading['quoting_reason']})" if quoting else "")
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
-    lines = [f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {counted(report['rows_in'], 'row')}; dropped: {dropped}",
-             *conflict_lines(report)]
+    lines = [
+        f"ingest: {report['source']}: read as {how}; kept {report['rows_kept']} of {counted(report['rows_in'], 'row')}; dropped: {dropped}",
+        *conflict_lines(report),
+    ]
     if reading.get("utf8_lines"):
         other = reading["other_non_ascii_lines"]
-        lines.append(f"ingest: {report['source']}: WARNING: read as {reading['encoding']} (data.encoding), {reading['utf8_lines']} lines that "
-                     f"are UTF-8 with non-ASCII characters come out garbled ({reading['utf8_example']}); "
-                     + (f"the file mixes encodings: {other} other non-ASCII lines are not UTF-8 (lines {reading['other_lines']}): "
-                        "convert those to UTF-8 and set data.encoding: utf-8" if other else "the file is UTF-8: set data.encoding: utf-8"))
+        lines.append(
+            f"ingest: {report['source']}: WARNING: read as {reading['encoding']} (data.encoding), {reading['utf8_lines']} lines that "
+            f"are UTF-8 with non-ASCII characters come out garbled ({reading['utf8_example']}); "
+            + (
+                f"the file mixes encodings: {other} other non-ASCII lines are not UTF-8 (lines {reading['other_lines']}): "
+                "convert those to UTF-8 and set data.encoding: utf-8"
+                if other
+                else "the file is UTF-8: set data.encoding: utf-8"
+            )
+        )
     cleaning = report["cleaning"]
     if cleaning["control_characters_removed"]:
-        lines.append(f"ingest: {report['source']}: removed {cleaning['control_characters_removed']} control characters "
-                     f"(NUL, U+001A, ...) from {counted(cleaning['rows_with_control_characters'], 'row')}")
+        lines.append(
+            f"ingest: {report['source']}: removed {cleaning['control_characters_removed']} control characters "
+            f"(NUL, U+001A, ...) from {counted(cleaning['rows_with_control_characters'], 'row')}"
+        )
     if cleaning["texts_spelled_missing"]:
-        lines.append(f"ingest: {report['source']}: {counted(cleaning['texts_spelled_missing'], 'row')} with a text that reads like a missing value "
-                     "(NA, null, None, ...): kept as text, since a message may say that (only labels so spelled count as missing); "
-                     "remove those rows if they mean no text")
+        lines.append(
+            f"ingest: {report['source']}: {counted(cleaning['texts_spelled_missing'], 'row')} with a text that reads like a missing value "
+            "(NA, null, None, ...): kept as text, since a message may say that (only labels so spelled count as missing); "
+            "remove those rows if they mean no text"
+        )
     if cleaning["rows_with_html_references"]:
-        lines.append(f"ingest: {report['source']}: {counted(cleaning['rows_with_html_references'], 'row')} with HTML character references "
-                     "(&amp;, &#039;, ...): " + ("decoded" if cleaning["html_references_decoded"]
-                                                else "kept as written; set data.unescape_html: true to decode them"))
+        lines.append(
+            f"ingest: {report['source']}: {counted(cleaning['rows_with_html_references'], 'row')} with HTML character references "
+            "(&amp;, &#039;, ...): "
+            + (
+                "decoded"
+                if cleaning["html_references_decoded"]
+                else "kept as written; set data.unescape_html: true to decode them"
+            )
+        )
     return lines
 
 
@@ -543,16 +729,25 @@ def label_lines(report: dict) -> list[str]:
     lines = []
     if spelled := report.get("labels_spelled_missing"):
         first = next(iter(spelled))
-        lines.append(f"ingest: labels: {counted(sum(spelled.values()), 'label')} written as a missing value ("
-                     + ", ".join(f"{spelling} {n}" for spelling, n in spelled.items()) + "), counted as missing_label; "
-                     f"if one is a real class, name it in data.label_map (e.g. {json.dumps({first: first})})")
+        lines.append(
+            f"ingest: labels: {counted(sum(spelled.values()), 'label')} written as a missing value ("
+            + ", ".join(f"{spelling} {n}" for spelling, n in spelled.items())
+            + "), counted as missing_label; "
+            f"if one is a real class, name it in data.label_map (e.g. {json.dumps({first: first})})"
+        )
     if kept := report.get("label_map_kept_as_written"):
-        lines.append(f"ingest: labels: WARNING: data.label_map does not rename {', '.join(map(repr, kept))}: classes under the names "
-                     "the files give them; add them to the map if they need a new name")
+        lines.append(
+            f"ingest: labels: WARNING: data.label_map does not rename {', '.join(map(repr, kept))}: classes under the names "
+            "the files give them; add them to the map if they need a new name"
+        )
     if variants := report.get("label_case_variants"):
-        groups = "; ".join(", ".join(f"{spelling!r} {n}" for spelling, n in group.items()) + " rows" for group in variants.values())
-        lines.append(f"ingest: labels: WARNING: labels that differ only in case or invisible characters are separate classes: {groups}; "
-                     f"if they are one class, set data.label_map: {json.dumps(report['label_map_to_merge'])}")
+        groups = "; ".join(
+            ", ".join(f"{spelling!r} {n}" for spelling, n in group.items()) + " rows" for group in variants.values()
+        )
+        lines.append(
+            f"ingest: labels: WARNING: labels that differ only in case or invisible characters are separate classes: {groups}; "
+            f"if they are one class, set data.label_map: {json.dumps(report['label_map_to_merge'])}"
+        )
     return lines
 
 
@@ -564,15 +759,24 @@ def conflict_lines(report: dict, noun: str = "texts") -> list[str]:
     if conflicts["conflicting"]:
         loud = "WARNING: " if conflicts["share"] > WARN_CONFLICT_SHARE else ""
         dropped = report["dropped"]
-        what = ("every copy dropped; majority_vote would keep each once with its most frequent label" if conflicts["policy"] == "drop" else
-                f"{conflicts['kept_by_vote']} kept once with their most frequent label ({counted(dropped['outvoted_label'], 'outvoted row')} dropped), "
-                f"{conflicts['tied']} tied ({counted(dropped['conflicting_label'], 'row')} dropped)")
-        lines.append(f"ingest: {source}: {loud}{counted(conflicts['rows_dropped'], 'row')} ({conflicts['share']:.1%}) dropped for conflicting labels: "
-                     f"{counted(conflicts['conflicting'], noun[:-1])} with more than one label (data.conflicts: {conflicts['policy']}): {what}; "
-                     f"bound: data.max_conflict_share {conflicts['max_share']:g}")
+        what = (
+            "every copy dropped; majority_vote would keep each once with its most frequent label"
+            if conflicts["policy"] == "drop"
+            else f"{conflicts['kept_by_vote']} kept once with their most frequent label "
+            f"({counted(dropped['outvoted_label'], 'outvoted row')} dropped), "
+            f"{conflicts['tied']} tied ({counted(dropped['conflicting_label'], 'row')} dropped)"
+        )
+        lines.append(
+            f"ingest: {source}: {loud}{counted(conflicts['rows_dropped'], 'row')} ({conflicts['share']:.1%}) dropped "
+            "for conflicting labels: "
+            f"{counted(conflicts['conflicting'], noun[:-1])} with more than one label (data.conflicts: {conflicts['policy']}): {what}; "
+            f"bound: data.max_conflict_share {conflicts['max_share']:g}"
+        )
     if duplicates["rows"]:
         loud = "WARNING: " if duplicates["share"] > WARN_DUPLICATE_SHARE else ""
-        lines.append(f"ingest: {source}: {loud}collapsed {counted(duplicates['rows'], 'repeated row')} ({duplicates['share']:.1%}) into the first "
-                     f"copy of their {noun.removesuffix('s')} and label: the dataset holds each {noun.removesuffix('s')} once, so val "
-                     "and test weigh a frequent one once, not by how often it occurs")
+        lines.append(
+            f"ingest: {source}: {loud}collapsed {counted(duplicates['rows'], 'repeated row')} ({duplicates['share']:.1%}) into the first "
+            f"copy of their {noun.removesuffix('s')} and label: the dataset holds each {noun.removesuffix('s')} once, so val "
+            "and test weigh a frequent one once, not by how often it occurs"
+        )
     return lines

@@ -54,7 +54,14 @@ MODE = "RGB"
 # Modes that PIL converts to 8-bit RGB without losing the picture; others (I;16, I, F) are unsupported_mode.
 CONVERTIBLE = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 IMAGE_PROBLEMS = ("missing_image", "unreadable_image", "oversized_image", "unsupported_mode")
-DROP_REASONS = (*IMAGE_PROBLEMS, "missing_label", "conflicting_label", "outvoted_label", "duplicate", "also_in_test_file")
+DROP_REASONS = (
+    *IMAGE_PROBLEMS,
+    "missing_label",
+    "conflicting_label",
+    "outvoted_label",
+    "duplicate",
+    "also_in_test_file",
+)
 
 # The default model's input side is the median train image side clamped to this range: below 32 pixels the
 # ResNet stem and stages (five halvings) leave no spatial extent; above 128 a from-scratch CPU run gets slow.
@@ -75,16 +82,22 @@ def _tree(directory: Path, key: str, raw_dir: str | os.PathLike, image_column: s
     classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     files, labels, others = [], [], []
     for folder in classes:
-        entries = sorted(p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        entries = sorted(
+            p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
         # rglob does not descend into a linked folder: its images would be neither read nor counted.
         linked = next((p for p in entries if p.is_symlink() and p.is_dir()), None)
         if linked is not None:
-            raise SkewtuneError(f"{key}: {linked} is a symbolic link to the folder {os.path.realpath(linked)}, which the walk of the tree "
-                                "does not follow, so its images would not be read: put the folder itself (or its images) in its place")
+            raise SkewtuneError(
+                f"{key}: {linked} is a symbolic link to the folder {os.path.realpath(linked)}, which the walk of the tree "
+                "does not follow, so its images would not be read: put the folder itself (or its images) in its place"
+            )
         for path in (p for p in entries if p.is_file()):
             if not inside(path, raw_dir):
-                raise SkewtuneError(f"{key}: {path} leads outside {raw_dir}/{link_target(path)}; DVC tracks {raw_dir}/ as the pipeline's "
-                                    "input and nothing elsewhere is read: copy the file there in place of the link")
+                raise SkewtuneError(
+                    f"{key}: {path} leads outside {raw_dir}/{link_target(path)}; DVC tracks {raw_dir}/ as the pipeline's "
+                    "input and nothing elsewhere is read: copy the file there in place of the link"
+                )
             if path.suffix.lower() in EXTENSIONS:
                 files.append(os.path.relpath(path, raw_dir))
                 labels.append(folder.name)
@@ -96,7 +109,12 @@ def _tree(directory: Path, key: str, raw_dir: str | os.PathLike, image_column: s
             f"({', '.join(p.name for p in classes[:5]) or 'none found'}); expected {directory}/<class>/<image>"
         )
     frame = pd.DataFrame({image_column: files, label_column: labels}, index=pd.RangeIndex(1, len(files) + 1))
-    reading = {"format": "folder", "class_folders": len(classes), "other_files": len(others), "other_file_examples": others[:DROP_EXAMPLES]}
+    reading = {
+        "format": "folder",
+        "class_folders": len(classes),
+        "other_files": len(others),
+        "other_file_examples": others[:DROP_EXAMPLES],
+    }
     return Table(frame, np.arange(1, len(files) + 1), "image", reading)
 
 
@@ -106,18 +124,38 @@ def raw_input(value: str, key: str, raw_dir: str | os.PathLike, *, folders: bool
     if not (folders and path.is_dir()):
         return resolve_raw_path(value, key, raw_dir)
     if not inside(value, raw_dir):
-        raise SkewtuneError(f"{key}: {value!r} is outside {raw_dir}/{link_target(value)}; DVC tracks {raw_dir}/ as the pipeline's input, so move the folder there")
+        raise SkewtuneError(
+            f"{key}: {value!r} is outside {raw_dir}/{link_target(value)}; DVC tracks {raw_dir}/ as the pipeline's "
+            "input, so move the folder there"
+        )
     return path
 
 
-def read_images_source(source: str, key: str, *, image_column: str, label_column: str, raw_dir: str | os.PathLike, fmt: str = "auto",
-                       encoding: str = "utf-8", sheet: str | None = None, quoting: str = "auto") -> Table:
+def read_images_source(
+    source: str,
+    key: str,
+    *,
+    image_column: str,
+    label_column: str,
+    raw_dir: str | os.PathLike,
+    fmt: str = "auto",
+    encoding: str = "utf-8",
+    sheet: str | None = None,
+    quoting: str = "auto",
+) -> Table:
     """data.source (or data.test_path) of images: a folder-per-class directory or a table of image paths under `raw_dir`."""
     path = raw_input(source, key, raw_dir)
     if path.is_dir():
         return _tree(path, key, raw_dir, image_column, label_column)
-    return read_table(path, [image_column, label_column], fmt=fmt, encoding=encoding, sheet=sheet, quoting=quoting,
-                      settings=DATA_PARAMS.reading("image_column", "label_column"))
+    return read_table(
+        path,
+        [image_column, label_column],
+        fmt=fmt,
+        encoding=encoding,
+        sheet=sheet,
+        quoting=quoting,
+        settings=DATA_PARAMS.reading("image_column", "label_column"),
+    )
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -156,19 +194,35 @@ def inspect_image(path: Path, max_pixels: int) -> dict:
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))  # reads the header only
             if image.width * image.height > max_pixels:
-                return {"problem": "oversized_image", "width": image.width, "height": image.height,
-                        "detail": f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above the bound of {max_pixels:,}"}
+                return {
+                    "problem": "oversized_image",
+                    "width": image.width,
+                    "height": image.height,
+                    "detail": f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above the bound of {max_pixels:,}",
+                }
             image.load()  # decodes every pixel: a truncated file fails here
     except Image.DecompressionBombError as exc:  # Pillow's own bound (twice its MAX_IMAGE_PIXELS), above any max_pixels
         return {"problem": "oversized_image", "detail": str(exc)[:200]}
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return {"problem": "unreadable_image", "detail": str(exc)[:200] or type(exc).__name__}
     if image.mode not in CONVERTIBLE:
-        return {"problem": "unsupported_mode", "detail": f"mode {image.mode} (e.g. 16-bit or float pixels) has no faithful 8-bit RGB version",
-                "mode": image.mode, "width": image.width, "height": image.height}
+        return {
+            "problem": "unsupported_mode",
+            "detail": f"mode {image.mode} (e.g. 16-bit or float pixels) has no faithful 8-bit RGB version",
+            "mode": image.mode,
+            "width": image.width,
+            "height": image.height,
+        }
     rgb = to_rgb(image)
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode() + rgb.tobytes()).hexdigest()
-    return {"problem": None, "bytes": data, "hash": digest, "mode": image.mode, "width": image.width, "height": image.height}
+    return {
+        "problem": None,
+        "bytes": data,
+        "hash": digest,
+        "mode": image.mode,
+        "width": image.width,
+        "height": image.height,
+    }
 
 
 def _checked_path(cell, name: str, table: Table, position: int, raw_dir: str | os.PathLike) -> Path | None:
@@ -180,35 +234,51 @@ def _checked_path(cell, name: str, table: Table, position: int, raw_dir: str | o
     full = os.path.join(raw_dir, cell)
     if os.path.isabs(cell) or not inside(full, raw_dir):
         raise SkewtuneError(
-            f"{name}: {table.place(position)}: the image path {cell!r} leads outside {raw_dir}/{link_target(full)}; image paths are relative to "
+            f"{name}: {table.place(position)}: the image path {cell!r} leads outside {raw_dir}/{link_target(full)}; "
+            "image paths are relative to "
             f"{raw_dir}/, which DVC tracks as the pipeline's input: copy the image there and write its path relative to {raw_dir}/"
         )
     return Path(full)
 
 
-def _inspect_table(name: str, table: Table, image_column: str, raw_dir: str | os.PathLike, max_pixels: int) -> pd.DataFrame:
+def _inspect_table(
+    name: str, table: Table, image_column: str, raw_dir: str | os.PathLike, max_pixels: int
+) -> pd.DataFrame:
     rows = []
     for position, cell in enumerate(table.frame[image_column].tolist()):
         path = _checked_path(cell, name, table, position, raw_dir)
-        rows.append(inspect_image(path, max_pixels) if path is not None else {"problem": "missing_image", "detail": "no path in the cell"})
+        rows.append(
+            inspect_image(path, max_pixels)
+            if path is not None
+            else {"problem": "missing_image", "detail": "no path in the cell"}
+        )
     return pd.DataFrame(rows, columns=["problem", "detail", "bytes", "hash", "mode", "width", "height"])
 
 
 # ------------------------------------------------------------------------------------------ dataset
 
 
-def _standardise(name: str, table: Table, columns: dict[str, str], prefix: str, subset: str, raw_dir: str | os.PathLike,
-                 max_pixels: int) -> pd.DataFrame:
+def _standardise(
+    name: str,
+    table: Table,
+    columns: dict[str, str],
+    prefix: str,
+    subset: str,
+    raw_dir: str | os.PathLike,
+    max_pixels: int,
+) -> pd.DataFrame:
     inspected = _inspect_table(name, table, columns["image"], raw_dir, max_pixels)
     raw_label = normalise_text(table.frame[columns["label"]])
-    return pd.DataFrame({
-        "id": prefix + pd.Series(table.frame.index, dtype="int64").astype("str"),
-        IMAGE_COLUMN: table.frame[columns["image"]].astype("str").str.strip().array,
-        "label": whole_numbers(raw_label).array,
-        "subset": subset,
-        "raw_label": raw_label.array,
-        **{column: inspected[column].array for column in inspected.columns},
-    })
+    return pd.DataFrame(
+        {
+            "id": prefix + pd.Series(table.frame.index, dtype="int64").astype("str"),
+            IMAGE_COLUMN: table.frame[columns["image"]].astype("str").str.strip().array,
+            "label": whole_numbers(raw_label).array,
+            "subset": subset,
+            "raw_label": raw_label.array,
+            **{column: inspected[column].array for column in inspected.columns},
+        }
+    )
 
 
 def _summary(values: pd.Series) -> dict:
@@ -219,7 +289,9 @@ def _image_report(frame: pd.DataFrame, kept: pd.DataFrame) -> dict:
     """Sizes and modes of the readable images, and how many were converted to RGB from which mode."""
     readable = frame[frame["mode"].notna()]
     modes = readable["mode"].value_counts()
-    sizes = (readable["width"].astype(int).astype(str) + "x" + readable["height"].astype(int).astype(str)).value_counts()
+    sizes = (
+        readable["width"].astype(int).astype(str) + "x" + readable["height"].astype(int).astype(str)
+    ).value_counts()
     return {
         "modes": {mode: int(n) for mode, n in modes.items()},
         "converted_to_rgb": {mode: int(n) for mode, n in kept["mode"].value_counts().items() if mode != MODE},
@@ -231,15 +303,30 @@ def _image_report(frame: pd.DataFrame, kept: pd.DataFrame) -> dict:
     }
 
 
-def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarray, reasons: list[str], labels: list[str],
-                 conflicts: str, max_conflict_share: float) -> dict:
+def _file_report(
+    name: str,
+    table: Table,
+    frame: pd.DataFrame,
+    reason: np.ndarray,
+    reasons: list[str],
+    labels: list[str],
+    conflicts: str,
+    max_conflict_share: float,
+) -> dict:
     dropped = pd.Series(reason).value_counts()
     kept = frame[reason == None]  # noqa: E711
 
     def examples(key: str) -> list[dict]:
         rows = np.flatnonzero(reason == key)[:DROP_EXAMPLES]
-        return [{"at": table.place(i), "image": frame[IMAGE_COLUMN].iloc[i], "label": frame["raw_label"].iloc[i],
-                 **({"why": frame["detail"].iloc[i]} if isinstance(frame["detail"].iloc[i], str) else {})} for i in rows]
+        return [
+            {
+                "at": table.place(i),
+                "image": frame[IMAGE_COLUMN].iloc[i],
+                "label": frame["raw_label"].iloc[i],
+                **({"why": frame["detail"].iloc[i]} if isinstance(frame["detail"].iloc[i], str) else {}),
+            }
+            for i in rows
+        ]
 
     return {
         **drop_counts(name, table, reason, reasons),
@@ -250,11 +337,21 @@ def _file_report(name: str, table: Table, frame: pd.DataFrame, reason: np.ndarra
     }
 
 
-def assemble_images(pool: Table, test: Table | None, *, image_column: str, label_column: str, label_map: dict[str, str],
-                    pool_name: str, test_name: str | None = None, max_dropped_share: float = 0.01,
-                    conflicts: str = DATA_DEFAULTS.conflicts, max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
-                    raw_dir: str | os.PathLike = "data/raw", max_image_pixels: int = DATA_DEFAULTS.max_image_pixels,
-                    ) -> tuple[pd.DataFrame, list[str], dict]:
+def assemble_images(
+    pool: Table,
+    test: Table | None,
+    *,
+    image_column: str,
+    label_column: str,
+    label_map: dict[str, str],
+    pool_name: str,
+    test_name: str | None = None,
+    max_dropped_share: float = 0.01,
+    conflicts: str = DATA_DEFAULTS.conflicts,
+    max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
+    raw_dir: str | os.PathLike = "data/raw",
+    max_image_pixels: int = DATA_DEFAULTS.max_image_pixels,
+) -> tuple[pd.DataFrame, list[str], dict]:
     """The image dataset (id, image, label, subset, hash, image_bytes), its sorted labels and a report, from the
     data file or tree (`pool`) and an optional fixed test one; the drops as in skewtune.data.dataset.assemble_dataset,
     with the image problems in place of missing texts and the content hash as the key."""
@@ -270,23 +367,51 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
     unusable = [(problem == name, name) for name in IMAGE_PROBLEMS]
     reason = drop_reasons(frame, [HASH_COLUMN], unusable, conflicts)
     is_test = (frame["subset"] == "test").to_numpy()
-    cause = ("image files that are missing, damaged, larger than data.max_image_pixels or in a pixel format without an 8-bit RGB "
-             "version (see `why` in the report); or the wrong column or image folder")
+    cause = (
+        "image files that are missing, damaged, larger than data.max_image_pixels or in a pixel format without an 8-bit RGB "
+        "version (see `why` in the report); or the wrong column or image folder"
+    )
     per_file = [(pool_name, pool, ~is_test)] + ([(test_name, test, is_test)] if test is not None else [])
     for name, table, rows in per_file:
-        check_missing_share(name, table, frame[rows], reason[rows], columns, max_dropped_share,
-                            reasons=(*IMAGE_PROBLEMS, "missing_label"), lacking="a usable image or a label", cause=cause)
-    check_conflict_share([(name, rows) for name, _, rows in per_file], frame, reason, [HASH_COLUMN], unusable, conflicts,
-                         max_conflict_share, shown=[IMAGE_COLUMN], noun="images")
+        check_missing_share(
+            name,
+            table,
+            frame[rows],
+            reason[rows],
+            columns,
+            max_dropped_share,
+            reasons=(*IMAGE_PROBLEMS, "missing_label"),
+            lacking="a usable image or a label",
+            cause=cause,
+        )
+    check_conflict_share(
+        [(name, rows) for name, _, rows in per_file],
+        frame,
+        reason,
+        [HASH_COLUMN],
+        unusable,
+        conflicts,
+        max_conflict_share,
+        shown=[IMAGE_COLUMN],
+        noun="images",
+    )
     reasons = reported_reasons(DROP_REASONS, conflicts=conflicts, has_test=test is not None)
     kept = frame[reason == None].reset_index(drop=True)  # noqa: E711
-    labels = kept_labels(kept, pool_name, test_name, has_test=test is not None, lacking="a usable image or a label",
-                         columns=f"column {image_column!r}" if pool.reading.get("format") != "folder" else "class folders",
-                         fix="check data.source and data.image_column",
-                         one_class=("in its class folders; a classifier needs at least 2: add a folder per class"
-                                    if pool.reading.get("format") == "folder" else
-                                    f"in column {label_column!r}; a classifier needs at least 2: check data.label_column")
-                         + (" and data.label_map" if label_map else ""))
+    labels = kept_labels(
+        kept,
+        pool_name,
+        test_name,
+        has_test=test is not None,
+        lacking="a usable image or a label",
+        columns=f"column {image_column!r}" if pool.reading.get("format") != "folder" else "class folders",
+        fix="check data.source and data.image_column",
+        one_class=(
+            "in its class folders; a classifier needs at least 2: add a folder per class"
+            if pool.reading.get("format") == "folder"
+            else f"in column {label_column!r}; a classifier needs at least 2: check data.label_column"
+        )
+        + (" and data.label_map" if label_map else ""),
+    )
     conflict_settings = (conflicts, max_conflict_share)
     report = _file_report(pool_name, pool, frame[~is_test], reason[~is_test], reasons, labels, *conflict_settings)
     examples = conflict_examples(frame, reason, [HASH_COLUMN], [IMAGE_COLUMN])
@@ -294,9 +419,20 @@ def assemble_images(pool: Table, test: Table | None, *, image_column: str, label
     report["conflict_examples"] = [{**example, "images": [paths[i] for i in example["ids"]]} for example in examples]
     report.update(label_notes)
     if test is not None:
-        report["test"] = _file_report(test_name, test, frame[is_test], reason[is_test], [r for r in reasons if r != "also_in_test_file"], labels,
-                                      *conflict_settings)
-    dataset = kept[["id", IMAGE_COLUMN, "label", "subset", HASH_COLUMN]].astype("str").assign(**{BYTES_COLUMN: kept["bytes"].array})
+        report["test"] = _file_report(
+            test_name,
+            test,
+            frame[is_test],
+            reason[is_test],
+            [r for r in reasons if r != "also_in_test_file"],
+            labels,
+            *conflict_settings,
+        )
+    dataset = (
+        kept[["id", IMAGE_COLUMN, "label", "subset", HASH_COLUMN]]
+        .astype("str")
+        .assign(**{BYTES_COLUMN: kept["bytes"].array})
+    )
     return dataset, labels, report
 
 
@@ -304,18 +440,32 @@ def summary_lines(report: dict) -> list[str]:
     """The printed account of one image source: what was read, kept, dropped and converted."""
     dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped"].items() if n) or "none"
     reading, images = report["reading"], report["images"]
-    how = "a folder-per-class tree" if reading["format"] == "folder" else f"a {reading['format'].upper()} table of image paths"
-    lines = [f"ingest: {report['source']}: read {how}; kept {report['rows_kept']} of {counted(report['rows_in'], 'image')}; dropped: {dropped}",
-             *conflict_lines(report, "images")]
+    how = (
+        "a folder-per-class tree"
+        if reading["format"] == "folder"
+        else f"a {reading['format'].upper()} table of image paths"
+    )
+    lines = [
+        f"ingest: {report['source']}: read {how}; kept {report['rows_kept']} of {counted(report['rows_in'], 'image')}; dropped: {dropped}",
+        *conflict_lines(report, "images"),
+    ]
     if reading.get("other_files"):
-        lines.append(f"ingest: {report['source']}: {counted(reading['other_files'], 'file')} without an image extension not read "
-                     f"(e.g. {', '.join(reading['other_file_examples'])})")
+        lines.append(
+            f"ingest: {report['source']}: {counted(reading['other_files'], 'file')} without an image extension not read "
+            f"(e.g. {', '.join(reading['other_file_examples'])})"
+        )
     if images["converted_to_rgb"]:
-        lines.append(f"ingest: {report['source']}: converted to RGB: " + ", ".join(f"{n} {mode}" for mode, n in images["converted_to_rgb"].items())
-                     + (f" ({images['alpha_dropped']} lost an alpha channel)" if images["alpha_dropped"] else ""))
+        lines.append(
+            f"ingest: {report['source']}: converted to RGB: "
+            + ", ".join(f"{n} {mode}" for mode, n in images["converted_to_rgb"].items())
+            + (f" ({images['alpha_dropped']} lost an alpha channel)" if images["alpha_dropped"] else "")
+        )
     if images["width"]:
-        lines.append(f"ingest: {report['source']}: {images['distinct_sizes']} distinct sizes; width {images['width']['min']}-{images['width']['max']}, "
-                     f"height {images['height']['min']}-{images['height']['max']}")
+        lines.append(
+            f"ingest: {report['source']}: {images['distinct_sizes']} distinct sizes; width "
+            f"{images['width']['min']}-{images['width']['max']}, "
+            f"height {images['height']['min']}-{images['height']['max']}"
+        )
     return lines
 
 
@@ -326,7 +476,9 @@ def default_size(frame: pd.DataFrame) -> list[int]:
     """[height, width] for the default model: the median train image size, each side clamped to DEFAULT_SIDES."""
     from PIL import Image
 
-    sizes = np.array([Image.open(io.BytesIO(data)).size for data in frame[BYTES_COLUMN]])  # (width, height); header only
+    sizes = np.array(
+        [Image.open(io.BytesIO(data)).size for data in frame[BYTES_COLUMN]]
+    )  # (width, height); header only
     low, high = DEFAULT_SIDES
     return [int(np.clip(np.median(sizes[:, 1]), low, high)), int(np.clip(np.median(sizes[:, 0]), low, high))]
 
@@ -379,8 +531,16 @@ def augmentation(settings, processor) -> Callable | None:
             *([K.RandomVerticalFlip(p=settings.vflip)] if settings.vflip else []),
             *([K.RandomRotation(degrees=settings.rotation, p=1.0)] if settings.rotation else []),
             # back to the batch's own size, so that the model sees what the processor makes
-            *([K.RandomResizedCrop(size=size, scale=(settings.crop_scale, 1.0), p=1.0)] if settings.crop_scale < 1 else []),
-            *([K.ColorJitter(brightness=settings.brightness, contrast=settings.contrast, p=1.0)] if settings.brightness or settings.contrast else []),
+            *(
+                [K.RandomResizedCrop(size=size, scale=(settings.crop_scale, 1.0), p=1.0)]
+                if settings.crop_scale < 1
+                else []
+            ),
+            *(
+                [K.ColorJitter(brightness=settings.brightness, contrast=settings.contrast, p=1.0)]
+                if settings.brightness or settings.contrast
+                else []
+            ),
         ]
 
     if not steps((1, 1)):

@@ -22,24 +22,29 @@ STEPS = {
     "over_under": (("over", "over_ratio"), ("under", "under_ratio")),
 }
 _SAMPLERS = {"over": RandomOverSampler, "under": RandomUnderSampler}
-_NAMED = {"over": ("auto", "minority", "not minority", "not majority", "all"),
-          "under": ("auto", "majority", "not minority", "not majority", "all")}
+_NAMED = {
+    "over": ("auto", "minority", "not minority", "not majority", "all"),
+    "under": ("auto", "majority", "not minority", "not majority", "all"),
+}
 
 
 def _allowed(kind: str, strategy, counts: pd.Series) -> str:
     verb = "add rows to" if kind == "over" else "remove rows from"
     if isinstance(strategy, float):
         ratio = counts.min() / counts.max()
-        return (f"a float ratio from {ratio:.4f} (the minority/majority ratio of the rows it gets) up to 1: "
-                f"{kind}sampling can only {verb} a class")
+        return (
+            f"a float ratio from {ratio:.4f} (the minority/majority ratio of the rows it gets) up to 1: "
+            f"{kind}sampling can only {verb} a class"
+        )
     if isinstance(strategy, dict):
         bound = "at least" if kind == "over" else "at most"
         return f"a mapping {{label: count}} with each count {bound} the class's current count: {kind}sampling can only {verb} a class"
     return f"one of {', '.join(map(repr, _NAMED[kind]))}, a float ratio (2 classes) or a mapping {{label: count}}"
 
 
-def _sample(kind: str, key: str, strategy, index: np.ndarray, y: np.ndarray, names: list[str],
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample(
+    kind: str, key: str, strategy, index: np.ndarray, y: np.ndarray, names: list[str], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One sampling step on row indices; `y` holds class codes (positions in `names`), which
     imbalanced-learn sorts and counts much faster than strings."""
     counts = pd.Series(y).value_counts()
@@ -53,8 +58,10 @@ def _sample(kind: str, key: str, strategy, index: np.ndarray, y: np.ndarray, nam
     if isinstance(strategy, dict):
         unknown = sorted(set(strategy) - set(counts.index))
         if unknown:
-            raise SkewtuneError(f"resample.{key}: label(s) {', '.join(map(repr, unknown))} are not in the train split "
-                                f"(its labels: {', '.join(map(repr, counts.index))})")
+            raise SkewtuneError(
+                f"resample.{key}: label(s) {', '.join(map(repr, unknown))} are not in the train split "
+                f"(its labels: {', '.join(map(repr, counts.index))})"
+            )
         target = {names.index(label): count for label, count in strategy.items()}
     else:
         target = strategy
@@ -88,8 +95,14 @@ def resample_rows(train: pd.DataFrame, *, strategy: str, over_ratio, under_ratio
 
 def resample_report(before: pd.DataFrame, after: pd.DataFrame, labels: list[str], strategy: str) -> dict:
     """Rows and count per class before and after resampling."""
+
     def counts(frame: pd.DataFrame) -> dict[str, int]:
         return {label: int(n) for label, n in frame["label"].value_counts().reindex(labels, fill_value=0).items()}
 
-    return {"strategy": strategy, "rows_before": len(before), "rows_after": len(after),
-            "before": counts(before), "after": counts(after)}
+    return {
+        "strategy": strategy,
+        "rows_before": len(before),
+        "rows_after": len(after),
+        "before": counts(before),
+        "after": counts(after),
+    }

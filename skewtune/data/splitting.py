@@ -24,18 +24,23 @@ def check_dataset(dataset: pd.DataFrame, labels: list[str], source: str) -> None
     keys = key_columns(dataset)
     missing = [name for name in (*REQUIRED_COLUMNS, *keys) if name not in dataset.columns]
     if missing:
-        raise SkewtuneError(f"{source}: column(s) {', '.join(missing)} missing (found {', '.join(dataset.columns)}); "
-                            "re-run the ingest stage")
+        raise SkewtuneError(
+            f"{source}: column(s) {', '.join(missing)} missing (found {', '.join(dataset.columns)}); "
+            "re-run the ingest stage"
+        )
     unknown = sorted(set(dataset["label"].unique()) - set(labels))
     if unknown:
-        raise SkewtuneError(f"{source}: label(s) {', '.join(map(repr, unknown))} are not in labels.json; re-run the ingest stage")
+        raise SkewtuneError(
+            f"{source}: label(s) {', '.join(map(repr, unknown))} are not in labels.json; re-run the ingest stage"
+        )
     repeated = dataset[dataset.duplicated(keys, keep=False)]
     if len(repeated):
         first = repeated[repeated[keys].eq(repeated[keys].iloc[0]).all(axis=1)]
         what = "image" if "text" not in keys else "text"
         raise SkewtuneError(
             f"{source}: {repeated.duplicated(keys).sum()} repeated {what}(s), e.g. rows {', '.join(first['id'])} share "
-            f"{first[keys[0]].iloc[0][:80]!r}; {'an' if what == 'image' else 'a'} {what} in two splits leaks the answer, so re-run the ingest stage "
+            f"{first[keys[0]].iloc[0][:80]!r}; {'an' if what == 'image' else 'a'} {what} in two splits leaks the "
+            "answer, so re-run the ingest stage "
             "(it removes duplicates) instead of editing the dataset by hand"
         )
 
@@ -55,12 +60,17 @@ def _check_class_sizes(labels: pd.Series, shares: dict[str, float], source: str)
             f"{source}: class {small.index[0]!r} has {int(small.iloc[0])} row(s) but splitting {described} with "
             f"stratification needs at least {needed} rows per class (one per split); add rows of that class, merge "
             "it into another with data.label_map, or raise split.val_size / split.test_size"
-            + (f" (also too small: {', '.join(f'{k!r} ({v})' for k, v in small.iloc[1:].items())})" if len(small) > 1 else "")
+            + (
+                f" (also too small: {', '.join(f'{k!r} ({v})' for k, v in small.iloc[1:].items())})"
+                if len(small) > 1
+                else ""
+            )
         )
 
 
-def split_dataset(dataset: pd.DataFrame, labels: list[str], *, val_size: float, test_size: float, seed: int,
-                  source: str = "dataset") -> dict[str, pd.DataFrame]:
+def split_dataset(
+    dataset: pd.DataFrame, labels: list[str], *, val_size: float, test_size: float, seed: int, source: str = "dataset"
+) -> dict[str, pd.DataFrame]:
     """Stratified split into train, val and test (columns id, text, [text_pair], label; dataset order kept).
 
     Without test-file rows (subset "test"), val_size and test_size are shares of all rows. With
@@ -80,13 +90,18 @@ def split_dataset(dataset: pd.DataFrame, labels: list[str], *, val_size: float, 
         test_pos = None
         rest = position
     else:
-        _check_class_sizes(pool["label"], {"train": 1 - val_size - test_size, "val": val_size, "test": test_size}, source)
+        _check_class_sizes(
+            pool["label"], {"train": 1 - val_size - test_size, "val": val_size, "test": test_size}, source
+        )
         # Absolute sizes keep both cuts relative to all rows, not to what the first cut left.
         rest, test_pos = train_test_split(position, test_size=round(test_size * n), stratify=y, random_state=seed)
     train_pos, val_pos = train_test_split(rest, test_size=round(val_size * n), stratify=y[rest], random_state=seed)
     columns = [name for name in dataset.columns if name != "subset"]
-    splits = {"train": pool.iloc[np.sort(train_pos)], "val": pool.iloc[np.sort(val_pos)],
-              "test": dataset[fixed_test] if test_pos is None else pool.iloc[np.sort(test_pos)]}
+    splits = {
+        "train": pool.iloc[np.sort(train_pos)],
+        "val": pool.iloc[np.sort(val_pos)],
+        "test": dataset[fixed_test] if test_pos is None else pool.iloc[np.sort(test_pos)],
+    }
     return {name: frame[columns].reset_index(drop=True) for name, frame in splits.items()}
 
 

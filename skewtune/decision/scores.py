@@ -7,10 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    precision_recall_curve,
-    roc_curve,
-)
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from skewtune.core.errors import SkewtuneError
 
@@ -34,15 +31,26 @@ class Score:
     min_precision: float | None = None
 
 
-def parse_score(metric: str, labels: list[str], *, positive: int | None = None, min_precision: float | None = None, key: str = "threshold.metric") -> Score:
+def parse_score(
+    metric: str,
+    labels: list[str],
+    *,
+    positive: int | None = None,
+    min_precision: float | None = None,
+    key: str = "threshold.metric",
+) -> Score:
     """Turn a metric name into a Score; `f1:<label>` must name a label, recall_at_precision needs `positive`."""
     if metric.startswith("f1:"):
         label = metric[3:]
         if label not in labels:
-            raise SkewtuneError(f"{key}: {metric!r} names class {label!r}, which is not a label; the labels are {labels}")
+            raise SkewtuneError(
+                f"{key}: {metric!r} names class {label!r}, which is not a label; the labels are {labels}"
+            )
         return Score("f1", labels.index(label))
     if metric not in SCORE_NAMES:
-        raise SkewtuneError(f"{key}: unknown metric {metric!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
+        raise SkewtuneError(
+            f"{key}: unknown metric {metric!r}; use f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision"
+        )
     if metric == "recall_at_precision":
         if positive is None or min_precision is None:
             raise SkewtuneError(
@@ -99,19 +107,25 @@ def score_labels(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, score: 
     return float(score_from_counts(*counts(y_true, y_pred, n_classes), score))
 
 
-def _batched_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _batched_counts(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of many labellings at once: y arrays shaped (batch, n) -> count arrays (batch, n_classes)."""
     batch = y_true.shape[0]
     offset = (np.arange(batch) * n_classes)[:, None]
 
     def count(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        flat = np.bincount((values + offset).ravel(), weights=None if weights is None else weights.ravel(), minlength=batch * n_classes)
+        flat = np.bincount(
+            (values + offset).ravel(), weights=None if weights is None else weights.ravel(), minlength=batch * n_classes
+        )
         return flat.reshape(batch, n_classes)
 
     return count(y_true, y_true == y_pred), count(y_pred), count(y_true)
 
 
-def _resampled_scores(y_true: np.ndarray, preds: list[np.ndarray], n_classes: int, score: Score, resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _resampled_scores(
+    y_true: np.ndarray, preds: list[np.ndarray], n_classes: int, score: Score, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """Bootstrap scores, shape (resamples, len(preds)): rows are resampled jointly for all labellings."""
     n = len(y_true)
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
@@ -119,11 +133,22 @@ def _resampled_scores(y_true: np.ndarray, preds: list[np.ndarray], n_classes: in
     for start in range(0, resamples, chunk):
         idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
         for j, pred in enumerate(preds):
-            out[start : start + len(idx), j] = score_from_counts(*_batched_counts(y_true[idx], pred[idx], n_classes), score)
+            out[start : start + len(idx), j] = score_from_counts(
+                *_batched_counts(y_true[idx], pred[idx], n_classes), score
+            )
     return out
 
 
-def bootstrap_ci(y_true: np.ndarray, preds: list[np.ndarray], n_classes: int, *, resamples: int, confidence: float, seed: int, score: Score = Score("f1_macro")) -> list[tuple[float, float]]:
+def bootstrap_ci(
+    y_true: np.ndarray,
+    preds: list[np.ndarray],
+    n_classes: int,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+    score: Score = Score("f1_macro"),
+) -> list[tuple[float, float]]:
     """Percentile bootstrap CI of the score of each labelling in `preds` (same resampled rows for all)."""
     scores = _resampled_scores(y_true, preds, n_classes, score, resamples, np.random.default_rng(seed))
     alpha = 1 - confidence
@@ -138,7 +163,16 @@ def share_text(rate: float) -> str:
     return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths / 10:.1f}%"
 
 
-def win_rate(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, score: Score, *, resamples: int, seed: int) -> float:
+def win_rate(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    n_classes: int,
+    score: Score,
+    *,
+    resamples: int,
+    seed: int,
+) -> float:
     """Share of paired bootstrap resamples (rows drawn jointly for A and B) in which B scores strictly above A."""
     boot = _resampled_scores(y_true, [pred_a, pred_b], n_classes, score, resamples, np.random.default_rng(seed))
     return float(np.mean(boot[:, 1] > boot[:, 0]))
@@ -170,7 +204,9 @@ def downsample(frame: pd.DataFrame, max_rows: int, keep: int | None = None) -> p
     return frame.iloc[sorted(rows)].reset_index(drop=True)
 
 
-def ranking_curves(y_true: np.ndarray, probs: np.ndarray, labels: list[str], positive: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ranking_curves(
+    y_true: np.ndarray, probs: np.ndarray, labels: list[str], positive: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pr_curve, roc_curve) frames: of the positive class when binary, else one curve per class present in
     y_true; the class is the `series` column (one line each in the plot); each curve downsampled to about
     CURVE_POINTS / classes rows."""
@@ -188,4 +224,7 @@ def ranking_curves(y_true: np.ndarray, probs: np.ndarray, labels: list[str], pos
         for part, parts in ((pr, pr_parts), (roc, roc_parts)):
             parts.append(downsample(part, per_curve).assign(series=labels[k]))
     empty = pd.DataFrame(columns=["threshold", "series"])
-    return (pd.concat(pr_parts, ignore_index=True) if pr_parts else empty, pd.concat(roc_parts, ignore_index=True) if roc_parts else empty)
+    return (
+        pd.concat(pr_parts, ignore_index=True) if pr_parts else empty,
+        pd.concat(roc_parts, ignore_index=True) if roc_parts else empty,
+    )

@@ -23,7 +23,15 @@ import pandas as pd
 
 from skewtune.core.errors import SkewtuneError
 from skewtune.decision.rule import DecisionRule, log_probs
-from skewtune.decision.scores import Score, downsample, parse_score, score_from_counts, score_labels, share_text, win_rate
+from skewtune.decision.scores import (
+    Score,
+    downsample,
+    parse_score,
+    score_from_counts,
+    score_labels,
+    share_text,
+    win_rate,
+)
 
 _TIE = 1e-12
 MAX_SWEEPS = 50
@@ -138,12 +146,15 @@ def tune_offsets(y: np.ndarray, probs: np.ndarray, score: Score, labels: list[st
             base_tp = np.bincount(runner[runner == y], minlength=k_classes)
             base_pred = np.bincount(runner, minlength=k_classes)
             scores = score_from_counts(
-                base_tp + np.cumsum(delta_tp, axis=0)[moved], base_pred + np.cumsum(delta_pred, axis=0)[moved], true, score
+                base_tp + np.cumsum(delta_tp, axis=0)[moved],
+                base_pred + np.cumsum(delta_pred, axis=0)[moved],
+                true,
+                score,
             )
             best = _pick(scores, candidates, 0.0)
             if scores[best] > current + _TIE:
                 lows, highs = _intervals(u)
-                offsets[k] = _readable(candidates[best:best + 1], lows[best:best + 1], highs[best:best + 1])[0]
+                offsets[k] = _readable(candidates[best : best + 1], lows[best : best + 1], highs[best : best + 1])[0]
                 current, changed = float(scores[best]), True
             steps.append({"sweep": sweep, "class": labels[k], "offset": float(offsets[k]), "score": current})
         if not changed:
@@ -158,7 +169,9 @@ def resolve_positive(labels: list[str], y: np.ndarray, positive_label: str | Non
         raise SkewtuneError(f"threshold.positive_label: {positive_label!r} is not a label; the labels are {labels}")
     if len(labels) != 2:
         if positive_label is not None:
-            raise SkewtuneError(f"threshold.positive_label: applies to binary problems only, and there are {len(labels)} labels {labels}; set it to null")
+            raise SkewtuneError(
+                f"threshold.positive_label: applies to binary problems only, and there are {len(labels)} labels {labels}; set it to null"
+            )
         return None
     if positive_label is not None:
         return labels.index(positive_label)
@@ -166,8 +179,15 @@ def resolve_positive(labels: list[str], y: np.ndarray, positive_label: str | Non
 
 
 def tune_decision(
-    y: np.ndarray, probs: np.ndarray, labels: list[str], *, strategy: str, metric: str, min_precision: float,
-    positive_label: str | None, min_confidence: float,
+    y: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    *,
+    strategy: str,
+    metric: str,
+    min_precision: float,
+    positive_label: str | None,
+    min_confidence: float,
 ) -> tuple[dict, pd.DataFrame]:
     """Choose the decision rule on validation rows; returns (reports/threshold/decision.json, val curve frame).
 
@@ -179,15 +199,24 @@ def tune_decision(
     tuned rule either way.
     """
     if not 0 <= min_confidence < 1:
-        raise SkewtuneError(f"threshold.min_confidence is {min_confidence!r}; use a share in [0, 1), e.g. 0.95 (0 keeps every tuned rule)")
+        raise SkewtuneError(
+            f"threshold.min_confidence is {min_confidence!r}; use a share in [0, 1), e.g. 0.95 (0 keeps every tuned rule)"
+        )
     if strategy not in ("tune", "argmax"):
         raise SkewtuneError(f"threshold.strategy: unknown strategy {strategy!r}; use tune or argmax")
     k_classes = len(labels)
     pos = resolve_positive(labels, y, positive_label)
     score = parse_score(metric, labels, positive=pos, min_precision=min_precision)
     val_counts = np.bincount(y, minlength=k_classes)
-    decision = {"strategy": "argmax", "labels": list(labels), "metric": metric, "positive_label": None if pos is None else labels[pos], "threshold": None, "offsets": None,
-                "min_confidence": min_confidence}
+    decision = {
+        "strategy": "argmax",
+        "labels": list(labels),
+        "metric": metric,
+        "positive_label": None if pos is None else labels[pos],
+        "threshold": None,
+        "offsets": None,
+        "min_confidence": min_confidence,
+    }
     argmax_score = score_labels(y, np.argmax(probs, axis=1), k_classes, score)
 
     if pos is not None:
@@ -202,7 +231,8 @@ def tune_decision(
             if score.name == "recall_at_precision" and curve["score"].iloc[best] <= 0:
                 raise SkewtuneError(
                     f"threshold.min_precision: no threshold reaches a precision of {min_precision} for {labels[pos]!r} on val; "
-                    f"the best reachable is {np.nanmax(curve['precision'].to_numpy()):.4f}: lower threshold.min_precision or choose another threshold.metric"
+                    f"the best reachable is {np.nanmax(curve['precision'].to_numpy()):.4f}: lower "
+                    "threshold.min_precision or choose another threshold.metric"
                 )
             decision.update(strategy="threshold", threshold=float(curve["threshold"].iloc[best]))
         curve = downsample(curve, 500, keep=best)
@@ -216,7 +246,9 @@ def tune_decision(
     if decision["strategy"] != "argmax":
         tuned = DecisionRule.from_dict(decision).predict(probs)
         decision["tuned_val_score"] = score_labels(y, tuned, k_classes, score)
-        decision["win_rate"] = win_rate(y, np.argmax(probs, axis=1), tuned, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
+        decision["win_rate"] = win_rate(
+            y, np.argmax(probs, axis=1), tuned, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED
+        )
         if decision["win_rate"] < min_confidence:
             decision.update(strategy="argmax", threshold=None, offsets=None)
     decision["val_score"] = score_labels(y, DecisionRule.from_dict(decision).predict(probs), k_classes, score)
@@ -229,7 +261,13 @@ BLEND_WEIGHTS = tuple(k / 10 for k in range(1, 11))
 
 
 def tune_blended_decision(
-    y: np.ndarray, probs: np.ndarray, baseline_probs: np.ndarray | None, labels: list[str], *, blend: str | float, **tuning,
+    y: np.ndarray,
+    probs: np.ndarray,
+    baseline_probs: np.ndarray | None,
+    labels: list[str],
+    *,
+    blend: str | float,
+    **tuning,
 ) -> tuple[dict, pd.DataFrame]:
     """tune_decision, with the baseline's probabilities blended in when that pays on val.
 
@@ -237,12 +275,19 @@ def tune_blended_decision(
     auto tries BLEND_WEIGHTS, a number tries itself) gets its own rule tuned the same way on
     p = (1 - w) * probs + w * baseline_probs, and the best on val is the blend. `auto` keeps it only if
     it scores above the model's own rule on val and its predictions beat that rule's in at least
-    threshold.min_confidence of paired bootstrap resamples of val (the threshold's guard); a fixed weight is kept as asked (its win rate is recorded).
+    threshold.min_confidence of paired bootstrap resamples of val (the threshold's guard); a fixed weight is kept as
+    asked (its win rate is recorded).
     Without baseline probabilities (baseline disabled or not fitted) or with `off`, the model decides alone.
     """
     alone, curve = tune_decision(y, probs, labels, **tuning)
-    record = {"blend": 0.0, "blend_setting": blend, "blend_weight_tried": None, "blend_val_score": None, "blend_win_rate": None,
-              "val_score_model": alone["val_score"]}
+    record = {
+        "blend": 0.0,
+        "blend_setting": blend,
+        "blend_weight_tried": None,
+        "blend_val_score": None,
+        "blend_win_rate": None,
+        "val_score_model": alone["val_score"],
+    }
     if baseline_probs is None or blend == "off":
         return {**alone, **record}, curve
     weights = BLEND_WEIGHTS if blend == "auto" else (float(blend),)
@@ -253,7 +298,12 @@ def tune_blended_decision(
             best = weight, blended, blended_curve
     weight, blended, blended_curve = best
     k_classes = len(labels)
-    score = parse_score(tuning["metric"], labels, positive=resolve_positive(labels, y, tuning["positive_label"]), min_precision=tuning["min_precision"])
+    score = parse_score(
+        tuning["metric"],
+        labels,
+        positive=resolve_positive(labels, y, tuning["positive_label"]),
+        min_precision=tuning["min_precision"],
+    )
     own = DecisionRule.from_dict(alone).predict(probs)
     mixed = DecisionRule.from_dict(blended).predict((1 - weight) * probs + weight * baseline_probs)
     wins = win_rate(y, own, mixed, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
@@ -269,18 +319,34 @@ def guard_refusals(decision: dict) -> list[str]:
     (threshold.min_confidence): a tuned rule that did not beat argmax often enough, and a blend with the baseline
     (decision.blend: auto) that did not beat the model alone often enough. `decision` is decision.json; one written
     before the guard was recorded names the key without its value."""
-    guard = "threshold.min_confidence" + (f" {decision['min_confidence']:g}" if decision.get("min_confidence") is not None else "")
+    guard = "threshold.min_confidence" + (
+        f" {decision['min_confidence']:g}" if decision.get("min_confidence") is not None else ""
+    )
     metric = f"val {decision['metric']}"
     lines = []
-    if decision.get("win_rate") is not None and decision["strategy"] == "argmax" and decision["tuned_val_score"] > decision["val_score_argmax"] + _TIE:
+    if (
+        decision.get("win_rate") is not None
+        and decision["strategy"] == "argmax"
+        and decision["tuned_val_score"] > decision["val_score_argmax"] + _TIE
+    ):
         tuned = f"threshold {decision['tuned_threshold']:.4g}" if decision["tuned_threshold"] is not None else "offsets"
-        lines.append(f"the tuned {tuned} ({metric} {decision['tuned_val_score']:.4f} against argmax's {decision['val_score_argmax']:.4f}) was refused "
-                     f"by {guard}: it beat argmax in only {share_text(decision['win_rate'])} of val bootstrap resamples")
-    if (decision.get("blend_setting") == "auto" and not decision.get("blend") and decision.get("blend_weight_tried") is not None
-            and decision["blend_val_score"] > decision["val_score_model"] + _TIE):
-        lines.append(f"the baseline blend at weight {decision['blend_weight_tried']:g} ({metric} {decision['blend_val_score']:.4f} against the model "
-                     f"alone's {decision['val_score_model']:.4f}) was refused by {guard}: it beat the model alone in only "
-                     f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples")
+        lines.append(
+            f"the tuned {tuned} ({metric} {decision['tuned_val_score']:.4f} against argmax's "
+            f"{decision['val_score_argmax']:.4f}) was refused "
+            f"by {guard}: it beat argmax in only {share_text(decision['win_rate'])} of val bootstrap resamples"
+        )
+    if (
+        decision.get("blend_setting") == "auto"
+        and not decision.get("blend")
+        and decision.get("blend_weight_tried") is not None
+        and decision["blend_val_score"] > decision["val_score_model"] + _TIE
+    ):
+        lines.append(
+            f"the baseline blend at weight {decision['blend_weight_tried']:g} ({metric} "
+            f"{decision['blend_val_score']:.4f} against the model "
+            f"alone's {decision['val_score_model']:.4f}) was refused by {guard}: it beat the model alone in only "
+            f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples"
+        )
     return lines
 
 
@@ -298,15 +364,36 @@ def plot_tables(decision: dict, curve: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     the binary curve and, apart from it, a tuned threshold that the guard did not keep."""
     metric = f"val {decision['metric']}"
     binary = len(decision["labels"]) == 2
-    empty = {name: pd.DataFrame(columns=columns) for name, columns in (("curve", VAL_CURVE_COLUMNS), ("search", OFFSET_SEARCH_COLUMNS), ("markers", MARKER_COLUMNS))}
+    empty = {
+        name: pd.DataFrame(columns=columns)
+        for name, columns in (
+            ("curve", VAL_CURVE_COLUMNS),
+            ("search", OFFSET_SEARCH_COLUMNS),
+            ("markers", MARKER_COLUMNS),
+        )
+    }
     if not binary:
         search = curve.assign(step=np.arange(len(curve)), series=metric)[OFFSET_SEARCH_COLUMNS]
         return empty["curve"], search, empty["markers"]
     applied = decision["threshold"] if decision["threshold"] is not None else 0.5  # binary argmax: p >= 0.5
-    markers = [{"threshold": applied, "score": decision["val_score"], "series": f"applied: {decision['strategy']} (p >= {applied:.4g})"}]
+    markers = [
+        {
+            "threshold": applied,
+            "score": decision["val_score"],
+            "series": f"applied: {decision['strategy']} (p >= {applied:.4g})",
+        }
+    ]
     if decision["tuned_threshold"] is not None and decision["strategy"] == "argmax":
-        markers.append({
-            "threshold": decision["tuned_threshold"], "score": decision["tuned_val_score"],
-            "series": f"tuned, not kept: won {share_text(decision['win_rate'])} of val resamples (p >= {decision['tuned_threshold']:.4g})",
-        })
-    return curve.assign(series=metric)[VAL_CURVE_COLUMNS], empty["search"], pd.DataFrame(markers, columns=MARKER_COLUMNS)
+        markers.append(
+            {
+                "threshold": decision["tuned_threshold"],
+                "score": decision["tuned_val_score"],
+                "series": f"tuned, not kept: won {share_text(decision['win_rate'])} of val resamples "
+                f"(p >= {decision['tuned_threshold']:.4g})",
+            }
+        )
+    return (
+        curve.assign(series=metric)[VAL_CURVE_COLUMNS],
+        empty["search"],
+        pd.DataFrame(markers, columns=MARKER_COLUMNS),
+    )

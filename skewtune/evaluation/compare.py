@@ -25,7 +25,16 @@ class Comparison:
     seed: int
 
 
-def paired_comparison(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, *, resamples: int, seed: int, confidence: float = 0.95) -> Comparison:
+def paired_comparison(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    n_classes: int,
+    *,
+    resamples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> Comparison:
     """Macro-F1 of B minus A on the same rows, with a paired bootstrap (rows resampled jointly for A and B).
 
     The CI is the percentile interval of the resampled differences; the two-sided p-value is the
@@ -68,7 +77,9 @@ def comparison_markdown(c: Comparison, rev_a: str, rev_b: str, rule: str) -> str
     )
 
 
-def align_runs(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def align_runs(
+    a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, column: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Pair two reports/eval/test_predictions.csv tables by id: (y_true, pred_a, pred_b, labels).
 
     Both must hold the same ids with the same true labels. Labels are those seen in either table,
@@ -78,9 +89,13 @@ def align_runs(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, colum
     for name, table in ((name_a, a), (name_b, b)):
         missing = [c for c in ("id", "actual", column) if c not in table.columns]
         if missing:
-            raise SkewtuneError(f"{name}: reports/eval/test_predictions.csv lacks column(s) {missing}; re-run the evaluate stage there")
+            raise SkewtuneError(
+                f"{name}: reports/eval/test_predictions.csv lacks column(s) {missing}; re-run the evaluate stage there"
+            )
         if table["id"].duplicated().any():
-            raise SkewtuneError(f"{name}: reports/eval/test_predictions.csv repeats id {table['id'][table['id'].duplicated()].iloc[0]!r}")
+            raise SkewtuneError(
+                f"{name}: reports/eval/test_predictions.csv repeats id {table['id'][table['id'].duplicated()].iloc[0]!r}"
+            )
     a, b = (t.assign(id=t["id"].astype(str)).set_index("id") for t in (a, b))
     only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
     if len(only_a) or len(only_b):

@@ -25,7 +25,10 @@ def val_mistakes(texts: pd.DataFrame, val: Predictions, rule: DecisionRule, max_
     margin = rule.margin(val.probs)
     names = np.asarray(rule.labels, dtype=object)
     table = texts.reset_index(drop=True).assign(
-        label=names[val.y], predicted=names[predicted], margin=margin, **dict(zip(prob_columns(rule.labels), val.probs.T))
+        label=names[val.y],
+        predicted=names[predicted],
+        margin=margin,
+        **dict(zip(prob_columns(rule.labels), val.probs.T)),
     )
     wrong = np.flatnonzero(predicted != val.y)
     order = wrong[np.argsort(-margin[wrong], kind="stable")]
@@ -36,14 +39,16 @@ def uncertain_scored(scored: pd.DataFrame, inputs: dict[str, str], labels: list[
     """Scored rows with a prediction, smallest margin (least confident) first; id = the 1-based row of the scored file.
     `inputs` maps the queue's input columns (text[, text_pair]; image) to the scored file's."""
     has_prediction = scored["predicted"].fillna("").astype(str) != ""
-    table = pd.DataFrame({
-        "id": (np.arange(len(scored)) + 1).astype(str),
-        **{name: scored[column] for name, column in inputs.items()},
-        "label": "",
-        "predicted": scored["predicted"],
-        "margin": scored["margin"],
-        **{column: scored[column] for column in prob_columns(labels)},
-    })[has_prediction.to_numpy()]
+    table = pd.DataFrame(
+        {
+            "id": (np.arange(len(scored)) + 1).astype(str),
+            **{name: scored[column] for name, column in inputs.items()},
+            "label": "",
+            "predicted": scored["predicted"],
+            "margin": scored["margin"],
+            **{column: scored[column] for column in prob_columns(labels)},
+        }
+    )[has_prediction.to_numpy()]
     return table.sort_values("margin", kind="stable").head(max_rows).assign(source=SOURCE_SCORED)
 
 

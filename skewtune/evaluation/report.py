@@ -43,15 +43,29 @@ def _ranking_scores(y_true: np.ndarray, probs: np.ndarray, positive: int | None)
     return float(np.mean(roc)), float(np.mean(pr))
 
 
-def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarray, labels: list[str], *, rule: str, blend: float,
-                      y_model: np.ndarray, positive: int | None, resamples: int, confidence: float, seed: int) -> dict:
+def evaluation_report(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    y_chosen: np.ndarray,
+    labels: list[str],
+    *,
+    rule: str,
+    blend: float,
+    y_model: np.ndarray,
+    positive: int | None,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict:
     """reports/eval/test.json: the chosen rule (the one the classifier applies, on `probs`: the model's, blended with
     the baseline's at weight `blend`), argmax of the same `probs`, and the model alone (`y_model`: argmax of the
     fine-tuned model's own probabilities, no blend) side by side, per class, with confusion matrices;
     `review_metrics` picks the few numbers a reviewer compares."""
     n_classes = len(labels)
     y_argmax = probs.argmax(axis=1)
-    ci_chosen, ci_argmax, ci_model = bootstrap_ci(y_true, [y_chosen, y_argmax, y_model], n_classes, resamples=resamples, confidence=confidence, seed=seed)
+    ci_chosen, ci_argmax, ci_model = bootstrap_ci(
+        y_true, [y_chosen, y_argmax, y_model], n_classes, resamples=resamples, confidence=confidence, seed=seed
+    )
     roc_auc, pr_auc = _ranking_scores(y_true, probs, positive)
     ids = list(range(n_classes))
 
@@ -70,7 +84,13 @@ def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarra
         "roc_auc": roc_auc,
         "pr_auc": pr_auc,
         "per_class": {
-            label: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]), "f1_argmax": float(f1_a[k]), "support": int(support[k])}
+            label: {
+                "precision": float(prec[k]),
+                "recall": float(rec[k]),
+                "f1": float(f1[k]),
+                "f1_argmax": float(f1_a[k]),
+                "support": int(support[k]),
+            }
             for k, label in enumerate(labels)
         },
         "details": {
@@ -92,16 +112,36 @@ def evaluation_report(y_true: np.ndarray, probs: np.ndarray, y_chosen: np.ndarra
     }
 
 
-BASELINE_KEYS = ("baseline_f1_macro", "baseline_f1_macro_ci_low", "baseline_f1_macro_ci_high", "vs_baseline", "vs_baseline_ci_low", "vs_baseline_ci_high")
+BASELINE_KEYS = (
+    "baseline_f1_macro",
+    "baseline_f1_macro_ci_low",
+    "baseline_f1_macro_ci_high",
+    "vs_baseline",
+    "vs_baseline_ci_low",
+    "vs_baseline_ci_high",
+)
 
 
-def baseline_comparison(y_true: np.ndarray, y_chosen: np.ndarray, y_baseline: np.ndarray | None, n_classes: int, *, resamples: int, confidence: float, seed: int) -> dict:
+def baseline_comparison(
+    y_true: np.ndarray,
+    y_chosen: np.ndarray,
+    y_baseline: np.ndarray | None,
+    n_classes: int,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict:
     """The baseline's macro-F1 with its bootstrap CI, and the paired bootstrap difference chosen rule − baseline
     with its CI (rows resampled jointly); every value None without baseline predictions."""
     if y_baseline is None:
         return dict.fromkeys(BASELINE_KEYS)
-    (low, high), = bootstrap_ci(y_true, [y_baseline], n_classes, resamples=resamples, confidence=confidence, seed=seed)
-    diff = paired_comparison(y_true, y_baseline, y_chosen, n_classes, resamples=resamples, seed=seed, confidence=confidence)
+    ((low, high),) = bootstrap_ci(
+        y_true, [y_baseline], n_classes, resamples=resamples, confidence=confidence, seed=seed
+    )
+    diff = paired_comparison(
+        y_true, y_baseline, y_chosen, n_classes, resamples=resamples, seed=seed, confidence=confidence
+    )
     return dict(zip(BASELINE_KEYS, (diff.score_a, low, high, diff.diff, diff.ci_low, diff.ci_high)))
 
 

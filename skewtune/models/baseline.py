@@ -49,8 +49,14 @@ def _vectorizer(analyzer: str, ngrams: Sequence[int], *, min_df: int = 1, max_fe
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     # float32 halves the memory of the feature matrix; sublinear tf damps repeated n-grams in long texts.
-    return TfidfVectorizer(analyzer=analyzer, ngram_range=tuple(ngrams), min_df=min_df, max_features=max_features,
-                           sublinear_tf=True, dtype=np.float32)
+    return TfidfVectorizer(
+        analyzer=analyzer,
+        ngram_range=tuple(ngrams),
+        min_df=min_df,
+        max_features=max_features,
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,9 @@ class Baseline:
         """The CSR feature matrix of `frame`'s text columns."""
         from scipy import sparse
 
-        return sparse.hstack([vectorizer.transform(frame[column]) for column, _, _, vectorizer in self.vectorizers]).tocsr()
+        return sparse.hstack(
+            [vectorizer.transform(frame[column]) for column, _, _, vectorizer in self.vectorizers]
+        ).tocsr()
 
 
 def _sample(train: pd.DataFrame, max_rows: int) -> pd.DataFrame:
@@ -86,7 +94,9 @@ def _sample(train: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     return sample
 
 
-def fit_baseline(train: pd.DataFrame, labels: list[str], *, min_df: int, max_features: int, max_rows: int) -> tuple[Baseline, FitReport]:
+def fit_baseline(
+    train: pd.DataFrame, labels: list[str], *, min_df: int, max_features: int, max_rows: int
+) -> tuple[Baseline, FitReport]:
     """The fitted Baseline and a FitReport; BaselineNotFitted when the training rows cannot fit it."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
@@ -94,16 +104,27 @@ def fit_baseline(train: pd.DataFrame, labels: list[str], *, min_df: int, max_fea
     counts = np.bincount(train["label_id"], minlength=len(labels))
     thin = [f"{label!r} ({n})" for label, n in zip(labels, counts) if n < 2]
     if thin:
-        raise BaselineNotFitted(f"the training split has fewer than 2 rows of class(es) {', '.join(thin)}, too few to fit the baseline")
+        raise BaselineNotFitted(
+            f"the training split has fewer than 2 rows of class(es) {', '.join(thin)}, too few to fit the baseline"
+        )
     rows = _sample(train, max_rows)
     min_df = min(min_df, len(rows))
-    vectorizers = tuple((column, analyzer, ngrams, _vectorizer(analyzer, ngrams, min_df=min_df, max_features=max_features))
-                        for column in text_columns(rows) for analyzer, ngrams in ANALYZERS)
+    vectorizers = tuple(
+        (column, analyzer, ngrams, _vectorizer(analyzer, ngrams, min_df=min_df, max_features=max_features))
+        for column in text_columns(rows)
+        for analyzer, ngrams in ANALYZERS
+    )
     try:
-        features = sparse.hstack([vectorizer.fit_transform(rows[column]) for column, _, _, vectorizer in vectorizers]).tocsr()
+        features = sparse.hstack(
+            [vectorizer.fit_transform(rows[column]) for column, _, _, vectorizer in vectorizers]
+        ).tocsr()
     except ValueError as exc:  # the vectorizers: no n-gram in min_df texts ("empty vocabulary")
-        raise BaselineNotFitted(f"the baseline cannot be fitted on the {len(rows)} training rows: {exc}; lower baseline.min_df") from None
-    classifier = LogisticRegression(class_weight="balanced", max_iter=MAX_ITER).fit(features, rows["label_id"].to_numpy())
+        raise BaselineNotFitted(
+            f"the baseline cannot be fitted on the {len(rows)} training rows: {exc}; lower baseline.min_df"
+        ) from None
+    classifier = LogisticRegression(class_weight="balanced", max_iter=MAX_ITER).fit(
+        features, rows["label_id"].to_numpy()
+    )
     baseline = Baseline(vectorizers, classifier)
     return baseline, FitReport(len(train), len(rows), baseline.features)
 
@@ -112,7 +133,9 @@ def baseline_proba(baseline: Baseline, frame: pd.DataFrame, n_classes: int) -> n
     """Class probabilities (n, n_classes) in labels.json order for rows with text[, text_pair]."""
     columns = text_columns(frame)
     if columns != baseline.columns:
-        raise SkewtuneError(f"the baseline was fitted on the column(s) {baseline.columns}, but the rows have {columns}; re-run the baseline stage")
+        raise SkewtuneError(
+            f"the baseline was fitted on the column(s) {baseline.columns}, but the rows have {columns}; re-run the baseline stage"
+        )
     probs = np.zeros((len(frame), n_classes))
     probs[:, baseline.classifier.classes_] = baseline.classifier.predict_proba(baseline.transform(frame))
     return probs
@@ -133,14 +156,22 @@ def save_baseline(baseline: Baseline | None, path: str | os.PathLike) -> None:
     if baseline is not None:
         spec = {
             "format": _FORMAT,
-            "vectorizers": [{"column": column, "analyzer": analyzer, "ngram_range": list(ngrams),
-                             "vocabulary": sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)}
-                            for column, analyzer, ngrams, vectorizer in baseline.vectorizers],
+            "vectorizers": [
+                {
+                    "column": column,
+                    "analyzer": analyzer,
+                    "ngram_range": list(ngrams),
+                    "vocabulary": sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__),
+                }
+                for column, analyzer, ngrams, vectorizer in baseline.vectorizers
+            ],
         }
         tensors = {
             _SPEC: np.frombuffer(json.dumps(spec, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
             **{f"idf.{i}": vectorizer.idf_ for i, (*_, vectorizer) in enumerate(baseline.vectorizers)},
-            "coef": baseline.classifier.coef_, "intercept": baseline.classifier.intercept_, "classes": baseline.classifier.classes_,
+            "coef": baseline.classifier.coef_,
+            "intercept": baseline.classifier.intercept_,
+            "classes": baseline.classifier.classes_,
         }
     # C order: safetensors writes an array's buffer as it lies, and the fitted coefficients are in Fortran order.
     save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()}, str(path))
@@ -165,11 +196,19 @@ def load_baseline(path: str | os.PathLike) -> Baseline | None:
             vectorizer.idf_ = tensors[f"idf.{i}"]  # checked against the vocabulary's length
             vectorizers.append((entry["column"], entry["analyzer"], tuple(entry["ngram_range"]), vectorizer))
         classifier = LogisticRegression(class_weight="balanced", max_iter=MAX_ITER)
-        classifier.coef_, classifier.intercept_, classifier.classes_ = tensors["coef"], tensors["intercept"], tensors["classes"]
+        classifier.coef_, classifier.intercept_, classifier.classes_ = (
+            tensors["coef"],
+            tensors["intercept"],
+            tensors["classes"],
+        )
         classifier.n_features_in_ = classifier.coef_.shape[1]
         baseline = Baseline(tuple(vectorizers), classifier)
         if baseline.features != classifier.n_features_in_:
             raise ValueError(f"{baseline.features} TF-IDF features, but coefficients for {classifier.n_features_in_}")
-    except Exception as exc:  # safetensors, JSON and a missing key or entry each raise their own type for a damaged file
-        raise SkewtuneError(f"{path}: not a readable baseline ({type(exc).__name__}: {exc}); re-run the baseline stage") from None
+    except (
+        Exception
+    ) as exc:  # safetensors, JSON and a missing key or entry each raise their own type for a damaged file
+        raise SkewtuneError(
+            f"{path}: not a readable baseline ({type(exc).__name__}: {exc}); re-run the baseline stage"
+        ) from None
     return baseline

@@ -33,9 +33,13 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "auto":
         return "fp32" if device == "cpu" else ("bf16" if bf16_ok else "fp16")
     if precision in ("fp16", "bf16") and device == "cpu":
-        raise SkewtuneError(f"train.precision is {precision}, which needs a CUDA GPU, but the device is cpu; set train.precision: fp32 or auto")
+        raise SkewtuneError(
+            f"train.precision is {precision}, which needs a CUDA GPU, but the device is cpu; set train.precision: fp32 or auto"
+        )
     if precision == "bf16" and not bf16_ok:
-        raise SkewtuneError(f"train.precision is bf16, but {torch.cuda.get_device_name()} does not support bf16; set train.precision: fp16 or auto")
+        raise SkewtuneError(
+            f"train.precision is bf16, but {torch.cuda.get_device_name()} does not support bf16; set train.precision: fp16 or auto"
+        )
     if precision not in ("fp32", "fp16", "bf16"):
         raise SkewtuneError(f"train.precision is {precision!r}; use auto, fp32, fp16 or bf16")
     return precision

@@ -60,9 +60,17 @@ class TextModality:
         if data.test_path:
             test = read_table(resolve_raw_path(data.test_path, "data.test_path", raw_dir), columns, **reading)
         return assemble_dataset(
-            pool, test, text_column=data.text_column, pair_column=data.text_pair_column, label_column=data.label_column,
-            label_map=dict(data.label_map), pool_name=data.source, test_name=data.test_path,
-            max_dropped_share=data.max_dropped_share, conflicts=data.conflicts, max_conflict_share=data.max_conflict_share,
+            pool,
+            test,
+            text_column=data.text_column,
+            pair_column=data.text_pair_column,
+            label_column=data.label_column,
+            label_map=dict(data.label_map),
+            pool_name=data.source,
+            test_name=data.test_path,
+            max_dropped_share=data.max_dropped_share,
+            conflicts=data.conflicts,
+            max_conflict_share=data.max_conflict_share,
             unescape_html=data.unescape_html,
         )
 
@@ -92,7 +100,9 @@ class TextModality:
         tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
         return check_coverage(token_coverage(tokenizer, train, m.max_length), tokenizer, source)
 
-    def prepare(self, source: str, m, train: pd.DataFrame, val: pd.DataFrame, labels: Sequence[str], augment=None) -> Prepared:
+    def prepare(
+        self, source: str, m, train: pd.DataFrame, val: pd.DataFrame, labels: Sequence[str], augment=None
+    ) -> Prepared:
         from transformers import DataCollatorWithPadding
 
         from skewtune.models.text import encode, load_classifier, load_tokenizer, token_coverage
@@ -100,22 +110,37 @@ class TextModality:
         tokenizer = load_tokenizer(source, trust_remote_code=m.trust_remote_code)
         coverage = token_coverage(tokenizer, train, m.max_length)
         model = load_classifier(
-            source, tokenizer, labels, max_length=m.max_length, trust_remote_code=m.trust_remote_code,
-            hidden_dropout=m.hidden_dropout, classifier_dropout=m.classifier_dropout,
+            source,
+            tokenizer,
+            labels,
+            max_length=m.max_length,
+            trust_remote_code=m.trust_remote_code,
+            hidden_dropout=m.hidden_dropout,
+            classifier_dropout=m.classifier_dropout,
         )
-        line = (f"train: tokens of {coverage['rows']} train texts: {coverage['unknown_share']:.1%} unknown; "
-                f"{coverage['truncated_share']:.1%} of the texts are longer than model.max_length ({m.max_length}) and get cut off")
+        line = (
+            f"train: tokens of {coverage['rows']} train texts: {coverage['unknown_share']:.1%} unknown; "
+            f"{coverage['truncated_share']:.1%} of the texts are longer than model.max_length ({m.max_length}) and get cut off"
+        )
         train_set = encode(tokenizer, train, m.max_length)
         return Prepared(
-            tokenizer, model, train_set, encode(tokenizer, val, m.max_length), DataCollatorWithPadding(tokenizer),
-            None, [line], {f"tokens/{name}": round(coverage[name], 6) for name in ("unknown_share", "truncated_share")},
+            tokenizer,
+            model,
+            train_set,
+            encode(tokenizer, val, m.max_length),
+            DataCollatorWithPadding(tokenizer),
+            None,
+            [line],
+            {f"tokens/{name}": round(coverage[name], 6) for name in ("unknown_share", "truncated_share")},
             sum(len(row["input_ids"]) for row in train_set) / max(len(train_set), 1),
         )
 
     def save(self, model, processor, directory, *, labels: Sequence[str], m, train: pd.DataFrame) -> None:
         from skewtune.models.text import save_classifier
 
-        save_classifier(model, processor, directory, labels=labels, max_length=m.max_length, text_pair="text_pair" in train.columns)
+        save_classifier(
+            model, processor, directory, labels=labels, max_length=m.max_length, text_pair="text_pair" in train.columns
+        )
 
     def load_trained(self, directory, *, trust_remote_code: bool = False):
         from skewtune.models.text import load_trained
@@ -125,7 +150,9 @@ class TextModality:
     def predict_proba(self, model, processor, frame: pd.DataFrame, meta: dict, **kwargs) -> np.ndarray:
         from skewtune.models.text import predict_proba
 
-        return predict_proba(model, processor, frame, max_length=meta["max_length"], text_pair=meta["text_pair"], **kwargs)
+        return predict_proba(
+            model, processor, frame, max_length=meta["max_length"], text_pair=meta["text_pair"], **kwargs
+        )
 
 
 class ImageModality:
@@ -134,14 +161,30 @@ class ImageModality:
     by_length = False  # images are resized to one size
 
     def ingest(self, data, raw_dir: str) -> tuple[pd.DataFrame, list[str], dict]:
-        reading = {"image_column": data.image_column, "label_column": data.label_column, "raw_dir": raw_dir, "fmt": data.format,
-                   "encoding": data.encoding, "sheet": data.sheet, "quoting": data.quoting}
+        reading = {
+            "image_column": data.image_column,
+            "label_column": data.label_column,
+            "raw_dir": raw_dir,
+            "fmt": data.format,
+            "encoding": data.encoding,
+            "sheet": data.sheet,
+            "quoting": data.quoting,
+        }
         pool = images.read_images_source(data.source, "data.source", **reading)
         test = images.read_images_source(data.test_path, "data.test_path", **reading) if data.test_path else None
         return images.assemble_images(
-            pool, test, image_column=data.image_column, label_column=data.label_column, label_map=dict(data.label_map),
-            pool_name=data.source, test_name=data.test_path, max_dropped_share=data.max_dropped_share, conflicts=data.conflicts,
-            max_conflict_share=data.max_conflict_share, raw_dir=raw_dir, max_image_pixels=data.max_image_pixels,
+            pool,
+            test,
+            image_column=data.image_column,
+            label_column=data.label_column,
+            label_map=dict(data.label_map),
+            pool_name=data.source,
+            test_name=data.test_path,
+            max_dropped_share=data.max_dropped_share,
+            conflicts=data.conflicts,
+            max_conflict_share=data.max_conflict_share,
+            raw_dir=raw_dir,
+            max_image_pixels=data.max_image_pixels,
         )
 
     def summary(self, report: dict) -> list[str]:
@@ -157,11 +200,17 @@ class ImageModality:
     def check(self, source: str | None, m, train: pd.DataFrame) -> str | None:
         return None  # every image was checked at ingest
 
-    def prepare(self, source: str | None, m, train: pd.DataFrame, val: pd.DataFrame, labels: Sequence[str], augment=None) -> Prepared:
+    def prepare(
+        self, source: str | None, m, train: pd.DataFrame, val: pd.DataFrame, labels: Sequence[str], augment=None
+    ) -> Prepared:
         from skewtune.models.text import set_dropout
 
         labels = list(labels)
-        naming = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+        naming = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
         if source is None:
             processor, config = default_image_model(m.image_size or images.default_size(train), naming)
         else:
@@ -170,11 +219,21 @@ class ImageModality:
         set_dropout(config, "model.classifier_dropout", m.classifier_dropout)
         model = _image_classifier(source, config)
         size = _input_size(processor)
-        line = (f"train: images resized to {size[0]}x{size[1]} (height x width) by {type(processor).__name__}"
-                + ("; a small ResNet built from its config and trained from scratch (model.name: default)" if source is None else ""))
+        line = f"train: images resized to {size[0]}x{size[1]} (height x width) by {type(processor).__name__}" + (
+            "; a small ResNet built from its config and trained from scratch (model.name: default)"
+            if source is None
+            else ""
+        )
         return Prepared(
-            processor, model, images.ImageRows(train), images.ImageRows(val), images.ImageCollator(processor),
-            images.augmentation(augment, processor) if augment is not None else None, [line], {}, size[0] * size[1] / 256,
+            processor,
+            model,
+            images.ImageRows(train),
+            images.ImageRows(val),
+            images.ImageCollator(processor),
+            images.augmentation(augment, processor) if augment is not None else None,
+            [line],
+            {},
+            size[0] * size[1] / 256,
         )
 
     def save(self, model, processor, directory, *, labels: Sequence[str], m, train: pd.DataFrame) -> None:
@@ -193,24 +252,45 @@ class ImageModality:
         meta = read_model_meta(directory)
         try:
             config = trained_config(directory, meta, trust_remote_code=trust_remote_code)
-            model = load_weights(AutoModelForImageClassification, directory, config, trust_remote_code=trust_remote_code)
-            processor = AutoImageProcessor.from_pretrained(directory, backend="pil", trust_remote_code=trust_remote_code)
+            model = load_weights(
+                AutoModelForImageClassification, directory, config, trust_remote_code=trust_remote_code
+            )
+            processor = AutoImageProcessor.from_pretrained(
+                directory, backend="pil", trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError) as exc:
-            raise SkewtuneError(f"{directory}: cannot load the trained image model ({exc}); re-run the train stage") from None
+            raise SkewtuneError(
+                f"{directory}: cannot load the trained image model ({exc}); re-run the train stage"
+            ) from None
         return model, processor, meta
 
-    def predict_proba(self, model, processor, frame: pd.DataFrame, meta: dict, *, batch_size: int, device: str,
-                      amp_dtype: torch.dtype | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def predict_proba(
+        self,
+        model,
+        processor,
+        frame: pd.DataFrame,
+        meta: dict,
+        *,
+        batch_size: int,
+        device: str,
+        amp_dtype: torch.dtype | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
         """Softmax class probabilities [rows, classes] (float64) of the rows' image bytes, in row order."""
         import torch
 
         data = frame[columns.BYTES_COLUMN].tolist()
         probs = np.empty((len(data), model.config.num_labels), dtype=np.float64)
         model.to(device).eval()
-        with torch.inference_mode(), torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
+        ):
             for start in range(0, len(data), batch_size):
                 pixels = images.pixel_values(processor, data[start : start + batch_size]).to(device)
-                probs[start : start + len(pixels)] = torch.softmax(model(pixel_values=pixels).logits.double(), dim=-1).cpu().numpy()
+                probs[start : start + len(pixels)] = (
+                    torch.softmax(model(pixel_values=pixels).logits.double(), dim=-1).cpu().numpy()
+                )
                 if progress is not None and (start // batch_size) % 64 == 63:
                     progress(start + len(pixels))
         return probs
@@ -226,7 +306,9 @@ def default_image_model(size: Sequence[int], naming: dict):
     weights) and a processor that resizes to `size` [height, width] and scales pixels to [-1, 1]."""
     from transformers import ResNetConfig, ViTImageProcessorPil
 
-    processor = ViTImageProcessorPil(size={"height": int(size[0]), "width": int(size[1])}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = ViTImageProcessorPil(
+        size={"height": int(size[0]), "width": int(size[1])}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
     return processor, ResNetConfig(num_channels=3, **DEFAULT_RESNET, **naming)
 
 
@@ -237,10 +319,14 @@ def _local_image_model(source: str, m, naming: dict):
         config = AutoConfig.from_pretrained(source, trust_remote_code=m.trust_remote_code, **naming)
         processor = AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise SkewtuneError(f"model.name: cannot load an image model config and image processor from {source} ({exc}); the directory needs "
-                            "config.json and preprocessor_config.json, as save_pretrained of a model and its AutoImageProcessor write them") from None
+        raise SkewtuneError(
+            f"model.name: cannot load an image model config and image processor from {source} ({exc}); the directory needs "
+            "config.json and preprocessor_config.json, as save_pretrained of a model and its AutoImageProcessor write them"
+        ) from None
     if getattr(config, "num_channels", 3) != 3:
-        raise SkewtuneError(f"model.name: {source} takes {config.num_channels}-channel images; skewtune feeds RGB images (3 channels)")
+        raise SkewtuneError(
+            f"model.name: {source} takes {config.num_channels}-channel images; skewtune feeds RGB images (3 channels)"
+        )
     if m.image_size is not None:
         processor.size = {"height": m.image_size[0], "width": m.image_size[1]}
         if getattr(processor, "do_center_crop", False):
@@ -256,15 +342,22 @@ def _image_classifier(source: str | None, config):
         return AutoModelForImageClassification.from_config(config)
     try:
         # The pretrained head (e.g. 1000 ImageNet classes) is replaced by one output per label.
-        return AutoModelForImageClassification.from_pretrained(source, config=config, dtype=torch.float32, use_safetensors=True,
-                                                               ignore_mismatched_sizes=True)
+        return AutoModelForImageClassification.from_pretrained(
+            source, config=config, dtype=torch.float32, use_safetensors=True, ignore_mismatched_sizes=True
+        )
     except (OSError, ValueError) as exc:
-        raise SkewtuneError(f"model.name: {source} cannot be loaded as an image classifier ({exc}); it needs safetensors weights and a "
-                            "model type that transformers has an image-classification head for (ResNet, ConvNeXt, ViT, MobileNet, ...)") from None
+        raise SkewtuneError(
+            f"model.name: {source} cannot be loaded as an image classifier ({exc}); it needs safetensors weights and a "
+            "model type that transformers has an image-classification head for (ResNet, ConvNeXt, ViT, MobileNet, ...)"
+        ) from None
 
 
 def _input_size(processor) -> tuple[int, int]:
-    size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else getattr(processor, "size", None)
+    size = (
+        getattr(processor, "crop_size", None)
+        if getattr(processor, "do_center_crop", False)
+        else getattr(processor, "size", None)
+    )
     size = dict(size or {})
     if "height" in size:
         return size["height"], size["width"]

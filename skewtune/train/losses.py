@@ -50,13 +50,23 @@ def _counts(class_counts: Sequence[int], labels: Sequence[str] | None) -> np.nda
     try:
         counts = np.asarray(class_counts, dtype=np.float64)
     except (TypeError, ValueError):
-        raise SkewtuneError(f"class_counts must be non-negative whole numbers, one per class; got {class_counts!r}") from None
-    if counts.ndim != 1 or counts.size < 2 or not np.all(np.isfinite(counts)) or np.any(counts < 0) or np.any(counts % 1):
+        raise SkewtuneError(
+            f"class_counts must be non-negative whole numbers, one per class; got {class_counts!r}"
+        ) from None
+    if (
+        counts.ndim != 1
+        or counts.size < 2
+        or not np.all(np.isfinite(counts))
+        or np.any(counts < 0)
+        or np.any(counts % 1)
+    ):
         raise SkewtuneError(
             f"class_counts must be non-negative whole numbers, one per class (at least 2 classes); got {list(class_counts)!r}"
         )
     if labels is not None and len(labels) != counts.size:
-        raise SkewtuneError(f"{len(labels)} labels ({', '.join(map(str, labels))}) but {counts.size} class counts; pass one count per label")
+        raise SkewtuneError(
+            f"{len(labels)} labels ({', '.join(map(str, labels))}) but {counts.size} class counts; pass one count per label"
+        )
     return counts.astype(np.int64)
 
 
@@ -75,9 +85,13 @@ def _explicit(values: Sequence[float], key: str, n_classes: int, labels: Sequenc
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise SkewtuneError(f"{key} must be a list of positive numbers, one per class{_order(labels)}; got {values!r}") from None
+        raise SkewtuneError(
+            f"{key} must be a list of positive numbers, one per class{_order(labels)}; got {values!r}"
+        ) from None
     if array.ndim != 1:
-        raise SkewtuneError(f"{key} must be a flat list of positive numbers, one per class{_order(labels)}; got {values!r}")
+        raise SkewtuneError(
+            f"{key} must be a flat list of positive numbers, one per class{_order(labels)}; got {values!r}"
+        )
     if array.size != n_classes:
         raise SkewtuneError(
             f"{key} has {array.size} values but there are {n_classes} classes{_order(labels)}; give one value per class in that order"
@@ -88,10 +102,7 @@ def _explicit(values: Sequence[float], key: str, n_classes: int, labels: Sequenc
 
 
 def class_weights(
-    class_counts: Sequence[int],
-    scheme: str | Sequence[float],
-    beta: float = 0.999,
-    labels: Sequence[str] | None = None,
+    class_counts: Sequence[int], scheme: str | Sequence[float], beta: float = 0.999, labels: Sequence[str] | None = None
 ) -> np.ndarray:
     """One float64 weight per class from the training row counts n_c (n rows, C classes).
 
@@ -125,7 +136,9 @@ def class_weights(
     return weights * n_classes / weights.sum()
 
 
-def _focal_alpha(alpha: str | float | Sequence[float] | None, counts: np.ndarray, beta: float, labels: Sequence[str] | None) -> np.ndarray | None:
+def _focal_alpha(
+    alpha: str | float | Sequence[float] | None, counts: np.ndarray, beta: float, labels: Sequence[str] | None
+) -> np.ndarray | None:
     """The per-class focal alpha of loss.alpha (see the module doc), or None."""
     if alpha is None:
         return None
@@ -163,7 +176,9 @@ def build_loss(settings: LossParams, *, class_counts: Sequence[int], labels: Seq
         _require_rows(counts, labels, "the class prior's logarithm (logit_adjusted)")
         shift = torch.tensor(tau * np.log(counts / counts.sum()), dtype=torch.float32)
 
-    def loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
         if logits.ndim != 2 or logits.shape[1] != n_classes or labels.shape != logits.shape[:1]:
             raise SkewtuneError(
                 f"the loss needs logits of shape [rows, {n_classes}] and labels of shape [rows]{_order(label_names)}; "
@@ -177,9 +192,13 @@ def build_loss(settings: LossParams, *, class_counts: Sequence[int], labels: Seq
         # every step, so the check stays on the device there (the labels were checked against labels.json when read).
         invalid = ((labels < 0) & counted) | (labels >= n_classes)
         if labels.device.type != "cpu":
-            torch._assert_async(~invalid.any(), f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored)")
+            torch._assert_async(
+                ~invalid.any(), f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored)"
+            )
         elif bool(invalid.any()):
-            raise SkewtuneError(f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored); got {labels.unique().tolist()}")
+            raise SkewtuneError(
+                f"labels must be class ids 0..{n_classes - 1} or {IGNORE_INDEX} (ignored); got {labels.unique().tolist()}"
+            )
         target = torch.where(counted, labels, 0).long()
         if shift is not None:
             z = z + shift.to(z)
@@ -212,7 +231,9 @@ def build_loss(settings: LossParams, *, class_counts: Sequence[int], labels: Seq
 def unweighted(settings: LossParams) -> LossParams:
     """The loss of `settings` without its class weights (weighted_ce becomes ce, focal loses its alpha): the first
     phase of deferred re-weighting."""
-    return settings.model_copy(update={"name": "ce" if settings.name == "weighted_ce" else settings.name, "alpha": None})
+    return settings.model_copy(
+        update={"name": "ce" if settings.name == "weighted_ce" else settings.name, "alpha": None}
+    )
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "int | torch.Tensor | None"], torch.Tensor]
@@ -222,7 +243,9 @@ _NEWTON_TOLERANCE = 1e-10
 _NEWTON_STEPS = 50
 
 
-def optimal_constant_logits(loss: LossFn, class_counts: Sequence[int], labels: Sequence[str] | None = None) -> np.ndarray:
+def optimal_constant_logits(
+    loss: LossFn, class_counts: Sequence[int], labels: Sequence[str] | None = None
+) -> np.ndarray:
     """The constant logits b that minimise the mean of `loss` over the training rows (n_c rows of class c): the
     best a model can do before it reads the text, so training starts from it instead of from a random skew.
 
@@ -234,7 +257,9 @@ def optimal_constant_logits(loss: LossFn, class_counts: Sequence[int], labels: S
     orthogonally to it.
     """
     counts = _counts(class_counts, labels)
-    _require_rows(counts, labels, "the loss-optimal starting bias of model.init_bias: prior (model.init_bias: zero needs none)")
+    _require_rows(
+        counts, labels, "the loss-optimal starting bias of model.init_bias: prior (model.init_bias: zero needs none)"
+    )
     share = counts / counts.sum()
     classes = torch.arange(counts.size)
 
@@ -265,7 +290,8 @@ def init_head_bias(model: nn.Module, counts: Sequence[int], mode: str, labels: S
     if layer.bias is None:
         if mode == "prior":
             raise SkewtuneError(
-                f"model.init_bias is prior, but the head {name!r} of {type(model).__name__} has no bias to initialise; set model.init_bias: zero"
+                f"model.init_bias is prior, but the head {name!r} of {type(model).__name__} has no bias to "
+                "initialise; set model.init_bias: zero"
             )
         return
     if mode == "zero":

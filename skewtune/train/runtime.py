@@ -55,7 +55,10 @@ def checkpoint_to_resume(directory: str, resume: bool, *, is_main: bool) -> str 
         if _readable_state(os.path.join(path, "trainer_state.json")):
             complete[int(match.group(1))] = path
         elif is_main:
-            print(f"train.resume: {path} was not completely written (the run stopped while saving it); removing it", file=sys.stderr)
+            print(
+                f"train.resume: {path} was not completely written (the run stopped while saving it); removing it",
+                file=sys.stderr,
+            )
             shutil.rmtree(path, ignore_errors=True)
     if not complete:
         if is_main:

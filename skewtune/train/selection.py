@@ -38,12 +38,16 @@ def parse_selection(expression: str, labels: Sequence[str]) -> Selection:
         if name.startswith("f1:"):
             label = name[3:]
             if label not in labels:
-                raise SkewtuneError(f"train.select_metric: {name!r} names the class {label!r}, which is not a label; the labels are {', '.join(labels)}")
+                raise SkewtuneError(
+                    f"train.select_metric: {name!r} names the class {label!r}, which is not a label; the labels are {', '.join(labels)}"
+                )
             parsed.append((weight, list(labels).index(label)))
         elif name == "f1_macro":
             parsed.append((weight, None))
         else:
-            raise SkewtuneError(f"train.select_metric: {name!r} cannot be used in a weighted sum; use f1_macro and f1:<label> terms")
+            raise SkewtuneError(
+                f"train.select_metric: {name!r} cannot be used in a weighted sum; use f1_macro and f1:<label> terms"
+            )
     return Selection(expression, tuple(parsed), False)
 
 
@@ -65,7 +69,9 @@ def make_compute_metrics(labels: Sequence[str], selection: Selection) -> Callabl
         metrics.update({f"f1:{metric_key(label)}": float(per_class[i]) for i, label in enumerate(labels)})
         metrics.update({f"share:{metric_key(label)}": float(share[i]) for i, label in enumerate(labels)})
         if not selection.is_loss:
-            metrics["selection"] = float(sum(w * (metrics["f1_macro"] if c is None else per_class[c]) for w, c in selection.terms))
+            metrics["selection"] = float(
+                sum(w * (metrics["f1_macro"] if c is None else per_class[c]) for w, c in selection.terms)
+            )
         return metrics
 
     return compute_metrics

@@ -41,7 +41,11 @@ def build_training_loss(settings: LossParams, class_counts: Sequence[int], label
     weighted = build_loss(settings, class_counts=class_counts, labels=labels)
     if settings.reweight_from_epoch is None:
         return weighted
-    return DeferredReweighting(build_loss(unweighted(settings), class_counts=class_counts, labels=labels), weighted, settings.reweight_from_epoch)
+    return DeferredReweighting(
+        build_loss(unweighted(settings), class_counts=class_counts, labels=labels),
+        weighted,
+        settings.reweight_from_epoch,
+    )
 
 
 class LengthGroupedBatches(LengthGroupedSampler):
@@ -57,9 +61,15 @@ class LengthGroupedBatches(LengthGroupedSampler):
         if min(rows // (size * 4), 50) >= MIN_MEGABATCH_BATCHES:
             return iter(get_length_grouped_indices(self.lengths, size, generator=self.generator))
         batches = math.ceil(rows / size)
-        indices = get_length_grouped_indices(self.lengths, size, mega_batch_mult=min(MIN_MEGABATCH_BATCHES, batches), generator=self.generator)
+        indices = get_length_grouped_indices(
+            self.lengths, size, mega_batch_mult=min(MIN_MEGABATCH_BATCHES, batches), generator=self.generator
+        )
         full = rows // size
-        order = [0, *(torch.randperm(full - 1, generator=self.generator) + 1).tolist(), *range(full, batches)] if full > 1 else range(batches)
+        order = (
+            [0, *(torch.randperm(full - 1, generator=self.generator) + 1).tolist(), *range(full, batches)]
+            if full > 1
+            else range(batches)
+        )
         return iter([i for batch in order for i in indices[batch * size : (batch + 1) * size]])
 
 
@@ -75,7 +85,9 @@ HOLD_SECONDS = 300  # a test that never signals fails with an error instead of h
 class HoldForSignal(TrainerCallback):
     def __init__(self, event: str, marker: str) -> None:
         if event not in HOLD_EVENTS:
-            raise SkewtuneError(f"{HOLD_ENV}: unknown event {event!r}; expected <event>:<marker file> with event one of {HOLD_EVENTS}")
+            raise SkewtuneError(
+                f"{HOLD_ENV}: unknown event {event!r}; expected <event>:<marker file> with event one of {HOLD_EVENTS}"
+            )
         self.event, self.marker, self.held = event, marker, False
 
     def _hold(self) -> None:
@@ -121,11 +133,19 @@ class SkewtuneTrainer(Trainer):
     callback, `augment` a function of a batch's pixel_values; None (and no DiagnosticsCallback) turns each off,
     and the Trainer then runs unchanged."""
 
-    def __init__(self, *args, attack: FGM | PGD | None = None, ema: ExponentialMovingAverage | None = None,
-                 augment: Callable | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        attack: FGM | PGD | None = None,
+        ema: ExponentialMovingAverage | None = None,
+        augment: Callable | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.attack, self.ema, self.augment = attack, ema, augment
-        self.diagnostics = next((c for c in self.callback_handler.callbacks if isinstance(c, DiagnosticsCallback)), None)
+        self.diagnostics = next(
+            (c for c in self.callback_handler.callbacks if isinstance(c, DiagnosticsCallback)), None
+        )
         self._step_loss: torch.Tensor | None = None  # the clean loss of the optimizer step under way, on the device
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -134,7 +154,10 @@ class SkewtuneTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.attack is not None:
             # One more forward/backward at the perturbed embeddings; the logged loss stays the clean one.
-            self.attack(self.model.get_input_embeddings(), lambda: super(SkewtuneTrainer, self).training_step(model, inputs, num_items_in_batch))
+            self.attack(
+                self.model.get_input_embeddings(),
+                lambda: super(SkewtuneTrainer, self).training_step(model, inputs, num_items_in_batch),
+            )
         if self.diagnostics is not None:
             # Summed over the micro-batches of gradient accumulation, as the Trainer's own running loss is.
             self._step_loss = loss if self._step_loss is None else self._step_loss + loss
@@ -144,7 +167,9 @@ class SkewtuneTrainer(Trainer):
         # Called once per optimizer step, after clipping (which returned the pre-clipping norm) and before the update.
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         if self.diagnostics is not None and self._step_loss is not None:
-            self.diagnostics.record_step(self._step_loss, math.nan if grad_norm is None else grad_norm, self._get_learning_rate())
+            self.diagnostics.record_step(
+                self._step_loss, math.nan if grad_norm is None else grad_norm, self._get_learning_rate()
+            )
             self._step_loss = None
         return grad_norm
 
@@ -156,7 +181,10 @@ class SkewtuneTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self.diagnostics is not None:
-            logs = {**logs, STEP_VALUES: self.diagnostics.read_window(lambda t: nested_gather(t, self.args.parallel_mode))}
+            logs = {
+                **logs,
+                STEP_VALUES: self.diagnostics.read_window(lambda t: nested_gather(t, self.args.parallel_mode)),
+            }
         super().log(logs, start_time)
 
     def evaluate(self, *args, **kwargs):
@@ -173,7 +201,9 @@ class SkewtuneTrainer(Trainer):
 
         if self.args.should_save:
             # Before the Trainer writes trainer_state.json, which marks the checkpoint complete.
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             os.makedirs(folder, exist_ok=True)
             raw = {name: p.detach().contiguous() for name, p in self.ema.trained(self.model).items()}
             save_file(raw, os.path.join(folder, RAW_WEIGHTS))
@@ -209,11 +239,26 @@ def _attack(train: TrainParams, model) -> FGM | PGD | None:
         )
     if train.adversarial == "fgm":
         return FGM(train.adversarial_epsilon)
-    return PGD(train.adversarial_epsilon, train.pgd_alpha, train.pgd_steps, [p for p in model.parameters() if p.requires_grad])
+    return PGD(
+        train.adversarial_epsilon, train.pgd_alpha, train.pgd_steps, [p for p in model.parameters() if p.requires_grad]
+    )
 
 
-def build_trainer(model, processor, args, train_set, val_set, *, train: TrainParams, loss_fn: LossFn, labels: Sequence[str], selection: Selection,
-                  callbacks: Sequence = (), collator=None, augment: Callable | None = None):
+def build_trainer(
+    model,
+    processor,
+    args,
+    train_set,
+    val_set,
+    *,
+    train: TrainParams,
+    loss_fn: LossFn,
+    labels: Sequence[str],
+    selection: Selection,
+    callbacks: Sequence = (),
+    collator=None,
+    augment: Callable | None = None,
+):
     """A SkewtuneTrainer with the loss hook, the validation metrics, the `collator` (None: dynamic padding by the
     tokenizer `processor`), `augment` of training batches and the techniques of the `train` params: early
     stopping, EMA, adversarial training; a DeferredReweighting loss is also a callback."""
@@ -221,7 +266,11 @@ def build_trainer(model, processor, args, train_set, val_set, *, train: TrainPar
 
     ema = ExponentialMovingAverage(train.ema_decay) if train.ema_decay is not None else None
     techniques = [
-        *([EarlyStoppingAfter(train.early_stopping_patience, train.early_stopping_min_epochs)] if train.early_stopping_patience else []),
+        *(
+            [EarlyStoppingAfter(train.early_stopping_patience, train.early_stopping_min_epochs)]
+            if train.early_stopping_patience
+            else []
+        ),
         *([ema] if ema is not None else []),
         *([loss_fn] if isinstance(loss_fn, TrainerCallback) else []),
     ]
