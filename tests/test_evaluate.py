@@ -545,6 +545,20 @@ def test_compare_seeds_groups_by_the_effective_configuration():
         experiment_runs([_shown("bad", "", {"loss": {"gama": 3.0}}, 0.9)])
 
 
+def test_compare_help_documents_every_option(capsys):
+    from skewtune.cli import main, parser
+
+    compare = next(a for a in parser()._actions if a.dest == "command").choices["compare"]
+    assert [a.option_strings or a.dest for a in compare._actions if not a.help] == []
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and text.startswith("usage: skewtune compare "), text
+    for option in ("--seeds", "--rule {chosen,argmax,model}", "--resamples RESAMPLES", "--seed SEED", "--confidence"):
+        assert option in text
+    assert "REV two runs: A (baseline) and B (candidate)" in text and "(default: 10000)" in text
+
+
 def test_compare_refuses_different_test_sets_unknown_revisions_and_wrong_usage(tmp_path, monkeypatch, capsys):
     """Through the console script's entry point in this process (the slow tests above run it as a program): each
     refusal is one line on stderr naming the command, exit status 2, and nothing on stdout."""
