@@ -1,2 +1,1 @@
-"""Floor 4: what a run reports: the evaluation report, paired comparisons of runs and `skewtune compare`'s reports of
-runs read from git and DVC, the model card, the relabelling queue."""
+"""Floor 4: what a run reports: the evaluation report, paired comparisons of runs, the model card, the relabelling queue."""
