@@ -15,7 +15,7 @@ from skewtune.apply import score_file
 from skewtune.core.formats import FORMATS
 from skewtune.core.paths import CLASSIFIER
 from skewtune.core.stage import run_stage
-from skewtune.data.tables import Settings
+from skewtune.data.settings import Settings
 
 # What a message about the input or device asks the user to change: predict's flags (it reads no label column,
 # and decides the CSV quoting per file).
