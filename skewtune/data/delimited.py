@@ -184,6 +184,8 @@ def _quoting_fix(fmt: str, quoting: str, settings: Settings) -> str:
 def read_delimited(
     path: Path, text: str, fmt: str, quoting: str, names: list[str] | None, settings: Settings
 ) -> tuple[pd.DataFrame, list[int], dict]:
+    """The frame of the decoded CSV/TSV `text` (`names`: the columns of a file without a header row), the line where
+    each row starts, and the quoting it was read with and why (see _choose_quoting)."""
     parse, why = _choose_quoting(path, text, fmt, quoting, len(names) if names else None, settings)
     header, rows, starts = (
         (names, parse.records, parse.starts) if names else (parse.records[0], parse.records[1:], parse.starts[1:])

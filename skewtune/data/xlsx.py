@@ -166,6 +166,8 @@ def _check_sheet_values(path: Path, where: str, header: list[str], sheet: _Sheet
 def read_xlsx(
     path: Path, sheet: str | None, columns: list[str], other_columns: bool, settings: Settings
 ) -> pd.DataFrame:
+    """The `columns` (with `other_columns`: every named column) of `sheet` (None: the first) of the workbook at `path`,
+    the header in row 1 and the data rows below it."""
     from xml.etree.ElementTree import ParseError
     from zipfile import BadZipFile
 
