@@ -27,9 +27,10 @@ from skewtune.core.errors import SkewtuneError
 from skewtune.core.formats import output_format
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import BASELINE_FILE, RULE_FILE
-from skewtune.data.dataset import normalise_text
-from skewtune.data.images import EXTENSIONS, inspect_image
-from skewtune.data.tables import DATA_PARAMS, Settings, inside, link_target, read_table
+from skewtune.data.cleaning import normalise_text
+from skewtune.data.image_files import EXTENSIONS, inspect_image
+from skewtune.data.settings import DATA_PARAMS, Settings
+from skewtune.data.tables import inside, link_target, read_table
 from skewtune.decision.rule import DecisionRule
 from skewtune.models.baseline import baseline_proba, load_baseline
 from skewtune.models.devices import amp_dtype, resolve_device, resolve_precision

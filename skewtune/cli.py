@@ -17,7 +17,7 @@ from skewtune.core.errors import SkewtuneError
 from skewtune.core.formats import FORMATS
 from skewtune.core.paths import CLASSIFIER, TEST_PREDICTIONS_CSV
 from skewtune.core.stage import run_stage
-from skewtune.data.tables import Settings
+from skewtune.data.settings import Settings
 from skewtune.evaluation.compare_runs import RULE_COLUMNS, seed_groups, two_runs
 from skewtune.evaluation.revisions import WORKSPACE, dvc_experiments, experiment_runs
 

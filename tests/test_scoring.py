@@ -21,7 +21,7 @@ from skewtune.cli import main
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import json_text
 from skewtune.core.paths import RULE_FILE
-from skewtune.data.dataset import normalise_text
+from skewtune.data.cleaning import normalise_text
 from skewtune.decision.rule import DecisionRule
 from skewtune.models.text import load_classifier, load_tokenizer, load_trained, predict_proba, save_classifier
 
@@ -531,7 +531,7 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
     from dataclasses import replace
 
     from skewtune.apply import score_file
-    from skewtune.data.tables import DATA_PARAMS
+    from skewtune.data.settings import DATA_PARAMS
 
     sms_table(3).to_csv(tmp_path / "in.csv", index=False)
     settings = replace(DATA_PARAMS, quoting=None)
@@ -549,7 +549,7 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
 def test_an_image_path_outside_the_root_names_the_flag_that_moves_the_root(tmp_path):
     from skewtune.apply import image_rows
     from skewtune.cli import PREDICT_FLAGS
-    from skewtune.data.tables import DATA_PARAMS
+    from skewtune.data.settings import DATA_PARAMS
 
     with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it \(--image-root sets it\)$"):
         image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", PREDICT_FLAGS)

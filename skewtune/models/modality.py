@@ -20,6 +20,8 @@ import pandas as pd
 from skewtune.core import columns
 from skewtune.core.errors import SkewtuneError
 from skewtune.data import images
+from skewtune.data.image_files import MODE
+from skewtune.models import image
 
 if TYPE_CHECKING:
     import torch
@@ -195,7 +197,7 @@ class ImageModality:
 
     def preprocessing(self, data) -> dict:
         # resizing and scaling: the saved image processor; predict refuses the images that ingest would have refused
-        return {"convert_to": images.MODE, "image_column": data.image_column, "max_image_pixels": data.max_image_pixels}
+        return {"convert_to": MODE, "image_column": data.image_column, "max_image_pixels": data.max_image_pixels}
 
     def check(self, source: str | None, m, train: pd.DataFrame) -> str | None:
         return None  # every image was checked at ingest
@@ -212,7 +214,7 @@ class ImageModality:
             "label2id": {label: i for i, label in enumerate(labels)},
         }
         if source is None:
-            processor, config = default_image_model(m.image_size or images.default_size(train), naming)
+            processor, config = default_image_model(m.image_size or image.default_size(train), naming)
         else:
             processor, config = _local_image_model(source, m, naming)
         set_dropout(config, "model.hidden_dropout", m.hidden_dropout)
@@ -227,10 +229,10 @@ class ImageModality:
         return Prepared(
             processor,
             model,
-            images.ImageRows(train),
-            images.ImageRows(val),
-            images.ImageCollator(processor),
-            images.augmentation(augment, processor) if augment is not None else None,
+            image.ImageRows(train),
+            image.ImageRows(val),
+            image.ImageCollator(processor),
+            image.augmentation(augment, processor) if augment is not None else None,
             [line],
             {},
             size[0] * size[1] / 256,
@@ -287,7 +289,7 @@ class ImageModality:
             torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
         ):
             for start in range(0, len(data), batch_size):
-                pixels = images.pixel_values(processor, data[start : start + batch_size]).to(device)
+                pixels = image.pixel_values(processor, data[start : start + batch_size]).to(device)
                 probs[start : start + len(pixels)] = (
                     torch.softmax(model(pixel_values=pixels).logits.double(), dim=-1).cpu().numpy()
                 )
