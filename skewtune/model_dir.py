@@ -136,7 +136,7 @@ class ImagePreprocessing:
     }
 
 
-PREPROCESSING = {"text": TextPreprocessing, "image": ImagePreprocessing}
+_PREPROCESSING = {"text": TextPreprocessing, "image": ImagePreprocessing}
 _LABELS = _Field(valid_labels, "a list of two or more distinct strings")
 _MODALITY = _Field(lambda value: value in MODALITIES, f"one of {', '.join(MODALITIES)}", "text")  # absent: text
 _BLOCK = _Field(lambda value: True, "", None)  # the preprocessing object, read by its modality's SPEC
@@ -170,7 +170,7 @@ class ModelMeta:
         modality = raw.get("modality") if isinstance(raw, dict) else None
         spec = _META_SPEC.get(modality, _META_SPEC["text"]) if isinstance(modality, str) else _META_SPEC["text"]
         values = _read_fields(raw, spec, where, "", fix)
-        kind = PREPROCESSING[values["modality"]]
+        kind = _PREPROCESSING[values["modality"]]
         if values["preprocessing"] is not None:
             values["preprocessing"] = kind(
                 **_read_fields(values["preprocessing"], kind.SPEC, where, "preprocessing", fix)
@@ -190,7 +190,7 @@ class ModelMeta:
     def prepared_as(self) -> TextPreprocessing | ImagePreprocessing:
         """The preprocessing new inputs get: the recorded one, else (models/model, or a classifier packaged before
         it was recorded) what ingest does by default."""
-        return self.preprocessing or PREPROCESSING[self.modality]()
+        return self.preprocessing or _PREPROCESSING[self.modality]()
 
 
 def write_model_meta(directory: str | os.PathLike, meta: ModelMeta) -> None:
