@@ -143,7 +143,7 @@ def model_card(
             f"skewtune predict photos/ -o predictions.csv --model {CLASSIFIER}       # every image in a folder"
         )
         preprocessing = (
-            f"Images from column `{pre.image_column}` (or class folders) are converted to RGB (greyscale and palette "
+            f"Images from column `{pre.image_column}` (or class folders) are converted to {pre.convert_to} (greyscale and palette "
             "images are expanded, an alpha channel is dropped), then resized and scaled by the image processor saved "
             "with the model (`preprocessor_config.json`); files that cannot be read"
             + f" or hold more than {pre.max_image_pixels:,} pixels get no prediction."
