@@ -827,6 +827,7 @@ def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them
     from skewtune.config.effective import effective_config
     from skewtune.config.schema import Params
     from skewtune.evaluation.card import model_card
+    from skewtune.model_dir import ModelMeta, TextPreprocessing
     from stages.package import CARD_PARAMS
 
     root = Path(__file__).resolve().parents[1]
@@ -836,12 +837,7 @@ def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them
 
     decision = report("reports/threshold/decision.json")
     labels = decision["labels"]
-    meta = {
-        "labels": labels,
-        "max_length": 128,
-        "text_pair": False,
-        "preprocessing": {"text_column": "text", "text_pair_column": None, "unescape_html": False},
-    }
+    meta = ModelMeta(tuple(labels), max_length=128, text_pair=False, preprocessing=TextPreprocessing())
 
     def card(**sections) -> str:
         params = Params.model_validate(sections)

@@ -20,8 +20,8 @@ import torch
 import transformers
 from torch import nn
 
-from skewtune.artifacts import read_model_meta, write_model_meta
 from skewtune.core.errors import SkewtuneError
+from skewtune.model_dir import ModelMeta, read_model_meta, write_model_meta
 
 # Quiet logs under `dvc repro`: no progress bars (carriage returns in a log; the stages print their own progress
 # lines) and no transformers warnings below errors, such as the load report of the new classification head that
@@ -332,19 +332,19 @@ def save_classifier(
     directory = Path(directory)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    write_model_meta(directory, labels, max_length, text_pair)
+    write_model_meta(directory, ModelMeta(tuple(labels), max_length=int(max_length), text_pair=bool(text_pair)))
 
 
-def trained_config(directory: Path, meta: dict, *, trust_remote_code: bool = False):
+def trained_config(directory: Path, meta: ModelMeta, *, trust_remote_code: bool = False):
     """The config of a trained model directory, checked against its skewtune.json before any weight is loaded: one
     output per label (a config.json edited to another num_labels would otherwise fail deep in transformers)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-    if config.num_labels != len(meta["labels"]):
+    if config.num_labels != len(meta.labels):
         raise SkewtuneError(
             f"{directory}: config.json gives the model {config.num_labels} outputs (num_labels), but skewtune.json lists "
-            f"{len(meta['labels'])} labels; re-run the train stage"
+            f"{len(meta.labels)} labels; re-run the train stage"
         )
     return config
 
@@ -372,9 +372,9 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
         config = trained_config(directory, meta, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         limit = _position_limit(config, tokenizer)
-        if limit is not None and meta["max_length"] > limit:
+        if limit is not None and meta.max_length > limit:
             raise SkewtuneError(
-                f"{directory}: skewtune.json has max_length {meta['max_length']}, but the model handles at most {limit} tokens "
+                f"{directory}: skewtune.json has max_length {meta.max_length}, but the model handles at most {limit} tokens "
                 "(max_position_embeddings / tokenizer limit); re-run the train stage"
             )
         model = load_weights(AutoModelForSequenceClassification, directory, config, trust_remote_code=trust_remote_code)
