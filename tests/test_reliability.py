@@ -445,7 +445,6 @@ UNREAD_AND_READ = {
         f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
         for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))
     },
-    "decision.blend": ({"decision": {"blend": "off"}, "baseline": {"enabled": False}}, {"decision": {"blend": "off"}}),
     # the modality's keys (set on the other modality: no effect)
     **{
         f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
@@ -507,10 +506,6 @@ UNREAD_AND_READ = {
         {"threshold": {"min_precision": 0.8}},
         {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}},
     ),
-    "threshold.min_confidence": (
-        {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}, "decision": {"blend": "off"}},
-        {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}},
-    ),  # argmax: it guards the auto blend
 }
 
 
