@@ -34,8 +34,8 @@ from skewtune.decision.rule import DecisionRule
 from skewtune.model_dir import ModelMeta, read_classifier_files
 from skewtune.models.baseline import baseline_proba, load_baseline
 from skewtune.models.devices import amp_dtype, resolve_device, resolve_precision
+from skewtune.models.inference import progress_printer
 from skewtune.models.modality import IMAGE, for_meta
-from skewtune.models.text import progress_printer
 
 PREDICTED = "predicted"
 MARGIN = "margin"

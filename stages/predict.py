@@ -8,8 +8,8 @@ from skewtune.core.paths import LABELS, MODEL, predictions_path, split_path
 from skewtune.core.stage import run_stage
 from skewtune.model_dir import read_model_meta
 from skewtune.models.devices import amp_dtype, resolve_device, resolve_precision
+from skewtune.models.inference import progress_printer
 from skewtune.models.modality import for_meta
-from skewtune.models.text import progress_printer
 
 SPLITS = ("val", "test")
 

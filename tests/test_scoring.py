@@ -24,7 +24,8 @@ from skewtune.core.paths import RULE_FILE
 from skewtune.data.cleaning import normalise_text
 from skewtune.decision.rule import DecisionRule
 from skewtune.model_dir import ModelMeta, TextPreprocessing, read_classifier_files, write_manifest, write_model_meta
-from skewtune.models.text import load_classifier, load_tokenizer, load_trained, predict_proba, save_classifier
+from skewtune.models.inference import predict_proba
+from skewtune.models.text import load_classifier, load_tokenizer, load_trained, save_classifier
 
 LABELS = ["ham", "spam"]
 WORDS = "free prize call now win cash meet me at home later tonight ok thanks".split()

@@ -4,6 +4,9 @@ Stages call `load_params()` once, which validates the whole file (so a hand-made
 whichever stage runs first), then read only the keys STAGE_KEYS (skewtune/config/effective.py) lists for them.
 What each key means is documented once, beside it in params.yaml (tests/test_params_doc.py checks that every key here
 has a comment there), so the fields below carry no descriptions.
+
+One module, past ~400 lines on purpose: each section's model holds its keys and the rules between them (a
+`model_validator`), and `Params` the rules across sections, so every constraint on a key reads in one place.
 """
 
 from __future__ import annotations

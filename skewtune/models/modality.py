@@ -146,7 +146,7 @@ class TextModality:
         return load_trained(directory, trust_remote_code=trust_remote_code)
 
     def predict_proba(self, model, processor, frame: pd.DataFrame, meta: ModelMeta, **kwargs) -> np.ndarray:
-        from skewtune.models.text import predict_proba
+        from skewtune.models.inference import predict_proba
 
         return predict_proba(model, processor, frame, max_length=meta.max_length, text_pair=meta.text_pair, **kwargs)
 
