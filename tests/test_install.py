@@ -13,8 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_a_wheel_of_the_project_runs_a_stage(tmp_path):
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    source = tmp_path / "source"  # a clean copy: a build inside the checkout would reuse (and leave) its build/
+    shutil.copytree(REPO / "skewtune", source / "skewtune", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
     # --no-build-isolation: the venv's setuptools builds the wheel, so the test needs no index
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheel", REPO], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "wheel", source], check=True)
     wheel = next((tmp_path / "wheel").glob("skewtune-*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
     project = tmp_path / "project"  # the stages and params of the checkout, without its skewtune/
