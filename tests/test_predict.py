@@ -11,14 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from skewtune.core.errors import SkewtuneError
-from skewtune.models.text import (
-    load_classifier,
-    load_tokenizer,
-    load_trained,
-    predict_proba,
-    progress_printer,
-    save_classifier,
-)
+from skewtune.models.inference import predict_proba, progress_printer
+from skewtune.models.text import load_classifier, load_tokenizer, load_trained, save_classifier
 
 LABELS = ["billing", "other", "outage"]
 WORDS = "the service was down again and my invoice shows a charge i do not recognise please help".split()
