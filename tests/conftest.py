@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -73,12 +74,37 @@ def sms_splits(sms_path):
     return train, val, test
 
 
-# Fixtures that build or train a transformers model: a test that needs one is slow whatever its own marks say, so
-# `make test-fast` (-m "not slow") leaves it out.
-MODEL_FIXTURES = {"tiny_bert_dir"}
+# What makes a test slow: `make test-fast` (-m "not slow") leaves it out, `make test` (CI) runs it. A test is marked
+# here, so a new one needs no one to remember, when its code, or a function or fixture of tests/ that it uses
+# (transitively), names one of SLOW_NAMES. Anything else that costs over about half a second (a stage on the full
+# SMS collection, hundreds of sklearn fits) carries @pytest.mark.slow with a comment saying what takes the time.
+SLOW_NAMES = {
+    # every test here starts this venv's Python (a stage, the `skewtune` console script, the dvc CLI) by its path:
+    # each start is a new interpreter importing pandas and torch, 1-3 s
+    "executable",
+    # builds a transformers model (tiny_bert_dir and its kin), which the test then mostly trains
+    "save_pretrained",
+}
+TESTS = Path(__file__).resolve().parent
+
+
+def names_slow(func, seen: set) -> bool:
+    """Whether `func`, or a function defined in tests/ that it names (transitively), names one of SLOW_NAMES."""
+    code = getattr(func, "__code__", None)
+    if code is None or code in seen or not code.co_filename.startswith(str(TESTS)):
+        return False
+    seen.add(code)
+    names, nested = set(), [code]
+    while nested:  # the code of lambdas, comprehensions and inner functions is among the constants
+        inner = nested.pop()
+        names.update(inner.co_names)
+        nested.extend(const for const in inner.co_consts if isinstance(const, types.CodeType))
+    return bool(SLOW_NAMES & names) or any(names_slow(func.__globals__.get(name), seen) for name in names)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if MODEL_FIXTURES & set(item.fixturenames):
+        fixtures = [fixture.func for defs in item._fixtureinfo.name2fixturedefs.values() for fixture in defs]
+        seen = set()
+        if any(names_slow(func, seen) for func in (item.function, *fixtures)):
             item.add_marker(pytest.mark.slow)
