@@ -76,8 +76,9 @@ def sms_splits(sms_path):
 
 # What makes a test slow: `make test-fast` (-m "not slow") leaves it out, `make test` (CI) runs it. A test is marked
 # here, so a new one needs no one to remember, when its code, or a function or fixture of tests/ that it uses
-# (transitively), names one of SLOW_NAMES. Anything else that costs over about half a second (a stage on the full
-# SMS collection, hundreds of sklearn fits) carries @pytest.mark.slow with a comment saying what takes the time.
+# (transitively), names one of SLOW_NAMES. Anything else that takes over about a second on an idle machine (fitting
+# the baseline on the full SMS collection) carries @pytest.mark.slow with a comment saying what takes the time;
+# `make test-fast` lists the tests that took over a second, to be marked or made cheaper.
 SLOW_NAMES = {
     # every test here starts this venv's Python (a stage, the `skewtune` console script, the dvc CLI) by its path:
     # each start is a new interpreter importing pandas and torch, 1-3 s
