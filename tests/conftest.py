@@ -1,4 +1,4 @@
-"""Shared fixtures: offline settings, a tiny randomly initialised BERT, the SMS data path."""
+"""Shared fixtures (offline settings, a tiny randomly initialised BERT, the SMS data path) and the rule that marks tests slow."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One torch thread, here and in the stages the tests start (they inherit it), unless the caller chose: the tests' models
+# are so small that a second intra-op thread only adds synchronisation (test_techniques.py: 55 s with two, 30 s with
+# one), and each pytest-xdist worker of `make test` then keeps to its own core instead of spinning on the other's.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SMS = REPO.parent / "shared" / "data" / "sms_spam_collection.tsv"
