@@ -666,6 +666,7 @@ def _noisy(probs: np.ndarray, seed: int) -> np.ndarray:
     return np.c_[1 - p, p]
 
 
+@pytest.mark.slow  # spam_baseline fits the baseline on the full SMS train split; the stages bootstrap it
 def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_applies_it(
     tmp_path, spam, spam_baseline, monkeypatch
 ):
@@ -716,6 +717,7 @@ def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_appl
     assert first["prob:spam"] == pytest.approx(blended_val[row, 1], abs=1e-6)  # the queue shows what was decided on
 
 
+@pytest.mark.slow  # spam_baseline fits the baseline on the full SMS train split; the stages bootstrap it
 def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(
     tmp_path, spam, spam_baseline, monkeypatch, capsys
 ):
@@ -741,6 +743,7 @@ def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(
     assert decision["blend"] == 0.0 and decision["blend_weight_tried"] is None
 
 
+@pytest.mark.slow  # spam_baseline fits the baseline on the full SMS train split; the stages bootstrap it
 def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(
     tmp_path, spam, spam_baseline, monkeypatch, capsys
 ):
