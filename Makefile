@@ -30,12 +30,16 @@ setup: $(VENV)/.installed
 repro: setup
 	$(BIN)/dvc repro
 
+# The whole suite, what CI runs (.ci/run), in one pytest-xdist worker per core: each worker builds its own fixtures
+# in its own temporary directories, and every test that changes directory does so through monkeypatch.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
-# The inner loop: no dvc CLI, no subprocess of the project, no model built or trained (CI runs `make test`, everything).
+# The inner loop, under a minute: the suite without the tests marked slow, i.e. those that run the dvc CLI, a stage or
+# the console script in a subprocess, or build or train a model (tests/conftest.py marks them), and those marked by
+# hand for taking over a second. It lists the tests that still took over a second. CI runs `make test`, everything.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=5 --durations-min=1
 
 clean:
 	rm -rf $(VENV)

@@ -7,8 +7,9 @@ Same model (params.yaml model.name or --model; --bert-base swaps in a BERT-base-
 weights, built from a config, with that model's tokenizer), the same train split of the SMS Spam
 Collection (ingest + split as the stages do it, split.seed = --seed), the same batch size and learning rate
 (params.yaml train.*), --epochs epochs (default 1), fp32 on the CPU unless --device / --precision say
-otherwise. skewtune: tokens without padding, DataCollatorWithPadding, length-grouped batches, its loss
-hook and metrics (skewtune.train.trainer.build_trainer). Plain: padding="max_length" to model.max_length, the
+otherwise. skewtune: the train stage's own recipe (skewtune.train.recipe.train_classifier, the other train
+params as params.yaml sets them, in a temporary directory): tokens without padding, DataCollatorWithPadding,
+length-grouped batches, its loss hook, metrics and diagnostics. Plain: padding="max_length" to model.max_length, the
 default collator, random batches, the model's own loss, as transformers' examples/run_glue.py does with
 --pad_to_max_length. Time is summed over the epochs, each from its start to its end (evaluation and
 checkpointing, which come between epochs, excluded); with more than one epoch the first is left out as
@@ -20,6 +21,7 @@ CPU with torch's default threads; bf16 / fp16 / fp32 on the GPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -38,24 +40,9 @@ from skewtune.data.dataset import assemble_dataset  # noqa: E402
 from skewtune.data.splitting import split_dataset  # noqa: E402
 from skewtune.data.tables import read_table  # noqa: E402
 from skewtune.models.devices import amp_dtype  # noqa: E402
-from skewtune.models.text import class_counts, encode, load_classifier, load_tokenizer, resolve_model_source  # noqa: E402
-from skewtune.train.arguments import resolve_batch_size, training_arguments  # noqa: E402
-from skewtune.train.diagnostics import DiagnosticsCallback  # noqa: E402
-from skewtune.train.losses import init_head_bias  # noqa: E402
-from skewtune.train.selection import parse_selection  # noqa: E402
-from skewtune.train.trainer import build_trainer, build_training_loss  # noqa: E402
-
-
-class CountingCollator:
-    """Wraps a collator to count the token positions (padding included) that the model processes."""
-
-    def __init__(self, collate):
-        self.collate, self.positions = collate, 0
-
-    def __call__(self, rows):
-        batch = self.collate(rows)
-        self.positions += batch["input_ids"].numel()
-        return batch
+from skewtune.models.text import load_tokenizer, resolve_model_source  # noqa: E402
+from skewtune.train.arguments import resolve_batch_size  # noqa: E402
+from skewtune.train.recipe import train_classifier  # noqa: E402
 
 
 def synchronize() -> None:
@@ -64,19 +51,29 @@ def synchronize() -> None:
 
 
 class EpochTimer(TrainerCallback):
-    """Seconds and padded token positions of each epoch, from its start to its end (evaluation, which
-    also goes through the collator, comes between epochs and is not counted)."""
+    """Seconds and padded token positions of each epoch, from its start to its end (evaluation comes between
+    epochs and is not counted). The positions are those of the input_ids of the model's training forward passes
+    (padding included), counted by a hook on the model: DataLoader workers, where the collator may run, do not
+    share a count with this process."""
 
-    def __init__(self, counter: CountingCollator):
-        self.counter, self.epochs = counter, []
+    def __init__(self):
+        self.epochs, self.positions, self.model = [], 0, None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = model
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        if module.training:
+            self.positions += kwargs["input_ids"].numel()
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         synchronize()
-        self.start, self.counter.positions = time.perf_counter(), 0
+        self.start, self.positions = time.perf_counter(), 0
 
     def on_epoch_end(self, args, state, control, **kwargs):
         synchronize()
-        self.epochs.append((time.perf_counter() - self.start, self.counter.positions))
+        self.epochs.append((time.perf_counter() - self.start, self.positions))
 
     def measured(self) -> tuple[float, int, int]:
         """(seconds, padded positions, epochs counted): all epochs but the first when there are several."""
@@ -134,39 +131,19 @@ def bert_base_from_config(tokenizer_source: str, outdir: Path) -> str:
 
 
 def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, device: str, precision: str) -> dict:
-    t, m = p.train, p.model
-    set_seed(t.seed)
-    tokenizer = load_tokenizer(source)
-    model = load_classifier(source, tokenizer, labels, max_length=m.max_length)
-    counts = class_counts(train["label_id"], len(labels))
-    loss_fn = build_training_loss(p.loss, counts, labels)
-    init_head_bias(model, counts, m.init_bias, labels, loss_fn)
-    selection = parse_selection(t.select_metric, labels)
-    rows = encode(tokenizer, train, m.max_length)
-    t = resolve_batch_size(
-        t.model_copy(update={"epochs": epochs, "max_steps": -1}),
-        device,
-        rows=len(rows),
-        tokens_per_row=sum(len(r["input_ids"]) for r in rows) / len(rows),
+    """The train stage's recipe (skewtune.train.recipe) on `train` and `val` with `p` and the model `source`, for
+    `epochs` epochs (train.min_steps 0: the small-data rule leaves them as they are) in one process, in `outdir`
+    (its checkpoints, model and curves)."""
+    name = str(Path(source).resolve()) if Path(source).is_dir() else source  # read from within `outdir`
+    setup = {"epochs": epochs, "max_steps": -1, "min_steps": 0, "nproc": 1, "device": device, "precision": precision}
+    p = p.model_copy(
+        update={"model": p.model.model_copy(update={"name": name}), "train": p.train.model_copy(update=setup)}
     )
-    args = training_arguments(outdir, t, precision=precision, device=device, selection=selection)
-    trainer = build_trainer(
-        model,
-        tokenizer,
-        args,
-        rows,
-        encode(tokenizer, val, m.max_length),
-        train=t,
-        loss_fn=loss_fn,
-        labels=labels,
-        selection=selection,
-        callbacks=[DiagnosticsCallback(labels)],
-    )
-    trainer.data_collator = counting = CountingCollator(trainer.data_collator)
-    timer = EpochTimer(counting)
-    trainer.add_callback(timer)
-    trainer.train()
-    return {"timer": timer, "model": model}
+    timer = EpochTimer()
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(outdir):
+        train_classifier(p, labels, train, val, callbacks=[timer])
+    return {"timer": timer, "model": timer.model}
 
 
 def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str, precision: str) -> dict:
@@ -200,8 +177,8 @@ def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str
         report_to="none",
         disable_tqdm=True,
     )
-    timer = EpochTimer(CountingCollator(default_data_collator))
-    Trainer(model=model, args=args, train_dataset=rows, data_collator=timer.counter, callbacks=[timer]).train()
+    timer = EpochTimer()
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator, callbacks=[timer]).train()
     return {"timer": timer, "model": model}
 
 

@@ -20,21 +20,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skewtune.artifacts import read_classifier_files, write_frame
+from skewtune.artifacts import write_frame
 from skewtune.config.schema import DEFAULT_MAX_IMAGE_PIXELS
-from skewtune.core.columns import BYTES_COLUMN, IMAGE_COLUMN, prob_columns
+from skewtune.core.columns import BYTES_COLUMN, prob_columns
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.formats import output_format
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import BASELINE_FILE, RULE_FILE
-from skewtune.data.dataset import normalise_text
-from skewtune.data.images import EXTENSIONS, inspect_image
-from skewtune.data.tables import DATA_PARAMS, Settings, inside, link_target, read_table
+from skewtune.data.image_files import EXTENSIONS, inspect_image
+from skewtune.data.settings import DATA_PARAMS, Settings
+from skewtune.data.tables import inside, link_target, read_table
 from skewtune.decision.rule import DecisionRule
+from skewtune.model_dir import ModelMeta, read_classifier_files
 from skewtune.models.baseline import baseline_proba, load_baseline
 from skewtune.models.devices import amp_dtype, resolve_device, resolve_precision
+from skewtune.models.inference import progress_printer
 from skewtune.models.modality import IMAGE, for_meta
-from skewtune.models.text import progress_printer
 
 PREDICTED = "predicted"
 MARGIN = "margin"
@@ -80,13 +81,13 @@ def check_output(output: str | os.PathLike, input_path: str | os.PathLike, overw
 
 
 def text_columns(
-    meta: dict, text_column: str | None, pair_column: str | None, model: str | os.PathLike, settings: Settings
+    meta: ModelMeta, text_column: str | None, pair_column: str | None, model: str | os.PathLike, settings: Settings
 ) -> tuple[str, str | None]:
     """The input columns to read: the given ones, else those the classifier was trained on."""
-    trained = meta.get("preprocessing", {})
-    text_column = text_column or trained.get("text_column") or "text"
-    if meta["text_pair"]:
-        pair_column = pair_column or trained.get("text_pair_column")
+    trained = meta.prepared_as()
+    text_column = text_column or trained.text_column
+    if meta.text_pair:
+        pair_column = pair_column or trained.text_pair_column
         if not pair_column:
             raise SkewtuneError(
                 f"{model}: classifies sentence pairs; name the column of the second text with {settings.text_pair_column}"
@@ -138,7 +139,7 @@ def prediction_columns(probs: np.ndarray, has_text: np.ndarray, rule: DecisionRu
 
 
 def image_path_column(
-    meta: dict, column: str | None, text_columns: list[str | None], model: str | os.PathLike, settings: Settings
+    meta: ModelMeta, column: str | None, text_columns: list[str | None], model: str | os.PathLike, settings: Settings
 ) -> str:
     """The input column of image paths: the given one, else the one the classifier was trained on."""
     given = [name for name in text_columns if name]
@@ -147,7 +148,7 @@ def image_path_column(
             f"{model}: classifies images, not texts; name the column of image paths with {settings.image_column} "
             f"instead of {given[0]!r}"
         )
-    return column or meta.get("preprocessing", {}).get("image_column") or IMAGE_COLUMN
+    return column or meta.prepared_as().image_column
 
 
 def list_image_folder(folder: Path, column: str) -> pd.DataFrame:
@@ -221,9 +222,9 @@ def score_file(
             )
         )
         root = Path(image_root) if image_root else Path(input_path) if folder else Path(input_path).parent
-        # A classifier packaged before the bound existed gets its default.
-        max_pixels = meta.get("preprocessing", {}).get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
-        rows = image_rows(frame[column], root, str(input_path), settings, max_pixels=max_pixels)
+        rows = image_rows(
+            frame[column], root, str(input_path), settings, max_pixels=meta.prepared_as().max_image_pixels
+        )
         has_text, lacking = rows["problem"].isna().to_numpy(), "a usable image"
     else:
         text_column, pair_column = text_columns(meta, text_column, pair_column, model, settings)
@@ -236,10 +237,10 @@ def score_file(
             encoding=encoding,
             sheet=sheet,
         )
-        unescape_html = meta.get("preprocessing", {}).get("unescape_html", False)
-        rows = pd.DataFrame({"text": normalise_text(frame[text_column], unescape_html=unescape_html)})
+        prepared = meta.prepared_as()  # as ingest prepared the training texts
+        rows = pd.DataFrame({"text": prepared.normalise(frame[text_column])})
         if pair_column:
-            rows["text_pair"] = normalise_text(frame[pair_column], unescape_html=unescape_html)
+            rows["text_pair"] = prepared.normalise(frame[pair_column])
         has_text, lacking = rows.notna().all(axis=1).to_numpy(), "text"
     probs = np.empty((0, len(rule.labels)))
     if has_text.any():

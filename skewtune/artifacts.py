@@ -4,12 +4,11 @@
 Every stage, `evaluate`, `compare` and `skewtune predict` go through these names and readers, so a
 contract (a path, a column, a check) changes in one place. A reader names the file, says what is
 wrong and which stage to re-run; writing stays with `skewtune.core.outputs.Outputs` (atomic), and the writers
-here only shape what is written.
+here only shape what is written. The files of a model directory: `skewtune.model_dir`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,19 +21,8 @@ import pandas as pd
 
 from skewtune.core.columns import PROB_PREFIX, input_columns, prob_columns, string_columns
 from skewtune.core.errors import SkewtuneError
-from skewtune.core.outputs import json_text, significant
-from skewtune.core.paths import (
-    BASELINE_FILE,
-    CLASSIFIER,
-    DECISION,
-    LABELS,
-    MANIFEST_FILE,
-    META_FILE,
-    RULE_FILE,
-    TEST_PREDICTIONS_CSV,
-    baseline_predictions_path,
-    predictions_path,
-)
+from skewtune.core.outputs import significant
+from skewtune.core.paths import DECISION, LABELS, TEST_PREDICTIONS_CSV, baseline_predictions_path, predictions_path
 from skewtune.decision.rule import ROW_SUM_TOLERANCE, DecisionRule, valid_labels
 
 # ----------------------------------------------------------------------------------------- readers
@@ -273,125 +261,6 @@ def read_decision(path: str | os.PathLike, labels: list[str]) -> DecisionRule:
             f"{path}: made for labels {got!r}, but labels.json has {labels}; re-run the tune_threshold stage"
         )
     return DecisionRule.from_dict(decision, str(path))
-
-
-# ------------------------------------------------------------------------------- model directories
-
-
-def write_model_meta(
-    directory: str | os.PathLike,
-    labels: Sequence[str],
-    max_length: int | None = None,
-    text_pair: bool | None = None,
-    **extra: Any,
-) -> None:
-    """skewtune.json of a model directory: what prediction needs beyond the transformers files (a text model:
-    max_length and text_pair; an image model: modality "image")."""
-    text = {"max_length": int(max_length), "text_pair": bool(text_pair)} if max_length is not None else {}
-    meta = {"labels": list(labels), **text, **extra}
-    (Path(directory) / META_FILE).write_text(json_text(meta), encoding="utf-8")
-
-
-def read_model_meta(directory: str | os.PathLike, producer: str = "train") -> dict:
-    """skewtune.json of a model directory, checked."""
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise SkewtuneError(
-            f"{path}: not found; {directory} is not a model written by the {producer} stage (dvc repro {producer})"
-        )
-    meta = read_json(path, producer)
-    ok = isinstance(meta, dict) and valid_labels(meta.get("labels"))
-    if ok and meta.get("modality") == "image":
-        return meta
-    ok = (
-        ok
-        and isinstance(meta.get("max_length"), int)
-        and meta["max_length"] > 0
-        and isinstance(meta.get("text_pair"), bool)
-    )
-    if not ok:
-        raise SkewtuneError(
-            f'{path}: expected {{"labels": [...], "max_length": N, "text_pair": true|false}} or {{"labels": [...], '
-            f'"modality": "image"}}, got {meta!r:.200}; re-run the {producer} stage'
-        )
-    return meta
-
-
-def file_digests(directory: str | os.PathLike) -> dict[str, str]:
-    """The SHA-256 of every file below `directory` by its relative path, sorted; without the manifest and hidden
-    files (.DS_Store and the like, which no loader reads)."""
-    directory = Path(directory)
-    digests = {}
-    for path in sorted(directory.rglob("*")):
-        name = path.relative_to(directory).as_posix()
-        if path.is_file() and name != MANIFEST_FILE and not any(part.startswith(".") for part in name.split("/")):
-            with path.open("rb") as handle:
-                digests[name] = hashlib.file_digest(handle, "sha256").hexdigest()
-    return digests
-
-
-def write_manifest(directory: str | os.PathLike) -> None:
-    """manifest.json of a classifier directory: the SHA-256 of each of its files, which read_classifier_files verifies."""
-    (Path(directory) / MANIFEST_FILE).write_text(json_text({"sha256": file_digests(directory)}), encoding="utf-8")
-
-
-def check_manifest(directory: Path) -> None:
-    """Refuse a classifier directory whose files are not those the package stage wrote (manifest.json): a changed,
-    missing or added file. What is loaded then (weights, tokenizer, rule, baseline) is what was packaged."""
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
-        raise SkewtuneError(
-            f"{directory}: has no {MANIFEST_FILE} (the SHA-256 of each of its files); re-run the package stage, "
-            "which writes it, or copy the whole classifier directory"
-        )
-    raw = read_json(path, "package")
-    recorded = raw.get("sha256") if isinstance(raw, dict) else None
-    if not isinstance(recorded, dict):
-        raise SkewtuneError(f'{path}: expected {{"sha256": {{file: digest}}}}; re-run the package stage')
-    actual = file_digests(directory)
-    changed = [name for name in recorded if name in actual and actual[name] != recorded[name]]
-    missing = [name for name in recorded if name not in actual]
-    added = [name for name in actual if name not in recorded]
-    if changed or missing or added:
-        found = "; ".join(
-            f"{what}: {', '.join(names[:5])}"
-            for what, names in (("changed", changed), ("missing", missing), ("added", added))
-            if names
-        )
-        raise SkewtuneError(
-            f"{directory}: its files are not those the package stage wrote ({found}; see {MANIFEST_FILE}); "
-            "copy the classifier directory again from where it was packaged, or re-run the package stage"
-        )
-
-
-def read_classifier_files(directory: str | os.PathLike) -> tuple[dict, DecisionRule]:
-    """(skewtune.json, decision rule) of a classifier directory written by the package stage."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise SkewtuneError(
-            f"{directory}: no such model directory; `dvc repro package` writes {CLASSIFIER}, or pass --model DIR"
-        )
-    missing = [name for name in (META_FILE, RULE_FILE) if not (directory / name).is_file()]
-    if missing:
-        what = {META_FILE: "labels", RULE_FILE: "decision rule"}
-        raise SkewtuneError(
-            f"{directory}: not a skewtune classifier: it has no {' and no '.join(f'{name} ({what[name]})' for name in missing)}; "
-            f"`dvc repro package` writes one to {CLASSIFIER}"
-        )
-    check_manifest(directory)
-    meta = read_model_meta(directory, "package")
-    rule = DecisionRule.from_dict(read_json(directory / RULE_FILE, "package"), str(directory / RULE_FILE))
-    if list(rule.labels) != meta["labels"]:
-        raise SkewtuneError(
-            f"{directory}: {RULE_FILE} was made for labels {list(rule.labels)}, but {META_FILE} lists "
-            f"{meta['labels']}; re-run the package stage"
-        )
-    if rule.blend and not (directory / BASELINE_FILE).is_file():
-        raise SkewtuneError(
-            f"{directory}: {RULE_FILE} blends in the baseline (weight {rule.blend:g}), but {BASELINE_FILE} is "
-            "missing; re-run the package stage"
-        )
-    return meta, rule
 
 
 # ------------------------------------------------------------------------------ prediction outputs

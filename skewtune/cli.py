@@ -1,6 +1,8 @@
 """The `skewtune` console script (installed by pyproject.toml's [project.scripts]).
 
 skewtune --version
+skewtune compare REV_A REV_B [--rule chosen|argmax|model] [--resamples N] [--seed S] [--confidence C]
+skewtune compare --seeds [--confidence C]
 skewtune predict INPUT -o OUTPUT [--model models/classifier] [--text-column C] [--text-pair-column C2]
                  [--image-column C] [--image-root DIR] [--batch-size N] [--overwrite] [--device D]
                  [--format F] [--encoding E] [--sheet S]
@@ -11,11 +13,13 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import version
 
-from skewtune.apply import score_file
+from skewtune.core.errors import SkewtuneError
 from skewtune.core.formats import FORMATS
-from skewtune.core.paths import CLASSIFIER
+from skewtune.core.paths import CLASSIFIER, TEST_PREDICTIONS_CSV
 from skewtune.core.stage import run_stage
-from skewtune.data.tables import Settings
+from skewtune.data.settings import Settings
+from skewtune.evaluation.compare_runs import RULE_COLUMNS, seed_groups, two_runs
+from skewtune.evaluation.revisions import WORKSPACE, dvc_experiments, experiment_runs
 
 # What a message about the input or device asks the user to change: predict's flags (it reads no label column,
 # and decides the CSV quoting per file).
@@ -34,7 +38,10 @@ PREDICT_FLAGS = Settings(
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="skewtune", description="Apply a classifier trained by the skewtune pipeline.")
+    top = argparse.ArgumentParser(
+        prog="skewtune",
+        description="Apply a classifier trained by the skewtune pipeline, and compare the pipeline's runs.",
+    )
     top.add_argument("--version", action="version", version=f"skewtune {version('skewtune')}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
@@ -80,29 +87,86 @@ def parser() -> argparse.ArgumentParser:
         "--encoding", default="utf-8", help="text encoding of a CSV/TSV/JSON(L) INPUT (default: utf-8)"
     )
     predict.add_argument("--sheet", help="XLSX sheet (default: the first)")
+    add_compare(commands)
     return top
+
+
+def add_compare(commands) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare two runs, or experiments over seeds, as Markdown for a pull request",
+        description="Two runs (REV_A REV_B): pair their test predictions "
+        f"({TEST_PREDICTIONS_CSV}) row by row: macro-F1 of each and its paired-bootstrap difference with CI and "
+        "p-value, the decision each applied with its model alone's macro-F1, the candidates a guard refused, F1 per "
+        "class and the params that differ. --seeds: group the experiments of the current commit (dvc exp show) by "
+        "their effective configuration minus the seed keys: mean ± sd per group, and each group against the first, "
+        "seed by seed. Prints Markdown on stdout.",
+    )
+    compare.add_argument(
+        "revs",
+        nargs="*",
+        metavar="REV",
+        help=f"two runs: A (baseline) and B (candidate): a git revision, a DVC experiment name, or {WORKSPACE!r}",
+    )
+    compare.add_argument(
+        "--seeds",
+        action="store_true",
+        help="instead of two runs: group this commit's experiments by their effective configuration minus the seed keys",
+    )
+    compare.add_argument(
+        "--rule",
+        choices=tuple(RULE_COLUMNS),
+        default="chosen",
+        help="predictions to compare: those of the decision each run chose on val (default), argmax of what it decides "
+        "on, or the model alone (argmax, no blend)",
+    )
+    compare.add_argument(
+        "--resamples", type=int, default=10_000, help="paired bootstrap resamples of the test rows (default: 10000)"
+    )
+    compare.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
+    compare.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")
+
+
+def compare(args: argparse.Namespace) -> None:
+    if args.resamples < 100 or not 0.5 < args.confidence < 1:
+        raise SkewtuneError("--resamples must be at least 100 and --confidence within (0.5, 1)")
+    if args.seeds:
+        if args.revs:
+            raise SkewtuneError("--seeds reads the experiments of the current commit; give no revisions with it")
+        print(seed_groups(experiment_runs(dvc_experiments()), args.confidence), end="")
+        return
+    if len(args.revs) != 2:
+        raise SkewtuneError(f"give two revisions (A B), or --seeds; got {len(args.revs)}")
+    bootstrap = {"resamples": args.resamples, "seed": args.seed, "confidence": args.confidence}
+    print(two_runs(*args.revs, args.rule, **bootstrap), end="")
+
+
+def predict(args: argparse.Namespace) -> None:
+    # Imported here: it loads torch and transformers, which take seconds and which compare does not use.
+    from skewtune.apply import score_file
+
+    summary = score_file(
+        args.input,
+        args.output,
+        model=args.model,
+        text_column=args.text_column,
+        pair_column=args.text_pair_column,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        device=args.device,
+        fmt=args.format,
+        encoding=args.encoding,
+        sheet=args.sheet,
+        image_column=args.image_column,
+        image_root=args.image_root,
+        settings=PREDICT_FLAGS,
+    )
+    print(summary.line(args.output))
+
+
+COMMANDS = {"compare": compare, "predict": predict}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-
-    def predict() -> None:
-        summary = score_file(
-            args.input,
-            args.output,
-            model=args.model,
-            text_column=args.text_column,
-            pair_column=args.text_pair_column,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            device=args.device,
-            fmt=args.format,
-            encoding=args.encoding,
-            sheet=args.sheet,
-            image_column=args.image_column,
-            image_root=args.image_root,
-            settings=PREDICT_FLAGS,
-        )
-        print(summary.line(args.output))
-
-    run_stage(args.command, predict)
+    run_stage(args.command, lambda: COMMANDS[args.command](args))

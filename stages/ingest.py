@@ -5,7 +5,7 @@ from skewtune.config.load import load_params
 from skewtune.core.outputs import Outputs
 from skewtune.core.paths import DATASET, INGEST_REPORT, LABELS, RAW_DIR
 from skewtune.core.stage import run_stage
-from skewtune.data.dataset import label_lines
+from skewtune.data.cleaning import label_lines
 from skewtune.models.modality import MODALITIES
 
 

@@ -4,8 +4,9 @@ the TF-IDF baseline when the rule blends it in (baseline.safetensors), a model c
 SHA-256 of each of those files, which `skewtune predict` verifies. Copying that directory is all `skewtune predict` needs."""
 
 import shutil
+from dataclasses import replace
 
-from skewtune.artifacts import read_decision, read_json, read_labels, read_model_meta, write_manifest, write_model_meta
+from skewtune.artifacts import read_decision, read_json, read_labels
 from skewtune.config.effective import effective_config
 from skewtune.config.load import load_params
 from skewtune.core.errors import SkewtuneError
@@ -24,6 +25,7 @@ from skewtune.core.paths import (
 )
 from skewtune.core.stage import run_stage
 from skewtune.evaluation.card import model_card
+from skewtune.model_dir import read_model_meta, write_manifest, write_model_meta
 from skewtune.models.modality import for_meta
 
 # The params keys the model card reports (each in STAGE_KEYS["package"]); those the chosen options do not read are left out.
@@ -47,11 +49,11 @@ def main() -> None:
     labels = read_labels()
     rule = read_decision(DECISION, labels)
     meta = read_model_meta(MODEL)
-    if meta["labels"] != labels:
+    if list(meta.labels) != labels:
         raise SkewtuneError(
-            f"{MODEL} was trained on the labels {meta['labels']}, but labels.json lists {labels}; re-run the train stage"
+            f"{MODEL} was trained on the labels {list(meta.labels)}, but labels.json lists {labels}; re-run the train stage"
         )
-    meta["preprocessing"] = for_meta(meta).preprocessing(p.data)
+    meta = replace(meta, preprocessing=for_meta(meta).preprocessing(p.data))
     card = model_card(
         rule=rule,
         decision=read_json(DECISION, "tune_threshold"),
@@ -64,7 +66,7 @@ def main() -> None:
     with Outputs() as out:
         target = out.path(CLASSIFIER, directory=True)
         shutil.copytree(MODEL, target, dirs_exist_ok=True)
-        write_model_meta(target, **meta)
+        write_model_meta(target, meta)
         (target / RULE_FILE).write_text(json_text(rule.to_dict()), encoding="utf-8")
         if rule.blend:
             shutil.copy2(BASELINE_MODEL, target / BASELINE_FILE)

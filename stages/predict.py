@@ -1,14 +1,15 @@
 """Stage predict: class probabilities of the trained model for the val and test rows."""
 
-from skewtune.artifacts import prediction_table, read_examples, read_labels, read_model_meta
+from skewtune.artifacts import prediction_table, read_examples, read_labels
 from skewtune.config.load import load_params
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import LABELS, MODEL, predictions_path, split_path
 from skewtune.core.stage import run_stage
+from skewtune.model_dir import read_model_meta
 from skewtune.models.devices import amp_dtype, resolve_device, resolve_precision
+from skewtune.models.inference import progress_printer
 from skewtune.models.modality import for_meta
-from skewtune.models.text import progress_printer
 
 SPLITS = ("val", "test")
 
@@ -20,9 +21,9 @@ def main() -> None:
     labels = read_labels()
     modality = for_meta(read_model_meta(MODEL))
     model, processor, meta = modality.load_trained(MODEL, trust_remote_code=p.model.trust_remote_code)
-    if meta["labels"] != labels:
+    if list(meta.labels) != labels:
         raise SkewtuneError(
-            f"{MODEL} was trained on the labels {meta['labels']}, but {LABELS} lists {labels}; re-run the train stage"
+            f"{MODEL} was trained on the labels {list(meta.labels)}, but {LABELS} lists {labels}; re-run the train stage"
         )
     with Outputs() as out:
         for split in SPLITS:

@@ -11,7 +11,7 @@ from skewtune.core.outputs import Outputs
 from skewtune.core.paths import CLASSIFIER, RAW_DIR, SCORED
 from skewtune.core.stage import run_stage
 from skewtune.data.images import raw_input
-from skewtune.data.tables import DATA_PARAMS
+from skewtune.data.settings import DATA_PARAMS
 from skewtune.models.modality import MODALITIES
 
 

@@ -1,123 +1,23 @@
 """Stage train: fine-tune the classifier on the resampled train set, select the best epoch on val,
 save it to models/model and the training curves to reports/train."""
 
-import shutil
+from typing import Sequence
 
-import torch
-from transformers import set_seed
+from transformers import TrainerCallback
 
 from skewtune.artifacts import read_examples, read_labels
-from skewtune.config.effective import collapse_remedies
 from skewtune.config.load import load_params
-from skewtune.core.errors import SkewtuneError
-from skewtune.core.outputs import Outputs
-from skewtune.core.paths import CHECKPOINTS, MODEL, RESAMPLED, TRAIN_REPORTS, split_path
+from skewtune.core.paths import RESAMPLED, split_path
 from skewtune.core.stage import run_stage
-from skewtune.models.devices import check_processes, resolve_device, resolve_precision
-from skewtune.models.modality import for_rows, model_source
-from skewtune.models.text import add_lora, class_counts
-from skewtune.train.arguments import for_train_size, resolve_batch_size, training_arguments
-from skewtune.train.diagnostics import DiagnosticsCallback
-from skewtune.train.losses import init_head_bias
-from skewtune.train.runtime import checkpoint_to_resume, distributed_rank, relaunch_distributed
-from skewtune.train.selection import parse_selection
-from skewtune.train.trainer import build_trainer, build_training_loss, hold_for_signal_from_environment
+from skewtune.train.recipe import train_classifier
 
 
-def main() -> None:
+def main(callbacks: Sequence[TrainerCallback] = ()) -> None:
+    """`callbacks`: more TrainerCallbacks for the run (tests/held_train.py adds one)."""
     p = load_params()
-    m, t, lo = p.model, p.train, p.loss
     labels = read_labels()
     train, val = read_examples(RESAMPLED, labels, "resample"), read_examples(split_path("val"), labels, "split")
-    device = resolve_device(t.device)
-    precision = resolve_precision(t.precision, device)
-    check_processes(t.nproc, device, torch.cuda.device_count())
-    selection = parse_selection(t.select_metric, labels)
-    counts = class_counts(train["label_id"], len(labels))
-    loss_fn = build_training_loss(lo, counts, labels)
-    modality = for_rows(train)
-    source = model_source(m.name, modality, trust_remote_code=m.trust_remote_code)
-    if distributed_rank() is None:  # not yet in a DDP process: say it once
-        warning = modality.check(source, m, train)
-        if warning:
-            print(warning, flush=True)
-    # The inputs are checked above, once; then each DDP process runs this stage under torchrun.
-    if t.nproc > 1 and distributed_rank() is None:
-        status = relaunch_distributed(t.nproc, "stages.train")
-        if status:
-            raise SkewtuneError(
-                f"training in {t.nproc} processes (train.nproc) failed with exit status {status}; the messages above say why"
-            )
-        return
-    is_main = distributed_rank() in (None, 0)
-
-    set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
-    prepared = modality.prepare(source, m, train, val, labels, p.augment)
-    model = prepared.model
-    init_head_bias(model, counts, m.init_bias, labels, loss_fn)
-    if m.lora.enabled:
-        lora = m.lora
-        model = add_lora(
-            model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
-        )
-    t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
-    t, adapted = for_train_size(t, len(train))  # after the batch size is known: it sets the steps per epoch
-    args = training_arguments(
-        CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
-    )
-    resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
-    if is_main:
-        share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
-        auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
-        print(
-            f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, "
-            f"batch {t.batch_size}{auto}",
-            flush=True,
-        )
-        for line in prepared.lines + ([adapted] if adapted else []):
-            print(line, flush=True)
-
-    with Outputs() as out:
-        live = None
-        if is_main:
-            from dvclive import Live
-
-            # Written in place, so that VS Code and `dvc plots show` follow the curves while training runs.
-            live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
-            for name, value in prepared.metrics.items():  # summary values, not per-step plots
-                live.log_metric(name, value, plot=False)
-        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
-        trainer = build_trainer(
-            model,
-            prepared.processor,
-            args,
-            prepared.train_set,
-            prepared.val_set,
-            collator=prepared.collator,
-            augment=prepared.augment,
-            train=t,
-            loss_fn=loss_fn,
-            labels=labels,
-            selection=selection,
-            callbacks=[diagnostics, *hold_for_signal_from_environment()],
-        )
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        if is_main:
-            best = diagnostics.best(trainer.state.best_global_step)
-            for name, value in best.items():
-                live.log_metric(f"best/{name}", value, plot=False)
-            live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
-            modality.save(
-                trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train
-            )
-            seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
-            print(
-                f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "
-                f"the best by {selection.expression} on val; saved {MODEL}",
-                flush=True,
-            )
-    if is_main:
-        shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+    train_classifier(p, labels, train, val, callbacks=callbacks)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Shared fixtures: offline settings, a tiny randomly initialised BERT, the SMS data path."""
+"""Shared fixtures (offline settings, a tiny randomly initialised BERT, the SMS data path) and the rule that marks tests slow."""
 
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One torch thread, here and in the stages the tests start (they inherit it), unless the caller chose: the tests' models
+# are so small that a second intra-op thread only adds synchronisation (test_techniques.py: 55 s with two, 30 s with
+# one), and each pytest-xdist worker of `make test` then keeps to its own core instead of spinning on the other's.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SMS = REPO.parent / "shared" / "data" / "sms_spam_collection.tsv"
@@ -73,12 +78,38 @@ def sms_splits(sms_path):
     return train, val, test
 
 
-# Fixtures that build or train a transformers model: a test that needs one is slow whatever its own marks say, so
-# `make test-fast` (-m "not slow") leaves it out.
-MODEL_FIXTURES = {"tiny_bert_dir"}
+# What makes a test slow: `make test-fast` (-m "not slow") leaves it out, `make test` (CI) runs it. A test is marked
+# here, so a new one needs no one to remember, when its code, or a function or fixture of tests/ that it uses
+# (transitively), names one of SLOW_NAMES. Anything else that takes over about a second on an idle machine (fitting
+# the baseline on the full SMS collection) carries @pytest.mark.slow with a comment saying what takes the time;
+# `make test-fast` lists the tests that took over a second, to be marked or made cheaper.
+SLOW_NAMES = {
+    # every test here starts this venv's Python (a stage, the `skewtune` console script, the dvc CLI) by its path:
+    # each start is a new interpreter importing pandas and torch, 1-3 s
+    "executable",
+    # builds a transformers model (tiny_bert_dir and its kin), which the test then mostly trains
+    "save_pretrained",
+}
+TESTS = Path(__file__).resolve().parent
+
+
+def names_slow(func, seen: set) -> bool:
+    """Whether `func`, or a function defined in tests/ that it names (transitively), names one of SLOW_NAMES."""
+    code = getattr(func, "__code__", None)
+    if code is None or code in seen or not code.co_filename.startswith(str(TESTS)):
+        return False
+    seen.add(code)
+    names, nested = set(), [code]
+    while nested:  # the code of lambdas, comprehensions and inner functions is among the constants
+        inner = nested.pop()
+        names.update(inner.co_names)
+        nested.extend(const for const in inner.co_consts if isinstance(const, types.CodeType))
+    return bool(SLOW_NAMES & names) or any(names_slow(func.__globals__.get(name), seen) for name in names)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if MODEL_FIXTURES & set(item.fixturenames):
+        fixtures = [fixture.func for defs in item._fixtureinfo.name2fixturedefs.values() for fixture in defs]
+        seen = set()
+        if any(names_slow(func, seen) for func in (item.function, *fixtures)):
             item.add_marker(pytest.mark.slow)

@@ -45,6 +45,7 @@ def run_baseline(root: Path, monkeypatch) -> None:
     baseline.main()
 
 
+@pytest.mark.slow  # fits the baseline (word and char TF-IDF) on the full SMS train split: about 4 s
 def test_baseline_stage_writes_predictions_as_predict_does(tmp_path, sms_splits, monkeypatch, capsys):
     train, val, test = sms_splits
     write_split_project(tmp_path, ["ham", "spam"], train, val, test)
@@ -99,6 +100,7 @@ def test_a_stored_multiclass_baseline_gives_identical_probabilities_and_a_damage
         load_baseline(tmp_path / "b.safetensors")
 
 
+@pytest.mark.slow  # the baseline stage on the full SMS splits (a sample of 1,000 fitted, every row predicted): over 1 s
 def test_baseline_fits_a_stratified_sample_of_at_most_max_rows_and_bounds_the_vocabulary(
     tmp_path, sms_splits, monkeypatch, capsys
 ):

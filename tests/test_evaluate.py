@@ -1,5 +1,5 @@
 """The tune_threshold and evaluate stages on real files (a TF-IDF + LogisticRegression spam filter, and a
-synthetic 3-class sentence-pair problem), and `python -m stages.compare` in a throw-away git repo."""
+synthetic 3-class sentence-pair problem), and `skewtune compare` in a throw-away git repo."""
 
 from __future__ import annotations
 
@@ -346,12 +346,16 @@ def _git(root: Path, *args: str) -> str:
 
 
 def _compare(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """The `skewtune compare` console script (`python -m skewtune` is the same entry point), on this checkout's code,
+    with this venv's dvc first on PATH."""
+    from dvc_repo import env
+
     return subprocess.run(
-        [sys.executable, "-m", "stages.compare", *args],
+        [sys.executable, "-m", "skewtune", "compare", *args],
         cwd=root,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**env(), "PYTHONPATH": str(REPO)},
     )
 
 
@@ -470,7 +474,7 @@ def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path)
     """Through the real `dvc exp run --queue` on a one-stage project whose metric is a known function of the
     params: two learning rates over three seeds are two groups, each seed a paired draw; a loss.gamma without
     effect makes no third group."""
-    from dvc_repo import dvc, env, run
+    from dvc_repo import dvc, run
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "params.yaml").write_text("train:\n  seed: 1\n  lr: 0.1\nloss:\n  name: ce\n  gamma: 2.0\n")
@@ -486,13 +490,7 @@ def test_compare_seeds_groups_queued_experiments_by_params_minus_seeds(tmp_path)
         ["exp", "run", "--queue", "-S", "train.seed=2", "-S", "loss.gamma=3.0"], tmp_path
     )  # no effect under loss.name ce: still A
     dvc(["exp", "run", "--run-all"], tmp_path)
-    compare = subprocess.run(
-        [sys.executable, "-m", "stages.compare", "--seeds"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**env(), "PYTHONPATH": str(REPO)},
-    )
+    compare = _compare(tmp_path, "--seeds")
     assert compare.returncode == 0, compare.stderr
     out = compare.stdout
     assert "### skewtune: macro-F1 over seeds (6 runs, 2 configurations)" in out  # the baseline commit is seed 1 of A
@@ -521,7 +519,8 @@ def _shown(name: str, timestamp: str, params: dict, f1: float) -> dict:
 def test_compare_seeds_groups_by_the_effective_configuration():
     """Two ce runs that differ only in loss.gamma (read by focal only) are one configuration; focal is another,
     described by the keys that take effect in it."""
-    from stages.compare import experiment_runs, seed_groups
+    from skewtune.evaluation.compare_runs import seed_groups
+    from skewtune.evaluation.revisions import experiment_runs
 
     def loss(name: str, gamma: float, seed: int) -> dict:
         return {"train": {"seed": seed}, "loss": {"name": name, "gamma": gamma}}
@@ -546,8 +545,32 @@ def test_compare_seeds_groups_by_the_effective_configuration():
         experiment_runs([_shown("bad", "", {"loss": {"gama": 3.0}}, 0.9)])
 
 
-def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, monkeypatch):
-    from stages import compare
+def test_compare_help_documents_every_option(capsys):
+    from skewtune.cli import main, parser
+
+    compare = next(a for a in parser()._actions if a.dest == "command").choices["compare"]
+    assert [a.option_strings or a.dest for a in compare._actions if not a.help] == []
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and text.startswith("usage: skewtune compare "), text
+    for option in ("--seeds", "--rule {chosen,argmax,model}", "--resamples RESAMPLES", "--seed SEED", "--confidence"):
+        assert option in text
+    assert "REV two runs: A (baseline) and B (candidate)" in text and "(default: 10000)" in text
+
+
+def test_compare_refuses_different_test_sets_unknown_revisions_and_wrong_usage(tmp_path, monkeypatch, capsys):
+    """Through the console script's entry point in this process (the slow tests above run it as a program): each
+    refusal is one line on stderr naming the command, exit status 2, and nothing on stdout."""
+    from skewtune.cli import main
+
+    def refused(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main(["compare", *args])
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 2 and out == "" and err.count("\n") == 1, (exit_.value.code, out, err)
+        assert err.startswith("skewtune compare: error: "), err
+        return err.removeprefix("skewtune compare: error: ").rstrip("\n")
 
     root = tmp_path
     (root / "reports/eval").mkdir(parents=True)
@@ -567,28 +590,27 @@ def test_compare_refuses_different_test_sets_and_unknown_revisions(tmp_path, mon
     monkeypatch.chdir(root)
 
     table.assign(id=["a", "b", "d"]).to_csv(root / "reports/eval/test_predictions.csv", index=False)
-    monkeypatch.setattr(sys, "argv", ["compare", "HEAD", "workspace"])
-    with pytest.raises(
-        SkewtuneError,
-        match=r"HEAD and workspace were evaluated on different test sets: 1 id\(s\) only in HEAD, 1 only in workspace",
-    ):
-        compare.main()
+    assert refused("HEAD", "workspace").startswith(
+        "HEAD and workspace were evaluated on different test sets: 1 id(s) only in HEAD, 1 only in workspace"
+    )
     table.assign(actual=["x", "x", "x"]).to_csv(root / "reports/eval/test_predictions.csv", index=False)
-    with pytest.raises(
-        SkewtuneError, match=r"different test sets: 1 id\(s\) have different true labels \(e.g. id 'b': 'y' vs 'x'\)"
-    ):
-        compare.main()
-    monkeypatch.setattr(sys, "argv", ["compare", "exp-nope", "workspace"])
-    with pytest.raises(
-        SkewtuneError, match=r"'exp-nope' is neither a git revision nor a DVC experiment \(experiments: exp-good\)"
-    ):
-        compare.main()
+    assert "different test sets: 1 id(s) have different true labels (e.g. id 'b': 'y' vs 'x')" in refused(
+        "HEAD", "workspace"
+    )
+    assert refused("exp-nope", "workspace").startswith(
+        "'exp-nope' is neither a git revision nor a DVC experiment (experiments: exp-good)"
+    )
     (root / "reports/eval/test_predictions.csv").unlink()
-    monkeypatch.setattr(sys, "argv", ["compare", "exp-good", "workspace"])
-    with pytest.raises(
-        SkewtuneError, match=r"workspace: reports/eval/test_predictions.csv not found; run the evaluate stage"
-    ):
-        compare.main()
+    assert refused("exp-good", "workspace").startswith(
+        "workspace: reports/eval/test_predictions.csv not found; run the evaluate stage"
+    )
+    assert refused("HEAD") == "give two revisions (A B), or --seeds; got 1"
+    assert (
+        refused("--seeds", "HEAD") == "--seeds reads the experiments of the current commit; give no revisions with it"
+    )
+    assert refused("HEAD", "exp-good", "--resamples", "50") == (
+        "--resamples must be at least 100 and --confidence within (0.5, 1)"
+    )
 
 
 def test_tune_threshold_keeps_a_clear_win_and_refuses_a_fluke(tmp_path, spam, monkeypatch, capsys):
@@ -644,6 +666,7 @@ def _noisy(probs: np.ndarray, seed: int) -> np.ndarray:
     return np.c_[1 - p, p]
 
 
+@pytest.mark.slow  # spam_baseline fits the baseline on the full SMS train split; the stages bootstrap it
 def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_applies_it(
     tmp_path, spam, spam_baseline, monkeypatch
 ):
@@ -694,6 +717,7 @@ def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_appl
     assert first["prob:spam"] == pytest.approx(blended_val[row, 1], abs=1e-6)  # the queue shows what was decided on
 
 
+@pytest.mark.slow  # spam_baseline fits the baseline on the full SMS train split; the stages bootstrap it
 def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(
     tmp_path, spam, spam_baseline, monkeypatch, capsys
 ):
@@ -719,6 +743,7 @@ def test_blend_auto_stays_off_without_a_gain_and_a_fixed_weight_is_used(
     assert decision["blend"] == 0.0 and decision["blend_weight_tried"] is None
 
 
+@pytest.mark.slow  # spam_baseline fits the baseline on the full SMS train split; the stages bootstrap it
 def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(
     tmp_path, spam, spam_baseline, monkeypatch, capsys
 ):
@@ -800,11 +825,12 @@ def test_a_collapsed_model_is_flagged_in_the_metrics(tmp_path, spam, monkeypatch
 
 def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them():
     """The card's params: train.epochs 2 (not 2.0), train.seed and decision.blend; a key the chosen options do not
-    read (decision.blend without the baseline) is left out. Built from this repo's tracked reports of a real run."""
+    read (train.epochs under train.max_steps) is left out. Built from this repo's tracked reports of a real run."""
     from skewtune.artifacts import read_decision
     from skewtune.config.effective import effective_config
     from skewtune.config.schema import Params
     from skewtune.evaluation.card import model_card
+    from skewtune.model_dir import ModelMeta, TextPreprocessing
     from stages.package import CARD_PARAMS
 
     root = Path(__file__).resolve().parents[1]
@@ -814,12 +840,7 @@ def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them
 
     decision = report("reports/threshold/decision.json")
     labels = decision["labels"]
-    meta = {
-        "labels": labels,
-        "max_length": 128,
-        "text_pair": False,
-        "preprocessing": {"text_column": "text", "text_pair_column": None, "unescape_html": False},
-    }
+    meta = ModelMeta(tuple(labels), max_length=128, text_pair=False, preprocessing=TextPreprocessing())
 
     def card(**sections) -> str:
         params = Params.model_validate(sections)
@@ -841,5 +862,4 @@ def test_model_card_lists_the_params_that_took_effect_as_params_yaml_writes_them
         "| `decision.blend` | `auto` |",
     ):
         assert row in text, text
-    assert "`decision.blend`" not in card(baseline={"enabled": False})
     assert "`train.epochs`" not in card(train={"max_steps": 100})

@@ -328,7 +328,7 @@ def test_image_params_refuse_text_only_techniques_and_warn_about_text_keys():
 
 
 def test_augmentation_is_seeded_keeps_the_size_and_is_off_by_default():
-    from skewtune.data.images import augmentation
+    from skewtune.models.image import augmentation
     from skewtune.models.modality import default_image_model
 
     processor, _ = default_image_model([16, 24], {"num_labels": 2})

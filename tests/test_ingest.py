@@ -886,7 +886,7 @@ def test_real_nulls_are_missing_whatever_the_format(project):
     "values", [["x", None, float("nan"), pd.NA, " "], [1.0, float("nan"), None, pd.NA, 3.0]], ids=["object", "numbers"]
 )
 def test_normalise_text_keeps_nulls_missing(values):
-    from skewtune.data.dataset import normalise_text
+    from skewtune.data.cleaning import normalise_text
 
     result = normalise_text(pd.Series(values, dtype=object))
     assert result.isna().tolist() == [False, True, True, True, values[4] == " "]

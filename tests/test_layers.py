@@ -13,6 +13,7 @@ FLOORS = (
     ("core",),  # errors, paths, columns, formats, outputs, stage: nothing of skewtune below them
     ("config", "decision"),  # params schema and what each stage reads | the decision rule, scores and tuning
     ("data", "artifacts"),  # reading and preparing rows | typed readers and writers of the files between stages
+    ("model_dir",),  # a model directory's skewtune.json (ModelMeta), a classifier's rule and manifest
     ("models", "evaluation"),  # text and image models, the modality seam, devices, the baseline | reports
     ("train",),  # the training recipe, the Trainer subclass and what it runs
     ("apply",),  # applying a packaged classifier to new rows

@@ -202,11 +202,11 @@ def test_downsample_keeps_the_ends_and_the_chosen_row():
 def test_win_rate_is_the_share_of_paired_resamples_where_b_scores_higher():
     y, pred_a = _labellings(12, 80, 2)
     pred_b = np.where(np.random.default_rng(2).random(80) < 0.2, y, pred_a)
-    rate = win_rate(y, pred_a, pred_b, 2, Score("mcc"), resamples=400, seed=5)
-    boot = np.random.default_rng(5).integers(0, 80, size=(400, 80))  # the same draws, scored by sklearn
+    rate = win_rate(y, pred_a, pred_b, 2, Score("mcc"), resamples=100, seed=5)
+    boot = np.random.default_rng(5).integers(0, 80, size=(100, 80))  # the same draws, scored by sklearn
     wins = [matthews_corrcoef(y[i], pred_b[i]) > matthews_corrcoef(y[i], pred_a[i]) + 1e-12 for i in boot]
     assert rate == pytest.approx(np.mean(wins)) and 0.5 < rate < 1
-    assert win_rate(y, pred_a, pred_a.copy(), 2, Score("mcc"), resamples=400, seed=5) == 0.0  # a tie is no win
+    assert win_rate(y, pred_a, pred_a.copy(), 2, Score("mcc"), resamples=100, seed=5) == 0.0  # a tie is no win
 
 
 def test_a_win_rate_is_floored_to_a_tenth_of_a_percent_never_rounded_up_to_100():
@@ -245,10 +245,10 @@ def test_paired_comparison_of_identical_predictions_is_no_difference():
 def test_paired_comparison_is_a_paired_bootstrap():
     y, pred_a = _labellings(11, 60, 2)
     pred_b = np.where(np.random.default_rng(1).random(60) < 0.3, y, pred_a)  # B fixes some of A's mistakes
-    c = paired_comparison(y, pred_a, pred_b, 2, resamples=300, seed=3)
+    c = paired_comparison(y, pred_a, pred_b, 2, resamples=100, seed=3)
     assert c.diff == pytest.approx(f1_score(y, pred_b, average="macro") - f1_score(y, pred_a, average="macro"))
     # the same resampled rows, scored one at a time by sklearn
-    boot = np.random.default_rng(3).integers(0, 60, size=(300, 60))
+    boot = np.random.default_rng(3).integers(0, 60, size=(100, 60))
     diffs = np.array(
         [
             f1_score(y[i], pred_b[i], average="macro", zero_division=0)
@@ -259,14 +259,14 @@ def test_paired_comparison_is_a_paired_bootstrap():
     assert (c.ci_low, c.ci_high) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])))
     assert c.p_value == pytest.approx(2 * min(np.mean(diffs <= 1e-12), np.mean(diffs >= -1e-12)))
     assert c.p_value < 0.05 and c.ci_low > 0
-    worse = paired_comparison(y, pred_b, pred_a, 2, resamples=300, seed=3)
+    worse = paired_comparison(y, pred_b, pred_a, 2, resamples=100, seed=3)
     assert (
         worse.diff == -c.diff
         and worse.ci_high < 0
         and "B is worse than A at 95%" in comparison_markdown(worse, "a", "b", "tuned")
     )
     noise = paired_comparison(
-        y, pred_a, np.where(np.arange(60) == np.flatnonzero(pred_a != y)[0], y, pred_a), 2, resamples=300, seed=3
+        y, pred_a, np.where(np.arange(60) == np.flatnonzero(pred_a != y)[0], y, pred_a), 2, resamples=100, seed=3
     )
     assert noise.p_value > 0.05 and "Not distinguishable from noise at 95%" in comparison_markdown(
         noise, "a", "b", "tuned"

@@ -11,14 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from skewtune.core.errors import SkewtuneError
-from skewtune.models.text import (
-    load_classifier,
-    load_tokenizer,
-    load_trained,
-    predict_proba,
-    progress_printer,
-    save_classifier,
-)
+from skewtune.models.inference import predict_proba, progress_printer
+from skewtune.models.text import load_classifier, load_tokenizer, load_trained, save_classifier
 
 LABELS = ["billing", "other", "outage"]
 WORDS = "the service was down again and my invoice shows a charge i do not recognise please help".split()
@@ -139,7 +133,7 @@ def test_a_model_directory_that_contradicts_skewtune_json_is_one_line(case, tiny
 
 def test_weights_that_do_not_fit_the_config_are_one_line(tiny_bert_dir, tmp_path):
     """config.json and skewtune.json both edited to 2 labels, the weights still of 3 outputs."""
-    from skewtune.artifacts import write_model_meta
+    from skewtune.model_dir import ModelMeta, write_model_meta
 
     tokenizer = load_tokenizer(str(tiny_bert_dir))
     directory = tmp_path / "model"
@@ -152,7 +146,7 @@ def test_weights_that_do_not_fit_the_config_are_one_line(tiny_bert_dir, tmp_path
         text_pair=False,
     )
     (directory / "config.json").write_text(json.dumps(_two_labels(json.loads((directory / "config.json").read_text()))))
-    write_model_meta(directory, LABELS[:2], 24, False)
+    write_model_meta(directory, ModelMeta(tuple(LABELS[:2]), max_length=24, text_pair=False))
     with pytest.raises(
         SkewtuneError, match=r"model: the weights do not fit config.json \(.+\); re-run the train stage$"
     ) as caught:

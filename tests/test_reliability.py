@@ -44,7 +44,6 @@ from skewtune.config.schema import Params
 from skewtune.core import paths
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import Outputs
-from skewtune.train.trainer import HOLD_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["ham", "spam"]
@@ -446,7 +445,6 @@ UNREAD_AND_READ = {
         f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
         for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))
     },
-    "decision.blend": ({"decision": {"blend": "off"}, "baseline": {"enabled": False}}, {"decision": {"blend": "off"}}),
     # the modality's keys (set on the other modality: no effect)
     **{
         f"data.{key}": ({"data": {key: value, **IMAGES}}, {"data": {key: value}})
@@ -508,10 +506,6 @@ UNREAD_AND_READ = {
         {"threshold": {"min_precision": 0.8}},
         {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}},
     ),
-    "threshold.min_confidence": (
-        {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}, "decision": {"blend": "off"}},
-        {"threshold": {"min_confidence": 0.0, "strategy": "argmax"}},
-    ),  # argmax: it guards the auto blend
 }
 
 
@@ -666,14 +660,15 @@ def sms(sms_path) -> pd.DataFrame:
 
 
 def _start_train(root: Path, hold: str) -> subprocess.Popen:
-    """`python -m stages.train` in `root`, its output in `root`/train.log (not one of the stage's outputs); it
-    stops at the event `hold` (skewtune.train.trainer.HoldForSignal), writes root/held and waits there for a signal."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", HOLD_ENV: f"{hold}:{root / 'held'}"}
+    """The train stage in `root` (tests/held_train.py: `python -m stages.train` with a hold), its output in
+    `root`/train.log (not one of the stage's outputs); it stops at the event `hold`, writes root/held and waits
+    there for a signal."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with (root / "train.log").open("w") as log:
         # SIGINT's default action restored: a shell starts background jobs (`make test &`) with SIGINT ignored,
         # and the run would inherit that and wait out its hold.
         return subprocess.Popen(
-            [sys.executable, "-m", "stages.train"],
+            [sys.executable, str(REPO / "tests/held_train.py"), hold, str(root / "held")],
             cwd=root,
             env=env,
             stdout=log,

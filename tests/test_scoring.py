@@ -16,14 +16,16 @@ import pandas as pd
 import pytest
 import torch
 
-from skewtune.artifacts import read_classifier_files, spreadsheet_safe, write_manifest, write_model_meta
+from skewtune.artifacts import spreadsheet_safe
 from skewtune.cli import main
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import json_text
 from skewtune.core.paths import RULE_FILE
-from skewtune.data.dataset import normalise_text
+from skewtune.data.cleaning import normalise_text
 from skewtune.decision.rule import DecisionRule
-from skewtune.models.text import load_classifier, load_tokenizer, load_trained, predict_proba, save_classifier
+from skewtune.model_dir import ModelMeta, TextPreprocessing, read_classifier_files, write_manifest, write_model_meta
+from skewtune.models.inference import predict_proba
+from skewtune.models.text import load_classifier, load_tokenizer, load_trained, save_classifier
 
 LABELS = ["ham", "spam"]
 WORDS = "free prize call now win cash meet me at home later tonight ok thanks".split()
@@ -47,10 +49,7 @@ def classifier(tiny_bert_dir, tmp_path_factory) -> Path:
     )
     write_model_meta(
         directory,
-        LABELS,
-        24,
-        False,
-        preprocessing={"normalise_whitespace": True, "text_column": "SMS", "text_pair_column": None},
+        ModelMeta(tuple(LABELS), max_length=24, text_pair=False, preprocessing=TextPreprocessing(text_column="SMS")),
     )
     model, tokenizer, _ = load_trained(directory)
     probs = predict_proba(
@@ -187,6 +186,11 @@ BAD = {
         lambda c, t: ["--model", t / "nowhere"],
         r"nowhere: no such model directory; `dvc repro package` writes models/classifier",
     ),
+    "a preprocessing predict cannot repeat": (
+        lambda c, t: ["--model", _recorded(c, t, normalise_whitespace=False)],
+        r"recorded/skewtune.json: field preprocessing.normalise_whitespace is false, expected true \(ingest always "
+        r"applies this step, and predict repeats it\); re-run the package stage$",
+    ),
     "unknown output extension": (
         lambda c, t: ["-o", t / "out.xlsx"],
         r"out.xlsx: unknown output extension '.xlsx'; use one of .csv, .jsonl, .parquet",
@@ -212,6 +216,17 @@ BAD = {
         r"The workbook's sheets are 'Notes', 'Data': set --sheet to the one that holds it$",
     ),
 }
+
+
+def _recorded(classifier: Path, tmp_path: Path, **preprocessing) -> Path:
+    """A copy of `classifier` whose skewtune.json records `preprocessing` (JSON values), as if packaged so."""
+    copy = shutil.copytree(classifier, tmp_path / "recorded")
+    meta = json.loads((copy / "skewtune.json").read_text())
+    (copy / "skewtune.json").write_text(
+        json_text({**meta, "preprocessing": {**meta["preprocessing"], **preprocessing}})
+    )
+    write_manifest(copy)
+    return copy
 
 
 def _made(path: Path, text: str | None = None) -> Path:
@@ -350,23 +365,10 @@ def test_a_threshold_just_above_one_predicts_no_row_positive():
 
 @pytest.mark.parametrize("unescape_html", [False, True])
 def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path, unescape_html):
-    """The classifier's preprocessing is applied: control characters go; HTML references are decoded only when
-    ingest decoded them for training (data.unescape_html), so `win &amp; call` is then read as `win & call`."""
-    copy = shutil.copytree(classifier, tmp_path / "classifier")
-    write_model_meta(
-        copy,
-        LABELS,
-        24,
-        False,
-        preprocessing={
-            "normalise_whitespace": True,
-            "text_column": "SMS",
-            "text_pair_column": None,
-            "remove_control_characters": True,
-            "unescape_html": unescape_html,
-        },
-    )
-    write_manifest(copy)
+    """The classifier's recorded preprocessing is applied: control characters go; HTML references are decoded only
+    when its skewtune.json says ingest decoded them for training (data.unescape_html), so `win &amp; call` is then
+    read as `win & call`."""
+    copy = _recorded(classifier, tmp_path, unescape_html=unescape_html)
     texts = ["win &amp; call now", "win & call now", "win\x00 & call\x1a now"]
     pd.DataFrame({"SMS": texts}).to_csv(tmp_path / "in.csv", index=False)
     predict(tmp_path / "in.csv", "-o", tmp_path / "out.csv", "--model", copy)
@@ -531,7 +533,7 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
     from dataclasses import replace
 
     from skewtune.apply import score_file
-    from skewtune.data.tables import DATA_PARAMS
+    from skewtune.data.settings import DATA_PARAMS
 
     sms_table(3).to_csv(tmp_path / "in.csv", index=False)
     settings = replace(DATA_PARAMS, quoting=None)
@@ -549,7 +551,7 @@ def test_the_score_stage_names_the_params_keys(classifier, tmp_path):
 def test_an_image_path_outside_the_root_names_the_flag_that_moves_the_root(tmp_path):
     from skewtune.apply import image_rows
     from skewtune.cli import PREDICT_FLAGS
-    from skewtune.data.tables import DATA_PARAMS
+    from skewtune.data.settings import DATA_PARAMS
 
     with pytest.raises(SkewtuneError, match=r"leads outside .*; write paths relative to it \(--image-root sets it\)$"):
         image_rows(pd.Series(["../x.png"]), tmp_path, "in.csv", PREDICT_FLAGS)

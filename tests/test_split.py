@@ -72,6 +72,7 @@ def test_stratified_split_and_report(project):
     assert sorted(pd.concat(splits.values())["id"]) == sorted(dataset["id"])
 
 
+@pytest.mark.slow  # 60 seeded splits: over 1 s
 def test_stratification_tolerance_over_many_shapes():
     # val and test within one row per class of exact; train, the remainder of both cuts, within two.
     rng = np.random.default_rng(0)

@@ -4,9 +4,11 @@ A module the stage runs but does not list would not re-run it when changed (a st
 up to date); one it lists but does not run re-runs it for nothing. `python tests/stage_deps.py` fixes dvc.yaml.
 """
 
+import pytest
 from stage_deps import stage_code
 
 
+@pytest.mark.slow  # parses the import closure of every stage: about 2 s
 def test_every_stage_lists_exactly_the_project_modules_it_runs():
     wrong = {
         name: {"missing": sorted(runs - listed), "not run": sorted(listed - runs)}

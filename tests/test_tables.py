@@ -224,7 +224,7 @@ def _edit_sheet_xml(path: Path, change) -> None:
 
 
 def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_path, monkeypatch):
-    from skewtune.data import tables
+    from skewtune.data import xlsx
 
     path = _xlsx(
         tmp_path / "gaps.xlsx",
@@ -251,7 +251,7 @@ def test_xlsx_rows_keep_their_places_and_absurd_sheets_stop_with_one_line(tmp_pa
         r"the workbook is damaged",
     ):
         read_table(path, COLUMNS)
-    monkeypatch.setattr(tables, "_XLSX_CELLS", 9)
+    monkeypatch.setattr(xlsx, "_XLSX_CELLS", 9)
     with pytest.raises(
         SkewtuneError,
         match=r"sheet 'Sheet': reading 2 column\(s\) down to row 6 would hold more than 9 cells; "

@@ -30,7 +30,10 @@ def _is_image(p: "Params") -> bool:
     return p.data.modality == "image"
 
 
-# Keys that only some choices read: (key, whether these params read it, the choice that does).
+# Keys that only some choices read: (key, whether these params read it, the choice that does). A key is listed only if
+# no output of a stage that lists it changes with it under the other choices (tests/test_param_effect.py runs them):
+# decision.blend and threshold.min_confidence are not, as reports/threshold/decision.json records both settings
+# (blend_setting, min_confidence) whatever the options.
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
     *((f"data.{key}", _is_image, "data.modality: image") for key in ("image_column", "max_image_pixels")),
@@ -99,23 +102,9 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
         for key in ("min_df", "max_features", "max_rows")
     ),
     (
-        "decision.blend",
-        lambda p: p.baseline.enabled and p.data.modality == "text",
-        "baseline.enabled: true on text data",
-    ),
-    (
         "threshold.min_precision",
         lambda p: p.threshold.metric == "recall_at_precision",
         "threshold.metric: recall_at_precision",
-    ),
-    # The guard of a tuned threshold/offsets and of the blend that auto chooses (thresholds.tune_blended_decision).
-    (
-        "threshold.min_confidence",
-        lambda p: (
-            p.threshold.strategy == "tune"
-            or (p.decision.blend == "auto" and p.baseline.enabled and p.data.modality == "text")
-        ),
-        "threshold.strategy: tune, or decision.blend: auto with the baseline on text data",
     ),
 )
 

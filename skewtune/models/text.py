@@ -1,6 +1,6 @@
 """Model side of training and prediction: where a model comes from, its classification head, LoRA,
-tokenisation without padding (batches are padded by `DataCollatorWithPadding`), the saved model
-directory and batched inference.
+tokenisation without padding (batches are padded by `DataCollatorWithPadding`) and the saved model
+directory. Batched inference: `skewtune.models.inference`.
 
 A model directory written by `save_classifier` holds a plain `save_pretrained` model (safetensors),
 its tokenizer and `skewtune.json` {"labels", "max_length", "text_pair"}: everything `predict` needs.
@@ -9,10 +9,8 @@ its tokenizer and `skewtune.json` {"labels", "max_length", "text_pair"}: everyth
 from __future__ import annotations
 
 import os
-import sys
-import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +18,8 @@ import torch
 import transformers
 from torch import nn
 
-from skewtune.artifacts import read_model_meta, write_model_meta
 from skewtune.core.errors import SkewtuneError
+from skewtune.model_dir import ModelMeta, read_model_meta, write_model_meta
 
 # Quiet logs under `dvc repro`: no progress bars (carriage returns in a log; the stages print their own progress
 # lines) and no transformers warnings below errors, such as the load report of the new classification head that
@@ -29,9 +27,6 @@ from skewtune.core.errors import SkewtuneError
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 DEFAULT_MODEL = "default"
-
-# Rows tokenised at once by predict_proba: bounds its memory whatever the input size.
-CHUNK_ROWS = 4096
 
 # Tokenizers without a real limit report a huge sentinel as model_max_length.
 _NO_LIMIT = 1_000_000
@@ -332,19 +327,19 @@ def save_classifier(
     directory = Path(directory)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    write_model_meta(directory, labels, max_length, text_pair)
+    write_model_meta(directory, ModelMeta(tuple(labels), max_length=int(max_length), text_pair=bool(text_pair)))
 
 
-def trained_config(directory: Path, meta: dict, *, trust_remote_code: bool = False):
+def trained_config(directory: Path, meta: ModelMeta, *, trust_remote_code: bool = False):
     """The config of a trained model directory, checked against its skewtune.json before any weight is loaded: one
     output per label (a config.json edited to another num_labels would otherwise fail deep in transformers)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
-    if config.num_labels != len(meta["labels"]):
+    if config.num_labels != len(meta.labels):
         raise SkewtuneError(
             f"{directory}: config.json gives the model {config.num_labels} outputs (num_labels), but skewtune.json lists "
-            f"{len(meta['labels'])} labels; re-run the train stage"
+            f"{len(meta.labels)} labels; re-run the train stage"
         )
     return config
 
@@ -372,9 +367,9 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
         config = trained_config(directory, meta, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         limit = _position_limit(config, tokenizer)
-        if limit is not None and meta["max_length"] > limit:
+        if limit is not None and meta.max_length > limit:
             raise SkewtuneError(
-                f"{directory}: skewtune.json has max_length {meta['max_length']}, but the model handles at most {limit} tokens "
+                f"{directory}: skewtune.json has max_length {meta.max_length}, but the model handles at most {limit} tokens "
                 "(max_position_embeddings / tokenizer limit); re-run the train stage"
             )
         model = load_weights(AutoModelForSequenceClassification, directory, config, trust_remote_code=trust_remote_code)
@@ -383,65 +378,3 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
             raise _remote_code(str(directory)) from None
         raise SkewtuneError(f"{directory}: cannot load the trained model ({exc}); re-run the train stage") from None
     return model, tokenizer, meta
-
-
-def progress_printer(total: int, what: str = "", stream=None, chunk_rows: int = CHUNK_ROWS):
-    """A progress line (to stderr, one line each) per chunk of predict_proba, for inputs longer than one chunk."""
-    if total <= chunk_rows:
-        return None
-    start = time.perf_counter()
-
-    def report(done: int) -> None:
-        rate = done / max(time.perf_counter() - start, 1e-9)
-        print(f"predict: {what}{done}/{total} rows ({rate:.0f} rows/s)", file=stream or sys.stderr, flush=True)
-
-    return report
-
-
-def predict_proba(
-    model: nn.Module,
-    tokenizer,
-    frame: pd.DataFrame,
-    *,
-    max_length: int,
-    text_pair: bool,
-    batch_size: int,
-    device: str,
-    amp_dtype: torch.dtype | None = None,
-    chunk_rows: int = CHUNK_ROWS,
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Softmax class probabilities [rows, classes] as float64, in the frame's row order.
-
-    Rows are tokenised `chunk_rows` at a time (memory does not grow with the input) and, within a
-    chunk, batched in order of token length so that padding is minimal; results go back to their
-    rows. `progress` is called with the number of rows done after each chunk.
-    """
-    from transformers import DataCollatorWithPadding
-
-    if text_pair != ("text_pair" in frame.columns):
-        raise SkewtuneError(
-            "the model was trained on "
-            + ("sentence pairs" if text_pair else "single texts")
-            + ", but the rows to predict "
-            + ("have no text_pair column" if text_pair else "have a text_pair column")
-            + "; re-run the pipeline from ingest"
-        )
-    collate = DataCollatorWithPadding(tokenizer)
-    probs = np.empty((len(frame), model.config.num_labels), dtype=np.float64)
-    model.to(device).eval()
-    with (
-        torch.inference_mode(),
-        torch.autocast(device_type=device, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
-    ):
-        for first in range(0, len(frame), chunk_rows):
-            rows = encode(tokenizer, frame.iloc[first : first + chunk_rows], max_length, with_labels=False)
-            order = np.argsort([len(row["input_ids"]) for row in rows], kind="stable")
-            for start in range(0, len(rows), batch_size):
-                index = order[start : start + batch_size]
-                batch = {key: value.to(device) for key, value in collate([rows[i] for i in index]).items()}
-                logits = model(**batch).logits
-                probs[first + index] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
-            if progress is not None:
-                progress(first + len(rows))
-    return probs

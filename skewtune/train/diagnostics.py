@@ -182,6 +182,11 @@ class DiagnosticsCallback(TrainerCallback):
                 else f"the gradient norm is {grad_norm} (the loss {loss:.4g} is finite)"
             )
             read = f"; read with steps {window[0]['step']}-{window[-1]['step']}" if len(window) > 1 else ""
+            # Raised, not control.should_training_stop: after that flag the Trainer still ends the epoch (its
+            # on_epoch_end asks for an evaluation and a checkpoint: of the diverged weights, which train.resume would
+            # then continue from) and finalizes the run, restoring the best checkpoint and, with save_total_limit 1,
+            # deleting every other one, the newest complete checkpoint that train.resume continues from among them.
+            # The exception leaves training where it diverged and the checkpoints as the last one saved left them.
             raise SkewtuneError(
                 f"{what} at optimizer step {entry['step']} (epoch {entry['epoch']:.2f}, "
                 f"learning rate {lr:.3g}{read}): training diverged. Lower train.lr, keep train.max_grad_norm above 0, "

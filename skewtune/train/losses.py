@@ -17,7 +17,7 @@ distribution, one-hot or label-smoothed as torch does it: (1 - s) * one_hot + s 
 - focal:          w = alpha (or 1), gamma = gamma (Lin et al. 2017); without smoothing this is the published
                   -alpha_t (1 - p_t) ** gamma log p_t, with gamma = 0 and no alpha it is ce. With smoothing the
                   focal factor of the true class scales the whole smoothed cross-entropy (the common form,
-                  e.g. the FocalLabelSmoothCE of the seed 003 write-up): a per-class factor inside the sum would instead weigh each
+                  e.g. FocalLabelSmoothCE implementations): a per-class factor inside the sum would instead weigh each
                   smoothing term by its own (1 - p_k) ** gamma, which pulls the optimal p_t down to ~0.80 at
                   gamma = 2, s = 0.05 on two classes, far more smoothing than asked for.
                   A single number alpha (Lin et al.'s convention, binary only) is the weight of the positive

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Callable, Sequence
 
 import torch
@@ -71,52 +70,6 @@ class LengthGroupedBatches(LengthGroupedSampler):
             else range(batches)
         )
         return iter([i for batch in order for i in indices[batch * size : (batch + 1) * size]])
-
-
-# Test-only: `SKEWTUNE_TEST_HOLD=<event>:<marker>` makes the train stage stop at `event`, write `marker` and wait
-# there for a signal, so that an interruption test knows where training is when its signal arrives instead of
-# racing a run that may finish first. Events: "checkpoint" (the first checkpoint is complete) and "save" (training
-# is done and the model is about to be written to its output directory).
-HOLD_ENV = "SKEWTUNE_TEST_HOLD"
-HOLD_EVENTS = ("checkpoint", "save")
-HOLD_SECONDS = 300  # a test that never signals fails with an error instead of hanging
-
-
-class HoldForSignal(TrainerCallback):
-    def __init__(self, event: str, marker: str) -> None:
-        if event not in HOLD_EVENTS:
-            raise SkewtuneError(
-                f"{HOLD_ENV}: unknown event {event!r}; expected <event>:<marker file> with event one of {HOLD_EVENTS}"
-            )
-        self.event, self.marker, self.held = event, marker, False
-
-    def _hold(self) -> None:
-        self.held = True
-        with open(self.marker, "w") as marker:
-            marker.write(str(os.getpid()))
-        deadline = time.monotonic() + HOLD_SECONDS
-        # Short sleeps: a signal that the kernel delivers to another thread does not cut the main thread's
-        # sleep short, but its Python handler runs (and raises here) as soon as this thread wakes.
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-        raise SkewtuneError(f"{HOLD_ENV}: held at {self.event} for {HOLD_SECONDS} s and no signal came")
-
-    def on_save(self, args, state, control, **kwargs):
-        if self.event == "checkpoint" and not self.held:
-            self._hold()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.event == "save":
-            self._hold()
-
-
-def hold_for_signal_from_environment() -> list[HoldForSignal]:
-    """The HoldForSignal callback that SKEWTUNE_TEST_HOLD asks for, if any (it is set by tests only)."""
-    value = os.environ.get(HOLD_ENV)
-    if not value:
-        return []
-    event, _, marker = value.partition(":")
-    return [HoldForSignal(event, marker)]
 
 
 # The raw (non-EMA) weights in a checkpoint of a run with train.ema_decay, for resuming it.

@@ -1,93 +1,37 @@
-"""Compare runs for a pull-request comment (Markdown on stdout).
+"""What `skewtune compare` prints, as Markdown for a pull-request comment.
 
-Two runs: `python -m stages.compare REV_A REV_B` pairs the test predictions of two git revisions or DVC
-experiments row by row: macro-F1 of each and its paired-bootstrap difference, the decision each applied
-(rule, blend weight) with its model alone's macro-F1 beside it, the candidates a guard refused, per-class F1
-and the params that differ. A revision is "workspace" (the files on disk), anything `git rev-parse` knows,
-or a DVC experiment name.
+Two runs: the test predictions of two revisions paired row by row: macro-F1 of each and its paired-bootstrap
+difference, the decision each applied (rule, blend weight) with its model alone's macro-F1 beside it, the candidates
+a guard refused, per-class F1 and the params that differ.
 
-Seeds: `python -m stages.compare --seeds` groups the experiments of the current commit (`dvc exp show`) by
-their effective configuration (the params keys that take effect, as check_params writes them) minus the
-seed keys, and reports per group the mean ± sd of test and val macro-F1, and for each group against the
-first one (the group of the baseline commit, if it ran) the difference seed by seed.
+Seeds: the experiments of the current commit grouped by their effective configuration (the params keys that take
+effect, as check_params writes them) minus the seed keys: per group the mean ± sd of test and val macro-F1, and each
+group against the first one (the group of the baseline commit, if it ran) seed by seed.
 """
 
-import argparse
+from __future__ import annotations
+
 import json
-import subprocess
 
 import numpy as np
-import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
 from skewtune.artifacts import parse_test_predictions
-from skewtune.config.effective import effective_params
-from skewtune.config.load import validate_params
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.paths import DECISION, TEST_METRICS, TEST_PREDICTIONS_CSV
-from skewtune.core.stage import run_stage
 from skewtune.decision.scores import Score, score_labels
 from skewtune.decision.tuning import guard_refusals
 from skewtune.evaluation.compare import align_runs, comparison_markdown, paired_comparison
+from skewtune.evaluation.revisions import decision_at, file_at, params_at
 
-PARAMS_FILE = "params.yaml"
-
-
-def _git(*args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise SkewtuneError("git is not installed; compare reads revisions with git") from None
-
-
-def resolve(rev: str) -> str:
-    """A git object name for `rev`: itself if git knows it, else the experiment ref of that name."""
-    if _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode == 0:
-        return rev
-    listing = _git("for-each-ref", "--format=%(refname)", "refs/exps")
-    if listing.returncode != 0:
-        raise SkewtuneError(f"git: {listing.stderr.strip()}; run compare inside the project's git repository")
-    refs = [r for r in listing.stdout.split() if r.rsplit("/", 1)[-1] == rev]
-    if len(refs) == 1:
-        return refs[0]
-    if refs:
-        raise SkewtuneError(f"{rev!r} names several experiments ({', '.join(refs)}); pass one of these refs instead")
-    known = sorted({r.rsplit("/", 1)[-1] for r in listing.stdout.split()} - {"stash"})
-    raise SkewtuneError(
-        f"{rev!r} is neither a git revision nor a DVC experiment"
-        + (f" (experiments: {', '.join(known)})" if known else " (no experiments under refs/exps)")
-        + "; use a commit, branch, tag, experiment name or 'workspace'"
-    )
-
-
-def read_file(rev: str, path: str, producer: str) -> str:
-    """The text of `path` at `rev` ('workspace': on disk)."""
-    if rev == "workspace":
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            raise SkewtuneError(
-                f"workspace: {path} not found; run the {producer} stage (dvc repro {producer})"
-            ) from None
-    shown = _git("show", f"{resolve(rev)}:{path}")
-    if shown.returncode != 0:
-        raise SkewtuneError(
-            f"{rev}: has no {path} ({shown.stderr.strip()}); was {producer} run and its outputs committed there?"
-        )
-    return shown.stdout
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    """{dotted key: value} of a nested mapping (params.yaml)."""
-    out = {}
-    for key, value in (tree or {}).items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+# The predictions a comparison pairs (the --rule of skewtune compare): a column of reports/eval/test_predictions.csv.
+RULE_COLUMNS = {"chosen": "predicted", "argmax": "predicted_argmax", "model": "predicted_model"}
+RULE_WORDS = {
+    "chosen": "the decision each run chose on val",
+    "argmax": "argmax of what each decision decides on",
+    "model": "the models alone: argmax, no blend",
+}
 
 
 def differing(params: list[dict]) -> list[str]:
@@ -98,23 +42,6 @@ def differing(params: list[dict]) -> list[str]:
 
 def _value(v) -> str:
     return "—" if v is None else f"`{json.dumps(v) if not isinstance(v, str) else v}`"
-
-
-RULE_COLUMNS = {"chosen": "predicted", "argmax": "predicted_argmax", "model": "predicted_model"}
-RULE_WORDS = {
-    "chosen": "the decision each run chose on val",
-    "argmax": "argmax of what each decision decides on",
-    "model": "the models alone: argmax, no blend",
-}
-
-
-def read_decision_at(rev: str) -> dict | None:
-    """reports/threshold/decision.json at `rev`, or None where that revision has none (or an unreadable one)."""
-    try:
-        decision = json.loads(read_file(rev, DECISION, "tune_threshold"))
-    except (SkewtuneError, json.JSONDecodeError):
-        return None
-    return decision if isinstance(decision, dict) else None
 
 
 def decision_words(decision: dict | None) -> str:
@@ -170,10 +97,12 @@ def decision_and_model(
 
 
 def two_runs(rev_a: str, rev_b: str, rule: str, *, resamples: int, seed: int, confidence: float) -> str:
-    tables = [parse_test_predictions(read_file(rev, TEST_PREDICTIONS_CSV, "evaluate"), rev) for rev in (rev_a, rev_b)]
+    """Markdown: run B against run A on their test predictions under `rule` (a key of RULE_COLUMNS); a run is a git
+    revision, a DVC experiment name or 'workspace'."""
+    tables = [parse_test_predictions(file_at(rev, TEST_PREDICTIONS_CSV, "evaluate"), rev) for rev in (rev_a, rev_b)]
     y, pred_a, pred_b, labels = align_runs(*tables, rev_a, rev_b, RULE_COLUMNS[rule])
     result = paired_comparison(y, pred_a, pred_b, len(labels), resamples=resamples, seed=seed, confidence=confidence)
-    decisions = [read_decision_at(rev) for rev in (rev_a, rev_b)]
+    decisions = [decision_at(rev) for rev in (rev_a, rev_b)]
     lines = [comparison_markdown(result, rev_a, rev_b, RULE_WORDS[rule]).rstrip("\n"), ""]
     lines += decision_and_model(
         tables, decisions, (rev_a, rev_b), resamples=resamples, seed=seed, confidence=confidence
@@ -186,7 +115,7 @@ def two_runs(rev_a: str, rev_b: str, rule: str, *, resamples: int, seed: int, co
         f"| `{label}` | {support[k]} | {f1_a[k]:.4f} | {f1_b[k]:.4f} | {f1_b[k] - f1_a[k]:+.4f} |"
         for k, label in enumerate(labels)
     ]
-    params = [flat(yaml.safe_load(read_file(rev, PARAMS_FILE, "check_params"))) for rev in (rev_a, rev_b)]
+    params = [params_at(rev) for rev in (rev_a, rev_b)]
     keys = differing(params)
     lines += ["", "**Params that differ:**" if keys else "**Params:** identical.", ""]
     if keys:
@@ -202,37 +131,6 @@ def two_runs(rev_a: str, rev_b: str, rule: str, *, resamples: int, seed: int, co
 def is_seed(key: str) -> bool:
     """A params key that only draws random numbers (train.seed, split.seed, resample.seed, evaluate.seed)."""
     return key.rsplit(".", 1)[-1] == "seed"
-
-
-def experiment_runs(shown: list) -> list[dict]:
-    """Runs of `dvc exp show --json` with a test macro-F1: {name, timestamp, params (flat), effective (effective_params),
-    test, val}. The baseline commit counts as a run; the workspace does not (it is the baseline or an unfinished change)."""
-    runs = []
-
-    def add(entry: dict, name: str) -> None:
-        data = entry.get("data") or {}
-        metrics = ((data.get("metrics") or {}).get(TEST_METRICS) or {}).get("data") or {}
-        params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data")
-        if isinstance(metrics.get("f1_macro"), (int, float)) and params is not None and not entry.get("error"):
-            runs.append(
-                {
-                    "name": name,
-                    "timestamp": data.get("timestamp") or "",
-                    "params": flat(params),
-                    "effective": effective_params(validate_params(params, f"experiment {name}: {PARAMS_FILE}")),
-                    "test": float(metrics["f1_macro"]),
-                    "val": metrics.get("val_f1_macro"),
-                }
-            )
-
-    for commit in shown:
-        if commit.get("rev") == "workspace":
-            continue
-        add(commit, commit.get("name") or str(commit.get("rev"))[:7])
-        for experiment in commit.get("experiments") or []:
-            for rev in experiment.get("revs") or []:
-                add(rev, rev.get("name") or experiment.get("name") or str(rev.get("rev"))[:7])
-    return runs
 
 
 def _mean_sd(values: list) -> str:
@@ -314,48 +212,3 @@ def seed_groups(runs: list[dict], confidence: float) -> str:
         lines += ["", text + f"; higher on {wins} of {len(diffs)} seeds."]
     lines += ["", "Choose on val; test is reported, not used to choose."]
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "revs",
-        nargs="*",
-        metavar="REV",
-        help="two runs: A (baseline) and B (candidate): a git revision, a DVC experiment name, or 'workspace'",
-    )
-    parser.add_argument(
-        "--seeds",
-        action="store_true",
-        help="instead of two runs: group this commit's experiments by their effective configuration minus the seed keys",
-    )
-    parser.add_argument(
-        "--rule",
-        choices=tuple(RULE_COLUMNS),
-        default="chosen",
-        help="predictions to compare: those of the decision each run chose on val (default), argmax of what it decides "
-        "on, or the model alone (argmax, no blend)",
-    )
-    parser.add_argument(
-        "--resamples", type=int, default=10_000, help="paired bootstrap resamples of the test rows (default: 10000)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
-    parser.add_argument("--confidence", type=float, default=0.95, help="level of the intervals (default: 0.95)")
-    args = parser.parse_args()
-    if args.resamples < 100 or not 0.5 < args.confidence < 1:
-        parser.error("--resamples must be at least 100 and --confidence within (0.5, 1)")
-    if args.seeds:
-        if args.revs:
-            parser.error("--seeds reads the experiments of the current commit; give no revisions with it")
-        shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=False)
-        if shown.returncode != 0:
-            raise SkewtuneError(f"dvc exp show failed: {shown.stderr.strip()[:300]}")
-        print(seed_groups(experiment_runs(json.loads(shown.stdout or "[]")), args.confidence), end="")
-        return
-    if len(args.revs) != 2:
-        parser.error("give two revisions (A B), or --seeds")
-    print(two_runs(*args.revs, args.rule, resamples=args.resamples, seed=args.seed, confidence=args.confidence), end="")
-
-
-if __name__ == "__main__":
-    run_stage("compare", main)

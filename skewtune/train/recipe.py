@@ -1,0 +1,127 @@
+"""The training recipe, top to bottom: from the params and the train and val rows to the saved classifier
+(models/model) and its training curves (reports/train). The train stage and bench/train_speed.py run it."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Sequence
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback, set_seed
+
+from skewtune.config.effective import collapse_remedies
+from skewtune.config.schema import Params
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.outputs import Outputs
+from skewtune.core.paths import CHECKPOINTS, MODEL, TRAIN_REPORTS
+from skewtune.models.devices import check_processes, resolve_device, resolve_precision
+from skewtune.models.modality import for_rows, model_source
+from skewtune.models.text import add_lora, class_counts
+from skewtune.train.arguments import for_train_size, resolve_batch_size, training_arguments
+from skewtune.train.diagnostics import DiagnosticsCallback
+from skewtune.train.losses import init_head_bias
+from skewtune.train.runtime import checkpoint_to_resume, distributed_rank, relaunch_distributed
+from skewtune.train.selection import parse_selection
+from skewtune.train.trainer import build_trainer, build_training_loss
+
+# What each DDP process runs under torchrun (train.nproc > 1): the stage, which reads its inputs and calls this recipe.
+STAGE_MODULE = "stages.train"
+
+
+def train_classifier(
+    p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback] = ()
+) -> None:
+    """Fine-tune p.model.name on `train` (rows with label_id), select the best epoch on `val`, and write the model
+    to MODEL and the curves to TRAIN_REPORTS, atomically (nothing on failure; the checkpoints in CHECKPOINTS stay
+    for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the run."""
+    m, t, lo = p.model, p.train, p.loss
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    check_processes(t.nproc, device, torch.cuda.device_count())
+    selection = parse_selection(t.select_metric, labels)
+    counts = class_counts(train["label_id"], len(labels))
+    loss_fn = build_training_loss(lo, counts, labels)
+    modality = for_rows(train)
+    source = model_source(m.name, modality, trust_remote_code=m.trust_remote_code)
+    if distributed_rank() is None:  # not yet in a DDP process: say it once
+        warning = modality.check(source, m, train)
+        if warning:
+            print(warning, flush=True)
+    # The inputs are checked above, once; then each DDP process runs the stage under torchrun.
+    if t.nproc > 1 and distributed_rank() is None:
+        status = relaunch_distributed(t.nproc, STAGE_MODULE)
+        if status:
+            raise SkewtuneError(
+                f"training in {t.nproc} processes (train.nproc) failed with exit status {status}; the messages above say why"
+            )
+        return
+    is_main = distributed_rank() in (None, 0)
+
+    set_seed(t.seed)  # before the model exists: the new head's weights and LoRA's are drawn from it
+    prepared = modality.prepare(source, m, train, val, labels, p.augment)
+    model = prepared.model
+    init_head_bias(model, counts, m.init_bias, labels, loss_fn)
+    if m.lora.enabled:
+        lora = m.lora
+        model = add_lora(
+            model, len(labels), r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules
+        )
+    t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
+    t, adapted = for_train_size(t, len(train))  # after the batch size is known: it sets the steps per epoch
+    args = training_arguments(
+        CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
+    )
+    resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
+    if is_main:
+        share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
+        auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
+        print(
+            f"train: {source or m.name} on {len(train)} rows ({share}), val {len(val)} rows; {device}, {precision}, "
+            f"batch {t.batch_size}{auto}",
+            flush=True,
+        )
+        for line in prepared.lines + ([adapted] if adapted else []):
+            print(line, flush=True)
+
+    with Outputs() as out:
+        live = None
+        if is_main:
+            from dvclive import Live
+
+            # Written in place, so that VS Code and `dvc plots show` follow the curves while training runs.
+            live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
+            for name, value in prepared.metrics.items():  # summary values, not per-step plots
+                live.log_metric(name, value, plot=False)
+        diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
+        trainer = build_trainer(
+            model,
+            prepared.processor,
+            args,
+            prepared.train_set,
+            prepared.val_set,
+            collator=prepared.collator,
+            augment=prepared.augment,
+            train=t,
+            loss_fn=loss_fn,
+            labels=labels,
+            selection=selection,
+            callbacks=[diagnostics, *callbacks],
+        )
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        if is_main:
+            best = diagnostics.best(trainer.state.best_global_step)
+            for name, value in best.items():
+                live.log_metric(f"best/{name}", value, plot=False)
+            live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
+            modality.save(
+                trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train
+            )
+            seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
+            print(
+                f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "
+                f"the best by {selection.expression} on val; saved {MODEL}",
+                flush=True,
+            )
+    if is_main:
+        shutil.rmtree(CHECKPOINTS, ignore_errors=True)
