@@ -409,6 +409,8 @@ def test_train_stage_with_every_technique(sms_path, quiet_bert, tmp_path, monkey
     run_train(root, monkeypatch)
     model, _, meta = load_trained(root / "models/model")
     assert (
-        meta["labels"] == LABELS and model.config.hidden_dropout_prob == 0.1 and model.config.classifier_dropout == 0.2
+        list(meta.labels) == LABELS
+        and model.config.hidden_dropout_prob == 0.1
+        and model.config.classifier_dropout == 0.2
     )
     assert json.loads((root / "reports/train/metrics.json").read_text())["step"] == 1

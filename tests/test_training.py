@@ -532,7 +532,7 @@ def test_ddp_two_cpu_processes(sms, quiet_bert, tmp_path, monkeypatch):
     assert best["train"]["grad_norm"] == pytest.approx(expected["train"]["grad_norm"], rel=1e-4)
     assert stray_files(root) == [] and not (root / "models/checkpoints").exists()
     model, _, meta = load_trained(root / "models/model")
-    assert meta["labels"] == LABELS and model.num_labels == 2
+    assert list(meta.labels) == LABELS and model.num_labels == 2
 
 
 CHINESE = [
@@ -652,7 +652,7 @@ HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int_
 # Per-step reads that are not skewtune's diagnostics, told apart by the file that makes the call: the loss's
 # label check, made only where the labels are already on the host (a device-side assert on a GPU), and
 # transformers' SDPA mask builder, which asks whether the batch has any padding (torch.compile traces it away).
-PER_STEP_ELSEWHERE = ("skewtune/losses.py", "transformers/masking_utils.py")
+PER_STEP_ELSEWHERE = ("train/losses.py", "transformers/masking_utils.py")
 
 
 class HostReadCounter(TrainerCallback):
@@ -730,7 +730,7 @@ def test_training_reads_the_diagnostics_once_per_window(tmp_path, tiny_bert_dir,
     assert trainer.state.global_step == 2 * steps_per_epoch and windows < steps_per_epoch / 10
     diagnostics_reads = {site: n for site, n in counter.sites.items() if site not in PER_STEP_ELSEWHERE}
     assert sum(diagnostics_reads.values()) <= 3 * windows, counter.sites
-    assert counter.sites.get("skewtune/training.py") == windows  # one transfer per window
+    assert counter.sites.get("train/diagnostics.py") == windows  # one transfer per window
     assert all(counter.sites.get(site, 0) <= 2 * trainer.state.global_step for site in PER_STEP_ELSEWHERE), (
         counter.sites
     )
