@@ -1,4 +1,4 @@
-"""Training throughput: the train stage's Trainer setup against a plain run_glue.py-style Trainer.
+"""Training throughput: the train stage's Trainer setup against two plain Trainers, side by side in one run.
 
     .venv/bin/python bench/train_speed.py [--seed 1] [--out /tmp/skewtune_bench/train_speed]
     python bench/train_speed.py --device cuda --precision bf16 --epochs 3 [--model DIR] [--bert-base]
@@ -7,15 +7,21 @@ Same model (params.yaml model.name or --model; --bert-base swaps in a BERT-base-
 weights, built from a config, with that model's tokenizer), the same train split of the SMS Spam
 Collection (ingest + split as the stages do it, split.seed = --seed), the same batch size and learning rate
 (params.yaml train.*), --epochs epochs (default 1), fp32 on the CPU unless --device / --precision say
-otherwise. skewtune: the train stage's own recipe (skewtune.train.recipe.train_classifier, the other train
-params as params.yaml sets them, in a temporary directory): tokens without padding, DataCollatorWithPadding,
-length-grouped batches, its loss hook, metrics and diagnostics. Plain: padding="max_length" to model.max_length, the
-default collator, random batches, the model's own loss, as transformers' examples/run_glue.py does with
---pad_to_max_length. Time is summed over the epochs, each from its start to its end (evaluation and
-checkpointing, which come between epochs, excluded); with more than one epoch the first is left out as
-warm-up (CUDA kernel selection, allocator growth). Model FLOPs = 6 x non-embedding parameters x non-padding
-tokens; the share is of this machine's measured dense matmul FLOP/s in the training precision (fp32 on the
-CPU with torch's default threads; bf16 / fp16 / fp32 on the GPU).
+otherwise. Three runs:
+- skewtune: the train stage's own recipe (skewtune.train.recipe.train_classifier, the other train params as
+  params.yaml sets them, in a temporary directory): tokens without padding, DataCollatorWithPadding,
+  length-grouped batches, its loss hook, metrics and diagnostics.
+- plain: padding="max_length" to model.max_length, the default collator, random batches, the model's own loss,
+  the Trainer's defaults, as transformers' examples/run_glue.py does with --pad_to_max_length.
+- dynamic: the same plain Trainer as transformers' docs teach it today (the text-classification task guide):
+  tokens without padding (truncated at model.max_length), DataCollatorWithPadding (each batch padded to its
+  longest row), random batches, the model's own loss, the Trainer's defaults.
+Time is summed over the epochs, each from its start to its end (evaluation and checkpointing, which come
+between epochs, excluded); with more than one epoch the first is left out as warm-up (CUDA kernel selection,
+allocator growth). Model FLOPs = 6 x non-embedding parameters x non-padding tokens; the share is of this
+machine's measured dense matmul FLOP/s in the training precision (fp32 on the CPU with torch's default
+threads; bf16 / fp16 / fp32 on the GPU). Printed and written: each run's figures and skewtune's throughput over
+each plain run's.
 """
 
 from __future__ import annotations
@@ -146,11 +152,16 @@ def skewtune_run(p, source, train, val, labels, outdir: str, *, epochs: int, dev
     return {"timer": timer, "model": timer.model}
 
 
-def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str, precision: str) -> dict:
-    """transformers' run_glue.py with --pad_to_max_length: pad every row, default_data_collator, Trainer defaults."""
+def plain_run(
+    p, source, train, labels, outdir: str, *, dynamic: bool, epochs: int, device: str, precision: str
+) -> dict:
+    """A plain Trainer: the Trainer's defaults, random batches, the model's own loss. Without `dynamic`,
+    transformers' run_glue.py with --pad_to_max_length (every row padded to model.max_length,
+    default_data_collator); with it, the docs' way (tokens without padding, DataCollatorWithPadding)."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
+        DataCollatorWithPadding,
         Trainer,
         TrainingArguments,
         default_data_collator,
@@ -161,8 +172,10 @@ def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str
     tokenizer = AutoTokenizer.from_pretrained(source)
     # fp32 weights, as run_glue.py gets from an fp32 checkpoint (transformers 5 loads a half-precision one in half).
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(labels), dtype=torch.float32)
-    encoded = tokenizer(train["text"].tolist(), padding="max_length", max_length=m.max_length, truncation=True)
+    padding = False if dynamic else "max_length"
+    encoded = tokenizer(train["text"].tolist(), padding=padding, max_length=m.max_length, truncation=True)
     rows = [{**{k: encoded[k][i] for k in encoded}, "label": int(y)} for i, y in enumerate(train["label_id"])]
+    collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
     args = TrainingArguments(
         output_dir=outdir,
         num_train_epochs=epochs,
@@ -178,7 +191,7 @@ def plain_run(p, source, train, labels, outdir: str, *, epochs: int, device: str
         disable_tqdm=True,
     )
     timer = EpochTimer()
-    Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator, callbacks=[timer]).train()
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[timer]).train()
     return {"timer": timer, "model": model}
 
 
@@ -189,7 +202,7 @@ def main() -> None:
         "--rows", type=int, default=0, help="train on this many random train rows (0: all); for a quick check"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=0, help="override train.batch_size of params.yaml (both runs)"
+        "--batch-size", type=int, default=0, help="override train.batch_size of params.yaml (every run)"
     )
     parser.add_argument("--epochs", type=int, default=1, help="with more than one, the first is left out as warm-up")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -235,7 +248,8 @@ def main() -> None:
             flush=True,
         )
         runs["skewtune"] = skewtune_run(p, source, train, val, labels, f"{tmp}/skewtune", **setup)
-        runs["plain"] = plain_run(p, source, train, labels, f"{tmp}/plain", **setup)
+        for name, dynamic in (("plain", False), ("dynamic", True)):
+            runs[name] = plain_run(p, source, train, labels, f"{tmp}/{name}", dynamic=dynamic, **setup)
     params = non_embedding_parameters(runs["skewtune"]["model"])
     report = {
         "machine": where + machine(),
@@ -269,8 +283,12 @@ def main() -> None:
             f"padding {r['padding_share']:.1%}, {r['model_gflops_per_s']:.1f} model GFLOP/s = "
             f"{r['share_of_matmul_peak']:.1%} of matmul peak"
         )
-    report["speedup"] = report["skewtune"]["samples_per_s"] / report["plain"]["samples_per_s"]
-    print(f"non-embedding parameters {params}; skewtune / plain throughput: {report['speedup']:.2f}x")
+    # skewtune's throughput over each plain run's.
+    report["speedup"] = {
+        name: report["skewtune"]["samples_per_s"] / report[name]["samples_per_s"] for name in ("plain", "dynamic")
+    }
+    ratios = ", ".join(f"skewtune / {name} {ratio:.2f}x" for name, ratio in report["speedup"].items())
+    print(f"non-embedding parameters {params}; throughput {ratios}")
     name = (
         "train_speed"
         if args.device == "cpu" and not args.bert_base
