@@ -5,8 +5,9 @@ The input is read by ingest's readers (same formats, same errors) and its texts 
 normalised the training texts; for an image classifier it is a table of image paths (relative to
 `image_root`, by default the table's folder) or a folder of images. The output holds the input's
 columns, then `predicted` (the label under the classifier's decision rule), `prob:<label>` per class
-(blended with the TF-IDF baseline's when the rule blends, as they were when the rule was chosen) and
-`margin` (the distance to the decision boundary, see DecisionRule.margin: small = uncertain).
+(calibrated, and blended with the TF-IDF baseline's when the rule blends, as they were when the rule was chosen:
+DecisionRule.combine) and `margin` (the distance to the decision boundary on the same scale, see
+DecisionRule.margin: small = uncertain).
 Rows without text (or without the second text of a pair), or without a usable image, get an empty
 prediction.
 """
@@ -256,13 +257,15 @@ def score_file(
             amp_dtype=amp_dtype(resolve_precision(precision, device)),
             progress=progress_printer(int(has_text.sum())),
         )
+        baseline_probs = None
         if rule.blend:  # the classifier's rule decides on the model's probabilities blended with its baseline's
             baseline = load_baseline(Path(model) / BASELINE_FILE)
             if baseline is None:
                 raise SkewtuneError(
                     f"{model}: {RULE_FILE} blends in the baseline, but {BASELINE_FILE} holds no fitted baseline; re-run the package stage"
                 )
-            probs = rule.combine(probs, baseline_proba(baseline, rows[has_text], len(rule.labels)))
+            baseline_probs = baseline_proba(baseline, rows[has_text], len(rule.labels))
+        probs = rule.combine(probs, baseline_probs)  # each source calibrated as when the rule was chosen
     result = pd.concat([frame, prediction_columns(probs, has_text, rule)], axis=1)
     with Outputs() as out:
         write_frame(result, out.path(output), out_fmt, rounded=[*prob_columns(rule.labels), MARGIN])

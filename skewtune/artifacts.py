@@ -216,11 +216,11 @@ def read_baseline_predictions(split: str, labels: list[str]) -> Predictions | No
 def read_rule_inputs(
     split: str, labels: list[str], rule: "DecisionRule", model: Predictions | None = None
 ) -> Predictions:
-    """The probabilities that `rule` decides on for `split`: predict's (`model`, when already read), blended with the
-    baseline's when the rule blends."""
+    """The probabilities that `rule` decides on for `split`: predict's (`model`, when already read) through the rule's
+    calibrator, blended with the baseline's (through its own) when the rule blends."""
     model = read_predictions(predictions_path(split), labels) if model is None else model
     if not rule.blend:
-        return model
+        return Predictions(model.ids, model.y, rule.combine(model.probs, None))
     baseline = read_baseline_predictions(split, labels)
     if baseline is None:
         raise SkewtuneError(

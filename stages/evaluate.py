@@ -1,5 +1,6 @@
 """Stage evaluate: test metrics of the chosen rule, of argmax and of the model alone (no blend), the baseline's and the
-chosen rule's difference to it, the ranking curves, and the review metrics (metrics/test.json: the few numbers
+chosen rule's difference to it, the ranking curves, the calibration of the probabilities the rule decides on (val and
+test, with and without its calibrators; a reliability diagram), and the review metrics (metrics/test.json: the few numbers
 `dvc exp show` and `dvc metrics diff` compare, the decision and val macro-F1 among them). When the decision scores
 below the baseline, it warns, naming the guard that refused a blend or rule that scored higher on val."""
 
@@ -24,6 +25,7 @@ from skewtune.core.outputs import Outputs
 from skewtune.core.paths import (
     DECISION,
     PR_CURVE,
+    RELIABILITY,
     ROC_CURVE,
     TEST_METRICS,
     TEST_PREDICTIONS_CSV,
@@ -32,11 +34,13 @@ from skewtune.core.paths import (
     split_path,
 )
 from skewtune.core.stage import run_stage
+from skewtune.decision.calibration import reliability_table
 from skewtune.decision.scores import ranking_curves
 from skewtune.decision.tuning import guard_refusals
 from skewtune.evaluation.report import (
     BASELINE_KEYS,
     baseline_comparison,
+    calibration_report,
     evaluation_report,
     review_metrics,
     vs_baseline_text,
@@ -53,6 +57,11 @@ def main() -> None:
     test = read_rule_inputs("test", labels, rule, model_test)
     read_texts(split_path("test"), test.ids)  # refuses predictions made on another test split
     val = read_rule_inputs("val", labels, rule, model_val)
+    # the same rule without its calibrators: what calibration is measured against
+    raw_test, raw_val = (
+        read_rule_inputs(split, labels, rule.uncalibrated(), model)
+        for split, model in (("test", model_test), ("val", model_val))
+    )
     chosen, alone = rule.predict(test.probs), model_test.probs.argmax(axis=1)
     positive = rule.positive
 
@@ -68,6 +77,9 @@ def main() -> None:
         resamples=p.bootstrap_resamples,
         confidence=p.confidence,
         seed=p.seed,
+    )
+    report["calibration"] = calibration_report(
+        rule, {"test": (test.y, test.probs, raw_test.probs), "val": (val.y, val.probs, raw_val.probs)}
     )
     every_class = list(range(len(labels)))
 
@@ -96,6 +108,9 @@ def main() -> None:
         {key: review[key] for key in BASELINE_KEYS}, collapsed=collapsed is not None, collapse_message=collapsed
     )
     pr_curve, roc_curve = ranking_curves(test.y, test.probs, labels, positive)
+    reliability = reliability_table(
+        test.y, {"uncalibrated": raw_test.probs, f"calibrated ({rule.calibration.method})": test.probs}, labels
+    )
     names = np.asarray(labels, dtype=object)
     predictions = pd.DataFrame(
         {
@@ -113,12 +128,19 @@ def main() -> None:
         out.csv(TEST_PREDICTIONS_CSV, predictions)
         out.csv(PR_CURVE, pr_curve)
         out.csv(ROC_CURVE, roc_curve)
+        out.csv(RELIABILITY, reliability)
     blended = f", baseline blended in at {rule.blend:g}" if rule.blend else ", no blend"
     print(
         f"test macro-F1 {review['f1_macro']:.4f} [{review['f1_macro_ci_low']:.4f}, {review['f1_macro_ci_high']:.4f}] "
         f"(decision: {rule.strategy}{blended}); the model alone (argmax, no blend) {review['f1_macro_model']:.4f}; "
         f"{review['rarest_class']} (rarest) F1 {review['f1_rarest_class']:.4f}; val macro-F1 "
         f"{review['val_f1_macro']:.4f}; n_test {review['n_test']}"
+    )
+    calibrated = report["calibration"]["test"]
+    print(
+        f"calibration ({rule.calibration.describe()}): test top-label ECE {calibrated['uncalibrated']['ece']:.4f} "
+        f"uncalibrated, {calibrated['calibrated']['ece']:.4f} as applied; log loss "
+        f"{calibrated['uncalibrated']['log_loss']:.4f} -> {calibrated['calibrated']['log_loss']:.4f}"
     )
     if review["baseline_f1_macro"] is not None:
         compared = vs_baseline_text(review, p.confidence)

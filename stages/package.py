@@ -41,6 +41,7 @@ CARD_PARAMS = (
     "threshold.strategy",
     "threshold.metric",
     "decision.blend",
+    "calibration.method",
 )
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, log_loss
 
 from skewtune.core.errors import SkewtuneError
 from skewtune.decision.rule import DecisionRule
@@ -42,6 +42,7 @@ DECISION_KEYS = {
     "blend_win_rate",
     "val_score_model",
     "min_confidence",
+    "calibration",
     "collapsed",
     "collapse_message",
 }
@@ -155,13 +156,17 @@ def test_binary_stages_write_the_contract(spam_project):
 
     predictions = pd.read_csv(root / "reports/eval/test_predictions.csv")
     assert list(predictions.columns) == ["id", "actual", "predicted", "predicted_argmax", "predicted_model", "rule"]
-    assert (
-        predictions["predicted_model"].tolist() == predictions["predicted_argmax"].tolist()
-    )  # no blend: argmax is the model's own
-    assert set(predictions["rule"]) == {"threshold"}
     test = pd.read_parquet(root / "data/predictions/test.parquet")
+    decided = DecisionRule.from_dict(decision)
+    raw = test[["prob:ham", "prob:spam"]].to_numpy()
+    # no blend: argmax of what the rule decides on is the calibrated model's; the model alone is its own probabilities'
+    assert predictions["predicted_argmax"].tolist() == [
+        ["ham", "spam"][k] for k in decided.combine(raw, None).argmax(1)
+    ]
+    assert predictions["predicted_model"].tolist() == [["ham", "spam"][k] for k in raw.argmax(1)]
+    assert set(predictions["rule"]) == {"threshold"}
     assert predictions["id"].tolist() == test["id"].tolist()
-    tuned = DecisionRule.from_dict(decision).predict(test[["prob:ham", "prob:spam"]].to_numpy())
+    tuned = decided.predict(decided.combine(raw, None))  # calibrated, then decided
     assert predictions["predicted"].tolist() == [["ham", "spam"][k] for k in tuned]
 
     report = json.loads((root / "reports/eval/test.json").read_text())
@@ -191,6 +196,7 @@ def test_binary_stages_write_the_contract(spam_project):
         "val_f1_macro_model",
         "balanced_accuracy",
         "pr_auc",
+        "ece",
         "n_test",
         "baseline_f1_macro",
         "baseline_f1_macro_ci_low",
@@ -206,10 +212,37 @@ def test_binary_stages_write_the_contract(spam_project):
     assert review["rule"] == "threshold" and review["blend"] == 0.0 and review["rarest_class"] == "spam"
     assert review["f1_rarest_class"] == report["per_class"]["spam"]["f1"]
     val = pd.read_parquet(root / "data/predictions/val.parquet")
-    val_chosen = DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy())
+    val_chosen = decided.predict(decided.combine(val[["prob:ham", "prob:spam"]].to_numpy(), None))
     assert review["val_f1_macro"] == pytest.approx(
         f1_score(val["label"], np.array(["ham", "spam"])[val_chosen], average="macro"), abs=1e-6
     )
+
+    # calibration: chosen on val before the rule (these LR probabilities are improved out of fold), measured on val
+    # and test with and without it, the test ECE of what the rule decides on in the review metrics
+    chosen = decision["calibration"]["model"]
+    assert decision["calibration"]["baseline"] is None  # no baseline fitted
+    assert chosen["setting"] == "auto" and chosen["kept"] and chosen["method"] == decided.calibration.method != "none"
+    assert chosen["oof_log_loss_after"] < chosen["oof_log_loss_before"] and chosen["win_rate"] >= 0.95
+    measured = report["calibration"]
+    assert measured["model"] == decided.calibration.to_dict() and measured["baseline"] is None
+    y_test = test["label"].map({"ham": 0, "spam": 1}).to_numpy()
+    assert measured["test"]["rows"] == len(test)
+    assert measured["test"]["uncalibrated"]["log_loss"] == pytest.approx(log_loss(y_test, raw), rel=1e-5)
+    assert measured["test"]["calibrated"]["log_loss"] == pytest.approx(
+        log_loss(y_test, decided.combine(raw, None)), rel=1e-5
+    )
+    for split in ("val", "test"):
+        assert measured[split]["calibrated"]["ece"] < measured[split]["uncalibrated"]["ece"]
+        assert measured[split]["calibrated"]["log_loss"] < measured[split]["uncalibrated"]["log_loss"]
+    assert review["ece"] == measured["test"]["calibrated"]["ece"]
+    reliability = pd.read_csv(root / "reports/eval/reliability.csv")
+    assert list(reliability.columns) == ["confidence", "frequency", "rows", "series"]
+    assert list(dict.fromkeys(reliability["series"])) == [
+        "perfectly calibrated",
+        "uncalibrated: top label",
+        f"calibrated ({chosen['method']}): top label",
+    ]
+    assert reliability.groupby("series")["rows"].sum().tolist() == [len(test), 0, len(test)]
 
     for name, columns in (
         ("pr_curve", ["threshold", "precision", "recall", "series"]),
@@ -225,8 +258,9 @@ def test_relabelling_queue_is_val_mistakes_most_confident_first_never_test(spam_
     assert list(errors.columns) == ["source", "id", "text", "label", "predicted", "margin", "prob:ham", "prob:spam"]
     decision = json.loads((root / "reports/threshold/decision.json").read_text())
     val = pd.read_parquet(root / "data/predictions/val.parquet")
+    rule = DecisionRule.from_dict(decision)
     wrong = (
-        DecisionRule.from_dict(decision).predict(val[["prob:ham", "prob:spam"]].to_numpy())
+        rule.predict(rule.combine(val[["prob:ham", "prob:spam"]].to_numpy(), None))
         != val["label"].map({"ham": 0, "spam": 1}).to_numpy()
     )
     assert 0 < len(errors) == min(40, int(wrong.sum())) and set(errors["source"]) == {"val"}
@@ -621,7 +655,8 @@ def test_tune_threshold_keeps_a_clear_win_and_refuses_a_fluke(tmp_path, spam, mo
     from stages import tune_threshold
 
     splits, probs = spam
-    _write_params(tmp_path)
+    # the rule's guard alone, on the probabilities as they are (a calibrator's bias would undo the prior shift below)
+    _write_params(tmp_path, calibration={"method": "none"})
     monkeypatch.chdir(tmp_path)
     _write_project(tmp_path, ["ham", "spam"], splits, probs)
     tune_threshold.main()
@@ -679,6 +714,8 @@ def test_blend_auto_keeps_the_baseline_when_it_clearly_helps_and_everything_appl
     assert set(decision) == DECISION_KEYS and decision["blend_setting"] == "auto"
     assert 0 < decision["blend"] == decision["blend_weight_tried"] <= 1 and decision["blend_win_rate"] >= 0.95
     assert decision["val_score"] == decision["blend_val_score"] > decision["val_score_model"] + 0.05
+    # each source got its own calibrator, chosen before the blend; the rule applies both (combine)
+    assert {decision["calibration"][source]["setting"] for source in ("model", "baseline")} == {"auto"}
     rule = DecisionRule.from_dict(decision)
     # the rule was tuned on the blended val probabilities: its recorded val score is theirs
     val_y = splits["val"]["label"].map({"ham": 0, "spam": 1}).to_numpy()

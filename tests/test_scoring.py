@@ -286,9 +286,15 @@ def test_decision_rule_round_trip_and_margin():
         "offsets": [0.0, 1.0, -1.0],
         "metric": "mcc",
     }
-    rule = DecisionRule.from_dict(raw)  # written before blending existed: no blend key, read as 0
+    rule = DecisionRule.from_dict(raw)  # written before blending and calibration existed: no blend, no calibrator
+    none = {"method": "none", "temperature": None, "scale": None, "bias": None}
     assert (
-        rule.to_dict() == {**{k: v for k, v in raw.items() if k != "metric"}, "blend": 0.0}
+        rule.to_dict()
+        == {
+            **{k: v for k, v in raw.items() if k != "metric"},
+            "blend": 0.0,
+            "calibration": {"model": none, "baseline": none},
+        }
         and DecisionRule.from_dict(rule.to_dict()) == rule
     )
     blended = DecisionRule.from_dict({**raw, "blend": 0.25})

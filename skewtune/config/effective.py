@@ -198,6 +198,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "threshold.positive_label",
         "threshold.min_confidence",
         "decision.blend",
+        "calibration.method",
         "loss.name",
         "resample.strategy",
         "model.init_bias",  # the last 3: collapse_remedies
@@ -220,6 +221,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "threshold.strategy",
         "threshold.metric",
         "decision.blend",
+        "calibration.method",
     ),
     "score": (
         "data.modality",

@@ -412,6 +412,10 @@ class DecisionParams(_Section):
         )
 
 
+class CalibrationParams(_Section):
+    method: Literal["auto", "none", "temperature", "vector"] = "auto"
+
+
 class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(1000, ge=1000, le=1_000_000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
@@ -439,6 +443,7 @@ class Params(_Section):
     augment: AugmentParams = Field(default_factory=AugmentParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
     decision: DecisionParams = Field(default_factory=DecisionParams)
+    calibration: CalibrationParams = Field(default_factory=CalibrationParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
     @model_validator(mode="after")

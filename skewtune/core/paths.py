@@ -39,6 +39,8 @@ TEST_REPORT = "reports/eval/test.json"  # every test metric, per class, confusio
 TEST_PREDICTIONS_CSV = "reports/eval/test_predictions.csv"
 PR_CURVE = "reports/eval/pr_curve.csv"
 ROC_CURVE = "reports/eval/roc_curve.csv"
+# the reliability diagram of test: confidence, frequency, rows, series (skewtune.decision.calibration.reliability_table)
+RELIABILITY = "reports/eval/reliability.csv"
 CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
 SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or write_no_table's table
 ERRORS = "reports/errors.csv"  # the relabelling queue

@@ -8,25 +8,24 @@ Under a threshold or offsets the predicted class need not be the most probable o
 (a rare class predicted at p = 0.3). `DecisionRule.margin`, a row's distance to the boundary, is a probability gap
 under every rule.
 
-With a ``blend`` weight w above 0, p is ``(1 - w) * p(model) + w * p(baseline)``: the transformer's
-probabilities averaged with the linear baseline's (`DecisionRule.combine`), and the rule applies to that.
+The rule decides on calibrated probabilities (`DecisionRule.combine`): the model's, through its calibrator
+(`skewtune.decision.calibration.Calibration`; none in a decision written before calibration). With a ``blend``
+weight w above 0, p is ``(1 - w) * p(model) + w * p(baseline)``, each source calibrated by its own calibrator first:
+the transformer's probabilities averaged with the linear baseline's, and the rule applies to that.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from skewtune.core.errors import SkewtuneError
+from skewtune.decision.calibration import IDENTITY, Calibration, calibrations_from_dict, finite_number, log_probs
 
 # Probabilities written as float32 may sum to 1 only within this.
 ROW_SUM_TOLERANCE = 1e-3
-
-# log(0) would make offsets meaningless; the smallest normal double keeps the order of all others.
-_TINY = np.finfo(np.float64).tiny
 
 
 def valid_labels(labels: Any) -> bool:
@@ -38,19 +37,9 @@ def valid_labels(labels: Any) -> bool:
     )
 
 
-def log_probs(probs: np.ndarray) -> np.ndarray:
-    """log p with 0 mapped to a finite floor, as the offsets rule reads probabilities."""
-    return np.log(np.maximum(probs, _TINY))
-
-
 # The highest threshold a rule may have: the float just above 1, which tune_threshold chooses to predict no row positive
 # when some probability is exactly 1 (skewtune.decision.tuning.threshold_curve).
 _ABOVE_ONE = float(np.nextafter(1.0, 2.0))
-
-
-def _finite(value: Any) -> bool:
-    """A JSON number that is neither NaN nor infinite (Python's json reads NaN and Infinity); not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -67,6 +56,8 @@ class DecisionRule:
     threshold: float | None = None
     offsets: tuple[float, ...] | None = None
     blend: float = 0.0
+    calibration: Calibration = IDENTITY
+    baseline_calibration: Calibration = IDENTITY
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "decision") -> "DecisionRule":
@@ -78,22 +69,23 @@ class DecisionRule:
             ok = (
                 len(labels) == 2
                 and raw.get("positive_label") in labels
-                and _finite(raw.get("threshold"))
+                and finite_number(raw.get("threshold"))
                 and 0 <= raw["threshold"] <= _ABOVE_ONE
             )
         elif ok and strategy == "offsets":
             offsets = raw.get("offsets")
-            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(map(_finite, offsets))
+            ok = isinstance(offsets, list) and len(offsets) == len(labels) and all(map(finite_number, offsets))
         elif ok:
             ok = strategy == "argmax" and raw.get("positive_label") in (None, *labels)
         blend = raw.get("blend", 0.0) if isinstance(raw, dict) else None  # absent in rules written before blending
-        ok = ok and _finite(blend) and 0 <= blend <= 1
+        ok = ok and finite_number(blend) and 0 <= blend <= 1
         if not ok:
             raise SkewtuneError(
                 f"{where}: not a valid decision rule (strategy {strategy!r}: 'threshold' needs 2 labels, positive_label "
                 "and a threshold in [0, 1]; 'offsets' one finite number per label; or 'argmax'; blend a weight in [0, 1]); "
                 "re-run the tune_threshold stage"
             )
+        calibration, baseline_calibration = calibrations_from_dict(raw.get("calibration"), len(labels), where)
         return cls(
             strategy=strategy,
             labels=tuple(labels),
@@ -101,6 +93,8 @@ class DecisionRule:
             threshold=float(raw["threshold"]) if strategy == "threshold" else None,
             offsets=tuple(float(v) for v in raw["offsets"]) if strategy == "offsets" else None,
             blend=float(blend),
+            calibration=calibration,
+            baseline_calibration=baseline_calibration,
         )
 
     def to_dict(self) -> dict:
@@ -111,17 +105,26 @@ class DecisionRule:
             "threshold": self.threshold,
             "offsets": None if self.offsets is None else list(self.offsets),
             "blend": self.blend,
+            "calibration": {"model": self.calibration.to_dict(), "baseline": self.baseline_calibration.to_dict()},
         }
 
     def combine(self, probs: np.ndarray, baseline_probs: np.ndarray | None) -> np.ndarray:
-        """The probabilities the rule decides on: the model's, averaged with the baseline's at weight `blend`."""
+        """The probabilities the rule decides on: the model's calibrated, averaged with the baseline's calibrated at
+        weight `blend`."""
+        calibrated = self.calibration.apply(self._checked(probs))
         if not self.blend:
-            return probs
+            return calibrated
         if baseline_probs is None:
             raise SkewtuneError(
                 f"decision: the rule blends in the baseline (weight {self.blend:g}), but no baseline probabilities were given"
             )
-        return (1 - self.blend) * self._checked(probs) + self.blend * self._checked(baseline_probs)
+        return (1 - self.blend) * calibrated + self.blend * self.baseline_calibration.apply(
+            self._checked(baseline_probs)
+        )
+
+    def uncalibrated(self) -> "DecisionRule":
+        """The same rule without calibration: what it would decide on had no calibrator been fitted."""
+        return replace(self, calibration=IDENTITY, baseline_calibration=IDENTITY)
 
     @property
     def positive(self) -> int | None:
@@ -178,4 +181,10 @@ class DecisionRule:
             text = "argmax: the most probable class"
         if self.blend:
             text += f"; p = {1 - self.blend:.2g} x the model's + {self.blend:.2g} x the TF-IDF baseline's probabilities"
+        sources = [(self.calibration, "the model's")] + (
+            [(self.baseline_calibration, "the baseline's")] if self.blend else []
+        )
+        calibrated = [f"{who} by {c.describe()}" for c, who in sources if c.method != "none"]
+        if calibrated:
+            text += "; calibrated: " + ", ".join(calibrated)
         return text

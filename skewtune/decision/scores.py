@@ -17,6 +17,11 @@ SCORE_NAMES = ("f1_macro", "balanced_accuracy", "mcc", "recall_at_precision")
 COLLAPSE_SHARE = 0.95
 CURVE_POINTS = 500
 
+# The paired bootstrap that decides whether a tuned rule, a blend or a calibrator is kept (fixed, so that a decision
+# is reproducible).
+GUARD_RESAMPLES = 1000
+GUARD_SEED = 0
+
 # Resamples are drawn in chunks so that memory stays near this many row indices at once.
 _CHUNK_CELLS = 4_000_000
 
@@ -127,16 +132,20 @@ def _resampled_scores(
     y_true: np.ndarray, preds: list[np.ndarray], n_classes: int, score: Score, resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Bootstrap scores, shape (resamples, len(preds)): rows are resampled jointly for all labellings."""
-    n = len(y_true)
-    chunk = max(1, _CHUNK_CELLS // max(n, 1))
     out = np.empty((resamples, len(preds)))
-    for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+    for start, idx in _resampled_rows(len(y_true), resamples, rng):
         for j, pred in enumerate(preds):
             out[start : start + len(idx), j] = score_from_counts(
                 *_batched_counts(y_true[idx], pred[idx], n_classes), score
             )
     return out
+
+
+def _resampled_rows(n: int, resamples: int, rng: np.random.Generator):
+    """(first resample, row indices [chunk, n]) of `resamples` bootstrap resamples of n rows, drawn in chunks."""
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    for start in range(0, resamples, chunk):
+        yield start, rng.integers(0, n, size=(min(chunk, resamples - start), n))
 
 
 def bootstrap_ci(
@@ -176,6 +185,17 @@ def win_rate(
     """Share of paired bootstrap resamples (rows drawn jointly for A and B) in which B scores strictly above A."""
     boot = _resampled_scores(y_true, [pred_a, pred_b], n_classes, score, resamples, np.random.default_rng(seed))
     return float(np.mean(boot[:, 1] > boot[:, 0]))
+
+
+def loss_win_rate(loss_a: np.ndarray, loss_b: np.ndarray, *, resamples: int, seed: int) -> float:
+    """Share of paired bootstrap resamples (rows drawn jointly) in which the mean per-row loss of B is strictly below
+    A's: win_rate for losses (a calibrator's log loss against the uncalibrated one's)."""
+    gain = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
+    wins = sum(
+        int(np.sum(gain[idx].mean(axis=1) > 0))
+        for _, idx in _resampled_rows(len(gain), resamples, np.random.default_rng(seed))
+    )
+    return wins / resamples
 
 
 def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], remedies: str) -> str | None:

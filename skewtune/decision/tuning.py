@@ -24,6 +24,8 @@ import pandas as pd
 from skewtune.core.errors import SkewtuneError
 from skewtune.decision.rule import DecisionRule, log_probs
 from skewtune.decision.scores import (
+    GUARD_RESAMPLES,
+    GUARD_SEED,
     Score,
     downsample,
     parse_score,
@@ -35,10 +37,6 @@ from skewtune.decision.scores import (
 
 _TIE = 1e-12
 MAX_SWEEPS = 50
-
-# The paired bootstrap that decides whether a tuned rule is kept (fixed, so that a decision is reproducible).
-GUARD_RESAMPLES = 1000
-GUARD_SEED = 0
 
 # Significant digits of a tuned threshold or offset where the rows of val allow it (see _readable).
 READABLE_DIGITS = 6

@@ -82,6 +82,45 @@ def _baseline_note(test: dict) -> str:
     return note
 
 
+CALIBRATION_MEASURES = (
+    ("ece", "top-label ECE"),
+    ("ece_classwise", "classwise ECE"),
+    ("brier", "Brier score"),
+    ("log_loss", "log loss"),
+)
+
+
+def _calibration_section(rule: DecisionRule, decision: dict, test: dict) -> str:
+    """What the card says about calibration: the calibrators applied, why, and the calibration error before and
+    after on test and val (reports/eval/test.json's `calibration`)."""
+    measured = test.get("calibration")
+    if measured is None:  # a report written before calibration was measured
+        return "Not measured for this classifier; re-run the evaluate and package stages."
+    chosen = decision.get("calibration") or {}
+    why = "; ".join(f"{source}: {chosen[source]['why']}" for source in ("model", "baseline") if chosen.get(source))
+    sources = [(rule.calibration, "the model's")] + (
+        [(rule.baseline_calibration, "the baseline's")] if rule.blend else []
+    )
+    applied = [f"{c.describe()} of {who} probabilities" for c, who in sources if c.method != "none"]
+    text = (
+        ("The `prob:<label>` columns are calibrated: " + ", and ".join(applied) + ", fitted on the validation rows")
+        if applied
+        else "No calibrator is applied: the `prob:<label>` columns are the model's own probabilities"
+    ) + (f" ({why})." if why else ".")
+    splits = [name for name in ("test", "val") if name in measured]
+    header = ["measure", *(f"{name} {when}" for name in splits for when in ("uncalibrated", "calibrated"))]
+    rows = [
+        [name, *(f"{measured[split][when][key]:.4f}" for split in splits for when in ("uncalibrated", "calibrated"))]
+        for key, name in CALIBRATION_MEASURES
+    ]
+    return (
+        text
+        + f"\n\nCalibration error of the probabilities the rule decides on (lower is better; ECE over {measured['bins']} "
+        f"equal-width bins), on {measured['test']['rows']} held-out test rows and on the {measured['val']['rows']} "
+        "validation rows the calibrator and the rule were chosen on (in-sample there):\n\n" + _table(header, rows)
+    )
+
+
 def model_card(
     *,
     rule: DecisionRule,
@@ -233,6 +272,8 @@ def model_card(
             ],
         )
         + _baseline_note(test),
+        "## Calibration",
+        _calibration_section(rule, decision, test),
         "## Limitations",
         "\n".join(
             f"- {line}"
@@ -241,8 +282,8 @@ def model_card(
                 f"Test metrics come from {test['n_test']} rows "
                 f"({min(c['support'] for c in test['per_class'].values())} of the rarest class): "
                 "differences within the confidence interval are noise.",
-                "Probabilities are those of a fine-tuned network, not calibrated frequencies; the margin ranks rows by uncertainty, "
-                "it is not a probability of error.",
+                "Probabilities are calibrated on the validation rows only (see Calibration): on data unlike them they drift "
+                "again; the margin ranks rows by uncertainty, it is not a probability of error.",
                 last_limit,
                 "The labels are those of the training table, including its mistakes; see reports/errors.csv for rows worth relabelling.",
             )

@@ -14,6 +14,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from skewtune.decision.calibration import ECE_BINS, calibration_metrics
+from skewtune.decision.rule import DecisionRule
 from skewtune.decision.scores import bootstrap_ci
 from skewtune.evaluation.compare import paired_comparison
 
@@ -155,7 +157,8 @@ def vs_baseline_text(review: dict, confidence: float) -> str:
 
 def review_metrics(report: dict, *, val_f1_macro: float, val_f1_macro_model: float) -> dict:
     """metrics/test.json, the one metrics file (`dvc exp show`, `dvc metrics diff`): the numbers a reviewer
-    compares, headline first. The decision (`rule`, `blend`) stands beside the score it produced and the model
+    compares, headline first (`ece`: the test top-label calibration error of the probabilities the rule decides on, as
+    `skewtune predict` writes them). The decision (`rule`, `blend`) stands beside the score it produced and the model
     alone's (`f1_macro_model`: argmax of the fine-tuned model's own probabilities, no blend), so that a change of
     the model and a change of the decision are told apart. The rarest class is the one with the fewest test rows
     (ties: label order)."""
@@ -174,5 +177,24 @@ def review_metrics(report: dict, *, val_f1_macro: float, val_f1_macro_model: flo
         "val_f1_macro_model": val_f1_macro_model,
         "balanced_accuracy": chosen["balanced_accuracy"],
         "pr_auc": report["pr_auc"],
+        "ece": report["calibration"]["test"]["calibrated"]["ece"],
         "n_test": report["n_test"],
+    }
+
+
+def calibration_report(rule: DecisionRule, splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """reports/eval/test.json's `calibration`: the calibrators the rule applies and, per split (name -> (true class
+    indices, the probabilities the rule decides on, the same without calibration)), calibration_metrics of both."""
+    return {
+        "model": rule.calibration.to_dict(),
+        "baseline": rule.baseline_calibration.to_dict() if rule.blend else None,
+        "bins": ECE_BINS,
+        **{
+            name: {
+                "rows": int(len(y)),
+                "uncalibrated": calibration_metrics(y, raw),
+                "calibrated": calibration_metrics(y, calibrated),
+            }
+            for name, (y, calibrated, raw) in splits.items()
+        },
     }
