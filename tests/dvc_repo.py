@@ -14,11 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def env() -> dict[str, str]:
-    """The environment for dvc and the stages it runs: this venv's `python` first on PATH, offline."""
+    """The environment for dvc and the stages it runs: this venv's `python` first on PATH, offline, and this
+    checkout's code on PYTHONPATH, so that the venv's `skewtune` script runs it (the venv's editable install may
+    point at another worktree; a stage in a project copy imports the copy's code, first on sys.path)."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         **os.environ,
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",

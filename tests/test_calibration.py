@@ -121,18 +121,17 @@ def test_metrics_against_scikit_learn_and_hand_counts():
     assert got["ece"] > calibration_metrics(y, fit_calibration("temperature", probs, y).apply(probs))["ece"] * 2
 
 
-def test_reliability_table_has_the_diagonal_then_each_curve_top_label_and_per_class():
+def test_reliability_table_has_each_curve_top_label_and_per_class():
     probs, y = _sample(500, 3, seed=5)
     table = reliability_table(y, {"uncalibrated": probs, "calibrated": probs}, ["a", "b", "c"])
-    assert list(table.columns) == ["confidence", "frequency", "rows", "series"]
-    assert list(dict.fromkeys(table["series"])) == [
-        "perfectly calibrated",
-        *(f"{curve}: {kind}" for curve in ("uncalibrated", "calibrated") for kind in ("top label", "a", "b", "c")),
+    assert list(table.columns) == ["curve", "series", "confidence", "frequency", "rows"]
+    assert list(dict.fromkeys(zip(table["curve"], table["series"]))) == [
+        (curve, kind) for curve in ("uncalibrated", "calibrated") for kind in ("top label", "a", "b", "c")
     ]
-    top = table[table["series"] == "calibrated: top label"]
+    top = table[(table["curve"] == "calibrated") & (table["series"] == "top label")]
     assert top["rows"].sum() == 500 and top["confidence"].is_monotonic_increasing
     binary = reliability_table(y.clip(max=1), {"x": probs[:, :2] / probs[:, :2].sum(1, keepdims=True)}, ["a", "b"])
-    assert set(binary["series"]) == {"perfectly calibrated", "x: top label"}  # binary: the top label says it all
+    assert set(binary["series"]) == {"top label"}  # binary: the top label says it all
 
 
 def test_auto_keeps_no_calibrator_on_probabilities_that_are_already_calibrated():

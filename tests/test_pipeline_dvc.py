@@ -116,6 +116,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "baseline.max_features": (5000, ("baseline",)),
     "baseline.max_rows": (200, ("baseline",)),
     "decision.blend": ("off", ("tune_threshold", "package")),
+    "calibration.method": ("temperature", ("tune_threshold", "package")),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
     "threshold.metric": ("mcc", ("tune_threshold", "package")),
     "threshold.min_precision": (0.5, ()),  # threshold.metric f1_macro
@@ -309,6 +310,7 @@ REVIEW_METRICS = [
     "val_f1_macro_model",
     "balanced_accuracy",
     "pr_auc",
+    "ece",
     "n_test",
     "baseline_f1_macro",
     "baseline_f1_macro_ci_low",
@@ -338,7 +340,7 @@ def test_exp_show_has_only_the_review_metrics(repo):
     shown = json.loads(dvc(["exp", "show", "--json"], repo).stdout)
     data = shown[0]["data"]
     assert list(data["metrics"]) == ["metrics/test.json"]
-    assert list(data["metrics"]["metrics/test.json"]["data"]) == REVIEW_METRICS and len(REVIEW_METRICS) <= 20
+    assert list(data["metrics"]["metrics/test.json"]["data"]) == REVIEW_METRICS and len(REVIEW_METRICS) <= 21
     review = data["metrics"]["metrics/test.json"]["data"]
     assert review["rule"] in ("argmax", "threshold") and review["blend"] == 0.5  # tiny_params: decision.blend 0.5
     # beside the blended decision's score, the model alone's: argmax of the fine-tuned model's own test probabilities
@@ -472,6 +474,66 @@ def test_predict_on_the_test_texts_equals_evaluate_and_a_copied_classifier_works
     assert (
         artifacts["skewtune-classifier"]["path"] == "models/classifier"
         and artifacts["skewtune-classifier"]["type"] == "model"
+    )
+
+
+def test_calibration_is_chosen_on_val_measured_and_shipped_to_predict(repo, tmp_path):
+    """decision.json records the calibrators chosen out of fold on val, per source (the model and the baseline the
+    rule blends in); evaluate measures what the rule decides on with and without them; `skewtune predict` on a copied
+    classifier writes the calibrated probabilities that evaluate saw (rule.combine of the predict and baseline
+    stages' test probabilities)."""
+    from skewtune.artifacts import aligned, read_predictions
+    from skewtune.decision.rule import DecisionRule
+
+    decision = json.loads((repo / "reports/threshold/decision.json").read_text())
+    for source in ("model", "baseline"):
+        record = decision["calibration"][source]
+        assert record["setting"] == "auto" and record["candidate"] in ("temperature", "vector")
+        assert 2 <= record["folds"] <= 5 and 0 <= record["win_rate"] <= 1
+        assert record["kept"] == (record["method"] != "none") and record["why"].startswith(
+            f"auto: {record['candidate']}"
+        )
+        assert record["kept"] == (
+            record["oof_log_loss_after"] < record["oof_log_loss_before"] and record["win_rate"] >= 0.95
+        )
+    rule = DecisionRule.from_dict(decision)
+    report = json.loads((repo / "reports/eval/test.json").read_text())
+    review = json.loads((repo / "metrics/test.json").read_text())
+    labels = ["ham", "spam"]
+    test = read_predictions(repo / "data/predictions/test.parquet", labels)
+    baseline = aligned(test, read_predictions(repo / "data/predictions/baseline/test.parquet", labels), "test")
+    shipped = rule.combine(test.probs, baseline.probs)  # decision.blend 0.5: both sources, each calibrated
+    measured = report["calibration"]
+    assert (
+        measured["model"] == rule.calibration.to_dict() and measured["baseline"] == rule.baseline_calibration.to_dict()
+    )
+    assert measured["test"]["rows"] == len(test.y) == review["n_test"]
+    for when in ("uncalibrated", "calibrated"):
+        assert (
+            set(measured["test"][when]) == set(measured["val"][when]) == {"ece", "ece_classwise", "brier", "log_loss"}
+        )
+    from sklearn.metrics import log_loss
+
+    assert measured["test"]["calibrated"]["log_loss"] == pytest.approx(log_loss(test.y, shipped), rel=1e-5)
+    assert review["ece"] == measured["test"]["calibrated"]["ece"]
+    reliability = pd.read_csv(repo / "reports/eval/reliability.csv")
+    assert reliability.loc[reliability["series"] == "top label", "rows"].sum() == 2 * len(test.y)  # before and after
+
+    elsewhere = shutil.copytree(repo / "models/classifier", tmp_path / "machine3" / "classifier")
+    assert json.loads((elsewhere / "decision.json").read_text())["calibration"] == rule.to_dict()["calibration"]
+    skewtune_predict(
+        [repo / "data/split/test.parquet", "-o", "out.parquet", "--text-column", "text", "--model", elsewhere],
+        tmp_path / "machine3",
+    )
+    out = pd.read_parquet(tmp_path / "machine3" / "out.parquet")
+    assert out["id"].astype(str).tolist() == test.ids.tolist()
+    np.testing.assert_allclose(out[["prob:ham", "prob:spam"]].to_numpy(), shipped, atol=1e-5)
+    np.testing.assert_allclose(out["margin"].to_numpy(), rule.margin(shipped), atol=1e-5)
+    card = (elsewhere / "README.md").read_text()
+    assert "## Calibration" in card and f"on {len(test.y)} held-out test rows" in card
+    assert (
+        f"| top-label ECE | {measured['test']['uncalibrated']['ece']:.4f} | {measured['test']['calibrated']['ece']:.4f} |"
+        in card
     )
 
 

@@ -327,22 +327,19 @@ def calibration_metrics(y: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-RELIABILITY_COLUMNS = ["confidence", "frequency", "rows", "series"]
+RELIABILITY_COLUMNS = ["curve", "series", "confidence", "frequency", "rows"]
+TOP_LABEL = "top label"
 
 
 def reliability_table(y: np.ndarray, curves: dict[str, np.ndarray], labels: list[str]) -> pd.DataFrame:
-    """The reliability diagram's points, one series per curve name (e.g. uncalibrated, calibrated) and kind: the
-    top label, and each class when multiclass (its probability against how often it is the true class); per
-    non-empty bin the mean confidence, the observed frequency and the rows. A "perfectly calibrated" diagonal comes
-    first."""
-    parts = [
-        pd.DataFrame(
-            {"confidence": [0.0, 1.0], "frequency": [0.0, 1.0], "rows": [0, 0], "series": "perfectly calibrated"}
-        )
-    ]
+    """The reliability diagram's points: per curve (e.g. uncalibrated, calibrated: a panel each in the plot) and
+    series (the top label, and each class when multiclass: its probability against how often it is the true class),
+    per non-empty bin the mean confidence, the observed frequency and the rows (.dvc/plots/reliability.json draws
+    the diagonal of perfect calibration)."""
+    parts = []
     for name, probs in curves.items():
         probs = _normalised(probs)
-        parts.append(_binned(probs.max(axis=1), probs.argmax(axis=1) == y).assign(series=f"{name}: top label"))
+        parts.append(_binned(probs.max(axis=1), probs.argmax(axis=1) == y).assign(curve=name, series=TOP_LABEL))
         if len(labels) > 2:
-            parts += [_binned(probs[:, c], y == c).assign(series=f"{name}: {label}") for c, label in enumerate(labels)]
+            parts += [_binned(probs[:, c], y == c).assign(curve=name, series=label) for c, label in enumerate(labels)]
     return pd.concat(parts, ignore_index=True)[RELIABILITY_COLUMNS]
