@@ -282,8 +282,13 @@ def model_card(
                 f"Test metrics come from {test['n_test']} rows "
                 f"({min(c['support'] for c in test['per_class'].values())} of the rarest class): "
                 "differences within the confidence interval are noise.",
-                "Probabilities are calibrated on the validation rows only (see Calibration): on data unlike them they drift "
-                "again; the margin ranks rows by uncertainty, it is not a probability of error.",
+                (
+                    "Probabilities are calibrated on the validation rows only (see Calibration): on data unlike them they "
+                    "drift again"
+                    if rule.calibration.method != "none" or (rule.blend and rule.baseline_calibration.method != "none")
+                    else "Probabilities are the model's own, uncalibrated (see Calibration for their calibration error)"
+                )
+                + "; the margin ranks rows by uncertainty, it is not a probability of error.",
                 last_limit,
                 "The labels are those of the training table, including its mistakes; see reports/errors.csv for rows worth relabelling.",
             )
