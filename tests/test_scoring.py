@@ -383,6 +383,41 @@ def test_predict_cleans_texts_as_the_classifier_was_trained(classifier, tmp_path
     assert np.allclose(probs[0], probs[1], atol=1e-6) == unescape_html
 
 
+def test_predict_writes_the_probabilities_calibrated_by_the_classifiers_rule(classifier, tmp_path):
+    """A rule with a temperature: `skewtune predict` writes softmax(log p / T) of the model's probabilities, decides
+    and measures the margin on them; a calibrator that is not valid stops with one line."""
+    from skewtune.decision.calibration import Calibration
+
+    table = sms_table(30, seed=2)
+    table.to_csv(tmp_path / "in.csv", index=False)
+    copy = shutil.copytree(classifier, tmp_path / "calibrated")
+    _, rule = read_classifier_files(classifier)
+    calibrated = DecisionRule(
+        "threshold",
+        rule.labels,
+        positive_label="spam",
+        threshold=0.5,
+        calibration=Calibration("temperature", temperature=0.25),
+    )
+    (copy / RULE_FILE).write_text(json_text(calibrated.to_dict()))
+    write_manifest(copy)
+    predict(tmp_path / "in.csv", "-o", tmp_path / "plain.parquet", "--model", classifier)
+    predict(tmp_path / "in.csv", "-o", tmp_path / "out.parquet", "--model", copy)
+    plain = pd.read_parquet(tmp_path / "plain.parquet")[PROBS].to_numpy()
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    sharpened = plain**4 / (plain**4).sum(axis=1, keepdims=True)  # T = 0.25: p^(1/T), renormalised
+    np.testing.assert_allclose(out[PROBS].to_numpy(), sharpened, atol=1e-6)
+    np.testing.assert_allclose(out["margin"], np.abs(sharpened[:, 1] - 0.5), atol=1e-6)
+    assert out["predicted"].tolist() == [LABELS[k] for k in calibrated.predict(sharpened)]
+
+    broken = calibrated.to_dict()
+    broken["calibration"]["model"]["temperature"] = -1
+    (copy / RULE_FILE).write_text(json_text(broken))
+    write_manifest(copy)
+    with pytest.raises(SkewtuneError, match="calibration.model: not a valid calibration.*re-run tune_threshold"):
+        read_classifier_files(copy)
+
+
 def test_predict_applies_the_blend_of_a_classifier_with_a_baseline(classifier, tmp_path, capsys):
     """A classifier whose rule blends in the TF-IDF baseline: `skewtune predict` averages the two models'
     probabilities with the rule's weight, and decides on that, as tune_threshold and evaluate did."""
