@@ -28,7 +28,12 @@ def main() -> None:
         )
     method, guard = params.calibration.method, p.min_confidence
     calibration, chosen = choose_calibration(method, val.probs, val.y, min_confidence=guard)
-    record = {"model": chosen, "baseline": None}
+    record = {
+        "order": "each source calibrated first; the blend weight, then the threshold or offsets, tuned on the calibrated "
+        "val probabilities",
+        "model": chosen,
+        "baseline": None,
+    }
     baseline_probs = None
     if baseline is not None and blend != "off":  # decision.blend: off never reads the baseline's probabilities
         baseline_probs = aligned(val, baseline, "val").probs
