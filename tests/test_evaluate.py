@@ -788,7 +788,8 @@ def test_a_decision_below_the_baseline_names_the_guard_that_refused_a_blend(
     evaluate say which guard refused it and the win rate (floored: never a rounded-up 100%)."""
     splits, probs = spam
     _write_project(tmp_path, ["ham", "spam"], splits, probs, spam_baseline)
-    _write_params(tmp_path, threshold={"min_confidence": 0.995})
+    # no calibrator: the decision is then the model alone's argmax (a kept vector scaling's biases would move it)
+    _write_params(tmp_path, threshold={"min_confidence": 0.995}, calibration={"method": "none"})
     _run_stages(tmp_path, monkeypatch)
     decision = json.loads((tmp_path / "reports/threshold/decision.json").read_text())
     assert (
