@@ -11,6 +11,7 @@ import pandas as pd
 
 from skewtune.artifacts import is_no_table, read_examples, read_frame, read_labels, spreadsheet_safe
 from skewtune.config.load import load_params
+from skewtune.core.columns import input_columns
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import LABEL_ISSUES, LABEL_ISSUES_REPORT, PLACES, split_path
 from skewtune.core.stage import run_stage
@@ -36,14 +37,19 @@ def main() -> None:
             if not p.enabled
             else f"data.modality is {params.data.modality}: the cross-fitted TF-IDF baseline reads text"
         )
-        _none(["image"] if params.data.modality == "image" else ["text"], "disabled", reason)
+        inputs = (
+            ["image"]
+            if params.data.modality == "image"
+            else ["text", "text_pair"][: 1 + bool(params.data.text_pair_column)]
+        )
+        _none(inputs, "disabled", reason)
         print(f"label_issues: {reason}; no rows checked")
         return
     labels = read_labels()
     rows = pd.concat(
         [read_examples(split_path(split), labels, "split").assign(split=split) for split in SPLITS], ignore_index=True
     )
-    inputs = ["text", "text_pair"] if "text_pair" in rows.columns else ["text"]
+    inputs = input_columns(rows)
     start = time.perf_counter()
     try:
         probs, folds = out_of_fold_proba(

@@ -245,3 +245,46 @@ def test_a_bad_import_is_one_line_and_writes_nothing(loop_repo, content, name, m
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert (corrections.read_bytes() if corrections.exists() else None) == before
     os.remove(root / name)
+
+
+def _stage_project(root: Path, params: dict, rows: pd.DataFrame) -> None:
+    """params.yaml, labels.json and the train/val split files (half the rows each) that the label_issues stage reads."""
+    import yaml
+
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "data/interim").mkdir(parents=True)
+    (root / "data/split").mkdir(parents=True)
+    (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
+    pd.DataFrame().to_parquet(root / "data/interim/places.parquet")
+    rows[::2].to_parquet(root / "data/split/train.parquet", index=False)
+    rows[1::2].to_parquet(root / "data/split/val.parquet", index=False)
+
+
+@pytest.mark.parametrize(
+    ("params", "spam_rows", "status", "printed"),
+    [
+        (
+            {"label_issues": {"enabled": False}},
+            40,
+            "disabled",
+            "label_issues: label_issues.enabled is false; no rows checked",
+        ),
+        ({}, 2, "skipped", "class(es) 'spam' (2) of train + val have fewer than 3 rows"),
+    ],
+)
+def test_the_stage_writes_no_rows_and_says_why(
+    tmp_path, monkeypatch, capsys, sms_splits, params, spam_rows, status, printed
+):
+    from stages import label_issues
+
+    train = sms_splits[0]
+    rows = pd.concat([train[train.label == "ham"].head(100), train[train.label == "spam"].head(spam_rows)])
+    _stage_project(tmp_path, params, rows.sample(frac=1, random_state=0))
+    monkeypatch.chdir(tmp_path)
+    label_issues.main()
+    out = capsys.readouterr()
+    assert printed in out.out + out.err
+    table = pd.read_csv(tmp_path / "reports/label_issues.csv")
+    assert table.empty and list(table.columns) == ["id", "line", "text", "split", "label", "suggested", "score"]
+    report = json.loads((tmp_path / "reports/label_issues.json").read_text())
+    assert report["status"] == status and report["reason"]

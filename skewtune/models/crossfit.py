@@ -34,16 +34,16 @@ def out_of_fold_proba(
 ) -> tuple[np.ndarray, int]:
     """(probabilities (n, n_classes) in labels.json order, each row's from the baseline fitted without its fold;
     the number of folds used). `rows` holds text[, text_pair] and label_id. BaselineNotFitted when the rows cannot
-    be cross-fitted (a class with fewer than 4 rows, a fold without a frequent n-gram)."""
+    be cross-fitted (a class with fewer than 3 rows, a fold without a frequent n-gram)."""
     from sklearn.model_selection import StratifiedKFold
 
     y = rows["label_id"].to_numpy()
     counts = np.bincount(y, minlength=len(labels))
     k = fold_count(counts, folds)
     if not k:
-        thin = [f"{label!r} ({n})" for label, n in zip(labels, counts) if n < 4]
+        thin = [f"{label!r} ({n})" for label, n in zip(labels, counts) if n < 3]
         raise BaselineNotFitted(
-            f"class(es) {', '.join(thin)} of train + val have fewer than 4 rows: too few to cross-fit the baseline "
+            f"class(es) {', '.join(thin)} of train + val have fewer than 3 rows: too few to cross-fit the baseline "
             "(each fold's training part needs 2 rows of every class)"
         )
     probs = np.zeros((len(rows), len(labels)))
