@@ -251,6 +251,8 @@ def test_loss_gamma_reruns_train_and_after_but_no_data_stage(repo):
 
 
 def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
+    """baseline.min_df: the baseline and label_issues (whose cross-fitted baseline has its features) and what reads
+    them; never train or predict."""
     original = (repo / "params.yaml").read_text()
     try:
         set_params(repo, {"baseline": {"min_df": 1}})
@@ -258,6 +260,7 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
         assert ran_stages(out.stdout) == {
             "check_params",
             "baseline",
+            "label_issues",  # its cross-fitted baseline has the same features
             "tune_threshold",
             "evaluate",
             "package",
