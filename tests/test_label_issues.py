@@ -288,3 +288,33 @@ def test_the_stage_writes_no_rows_and_says_why(
     assert table.empty and list(table.columns) == ["id", "line", "text", "split", "label", "suggested", "score"]
     report = json.loads((tmp_path / "reports/label_issues.json").read_text())
     assert report["status"] == status and report["reason"]
+
+
+def test_answers_come_from_the_last_annotation_not_cancelled_or_from_json_min(tmp_path):
+    from skewtune.evaluation.annotation import read_answers
+
+    dataset = pd.DataFrame({"id": ["r1", "r2", "r3"], "text": ["a", "b", "c"], "label": ["ham", "ham", "spam"]})
+
+    def region(label):
+        return {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
+
+    export = [
+        {
+            "data": {"row_id": "r1"},
+            "annotations": [
+                {"was_cancelled": False, "result": [region("ham")]},
+                {"was_cancelled": False, "result": [region("spam")]},
+                {"was_cancelled": True, "result": [region("ham")]},
+            ],
+        },
+        {"data": {"row_id": "r2"}, "annotations": [{"was_cancelled": True, "result": [region("spam")]}]},
+        {"data": {"row_id": "r3"}, "annotations": [{"result": [region("spam")]}]},
+    ]
+    (tmp_path / "ls.json").write_text(json.dumps(export))
+    corrections, counts = read_answers(tmp_path / "ls.json", dataset, LABELS)
+    assert corrections.values.tolist() == [["r1", "a", "spam"], ["r3", "c", "spam"]]
+    assert counts == {"unit": "task", "entries": 3, "corrections": 2, "changed": 1, "unanswered": 1}
+
+    (tmp_path / "min.json").write_text(json.dumps([{"row_id": "r2", "text": "b", "given": "ham", "label": "spam"}]))
+    corrections, _ = read_answers(tmp_path / "min.json", dataset, LABELS)
+    assert corrections.values.tolist() == [["r2", "b", "spam"]]
