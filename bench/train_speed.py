@@ -118,7 +118,8 @@ def sms_splits(seed: int, val_size: float, test_size: float):
     dataset, labels, _ = assemble_dataset(
         pool, None, text_column="SMS", pair_column=None, label_column="Label", label_map={}, pool_name=str(SMS_TSV)
     )
-    splits = split_dataset(dataset, labels, val_size=val_size, test_size=test_size, seed=seed)
+    # the ingest stage writes `place` (where each row starts in the file) apart from the dataset
+    splits = split_dataset(dataset.drop(columns="place"), labels, val_size=val_size, test_size=test_size, seed=seed)
     index = {label: i for i, label in enumerate(labels)}
     train, val = (splits[name].assign(label_id=splits[name]["label"].map(index)) for name in ("train", "val"))
     return train, val, labels

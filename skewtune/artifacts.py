@@ -278,6 +278,22 @@ def read_scored(path: str | os.PathLike, labels: list[str]) -> pd.DataFrame | No
     return frame
 
 
+def read_label_issues(path: str | os.PathLike) -> pd.DataFrame:
+    """reports/label_issues.csv (the label_issues stage): id, split, label, suggested and score of each suspect, most
+    suspect first (the texts are read from the split files, not from this formula-escaped copy)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise SkewtuneError(f"{path}: not found; run the label_issues stage first (dvc repro label_issues)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SkewtuneError(f"{path}: not a readable CSV ({exc}); re-run the label_issues stage") from None
+    missing = [c for c in ("id", "split", "label", "suggested", "score") if c not in frame.columns]
+    if missing:
+        raise SkewtuneError(f"{path}: missing column(s) {', '.join(missing)}; re-run the label_issues stage")
+    return frame[["id", "split", "label", "suggested"]].assign(score=pd.to_numeric(frame["score"], errors="coerce"))
+
+
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str, rounded: Sequence[str] = ()) -> None:
     """Write `frame` to `path` (a temporary file of Outputs) as csv (text cells escaped for spreadsheets), jsonl or
     parquet. The text formats write the float columns `rounded` (what skewtune computed, not the input's own columns)

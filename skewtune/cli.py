@@ -6,16 +6,20 @@ skewtune compare --seeds [--confidence C]
 skewtune predict INPUT -o OUTPUT [--model models/classifier] [--text-column C] [--text-pair-column C2]
                  [--image-column C] [--image-root DIR] [--batch-size N] [--overwrite] [--device D]
                  [--format F] [--encoding E] [--sheet S]
+skewtune relabel export [--out DIR]
+skewtune relabel import FILE
 """
 
 from __future__ import annotations
 
 import argparse
 from importlib.metadata import version
+from pathlib import Path
 
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.formats import FORMATS
-from skewtune.core.paths import CLASSIFIER, TEST_PREDICTIONS_CSV
+from skewtune.core.outputs import Outputs, counted, json_text
+from skewtune.core.paths import CLASSIFIER, DATASET, ERRORS, LABELS, RAW_DIR, RELABEL_EXPORT_DIR, TEST_PREDICTIONS_CSV
 from skewtune.core.stage import run_stage
 from skewtune.data.settings import Settings
 from skewtune.evaluation.compare_runs import RULE_COLUMNS, seed_groups, two_runs
@@ -88,7 +92,25 @@ def parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--sheet", help="XLSX sheet (default: the first)")
     add_compare(commands)
+    add_relabel(commands)
     return top
+
+
+def add_relabel(commands) -> None:
+    relabel = commands.add_parser(
+        "relabel",
+        help="the relabelling round trip: the queue out to Label Studio or a spreadsheet, the corrections back",
+        description=f"export: write the queue ({ERRORS}: val mistakes and suspected label errors; scored rows are left "
+        "out) as a Label Studio import file with the suggested label as a pre-annotation, the labeling config to paste "
+        "into the project, and a CSV with an empty 'corrected' column. import: read Label Studio's JSON (or JSON-MIN) "
+        "export, or that CSV filled in, and merge the corrections into data.corrections (a later correction of a row "
+        "replaces an earlier one); the next `dvc repro` re-runs ingest with them and everything after it.",
+    )
+    actions = relabel.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser("export", help="write the queue for Label Studio and for spreadsheets")
+    export.add_argument("--out", default=RELABEL_EXPORT_DIR, help=f"folder to write to (default: {RELABEL_EXPORT_DIR})")
+    imported = actions.add_parser("import", help="merge corrections into data.corrections")
+    imported.add_argument("file", metavar="FILE", help="Label Studio's JSON export (.json) or the filled CSV (.csv)")
 
 
 def add_compare(commands) -> None:
@@ -164,7 +186,60 @@ def predict(args: argparse.Namespace) -> None:
     print(summary.line(args.output))
 
 
-COMMANDS = {"compare": compare, "predict": predict}
+EXPORT_FILES = {"tasks": "label_studio_tasks.json", "config": "label_studio_config.xml", "table": "relabel.csv"}
+
+
+def relabel(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from skewtune.artifacts import read_frame, read_labels
+    from skewtune.evaluation.annotation import answers_line, export_queue, read_answers
+
+    labels = read_labels(LABELS)
+    dataset = read_frame(DATASET, "ingest")
+    if args.action == "export":
+        try:
+            queue = pd.read_csv(ERRORS, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise SkewtuneError(f"{ERRORS}: not found; run the pipeline first (dvc repro)") from None
+        done = export_queue(queue, dataset, labels)
+        out_dir = Path(args.out)
+        with Outputs() as out:
+            out.text(out_dir / EXPORT_FILES["tasks"], json_text(done.tasks))
+            out.text(out_dir / EXPORT_FILES["config"], done.config)
+            out.csv(out_dir / EXPORT_FILES["table"], done.table)
+        left = ", ".join(f"{n} {why}" for why, n in done.left_out.items() if n)
+        print(
+            f"relabel export: {counted(len(done.tasks), 'row')} of {ERRORS} -> {out_dir}/: {EXPORT_FILES['tasks']} (import "
+            f"into Label Studio, with {EXPORT_FILES['config']} as the labeling config), {EXPORT_FILES['table']} (fill "
+            "the 'corrected' column)" + (f"; left out: {left}" if left else "")
+        )
+        return
+    from skewtune.config.load import load_params
+    from skewtune.data.corrections import merge_corrections, read_corrections
+    from skewtune.data.tables import inside
+
+    target = load_params().data.corrections
+    if target is None or not inside(target, RAW_DIR):
+        raise SkewtuneError(
+            f"data.corrections is {target!r} in params.yaml; set it to a file under {RAW_DIR}/ (DVC tracks it as "
+            "ingest's input) to import corrections"
+        )
+    corrections, counts = read_answers(args.file, dataset, labels)
+    print(answers_line(args.file, counts))
+    if corrections.empty:
+        print(f"relabel import: nothing to write; {target} unchanged")
+        return
+    merged, replaced = merge_corrections(read_corrections(target, "text"), corrections)
+    with Outputs() as out:
+        out.csv(target, merged)
+    print(
+        f"relabel import: {target}: {counted(len(corrections), 'correction')} written ({replaced} replaced an earlier "
+        f"one), {len(merged)} in all; `dvc repro` applies them (ingest and every stage after it re-run)"
+    )
+
+
+COMMANDS = {"compare": compare, "predict": predict, "relabel": relabel}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,9 +17,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, log_loss
 
+from skewtune.core.columns import input_columns
 from skewtune.core.errors import SkewtuneError
 from skewtune.decision.rule import DecisionRule
 from skewtune.decision.scores import share_text
+from skewtune.evaluation.label_issues import no_suspects
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEYS = {
@@ -79,6 +81,9 @@ def _write_project(
     for name in ("val", "test"):
         splits[name].to_parquet(root / f"data/split/{name}.parquet", index=False)
     pd.DataFrame().to_parquet(root / "data/predictions/score.parquet")
+    # the label_issues stage's table of no suspects (these tests are about the val mistakes)
+    (root / "reports").mkdir(exist_ok=True)
+    no_suspects(input_columns(splits["val"])).to_csv(root / "reports/label_issues.csv", index=False)
     for name in ("val", "test"):
         _write_predictions(root / f"data/predictions/{name}.parquet", splits[name], labels, probs[name])
         if baseline is None:

@@ -45,7 +45,8 @@ class Case:
 # stopping, no adversarial training, plain ce. The base params below already are these (see TEXT_PARAMS).
 TEXT = {"data.modality": "text"}
 IMAGE = {"data.modality": "image"}
-NO_BASELINE = {"baseline.enabled": False}
+# The baseline's feature keys are read by the baseline and by the cross-fitted one of label_issues.
+NO_BASELINE = {"baseline.enabled": False, "label_issues.enabled": False}
 # Two more sets of train options, where a part of a key's condition holds: pgd_* under fgm, the weights' keys under
 # focal without alpha and under weighted_ce (balanced, not effective_number).
 FGM_FOCAL = {"train.adversarial": "fgm", "loss.name": "focal"}
@@ -116,10 +117,15 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ("loss.alpha", "train"): [Case("balanced"), Case("balanced", WEIGHTED)],
     ("loss.gamma", "train"): [Case(1.0), Case(1.0, WEIGHTED)],
     ("loss.tau", "train"): [Case(2.0), Case(2.0, FGM_FOCAL), Case(2.0, WEIGHTED)],
-    # max_rows has no control: its least value, 100, is above the 30 train rows here
+    # max_rows has no control: its least value, 100, is above the 30 train rows here; nor has label_issues (its
+    # suspects among these 45 rows need not change with the features)
     **{
-        (f"baseline.{key}", "baseline"): [Case(other, NO_BASELINE, read), Case(other, IMAGE)]
+        (f"baseline.{key}", stage): [
+            Case(other, NO_BASELINE, read if stage == "baseline" else None),
+            Case(other, IMAGE),
+        ]
         for key, other, read in (("min_df", 3, {}), ("max_features", 100, {}), ("max_rows", 100, None))
+        for stage in ("baseline", "label_issues")
     },
     ("threshold.min_precision", "tune_threshold"): [Case(0.5, {}, {"threshold.metric": "recall_at_precision"})],
 }

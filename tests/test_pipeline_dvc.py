@@ -32,7 +32,10 @@ COLUMNS = ("ingest", "package", "score", "relabel")
 # reports/effective/<stage>.json changes). `check_params` tracks every key and is expected on every change.
 KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     # images: the text keys lose their effect and the image keys gain it; no baseline, no blend
-    "data.modality": ("image", ("ingest", "train", "baseline", "tune_threshold", "package", "score", "relabel")),
+    "data.modality": (
+        "image",
+        ("ingest", "train", "baseline", "label_issues", "tune_threshold", "package", "score", "relabel"),
+    ),
     "data.image_column": ("path", ()),  # text data: the image keys have no effect
     "data.max_image_pixels": (1000, ()),
     "model.image_size": (32, ()),
@@ -52,6 +55,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.max_conflict_share": (0.1, DATA),
     "data.unescape_html": (True, (*DATA, "package")),
     "data.score_path": ("data/raw/new.tsv", ("score",)),
+    "data.corrections": ("data/raw/fixes.csv", DATA),
     "split.val_size": (0.25, ("split",)),
     "split.test_size": (0.25, ("split",)),
     "split.seed": (7, ("split",)),
@@ -112,9 +116,11 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     # valid only with 2 epochs (ALSO), which is what re-runs train; focal without alpha has no weights to defer
     "loss.reweight_from_epoch": (2, ("train", "package")),
     "baseline.enabled": (False, ("baseline", "tune_threshold", "package")),  # decision.blend then has no effect
-    "baseline.min_df": (3, ("baseline",)),
-    "baseline.max_features": (5000, ("baseline",)),
-    "baseline.max_rows": (200, ("baseline",)),
+    "baseline.min_df": (3, ("baseline", "label_issues")),  # the cross-fitted baseline's features too
+    "baseline.max_features": (5000, ("baseline", "label_issues")),
+    "baseline.max_rows": (200, ("baseline", "label_issues")),
+    "label_issues.enabled": (False, ("label_issues",)),
+    "label_issues.folds": (3, ("label_issues",)),
     "decision.blend": ("off", ("tune_threshold", "package")),
     "calibration.method": ("temperature", ("tune_threshold", "package")),
     "threshold.strategy": ("argmax", ("tune_threshold", "package")),
@@ -151,9 +157,15 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     sample.to_csv(raw, sep="\t", index=False)
     make_repo(root, tiny_params(tiny_bert_dir), {"sms.tsv": raw})
     out = dvc(["repro"], root)
-    assert ran_stages(out.stdout) == {"check_params", "ingest", "split", "resample", "baseline", *ALL_AFTER_TRAIN}, (
-        out.stdout
-    )
+    assert ran_stages(out.stdout) == {
+        "check_params",
+        "ingest",
+        "split",
+        "label_issues",
+        "resample",
+        "baseline",
+        *ALL_AFTER_TRAIN,
+    }, out.stdout
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "baseline run"], root)
     return root
@@ -240,6 +252,8 @@ def test_loss_gamma_reruns_train_and_after_but_no_data_stage(repo):
 
 
 def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
+    """baseline.min_df: the baseline and label_issues (whose cross-fitted baseline has its features) and what reads
+    them; never train or predict."""
     original = (repo / "params.yaml").read_text()
     try:
         set_params(repo, {"baseline": {"min_df": 1}})
@@ -247,6 +261,7 @@ def test_baseline_keys_rerun_the_baseline_and_its_readers_never_the_model(repo):
         assert ran_stages(out.stdout) == {
             "check_params",
             "baseline",
+            "label_issues",  # its cross-fitted baseline has the same features
             "tune_threshold",
             "evaluate",
             "package",

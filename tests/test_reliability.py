@@ -442,7 +442,11 @@ UNREAD_AND_READ = {
     "train.epochs": ({"train": {"epochs": 3, "max_steps": 10}}, {"train": {"epochs": 3}}),
     "train.min_steps": ({"train": {"min_steps": 50, "max_steps": 10}}, {"train": {"min_steps": 50}}),
     **{
-        f"baseline.{key}": ({"baseline": {key: value, "enabled": False}}, {"baseline": {key: value}})
+        # read by the baseline and by label_issues' cross-fitted one: unread only with both off
+        f"baseline.{key}": (
+            {"baseline": {key: value, "enabled": False}, "label_issues": {"enabled": False}},
+            {"baseline": {key: value, "enabled": False}},
+        )
         for key, value in (("min_df", 3), ("max_features", 5000), ("max_rows", 1000))
     },
     # the modality's keys (set on the other modality: no effect)

@@ -96,8 +96,8 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     *(
         (
             f"baseline.{key}",
-            lambda p: p.baseline.enabled and p.data.modality == "text",
-            "baseline.enabled: true on text data",
+            lambda p: (p.baseline.enabled or p.label_issues.enabled) and p.data.modality == "text",
+            "baseline.enabled or label_issues.enabled: true on text data",
         )
         for key in ("min_df", "max_features", "max_rows")
     ),
@@ -129,8 +129,18 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "data.max_conflict_share",
         "data.max_image_pixels",
         "data.unescape_html",
+        "data.corrections",
     ),
     "split": ("split.val_size", "split.test_size", "split.seed"),
+    # The cross-fitted baseline that finds suspected label errors fits with the baseline's feature settings.
+    "label_issues": (
+        "data.modality",
+        "label_issues.enabled",
+        "label_issues.folds",
+        "baseline.min_df",
+        "baseline.max_features",
+        "baseline.max_rows",
+    ),
     "resample": ("resample.strategy", "resample.over_ratio", "resample.under_ratio", "resample.seed"),
     "train": (
         "model.name",

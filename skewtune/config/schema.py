@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from skewtune.core.formats import QUOTINGS
+from skewtune.core.paths import CORRECTIONS
 
 # The allowed values of the choice keys: the schema below and the code that acts on them both read these.
 LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
@@ -170,6 +171,7 @@ class DataParams(_Section):
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=PILLOW_MAX_PIXELS)
     unescape_html: bool = False
     score_path: str | None = Field(None, min_length=1)
+    corrections: str | None = Field(CORRECTIONS, min_length=1)
 
     @field_validator("encoding")
     @classmethod
@@ -394,6 +396,11 @@ class BaselineParams(_Section):
     max_rows: int = Field(100_000, ge=100)
 
 
+class LabelIssuesParams(_Section):
+    enabled: bool = True
+    folds: int = Field(5, ge=2, le=20)
+
+
 BLEND_CHOICES = ("auto", "off")
 
 
@@ -440,6 +447,7 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     loss: LossParams = Field(default_factory=LossParams)
     baseline: BaselineParams = Field(default_factory=BaselineParams)
+    label_issues: LabelIssuesParams = Field(default_factory=LabelIssuesParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     threshold: ThresholdParams = Field(default_factory=ThresholdParams)
     decision: DecisionParams = Field(default_factory=DecisionParams)

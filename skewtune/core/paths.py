@@ -9,6 +9,10 @@ EFFECTIVE_DIR = (
 RAW_DIR = "data/raw"
 DATASET = "data/interim/dataset.parquet"  # id, text, [text_pair], label, subset; images: id, image, label, subset, hash, image_bytes
 LABELS = "data/interim/labels.json"  # {"labels": [...]}, index = class id
+# id, place: where each kept row of a table starts in its file ("line 12", "row 3", "record 4"; Table.place), for the
+# people who fix labels in that file; images: write_no_table's table (a row is its file: the image column says where)
+PLACES = "data/interim/places.parquet"
+CORRECTIONS = "data/raw/corrections.csv"  # data.corrections' default: id, text, label (skewtune.data.corrections)
 INGEST_REPORT = "reports/ingest.json"  # rows read, kept and dropped (with examples), cleaning, class counts
 SPLIT_DIR = "data/split"  # <name>.parquet: the dataset's columns without subset
 SPLIT_REPORT = "reports/split.json"
@@ -44,6 +48,9 @@ RELIABILITY = "reports/eval/reliability.csv"
 CLASSIFIER = "models/classifier"  # the self-contained model a user applies (`skewtune predict`)
 SCORED = "data/predictions/score.parquet"  # the score stage: scored data.score_path, or write_no_table's table
 ERRORS = "reports/errors.csv"  # the relabelling queue
+LABEL_ISSUES = "reports/label_issues.csv"  # suspected label errors of train + val, most suspect first
+LABEL_ISSUES_REPORT = "reports/label_issues.json"  # rows checked, folds, suspects per class, source (or why none)
+RELABEL_EXPORT_DIR = "reports/relabel"  # `skewtune relabel export`'s default folder (not a pipeline output)
 
 # Files of a model directory beside the transformers ones.
 # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)

@@ -14,6 +14,7 @@ from skewtune.config.schema import DataParams
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import counted
 from skewtune.data.cleaning import MISSING_SPELLINGS, clean_labels, normalise_text, odd_characters, whole_numbers
+from skewtune.data.corrections import apply_corrections
 from skewtune.data.drops import (
     DROP_EXAMPLES,
     DROP_REASONS,
@@ -45,15 +46,14 @@ def class_balance(labels: pd.Series, order: list[str]) -> dict:
     }
 
 
-def _standardise(
-    table: pd.DataFrame, columns: dict[str, str], prefix: str, subset: str, unescape_html: bool
-) -> pd.DataFrame:
-    raw_label = normalise_text(table[columns["label"]])
+def _standardise(table: Table, columns: dict[str, str], prefix: str, subset: str, unescape_html: bool) -> pd.DataFrame:
+    raw_label = normalise_text(table.frame[columns["label"]])
     return pd.DataFrame(
         {
-            "id": prefix + pd.Series(table.index, dtype="int64").astype("str"),
+            "id": prefix + pd.Series(table.frame.index, dtype="int64").astype("str"),
+            "place": table.unit + " " + pd.Series(table.places).astype("str"),
             **{
-                name: normalise_text(table[source], unescape_html=unescape_html).array
+                name: normalise_text(table.frame[source], unescape_html=unescape_html).array
                 for name, source in columns.items()
                 if name != "label"
             },
@@ -145,11 +145,16 @@ def assemble_dataset(
     conflicts: str = DATA_DEFAULTS.conflicts,
     max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
     unescape_html: bool = False,
+    corrections: tuple[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, list[str], dict]:
     """Clean the rows of the data file (`pool`) and of an optional fixed test file into one dataset.
 
-    Rows are identified by their 1-based row number in their file ("r<row>", "t<row>").
-    Returns the dataset (id, text, [text_pair], label, subset), the sorted labels and a report.
+    Rows are identified by their 1-based data row number in their file ("r<row>", "t<row>"; the header does not
+    count), and `place` says where that row starts in the file (Table.place: "line 13" of a CSV whose records hold
+    no line breaks). `corrections` (its file's name, the table of skewtune.data.corrections) relabels rows by id
+    before anything is dropped.
+    Returns the dataset (id, place, text, [text_pair], label, subset; the ingest stage writes `place` apart), the
+    sorted labels and a report (with `corrections`: the counts, when a table was given).
     Rows are dropped for missing text/pair/label (at most `max_dropped_share` of a file's rows, else
     SkewtuneError), for a text (pair) carrying different labels in the same file (`conflicts`: drop, all its
     rows; majority_vote, those not of its most frequent label, all on a tie; at most `max_conflict_share` of
@@ -158,11 +163,12 @@ def assemble_dataset(
     """
     columns = {"text": text_column, **({"text_pair": pair_column} if pair_column else {}), "label": label_column}
     keys = [name for name in columns if name != "label"]
-    parts = [_standardise(pool.frame, columns, "r", "pool", unescape_html)]
+    parts = [_standardise(pool, columns, "r", "pool", unescape_html)]
     if test is not None:
-        parts.append(_standardise(test.frame, columns, "t", "test", unescape_html))
+        parts.append(_standardise(test, columns, "t", "test", unescape_html))
     frame = pd.concat(parts, ignore_index=True)
     label_notes = clean_labels(frame, label_map, pool_name + (f" or {test_name}" if test is not None else ""))
+    corrected = apply_corrections(frame, corrections[1], "text", keys, corrections[0]) if corrections else None
 
     unusable = [(frame[key].isna().to_numpy(), f"missing_{key}") for key in keys]
     reason = drop_reasons(frame, keys, unusable, conflicts)
@@ -204,6 +210,8 @@ def assemble_dataset(
     )
     report["conflict_examples"] = conflict_examples(frame, reason, keys, keys)
     report.update(label_notes)
+    if corrected is not None:
+        report["corrections"] = corrected
     if test is not None:
         report["test"] = _file_report(
             test_name,

@@ -20,6 +20,7 @@ from skewtune.core.columns import BYTES_COLUMN, HASH_COLUMN, IMAGE_COLUMN
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import counted
 from skewtune.data.cleaning import clean_labels, normalise_text, whole_numbers
+from skewtune.data.corrections import apply_corrections
 from skewtune.data.dataset import DATA_DEFAULTS, class_balance, kept_labels
 from skewtune.data.drops import (
     DROP_EXAMPLES,
@@ -265,10 +266,12 @@ def assemble_images(
     max_conflict_share: float = DATA_DEFAULTS.max_conflict_share,
     raw_dir: str | os.PathLike = "data/raw",
     max_image_pixels: int = DATA_DEFAULTS.max_image_pixels,
+    corrections: tuple[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, list[str], dict]:
     """The image dataset (id, image, label, subset, hash, image_bytes), its sorted labels and a report, from the
-    data file or tree (`pool`) and an optional fixed test one; the drops as in skewtune.data.dataset.assemble_dataset,
-    with the image problems in place of missing texts and the content hash as the key."""
+    data file or tree (`pool`) and an optional fixed test one; the drops and `corrections` as in
+    skewtune.data.dataset.assemble_dataset, with the image problems in place of missing texts and the content hash as
+    the key."""
     columns = {"image": image_column, "label": label_column}
     parts = [_standardise(pool_name, pool, columns, "r", "pool", raw_dir, max_image_pixels)]
     if test is not None:
@@ -278,6 +281,9 @@ def assemble_images(
     problem = frame["problem"].to_numpy()
     # A row without a usable image has no hash: a unique stand-in keeps it out of the duplicate checks.
     frame[HASH_COLUMN] = frame[HASH_COLUMN].where(frame[HASH_COLUMN].notna(), "unusable:" + frame["id"])
+    corrected = (
+        apply_corrections(frame, corrections[1], IMAGE_COLUMN, [HASH_COLUMN], corrections[0]) if corrections else None
+    )
     unusable = [(problem == name, name) for name in IMAGE_PROBLEMS]
     reason = drop_reasons(frame, [HASH_COLUMN], unusable, conflicts)
     is_test = (frame["subset"] == "test").to_numpy()
@@ -332,6 +338,8 @@ def assemble_images(
     paths = frame.set_index("id")[IMAGE_COLUMN]
     report["conflict_examples"] = [{**example, "images": [paths[i] for i in example["ids"]]} for example in examples]
     report.update(label_notes)
+    if corrected is not None:
+        report["corrections"] = corrected
     if test is not None:
         report["test"] = _file_report(
             test_name,

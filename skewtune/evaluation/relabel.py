@@ -1,9 +1,10 @@
 """The relabelling queue (reports/errors.csv): rows worth a human look, never from test.
 
 Relabelling test rows that the model got wrong would bias test towards the model, so the queue takes
-the val rows that the decision rule gets wrong (most confident mistakes first: likely label errors)
-and, when the score stage scored new data, its least confident rows (uncertainty sampling: the rows
-whose labels would teach the next model most). Margins are DecisionRule.margin.
+the val rows that the decision rule gets wrong (most confident mistakes first: likely label errors),
+the suspected label errors of train + val that the label_issues stage found (most suspect first), and,
+when the score stage scored new data, its least confident rows (uncertainty sampling: the rows whose
+labels would teach the next model most). Margins are DecisionRule.margin.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from skewtune.decision.rule import DecisionRule
 
 SOURCE_VAL = "val"
 SOURCE_SCORED = "score"
+SOURCE_LABEL_ISSUE = "label_issue"
 
 
 def val_mistakes(texts: pd.DataFrame, val: Predictions, rule: DecisionRule, max_rows: int) -> pd.DataFrame:
@@ -50,6 +52,23 @@ def uncertain_scored(scored: pd.DataFrame, inputs: dict[str, str], labels: list[
         }
     )[has_prediction.to_numpy()]
     return table.sort_values("margin", kind="stable").head(max_rows).assign(source=SOURCE_SCORED)
+
+
+def suspected_errors(issues: pd.DataFrame, texts: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """The first `max_rows` suspected label errors (reports/label_issues.csv, most suspect first): id, their inputs,
+    label (the given one), predicted (the suggested one) and label_quality (the out-of-fold probability of the given
+    label). `texts` holds id and the inputs of at least those rows."""
+    top = issues.head(max_rows)
+    return (
+        top[["id"]]
+        .merge(texts, on="id", how="left", validate="one_to_one")
+        .assign(
+            label=top["label"].to_numpy(),
+            predicted=top["suggested"].to_numpy(),
+            label_quality=top["score"].to_numpy(),
+            source=SOURCE_LABEL_ISSUE,
+        )
+    )
 
 
 def relabel_queue(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -52,6 +52,7 @@ class TextModality:
 
     def ingest(self, data, raw_dir: str) -> tuple[pd.DataFrame, list[str], dict]:
         """(dataset, labels, report) of data.source and data.test_path (the `data` params)."""
+        from skewtune.data.corrections import data_corrections
         from skewtune.data.dataset import assemble_dataset
         from skewtune.data.tables import read_source, read_table, resolve_raw_path
 
@@ -74,6 +75,7 @@ class TextModality:
             conflicts=data.conflicts,
             max_conflict_share=data.max_conflict_share,
             unescape_html=data.unescape_html,
+            corrections=data_corrections(data.corrections, "text", raw_dir),
         )
 
     def summary(self, report: dict) -> list[str]:
@@ -166,6 +168,8 @@ class ImageModality:
             "sheet": data.sheet,
             "quoting": data.quoting,
         }
+        from skewtune.data.corrections import data_corrections
+
         pool = images.read_images_source(data.source, "data.source", **reading)
         test = images.read_images_source(data.test_path, "data.test_path", **reading) if data.test_path else None
         return images.assemble_images(
@@ -181,6 +185,7 @@ class ImageModality:
             max_conflict_share=data.max_conflict_share,
             raw_dir=raw_dir,
             max_image_pixels=data.max_image_pixels,
+            corrections=data_corrections(data.corrections, columns.IMAGE_COLUMN, raw_dir),
         )
 
     def summary(self, report: dict) -> list[str]:

@@ -1,0 +1,86 @@
+"""Suspected label errors: cleanlab's confident learning (Northcutt et al. 2021) on out-of-fold probabilities.
+
+A row is suspect when its out-of-fold probability of the given label is below the average such probability of that
+class's rows (the per-class threshold of the confident joint), and cleanlab's prune-by-noise-rate keeps as many
+suspects per pair of classes as the confident joint estimates are mislabelled. Suspects are ranked by their
+self-confidence (the out-of-fold probability of the given label; lowest = most suspect), which is also the score
+written beside them; the suggested label is the class of highest out-of-fold probability.
+
+The probabilities must be out-of-fold (skewtune.models.crossfit): a model's probabilities on rows it trained on
+are confident in their labels, right or wrong. Test rows are never checked: correcting test labels by what a model
+finds would bias test towards that model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from skewtune.core.columns import input_columns
+
+SOURCE = "cross-fitted TF-IDF baseline"
+
+
+@dataclass(frozen=True)
+class Suspects:
+    """Positions (into the checked rows) of the suspected label errors, most suspect first, with each one's
+    self-confidence score and suggested class index."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    suggested: np.ndarray
+
+
+def find_suspects(y: np.ndarray, probs: np.ndarray) -> Suspects:
+    """The suspected label errors among rows of given classes `y` with out-of-fold probabilities `probs`."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    # n_jobs=1: cleanlab would otherwise start a process per core for a computation of milliseconds.
+    positions = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    scores = get_label_quality_scores(y, probs, method="self_confidence")
+    return Suspects(positions, scores[positions], probs[positions].argmax(axis=1))
+
+
+def suspect_table(rows: pd.DataFrame, places: pd.Series | None, labels: list[str], suspects: Suspects) -> pd.DataFrame:
+    """id, line (where the row starts in its raw file; empty when unknown), the inputs (text[, text_pair]), split, the
+    given label, the suggested one and the score, most suspect first. `rows` holds id, the inputs, split and label_id;
+    `places` maps id to place ("line 12")."""
+    names = np.asarray(labels, dtype=object)
+    chosen = rows.iloc[suspects.positions].reset_index(drop=True)
+    line = chosen["id"].map(places).fillna("") if places is not None else ""
+    return pd.DataFrame(
+        {
+            "id": chosen["id"],
+            "line": line,
+            **{column: chosen[column] for column in input_columns(chosen)},
+            "split": chosen["split"],
+            "label": names[chosen["label_id"].to_numpy()],
+            "suggested": names[suspects.suggested],
+            "score": suspects.scores,
+        }
+    )
+
+
+def no_suspects(inputs: list[str]) -> pd.DataFrame:
+    """The table without rows, for a run that checked nothing (its header stays what readers expect)."""
+    columns = ["id", "line", *inputs, "split", "label", "suggested", "score"]
+    return pd.DataFrame({column: pd.Series(dtype=float if column == "score" else "str") for column in columns})
+
+
+def suspect_report(table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], folds: int) -> dict:
+    """reports/label_issues.json of a check: what was checked and how many suspects each class holds."""
+    checked = rows["split"].value_counts()
+    return {
+        "status": "checked",
+        "reason": None,
+        "source": SOURCE,
+        "rows_checked": int(len(rows)),
+        "rows_checked_per_split": {split: int(checked.get(split, 0)) for split in ("train", "val")},
+        "folds": folds,
+        "suspects": int(len(table)),
+        "suspect_share": round(len(table) / len(rows), 6),
+        "suspects_per_class": {label: int((table["label"] == label).sum()) for label in labels},
+    }

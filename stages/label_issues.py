@@ -1,0 +1,77 @@
+"""Stage label_issues: suspected label errors in the split's train + val rows (never test), from cleanlab's confident
+learning on out-of-fold probabilities of the TF-IDF baseline cross-fitted on those rows (skewtune.models.crossfit,
+skewtune.evaluation.label_issues). Writes reports/label_issues.csv (most suspect first, formula-escaped) and
+reports/label_issues.json. Disabled, on images, or when the rows cannot be cross-fitted, it writes the table without
+rows and a report that says why, and says so in one line."""
+
+import sys
+import time
+
+import pandas as pd
+
+from skewtune.artifacts import is_no_table, read_examples, read_frame, read_labels, spreadsheet_safe
+from skewtune.config.load import load_params
+from skewtune.core.columns import input_columns
+from skewtune.core.outputs import Outputs, counted
+from skewtune.core.paths import LABEL_ISSUES, LABEL_ISSUES_REPORT, PLACES, split_path
+from skewtune.core.stage import run_stage
+from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table
+from skewtune.models.baseline import BaselineNotFitted
+from skewtune.models.crossfit import out_of_fold_proba
+
+SPLITS = ("train", "val")
+
+
+def _none(inputs: list[str], status: str, reason: str) -> None:
+    with Outputs() as out:
+        out.csv(LABEL_ISSUES, no_suspects(inputs))
+        out.json(LABEL_ISSUES_REPORT, {"status": status, "reason": reason})
+
+
+def main() -> None:
+    params = load_params()
+    p, b = params.label_issues, params.baseline
+    if not p.enabled or params.data.modality != "text":
+        reason = (
+            "label_issues.enabled is false"
+            if not p.enabled
+            else f"data.modality is {params.data.modality}: the cross-fitted TF-IDF baseline reads text"
+        )
+        inputs = (
+            ["image"]
+            if params.data.modality == "image"
+            else ["text", "text_pair"][: 1 + bool(params.data.text_pair_column)]
+        )
+        _none(inputs, "disabled", reason)
+        print(f"label_issues: {reason}; no rows checked")
+        return
+    labels = read_labels()
+    rows = pd.concat(
+        [read_examples(split_path(split), labels, "split").assign(split=split) for split in SPLITS], ignore_index=True
+    )
+    inputs = input_columns(rows)
+    start = time.perf_counter()
+    try:
+        probs, folds = out_of_fold_proba(
+            rows, labels, folds=p.folds, min_df=b.min_df, max_features=b.max_features, max_rows=b.max_rows
+        )
+    except BaselineNotFitted as exc:
+        _none(inputs, "skipped", str(exc))
+        print(f"label_issues: warning: skipped: {exc}; no rows checked", file=sys.stderr)
+        return
+    suspects = find_suspects(rows["label_id"].to_numpy(), probs)
+    places = None if is_no_table(PLACES) else read_frame(PLACES, "ingest").set_index("id")["place"]
+    table = suspect_table(rows, places, labels, suspects)
+    report = suspect_report(table, rows, labels, folds)
+    with Outputs() as out:
+        out.csv(LABEL_ISSUES, spreadsheet_safe(table))
+        out.json(LABEL_ISSUES_REPORT, report)
+    per_class = ", ".join(f"{label} {n}" for label, n in report["suspects_per_class"].items())
+    print(
+        f"label_issues: {counted(len(table), 'suspected label error')} in {len(rows):,} train + val rows ({per_class}), "
+        f"from the TF-IDF baseline cross-fitted on {folds} folds, {time.perf_counter() - start:.1f} s -> {LABEL_ISSUES}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage("label_issues", main)
