@@ -18,6 +18,7 @@ from skewtune.core.stage import run_stage
 from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table
 from skewtune.models.baseline import BaselineNotFitted
 from skewtune.models.crossfit import out_of_fold_proba
+from skewtune.models.modality import MODALITIES
 
 SPLITS = ("train", "val")
 
@@ -37,12 +38,7 @@ def main() -> None:
             if not p.enabled
             else f"data.modality is {params.data.modality}: the cross-fitted TF-IDF baseline reads text"
         )
-        inputs = (
-            ["image"]
-            if params.data.modality == "image"
-            else ["text", "text_pair"][: 1 + bool(params.data.text_pair_column)]
-        )
-        _none(inputs, "disabled", reason)
+        _none(list(MODALITIES[params.data.modality].raw_columns(params.data)), "disabled", reason)
         print(f"label_issues: {reason}; no rows checked")
         return
     labels = read_labels()
