@@ -1,6 +1,7 @@
 """Stage ingest: read data.source (and the optional fixed test file), apply the hand corrections of data.corrections,
 clean, de-duplicate and label-check the rows (texts, or images: see skewtune.data.images), and write the dataset every
-later stage starts from, with where each text row starts in its file (data/interim/places.parquet)."""
+later stage starts from, with where each text row starts in its file and whether a correction decided its label
+(data/interim/places.parquet)."""
 
 from skewtune.artifacts import write_no_table
 from skewtune.config.load import load_params
@@ -16,7 +17,12 @@ def main() -> None:
     data = load_params().data
     modality = MODALITIES[data.modality]
     dataset, labels, report = modality.ingest(data, RAW_DIR)
-    places = dataset.pop("place").to_frame().assign(id=dataset["id"])[["id", "place"]] if "place" in dataset else None
+    reviewed = dataset.pop("reviewed") if "reviewed" in dataset else False
+    places = (
+        dataset.pop("place").to_frame().assign(id=dataset["id"], reviewed=reviewed)[["id", "place", "reviewed"]]
+        if "place" in dataset
+        else None
+    )
     with Outputs() as out:
         out.parquet(DATASET, dataset)
         if places is None:

@@ -1,12 +1,14 @@
 """Stage label_issues: suspected label errors in the split's train + val rows (never test), from cleanlab's confident
 learning on out-of-fold probabilities of the TF-IDF baseline cross-fitted on those rows (skewtune.models.crossfit,
-skewtune.evaluation.label_issues). Writes reports/label_issues.csv (most suspect first, formula-escaped) and
-reports/label_issues.json. Disabled, on images, or when the rows cannot be cross-fitted, it writes the table without
-rows and a report that says why, and says so in one line."""
+skewtune.evaluation.label_issues). Writes reports/label_issues.csv (most suspect first, formula-escaped; rows whose label
+a person already decided through data.corrections are left out, and counted) and reports/label_issues.json. Disabled,
+on images, or when the rows cannot be cross-fitted, it writes the table without rows and a report that says why, and
+says so in one line."""
 
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 
 from skewtune.artifacts import is_no_table, read_examples, read_frame, read_labels, spreadsheet_safe
@@ -15,7 +17,7 @@ from skewtune.core.columns import input_columns
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import LABEL_ISSUES, LABEL_ISSUES_REPORT, PLACES, split_path
 from skewtune.core.stage import run_stage
-from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table
+from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table, unreviewed
 from skewtune.models.baseline import BaselineNotFitted
 from skewtune.models.crossfit import out_of_fold_proba
 from skewtune.models.modality import MODALITIES
@@ -55,10 +57,15 @@ def main() -> None:
         _none(inputs, "skipped", str(exc))
         print(f"label_issues: warning: skipped: {exc}; no rows checked", file=sys.stderr)
         return
-    suspects = find_suspects(rows["label_id"].to_numpy(), probs)
-    places = None if is_no_table(PLACES) else read_frame(PLACES, "ingest").set_index("id")["place"]
-    table = suspect_table(rows, places, labels, suspects)
-    report = suspect_report(table, rows, labels, folds)
+    places = None if is_no_table(PLACES) else read_frame(PLACES, "ingest").set_index("id")
+    reviewed = (
+        rows["id"].map(places["reviewed"]).fillna(False).to_numpy(bool)
+        if places is not None
+        else np.zeros(len(rows), bool)
+    )
+    suspects, skipped = unreviewed(find_suspects(rows["label_id"].to_numpy(), probs), reviewed)
+    table = suspect_table(rows, None if places is None else places["place"], labels, suspects)
+    report = suspect_report(table, rows, labels, folds, skipped)
     with Outputs() as out:
         out.csv(LABEL_ISSUES, spreadsheet_safe(table))
         out.json(LABEL_ISSUES_REPORT, report)
@@ -66,6 +73,11 @@ def main() -> None:
     print(
         f"label_issues: {counted(len(table), 'suspected label error')} in {len(rows):,} train + val rows ({per_class}), "
         f"from the TF-IDF baseline cross-fitted on {folds} folds, {time.perf_counter() - start:.1f} s -> {LABEL_ISSUES}"
+        + (
+            f"; {counted(skipped, 'more')} left out: a person already decided the label (data.corrections)"
+            if skipped
+            else ""
+        )
     )
 
 

@@ -83,6 +83,8 @@ def test_corrections_relabel_the_row_and_its_repeats_and_count_the_rest():
     )
     report = apply_corrections(frame, corrections, "text", ["text"], "data/raw/corrections.csv")
     assert frame["label"].tolist() == ["spam", "ham", "spam", "ham", "spam"]
+    # decided by a person: the corrected row and its repeat, and the confirmed one; not the unmatched r4
+    assert frame["reviewed"].tolist() == [True, True, True, False, False]
     assert report == {
         "file": "data/raw/corrections.csv",
         "corrections": 4,
@@ -219,6 +221,11 @@ def test_relabel_loop_export_edit_import_repro(loop_repo):
     assert ingest["unknown"] == 0 and ingest["applied"] + ingest["unchanged"] == ingest["corrections"] == len(
         found | {first}
     )
+    # A label a person decided (changed or confirmed) is not suspected again; those left out are counted.
+    again = pd.read_csv(root / "reports/label_issues.csv", dtype=str, keep_default_na=False)
+    assert not (found | {first}) & set(again["id"]), again.head()
+    skipped = json.loads((root / "reports/label_issues.json").read_text())["suspects_reviewed_not_listed"]
+    assert skipped >= 0 and (skipped == 0) == ("left out: a person already decided" not in out.stdout), out.stdout
 
 
 @pytest.mark.slow

@@ -80,7 +80,9 @@ def apply_corrections(
     frame: pd.DataFrame, corrections: pd.DataFrame, input_column: str, keys: list[str], where: str
 ) -> dict:
     """Set frame["label"] from `corrections` (in place) on the rows whose id and input match, and on every repeat of
-    their input (the `keys` columns) in the same file (subset). Returns the counts for reports/ingest.json.
+    their input (the `keys` columns) in the same file (subset), and mark those rows frame["reviewed"] (a person has
+    decided their label, changed or confirmed: the label_issues stage lists them no more). Returns the counts for
+    reports/ingest.json.
     A corrected label that is not one of the file's labels stops with one line: it would add a class."""
     known = set(frame["label"].dropna())
     new = sorted(set(corrections["label"]) - known)
@@ -99,6 +101,7 @@ def apply_corrections(
     relabel = np.isin(group, list(label_of))
     before = frame["label"].to_numpy().copy()
     frame.loc[relabel, "label"] = [label_of[g] for g in group[relabel]]
+    frame["reviewed"] = np.isin(group, group[rows])
     unknown = corrections.loc[~found, "id"].tolist()
     return {
         "file": where,

@@ -44,6 +44,13 @@ def find_suspects(y: np.ndarray, probs: np.ndarray) -> Suspects:
     return Suspects(positions, scores[positions], probs[positions].argmax(axis=1))
 
 
+def unreviewed(suspects: Suspects, reviewed: np.ndarray) -> tuple[Suspects, int]:
+    """The suspects whose label no person has decided yet (`reviewed`: a flag per checked row, from the corrections
+    ingest applied), and how many reviewed ones were left out: a label a person confirmed is not queued again."""
+    keep = ~reviewed[suspects.positions]
+    return Suspects(suspects.positions[keep], suspects.scores[keep], suspects.suggested[keep]), int((~keep).sum())
+
+
 def suspect_table(rows: pd.DataFrame, places: pd.Series | None, labels: list[str], suspects: Suspects) -> pd.DataFrame:
     """id, line (where the row starts in its raw file; empty when unknown), the inputs (text[, text_pair]), split, the
     given label, the suggested one and the score, most suspect first. `rows` holds id, the inputs, split and label_id;
@@ -70,8 +77,9 @@ def no_suspects(inputs: list[str]) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=float if column == "score" else "str") for column in columns})
 
 
-def suspect_report(table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], folds: int) -> dict:
-    """reports/label_issues.json of a check: what was checked and how many suspects each class holds."""
+def suspect_report(table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], folds: int, reviewed: int) -> dict:
+    """reports/label_issues.json of a check: what was checked, how many suspects each class holds, and how many
+    suspects were left out because a person had already decided their label (`reviewed`)."""
     checked = rows["split"].value_counts()
     return {
         "status": "checked",
@@ -83,4 +91,5 @@ def suspect_report(table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], f
         "suspects": int(len(table)),
         "suspect_share": round(len(table) / len(rows), 6),
         "suspects_per_class": {label: int((table["label"] == label).sum()) for label in labels},
+        "suspects_reviewed_not_listed": reviewed,
     }
