@@ -55,6 +55,7 @@ RELABEL_EXPORT_DIR = "reports/relabel"  # `skewtune relabel export`'s default fo
 # Files of a model directory beside the transformers ones.
 # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
 META_FILE = "skewtune.json"
+HEAD_FILE = "head.safetensors"  # a sentence-embedding model's linear head: weight [classes, dim] and bias [classes]
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
 BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)

@@ -11,7 +11,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 
 from skewtune.config.effective import collapse_remedies
-from skewtune.config.schema import Params
+from skewtune.config.schema import SENTENCE_METHODS, Params
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import Outputs
 from skewtune.core.paths import CHECKPOINTS, MODEL, TRAIN_REPORTS
@@ -30,6 +30,19 @@ STAGE_MODULE = "stages.train"
 
 
 def train_classifier(
+    p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback] = ()
+) -> None:
+    """Train the classifier of p.train.method on `train` (rows with label_id), using `val` to select or score it, and
+    write it to MODEL and its reports to TRAIN_REPORTS, atomically: the one entry point of every method."""
+    if p.train.method in SENTENCE_METHODS:
+        from skewtune.train.sentence import train_sentence_classifier
+
+        train_sentence_classifier(p, labels, train, val)
+        return
+    finetune(p, labels, train, val, callbacks=callbacks)
+
+
+def finetune(
     p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback] = ()
 ) -> None:
     """Fine-tune p.model.name on `train` (rows with label_id), select the best epoch on `val`, and write the model
