@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar
 import pandas as pd
 
 from skewtune.artifacts import read_json
-from skewtune.config.schema import MODALITIES, SENTENCE_METHODS, TRAIN_METHODS, DataParams
+from skewtune.config.schema import MODALITIES, MODEL_METHODS, SENTENCE_METHODS, DataParams
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import json_text
 from skewtune.core.paths import BASELINE_FILE, CLASSIFIER, MANIFEST_FILE, META_FILE, RULE_FILE
@@ -151,7 +151,7 @@ _META_SPEC = {
         "max_length": _Field(_positive, "a positive whole number"),
         "text_pair": _Field(_bool, "true or false"),
         # absent: a fine-tuned model (written before the sentence-embedding methods existed)
-        "method": _Field(lambda value: value in TRAIN_METHODS, f"one of {', '.join(TRAIN_METHODS)}", "finetune"),
+        "method": _Field(lambda value: value in MODEL_METHODS, f"one of {', '.join(MODEL_METHODS)}", "finetune"),
         "pooling": _Field(lambda value: value in (None, POOLING), f"null or {json.dumps(POOLING)}", None),
         "preprocessing": _BLOCK,
     },

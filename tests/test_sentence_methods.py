@@ -177,3 +177,41 @@ def test_a_head_that_does_not_fit_the_body_is_one_line(sms, tiny_bert_dir, tmp_p
     (root / "models/model/skewtune.json").write_text(json.dumps({**meta, "pooling": None}))
     with pytest.raises(SkewtuneError, match="field pooling is null, but a embedding model needs"):
         TEXT.load_trained(root / "models/model")
+
+
+def test_auto_keeps_finetune_unless_embedding_wins_under_the_guard():
+    from skewtune.train.auto import AUTO_MAX_ROWS, candidates, choose_method
+
+    assert candidates(AUTO_MAX_ROWS + 1) == ("finetune",) and candidates(AUTO_MAX_ROWS) == ("finetune", "embedding")
+    y = np.array([0] * 150 + [1] * 50)
+    right, wrong = np.eye(2)[y], np.eye(2)[1 - y]
+    # finetune misses every row of class 1, embedding only the last 5 of them: embedding wins every resample
+    finetune = np.where((y == 1)[:, None], wrong, right)
+    embedding = np.where((np.arange(200) >= 195)[:, None], wrong, right)
+    chosen, record = choose_method(y, {"finetune": finetune, "embedding": embedding}, 120, 2)
+    assert chosen == "embedding" and record["win_rate"] == 1.0 and record["val_f1_macro"]["finetune"] < 0.5
+    assert "embedding kept: it beat finetune in 100% of paired val bootstrap resamples" in record["reason"]
+    # a tie keeps finetune; so does a challenger that wins by one row (too few for the guard)
+    assert choose_method(y, {"finetune": embedding, "embedding": embedding}, 120, 2)[0] == "finetune"
+    one_better = np.where((np.arange(200) >= 196)[:, None], wrong, right)
+    chosen, record = choose_method(y, {"finetune": embedding, "embedding": one_better}, 120, 2)
+    assert chosen == "finetune" and record["win_rate"] < record["min_confidence"] == 0.95
+    chosen, record = choose_method(y, {"finetune": finetune}, AUTO_MAX_ROWS + 1, 2)
+    assert chosen == "finetune" and record["win_rate"] is None and "above the bound" in record["reason"]
+
+
+def test_auto_trains_both_candidates_and_writes_the_chosen_one_and_why(
+    sms, tiny_bert_dir, tmp_path, monkeypatch, capsys
+):
+    root = make_project(tmp_path, sms, tiny_bert_dir, train={"method": "auto", "epochs": 1})
+    run_train(root, monkeypatch)
+    record = read_json(root / "reports/train/method.json")
+    assert record["setting"] == "auto" and set(record["val_f1_macro"]) == {"finetune", "embedding"}
+    assert read_json(root / "models/model/skewtune.json").get("method", "finetune") == record["method"]
+    if record["method"] == "embedding":
+        assert (root / "models/model/head.safetensors").is_file()
+    else:
+        assert (root / "reports/train/plots").is_dir() and not (root / "models/model/head.safetensors").exists()
+    assert f"train (auto): {record['method']}: {record['reason']}" in capsys.readouterr().out
+    assert not (root / "models/candidates").exists() and stray_files(root) == []
+    assert np.allclose(predict_stage(root, monkeypatch)["val"][PROBS].sum(axis=1), 1)

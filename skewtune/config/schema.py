@@ -28,9 +28,11 @@ WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
 SCHEDULERS = ("linear", "cosine", "constant", "reduce_on_plateau")
 ADVERSARIAL = ("none", "fgm", "pgd")
 MODALITIES = ("text", "image")
-# train.method: fine-tuning, or a sentence-embedding classifier (frozen `embedding`, contrastively tuned `setfit`).
+# How a model can be made: fine-tuning, or a sentence-embedding classifier (frozen `embedding`, contrastively tuned
+# `setfit`); train.method also takes `auto`, which chooses one of them on val (skewtune/train/auto.py).
 SENTENCE_METHODS = ("setfit", "embedding")
-TRAIN_METHODS = ("finetune", *SENTENCE_METHODS)
+MODEL_METHODS = ("finetune", *SENTENCE_METHODS)
+TRAIN_METHODS = (*MODEL_METHODS, "auto")
 # resample.strategy values that interpolate feature vectors: they run on the sentence embeddings inside training.
 EMBEDDING_SAMPLERS = ("smote", "adasyn")
 RESAMPLE_STRATEGIES = ("none", "random_over", "random_under", "over_under", *EMBEDDING_SAMPLERS)
@@ -496,7 +498,12 @@ class Params(_Section):
                 f"embeddings, which only train.method {' or '.join(SENTENCE_METHODS)} has; set train.method: embedding "
                 "or setfit, or resample.strategy: random_over"
             )
-        if t.method in SENTENCE_METHODS and self.data.modality != "text":
+        if t.method == "auto" and t.nproc > 1:
+            raise ValueError(
+                f"train.method is auto, but train.nproc is {t.nproc}: auto trains its candidates one after another in "
+                "one process; set train.method: finetune (or another method) to train in several processes"
+            )
+        if t.method != "finetune" and self.data.modality != "text":
             raise ValueError(
                 f"train.method is {t.method}, but data.modality is {self.data.modality}: sentence embeddings read "
                 "text; set train.method: finetune"

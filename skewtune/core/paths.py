@@ -20,7 +20,9 @@ RESAMPLED = "data/resampled/train.parquet"
 RESAMPLE_REPORT = "reports/resample.json"
 MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
+CANDIDATES = "models/candidates"  # scratch of train.method auto: each candidate's model and reports; removed after it
 TRAIN_REPORTS = "reports/train"
+METHOD_FILE = "method.json"  # in TRAIN_REPORTS under train.method auto: the method chosen and why
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
 
 # The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
