@@ -43,6 +43,8 @@ from skewtune.models.text import class_counts, encode
 SETFIT_LR = 2e-5
 SETFIT_BATCH = 16
 SETFIT_WARMUP = 0.1
+# A progress line every this many contrastive steps (800 pairs), so that a run of minutes shows it is moving.
+PROGRESS_STEPS = 50
 # The logistic-regression head: sklearn's defaults, enough iterations for unit-length embeddings of a few hundred dims.
 HEAD_MAX_ITER = 2000
 
@@ -83,7 +85,7 @@ def tune_contrastively(
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=SETFIT_LR)
     schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(SETFIT_WARMUP * steps), steps)
     encoder.to(device).train()
-    losses = []
+    losses, started = [], time.perf_counter()
     for start in range(0, len(pairs), SETFIT_BATCH):
         batch = pairs[start : start + SETFIT_BATCH]
         a, b = (
@@ -97,6 +99,10 @@ def tune_contrastively(
         schedule.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+        step = len(losses)
+        if step % PROGRESS_STEPS == 0 and step < steps:
+            rate = step * SETFIT_BATCH / (time.perf_counter() - started)
+            print(f"train (setfit): step {step}/{steps}, loss {losses[-1]:.4f} ({rate:.1f} pairs/s)", flush=True)
     return losses
 
 
