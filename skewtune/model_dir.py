@@ -2,7 +2,8 @@
 and written as a typed `ModelMeta`, and a packaged classifier's decision rule and manifest.json, which
 `read_classifier_files` checks together.
 
-skewtune.json holds the labels and the modality; a text model its max_length and text_pair; a packaged classifier
+skewtune.json holds the labels and the modality; a text model its max_length and text_pair, and a sentence-embedding
+one (train.method embedding / setfit) its method and pooling; a packaged classifier
 also the preprocessing its training inputs got, which `skewtune predict` repeats on new inputs (`TextPreprocessing`,
 `ImagePreprocessing`). A reader of an older file fills the fields it lacks with what skewtune did when it was written.
 """
