@@ -2,7 +2,8 @@
 and written as a typed `ModelMeta`, and a packaged classifier's decision rule and manifest.json, which
 `read_classifier_files` checks together.
 
-skewtune.json holds the labels and the modality; a text model its max_length and text_pair; a packaged classifier
+skewtune.json holds the labels and the modality; a text model its max_length and text_pair, and a sentence-embedding
+one (train.method embedding / setfit) its method and pooling; a packaged classifier
 also the preprocessing its training inputs got, which `skewtune predict` repeats on new inputs (`TextPreprocessing`,
 `ImagePreprocessing`). A reader of an older file fills the fields it lacks with what skewtune did when it was written.
 """
@@ -19,7 +20,7 @@ from typing import Any, Callable, ClassVar
 import pandas as pd
 
 from skewtune.artifacts import read_json
-from skewtune.config.schema import MODALITIES, DataParams
+from skewtune.config.schema import MODALITIES, MODEL_METHODS, SENTENCE_METHODS, DataParams
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import json_text
 from skewtune.core.paths import BASELINE_FILE, CLASSIFIER, MANIFEST_FILE, META_FILE, RULE_FILE
@@ -137,6 +138,9 @@ class ImagePreprocessing:
 
 
 _PREPROCESSING = {"text": TextPreprocessing, "image": ImagePreprocessing}
+# How a sentence-embedding model (train.method embedding / setfit) turns token states into one vector: the mean over
+# the attention mask, then L2 normalisation (what sentence-transformers does for all-MiniLM-L6-v2).
+POOLING = "mean_l2"
 _LABELS = _Field(valid_labels, "a list of two or more distinct strings")
 _MODALITY = _Field(lambda value: value in MODALITIES, f"one of {', '.join(MODALITIES)}", "text")  # absent: text
 _BLOCK = _Field(lambda value: True, "", None)  # the preprocessing object, read by its modality's SPEC
@@ -147,6 +151,9 @@ _META_SPEC = {
         "modality": _MODALITY,
         "max_length": _Field(_positive, "a positive whole number"),
         "text_pair": _Field(_bool, "true or false"),
+        # absent: a fine-tuned model (written before the sentence-embedding methods existed)
+        "method": _Field(lambda value: value in MODEL_METHODS, f"one of {', '.join(MODEL_METHODS)}", "finetune"),
+        "pooling": _Field(lambda value: value in (None, POOLING), f"null or {json.dumps(POOLING)}", None),
         "preprocessing": _BLOCK,
     },
     "image": {"labels": _LABELS, "modality": _MODALITY, "preprocessing": _BLOCK},
@@ -156,12 +163,15 @@ _META_SPEC = {
 @dataclass(frozen=True)
 class ModelMeta:
     """skewtune.json of a model directory: labels (in class index order), modality; for text max_length (tokens
-    kept) and text_pair (sentence pairs); `preprocessing` in a packaged classifier only (None in models/model)."""
+    kept), text_pair (sentence pairs), the train.method that made it and, for a sentence-embedding method, its
+    pooling; `preprocessing` in a packaged classifier only (None in models/model)."""
 
     labels: tuple[str, ...]
     modality: str = "text"
     max_length: int | None = None
     text_pair: bool | None = None
+    method: str = "finetune"
+    pooling: str | None = None
     preprocessing: TextPreprocessing | ImagePreprocessing | None = None
 
     @classmethod
@@ -170,6 +180,11 @@ class ModelMeta:
         modality = raw.get("modality") if isinstance(raw, dict) else None
         spec = _META_SPEC.get(modality, _META_SPEC["text"]) if isinstance(modality, str) else _META_SPEC["text"]
         values = _read_fields(raw, spec, where, "", fix)
+        if values.get("method") in SENTENCE_METHODS and values["pooling"] != POOLING:
+            raise SkewtuneError(
+                f"{where}: field pooling is {_shown(values['pooling'])}, but a {values['method']} model needs "
+                f"{json.dumps(POOLING)}; {fix}"
+            )
         kind = _PREPROCESSING[values["modality"]]
         if values["preprocessing"] is not None:
             values["preprocessing"] = kind(
@@ -178,12 +193,15 @@ class ModelMeta:
         return cls(**{**values, "labels": tuple(values["labels"])})
 
     def to_dict(self) -> dict:
-        """What skewtune.json holds: a text model's max_length and text_pair, an image model's modality."""
+        """What skewtune.json holds: a text model's max_length and text_pair (and method and pooling unless
+        fine-tuned, so a fine-tuned model's file reads as before), an image model's modality."""
         text = self.modality == "text"
+        sentence = self.method in SENTENCE_METHODS
         return {
             "labels": list(self.labels),
             **({} if text else {"modality": self.modality}),
             **({"max_length": self.max_length, "text_pair": self.text_pair} if text else {}),
+            **({"method": self.method, "pooling": self.pooling} if sentence else {}),
             **({} if self.preprocessing is None else {"preprocessing": asdict(self.preprocessing)}),
         }
 

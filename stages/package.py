@@ -32,6 +32,7 @@ from skewtune.models.modality import for_meta
 CARD_PARAMS = (
     "model.name",
     "model.max_length",
+    "train.method",
     "train.epochs",
     "train.lr",
     "train.batch_size",

@@ -20,6 +20,8 @@ def main() -> None:
         out.parquet(RESAMPLED, resampled)
         out.json(RESAMPLE_REPORT, report)
     print(f"resample ({params.strategy}): {report['before']} -> {report['after']}")
+    if "synthetic" in report:
+        print(f"resample: {report['synthetic']}")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,16 @@ def sms_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sms(sms_path):
+    """The SMS collection as one frame (label, text, id)."""
+    import pandas as pd
+
+    frame = pd.read_csv(sms_path, sep="\t")
+    frame.columns = ["label", "text"]
+    return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
+
+
+@pytest.fixture(scope="session")
 def sms_splits(sms_path):
     """The SMS collection as (train, val, test) frames (id, label, text), split 60/20/20, stratified."""
     import pandas as pd

@@ -97,6 +97,11 @@ CASES: dict[tuple[str, str], list[Case]] = {
         for strategy in ("none", "random_over")
     ],
     ("resample.seed", "resample"): [Case(7, {"resample.strategy": "none"}, {"resample.strategy": "random_over"})],
+    # the train stage reads them for smote / adasyn on the sentence embeddings (train.method embedding or setfit)
+    ("resample.over_ratio", "train"): [Case(0.5, {"resample.strategy": "none"})],
+    ("resample.seed", "train"): [Case(7, {"resample.strategy": "none"})],
+    ("train.setfit_iterations", "train"): [Case(2), Case(2, {"train.method": "embedding"})],
+    ("train.setfit_max_pairs", "train"): [Case(100), Case(100, {"train.method": "embedding"})],
     **{
         (f"model.lora.{key}", "train"): [Case(other)]
         for key, other in (("r", 4), ("alpha", 8), ("dropout", 0.1), ("target_modules", ["query", "value"]))

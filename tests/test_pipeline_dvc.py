@@ -61,8 +61,8 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "split.seed": (7, ("split",)),
     "resample.strategy": (
         "random_under",
-        ("resample", "tune_threshold", "package"),
-    ),  # tune_threshold: collapse_remedies
+        ("resample", "train", "tune_threshold", "package"),
+    ),  # train: smote / adasyn on the embeddings; tune_threshold: collapse_remedies
     "resample.over_ratio": (0.5, ()),  # resample.strategy none: no effect, nothing re-runs
     "resample.under_ratio": (0.8, ()),
     "resample.seed": (7, ()),
@@ -96,6 +96,9 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "train.device": ("cpu", ("train", "predict", "score")),
     "train.early_stopping_patience": (0, ("train",)),
     "train.early_stopping_min_epochs": (3, ("train",)),
+    "train.method": ("embedding", ("train", "package")),
+    "train.setfit_iterations": (2, ()),  # train.method finetune
+    "train.setfit_max_pairs": (100, ()),
     "train.ema_decay": (0.999, ("train",)),
     "train.adversarial": ("fgm", ("train",)),
     "train.adversarial_epsilon": (0.5, ()),  # no adversarial training

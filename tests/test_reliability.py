@@ -502,6 +502,14 @@ UNREAD_AND_READ = {
         {"train": {"pgd_steps": 2, "adversarial": "pgd"}},
     ),
     "train.pgd_alpha": ({"train": {"pgd_alpha": 0.1}}, {"train": {"pgd_alpha": 0.1, "adversarial": "pgd"}}),
+    "train.setfit_iterations": (
+        {"train": {"setfit_iterations": 2, "method": "embedding"}},
+        {"train": {"setfit_iterations": 2, "method": "setfit"}},
+    ),
+    "train.setfit_max_pairs": (
+        {"train": {"setfit_max_pairs": 100}},
+        {"train": {"setfit_max_pairs": 100, "method": "setfit"}},
+    ),
     "loss.reweight_from_epoch": (
         {"loss": {"reweight_from_epoch": 2, "name": "focal"}},
         {"loss": {"reweight_from_epoch": 2, "name": "focal", "alpha": 0.25}},

@@ -33,13 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 LABELS = ["ham", "spam"]
 
 
-@pytest.fixture(scope="module")
-def sms(sms_path) -> pd.DataFrame:
-    frame = pd.read_csv(sms_path, sep="\t")
-    frame.columns = ["label", "text"]
-    return frame.assign(id=[f"sms{i}" for i in range(len(frame))])
-
-
 def make_project(
     root: Path, sms: pd.DataFrame, model_dir: Path, *, train_rows=(48, 16), val_rows=(24, 8), **sections
 ) -> Path:

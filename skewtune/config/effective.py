@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel
 
-from skewtune.config.schema import LOSS_NAMES, AugmentParams, DataParams, Params
+from skewtune.config.schema import EMBEDDING_SAMPLERS, LOSS_NAMES, AugmentParams, DataParams, Params
 from skewtune.core.errors import SkewtuneError
 
 
@@ -45,8 +45,8 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ("split.test_size", lambda p: p.data.test_path is None, "data.test_path: null"),
     (
         "resample.over_ratio",
-        lambda p: p.resample.strategy in ("random_over", "over_under"),
-        "resample.strategy: random_over or over_under",
+        lambda p: p.resample.strategy in ("random_over", "over_under", *EMBEDDING_SAMPLERS),
+        "resample.strategy: random_over, over_under, smote or adasyn",
     ),
     (
         "resample.under_ratio",
@@ -57,6 +57,10 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     *(
         (f"model.lora.{key}", lambda p: p.model.lora.enabled, "model.lora.enabled: true")
         for key in ("r", "alpha", "dropout", "target_modules")
+    ),
+    *(
+        (f"train.setfit_{key}", lambda p: p.train.method == "setfit", "train.method: setfit")
+        for key in ("iterations", "max_pairs")
     ),
     ("train.epochs", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
     ("train.min_steps", lambda p: p.train.max_steps == -1, "train.max_steps: -1"),
@@ -174,6 +178,9 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "train.device",
         "train.early_stopping_patience",
         "train.early_stopping_min_epochs",
+        "train.method",
+        "train.setfit_iterations",
+        "train.setfit_max_pairs",
         "train.ema_decay",
         "train.adversarial",
         "train.adversarial_epsilon",
@@ -198,6 +205,10 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "augment.crop_scale",
         "augment.brightness",
         "augment.contrast",
+        # smote / adasyn oversample the sentence embeddings inside training
+        "resample.strategy",
+        "resample.over_ratio",
+        "resample.seed",
     ),
     "predict": ("model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision"),
     "baseline": ("data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows"),
@@ -222,6 +233,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "data.max_image_pixels",
         "model.name",
         "model.max_length",
+        "train.method",
         "train.epochs",
         "train.lr",
         "train.batch_size",

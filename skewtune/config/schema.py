@@ -28,6 +28,14 @@ WEIGHT_SCHEMES = ("balanced", "inverse_sqrt", "effective_number")
 SCHEDULERS = ("linear", "cosine", "constant", "reduce_on_plateau")
 ADVERSARIAL = ("none", "fgm", "pgd")
 MODALITIES = ("text", "image")
+# How a model can be made: fine-tuning, or a sentence-embedding classifier (frozen `embedding`, contrastively tuned
+# `setfit`); train.method also takes `auto`, which chooses one of them on val (skewtune/train/auto.py).
+SENTENCE_METHODS = ("setfit", "embedding")
+MODEL_METHODS = ("finetune", *SENTENCE_METHODS)
+TRAIN_METHODS = (*MODEL_METHODS, "auto")
+# resample.strategy values that interpolate feature vectors: they run on the sentence embeddings inside training.
+EMBEDDING_SAMPLERS = ("smote", "adasyn")
+RESAMPLE_STRATEGIES = ("none", "random_over", "random_under", "over_under", *EMBEDDING_SAMPLERS)
 
 # Names of the metrics a user can select; `f1:<label>` names the F1 of one class.
 NAMED_METRICS = ("f1_macro", "balanced_accuracy", "mcc", "loss")
@@ -139,17 +147,7 @@ def _positive_floats(value: Any, what: str) -> list[float]:
 
 # The values of data.conflicts (params.yaml says what each does).
 CONFLICT_POLICIES = ("majority_vote", "drop")
-_SMOTE_FAMILY = {
-    "smote",
-    "smotenc",
-    "smoten",
-    "adasyn",
-    "borderline_smote",
-    "svm_smote",
-    "kmeans_smote",
-    "smote_tomek",
-    "smote_enn",
-}
+_SMOTE_FAMILY = {"smotenc", "smoten", "borderline_smote", "svm_smote", "kmeans_smote", "smote_tomek", "smote_enn"}
 
 
 class DataParams(_Section):
@@ -219,7 +217,7 @@ class SplitParams(_Section):
 
 
 class ResampleParams(_Section):
-    strategy: Literal["none", "random_over", "random_under", "over_under"] = "none"
+    strategy: Literal[RESAMPLE_STRATEGIES] = "none"
     over_ratio: Any = "auto"
     under_ratio: Any = "auto"
     seed: int = Field(42, ge=0, le=MAX_SEED)
@@ -234,8 +232,9 @@ class ResampleParams(_Section):
     def _no_interpolation(cls, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in _SMOTE_FAMILY:
             raise ValueError(
-                f"{value!r} synthesises new samples by interpolating feature vectors, and raw text has none; "
-                "use random_over, random_under or over_under"
+                f"{value!r} is not supported; to synthesise rows by interpolation use smote or adasyn with "
+                "train.method: embedding or setfit (they act on sentence embeddings), else random_over, random_under "
+                "or over_under"
             )
         return value
 
@@ -298,6 +297,9 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping_patience: int = Field(2, ge=0)
     early_stopping_min_epochs: int = Field(0, ge=0)
+    method: Literal[TRAIN_METHODS] = "finetune"
+    setfit_iterations: int = Field(5, ge=1, le=100)
+    setfit_max_pairs: int = Field(2000, ge=2)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     adversarial: Literal[ADVERSARIAL] = "none"
     adversarial_epsilon: float = Field(1.0, gt=0, le=100)
@@ -489,6 +491,23 @@ class Params(_Section):
                     f"train.adversarial is {t.adversarial}, but data.modality is image: FGM/PGD perturb word embeddings, "
                     "which an image model has none of; set train.adversarial: none (augment.* varies images instead)"
                 )
+        sampler = self.resample.strategy
+        if sampler in EMBEDDING_SAMPLERS and t.method not in SENTENCE_METHODS:
+            raise ValueError(
+                f"resample.strategy is {sampler}, but train.method is {t.method}: {sampler} interpolates sentence "
+                f"embeddings, which only train.method {' or '.join(SENTENCE_METHODS)} has; set train.method: embedding "
+                "or setfit, or resample.strategy: random_over"
+            )
+        if t.method == "auto" and t.nproc > 1:
+            raise ValueError(
+                f"train.method is auto, but train.nproc is {t.nproc}: auto trains its candidates one after another in "
+                "one process; set train.method: finetune (or another method) to train in several processes"
+            )
+        if t.method != "finetune" and self.data.modality != "text":
+            raise ValueError(
+                f"train.method is {t.method}, but data.modality is {self.data.modality}: sentence embeddings read "
+                "text; set train.method: finetune"
+            )
         start = self.loss.reweight_from_epoch
         if start is not None and t.max_steps == -1 and start > math.ceil(t.epochs):
             raise ValueError(

@@ -20,7 +20,9 @@ RESAMPLED = "data/resampled/train.parquet"
 RESAMPLE_REPORT = "reports/resample.json"
 MODEL = "models/model"  # save_pretrained (safetensors), tokenizer, skewtune.json
 CHECKPOINTS = "models/checkpoints"  # scratch for resuming; removed after a successful run
+CANDIDATES = "models/candidates"  # scratch of train.method auto: each candidate's model and reports; removed after it
 TRAIN_REPORTS = "reports/train"
+METHOD_FILE = "method.json"  # in TRAIN_REPORTS under train.method auto: the method chosen and why
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
 
 # The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
@@ -55,6 +57,7 @@ RELABEL_EXPORT_DIR = "reports/relabel"  # `skewtune relabel export`'s default fo
 # Files of a model directory beside the transformers ones.
 # {"labels", "max_length", "text_pair"}; images {"labels", "modality": "image"} (+ "preprocessing" in a classifier)
 META_FILE = "skewtune.json"
+HEAD_FILE = "head.safetensors"  # a sentence-embedding model's linear head: weight [classes, dim] and bias [classes]
 RULE_FILE = "decision.json"  # DecisionRule.to_dict() (classifier only)
 BASELINE_FILE = "baseline.safetensors"  # the baseline the rule blends in (classifier only, when its blend is above 0)
 CARD_FILE = "README.md"  # the Hugging Face model card (classifier only)

@@ -1,17 +1,20 @@
-"""Random over-/under-sampling of the training split with imbalanced-learn.
+"""Over-/under-sampling of the training split with imbalanced-learn.
 
-The samplers run on row indices, never on the texts: they only decide which rows to repeat or
-drop, so any text, pair or id column comes along unchanged. Random (not SMOTE-like) sampling is the
-only kind that makes sense for raw text, which has no feature vectors to interpolate.
+The random samplers run on row indices, never on the texts: they only decide which rows to repeat or
+drop, so any text, pair or id column comes along unchanged. Raw text has no feature vectors to
+interpolate, so the resample stage passes the rows through under smote / adasyn (EMBEDDING_SAMPLERS);
+`oversample_embeddings` then synthesises minority rows between the train rows' sentence embeddings
+inside training (train.method embedding or setfit), never touching val or test.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from imblearn.over_sampling import RandomOverSampler
+from imblearn.over_sampling import ADASYN, SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 
+from skewtune.config.schema import EMBEDDING_SAMPLERS
 from skewtune.core.errors import SkewtuneError
 
 # Strategy -> the sampling steps it runs, in order, as (kind, params key of its sampling_strategy).
@@ -20,8 +23,33 @@ STEPS = {
     "random_over": (("over", "over_ratio"),),
     "random_under": (("under", "under_ratio"),),
     "over_under": (("over", "over_ratio"), ("under", "under_ratio")),
+    **{name: () for name in EMBEDDING_SAMPLERS},  # on the embeddings, in the train stage
 }
-_SAMPLERS = {"over": RandomOverSampler, "under": RandomUnderSampler}
+# Neighbours SMOTE and ADASYN interpolate between (imbalanced-learn's default), fewer when a class has fewer rows.
+NEIGHBOURS = 5
+
+
+def _interpolating(kind: str):
+    def build(sampling_strategy, random_state, smallest: int):
+        neighbours = max(1, min(NEIGHBOURS, smallest - 1))
+        if kind == "smote":
+            return SMOTE(sampling_strategy=sampling_strategy, random_state=random_state, k_neighbors=neighbours)
+        return ADASYN(sampling_strategy=sampling_strategy, random_state=random_state, n_neighbors=neighbours)
+
+    return build
+
+
+def _random(cls):
+    return lambda sampling_strategy, random_state, smallest: cls(
+        sampling_strategy=sampling_strategy, random_state=random_state
+    )
+
+
+_SAMPLERS = {
+    "over": _random(RandomOverSampler),
+    "under": _random(RandomUnderSampler),
+    **{name: _interpolating(name) for name in EMBEDDING_SAMPLERS},
+}
 _NAMED = {
     "over": ("auto", "minority", "not minority", "not majority", "all"),
     "under": ("auto", "majority", "not minority", "not majority", "all"),
@@ -29,6 +57,7 @@ _NAMED = {
 
 
 def _allowed(kind: str, strategy, counts: pd.Series) -> str:
+    kind = "under" if kind == "under" else "over"
     verb = "add rows to" if kind == "over" else "remove rows from"
     if isinstance(strategy, float):
         ratio = counts.min() / counts.max()
@@ -43,10 +72,10 @@ def _allowed(kind: str, strategy, counts: pd.Series) -> str:
 
 
 def _sample(
-    kind: str, key: str, strategy, index: np.ndarray, y: np.ndarray, names: list[str], seed: int
+    kind: str, key: str, strategy, features: np.ndarray, y: np.ndarray, names: list[str], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One sampling step on row indices; `y` holds class codes (positions in `names`), which
-    imbalanced-learn sorts and counts much faster than strings."""
+    """One sampling step on `features` (row indices, or embeddings for smote / adasyn); `y` holds class codes
+    (positions in `names`), which imbalanced-learn sorts and counts much faster than strings."""
     counts = pd.Series(y).value_counts()
     counts.index = [names[code] for code in counts.index]
     current = ", ".join(f"{label}: {n}" for label, n in counts.items())
@@ -65,9 +94,9 @@ def _sample(
         target = {names.index(label): count for label, count in strategy.items()}
     else:
         target = strategy
-    sampler = _SAMPLERS[kind](sampling_strategy=target, random_state=seed)
+    sampler = _SAMPLERS[kind](sampling_strategy=target, random_state=seed, smallest=int(counts.min()))
     try:
-        return sampler.fit_resample(index, y)
+        return sampler.fit_resample(features, y)
     except ValueError as exc:
         raise SkewtuneError(
             f"resample.{key}: {strategy!r} cannot be met from the class counts it gets ({current}); allowed: "
@@ -93,8 +122,21 @@ def resample_rows(train: pd.DataFrame, *, strategy: str, over_ratio, under_ratio
     return train.iloc[np.sort(index[:, 0], kind="stable")].reset_index(drop=True)
 
 
+def oversample_embeddings(
+    embeddings: np.ndarray, label_ids: np.ndarray, labels: list[str], *, strategy: str, over_ratio, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The train rows' embeddings and label ids followed by the synthetic rows of `strategy` (smote | adasyn, with
+    `over_ratio` as its sampling_strategy, as resample.over_ratio is for random_over)."""
+    label_ids = np.asarray(label_ids)
+    present = sorted(set(label_ids.tolist()))
+    codes = np.searchsorted(present, label_ids)  # imbalanced-learn sees only the classes present
+    features, y = _sample(strategy, "over_ratio", over_ratio, embeddings, codes, [labels[i] for i in present], seed)
+    return features, np.asarray(present)[y]
+
+
 def resample_report(before: pd.DataFrame, after: pd.DataFrame, labels: list[str], strategy: str) -> dict:
-    """Rows and count per class before and after resampling."""
+    """Rows and count per class before and after resampling (under smote / adasyn the rows pass through, and
+    `synthetic` says where they are made)."""
 
     def counts(frame: pd.DataFrame) -> dict[str, int]:
         return {label: int(n) for label, n in frame["label"].value_counts().reindex(labels, fill_value=0).items()}
@@ -105,4 +147,12 @@ def resample_report(before: pd.DataFrame, after: pd.DataFrame, labels: list[str]
         "rows_after": len(after),
         "before": counts(before),
         "after": counts(after),
+        **(
+            {
+                "synthetic": f"{strategy} makes its rows from the train rows' sentence embeddings inside the train "
+                "stage (counted in reports/train/metrics.json); the rows here pass through unchanged"
+            }
+            if strategy in EMBEDDING_SAMPLERS
+            else {}
+        ),
     }

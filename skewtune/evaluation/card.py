@@ -121,6 +121,15 @@ def _calibration_section(rule: DecisionRule, decision: dict, test: dict) -> str:
     )
 
 
+# How each train.method made the model, in the card's first sentence.
+TRAINED_BY = {
+    "finetune": "fine-tuned",
+    "embedding": "a logistic-regression head (balanced class weights) on frozen mean-pooled sentence embeddings, fitted",
+    "setfit": "SetFit-style: the body tuned contrastively on class-balanced pairs, then a logistic-regression head "
+    "(balanced class weights) on its mean-pooled sentence embeddings, fitted",
+}
+
+
 def model_card(
     *,
     rule: DecisionRule,
@@ -225,7 +234,8 @@ def model_card(
         _front_matter(base_model, list(languages), test, source, f"{kind}-classification"),
         f"# skewtune {kind} classifier",
         f"Classifies {what} into {len(labels)} classes ({', '.join(f'`{label}`' for label in labels)}), "
-        f"fine-tuned by the skewtune DVC pipeline from {origin} on imbalanced labelled data.",
+        f"{TRAINED_BY[meta.method]} by the skewtune DVC pipeline from {origin} on imbalanced labelled data "
+        f"(`train.method: {meta.method}`).",
         "## Intended use",
         f"Labelling {domain[0].lower()} ({source_words}) with the decision rule chosen on validation data. "
         f"{domain[1]} without re-checking on labelled rows of that data.",

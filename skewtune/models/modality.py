@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from skewtune.config.schema import SENTENCE_METHODS
 from skewtune.core import columns
 from skewtune.core.errors import SkewtuneError
 from skewtune.data import images
@@ -143,8 +144,14 @@ class TextModality:
         )
 
     def load_trained(self, directory, *, trust_remote_code: bool = False):
+        """(model, tokenizer, meta): a fine-tuned sequence classifier, or a sentence-embedding one (train.method
+        embedding / setfit, by skewtune.json's method); both give the logits that predict_proba reads."""
         from skewtune.models.text import load_trained
 
+        if read_model_meta(directory).method in SENTENCE_METHODS:
+            from skewtune.models.sentence import load_sentence_classifier
+
+            return load_sentence_classifier(directory, trust_remote_code=trust_remote_code)
         return load_trained(directory, trust_remote_code=trust_remote_code)
 
     def predict_proba(self, model, processor, frame: pd.DataFrame, meta: ModelMeta, **kwargs) -> np.ndarray:

@@ -129,7 +129,7 @@ def load_tokenizer(source: str, *, trust_remote_code: bool = False):
     return tokenizer
 
 
-def _position_limit(config, tokenizer) -> int | None:
+def position_limit(config, tokenizer) -> int | None:
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < _NO_LIMIT]
     return min(limits) if limits else None
@@ -178,7 +178,7 @@ def load_classifier(
         raise SkewtuneError(f"model.name: cannot read the model config in {source} ({exc})") from None
     set_dropout(config, "model.hidden_dropout", hidden_dropout)
     set_dropout(config, "model.classifier_dropout", classifier_dropout)
-    limit = _position_limit(config, tokenizer)
+    limit = position_limit(config, tokenizer)
     if limit is not None and max_length > limit:
         raise SkewtuneError(
             f"model.max_length is {max_length}, but {source} handles at most {limit} tokens "
@@ -366,7 +366,7 @@ def load_trained(directory: str | os.PathLike, *, trust_remote_code: bool = Fals
     try:
         config = trained_config(directory, meta, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
-        limit = _position_limit(config, tokenizer)
+        limit = position_limit(config, tokenizer)
         if limit is not None and meta.max_length > limit:
             raise SkewtuneError(
                 f"{directory}: skewtune.json has max_length {meta.max_length}, but the model handles at most {limit} tokens "

@@ -11,11 +11,11 @@ import torch
 from transformers import TrainerCallback, set_seed
 
 from skewtune.config.effective import collapse_remedies
-from skewtune.config.schema import Params
+from skewtune.config.schema import SENTENCE_METHODS, Params
 from skewtune.core.errors import SkewtuneError
-from skewtune.core.outputs import Outputs
-from skewtune.core.paths import CHECKPOINTS, MODEL, TRAIN_REPORTS
-from skewtune.models.devices import check_processes, resolve_device, resolve_precision
+from skewtune.core.outputs import Outputs, json_text
+from skewtune.core.paths import CANDIDATES, CHECKPOINTS, METHOD_FILE, MODEL, TRAIN_REPORTS
+from skewtune.models.devices import amp_dtype, check_processes, resolve_device, resolve_precision
 from skewtune.models.modality import for_rows, model_source
 from skewtune.models.text import add_lora, class_counts
 from skewtune.train.arguments import for_train_size, resolve_batch_size, training_arguments
@@ -32,9 +32,87 @@ STAGE_MODULE = "stages.train"
 def train_classifier(
     p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback] = ()
 ) -> None:
+    """Train the classifier of p.train.method on `train` (rows with label_id), using `val` to select or score it, and
+    write it to MODEL and its reports to TRAIN_REPORTS, atomically: the one entry point of every method (auto: the
+    one skewtune/train/auto.py chooses, with reports/train/method.json saying why)."""
+    if p.train.method == "auto":
+        _train_auto(p, labels, train, val, callbacks=callbacks)
+    else:
+        _train_method(p.train.method, p, labels, train, val, callbacks=callbacks)
+
+
+def _train_method(
+    method: str,
+    p: Params,
+    labels: list[str],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    model_dir: str = MODEL,
+    reports_dir: str = TRAIN_REPORTS,
+) -> None:
+    if method in SENTENCE_METHODS:
+        from skewtune.train.sentence import train_sentence_classifier
+
+        p = p.model_copy(update={"train": p.train.model_copy(update={"method": method})})
+        train_sentence_classifier(p, labels, train, val, model_dir=model_dir, reports_dir=reports_dir)
+    else:
+        finetune(p, labels, train, val, callbacks=callbacks, model_dir=model_dir, reports_dir=reports_dir)
+
+
+def _train_auto(
+    p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback]
+) -> None:
+    """Train each candidate of auto into a scratch directory, judge them on val, and write the chosen one to MODEL and
+    TRAIN_REPORTS with method.json, atomically."""
+    from skewtune.models.inference import predict_proba
+    from skewtune.models.modality import TEXT
+    from skewtune.train.auto import candidates, choose_method
+
+    device = resolve_device(p.train.device)
+    shutil.rmtree(CANDIDATES, ignore_errors=True)  # what a stopped run left
+    probs = {}
+    try:
+        for method in candidates(len(train)):
+            where = {"model_dir": f"{CANDIDATES}/{method}/model", "reports_dir": f"{CANDIDATES}/{method}/reports"}
+            print(f"train (auto): training candidate {method}", flush=True)
+            _train_method(method, p, labels, train, val, callbacks=callbacks, **where)
+            model, tokenizer, meta = TEXT.load_trained(where["model_dir"], trust_remote_code=p.model.trust_remote_code)
+            probs[method] = predict_proba(
+                model,
+                tokenizer,
+                val,
+                max_length=meta.max_length,
+                text_pair=meta.text_pair,
+                batch_size=p.train.eval_batch_size,
+                device=device,
+                amp_dtype=amp_dtype(resolve_precision(p.train.precision, device)),
+            )
+        chosen, record = choose_method(val["label_id"].to_numpy(), probs, len(train), len(labels))
+        with Outputs() as out:
+            shutil.copytree(f"{CANDIDATES}/{chosen}/model", out.path(MODEL, directory=True), dirs_exist_ok=True)
+            reports = out.path(TRAIN_REPORTS, directory=True)
+            shutil.copytree(f"{CANDIDATES}/{chosen}/reports", reports, dirs_exist_ok=True)
+            (reports / METHOD_FILE).write_text(json_text(record), encoding="utf-8")
+    finally:
+        shutil.rmtree(CANDIDATES, ignore_errors=True)
+    print(f"train (auto): {chosen}: {record['reason']}", flush=True)
+
+
+def finetune(
+    p: Params,
+    labels: list[str],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    model_dir: str = MODEL,
+    reports_dir: str = TRAIN_REPORTS,
+) -> None:
     """Fine-tune p.model.name on `train` (rows with label_id), select the best epoch on `val`, and write the model
-    to MODEL and the curves to TRAIN_REPORTS, atomically (nothing on failure; the checkpoints in CHECKPOINTS stay
-    for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the run."""
+    to `model_dir` and the curves to `reports_dir`, atomically (nothing on failure; the checkpoints in CHECKPOINTS
+    stay for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the run."""
     m, t, lo = p.model, p.train, p.loss
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
@@ -90,7 +168,7 @@ def train_classifier(
             from dvclive import Live
 
             # Written in place, so that VS Code and `dvc plots show` follow the curves while training runs.
-            live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
+            live = Live(str(out.in_place(reports_dir)), dvcyaml=False, save_dvc_exp=False)
             for name, value in prepared.metrics.items():  # summary values, not per-step plots
                 live.log_metric(name, value, plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
@@ -115,12 +193,12 @@ def train_classifier(
                 live.log_metric(f"best/{name}", value, plot=False)
             live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
             modality.save(
-                trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train
+                trainer.model, prepared.processor, out.path(model_dir, directory=True), labels=labels, m=m, train=train
             )
             seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
             print(
                 f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "
-                f"the best by {selection.expression} on val; saved {MODEL}",
+                f"the best by {selection.expression} on val; saved {model_dir}",
                 flush=True,
             )
     if is_main:
