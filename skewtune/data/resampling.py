@@ -93,6 +93,14 @@ def resample_rows(train: pd.DataFrame, *, strategy: str, over_ratio, under_ratio
     return train.iloc[np.sort(index[:, 0], kind="stable")].reset_index(drop=True)
 
 
+def resample_by(train: pd.DataFrame, params) -> pd.DataFrame:
+    """resample_rows with the resample.* settings `params` (skewtune.config.schema's resample section): the resample
+    stage's rule, which the cross-fitted folds (train.cv) apply to each fold's training part as well."""
+    return resample_rows(
+        train, strategy=params.strategy, over_ratio=params.over_ratio, under_ratio=params.under_ratio, seed=params.seed
+    )
+
+
 def resample_report(before: pd.DataFrame, after: pd.DataFrame, labels: list[str], strategy: str) -> dict:
     """Rows and count per class before and after resampling."""
 

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from skewtune.core.errors import SkewtuneError
+from skewtune.core.paths import MAX_FOLDS
 
 # The seed of the folds that the decision takes on its rows (a calibrator's, the guard's): fixed, so that a decision
 # is reproducible. The fold models of train.cv are seeded from split.seed instead (they move with the split).
@@ -27,9 +28,8 @@ FOLD_SEED = 0
 # each fold is one more training run (K = 5: 5 more), which pays where val is a few dozen rows and nothing chosen on
 # it can be trusted, and costs more than it gives where val already holds hundreds (the embedded data's 4,862 rows
 # keep the 5-minute pipeline; a 600-row set trains 5 folds of ~430 rows in a few minutes on 2 cores).
-CV_MAX_FOLDS = 5
+CV_MAX_FOLDS = MAX_FOLDS
 CV_AUTO_MAX_ROWS = 2000
-CV_SETTINGS = ("auto", "off")  # or a number of folds, 2 to CV_MAX_FOLDS (skewtune.config.schema)
 
 
 def fold_count(class_counts: np.ndarray, max_folds: int, *, min_train_rows: int = 2) -> int:
@@ -61,8 +61,12 @@ def assign_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def decision_folds(y: np.ndarray) -> np.ndarray:
     """The folds of a decision's own out-of-fold judgements on rows `y` (a calibrator, the guard): up to CV_MAX_FOLDS,
-    fewer when the rarest class present has fewer rows, at least 2; seeded with FOLD_SEED."""
-    k = max(2, fold_count(np.bincount(y), CV_MAX_FOLDS, min_train_rows=1))
+    fewer when the rarest class present has fewer rows, at least 2; seeded with FOLD_SEED. Rows too few to stratify
+    (no class with 2 rows) are dealt into 2 folds in a seeded random order."""
+    counts = np.bincount(y)
+    k = max(2, fold_count(counts, CV_MAX_FOLDS, min_train_rows=1))
+    if counts.max() < k:
+        return np.random.default_rng(FOLD_SEED).permutation(len(y)) % k
     return assign_folds(y, k, FOLD_SEED)
 
 

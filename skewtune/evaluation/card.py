@@ -151,7 +151,7 @@ def model_card(
     if decision.get("win_rate") is not None and rule.strategy == "argmax":
         decision_note += (
             f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {share_text(decision['win_rate'])} "
-            "of val bootstrap resamples, too few to replace it"
+            "of bootstrap resamples out of sample, too few to replace it"
         )
     row_names = {
         "chosen": f"**chosen rule** ({test['rule']})",

@@ -30,11 +30,20 @@ STAGE_MODULE = "stages.train"
 
 
 def train_classifier(
-    p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback] = ()
+    p: Params,
+    labels: list[str],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    model_dir: str = MODEL,
+    reports_dir: str = TRAIN_REPORTS,
+    checkpoints_dir: str = CHECKPOINTS,
 ) -> None:
     """Fine-tune p.model.name on `train` (rows with label_id), select the best epoch on `val`, and write the model
-    to MODEL and the curves to TRAIN_REPORTS, atomically (nothing on failure; the checkpoints in CHECKPOINTS stay
-    for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the run."""
+    to `model_dir` and the curves to `reports_dir`, atomically (nothing on failure; the checkpoints in
+    `checkpoints_dir` stay for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the
+    run. The train stage writes models/model; a fold model of train.cv (skewtune.train.folds) its own directories."""
     m, t, lo = p.model, p.train, p.loss
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
@@ -70,9 +79,9 @@ def train_classifier(
     t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
     t, adapted = for_train_size(t, len(train))  # after the batch size is known: it sets the steps per epoch
     args = training_arguments(
-        CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
+        checkpoints_dir, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
     )
-    resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
+    resume_from = checkpoint_to_resume(checkpoints_dir, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
         auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
@@ -90,7 +99,7 @@ def train_classifier(
             from dvclive import Live
 
             # Written in place, so that VS Code and `dvc plots show` follow the curves while training runs.
-            live = Live(str(out.in_place(TRAIN_REPORTS)), dvcyaml=False, save_dvc_exp=False)
+            live = Live(str(out.in_place(reports_dir)), dvcyaml=False, save_dvc_exp=False)
             for name, value in prepared.metrics.items():  # summary values, not per-step plots
                 live.log_metric(name, value, plot=False)
         diagnostics = DiagnosticsCallback(labels, live, fp16=precision == "fp16", remedies=collapse_remedies(p))
@@ -115,13 +124,13 @@ def train_classifier(
                 live.log_metric(f"best/{name}", value, plot=False)
             live.end()  # the summary; inside `dvc exp run`, dvclive's check that reports/train is a tracked output
             modality.save(
-                trainer.model, prepared.processor, out.path(MODEL, directory=True), labels=labels, m=m, train=train
+                trainer.model, prepared.processor, out.path(model_dir, directory=True), labels=labels, m=m, train=train
             )
             seconds, speed = result.metrics["train_runtime"], result.metrics["train_samples_per_second"]
             print(
                 f"train: {seconds:.0f} s ({speed:.1f} training rows/s); kept epoch {best.get('epoch', 0):g}, "
-                f"the best by {selection.expression} on val; saved {MODEL}",
+                f"the best by {selection.expression} on val; saved {model_dir}",
                 flush=True,
             )
     if is_main:
-        shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)
