@@ -124,7 +124,16 @@ def _skewtune(args: list, cwd: Path, check: bool = True):
 
 TINY = {
     "split": {"val_size": 0.2, "test_size": 0.2},
-    "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
+    # cv off: the loop under test reads val and the train stage's model (tests/test_pipeline_cv.py cross-fits)
+    "train": {
+        "epochs": 1,
+        "min_steps": 0,
+        "batch_size": 16,
+        "eval_batch_size": 64,
+        "warmup": 0.0,
+        "lr": 1.0e-3,
+        "cv": "off",
+    },
     "evaluate": {"error_rows": 30},
 }
 
