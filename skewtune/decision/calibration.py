@@ -258,16 +258,15 @@ def choose_calibration(
 
 
 def calibration_warnings(calibration: dict | None) -> list[str]:
-    """One line per calibrator of decision.json's `calibration` that auto refused, and per one set by hand that made
-    out-of-fold val log loss worse."""
+    """One line per calibrator set by hand (calibration.method temperature or vector) of decision.json's `calibration`
+    that made out-of-fold log loss worse: something to change. A calibrator that auto did not keep is no warning (the
+    probabilities were calibrated enough; tune_threshold prints auto's `why` as information)."""
     lines = []
     for source in ("model", "baseline"):
         record = (calibration or {}).get(source)
         if not record or record.get("candidate") is None:
             continue
-        if record["setting"] == "auto" and not record["kept"]:
-            lines.append(f"{source} calibration refused: {record['why']}")
-        elif record["setting"] != "auto" and record["worse"]:
+        if record["setting"] != "auto" and record["worse"]:
             lines.append(f"{source} calibration made out-of-fold val log loss worse: {record['why']}")
     return lines
 
