@@ -283,8 +283,13 @@ def read_cross_fit(setting: str | int, seed: int, labels: list[str]) -> CrossFit
 
 def read_fold_predictions(labels: list[str]) -> tuple[Predictions, np.ndarray] | None:
     """The fold models' out-of-fold predictions of train + val, concatenated over the folds, with each row's fold; None
-    when there is no cross-fitting (every fold file is a table without columns)."""
-    trained = [f for f in range(MAX_FOLDS) if not is_no_table(fold_predictions_path(f))]
+    when there is no cross-fitting: every fold file is a table without columns, or absent (a project whose stages ran
+    by hand, without train_fold; `dvc repro` always runs it first)."""
+    trained = [
+        f
+        for f in range(MAX_FOLDS)
+        if Path(fold_predictions_path(f)).exists() and not is_no_table(fold_predictions_path(f))
+    ]
     if not trained:
         return None
     if trained != list(range(len(trained))):

@@ -46,7 +46,7 @@ def plot_tables(decision: dict, curve: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
             {
                 "threshold": decision["tuned_threshold"],
                 "score": decision["tuned_val_score"],
-                "series": f"tuned, not kept: won {share_text(decision['win_rate'])} of val resamples "
+                "series": f"tuned, not kept: won {share_text(decision['win_rate'])} of resamples out of sample "
                 f"(p >= {decision['tuned_threshold']:.4g})",
             }
         )
