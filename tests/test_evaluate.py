@@ -843,7 +843,8 @@ def test_a_fixed_blend_without_baseline_predictions_is_one_clear_error(tmp_path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
         SkewtuneError,
-        match=r"^decision.blend is 0.3, but the baseline has no val probabilities \(see reports/baseline.json\); set decision.blend: auto or off$",
+        match=r"^decision.blend is 0.3, but the baseline has no val probabilities \(see reports/baseline.json\); "
+        r"set decision.blend: auto or off$",
     ):
         tune_threshold.main()
 
