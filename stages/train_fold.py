@@ -1,7 +1,7 @@
 """Stage train_fold <f>: under train.cv, fold f's model (skewtune.train.folds) trained with the train stage's recipe on
 the other folds of train + val, and its out-of-fold probabilities of fold f's rows (predict's columns). A fold that is
 not trained (cross-fitting off, or f at or above the K folds the data allow) writes a table without columns and a
-report saying why, in about a second: it imports no model code then."""
+report saying why, in about 2 seconds: it imports no model code then."""
 
 import sys
 
