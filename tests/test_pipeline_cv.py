@@ -83,6 +83,8 @@ def test_the_decision_is_taken_on_the_out_of_fold_rows(repo):
     if decision["tuned_threshold"] is not None:  # the guard judged the tuned rule on the same 2 folds
         assert decision["guard_folds"] == 2 and 0 <= decision["win_rate"] <= 1
     assert decision["blend_win_rate"] is not None  # decision.blend: auto judged the cross-fitted baseline too
+    curve = pd.read_csv(repo / "reports/threshold/val_curve.csv")  # the plot names the rows it was tuned on
+    assert set(curve["series"]) == {"out-of-fold f1_macro"}
 
 
 def test_fold_stages_never_read_test_and_list_their_inputs(repo):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from skewtune.decision.scores import share_text
+from skewtune.decision.tuning import rows_name
 
 # Columns of the three plot files of tune_threshold (dvc.yaml `plots:`). Each is written every time, without
 # rows where it does not apply (a binary task has no offset search), so that `dvc plots show` draws nothing
@@ -20,7 +21,7 @@ def plot_tables(decision: dict, curve: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     """(val curve, offset search, markers) of a decision and the curve tune_decision returned: the binary
     score-vs-threshold curve, or the multiclass coordinate-ascent steps; the markers put the rule applied on
     the binary curve and, apart from it, a tuned threshold that the guard did not keep."""
-    metric = f"val {decision['metric']}"
+    metric = f"{rows_name(decision)} {decision['metric']}"
     binary = len(decision["labels"]) == 2
     empty = {
         name: pd.DataFrame(columns=columns)

@@ -358,6 +358,12 @@ def tune_blended_decision(
     return {**blended, **record}, blended_curve
 
 
+def rows_name(decision: dict) -> str:
+    """What a decision's scores are of, in a word: val, or out-of-fold (train.cv's rows of train + val); a decision
+    written before decision_rows was recorded: val."""
+    return "out-of-fold" if decision.get("decision_rows", "val").startswith("out-of-fold") else "val"
+
+
 def guard_refusals(decision: dict) -> list[str]:
     """One line per candidate that scored higher on val than what was applied, yet was refused by the guard
     (threshold.min_confidence): a tuned rule that did not beat argmax often enough, and a blend with the baseline
@@ -366,7 +372,7 @@ def guard_refusals(decision: dict) -> list[str]:
     guard = "threshold.min_confidence" + (
         f" {decision['min_confidence']:g}" if decision.get("min_confidence") is not None else ""
     )
-    metric = f"val {decision['metric']}"
+    metric = f"{rows_name(decision)} {decision['metric']}"
     lines = []
     if (
         decision.get("win_rate") is not None
