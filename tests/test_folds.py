@@ -55,3 +55,15 @@ def test_train_cv_auto_is_on_for_small_data_only_and_reduces_k_on_a_thin_class()
     assert resolve_cv(3, np.array([5000, 80, 20]), LABELS)[0] == 3  # a number is used whatever the size
     with pytest.raises(SkewtuneError, match="train.cv: 3 folds, but the rarest class 'c' has 2"):
         resolve_cv(3, np.array([500, 80, 2]), LABELS)
+
+
+def test_train_cv_off_unquoted_is_read_as_off_and_a_bad_value_is_refused(tmp_path):
+    """`cv: off` unquoted is YAML 1.1's false (what `dvc exp run -S train.cv=off` writes): it means off."""
+    from skewtune.config.load import load_params
+
+    (tmp_path / "params.yaml").write_text("train:\n  cv: off\n")
+    assert load_params(tmp_path / "params.yaml").train.cv == "off"
+    for bad in ("on", "1", "6", "'3'"):
+        (tmp_path / "params.yaml").write_text(f"train:\n  cv: {bad}\n")
+        with pytest.raises(SkewtuneError, match="train.cv: must be auto, off or a number of folds from 2 to 5"):
+            load_params(tmp_path / "params.yaml")

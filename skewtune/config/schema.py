@@ -313,6 +313,10 @@ class TrainParams(_Section):
     @field_validator("cv", mode="before")
     @classmethod
     def _folds_or_auto(cls, value: Any) -> Any:
+        # PyYAML reads YAML 1.1, where an unquoted `off` is the boolean false, and `dvc exp run -S train.cv=off`
+        # writes it unquoted: false is the choice off, the one boolean taken.
+        if value is False:
+            return "off"
         if value in ("auto", "off") or (
             isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= MAX_FOLDS
         ):
