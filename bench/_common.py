@@ -20,7 +20,19 @@ SMS_TSV = Path(
 ).resolve()
 # The SMS Spam Collection as a data.source: a file under data/raw/ with header `Label<TAB>SMS`.
 SMS_DATA = {"source": "data/raw/sms_spam_collection.tsv", "text_column": "SMS", "label_column": "Label"}
-PIPELINE = ("ingest", "split", "resample", "baseline", "train", "predict", "tune_threshold", "evaluate")
+# "train_fold <f>": the fold stages of train.cv (dvc.yaml's foreach), each run with its fold number; without them
+# tune_threshold would decide on val whatever train.cv says.
+PIPELINE = (
+    "ingest",
+    "split",
+    "resample",
+    "train",
+    *(f"train_fold {fold}" for fold in range(5)),
+    "baseline",
+    "predict",
+    "tune_threshold",
+    "evaluate",
+)
 
 # The test suite's helpers for copying the project and editing its params.yaml serve here too.
 sys.path.insert(0, str(REPO / "tests"))
@@ -82,8 +94,9 @@ def run_measured(args: list[str], cwd: Path, log: Path | None = None) -> dict:
 
 
 def run_stage(name: str, workdir: Path, log: Path | None = None) -> dict:
-    """`python -m stages.<name>` in `workdir`; raises when it fails (the log says why)."""
-    result = run_measured([sys.executable, "-m", f"stages.{name}"], workdir, log)
+    """`python -m stages.<name>` in `workdir` (`name` may carry arguments: "train_fold 2"); raises when it fails (the log
+    says why)."""
+    result = run_measured([sys.executable, "-m", *f"stages.{name}".split()], workdir, log)
     if result["rc"] != 0:
         raise RuntimeError(f"stage {name} failed in {workdir} (exit {result['rc']}); see {log}")
     return result

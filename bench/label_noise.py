@@ -5,7 +5,7 @@
 Per dev data set and seed: the real check_params, ingest and split stages run in a throw-away directory under --out
 (split.seed = the seed), so the rows are those the pipeline trains on. Then 10% of the train + val rows of each
 minority class (every class but the largest) get another class, drawn at random (seeded; test is never touched), and
-the suspects finder the stage runs (skewtune.models.crossfit.out_of_fold_proba + skewtune.evaluation.label_issues.
+the suspects finder the stage runs (skewtune.models.crossfit.label_issue_folds, out_of_fold_proba + skewtune.evaluation.label_issues.
 find_suspects, the stage's defaults) ranks the noisy rows. At k = the number flipped: precision (flipped among the top
 k suspects, of at most k) and recall (of the flipped, found in the top k; the two are equal when cleanlab returns
 at least k suspects), and the recall of all suspects whatever their rank.
@@ -39,7 +39,7 @@ from skewtune.artifacts import read_examples, read_labels  # noqa: E402
 from skewtune.config.schema import BaselineParams, LabelIssuesParams  # noqa: E402
 from skewtune.evaluation.label_issues import find_suspects  # noqa: E402
 from skewtune.models.baseline import baseline_proba, fit_baseline  # noqa: E402
-from skewtune.models.crossfit import out_of_fold_proba  # noqa: E402
+from skewtune.models.crossfit import label_issue_folds, out_of_fold_proba  # noqa: E402
 
 NOISE = 0.10
 FEATURES = BaselineParams()
@@ -99,10 +99,12 @@ def one_run(data: str, seed: int, out: Path) -> dict:
     k = len(flipped)
 
     start = time.perf_counter()
-    probs, folds = out_of_fold_proba(
+    assignment = label_issue_folds(noisy, labels, FOLDS)
+    folds = int(assignment.max()) + 1
+    probs = out_of_fold_proba(
         rows.assign(label_id=noisy),
         labels,
-        folds=FOLDS,
+        assignment,
         min_df=FEATURES.min_df,
         max_features=FEATURES.max_features,
         max_rows=FEATURES.max_rows,

@@ -22,7 +22,17 @@ import pandas as pd
 from skewtune.core.columns import PROB_PREFIX, input_columns, prob_columns, string_columns
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import significant
-from skewtune.core.paths import DECISION, LABELS, TEST_PREDICTIONS_CSV, baseline_predictions_path, predictions_path
+from skewtune.core.paths import (
+    DECISION,
+    LABELS,
+    MAX_FOLDS,
+    TEST_PREDICTIONS_CSV,
+    baseline_predictions_path,
+    fold_predictions_path,
+    predictions_path,
+    split_path,
+)
+from skewtune.decision.folds import assign_folds, resolve_cv
 from skewtune.decision.rule import ROW_SUM_TOLERANCE, DecisionRule, valid_labels
 
 # ----------------------------------------------------------------------------------------- readers
@@ -230,16 +240,72 @@ def read_rule_inputs(
     return Predictions(model.ids, model.y, rule.combine(model.probs, aligned(model, baseline, split).probs))
 
 
-def aligned(model: Predictions, baseline: Predictions, split: str) -> Predictions:
-    """The baseline's predictions in the row order of predict's, refused when they were made on other rows."""
+def aligned(model: Predictions, baseline: Predictions, split: str, model_path: str | None = None) -> Predictions:
+    """The baseline's predictions in the row order of predict's (or of the file `model_path`), refused when they were
+    made on other rows."""
     index = pd.Index(baseline.ids)
     position = index.get_indexer(model.ids)
     if len(index) != len(model.ids) or (position < 0).any() or not np.array_equal(baseline.y[position], model.y):
         raise SkewtuneError(
-            f"{baseline_predictions_path(split)} and {predictions_path(split)} were made on different rows of the {split} split; "
-            "re-run the baseline and predict stages"
+            f"{baseline_predictions_path(split)} and {model_path or predictions_path(split)} were made on different rows "
+            f"of the {split} split; re-run the baseline and {'train_fold' if model_path else 'predict'} stages"
         )
     return Predictions(model.ids, model.y, baseline.probs[position])
+
+
+# ---------------------------------------------------------------------------------- cross-fitting
+
+BASELINE_OOF = "oof"  # baseline_predictions_path(BASELINE_OOF): the baseline's out-of-fold train + val probabilities
+CV_SPLITS = ("train", "val")  # the rows cross-fitted (test never)
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """The train + val rows of train.cv (train's rows first, then val's, as in the split files), each row's fold, the
+    number of folds K (0: no cross-fitting), why, and val's share of the rows."""
+
+    rows: pd.DataFrame
+    folds: np.ndarray | None
+    k: int
+    why: str
+    val_share: float
+
+
+def read_cross_fit(setting: str | int, seed: int, labels: list[str]) -> CrossFit:
+    """The split's train + val rows and their folds under train.cv `setting` (skewtune.decision.folds.resolve_cv),
+    seeded with split.seed: what the fold stages and the cross-fitted baseline share."""
+    parts = [read_examples(split_path(s), labels, "split") for s in CV_SPLITS]
+    rows = pd.concat(parts, ignore_index=True)
+    y = rows["label_id"].to_numpy()
+    k, why = resolve_cv(setting, np.bincount(y, minlength=len(labels)), labels)
+    return CrossFit(rows, assign_folds(y, k, seed) if k else None, k, why, len(parts[-1]) / len(rows))
+
+
+def read_fold_predictions(labels: list[str]) -> tuple[Predictions, np.ndarray] | None:
+    """The fold models' out-of-fold predictions of train + val, concatenated over the folds, with each row's fold; None
+    when there is no cross-fitting: every fold file is a table without columns, or absent (a project whose stages ran
+    by hand, without train_fold; `dvc repro` always runs it first)."""
+    trained = [
+        f
+        for f in range(MAX_FOLDS)
+        if Path(fold_predictions_path(f)).exists() and not is_no_table(fold_predictions_path(f))
+    ]
+    if not trained:
+        return None
+    if trained != list(range(len(trained))):
+        raise SkewtuneError(
+            f"the fold predictions {', '.join(fold_predictions_path(f) for f in trained)} are not folds 0 to "
+            f"{len(trained) - 1}: they come from different runs; re-run the train_fold stages (dvc repro)"
+        )
+    parts = [read_predictions(fold_predictions_path(f), labels, "train_fold") for f in trained]
+    ids = np.concatenate([part.ids for part in parts])
+    if len(set(ids)) != len(ids):
+        raise SkewtuneError(
+            f"{fold_predictions_path(0)} ...: a row is in two folds: the fold files come from different runs; "
+            "re-run the train_fold stages (dvc repro)"
+        )
+    folds = np.concatenate([np.full(len(part.ids), f) for f, part in zip(trained, parts)])
+    return Predictions(ids, np.concatenate([p.y for p in parts]), np.concatenate([p.probs for p in parts])), folds
 
 
 def parse_test_predictions(text: str, where: str) -> pd.DataFrame:

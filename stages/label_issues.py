@@ -19,7 +19,7 @@ from skewtune.core.paths import LABEL_ISSUES, LABEL_ISSUES_REPORT, PLACES, split
 from skewtune.core.stage import run_stage
 from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table, unreviewed
 from skewtune.models.baseline import BaselineNotFitted
-from skewtune.models.crossfit import out_of_fold_proba
+from skewtune.models.crossfit import label_issue_folds, out_of_fold_proba
 from skewtune.models.modality import MODALITIES
 
 SPLITS = ("train", "val")
@@ -50,13 +50,15 @@ def main() -> None:
     inputs = input_columns(rows)
     start = time.perf_counter()
     try:
-        probs, folds = out_of_fold_proba(
-            rows, labels, folds=p.folds, min_df=b.min_df, max_features=b.max_features, max_rows=b.max_rows
+        assignment = label_issue_folds(rows["label_id"].to_numpy(), labels, p.folds)
+        probs = out_of_fold_proba(
+            rows, labels, assignment, min_df=b.min_df, max_features=b.max_features, max_rows=b.max_rows
         )
     except BaselineNotFitted as exc:
         _none(inputs, "skipped", str(exc))
         print(f"label_issues: warning: skipped: {exc}; no rows checked", file=sys.stderr)
         return
+    folds = int(assignment.max()) + 1
     places = None if is_no_table(PLACES) else read_frame(PLACES, "ingest").set_index("id")
     reviewed = (
         rows["id"].map(places["reviewed"]).fillna(False).to_numpy(bool)

@@ -5,16 +5,14 @@ from skewtune.config.load import load_params
 from skewtune.core.outputs import Outputs
 from skewtune.core.paths import RESAMPLE_REPORT, RESAMPLED, split_path
 from skewtune.core.stage import run_stage
-from skewtune.data.resampling import resample_report, resample_rows
+from skewtune.data.resampling import resample_by, resample_report
 
 
 def main() -> None:
     params = load_params().resample
     labels = read_labels()
     train = read_frame(split_path("train"), "split")
-    resampled = resample_rows(
-        train, strategy=params.strategy, over_ratio=params.over_ratio, under_ratio=params.under_ratio, seed=params.seed
-    )
+    resampled = resample_by(train, params)
     report = resample_report(train, resampled, labels, params.strategy)
     with Outputs() as out:
         out.parquet(RESAMPLED, resampled)

@@ -69,6 +69,7 @@ def stage_code(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, tuple[set[str], 
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     result = {}
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage: its template
         module = stage["cmd"].removeprefix("python -m ").split()[0]
         listed = {dep for dep in stage.get("deps", []) if dep.endswith(".py")}
         result[name] = listed, closure(module_file(module))
@@ -82,7 +83,7 @@ def rewrite(dvc_yaml: Path = REPO / "dvc.yaml") -> None:
     for line in dvc_yaml.read_text().splitlines(keepends=True):
         if match := re.match(r"^  (\w+):$", line):
             stage, inserted = match.group(1), False
-        if stage in code and re.match(r"^      - \S+\.py$", line):
+        if stage in code and re.match(r"^ +- \S+\.py$", line):
             if not inserted:
                 indent = line[: line.index("- ")]
                 out += [

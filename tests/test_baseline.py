@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 def write_split_project(
     root: Path, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, **params
 ) -> None:
-    """labels.json, the resampled train split and the val / test splits as the earlier stages write them, and params.yaml."""
+    """labels.json, the train split (also as resampled: resample.strategy none), the val / test splits as the earlier
+    stages write them, and params.yaml."""
     for path, frame in (
+        ("data/split/train.parquet", train),
         ("data/resampled/train.parquet", train),
         ("data/split/val.parquet", val),
         ("data/split/test.parquet", test),

@@ -28,9 +28,9 @@ from skewtune.decision.calibration import (
     choose_calibration,
     fit_calibration,
     log_probs,
-    n_folds,
     reliability_table,
 )
+from skewtune.decision.folds import decision_folds
 from skewtune.decision.rule import DecisionRule
 
 
@@ -140,7 +140,7 @@ def test_auto_keeps_no_calibrator_on_probabilities_that_are_already_calibrated()
     assert calibration == IDENTITY and record["kept"] is False and record["method"] == "none"
     assert record["win_rate"] < 0.95 and set(record["oof_log_loss_tried"]) == {"temperature", "vector"}
     assert record["why"].startswith(f"auto: {record['candidate']} not kept: out-of-fold val log loss")
-    assert calibration_warnings({"model": record}) == [f"model calibration refused: {record['why']}"]
+    assert calibration_warnings({"model": record}) == []  # already calibrated: information (its why), no warning
 
 
 def test_auto_keeps_temperature_above_1_for_over_confident_probabilities():
@@ -166,9 +166,8 @@ def test_a_method_set_by_hand_is_used_and_warned_about_when_it_made_log_loss_wor
 
 
 def test_folds_follow_the_rarest_class():
-    assert n_folds(np.array([0] * 50 + [1] * 3)) == 3
-    assert n_folds(np.array([0] * 50 + [1] * 1 + [2] * 9)) == 2
-    assert n_folds(np.array([0] * 50 + [1] * 40)) == 5
+    for y, k in (([0] * 50 + [1] * 3, 3), ([0] * 50 + [1] * 1 + [2] * 9, 2), ([0] * 50 + [1] * 40, 5)):
+        assert decision_folds(np.array(y)).max() + 1 == k
     probs, y = _sample(200, 3, seed=9, sharpen=2.0)
     y[:] = 0
     y[:1] = 1  # one row of class 1, none of class 2: still judged (2 folds), its fold lacking the class

@@ -16,8 +16,9 @@ from dvc_repo import dvc, env, make_repo, ran_stages, run
 
 from skewtune.core.errors import SkewtuneError
 from skewtune.data.corrections import apply_corrections, merge_corrections
+from skewtune.decision.folds import assign_folds, fold_count
 from skewtune.evaluation.label_issues import find_suspects
-from skewtune.models.crossfit import fold_count, out_of_fold_proba
+from skewtune.models.crossfit import label_issue_folds, out_of_fold_proba
 
 LABELS = ["ham", "spam"]
 
@@ -33,8 +34,9 @@ def _flipped(sms_splits, n_rows: int, n_flips: int, seed: int = 0) -> tuple[pd.D
 
 def test_the_cross_fitted_baseline_and_cleanlab_find_planted_flips(sms_splits):
     rows, flips = _flipped(sms_splits, 1200, 16)
-    probs, folds = out_of_fold_proba(rows, LABELS, folds=5, min_df=2, max_features=200_000, max_rows=100_000)
-    assert folds == 5 and probs.shape == (1200, 2) and np.allclose(probs.sum(axis=1), 1)
+    assignment = label_issue_folds(rows["label_id"].to_numpy(), LABELS, 5)
+    probs = out_of_fold_proba(rows, LABELS, assignment, min_df=2, max_features=200_000, max_rows=100_000)
+    assert assignment.max() == 4 and probs.shape == (1200, 2) and np.allclose(probs.sum(axis=1), 1)
     suspects = find_suspects(rows["label_id"].to_numpy(), probs)
     top = suspects.positions[: len(flips)]
     assert len(set(top) & set(flips)) >= 0.6 * len(flips), (sorted(top), sorted(flips))
@@ -51,11 +53,9 @@ def test_the_cross_fitted_baseline_and_cleanlab_find_planted_flips(sms_splits):
 def test_fold_count_keeps_two_rows_of_every_class_in_every_training_part(counts, folds, expected):
     assert fold_count(np.array(counts), folds) == expected
     if expected:  # what StratifiedKFold does with the rarest class: each training part keeps at least 2
-        from sklearn.model_selection import StratifiedKFold
-
         y = np.repeat([0, 1], counts)
-        parts = StratifiedKFold(expected, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
-        assert min((y[train] == 1).sum() for train, _ in parts) >= 2
+        folds = assign_folds(y, expected, seed=0)
+        assert min((y[folds != f] == 1).sum() for f in range(expected)) >= 2
 
 
 def _frame(rows) -> pd.DataFrame:
@@ -126,7 +126,16 @@ def _skewtune(args: list, cwd: Path, check: bool = True):
 
 TINY = {
     "split": {"val_size": 0.2, "test_size": 0.2},
-    "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
+    # cv off: the loop under test reads val and the train stage's model (tests/test_pipeline_cv.py cross-fits)
+    "train": {
+        "epochs": 1,
+        "min_steps": 0,
+        "batch_size": 16,
+        "eval_batch_size": 64,
+        "warmup": 0.0,
+        "lr": 1.0e-3,
+        "cv": "off",
+    },
     "evaluate": {"error_rows": 30},
 }
 

@@ -27,6 +27,7 @@ from skewtune.config.effective import CONDITIONAL_KEYS, STAGE_KEYS, effective_co
 from skewtune.config.load import validate_params
 from skewtune.config.schema import Params
 from skewtune.core.errors import SkewtuneError
+from skewtune.core.paths import MAX_FOLDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,7 +226,9 @@ def write_params(root: Path, dotted: dict) -> None:
 
 def run_stage_in(root: Path, stage: str, monkeypatch) -> None:
     monkeypatch.chdir(root)
-    importlib.import_module(f"stages.{stage}").main()
+    main = importlib.import_module(f"stages.{stage}").main
+    for fold in range(MAX_FOLDS) if stage == "train_fold" else (None,):  # dvc.yaml's foreach: one run per fold
+        main() if fold is None else main(fold)
 
 
 def stage_outputs(stage: str) -> list[str]:

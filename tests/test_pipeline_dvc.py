@@ -58,7 +58,7 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "data.corrections": ("data/raw/fixes.csv", DATA),
     "split.val_size": (0.25, ("split",)),
     "split.test_size": (0.25, ("split",)),
-    "split.seed": (7, ("split",)),
+    "split.seed": (7, ("split", "train_fold", "baseline")),  # the folds of train.cv are seeded by it
     "resample.strategy": (
         "random_under",
         ("resample", "train", "tune_threshold", "package"),
@@ -135,7 +135,15 @@ KEY_CHANGES: dict[str, tuple[object, tuple[str, ...]]] = {
     "evaluate.confidence": (0.9, ("evaluate",)),
     "evaluate.seed": (1, ("evaluate",)),
     "evaluate.error_rows": (10, ("relabel",)),
+    "train.cv": (2, ("train_fold", "baseline")),
 }
+# The fold stages of train.cv depend on the train and resample stages' effective files (the same recipe and
+# resampling), the baseline on resample's (its folds are resampled alike).
+for _key, (_value, _stages) in KEY_CHANGES.items():
+    _more = {"train_fold"} if "train" in _stages else set()
+    _more |= {"train_fold", "baseline"} if "resample" in _stages else set()
+    KEY_CHANGES[_key] = (_value, tuple(dict.fromkeys((*_stages, *sorted(_more)))))
+FOLD_STAGES = {f"train_fold@{f}" for f in range(5)}
 
 
 def tiny_params(model_dir) -> dict:
@@ -143,7 +151,16 @@ def tiny_params(model_dir) -> dict:
         "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
         "split": {"val_size": 0.2, "test_size": 0.2},
         "model": {"name": str(model_dir), "max_length": 32},
-        "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "eval_batch_size": 64, "warmup": 0.0, "lr": 1.0e-3},
+        # cv off: these tests are of the pipeline on val (tests/test_pipeline_cv.py cross-fits)
+        "train": {
+            "epochs": 1,
+            "min_steps": 0,
+            "batch_size": 16,
+            "eval_batch_size": 64,
+            "warmup": 0.0,
+            "lr": 1.0e-3,
+            "cv": "off",
+        },
         "loss": {"name": "focal", "gamma": 2.0},
         # A fixed weight: the blend is applied by every stage after the decision and by `skewtune predict`, whatever val says.
         "decision": {"blend": 0.5},
@@ -168,6 +185,7 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
         "resample",
         "baseline",
         *ALL_AFTER_TRAIN,
+        *FOLD_STAGES,
     }, out.stdout
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "baseline run"], root)
@@ -185,7 +203,7 @@ ALSO = {
 
 def changed_stages(repo) -> set[str]:
     status = json.loads(dvc(["status", "--json"], repo).stdout or "{}")
-    return {name.split(":")[-1] for name in status}
+    return {name.split(":")[-1].split("@")[0] for name in status}  # train_fold@3: train_fold
 
 
 def write_effective(repo, monkeypatch) -> None:
@@ -248,7 +266,8 @@ def test_loss_gamma_reruns_train_and_after_but_no_data_stage(repo):
     try:
         set_params(repo, {"loss": {"gamma": 3.0}})
         out = dvc(["repro"], repo)
-        assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
+        # the fold stages read the train recipe's keys; cv off, each writes its table without columns again
+        assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN, *FOLD_STAGES}, out.stdout
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)
@@ -433,7 +452,7 @@ def test_forced_rerun_leaves_the_tracked_files_byte_identical(repo):
 
 def test_exp_run_then_metrics_diff_lists_macro_f1(repo):
     out = dvc(["exp", "run", "-S", "loss.gamma=1.0"], repo)
-    assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN}, out.stdout
+    assert ran_stages(out.stdout) == {"check_params", *ALL_AFTER_TRAIN, *FOLD_STAGES}, out.stdout
     diff = dvc(["metrics", "diff", "HEAD", "--json", "--all"], repo)  # --all: also the metrics that did not move
     flat = json.dumps(json.loads(diff.stdout))
     assert "f1_macro" in flat, diff.stdout

@@ -251,6 +251,7 @@ INVALID = {
     "model.lora.target_modules": [],
     "train.select_metric": "accuracy",
     "train.batch_size": "big",
+    "train.cv": 6,  # more folds than dvc.yaml's train_fold stages
     "loss.class_weights": [1.0, 0.0],
     "loss.alpha": "inverse",
     "threshold.metric": "accuracy",

@@ -210,8 +210,19 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "resample.over_ratio",
         "resample.seed",
     ),
+    # Cross-fitting: the folds (train.cv, seeded by split.seed). The fold stages also depend on the train and resample
+    # stages' effective files (the same recipe and resampling), the baseline on resample's (its folds are resampled).
+    "train_fold": ("train.cv", "split.seed"),
     "predict": ("model.trust_remote_code", "train.eval_batch_size", "train.device", "train.precision"),
-    "baseline": ("data.modality", "baseline.enabled", "baseline.min_df", "baseline.max_features", "baseline.max_rows"),
+    "baseline": (
+        "data.modality",
+        "baseline.enabled",
+        "baseline.min_df",
+        "baseline.max_features",
+        "baseline.max_rows",
+        "train.cv",
+        "split.seed",
+    ),
     "tune_threshold": (
         "threshold.strategy",
         "threshold.metric",

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from skewtune.core.formats import QUOTINGS
-from skewtune.core.paths import CORRECTIONS
+from skewtune.core.paths import CORRECTIONS, MAX_FOLDS
 
 # The allowed values of the choice keys: the schema below and the code that acts on them both read these.
 LOSS_NAMES = ("ce", "weighted_ce", "focal", "logit_adjusted")
@@ -310,6 +310,20 @@ class TrainParams(_Section):
     nproc: int = Field(1, ge=1, le=64)
     compile: bool = False
     resume: bool = False
+    cv: int | Literal["auto", "off"] = "auto"
+
+    @field_validator("cv", mode="before")
+    @classmethod
+    def _folds_or_auto(cls, value: Any) -> Any:
+        # PyYAML reads YAML 1.1, where an unquoted `off` is the boolean false, and `dvc exp run -S train.cv=off`
+        # writes it unquoted: false is the choice off, the one boolean taken.
+        if value is False:
+            return "off"
+        if value in ("auto", "off") or (
+            isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= MAX_FOLDS
+        ):
+            return value
+        raise ValueError(f"must be auto, off or a number of folds from 2 to {MAX_FOLDS} (dvc.yaml's train_fold stages)")
 
     @field_validator("batch_size", mode="before")
     @classmethod

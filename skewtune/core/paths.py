@@ -25,6 +25,14 @@ TRAIN_REPORTS = "reports/train"
 METHOD_FILE = "method.json"  # in TRAIN_REPORTS under train.method auto: the method chosen and why
 PREDICTIONS_DIR = "data/predictions"  # <split>.parquet: id, label, prob:<label> per class
 
+# Cross-fitting (train.cv): dvc.yaml's train_fold stage runs once per fold 0 .. MAX_FOLDS - 1 (its foreach list), so
+# train.cv has at most MAX_FOLDS folds. Fold f writes the out-of-fold probabilities of its held-out train + val rows
+# (predict's columns; a table without columns when fold f is not trained) and its training report directory.
+MAX_FOLDS = 5
+FOLD_PREDICTIONS_DIR = "data/predictions/folds"
+FOLD_REPORTS = "reports/train_fold"  # <f>/: fold.json (what the fold trained on, or why not) and its training curves
+FOLD_CHECKPOINTS = "models/checkpoints_fold"  # <f>/: scratch of a fold's training, removed after it
+
 # The linear baseline: its predictions (baseline/<split>.parquet, as predict's), its fitted model and a report;
 # when baseline.enabled is false or it could not be fitted, the predictions are tables without columns (write_no_table)
 # and the model file holds no tensors.
@@ -32,9 +40,10 @@ BASELINE_PREDICTIONS_DIR = "data/predictions/baseline"
 BASELINE_MODEL = (
     "models/baseline.safetensors"  # the fitted baseline (skewtune.models.baseline.save_baseline: no pickle)
 )
+# oof.parquet: under train.cv, the baseline's out-of-fold probabilities of train + val on the fold models' folds
 BASELINE_REPORT = "reports/baseline.json"  # status (fitted | disabled | skipped), why, rows and features
 DECISION = "reports/threshold/decision.json"  # the rule (DecisionRule.to_dict keys) and how it was chosen
-VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.decision.tuning.plot_tables)
+VAL_CURVE = "reports/threshold/val_curve.csv"  # binary: val score by threshold (skewtune.decision.plots.plot_tables)
 OFFSET_SEARCH = "reports/threshold/offset_search.csv"  # multiclass: val score by step of the offset search
 THRESHOLD_MARKERS = "reports/threshold/markers.csv"  # binary: the applied threshold and a tuned one not kept
 TEST_METRICS = "metrics/test.json"  # the review metrics: the only metrics file (`dvc exp show`, `dvc metrics diff`)
@@ -78,6 +87,18 @@ def predictions_path(split: str) -> str:
 
 def baseline_predictions_path(split: str) -> str:
     return f"{BASELINE_PREDICTIONS_DIR}/{split}.parquet"
+
+
+def fold_predictions_path(fold: int) -> str:
+    return f"{FOLD_PREDICTIONS_DIR}/{fold}.parquet"
+
+
+def fold_reports_dir(fold: int) -> str:
+    return f"{FOLD_REPORTS}/{fold}"
+
+
+def fold_checkpoints_dir(fold: int) -> str:
+    return f"{FOLD_CHECKPOINTS}/{fold}"
 
 
 PARAMS_FILE = "params.yaml"

@@ -28,17 +28,14 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import brier_score_loss, log_loss
-from sklearn.model_selection import StratifiedKFold
 
 from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import significant
+from skewtune.decision.folds import decision_folds
 from skewtune.decision.scores import GUARD_RESAMPLES, GUARD_SEED, loss_win_rate, share_text
 
 METHODS = ("none", "temperature", "vector")  # calibration.method also takes auto (skewtune.config.schema)
 AUTO_CANDIDATES = ("temperature", "vector")
-
-MAX_FOLDS = 5
-FOLD_SEED = 0
 
 # Bounds of the fitted parameters: log(1/T) in [-10, 10] as scikit-learn's temperature scaling; a vector scale
 # stays positive (it must not reverse a class's order) and finite where a class is separable on val.
@@ -197,20 +194,12 @@ def row_log_loss(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -log_probs(probs[np.arange(len(y)), y])
 
 
-def n_folds(y: np.ndarray) -> int:
-    """K of the out-of-fold judgement: MAX_FOLDS, fewer when the rarest class present has fewer rows, at least 2."""
-    present = np.bincount(y)
-    return max(2, min(MAX_FOLDS, int(present[present > 0].min())))
-
-
-def out_of_fold(method: str, probs: np.ndarray, y: np.ndarray, folds: int) -> np.ndarray:
-    """Every row's probabilities calibrated by `method` fitted on the other folds (stratified, seeded)."""
+def out_of_fold(method: str, probs: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Every row's probabilities calibrated by `method` fitted on the rows of the other folds (`folds`: each row's)."""
     out = np.empty_like(probs, dtype=np.float64)
-    with warnings.catch_warnings():  # a class with fewer rows than folds: some folds lack it, which the judgement shows
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(StratifiedKFold(folds, shuffle=True, random_state=FOLD_SEED).split(probs, y))
-    for fit_rows, held_out in splits:
-        out[held_out] = fit_calibration(method, probs[fit_rows], y[fit_rows]).apply(probs[held_out])
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        out[held_out] = fit_calibration(method, probs[~held_out], y[~held_out]).apply(probs[held_out])
     return out
 
 
@@ -235,9 +224,10 @@ def choose_calibration(
             "kept": False,
             "why": "calibration.method: none",
         }
-    folds = n_folds(y)
+    assignment = decision_folds(y)
+    folds = int(assignment.max()) + 1
     tried = {
-        m: row_log_loss(out_of_fold(m, probs, y, folds), y)
+        m: row_log_loss(out_of_fold(m, probs, y, assignment), y)
         for m in (AUTO_CANDIDATES if setting == "auto" else (setting,))
     }
     candidate = min(tried, key=lambda m: tried[m].mean())  # ties: the simpler, temperature
@@ -268,16 +258,15 @@ def choose_calibration(
 
 
 def calibration_warnings(calibration: dict | None) -> list[str]:
-    """One line per calibrator of decision.json's `calibration` that auto refused, and per one set by hand that made
-    out-of-fold val log loss worse."""
+    """One line per calibrator set by hand (calibration.method temperature or vector) of decision.json's `calibration`
+    that made out-of-fold log loss worse: something to change. A calibrator that auto did not keep is no warning (the
+    probabilities were calibrated enough; tune_threshold prints auto's `why` as information)."""
     lines = []
     for source in ("model", "baseline"):
         record = (calibration or {}).get(source)
         if not record or record.get("candidate") is None:
             continue
-        if record["setting"] == "auto" and not record["kept"]:
-            lines.append(f"{source} calibration refused: {record['why']}")
-        elif record["setting"] != "auto" and record["worse"]:
+        if record["setting"] != "auto" and record["worse"]:
             lines.append(f"{source} calibration made out-of-fold val log loss worse: {record['why']}")
     return lines
 

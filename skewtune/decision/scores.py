@@ -198,10 +198,13 @@ def loss_win_rate(loss_a: np.ndarray, loss_b: np.ndarray, *, resamples: int, see
     return wins / resamples
 
 
-def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], remedies: str) -> str | None:
-    """Why the model's val predictions count as collapsed onto one class, or None: a class predicted for at least
-    COLLAPSE_SHARE of the rows, and more often than it is true (a 97% majority predicted 97% of the time is no collapse).
-    `remedies`: skewtune.config.effective.collapse_remedies of the run's params."""
+def collapse_message(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], remedies: str, rows: str = "val"
+) -> str | None:
+    """Why the model's predictions of the decision rows (`rows` names them: val, or the out-of-fold rows of train.cv)
+    count as collapsed onto one class, or None: a class predicted for at least COLLAPSE_SHARE of the rows, and more often
+    than it is true (a 97% majority predicted 97% of the time is no collapse). `remedies`:
+    skewtune.config.effective.collapse_remedies of the run's params."""
     n = max(len(y_pred), 1)
     predicted = np.bincount(y_pred, minlength=len(labels)) / n
     true = np.bincount(y_true, minlength=len(labels)) / n
@@ -209,7 +212,8 @@ def collapse_message(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], 
     if predicted[top] < COLLAPSE_SHARE or predicted[top] <= true[top]:
         return None
     return (
-        f"the trained model predicts {labels[top]!r} for {predicted[top]:.0%} of the val rows ({true[top]:.0%} are {labels[top]!r}): "
+        f"the trained model predicts {labels[top]!r} for {predicted[top]:.0%} of the {rows} rows ({true[top]:.0%} are "
+        f"{labels[top]!r}): "
         f"it collapsed onto one class and its scores are not a result. Remedies: {remedies}; see reports/train"
     )
 

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from skewtune.core.errors import SkewtuneError
+from skewtune.decision.folds import decision_folds
+from skewtune.decision.guard import out_of_sample
 from skewtune.decision.rule import DecisionRule, log_probs
 from skewtune.decision.scores import (
     GUARD_RESAMPLES,
@@ -186,15 +188,19 @@ def tune_decision(
     min_precision: float,
     positive_label: str | None,
     min_confidence: float,
+    folds: np.ndarray | None = None,
+    guard: bool = True,
 ) -> tuple[dict, pd.DataFrame]:
-    """Choose the decision rule on validation rows; returns (reports/threshold/decision.json, val curve frame).
+    """Choose the decision rule on the decision rows (val, or the out-of-fold rows of train.cv); returns
+    (reports/threshold/decision.json, val curve frame).
 
     strategy "argmax" keeps argmax (the binary curve is still reported); "tune" thresholds the
     positive class (binary) or tunes per-class offsets (multiclass) to maximise `metric`, and keeps
-    the tuned rule only if it scores above argmax in at least `min_confidence` of paired bootstrap
-    resamples of val (0: always). On few val rows of a class the best threshold is often a fluke of
-    a handful of rows, and does worse than argmax on new data; `win_rate` and `tuned_*` record the
-    tuned rule either way.
+    the tuned rule only if its out-of-sample decisions (skewtune.decision.guard: tuned on the other `folds`, each
+    row's fold; None: decision_folds of the rows) score above argmax in at least `min_confidence` of paired bootstrap
+    resamples (0: always). On few rows of a class the best threshold is often a fluke of a handful of rows, and does
+    worse than argmax on new data; `win_rate` and `tuned_*` record the tuned rule either way. `guard` False: the
+    tuned rule is kept unjudged (what the guard itself tunes on each fold's complement).
     """
     if not 0 <= min_confidence < 1:
         raise SkewtuneError(
@@ -240,12 +246,30 @@ def tune_decision(
     else:
         curve = pd.DataFrame([{"sweep": 0, "class": None, "offset": 0.0, "score": argmax_score}])
 
-    decision.update(tuned_threshold=decision["threshold"], tuned_offsets=decision["offsets"], win_rate=None)
+    decision.update(
+        tuned_threshold=decision["threshold"],
+        tuned_offsets=decision["offsets"],
+        win_rate=None,
+        guard_folds=None,
+        tuned_out_of_sample_score=None,
+    )
     if decision["strategy"] != "argmax":
         tuned = DecisionRule.from_dict(decision).predict(probs)
         decision["tuned_val_score"] = score_labels(y, tuned, k_classes, score)
+    if decision["strategy"] != "argmax" and guard:
+        folds = decision_folds(y) if folds is None else folds
+        settings = dict(strategy=strategy, metric=metric, min_precision=min_precision, positive_label=positive_label)
+
+        def decide(tuning: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+            rule, _ = tune_decision(y[tuning], probs[tuning], labels, **settings, min_confidence=0, guard=False)
+            return DecisionRule.from_dict(rule).predict(probs[held_out])
+
+        argmax = np.argmax(probs, axis=1)
+        outside = out_of_sample(folds, argmax, decide)
+        decision["guard_folds"] = int(folds.max()) + 1
+        decision["tuned_out_of_sample_score"] = score_labels(y, outside, k_classes, score)
         decision["win_rate"] = win_rate(
-            y, np.argmax(probs, axis=1), tuned, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED
+            y, argmax, outside, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED
         )
         if decision["win_rate"] < min_confidence:
             decision.update(strategy="argmax", threshold=None, offsets=None)
@@ -258,6 +282,18 @@ def tune_decision(
 BLEND_WEIGHTS = tuple(k / 10 for k in range(1, 11))
 
 
+def _best_blend(
+    y: np.ndarray, probs: np.ndarray, baseline_probs: np.ndarray, labels: list[str], weights, tuning: dict
+) -> tuple[float, dict, pd.DataFrame]:
+    """(weight, its decision, its curve) of the weight whose own tuned rule scores best (ties: the smaller weight)."""
+    best = None
+    for weight in weights:
+        blended, blended_curve = tune_decision(y, (1 - weight) * probs + weight * baseline_probs, labels, **tuning)
+        if best is None or blended["val_score"] > best[1]["val_score"] + _TIE:
+            best = weight, blended, blended_curve
+    return best
+
+
 def tune_blended_decision(
     y: np.ndarray,
     probs: np.ndarray,
@@ -265,19 +301,22 @@ def tune_blended_decision(
     labels: list[str],
     *,
     blend: str | float,
+    folds: np.ndarray | None = None,
     **tuning,
 ) -> tuple[dict, pd.DataFrame]:
-    """tune_decision, with the baseline's probabilities blended in when that pays on val.
+    """tune_decision, with the baseline's probabilities blended in when that pays on the decision rows.
 
     The model alone gets its rule (tune_decision with `tuning`). Each candidate weight w (decision.blend:
     auto tries BLEND_WEIGHTS, a number tries itself) gets its own rule tuned the same way on
-    p = (1 - w) * probs + w * baseline_probs, and the best on val is the blend. `auto` keeps it only if
-    it scores above the model's own rule on val and its predictions beat that rule's in at least
-    threshold.min_confidence of paired bootstrap resamples of val (the threshold's guard); a fixed weight is kept as
-    asked (its win rate is recorded).
+    p = (1 - w) * probs + w * baseline_probs, and the best on the rows is the blend. `auto` keeps it only if
+    it scores above the model's own rule on the rows and passes the out-of-sample guard (skewtune.decision.guard): on
+    each of the `folds` (None: decision_folds of the rows), the weight and both rules chosen on the other folds, the
+    blend's decisions of the held-out rows beat the model's own rule's in at least threshold.min_confidence of paired
+    bootstrap resamples. A fixed weight is kept as asked (its win rate is recorded).
     Without baseline probabilities (baseline disabled or not fitted) or with `off`, the model decides alone.
     """
-    alone, curve = tune_decision(y, probs, labels, **tuning)
+    folds = decision_folds(y) if folds is None else folds
+    alone, curve = tune_decision(y, probs, labels, folds=folds, **tuning)
     record = {
         "blend": 0.0,
         "blend_setting": blend,
@@ -289,12 +328,7 @@ def tune_blended_decision(
     if baseline_probs is None or blend == "off":
         return {**alone, **record}, curve
     weights = BLEND_WEIGHTS if blend == "auto" else (float(blend),)
-    best = None
-    for weight in weights:
-        blended, blended_curve = tune_decision(y, (1 - weight) * probs + weight * baseline_probs, labels, **tuning)
-        if best is None or blended["val_score"] > best[1]["val_score"] + _TIE:  # ties: the smaller weight
-            best = weight, blended, blended_curve
-    weight, blended, blended_curve = best
+    weight, blended, blended_curve = _best_blend(y, probs, baseline_probs, labels, weights, {**tuning, "folds": folds})
     k_classes = len(labels)
     score = parse_score(
         tuning["metric"],
@@ -302,14 +336,32 @@ def tune_blended_decision(
         positive=resolve_positive(labels, y, tuning["positive_label"]),
         min_precision=tuning["min_precision"],
     )
-    own = DecisionRule.from_dict(alone).predict(probs)
-    mixed = DecisionRule.from_dict(blended).predict((1 - weight) * probs + weight * baseline_probs)
+    unjudged = {**tuning, "min_confidence": 0, "guard": False}
+
+    def decide(rows: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        own, _ = tune_decision(y[rows], probs[rows], labels, **unjudged)
+        w, mixed, _ = _best_blend(y[rows], probs[rows], baseline_probs[rows], labels, weights, unjudged)
+        return np.stack(
+            [
+                DecisionRule.from_dict(own).predict(probs[held_out]),
+                DecisionRule.from_dict(mixed).predict((1 - w) * probs[held_out] + w * baseline_probs[held_out]),
+            ]
+        )
+
+    argmax = np.argmax(probs, axis=1)
+    own, mixed = out_of_sample(folds, np.stack([argmax, argmax]), decide)
     wins = win_rate(y, own, mixed, k_classes, score, resamples=GUARD_RESAMPLES, seed=GUARD_SEED)
     record.update(blend_weight_tried=weight, blend_val_score=blended["val_score"], blend_win_rate=wins)
     if blend == "auto" and (blended["val_score"] <= alone["val_score"] + _TIE or wins < tuning["min_confidence"]):
         return {**alone, **record}, curve
     record["blend"] = weight
     return {**blended, **record}, blended_curve
+
+
+def rows_name(decision: dict) -> str:
+    """What a decision's scores are of, in a word: val, or out-of-fold (train.cv's rows of train + val); a decision
+    written before decision_rows was recorded: val."""
+    return "out-of-fold" if decision.get("decision_rows", "val").startswith("out-of-fold") else "val"
 
 
 def guard_refusals(decision: dict) -> list[str]:
@@ -320,7 +372,7 @@ def guard_refusals(decision: dict) -> list[str]:
     guard = "threshold.min_confidence" + (
         f" {decision['min_confidence']:g}" if decision.get("min_confidence") is not None else ""
     )
-    metric = f"val {decision['metric']}"
+    metric = f"{rows_name(decision)} {decision['metric']}"
     lines = []
     if (
         decision.get("win_rate") is not None
@@ -331,7 +383,7 @@ def guard_refusals(decision: dict) -> list[str]:
         lines.append(
             f"the tuned {tuned} ({metric} {decision['tuned_val_score']:.4f} against argmax's "
             f"{decision['val_score_argmax']:.4f}) was refused "
-            f"by {guard}: it beat argmax in only {share_text(decision['win_rate'])} of val bootstrap resamples"
+            f"by {guard}: out of sample it beat argmax in only {share_text(decision['win_rate'])} of bootstrap resamples"
         )
     if (
         decision.get("blend_setting") == "auto"
@@ -342,56 +394,7 @@ def guard_refusals(decision: dict) -> list[str]:
         lines.append(
             f"the baseline blend at weight {decision['blend_weight_tried']:g} ({metric} "
             f"{decision['blend_val_score']:.4f} against the model "
-            f"alone's {decision['val_score_model']:.4f}) was refused by {guard}: it beat the model alone in only "
-            f"{share_text(decision['blend_win_rate'])} of val bootstrap resamples"
+            f"alone's {decision['val_score_model']:.4f}) was refused by {guard}: out of sample it beat the model alone in "
+            f"only {share_text(decision['blend_win_rate'])} of bootstrap resamples"
         )
     return lines
-
-
-# Columns of the three plot files of tune_threshold (dvc.yaml `plots:`). Each is written every time, without
-# rows where it does not apply (a binary task has no offset search), so that `dvc plots show` draws nothing
-# there instead of failing on a missing field.
-VAL_CURVE_COLUMNS = ["threshold", "score", "precision", "recall", "series"]
-OFFSET_SEARCH_COLUMNS = ["step", "sweep", "class", "offset", "score", "series"]
-MARKER_COLUMNS = ["threshold", "score", "series"]
-
-
-def plot_tables(decision: dict, curve: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(val curve, offset search, markers) of a decision and the curve tune_decision returned: the binary
-    score-vs-threshold curve, or the multiclass coordinate-ascent steps; the markers put the rule applied on
-    the binary curve and, apart from it, a tuned threshold that the guard did not keep."""
-    metric = f"val {decision['metric']}"
-    binary = len(decision["labels"]) == 2
-    empty = {
-        name: pd.DataFrame(columns=columns)
-        for name, columns in (
-            ("curve", VAL_CURVE_COLUMNS),
-            ("search", OFFSET_SEARCH_COLUMNS),
-            ("markers", MARKER_COLUMNS),
-        )
-    }
-    if not binary:
-        search = curve.assign(step=np.arange(len(curve)), series=metric)[OFFSET_SEARCH_COLUMNS]
-        return empty["curve"], search, empty["markers"]
-    applied = decision["threshold"] if decision["threshold"] is not None else 0.5  # binary argmax: p >= 0.5
-    markers = [
-        {
-            "threshold": applied,
-            "score": decision["val_score"],
-            "series": f"applied: {decision['strategy']} (p >= {applied:.4g})",
-        }
-    ]
-    if decision["tuned_threshold"] is not None and decision["strategy"] == "argmax":
-        markers.append(
-            {
-                "threshold": decision["tuned_threshold"],
-                "score": decision["tuned_val_score"],
-                "series": f"tuned, not kept: won {share_text(decision['win_rate'])} of val resamples "
-                f"(p >= {decision['tuned_threshold']:.4g})",
-            }
-        )
-    return (
-        curve.assign(series=metric)[VAL_CURVE_COLUMNS],
-        empty["search"],
-        pd.DataFrame(markers, columns=MARKER_COLUMNS),
-    )

@@ -156,11 +156,13 @@ def model_card(
     total = sum(counts.values())
     pre = meta.prepared_as()
     ci = int(round(test["details"]["confidence"] * 100))
-    decision_note = f"val {decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
+    # decision_rows: val, or under train.cv the out-of-fold rows of train + val (absent before cross-fitting: val)
+    rows = decision.get("decision_rows", "val")
+    decision_note = f"{decision['metric']} {decision['val_score']:.4f}, argmax {decision['val_score_argmax']:.4f}"
     if decision.get("win_rate") is not None and rule.strategy == "argmax":
         decision_note += (
             f"; a tuned rule scored {decision['tuned_val_score']:.4f} but beat argmax in only {share_text(decision['win_rate'])} "
-            "of val bootstrap resamples, too few to replace it"
+            "of bootstrap resamples out of sample, too few to replace it"
         )
     row_names = {
         "chosen": f"**chosen rule** ({test['rule']})",
@@ -268,7 +270,7 @@ def model_card(
         "## Training params",
         _table(["key", "value"], [[f"`{key}`", f"`{_param(value)}`"] for key, value in params.items()]),
         "## Decision rule",
-        f"{rule.describe()}. Chosen on validation data ({decision_note}); stored in `decision.json`.",
+        f"{rule.describe()}. Chosen on {rows} ({decision_note}); stored in `decision.json`.",
         "## Test metrics",
         f"On {test['n_test']} held-out test rows; brackets: {ci}% bootstrap confidence interval "
         f"({test['details']['bootstrap_resamples']} resamples). The first row is the rule this classifier applies.\n\n"

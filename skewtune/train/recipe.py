@@ -30,15 +30,25 @@ STAGE_MODULE = "stages.train"
 
 
 def train_classifier(
-    p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback] = ()
+    p: Params,
+    labels: list[str],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    callbacks: Sequence[TrainerCallback] = (),
+    model_dir: str = MODEL,
+    reports_dir: str = TRAIN_REPORTS,
+    checkpoints_dir: str = CHECKPOINTS,
 ) -> None:
     """Train the classifier of p.train.method on `train` (rows with label_id), using `val` to select or score it, and
-    write it to MODEL and its reports to TRAIN_REPORTS, atomically: the one entry point of every method (auto: the
-    one skewtune/train/auto.py chooses, with reports/train/method.json saying why)."""
+    write it to `model_dir` and its reports to `reports_dir`, atomically: the one entry point of every method (auto:
+    the one skewtune/train/auto.py chooses, with method.json in `reports_dir` saying why). The train stage writes
+    models/model; a fold model of train.cv (skewtune.train.folds) its own directories."""
+    where = {"model_dir": model_dir, "reports_dir": reports_dir, "checkpoints_dir": checkpoints_dir}
     if p.train.method == "auto":
-        _train_auto(p, labels, train, val, callbacks=callbacks)
+        _train_auto(p, labels, train, val, callbacks=callbacks, **where)
     else:
-        _train_method(p.train.method, p, labels, train, val, callbacks=callbacks)
+        _train_method(p.train.method, p, labels, train, val, callbacks=callbacks, **where)
 
 
 def _train_method(
@@ -48,9 +58,10 @@ def _train_method(
     train: pd.DataFrame,
     val: pd.DataFrame,
     *,
-    callbacks: Sequence[TrainerCallback] = (),
-    model_dir: str = MODEL,
-    reports_dir: str = TRAIN_REPORTS,
+    callbacks: Sequence[TrainerCallback],
+    model_dir: str,
+    reports_dir: str,
+    checkpoints_dir: str,
 ) -> None:
     if method in SENTENCE_METHODS:
         from skewtune.train.sentence import train_sentence_classifier
@@ -58,26 +69,45 @@ def _train_method(
         p = p.model_copy(update={"train": p.train.model_copy(update={"method": method})})
         train_sentence_classifier(p, labels, train, val, model_dir=model_dir, reports_dir=reports_dir)
     else:
-        finetune(p, labels, train, val, callbacks=callbacks, model_dir=model_dir, reports_dir=reports_dir)
+        finetune(
+            p,
+            labels,
+            train,
+            val,
+            callbacks=callbacks,
+            model_dir=model_dir,
+            reports_dir=reports_dir,
+            checkpoints_dir=checkpoints_dir,
+        )
 
 
 def _train_auto(
-    p: Params, labels: list[str], train: pd.DataFrame, val: pd.DataFrame, *, callbacks: Sequence[TrainerCallback]
+    p: Params,
+    labels: list[str],
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    *,
+    callbacks: Sequence[TrainerCallback],
+    model_dir: str,
+    reports_dir: str,
+    checkpoints_dir: str,
 ) -> None:
-    """Train each candidate of auto into a scratch directory, judge them on val, and write the chosen one to MODEL and
-    TRAIN_REPORTS with method.json, atomically."""
+    """Train each candidate of auto into a scratch directory, judge them on val, and write the chosen one to
+    `model_dir` and `reports_dir` with method.json, atomically."""
     from skewtune.models.inference import predict_proba
     from skewtune.models.modality import TEXT
     from skewtune.train.auto import candidates, choose_method
 
     device = resolve_device(p.train.device)
-    shutil.rmtree(CANDIDATES, ignore_errors=True)  # what a stopped run left
+    # The train stage's scratch directory is models/candidates; a fold model's sits beside its checkpoints.
+    scratch = CANDIDATES if model_dir == MODEL else f"{checkpoints_dir}/candidates"
+    shutil.rmtree(scratch, ignore_errors=True)  # what a stopped run left
     probs = {}
     try:
         for method in candidates(len(train)):
-            where = {"model_dir": f"{CANDIDATES}/{method}/model", "reports_dir": f"{CANDIDATES}/{method}/reports"}
+            where = {"model_dir": f"{scratch}/{method}/model", "reports_dir": f"{scratch}/{method}/reports"}
             print(f"train (auto): training candidate {method}", flush=True)
-            _train_method(method, p, labels, train, val, callbacks=callbacks, **where)
+            _train_method(method, p, labels, train, val, callbacks=callbacks, checkpoints_dir=checkpoints_dir, **where)
             model, tokenizer, meta = TEXT.load_trained(where["model_dir"], trust_remote_code=p.model.trust_remote_code)
             probs[method] = predict_proba(
                 model,
@@ -91,12 +121,12 @@ def _train_auto(
             )
         chosen, record = choose_method(val["label_id"].to_numpy(), probs, len(train), len(labels))
         with Outputs() as out:
-            shutil.copytree(f"{CANDIDATES}/{chosen}/model", out.path(MODEL, directory=True), dirs_exist_ok=True)
-            reports = out.path(TRAIN_REPORTS, directory=True)
-            shutil.copytree(f"{CANDIDATES}/{chosen}/reports", reports, dirs_exist_ok=True)
+            shutil.copytree(f"{scratch}/{chosen}/model", out.path(model_dir, directory=True), dirs_exist_ok=True)
+            reports = out.path(reports_dir, directory=True)
+            shutil.copytree(f"{scratch}/{chosen}/reports", reports, dirs_exist_ok=True)
             (reports / METHOD_FILE).write_text(json_text(record), encoding="utf-8")
     finally:
-        shutil.rmtree(CANDIDATES, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"train (auto): {chosen}: {record['reason']}", flush=True)
 
 
@@ -109,10 +139,12 @@ def finetune(
     callbacks: Sequence[TrainerCallback] = (),
     model_dir: str = MODEL,
     reports_dir: str = TRAIN_REPORTS,
+    checkpoints_dir: str = CHECKPOINTS,
 ) -> None:
     """Fine-tune p.model.name on `train` (rows with label_id), select the best epoch on `val`, and write the model
-    to `model_dir` and the curves to `reports_dir`, atomically (nothing on failure; the checkpoints in CHECKPOINTS
-    stay for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the run."""
+    to `model_dir` and the curves to `reports_dir`, atomically (nothing on failure; the checkpoints in
+    `checkpoints_dir` stay for train.resume). `callbacks` run after the DiagnosticsCallback, in every process of the
+    run."""
     m, t, lo = p.model, p.train, p.loss
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
@@ -148,9 +180,9 @@ def finetune(
     t = resolve_batch_size(t, device, rows=len(train), tokens_per_row=prepared.tokens_per_row)
     t, adapted = for_train_size(t, len(train))  # after the batch size is known: it sets the steps per epoch
     args = training_arguments(
-        CHECKPOINTS, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
+        checkpoints_dir, t, precision=precision, device=device, selection=selection, by_length=modality.by_length
     )
-    resume_from = checkpoint_to_resume(CHECKPOINTS, t.resume, is_main=is_main)
+    resume_from = checkpoint_to_resume(checkpoints_dir, t.resume, is_main=is_main)
     if is_main:
         share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
         auto = f" (auto), lr {t.lr:.3g}" if p.train.batch_size == "auto" else ""
@@ -202,4 +234,4 @@ def finetune(
                 flush=True,
             )
     if is_main:
-        shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)

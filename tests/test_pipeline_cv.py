@@ -1,0 +1,122 @@
+"""Cross-fitting (train.cv) through the real `dvc` CLI in a temporary git repo, on a tiny BERT and 160 SMS rows: the
+fold stages train and write out-of-fold probabilities of train + val (never test), the baseline is cross-fitted on the
+same folds, and tune_threshold decides on those rows; cv off, the fold stages write tables without columns and the
+decision is on val; a key without effect re-runs nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from dvc_repo import dvc, env, make_repo, ran_stages, run, set_params
+
+from skewtune.core.paths import MAX_FOLDS
+
+pytestmark = pytest.mark.slow
+FOLD_STAGES = {f"train_fold@{f}" for f in range(MAX_FOLDS)}
+
+
+def _params(model_dir) -> dict:
+    return {
+        "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
+        "split": {"val_size": 0.2, "test_size": 0.2},
+        "model": {"name": str(model_dir), "max_length": 24},
+        "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "warmup": 0.0, "lr": 1.0e-3, "cv": 2},
+        "loss": {"name": "focal"},
+        "label_issues": {"enabled": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_bert_dir, sms_path):
+    """160 SMS rows (40 spam) after one `dvc repro` with train.cv: 2."""
+    root = tmp_path_factory.mktemp("cv")
+    sample = pd.read_csv(sms_path, sep="\t", dtype=str, keep_default_na=False)
+    sample = pd.concat([sample[sample.Label == "spam"].head(40), sample[sample.Label == "ham"].head(120)])
+    raw = root.parent / "sms_cv.tsv"
+    sample.to_csv(raw, sep="\t", index=False)
+    make_repo(root, _params(tiny_bert_dir), {"sms.tsv": raw})
+    out = dvc(["repro"], root)
+    assert FOLD_STAGES <= ran_stages(out.stdout), out.stdout
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "cv run"], root)
+    return root
+
+
+def _ids(repo, split: str) -> set[str]:
+    return set(pd.read_parquet(repo / f"data/split/{split}.parquet")["id"].astype(str))
+
+
+def test_two_folds_train_and_predict_every_train_and_val_row_once_never_test(repo):
+    parts = [pd.read_parquet(repo / f"data/predictions/folds/{f}.parquet") for f in range(MAX_FOLDS)]
+    assert [len(part.columns) > 0 for part in parts] == [True, True, False, False, False]
+    oof = pd.concat(parts[:2], ignore_index=True)
+    train_val = _ids(repo, "train") | _ids(repo, "val")
+    assert sorted(oof["id"].astype(str)) == sorted(train_val) and not set(oof["id"].astype(str)) & _ids(repo, "test")
+    assert list(oof.columns) == list(pd.read_parquet(repo / "data/predictions/val.parquet").columns)
+    np.testing.assert_allclose(oof[["prob:ham", "prob:spam"]].sum(axis=1), 1, atol=1e-5)
+    for f in range(2):
+        report = json.loads((repo / f"reports/train_fold/{f}/fold.json").read_text())
+        held = len(parts[f])
+        assert report["trained"] and report["folds"] == 2 and report["held_out_rows"] == held
+        # the other fold's rows: fitted on (resample.strategy none) or used to choose the epoch, never the held-out ones
+        assert report["fit_rows"] + report["selection_rows"] == len(train_val) - held
+        assert 0 < report["selection_rows"] < report["fit_rows"]
+        assert (repo / f"reports/train_fold/{f}/metrics.json").is_file()  # its training curves (dvclive)
+    idle = json.loads((repo / "reports/train_fold/3/fold.json").read_text())
+    assert not idle["trained"] and idle["why"].startswith("train.cv: 2, 2 folds of")
+    baseline = pd.read_parquet(repo / "data/predictions/baseline/oof.parquet")
+    assert sorted(baseline["id"].astype(str)) == sorted(train_val)
+    assert json.loads((repo / "reports/baseline.json").read_text())["cross_fitted_folds"] == 2
+
+
+def test_the_decision_is_taken_on_the_out_of_fold_rows(repo):
+    decision = json.loads((repo / "reports/threshold/decision.json").read_text())
+    n = len(_ids(repo, "train") | _ids(repo, "val"))
+    assert decision["decision_rows"] == f"out-of-fold train+val (2 folds, {n} rows)"
+    assert decision["calibration"]["model"]["setting"] == "auto" and decision["calibration"]["baseline"] is not None
+    if decision["tuned_threshold"] is not None:  # the guard judged the tuned rule on the same 2 folds
+        assert decision["guard_folds"] == 2 and 0 <= decision["win_rate"] <= 1
+    assert decision["blend_win_rate"] is not None  # decision.blend: auto judged the cross-fitted baseline too
+    curve = pd.read_csv(repo / "reports/threshold/val_curve.csv")  # the plot names the rows it was tuned on
+    assert set(curve["series"]) == {"out-of-fold f1_macro"}
+
+
+def test_fold_stages_never_read_test_and_list_their_inputs(repo):
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for f in range(MAX_FOLDS):
+        deps = {d["path"] for d in lock[f"train_fold@{f}"]["deps"]}
+        assert "data/split/test.parquet" not in deps and "data/resampled/train.parquet" not in deps
+        assert {"data/split/train.parquet", "data/split/val.parquet", "reports/effective/train.json"} <= deps
+
+
+def test_a_fold_not_trained_imports_no_torch(repo):
+    code = "import sys; from stages.train_fold import main; main(4); assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], cwd=repo, env=env(), check=True, capture_output=True, text=True)
+
+
+def test_a_key_without_effect_reruns_nothing_and_cv_off_decides_on_val(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"loss": {"tau": 3.0}})  # focal does not read loss.tau
+        assert ran_stages(dvc(["repro"], repo).stdout) == {"check_params"}
+        set_params(repo, {"train": {"cv": "off"}})
+        out = dvc(["repro"], repo)
+        # the folds write tables without columns, the decision moves to val; the train stage's model is not touched
+        ran = ran_stages(out.stdout)
+        assert {"check_params", *FOLD_STAGES, "baseline", "tune_threshold"} <= ran, out.stdout
+        assert not ran & {"ingest", "split", "resample", "train", "predict"}, out.stdout
+        assert all(
+            pd.read_parquet(repo / f"data/predictions/folds/{f}.parquet").columns.empty for f in range(MAX_FOLDS)
+        )
+        assert pd.read_parquet(repo / "data/predictions/baseline/oof.parquet").columns.empty
+        decision = json.loads((repo / "reports/threshold/decision.json").read_text())
+        assert decision["decision_rows"] == f"val ({len(_ids(repo, 'val'))} rows)"
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
