@@ -63,6 +63,8 @@ def test_train_cv_off_unquoted_is_read_as_off_and_a_bad_value_is_refused(tmp_pat
 
     (tmp_path / "params.yaml").write_text("train:\n  cv: off\n")
     assert load_params(tmp_path / "params.yaml").train.cv == "off"
+    (tmp_path / "params.yaml").write_text("decision:\n  blend: off\n")  # the same YAML reading of decision.blend
+    assert load_params(tmp_path / "params.yaml").decision.blend == "off"
     for bad in ("on", "1", "6", "'3'"):
         (tmp_path / "params.yaml").write_text(f"train:\n  cv: {bad}\n")
         with pytest.raises(SkewtuneError, match="train.cv: must be auto, off or a number of folds from 2 to 5"):

@@ -426,6 +426,8 @@ class DecisionParams(_Section):
     @field_validator("blend", mode="before")
     @classmethod
     def _weight(cls, value: Any) -> Any:
+        if value is False:  # an unquoted `off` (YAML 1.1, as `dvc exp run -S` writes it): see TrainParams.cv
+            return "off"
         if value in BLEND_CHOICES:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
