@@ -120,3 +120,24 @@ def test_a_key_without_effect_reruns_nothing_and_cv_off_decides_on_val(repo):
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)
+
+
+def test_the_folds_train_the_method_that_train_method_names(repo):
+    """The fold models are trained by the train stage's recipe, so train.method reaches them: an embedding head per fold
+    (seconds), whose out-of-fold probabilities the decision then uses."""
+    original = (repo / "params.yaml").read_text()
+    before = pd.read_parquet(repo / "data/predictions/folds/0.parquet")
+    try:
+        set_params(repo, {"train": {"method": "embedding"}})
+        out = dvc(["repro"], repo)
+        assert {"train_fold@0", "train_fold@1", "train", "tune_threshold"} <= ran_stages(out.stdout), out.stdout
+        for f in range(2):
+            assert json.loads((repo / f"reports/train_fold/{f}/metrics.json").read_text())["method"] == "embedding"
+        after = pd.read_parquet(repo / "data/predictions/folds/0.parquet")
+        assert list(after["id"]) == list(before["id"])  # the same held-out rows, other probabilities
+        assert not np.allclose(after["prob:spam"], before["prob:spam"])
+        decision = json.loads((repo / "reports/threshold/decision.json").read_text())
+        assert decision["decision_rows"].startswith("out-of-fold train+val (2 folds")
+    finally:
+        (repo / "params.yaml").write_text(original)
+        dvc(["repro"], repo)
