@@ -1,7 +1,7 @@
 """train.method: auto: which method trains the classifier, and why.
 
 Above AUTO_MAX_ROWS train rows: finetune, without trying anything else (fine-tuning has the rows it needs there, and
-a second candidate would only add cost; the embedded SMS data, 3,889 train rows, is trained as with finetune). At or
+a second candidate would only add cost; the embedded SMS data, 3,628 train rows, is trained as with finetune). At or
 below it: finetune and `embedding` (frozen sentence embeddings + a balanced logistic regression, seconds) are both
 trained, and `embedding` replaces finetune only if it beats it on val macro-F1 in at least AUTO_MIN_CONFIDENCE of
 paired bootstrap resamples of val, the guard that keeps a tuned decision rule (decision/scores.win_rate,
