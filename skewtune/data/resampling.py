@@ -132,6 +132,8 @@ def oversample_embeddings(
     codes = np.searchsorted(present, label_ids)  # imbalanced-learn sees only the classes present
     features, y = _sample(strategy, "over_ratio", over_ratio, embeddings, codes, [labels[i] for i in present], seed)
     return features, np.asarray(present)[y]
+
+
 def resample_by(train: pd.DataFrame, params) -> pd.DataFrame:
     """resample_rows with the resample.* settings `params` (skewtune.config.schema's resample section): the resample
     stage's rule, which the cross-fitted folds (train.cv) apply to each fold's training part as well."""
