@@ -20,7 +20,7 @@ def main() -> None:
         print(f"params.yaml: warning: {line}", file=sys.stderr)
     with Outputs() as out:
         for stage, keys in STAGE_KEYS.items():
-            out.json(effective_path(stage), effective_config(params, keys))
+            out.json(effective_path(stage), effective_config(params, keys, stage))
 
 
 if __name__ == "__main__":

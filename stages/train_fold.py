@@ -37,6 +37,7 @@ def main(fold: int) -> None:
         cv.folds,
         fold,
         selection_share=cv.val_share,
+        cross_fitting=cv.why,
         reports_dir=reports,
         checkpoints_dir=fold_checkpoints_dir(fold),
     )

@@ -126,8 +126,10 @@ def _skewtune(args: list, cwd: Path, check: bool = True):
 
 TINY = {
     "split": {"val_size": 0.2, "test_size": 0.2},
-    # cv off: the loop under test reads val and the train stage's model (tests/test_pipeline_cv.py cross-fits)
+    # cv off: the loop under test reads val and the train stage's model (tests/test_pipeline_cv.py cross-fits); finetune:
+    # one model (auto would train embedding beside it on rows this few)
     "train": {
+        "method": "finetune",
         "epochs": 1,
         "min_steps": 0,
         "batch_size": 16,

@@ -23,7 +23,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from skewtune.config.effective import CONDITIONAL_KEYS, STAGE_KEYS, effective_config, unread_keys
+from skewtune.config.effective import (
+    CONDITIONAL_KEYS,
+    STAGE_CONDITIONAL_KEYS,
+    STAGE_KEYS,
+    effective_config,
+    unread_keys,
+)
 from skewtune.config.load import validate_params
 from skewtune.config.schema import Params
 from skewtune.core.errors import SkewtuneError
@@ -102,6 +108,8 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ("resample.over_ratio", "train"): [Case(0.5, {"resample.strategy": "none"})],
     ("resample.seed", "train"): [Case(7, {"resample.strategy": "none"})],
     ("train.setfit_iterations", "train"): [Case(2), Case(2, {"train.method": "embedding"})],
+    # the train stage reads train.cv only to choose auto's method; finetune trains the same model whatever it says
+    ("train.cv", "train"): [Case("off", read={"train.method": "auto"})],
     ("train.setfit_max_pairs", "train"): [Case(100), Case(100, {"train.method": "embedding"})],
     **{
         (f"model.lora.{key}", "train"): [Case(other)]
@@ -151,6 +159,7 @@ CHEAP = {"ingest", "split", "resample", "baseline", "tune_threshold", "package",
 # Small and quick, and every conditional train key unread: no LoRA, max_steps rather than epochs, a linear schedule,
 # no early stopping, no adversarial training, ce.
 COMMON = {
+    "train.method": "finetune",  # the method whose keys the cases are about (auto would cross-fit these rows: embedding)
     "split.val_size": 0.25,
     "split.test_size": 0.25,
     "train.max_steps": 4,
@@ -328,8 +337,10 @@ def _default(key: str) -> Any:
 
 
 def _readers() -> list[tuple[str, str]]:
-    """(key, stage) for every CONDITIONAL_KEYS entry and every stage that lists its key."""
-    return [(key, stage) for key, _, _ in CONDITIONAL_KEYS for stage, keys in STAGE_KEYS.items() if key in keys]
+    """(key, stage) for every CONDITIONAL_KEYS entry and every stage that lists its key, and every entry of
+    STAGE_CONDITIONAL_KEYS."""
+    everywhere = [(key, stage) for key, _, _ in CONDITIONAL_KEYS for stage, keys in STAGE_KEYS.items() if key in keys]
+    return everywhere + [(key, stage) for stage, entries in STAGE_CONDITIONAL_KEYS.items() for key, _, _ in entries]
 
 
 def _cases_of(key: str, stage: str) -> list[Case]:
@@ -356,16 +367,19 @@ def test_each_case_is_unread_where_it_says_and_read_in_its_control(key, stage):
     options keep it in, and the change shows there."""
     for case in _cases_of(key, stage):
         unread = _base(case.unread)
-        assert key in unread_keys(params_of(unread)), (key, case)
+        assert key in unread_keys(params_of(unread), stage), (key, case)
         assert _default(key) != case.other
         assert params_of({**unread, key: case.other})  # a valid value
-        same = [effective_config(params_of({**unread, key: v}), STAGE_KEYS[stage]) for v in (_default(key), case.other)]
+        same = [
+            effective_config(params_of({**unread, key: v}), STAGE_KEYS[stage], stage)
+            for v in (_default(key), case.other)
+        ]
         assert same[0] == same[1]
         if case.read is not None:
             read = _base(case.read)
-            assert key not in unread_keys(params_of(read)), (key, case)
-            assert effective_config(params_of({**read, key: case.other}), STAGE_KEYS[stage]) != effective_config(
-                params_of({**read, key: _default(key)}), STAGE_KEYS[stage]
+            assert key not in unread_keys(params_of(read), stage), (key, case)
+            assert effective_config(params_of({**read, key: case.other}), STAGE_KEYS[stage], stage) != effective_config(
+                params_of({**read, key: _default(key)}), STAGE_KEYS[stage], stage
             )
 
 

@@ -26,7 +26,16 @@ def _params(model_dir) -> dict:
         "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
         "split": {"val_size": 0.2, "test_size": 0.2},
         "model": {"name": str(model_dir), "max_length": 24},
-        "train": {"epochs": 1, "min_steps": 0, "batch_size": 16, "warmup": 0.0, "lr": 1.0e-3, "cv": 2},
+        # finetune: the fold models fine-tuned (auto's embedding on cross-fitted rows has its test below)
+        "train": {
+            "method": "finetune",
+            "epochs": 1,
+            "min_steps": 0,
+            "batch_size": 16,
+            "warmup": 0.0,
+            "lr": 1.0e-3,
+            "cv": 2,
+        },
         "loss": {"name": "focal"},
         "label_issues": {"enabled": False},
     }
@@ -122,17 +131,22 @@ def test_a_key_without_effect_reruns_nothing_and_cv_off_decides_on_val(repo):
         dvc(["repro"], repo)
 
 
-def test_the_folds_train_the_method_that_train_method_names(repo):
-    """The fold models are trained by the train stage's recipe, so train.method reaches them: an embedding head per fold
-    (seconds), whose out-of-fold probabilities the decision then uses."""
+def test_auto_trains_embedding_where_the_rows_are_cross_fitted_in_the_folds_and_the_train_stage(repo):
+    """The fold models are trained by the train stage's recipe, so train.method reaches them: under auto (the default),
+    on rows that train.cv cross-fits, an embedding head per fold (seconds) and in the train stage, whose out-of-fold
+    probabilities the decision then uses; method.json says why."""
     original = (repo / "params.yaml").read_text()
     before = pd.read_parquet(repo / "data/predictions/folds/0.parquet")
     try:
-        set_params(repo, {"train": {"method": "embedding"}})
+        set_params(repo, {"train": {"method": "auto"}})
         out = dvc(["repro"], repo)
         assert {"train_fold@0", "train_fold@1", "train", "tune_threshold"} <= ran_stages(out.stdout), out.stdout
-        for f in range(2):
-            assert json.loads((repo / f"reports/train_fold/{f}/metrics.json").read_text())["method"] == "embedding"
+        for reports in ("reports/train_fold/0", "reports/train_fold/1", "reports/train"):
+            assert json.loads((repo / f"{reports}/metrics.json").read_text())["method"] == "embedding"
+            record = json.loads((repo / f"{reports}/method.json").read_text())
+            assert record["method"] == "embedding" and record["win_rate"] is None
+            assert record["reason"].startswith("train.cv: 2, 2 folds of") and "out-of-fold" in record["reason"]
+        assert "train (auto): embedding: train.cv: 2, 2 folds of" in out.stdout
         after = pd.read_parquet(repo / "data/predictions/folds/0.parquet")
         assert list(after["id"]) == list(before["id"])  # the same held-out rows, other probabilities
         assert not np.allclose(after["prob:spam"], before["prob:spam"])

@@ -151,8 +151,10 @@ def tiny_params(model_dir) -> dict:
         "data": {"source": "data/raw/sms.tsv", "text_column": "SMS", "label_column": "Label"},
         "split": {"val_size": 0.2, "test_size": 0.2},
         "model": {"name": str(model_dir), "max_length": 32},
-        # cv off: these tests are of the pipeline on val (tests/test_pipeline_cv.py cross-fits)
+        # cv off: these tests are of the pipeline on val (tests/test_pipeline_cv.py cross-fits); finetune: of fine-tuning
+        # (auto would train embedding beside it on rows this few)
         "train": {
+            "method": "finetune",
             "epochs": 1,
             "min_steps": 0,
             "batch_size": 16,

@@ -51,13 +51,14 @@ def test_head_weights_give_the_logistic_regressions_probabilities(classes):
     assert np.allclose(probs.sum(axis=1), 1) and probs[:, [c for c in range(4) if c not in classes]].max() < 1e-12
 
 
-def test_smote_and_adasyn_are_refused_with_finetune_in_one_line():
-    for strategy in ("smote", "adasyn"):
+def test_smote_and_adasyn_are_refused_with_finetune_and_auto_in_one_line():
+    # auto may fine-tune (above 2,000 train rows, or on images), where no embeddings exist to interpolate
+    for strategy, method in (("smote", "finetune"), ("adasyn", "finetune"), ("smote", "auto")):
         with pytest.raises(SkewtuneError) as exc:
-            validate_params({"resample": {"strategy": strategy}})
+            validate_params({"resample": {"strategy": strategy}, "train": {"method": method}})
         line = str(exc.value).splitlines()[-1]
         assert (
-            f"resample.strategy is {strategy}, but train.method is finetune" in line
+            f"resample.strategy is {strategy}, but train.method is {method}" in line
             and "train.method: embedding" in line
         )
     with pytest.raises(SkewtuneError, match="smote or adasyn with train.method: embedding or setfit"):
@@ -179,31 +180,51 @@ def test_a_head_that_does_not_fit_the_body_is_one_line(sms, tiny_bert_dir, tmp_p
         TEXT.load_trained(root / "models/model")
 
 
-def test_auto_keeps_finetune_unless_embedding_wins_under_the_guard():
-    from skewtune.train.auto import AUTO_MAX_ROWS, candidates, choose_method
+def test_auto_plans_embedding_where_rows_are_cross_fitted_finetune_on_images_and_large_data():
+    from skewtune.train.auto import AUTO_MAX_ROWS, plan
 
-    assert candidates(AUTO_MAX_ROWS + 1) == ("finetune",) and candidates(AUTO_MAX_ROWS) == ("finetune", "embedding")
+    cv = "train.cv: auto, 5 folds of 600 train + val rows"
+    text = {"text": True, "processes": 1, "cross_fitting": None}
+    assert plan(480, **{**text, "cross_fitting": cv}).candidates == ("embedding",)
+    assert plan(480, **{**text, "cross_fitting": cv}).why.startswith(cv + ": the decision is tuned on out-of-fold")
+    assert plan(480, **{**text, "cross_fitting": cv, "processes": 2}).candidates == ("embedding",)
+    assert plan(480, **{**text, "cross_fitting": cv, "text": False}).candidates == ("finetune",)
+    assert plan(AUTO_MAX_ROWS, **text).candidates == ("finetune", "embedding") and plan(AUTO_MAX_ROWS, **text).compares
+    assert plan(AUTO_MAX_ROWS + 1, **text).candidates == ("finetune",)
+    assert "above the bound" in plan(AUTO_MAX_ROWS + 1, **text).why
+    assert plan(480, **{**text, "processes": 2}).candidates == ("finetune",)
+    assert plan(480, **{**text, "text": False}).why.startswith("images: finetune")
+
+
+def test_auto_keeps_finetune_unless_embedding_wins_under_the_guard():
+    from skewtune.train.auto import AUTO_MAX_ROWS, choose_method, only_candidate, plan
+
+    why = "120 train rows (bound 2000)"
     y = np.array([0] * 150 + [1] * 50)
     right, wrong = np.eye(2)[y], np.eye(2)[1 - y]
     # finetune misses every row of class 1, embedding only the last 5 of them: embedding wins every resample
     finetune = np.where((y == 1)[:, None], wrong, right)
     embedding = np.where((np.arange(200) >= 195)[:, None], wrong, right)
-    chosen, record = choose_method(y, {"finetune": finetune, "embedding": embedding}, 120, 2)
+    chosen, record = choose_method(y, {"finetune": finetune, "embedding": embedding}, 120, 2, why)
     assert chosen == "embedding" and record["win_rate"] == 1.0 and record["val_f1_macro"]["finetune"] < 0.5
     assert "embedding kept: it beat finetune in 100% of paired val bootstrap resamples" in record["reason"]
     # a tie keeps finetune; so does a challenger that wins by one row (too few for the guard)
-    assert choose_method(y, {"finetune": embedding, "embedding": embedding}, 120, 2)[0] == "finetune"
+    assert choose_method(y, {"finetune": embedding, "embedding": embedding}, 120, 2, why)[0] == "finetune"
     one_better = np.where((np.arange(200) >= 196)[:, None], wrong, right)
-    chosen, record = choose_method(y, {"finetune": embedding, "embedding": one_better}, 120, 2)
+    chosen, record = choose_method(y, {"finetune": embedding, "embedding": one_better}, 120, 2, why)
     assert chosen == "finetune" and record["win_rate"] < record["min_confidence"] == 0.95
-    chosen, record = choose_method(y, {"finetune": finetune}, AUTO_MAX_ROWS + 1, 2)
+    assert record["reason"].startswith(why + "; val macro-F1 at argmax: finetune ")
+    chosen, record = only_candidate(
+        plan(AUTO_MAX_ROWS + 1, text=True, processes=1, cross_fitting=None), AUTO_MAX_ROWS + 1
+    )
     assert chosen == "finetune" and record["win_rate"] is None and "above the bound" in record["reason"]
 
 
 def test_auto_trains_both_candidates_and_writes_the_chosen_one_and_why(
     sms, tiny_bert_dir, tmp_path, monkeypatch, capsys
 ):
-    root = make_project(tmp_path, sms, tiny_bert_dir, train={"method": "auto", "epochs": 1})
+    # cv off: on rows this few train.cv would cross-fit, and auto then trains embedding alone (tests/test_pipeline_cv.py)
+    root = make_project(tmp_path, sms, tiny_bert_dir, train={"method": "auto", "epochs": 1, "cv": "off"})
     run_train(root, monkeypatch)
     record = read_json(root / "reports/train/method.json")
     assert record["setting"] == "auto" and set(record["val_f1_macro"]) == {"finetune", "embedding"}

@@ -38,10 +38,10 @@ def make_project(
 ) -> Path:
     """A project directory with the train stage's inputs and a params.yaml of `sections` (tiny defaults)."""
     ham, spam = sms[sms.label == "ham"], sms[sms.label == "spam"]
+    train = pd.concat([ham.iloc[: train_rows[0]], spam.iloc[: train_rows[1]]]).sample(frac=1, random_state=0)
     tables = {
-        "data/resampled/train.parquet": pd.concat([ham.iloc[: train_rows[0]], spam.iloc[: train_rows[1]]]).sample(
-            frac=1, random_state=0
-        ),
+        "data/split/train.parquet": train,  # what train.method auto reads: whether train.cv cross-fits
+        "data/resampled/train.parquet": train,
         "data/split/val.parquet": pd.concat([ham.iloc[1000 : 1000 + val_rows[0]], spam.iloc[500 : 500 + val_rows[1]]]),
         "data/split/test.parquet": pd.concat([ham.iloc[2000:2010], spam.iloc[600:604]]),
     }
@@ -50,10 +50,11 @@ def make_project(
         frame[["id", "text", "label"]].to_parquet(root / path, index=False)
     (root / "data/interim").mkdir(parents=True, exist_ok=True)
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
-    # min_steps 0: these runs pin their number of epochs (the small-data rule has its own test)
+    # min_steps 0: these runs pin their number of epochs (the small-data rule has its own test); finetune: the method
+    # under test (auto would choose embedding on rows this few, which train.cv cross-fits)
     params = {
         "model": {"name": str(model_dir), "max_length": 32},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "min_steps": 0},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "min_steps": 0, "method": "finetune"},
     }
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
@@ -540,7 +541,7 @@ CHINESE = [
 ]
 
 
-def chinese_project(root: Path, model_name: str) -> Path:
+def chinese_project(root: Path, model_name: str, method: str = "finetune") -> Path:
     """Train-stage inputs of Chinese texts (labels: question or not) for `model_name`."""
     rows = pd.DataFrame(
         {"text": CHINESE * 4, "label": ["spam" if "吗" in t or "？" in t else "ham" for t in CHINESE * 4]}
@@ -554,7 +555,7 @@ def chinese_project(root: Path, model_name: str) -> Path:
     (root / "data/interim/labels.json").write_text(json.dumps({"labels": LABELS}))
     params = {
         "model": {"name": model_name, "max_length": 32},
-        "train": {"max_steps": 1, "batch_size": 8, "early_stopping_patience": 0},
+        "train": {"max_steps": 1, "batch_size": 8, "early_stopping_patience": 0, "method": method},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
@@ -599,8 +600,9 @@ def test_token_coverage_measures_unknown_and_truncated_shares():
     assert coverage["truncated_share"] == 0.0 and coverage["example"] in CHINESE
 
 
-def test_chinese_text_with_the_english_default_model_stops(tmp_path, monkeypatch):
-    root = chinese_project(tmp_path, "default")
+@pytest.mark.parametrize("method", ["finetune", "embedding"])
+def test_chinese_text_with_the_english_default_model_stops(tmp_path, monkeypatch, method):
+    root = chinese_project(tmp_path, "default", method)
     with pytest.raises(
         SkewtuneError,
         match=r"^model\.name: the model's vocabulary does not cover this text: \d+% of the tokens of "

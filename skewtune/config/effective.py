@@ -112,6 +112,15 @@ CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
     ),
 )
 
+# Keys that one stage reads only under some options, while the other stages that list them read them always (so not
+# CONDITIONAL_KEYS, which leave a key out of every stage): {stage: ((key, whether these params read it there, the
+# choice that does), ...)}. tests/test_param_effect.py runs them as it runs CONDITIONAL_KEYS.
+STAGE_CONDITIONAL_KEYS: dict[str, tuple[tuple[str, Callable[[Params], bool], str], ...]] = {
+    # train.method auto trains the method that cross-fitting calls for (skewtune/train/auto.py); the fold stages and
+    # the baseline read train.cv whatever the method
+    "train": (("train.cv", lambda p: p.train.method == "auto", "train.method: auto"),)
+}
+
 # The params keys each stage of dvc.yaml reads, listed once. check_params writes the values of those that take effect
 # (less the unread CONDITIONAL_KEYS) to reports/effective/<stage>.json, the stage's only params dep in dvc.yaml.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
@@ -191,6 +200,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "train.nproc",
         "train.compile",
         "train.resume",
+        "train.cv",  # train.method auto: STAGE_CONDITIONAL_KEYS
         "loss.name",
         "loss.class_weights",
         "loss.beta",
@@ -285,9 +295,11 @@ def _value(params: BaseModel, key: str) -> Any:
     return params
 
 
-def unread_keys(params: Params) -> set[str]:
-    """The conditional keys that the chosen options do not read (whatever their values)."""
-    return {key for key, is_read, _ in CONDITIONAL_KEYS if not is_read(params)}
+def unread_keys(params: Params, stage: str | None = None) -> set[str]:
+    """The conditional keys that the chosen options do not read (whatever their values): in every stage, and with
+    `stage`, those that stage alone does not read (STAGE_CONDITIONAL_KEYS)."""
+    entries = (*CONDITIONAL_KEYS, *STAGE_CONDITIONAL_KEYS.get(stage, ()))
+    return {key for key, is_read, _ in entries if not is_read(params)}
 
 
 def all_keys(model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
@@ -306,17 +318,20 @@ def _plain(value: Any) -> Any:
     return value.model_dump() if isinstance(value, BaseModel) else value
 
 
-def effective_config(params: Params, keys: Sequence[str]) -> dict[str, Any]:
-    """{key: value} of the `keys` that take effect with these params (the unread conditional ones left out): what a
-    stage's result depends on, so that a change to a key without effect changes nothing here."""
-    unread = unread_keys(params)
+def effective_config(params: Params, keys: Sequence[str], stage: str | None = None) -> dict[str, Any]:
+    """{key: value} of the `keys` that take effect with these params (the unread conditional ones left out, and those
+    `stage` does not read): what a stage's result depends on, so that a change to a key without effect changes
+    nothing here."""
+    unread = unread_keys(params, stage)
     return {key: _plain(_value(params, key)) for key in keys if key not in unread}
 
 
 def effective_params(params: Params) -> dict[str, Any]:
     """The effective configurations of all stages in one mapping (what check_params writes per stage): two params
     files with the same one make the same run, e.g. when they differ only in loss.gamma under loss.name: ce."""
-    return {key: value for keys in STAGE_KEYS.values() for key, value in effective_config(params, keys).items()}
+    return {
+        key: value for stage, keys in STAGE_KEYS.items() for key, value in effective_config(params, keys, stage).items()
+    }
 
 
 def check_stage_keys(stage_keys: dict[str, Sequence[str]] = STAGE_KEYS) -> None:

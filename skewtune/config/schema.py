@@ -29,7 +29,7 @@ SCHEDULERS = ("linear", "cosine", "constant", "reduce_on_plateau")
 ADVERSARIAL = ("none", "fgm", "pgd")
 MODALITIES = ("text", "image")
 # How a model can be made: fine-tuning, or a sentence-embedding classifier (frozen `embedding`, contrastively tuned
-# `setfit`); train.method also takes `auto`, which chooses one of them on val (skewtune/train/auto.py).
+# `setfit`); train.method also takes `auto`, the default, which chooses one by the data (skewtune/train/auto.py).
 SENTENCE_METHODS = ("setfit", "embedding")
 MODEL_METHODS = ("finetune", *SENTENCE_METHODS)
 TRAIN_METHODS = (*MODEL_METHODS, "auto")
@@ -297,7 +297,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping_patience: int = Field(2, ge=0)
     early_stopping_min_epochs: int = Field(0, ge=0)
-    method: Literal[TRAIN_METHODS] = "finetune"
+    method: Literal[TRAIN_METHODS] = "auto"
     setfit_iterations: int = Field(5, ge=1, le=100)
     setfit_max_pairs: int = Field(2000, ge=2)
     ema_decay: float | None = Field(None, gt=0, lt=1)
@@ -514,12 +514,7 @@ class Params(_Section):
                 f"embeddings, which only train.method {' or '.join(SENTENCE_METHODS)} has; set train.method: embedding "
                 "or setfit, or resample.strategy: random_over"
             )
-        if t.method == "auto" and t.nproc > 1:
-            raise ValueError(
-                f"train.method is auto, but train.nproc is {t.nproc}: auto trains its candidates one after another in "
-                "one process; set train.method: finetune (or another method) to train in several processes"
-            )
-        if t.method != "finetune" and self.data.modality != "text":
+        if t.method in SENTENCE_METHODS and self.data.modality != "text":
             raise ValueError(
                 f"train.method is {t.method}, but data.modality is {self.data.modality}: sentence embeddings read "
                 "text; set train.method: finetune"

@@ -45,6 +45,7 @@ def train_fold(
     selection_share: float,
     reports_dir: str,
     checkpoints_dir: str,
+    cross_fitting: str,
 ) -> tuple[np.ndarray, dict]:
     """(the probabilities of fold `fold`'s rows, in their order in `rows`; what it trained on) of a model trained by
     skewtune.train.recipe.train_classifier on the other folds' rows (see the module doc); its curves go to
@@ -69,6 +70,7 @@ def train_fold(
             model_dir=model_dir,
             reports_dir=reports_dir,
             checkpoints_dir=checkpoints_dir,
+            cross_fitting=cross_fitting,
         )
         modality = for_rows(rows)
         device = resolve_device(p.train.device)

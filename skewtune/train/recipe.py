@@ -19,6 +19,7 @@ from skewtune.models.devices import amp_dtype, check_processes, resolve_device, 
 from skewtune.models.modality import for_rows, model_source
 from skewtune.models.text import add_lora, class_counts
 from skewtune.train.arguments import for_train_size, resolve_batch_size, training_arguments
+from skewtune.train.auto import Plan, plan
 from skewtune.train.diagnostics import DiagnosticsCallback
 from skewtune.train.losses import init_head_bias
 from skewtune.train.runtime import checkpoint_to_resume, distributed_rank, relaunch_distributed
@@ -39,16 +40,24 @@ def train_classifier(
     model_dir: str = MODEL,
     reports_dir: str = TRAIN_REPORTS,
     checkpoints_dir: str = CHECKPOINTS,
+    cross_fitting: str | None = None,
 ) -> None:
     """Train the classifier of p.train.method on `train` (rows with label_id), using `val` to select or score it, and
     write it to `model_dir` and its reports to `reports_dir`, atomically: the one entry point of every method (auto:
-    the one skewtune/train/auto.py chooses, with method.json in `reports_dir` saying why). The train stage writes
-    models/model; a fold model of train.cv (skewtune.train.folds) its own directories."""
+    the one skewtune/train/auto.py chooses, with method.json in `reports_dir` saying why; `cross_fitting` says how
+    train.cv cross-fits the train + val rows, None where it does not). The train stage writes models/model; a fold
+    model of train.cv (skewtune.train.folds) its own directories."""
     where = {"model_dir": model_dir, "reports_dir": reports_dir, "checkpoints_dir": checkpoints_dir}
-    if p.train.method == "auto":
-        _train_auto(p, labels, train, val, callbacks=callbacks, **where)
-    else:
+    if p.train.method != "auto":
         _train_method(p.train.method, p, labels, train, val, callbacks=callbacks, **where)
+        return
+    chosen = plan(len(train), text=p.data.modality == "text", processes=p.train.nproc, cross_fitting=cross_fitting)
+    if chosen.candidates == ("finetune",) and p.train.nproc > 1:
+        # each DDP process runs the train stage again (torchrun): it trains in place, without auto's scratch copies
+        print(f"train (auto): finetune: {chosen.why}", flush=True)
+        _train_method("finetune", p, labels, train, val, callbacks=callbacks, **where)
+    else:
+        _train_auto(chosen, p, labels, train, val, callbacks=callbacks, **where)
 
 
 def _train_method(
@@ -82,6 +91,7 @@ def _train_method(
 
 
 def _train_auto(
+    chosen: Plan,
     p: Params,
     labels: list[str],
     train: pd.DataFrame,
@@ -92,11 +102,11 @@ def _train_auto(
     reports_dir: str,
     checkpoints_dir: str,
 ) -> None:
-    """Train each candidate of auto into a scratch directory, judge them on val, and write the chosen one to
-    `model_dir` and `reports_dir` with method.json, atomically."""
+    """Train each candidate of auto's plan `chosen` into a scratch directory, judge them on val when there are two,
+    and write the one kept to `model_dir` and `reports_dir` with method.json, atomically."""
     from skewtune.models.inference import predict_proba
     from skewtune.models.modality import TEXT
-    from skewtune.train.auto import candidates, choose_method
+    from skewtune.train.auto import choose_method, only_candidate
 
     device = resolve_device(p.train.device)
     # The train stage's scratch directory is models/candidates; a fold model's sits beside its checkpoints.
@@ -104,10 +114,12 @@ def _train_auto(
     shutil.rmtree(scratch, ignore_errors=True)  # what a stopped run left
     probs = {}
     try:
-        for method in candidates(len(train)):
+        for method in chosen.candidates:
             where = {"model_dir": f"{scratch}/{method}/model", "reports_dir": f"{scratch}/{method}/reports"}
-            print(f"train (auto): training candidate {method}", flush=True)
+            print(f"train (auto): training {method} ({chosen.why})", flush=True)
             _train_method(method, p, labels, train, val, callbacks=callbacks, checkpoints_dir=checkpoints_dir, **where)
+            if not chosen.compares:
+                break
             model, tokenizer, meta = TEXT.load_trained(where["model_dir"], trust_remote_code=p.model.trust_remote_code)
             probs[method] = predict_proba(
                 model,
@@ -119,15 +131,19 @@ def _train_auto(
                 device=device,
                 amp_dtype=amp_dtype(resolve_precision(p.train.precision, device)),
             )
-        chosen, record = choose_method(val["label_id"].to_numpy(), probs, len(train), len(labels))
+        method, record = (
+            choose_method(val["label_id"].to_numpy(), probs, len(train), len(labels), chosen.why)
+            if chosen.compares
+            else only_candidate(chosen, len(train))
+        )
         with Outputs() as out:
-            shutil.copytree(f"{scratch}/{chosen}/model", out.path(model_dir, directory=True), dirs_exist_ok=True)
+            shutil.copytree(f"{scratch}/{method}/model", out.path(model_dir, directory=True), dirs_exist_ok=True)
             reports = out.path(reports_dir, directory=True)
-            shutil.copytree(f"{scratch}/{chosen}/reports", reports, dirs_exist_ok=True)
+            shutil.copytree(f"{scratch}/{method}/reports", reports, dirs_exist_ok=True)
             (reports / METHOD_FILE).write_text(json_text(record), encoding="utf-8")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"train (auto): {chosen}: {record['reason']}", flush=True)
+    print(f"train (auto): {method}: {record['reason']}", flush=True)
 
 
 def finetune(

@@ -134,6 +134,9 @@ def train_sentence_classifier(
     device = resolve_device(t.device)
     set_seed(t.seed)
     source = model_source(m.name, TEXT, trust_remote_code=m.trust_remote_code)
+    warning = TEXT.check(source, m, train)  # as fine-tuning checks: a vocabulary that misses the text stops here
+    if warning:
+        print(warning, flush=True)
     encoder, tokenizer = load_encoder(source, max_length=m.max_length, trust_remote_code=m.trust_remote_code)
     counts = class_counts(train["label_id"], len(labels))
     share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
