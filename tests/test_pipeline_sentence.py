@@ -81,7 +81,7 @@ def test_every_plot_of_an_embedding_run_loads_with_the_heads_val_scores_at_step_
     assert all(rows for rows in shown.values()), [title for title, rows in shown.items() if not rows]
     train = {prefix: next(rows for title, rows in shown.items() if title.startswith(prefix)) for prefix in TRAIN_PLOTS}
     assert all({row["step"] for row in rows} == {0} for rows in train.values())
-    assert [row["series"] for row in train["Loss ("]] == ["val"]
+    assert [row["series"] for row in train["Loss ("]] == ["train", "val"]
     f1 = {row["series"]: row["f1"] for row in train["Validation F1 ("]}
     summary = json.loads((repo / "reports/train/metrics.json").read_text())
     assert set(f1) == {"macro average", "ham", "spam"} and f1["macro average"] == pytest.approx(
@@ -117,7 +117,7 @@ def test_setfit_reruns_train_and_after(repo):
     assert summary["method"] == "setfit" and summary["pairs"] == 64 and summary["synthetic_rows"]["spam"] > 0
     assert json.loads((repo / "models/classifier/skewtune.json").read_text())["method"] == "setfit"
     loss = next(rows for title, rows in plots_shown(repo).items() if title.startswith("Loss ("))
-    # 64 pairs: 4 contrastive steps of 16, then the head's val loss after the last
+    # 64 pairs: 4 contrastive steps of 16, then the head's train and val loss after the last
     assert [(row["step"], row["series"]) for row in loss] == [
         (step, "train (contrastive pairs)") for step in (1, 2, 3, 4)
-    ] + [(4, "val")]
+    ] + [(4, "train"), (4, "val")]

@@ -1,8 +1,8 @@
 """train.method embedding and setfit: a sentence-embedding classifier (skewtune.models.sentence) fitted on the train
 rows, written to models/model with its summary in reports/train/metrics.json and the curves that dvc.yaml `plots:`
 draws for every method (skewtune.train.diagnostics.CURVES, as fine-tuning writes them): setfit's contrastive loss per
-step, and the head's val loss, F1 and predicted share per class as one point after the body's last step (step 0 for
-embedding, whose body is not trained).
+step, then one point after the body's last step (step 0 for embedding, whose body is not trained): the head's loss on
+its train rows and on val, and its val F1 and predicted share per class.
 
 embedding: the body stays as it is; one forward pass embeds the train rows. setfit (Tunstall et al. 2022) first tunes
 the body contrastively: pairs of train rows drawn class-balanced (`contrastive_pairs`) and the cosine-similarity loss
@@ -124,12 +124,16 @@ def fit_head(embeddings: np.ndarray, label_ids: np.ndarray, n_classes: int, seed
 
 
 def sentence_curves(
-    labels: list[str], y_val: np.ndarray, val_probs: np.ndarray, contrastive_losses: list[float]
+    labels: list[str],
+    contrastive_losses: list[float],
+    head_train: tuple[np.ndarray, np.ndarray],
+    head_val: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, list[dict]]:
     """The rows of each curve of CURVES for a sentence-embedding run: the contrastive loss of setfit's steps (the mean
-    of each window of steps, at most CURVE_POINTS points as fine-tuning draws its training loss), and the head's val
-    cross-entropy, F1 at argmax (macro and per class) and predicted share per class at the body's last step (0 when
-    the body is not trained; a setfit step's epoch is its share of the one pass over the pairs)."""
+    of each window of steps, at most CURVE_POINTS points as fine-tuning draws its training loss), then at the body's
+    last step (0 when the body is not trained; a setfit step's epoch is its share of the one pass over the pairs) the
+    head's cross-entropy on its train rows and on val, and its val F1 at argmax (macro and per class) and predicted
+    share per class. `head_train` and `head_val`: (label ids, the head's probabilities)."""
     from sklearn.metrics import log_loss
 
     steps = len(contrastive_losses)
@@ -143,10 +147,15 @@ def sentence_curves(
         )
     ]
     at = {"step": steps, "epoch": 1.0 if steps else 0.0}
-    loss += curve_points("loss", **at, values=[("val", log_loss(y_val, val_probs, labels=list(range(len(labels)))))])
+    classes = list(range(len(labels)))
+    head_loss = [
+        (series, log_loss(y, probs, labels=classes))
+        for series, (y, probs) in (("train", head_train), ("val", head_val))
+    ]
+    y_val, val_probs = head_val
     per_class, share = per_class_scores(y_val, val_probs.argmax(axis=1), len(labels))
     return {
-        "loss": loss,
+        "loss": loss + curve_points("loss", **at, values=head_loss),
         "val_f1": curve_points("val_f1", **at, values=[("macro average", per_class.mean()), *zip(labels, per_class)]),
         "val_share": curve_points("val_share", **at, values=list(zip(labels, share))),
     }
@@ -163,6 +172,7 @@ def train_sentence_classifier(
 ) -> np.ndarray:
     """Fit p.train.method (embedding | setfit) on `train`, score it on `val`, and write the model to `model_dir` and
     reports_dir/metrics.json with its curves, atomically; the val probabilities."""
+    from scipy.special import softmax
     from transformers import set_seed
 
     m, t, method = p.model, p.train, p.train.method
@@ -205,7 +215,9 @@ def train_sentence_classifier(
     weight, bias = fit_head(features, y, len(labels), t.seed)
     classifier = SentenceClassifier(encoder, weight, bias)
     probs = predict_proba(classifier, tokenizer, val, text_pair="text_pair" in train.columns, **batch)
-    curves = sentence_curves(labels, val["label_id"].to_numpy(), probs, losses)
+    # the head on its own train rows (synthetic ones included), as the classifier computes it
+    train_probs = softmax(features @ weight.T + bias, axis=1)
+    curves = sentence_curves(labels, losses, (y, train_probs), (val["label_id"].to_numpy(), probs))
     f1 = curves["val_f1"][0]["f1"]  # the macro average
     seconds = time.perf_counter() - started
     summary.update(
