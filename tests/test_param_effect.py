@@ -25,6 +25,7 @@ from PIL import Image
 
 from skewtune.config.effective import (
     CONDITIONAL_KEYS,
+    FINETUNE_KEYS,
     STAGE_CONDITIONAL_KEYS,
     STAGE_KEYS,
     effective_config,
@@ -143,6 +144,67 @@ CASES: dict[tuple[str, str], list[Case]] = {
     },
     ("threshold.min_precision", "tune_threshold"): [Case(0.5, {}, {"threshold.metric": "recall_at_precision"})],
 }
+
+# Every key that only fine-tuning reads (FINETUNE_KEYS) changed under train.method embedding and setfit (one contrastive
+# step of 16 pairs), all at once in one run of each where that gives the same bytes: setfit's run leaves out
+# ema_decay and adversarial, which LoRA refuses, embedding's lora.enabled, so that each run is a valid combination.
+EMBEDDING = {"train.method": "embedding"}
+SETFIT = {"train.method": "setfit", "train.setfit_max_pairs": 16}
+FINETUNE_OTHER = {
+    "model.hidden_dropout": 0.2,
+    "model.classifier_dropout": 0.2,
+    "model.lora.enabled": True,
+    "model.lora.r": 4,
+    "model.lora.alpha": 8,
+    "model.lora.dropout": 0.1,
+    "model.lora.target_modules": ["query", "value"],
+    "train.epochs": 3,
+    "train.max_steps": 10,
+    "train.min_steps": 50,
+    "train.batch_size": 4,
+    "train.grad_accum": 2,
+    "train.lr": 5e-4,
+    "train.weight_decay": 0.1,
+    "train.warmup": 0.2,
+    "train.scheduler": "cosine",
+    "train.min_lr_ratio": 0.5,
+    "train.plateau_factor": 0.5,
+    "train.plateau_patience": 2,
+    "train.max_grad_norm": 0.5,
+    "train.early_stopping_patience": 1,
+    "train.early_stopping_min_epochs": 3,
+    "train.ema_decay": 0.99,
+    "train.adversarial": "fgm",
+    "train.adversarial_epsilon": 0.5,
+    "train.pgd_steps": 2,
+    "train.pgd_alpha": 0.1,
+    "train.select_metric": "loss",
+    "train.group_by_length": False,
+    "train.nproc": 2,
+    "train.compile": True,
+    "train.resume": True,
+    "loss.class_weights": "inverse_sqrt",
+    "loss.beta": 0.99,
+    "loss.alpha": "balanced",
+    "loss.gamma": 1.0,
+    "loss.tau": 2.0,
+    "loss.label_smoothing": 0.1,
+    "loss.reweight_from_epoch": 2,
+}
+SENTENCE_RUNS = ((EMBEDDING, {"model.lora.enabled"}), (SETFIT, {"train.ema_decay", "train.adversarial"}))
+# the model card lists train.epochs, train.lr and train.batch_size where they take effect (control: under finetune)
+SENTENCE_CASES = {
+    **{
+        (key, "train"): [
+            Case(FINETUNE_OTHER[key], options) for options, left_out in SENTENCE_RUNS if key not in left_out
+        ]
+        for key in FINETUNE_KEYS
+    },
+    ("train.epochs", "package"): [Case(3, EMBEDDING)],
+    ("train.lr", "package"): [Case(5e-4, EMBEDDING, {})],
+    ("train.batch_size", "package"): [Case(4, EMBEDDING, {})],
+}
+CASES = {key: CASES.get(key, []) + SENTENCE_CASES.get(key, []) for key in CASES.keys() | SENTENCE_CASES.keys()}
 
 # The stages a case re-runs first, once, under its params (key at its default): those whose outputs the options
 # of a case change and the stage reads (split reads ingest's fixed test file, tune_threshold the baseline's tables).
@@ -337,9 +399,10 @@ def _default(key: str) -> Any:
 
 
 def _readers() -> list[tuple[str, str]]:
-    """(key, stage) for every CONDITIONAL_KEYS entry and every stage that lists its key, and every entry of
-    STAGE_CONDITIONAL_KEYS."""
-    everywhere = [(key, stage) for key, _, _ in CONDITIONAL_KEYS for stage, keys in STAGE_KEYS.items() if key in keys]
+    """(key, stage) for every key of CONDITIONAL_KEYS (once, however many entries it has) and every stage that lists
+    it, and every entry of STAGE_CONDITIONAL_KEYS."""
+    conditional = dict.fromkeys(key for key, _, _ in CONDITIONAL_KEYS)
+    everywhere = [(key, stage) for key in conditional for stage, keys in STAGE_KEYS.items() if key in keys]
     return everywhere + [(key, stage) for stage, entries in STAGE_CONDITIONAL_KEYS.items() for key, _, _ in entries]
 
 

@@ -1,6 +1,7 @@
 """train.method embedding (with SMOTE on the train embeddings) and setfit through the real `dvc` CLI in a temporary git
 repo: the resample stage passes the rows through, train makes the synthetic rows, and the packaged classifier, copied
-elsewhere, gives through `skewtune predict` the probabilities that the predict stage gave evaluate."""
+elsewhere, gives through `skewtune predict` the probabilities that the predict stage gave evaluate; `dvc plots show` loads
+every plot of dvc.yaml for both methods (the train stage writes its curves whatever the method)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,21 @@ def repo(tmp_path_factory, tiny_bert_dir, sms_path):
     return root
 
 
+# dvc.yaml's titles of the plots of the train stage's curves (reports/train/plots/custom), which every method writes
+TRAIN_PLOTS = ("Loss (", "Validation F1 (", "Share of val rows predicted per class (")
+
+
+def plots_shown(repo: Path) -> dict[str, list[dict]]:
+    """{title: the rows drawn} of each plot of dvc.yaml, as `dvc plots show --json` gives them for the workspace; it
+    fails on any plot file DVC could not load (a file a stage does not write is one)."""
+    shown = json.loads(dvc(["plots", "show", "--json"], repo).stdout)
+    assert shown.get("errors", []) == [], shown["errors"]
+    return {
+        title: [row for plot in plots for row in plot["content"]["data"]["values"]]
+        for title, plots in shown["data"].items()
+    }
+
+
 def test_smote_makes_rows_among_the_train_embeddings_and_leaves_the_splits_alone(repo):
     split, resampled = (pd.read_parquet(repo / f"data/{name}/train.parquet") for name in ("split", "resampled"))
     pd.testing.assert_frame_equal(split, resampled)  # the resample stage passes the rows through
@@ -58,6 +74,19 @@ def test_smote_makes_rows_among_the_train_embeddings_and_leaves_the_splits_alone
     assert summary["head_rows"] == 2 * int(counts["ham"])
     predicted = {s: len(pd.read_parquet(repo / f"data/predictions/{s}.parquet")) for s in ("val", "test")}
     assert predicted == {s: len(pd.read_parquet(repo / f"data/split/{s}.parquet")) for s in ("val", "test")}
+
+
+def test_every_plot_of_an_embedding_run_loads_with_the_heads_val_scores_at_step_0(repo):
+    shown = plots_shown(repo)
+    assert all(rows for rows in shown.values()), [title for title, rows in shown.items() if not rows]
+    train = {prefix: next(rows for title, rows in shown.items() if title.startswith(prefix)) for prefix in TRAIN_PLOTS}
+    assert all({row["step"] for row in rows} == {0} for rows in train.values())
+    assert [row["series"] for row in train["Loss ("]] == ["train", "val"]
+    f1 = {row["series"]: row["f1"] for row in train["Validation F1 ("]}
+    summary = json.loads((repo / "reports/train/metrics.json").read_text())
+    assert set(f1) == {"macro average", "ham", "spam"} and f1["macro average"] == pytest.approx(
+        summary["best"]["f1_macro"], rel=1e-4
+    )
 
 
 def test_a_copied_classifier_predicts_what_evaluate_saw(repo, tmp_path):
@@ -87,3 +116,8 @@ def test_setfit_reruns_train_and_after(repo):
     summary = json.loads((repo / "reports/train/metrics.json").read_text())
     assert summary["method"] == "setfit" and summary["pairs"] == 64 and summary["synthetic_rows"]["spam"] > 0
     assert json.loads((repo / "models/classifier/skewtune.json").read_text())["method"] == "setfit"
+    loss = next(rows for title, rows in plots_shown(repo).items() if title.startswith("Loss ("))
+    # 64 pairs: 4 contrastive steps of 16, then the head's train and val loss after the last
+    assert [(row["step"], row["series"]) for row in loss] == [
+        (step, "train (contrastive pairs)") for step in (1, 2, 3, 4)
+    ] + [(4, "train"), (4, "val")]

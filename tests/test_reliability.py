@@ -411,7 +411,13 @@ def test_yaml_1_1_exponent_floats_and_numeric_names_are_accepted():
 
 
 IMAGES = {"modality": "image", "source": "data/raw/images"}  # image data, for the keys only the other modality reads
+
+
 # Per key that only some choices read: params where it is set but unread, and params where it is read.
+def _under_embedding(raw: dict) -> dict:
+    return {**raw, "train": {**raw.get("train", {}), "method": "embedding"}}
+
+
 UNREAD_AND_READ = {
     "data.quoting": (
         {"data": {"quoting": "none", "source": "data/raw/x.jsonl"}},
@@ -519,6 +525,34 @@ UNREAD_AND_READ = {
         {"threshold": {"min_precision": 0.8}},
         {"threshold": {"min_precision": 0.8, "metric": "recall_at_precision"}},
     ),
+    # the keys that only fine-tuning reads, set under train.method embedding (the others of them are above)
+    **{
+        f"{section}.{key}": (_under_embedding({section: {key: value}}), {section: {key: value}})
+        for section, key, value in (
+            ("model", "hidden_dropout", 0.2),
+            ("model", "classifier_dropout", 0.2),
+            ("train", "max_steps", 10),
+            ("train", "batch_size", 16),
+            ("train", "grad_accum", 2),
+            ("train", "lr", 5e-4),
+            ("train", "weight_decay", 0.1),
+            ("train", "warmup", 0.2),
+            ("train", "scheduler", "cosine"),
+            ("train", "max_grad_norm", 0.5),
+            ("train", "early_stopping_patience", 0),
+            ("train", "ema_decay", 0.99),
+            ("train", "adversarial", "fgm"),
+            ("train", "select_metric", "loss"),
+            ("train", "nproc", 2),
+            ("train", "compile", True),
+            ("train", "resume", True),
+            ("loss", "label_smoothing", 0.1),
+        )
+    },
+    "model.lora.enabled": (
+        {"model": {"lora": {"enabled": True}}, "train": {"method": "setfit"}},
+        {"model": {"lora": {"enabled": True}}},
+    ),
 }
 
 
@@ -557,6 +591,16 @@ def test_techniques_refuse_options_they_cannot_work_with(raw, keys):
         validate_params(raw)
     line = str(caught.value).splitlines()[1]
     assert all(key in line for key in keys), line
+
+
+def test_a_key_unread_for_two_reasons_is_named_once_with_both():
+    lines = unused_settings(validate_params({"loss": {"gamma": 3.0}, "train": {"method": "embedding", "lr": 5e-4}}))
+    assert lines == [
+        "train.lr is 0.0005, but only train.method: finetune or auto reads it: it has no effect here (its default is "
+        "0.0001)",
+        "loss.gamma is 3.0, but only train.method: finetune or auto with loss.name: focal reads it: it has no effect "
+        "here (its default is 2.0)",
+    ]
 
 
 def test_defaults_and_the_project_params_warn_of_nothing():

@@ -16,7 +16,8 @@ from test_training import make_project, read_json, run_train, stray_files
 from skewtune.config.load import validate_params
 from skewtune.core.columns import prob_columns
 from skewtune.core.errors import SkewtuneError
-from skewtune.train.sentence import contrastive_pairs
+from skewtune.train.diagnostics import CURVES
+from skewtune.train.sentence import CONTRASTIVE_SERIES, contrastive_pairs
 
 PROBS = prob_columns(["ham", "spam"])
 
@@ -86,6 +87,16 @@ def test_embedding_with_smote_fits_the_head_on_synthetic_train_rows_only(sms, ti
     # 48 ham and 16 spam train rows: SMOTE (sampling_strategy auto) makes 32 spam rows among the embeddings
     assert summary["method"] == "embedding" and summary["synthetic_rows"] == {"ham": 0, "spam": 32}
     assert summary["rows"] == 64 and summary["head_rows"] == 96 and summary["embedding_dim"] == 32
+    # the curves dvc.yaml `plots:` draws for every method: the head's scores, one point at step 0
+    curves = {name: read_json(root / f"reports/train/plots/custom/{name}.json") for name in CURVES}
+    assert [(row["step"], row["series"]) for row in curves["loss"]] == [(0, "train"), (0, "val")]
+    assert all(row["loss"] > 0 for row in curves["loss"])
+    f1 = {row["series"]: row["f1"] for row in curves["val_f1"]}
+    assert list(f1) == ["macro average", "ham", "spam"] and f1["macro average"] == pytest.approx(
+        (f1["ham"] + f1["spam"]) / 2
+    )
+    assert f1["macro average"] == pytest.approx(summary["best"]["f1_macro"], rel=1e-4)
+    assert sum(row["share"] for row in curves["val_share"]) == pytest.approx(1)
     meta = read_json(root / "models/model/skewtune.json")
     assert meta == {
         "labels": ["ham", "spam"],
@@ -146,6 +157,15 @@ def test_setfit_tunes_the_body_contrastively_then_fits_the_head(sms, tiny_bert_d
         body["encoder.layer.0.attention.self.query.weight"], source["encoder.layer.0.attention.self.query.weight"]
     )
     assert "body tuned on 96 pairs (half same-class)" in capsys.readouterr().out
+    # the loss curve: the contrastive loss of each of the 6 steps of 16 pairs, then the head's losses after them
+    loss = read_json(root / "reports/train/plots/custom/loss.json")
+    assert [(row["step"], row["series"]) for row in loss] == [
+        *((step, CONTRASTIVE_SERIES) for step in range(1, 7)),
+        (6, "train"),
+        (6, "val"),
+    ]
+    assert loss[0]["loss"] == pytest.approx(summary["contrastive_loss_first"], rel=1e-4) and loss[5]["epoch"] == 1
+    assert {row["step"] for row in read_json(root / "reports/train/plots/custom/val_f1.json")} == {6}
     probs = predict_stage(root, monkeypatch)["test"][PROBS].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1)
 

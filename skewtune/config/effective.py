@@ -30,11 +30,63 @@ def _is_image(p: "Params") -> bool:
     return p.data.modality == "image"
 
 
-# Keys that only some choices read: (key, whether these params read it, the choice that does). A key is listed only if
-# no output of a stage that lists it changes with it under the other choices (tests/test_param_effect.py runs them):
+def _may_finetune(p: "Params") -> bool:
+    """Whether training may fine-tune: train.method finetune, or auto, which may choose it."""
+    return p.train.method in ("finetune", "auto")
+
+
+# The keys that only fine-tuning reads. train.method embedding and setfit (skewtune/train/sentence.py) train with fixed
+# settings of their own (a frozen body, or setfit's contrastive pass) and a logistic-regression head; the model card
+# lists train.epochs, train.lr and train.batch_size only where they take effect. Not here, as other stages read them
+# whatever the method: model.init_bias and loss.name (tune_threshold's collapse remedies; loss.name also the model
+# card) and train.precision (predict, score).
+FINETUNE_KEYS = (
+    "model.hidden_dropout",
+    "model.classifier_dropout",
+    *(f"model.lora.{key}" for key in ("enabled", "r", "alpha", "dropout", "target_modules")),
+    *(
+        f"train.{key}"
+        for key in (
+            "epochs",
+            "max_steps",
+            "min_steps",
+            "batch_size",
+            "grad_accum",
+            "lr",
+            "weight_decay",
+            "warmup",
+            "scheduler",
+            "min_lr_ratio",
+            "plateau_factor",
+            "plateau_patience",
+            "max_grad_norm",
+            "early_stopping_patience",
+            "early_stopping_min_epochs",
+            "ema_decay",
+            "adversarial",
+            "adversarial_epsilon",
+            "pgd_steps",
+            "pgd_alpha",
+            "select_metric",
+            "group_by_length",
+            "nproc",
+            "compile",
+            "resume",
+        )
+    ),
+    *(
+        f"loss.{key}"
+        for key in ("class_weights", "beta", "alpha", "gamma", "tau", "label_smoothing", "reweight_from_epoch")
+    ),
+)
+
+# Keys that only some choices read: (key, whether these params read it, the choice that does). A key is read only if
+# every entry of it says so (train.epochs: fine-tuning, for train.max_steps: -1). A key is listed only if no output of
+# a stage that lists it changes with it under the other choices (tests/test_param_effect.py runs them):
 # decision.blend and threshold.min_confidence are not, as reports/threshold/decision.json records both settings
 # (blend_setting, min_confidence) whatever the options.
 CONDITIONAL_KEYS: tuple[tuple[str, Callable[[Params], bool], str], ...] = (
+    *((key, _may_finetune, "train.method: finetune or auto") for key in FINETUNE_KEYS),
     *((f"data.{key}", _is_text, "data.modality: text") for key in ("text_column", "text_pair_column", "unescape_html")),
     *((f"data.{key}", _is_image, "data.modality: image") for key in ("image_column", "max_image_pixels")),
     ("model.max_length", _is_text, "data.modality: text"),
@@ -364,8 +416,12 @@ def unused_settings(params: Params) -> list[str]:
     change to it still re-runs that stage), which is worth a warning rather than an error: a sweep may
     switch the choice that reads it on and off."""
     defaults = Params()
+    lacking: dict[str, list[str]] = {}  # key -> the choices that would read it and are not made, in one line per key
+    for key, is_read, reader in CONDITIONAL_KEYS:
+        if _value(params, key) != _value(defaults, key) and not is_read(params):
+            lacking.setdefault(key, []).append(reader)
     return [
-        f"{key} is {_value(params, key)!r}, but only {reader} reads it: it has no effect here (its default is {_value(defaults, key)!r})"
-        for key, is_read, reader in CONDITIONAL_KEYS
-        if _value(params, key) != _value(defaults, key) and not is_read(params)
+        f"{key} is {_value(params, key)!r}, but only {' with '.join(readers)} reads it: it has no effect here (its "
+        f"default is {_value(defaults, key)!r})"
+        for key, readers in lacking.items()
     ]

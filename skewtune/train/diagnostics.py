@@ -26,6 +26,21 @@ CURVE_POINTS = 100
 # the y value and `series` (train / val; macro / a class), the long form that .dvc/plots/series.json draws.
 CURVES = {"loss": "loss", "val_f1": "f1", "val_share": "share"}
 
+
+def curve_path(reports_dir: str, curve: str) -> str:
+    """Where a curve of CURVES lies in a run's reports directory: where dvclive's log_plot writes it, and what dvc.yaml
+    `plots:` names for the train stage."""
+    return f"{reports_dir}/plots/custom/{curve}.json"
+
+
+def curve_points(curve: str, step: int, epoch: float, values: Sequence[tuple[str, float]]) -> list[dict]:
+    """The rows of `curve` at one step: one per (series, value)."""
+    field = CURVES[curve]
+    return [
+        {"step": int(step), "epoch": float(epoch), field: float(value), "series": series} for series, value in values
+    ]
+
+
 # Seconds between progress lines during training: often enough to see a long run move, rare enough for a log.
 PROGRESS_SECONDS = 10.0
 
@@ -203,11 +218,7 @@ class DiagnosticsCallback(TrainerCallback):
             self._window = []
 
     def _add_points(self, curve: str, entry: dict, values: list[tuple[str, float]]) -> None:
-        field = CURVES[curve]
-        self.curves[curve] += [
-            {"step": int(entry["step"]), "epoch": float(entry["epoch"]), field: value, "series": series}
-            for series, value in values
-        ]
+        self.curves[curve] += curve_points(curve, entry["step"], entry["epoch"], values)
 
     def _write_curves(self, names: Sequence[str]) -> None:
         if self.live is not None:

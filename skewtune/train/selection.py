@@ -56,15 +56,20 @@ def metric_key(label: str) -> str:
     return re.sub(r'[\\/:*?"<>|\s]', "_", label)
 
 
+def per_class_scores(y_true, y_pred, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(F1 per class, the share of the rows predicted as each class) of predicted class ids: what every train.method
+    reports on val (the curves of reports/train/plots/custom)."""
+    y_pred = np.asarray(y_pred)
+    per_class = f1_score(y_true, y_pred, labels=list(range(n_classes)), average=None, zero_division=0)
+    return per_class, np.bincount(y_pred, minlength=n_classes) / max(len(y_pred), 1)
+
+
 def make_compute_metrics(labels: Sequence[str], selection: Selection) -> Callable:
     """Validation metrics: macro-F1, F1 per class, the share of predictions per class and the selection score."""
-    n = len(labels)
 
     def compute_metrics(prediction) -> dict[str, float]:
         y_pred = np.asarray(prediction.predictions).argmax(axis=-1)
-        y_true = np.asarray(prediction.label_ids)
-        per_class = f1_score(y_true, y_pred, labels=list(range(n)), average=None, zero_division=0)
-        share = np.bincount(y_pred, minlength=n) / max(len(y_pred), 1)
+        per_class, share = per_class_scores(np.asarray(prediction.label_ids), y_pred, len(labels))
         metrics = {"f1_macro": float(per_class.mean())}
         metrics.update({f"f1:{metric_key(label)}": float(per_class[i]) for i, label in enumerate(labels)})
         metrics.update({f"share:{metric_key(label)}": float(share[i]) for i, label in enumerate(labels)})

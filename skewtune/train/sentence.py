@@ -1,5 +1,8 @@
 """train.method embedding and setfit: a sentence-embedding classifier (skewtune.models.sentence) fitted on the train
-rows, written to models/model with its summary in reports/train/metrics.json.
+rows, written to models/model with its summary in reports/train/metrics.json and the curves that dvc.yaml `plots:`
+draws for every method (skewtune.train.diagnostics.CURVES, as fine-tuning writes them): setfit's contrastive loss per
+step, then one point after the body's last step (step 0 for embedding, whose body is not trained): the head's loss on
+its train rows and on val, and its val F1 and predicted share per class.
 
 embedding: the body stays as it is; one forward pass embeds the train rows. setfit (Tunstall et al. 2022) first tunes
 the body contrastively: pairs of train rows drawn class-balanced (`contrastive_pairs`) and the cosine-similarity loss
@@ -22,7 +25,7 @@ import pandas as pd
 import torch
 
 from skewtune.config.schema import EMBEDDING_SAMPLERS, Params
-from skewtune.core.outputs import Outputs, counted
+from skewtune.core.outputs import Outputs, counted, json_text
 from skewtune.core.paths import MODEL, TRAIN_REPORTS
 from skewtune.data.resampling import oversample_embeddings
 from skewtune.models.devices import resolve_device
@@ -37,6 +40,8 @@ from skewtune.models.sentence import (
     save_sentence_classifier,
 )
 from skewtune.models.text import class_counts, encode
+from skewtune.train.diagnostics import CURVE_POINTS, curve_path, curve_points
+from skewtune.train.selection import per_class_scores
 
 # setfit's body training, as the SetFit paper and library run it: AdamW at 2e-5, 16 pairs per step, one pass over the
 # pairs, the learning rate warmed up over the first 10% of the steps and decayed linearly.
@@ -47,6 +52,9 @@ SETFIT_WARMUP = 0.1
 PROGRESS_STEPS = 50
 # The logistic-regression head: sklearn's defaults, enough iterations for unit-length embeddings of a few hundred dims.
 HEAD_MAX_ITER = 2000
+# The series of setfit's body loss in the loss curve: not "train", which is the classification loss of fine-tuning, so
+# that `dvc plots diff` does not join the two.
+CONTRASTIVE_SERIES = "train (contrastive pairs)"
 
 
 def contrastive_pairs(label_ids, *, iterations: int, max_pairs: int, seed: int) -> np.ndarray:
@@ -115,6 +123,44 @@ def fit_head(embeddings: np.ndarray, label_ids: np.ndarray, n_classes: int, seed
     return head_weights(head.coef_, head.intercept_, head.classes_.tolist(), n_classes)
 
 
+def sentence_curves(
+    labels: list[str],
+    contrastive_losses: list[float],
+    head_train: tuple[np.ndarray, np.ndarray],
+    head_val: tuple[np.ndarray, np.ndarray],
+) -> dict[str, list[dict]]:
+    """The rows of each curve of CURVES for a sentence-embedding run: the contrastive loss of setfit's steps (the mean
+    of each window of steps, at most CURVE_POINTS points as fine-tuning draws its training loss), then at the body's
+    last step (0 when the body is not trained; a setfit step's epoch is its share of the one pass over the pairs) the
+    head's cross-entropy on its train rows and on val, and its val F1 at argmax (macro and per class) and predicted
+    share per class. `head_train` and `head_val`: (label ids, the head's probabilities)."""
+    from sklearn.metrics import log_loss
+
+    steps = len(contrastive_losses)
+    every = max(1, steps // CURVE_POINTS)
+    ends = sorted({*range(every, steps + 1, every), steps} - {0})
+    loss = [
+        point
+        for start, end in zip([0, *ends], ends)
+        for point in curve_points(
+            "loss", end, end / steps, [(CONTRASTIVE_SERIES, float(np.mean(contrastive_losses[start:end])))]
+        )
+    ]
+    at = {"step": steps, "epoch": 1.0 if steps else 0.0}
+    classes = list(range(len(labels)))
+    head_loss = [
+        (series, log_loss(y, probs, labels=classes))
+        for series, (y, probs) in (("train", head_train), ("val", head_val))
+    ]
+    y_val, val_probs = head_val
+    per_class, share = per_class_scores(y_val, val_probs.argmax(axis=1), len(labels))
+    return {
+        "loss": loss + curve_points("loss", **at, values=head_loss),
+        "val_f1": curve_points("val_f1", **at, values=[("macro average", per_class.mean()), *zip(labels, per_class)]),
+        "val_share": curve_points("val_share", **at, values=list(zip(labels, share))),
+    }
+
+
 def train_sentence_classifier(
     p: Params,
     labels: list[str],
@@ -125,8 +171,8 @@ def train_sentence_classifier(
     reports_dir: str = TRAIN_REPORTS,
 ) -> np.ndarray:
     """Fit p.train.method (embedding | setfit) on `train`, score it on `val`, and write the model to `model_dir` and
-    reports_dir/metrics.json, atomically; the val probabilities."""
-    from sklearn.metrics import f1_score
+    reports_dir/metrics.json with its curves, atomically; the val probabilities."""
+    from scipy.special import softmax
     from transformers import set_seed
 
     m, t, method = p.model, p.train, p.train.method
@@ -142,6 +188,7 @@ def train_sentence_classifier(
     share = ", ".join(f"{label} {n}" for label, n in zip(labels, counts))
     print(f"train ({method}): {source} on {len(train)} rows ({share}), val {len(val)} rows; {device}", flush=True)
     summary: dict = {"method": method, "rows": len(train)}
+    losses: list[float] = []  # setfit's contrastive loss per step
     if method == "setfit":
         pairs = contrastive_pairs(
             train["label_id"], iterations=t.setfit_iterations, max_pairs=t.setfit_max_pairs, seed=t.seed
@@ -171,7 +218,10 @@ def train_sentence_classifier(
     weight, bias = fit_head(features, y, len(labels), t.seed)
     classifier = SentenceClassifier(encoder, weight, bias)
     probs = predict_proba(classifier, tokenizer, val, text_pair="text_pair" in train.columns, **batch)
-    f1 = f1_score(val["label_id"], probs.argmax(axis=1), average="macro", labels=range(len(labels)), zero_division=0)
+    # the head on its own train rows (synthetic ones included), as the classifier computes it
+    train_probs = softmax(features @ weight.T + bias, axis=1)
+    curves = sentence_curves(labels, losses, (y, train_probs), (val["label_id"].to_numpy(), probs))
+    f1 = curves["val_f1"][0]["f1"]  # the macro average
     seconds = time.perf_counter() - started
     summary.update(
         embedding_dim=int(features.shape[1]), head_rows=len(y), best={"f1_macro": float(f1)}, seconds=round(seconds, 1)
@@ -189,6 +239,8 @@ def train_sentence_classifier(
             method=method,
         )
         out.json(f"{reports_dir}/metrics.json", summary)
+        for name, rows in curves.items():
+            out.text(curve_path(reports_dir, name), json_text(rows))
     print(
         f"train ({method}): {seconds:.0f} s; balanced logistic regression on {counted(len(y), 'embedding')}; val "
         f"macro-F1 at argmax {f1:.4f}; saved {model_dir}",
