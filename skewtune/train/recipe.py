@@ -109,8 +109,9 @@ def _train_auto(
     from skewtune.train.auto import choose_method, only_candidate
 
     device = resolve_device(p.train.device)
-    # The train stage's scratch directory is models/candidates; a fold model's sits beside its checkpoints.
-    scratch = CANDIDATES if model_dir == MODEL else f"{checkpoints_dir}/candidates"
+    # The train stage's scratch directory is models/candidates; a fold model's sits beside its model directory (a
+    # temporary one), not in its checkpoints directory, which fine-tuning removes when it is done.
+    scratch = CANDIDATES if model_dir == MODEL else f"{model_dir}.candidates"
     shutil.rmtree(scratch, ignore_errors=True)  # what a stopped run left
     probs = {}
     try:
