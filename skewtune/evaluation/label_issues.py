@@ -6,9 +6,10 @@ suspects per pair of classes as the confident joint estimates are mislabelled. S
 self-confidence (the out-of-fold probability of the given label; lowest = most suspect), which is also the score
 written beside them; the suggested label is the class of highest out-of-fold probability.
 
-The probabilities must be out-of-fold (skewtune.models.crossfit): a model's probabilities on rows it trained on
-are confident in their labels, right or wrong. Test rows are never checked: correcting test labels by what a model
-finds would bias test towards that model.
+The probabilities must be out-of-fold: a model's probabilities on rows it trained on are confident in their labels,
+right or wrong. They are the fold models' of train.cv when it cross-fits (data/predictions/folds/), otherwise the
+TF-IDF baseline's cross-fitted for the purpose (skewtune.models.crossfit); `source` names which. Test rows are never
+checked: correcting test labels by what a model finds would bias test towards that model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import pandas as pd
 
 from skewtune.core.columns import input_columns
 
-SOURCE = "cross-fitted TF-IDF baseline"
+
+def source(model: bool, folds: int) -> str:
+    """Where the out-of-fold probabilities came from, as the report and the stage's line say it: the fold models of
+    train.cv (`model`), or the TF-IDF baseline cross-fitted by label_issues itself."""
+    return (
+        f"the model cross-fitted on {folds} folds (train.cv)"
+        if model
+        else f"the TF-IDF baseline cross-fitted on {folds} folds"
+    )
 
 
 @dataclass(frozen=True)
@@ -77,14 +86,17 @@ def no_suspects(inputs: list[str]) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=float if column == "score" else "str") for column in columns})
 
 
-def suspect_report(table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], folds: int, reviewed: int) -> dict:
-    """reports/label_issues.json of a check: what was checked, how many suspects each class holds, and how many
-    suspects were left out because a person had already decided their label (`reviewed`)."""
+def suspect_report(
+    table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], *, model: bool, folds: int, reviewed: int
+) -> dict:
+    """reports/label_issues.json of a check: what was checked, from which out-of-fold probabilities (`model`: the fold
+    models', see `source`), how many suspects each class holds, and how many suspects were left out because a person had
+    already decided their label (`reviewed`)."""
     checked = rows["split"].value_counts()
     return {
         "status": "checked",
         "reason": None,
-        "source": SOURCE,
+        "source": source(model, folds),
         "rows_checked": int(len(rows)),
         "rows_checked_per_split": {split: int(checked.get(split, 0)) for split in ("train", "val")},
         "folds": folds,
