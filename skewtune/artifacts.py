@@ -24,7 +24,6 @@ from skewtune.core.errors import SkewtuneError
 from skewtune.core.outputs import significant
 from skewtune.core.paths import (
     DECISION,
-    FOLD_PREDICTIONS_DIR,
     LABELS,
     MAX_FOLDS,
     TEST_PREDICTIONS_CSV,
@@ -307,20 +306,6 @@ def read_fold_predictions(labels: list[str]) -> tuple[Predictions, np.ndarray] |
         )
     folds = np.concatenate([np.full(len(part.ids), f) for f, part in zip(trained, parts)])
     return Predictions(ids, np.concatenate([p.y for p in parts]), np.concatenate([p.probs for p in parts])), folds
-
-
-def fold_proba_of(rows: pd.DataFrame, out_of_fold: Predictions) -> np.ndarray:
-    """The fold models' out-of-fold probabilities (read_fold_predictions) in the order of `rows` (the split's train +
-    val rows: id, label_id); refused when the fold files were made on other rows or labels than the split's now."""
-    index = pd.Index(out_of_fold.ids)
-    position = index.get_indexer(rows["id"].astype(str))
-    y = rows["label_id"].to_numpy()
-    if len(index) != len(rows) or (position < 0).any() or not np.array_equal(out_of_fold.y[position], y):
-        raise SkewtuneError(
-            f"{FOLD_PREDICTIONS_DIR}/<fold>.parquet were made on other train + val rows or labels than "
-            f"{split_path('train')} and {split_path('val')} hold; re-run the train_fold stages (dvc repro)"
-        )
-    return out_of_fold.probs[position]
 
 
 def parse_test_predictions(text: str, where: str) -> pd.DataFrame:

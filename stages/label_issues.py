@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from skewtune.artifacts import (
-    fold_proba_of,
     is_no_table,
     read_examples,
     read_fold_predictions,
@@ -27,7 +26,14 @@ from skewtune.core.columns import input_columns
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import LABEL_ISSUES, LABEL_ISSUES_REPORT, PLACES, split_path
 from skewtune.core.stage import run_stage
-from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table, unreviewed
+from skewtune.evaluation.label_issues import (
+    find_suspects,
+    fold_proba_of,
+    no_suspects,
+    suspect_report,
+    suspect_table,
+    unreviewed,
+)
 from skewtune.models.baseline import BaselineNotFitted
 from skewtune.models.crossfit import label_issue_folds, out_of_fold_proba
 from skewtune.models.modality import MODALITIES

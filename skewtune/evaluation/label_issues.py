@@ -19,7 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from skewtune.artifacts import Predictions
 from skewtune.core.columns import input_columns
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.paths import FOLD_PREDICTIONS_DIR, split_path
 
 
 def source(model: bool, folds: int) -> str:
@@ -40,6 +43,21 @@ class Suspects:
     positions: np.ndarray
     scores: np.ndarray
     suggested: np.ndarray
+
+
+def fold_proba_of(rows: pd.DataFrame, out_of_fold: Predictions) -> np.ndarray:
+    """The fold models' out-of-fold probabilities (skewtune.artifacts.read_fold_predictions, in fold order) in the order
+    of `rows` (the split's train + val rows: id, label_id); refused when the fold files were made on other rows or
+    labels than the split's now."""
+    index = pd.Index(out_of_fold.ids)
+    position = index.get_indexer(rows["id"].astype(str))
+    y = rows["label_id"].to_numpy()
+    if len(index) != len(rows) or (position < 0).any() or not np.array_equal(out_of_fold.y[position], y):
+        raise SkewtuneError(
+            f"{FOLD_PREDICTIONS_DIR}/<fold>.parquet were made on other train + val rows or labels than "
+            f"{split_path('train')} and {split_path('val')} hold; re-run the train_fold stages (dvc repro)"
+        )
+    return out_of_fold.probs[position]
 
 
 def find_suspects(y: np.ndarray, probs: np.ndarray) -> Suspects:
