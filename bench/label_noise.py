@@ -26,8 +26,8 @@ was flipped gets its true label back, one that was not keeps its label. `recover
 noisy) on the means over seeds. Each finder's time (cross-fitting and cleanlab; the embedding's one pass apart) is
 printed beside one baseline fit on the same train + val rows.
 
---stage-cost: what the stage costs when cross-fitting already ran (the issue's "under 10%"): on the embedded SMS table
-with train.cv: 5 and train.method: embedding (the cheapest fold models, so the share is an upper bound), the real
+--stage-cost: what the stage costs when cross-fitting already ran (the issue's "under 10%"): on the SMS dev set with
+train.cv: 5 and train.method: embedding (the cheapest fold models, so the share is an upper bound), the real
 train_fold stages, then the label_issues stage on their probabilities, each timed as a process; then train.cv: off,
 the stage cross-fitting its baseline itself.
 """
