@@ -1,9 +1,11 @@
 """Stage label_issues: suspected label errors in the split's train + val rows (never test), from cleanlab's confident
-learning on out-of-fold probabilities of the TF-IDF baseline cross-fitted on those rows (skewtune.models.crossfit,
-skewtune.evaluation.label_issues). Writes reports/label_issues.csv (most suspect first, formula-escaped; rows whose label
-a person already decided through data.corrections are left out, and counted) and reports/label_issues.json. Disabled,
-on images, or when the rows cannot be cross-fitted, it writes the table without rows and a report that says why, and
-says so in one line."""
+learning on out-of-fold probabilities (skewtune.evaluation.label_issues): the fold models' of train.cv when it
+cross-fits (the train_fold stages' data/predictions/folds/, text or images), otherwise those of the TF-IDF baseline
+cross-fitted here on those rows (skewtune.models.crossfit). Writes reports/label_issues.csv (most suspect first,
+formula-escaped; rows whose label a person already decided through data.corrections are left out, and counted) and
+reports/label_issues.json (its `source` says which probabilities). Disabled, on images without cross-fitting, or when
+the rows cannot be cross-fitted, it writes the table without rows and a report that says why, and says so in one
+line."""
 
 import sys
 import time
@@ -11,13 +13,27 @@ import time
 import numpy as np
 import pandas as pd
 
-from skewtune.artifacts import is_no_table, read_examples, read_frame, read_labels, spreadsheet_safe
+from skewtune.artifacts import (
+    is_no_table,
+    read_examples,
+    read_fold_predictions,
+    read_frame,
+    read_labels,
+    spreadsheet_safe,
+)
 from skewtune.config.load import load_params
 from skewtune.core.columns import input_columns
 from skewtune.core.outputs import Outputs, counted
 from skewtune.core.paths import LABEL_ISSUES, LABEL_ISSUES_REPORT, PLACES, split_path
 from skewtune.core.stage import run_stage
-from skewtune.evaluation.label_issues import find_suspects, no_suspects, suspect_report, suspect_table, unreviewed
+from skewtune.evaluation.label_issues import (
+    find_suspects,
+    fold_proba_of,
+    no_suspects,
+    suspect_report,
+    suspect_table,
+    unreviewed,
+)
 from skewtune.models.baseline import BaselineNotFitted
 from skewtune.models.crossfit import label_issue_folds, out_of_fold_proba
 from skewtune.models.modality import MODALITIES
@@ -33,32 +49,41 @@ def _none(inputs: list[str], status: str, reason: str) -> None:
 
 def main() -> None:
     params = load_params()
-    p, b = params.label_issues, params.baseline
-    if not p.enabled or params.data.modality != "text":
-        reason = (
-            "label_issues.enabled is false"
-            if not p.enabled
-            else f"data.modality is {params.data.modality}: the cross-fitted TF-IDF baseline reads text"
-        )
-        _none(list(MODALITIES[params.data.modality].raw_columns(params.data)), "disabled", reason)
-        print(f"label_issues: {reason}; no rows checked")
+    p, b, modality = params.label_issues, params.baseline, params.data.modality
+    raw_columns = list(MODALITIES[modality].raw_columns(params.data))
+    if not p.enabled:
+        _none(raw_columns, "disabled", "label_issues.enabled is false")
+        print("label_issues: label_issues.enabled is false; no rows checked")
         return
     labels = read_labels()
+    out_of_fold = read_fold_predictions(labels)
+    if out_of_fold is None and modality != "text":
+        reason = (
+            f"data.modality is {modality} and train.cv does not cross-fit: the TF-IDF baseline cross-fitted "
+            "otherwise reads text"
+        )
+        _none(raw_columns, "disabled", reason)
+        print(f"label_issues: {reason}; no rows checked")
+        return
     rows = pd.concat(
         [read_examples(split_path(split), labels, "split").assign(split=split) for split in SPLITS], ignore_index=True
     )
     inputs = input_columns(rows)
     start = time.perf_counter()
-    try:
-        assignment = label_issue_folds(rows["label_id"].to_numpy(), labels, p.folds)
-        probs = out_of_fold_proba(
-            rows, labels, assignment, min_df=b.min_df, max_features=b.max_features, max_rows=b.max_rows
-        )
-    except BaselineNotFitted as exc:
-        _none(inputs, "skipped", str(exc))
-        print(f"label_issues: warning: skipped: {exc}; no rows checked", file=sys.stderr)
-        return
-    folds = int(assignment.max()) + 1
+    if out_of_fold is not None:  # cleanlab alone: the fold stages have already paid for the probabilities
+        predictions, fold_of_row = out_of_fold
+        probs, folds = fold_proba_of(rows, predictions), int(fold_of_row.max()) + 1
+    else:
+        try:
+            assignment = label_issue_folds(rows["label_id"].to_numpy(), labels, p.folds)
+            probs = out_of_fold_proba(
+                rows, labels, assignment, min_df=b.min_df, max_features=b.max_features, max_rows=b.max_rows
+            )
+        except BaselineNotFitted as exc:
+            _none(inputs, "skipped", str(exc))
+            print(f"label_issues: warning: skipped: {exc}; no rows checked", file=sys.stderr)
+            return
+        folds = int(assignment.max()) + 1
     places = None if is_no_table(PLACES) else read_frame(PLACES, "ingest").set_index("id")
     reviewed = (
         rows["id"].map(places["reviewed"]).fillna(False).to_numpy(bool)
@@ -67,14 +92,14 @@ def main() -> None:
     )
     suspects, skipped = unreviewed(find_suspects(rows["label_id"].to_numpy(), probs), reviewed)
     table = suspect_table(rows, None if places is None else places["place"], labels, suspects)
-    report = suspect_report(table, rows, labels, folds, skipped)
+    report = suspect_report(table, rows, labels, model=out_of_fold is not None, folds=folds, reviewed=skipped)
     with Outputs() as out:
         out.csv(LABEL_ISSUES, spreadsheet_safe(table))
         out.json(LABEL_ISSUES_REPORT, report)
     per_class = ", ".join(f"{label} {n}" for label, n in report["suspects_per_class"].items())
     print(
         f"label_issues: {counted(len(table), 'suspected label error')} in {len(rows):,} train + val rows ({per_class}), "
-        f"from the TF-IDF baseline cross-fitted on {folds} folds, {time.perf_counter() - start:.1f} s -> {LABEL_ISSUES}"
+        f"from {report['source']}, {time.perf_counter() - start:.1f} s -> {LABEL_ISSUES}"
         + (
             f"; {counted(skipped, 'more')} left out: a person already decided the label (data.corrections)"
             if skipped

@@ -391,6 +391,9 @@ def test_folder_tree_runs_end_to_end_with_the_default_model_and_predicts_a_folde
     errors = pd.read_csv(root / "reports/errors.csv")
     assert "image" in errors.columns and "text" not in errors.columns
     assert json.loads((root / "metrics/test.json").read_text())["n_test"] == 9
+    # train.cv: auto cross-fits these few rows, so label_issues checks the images on the fold models' probabilities
+    issues = json.loads((root / "reports/label_issues.json").read_text())
+    assert issues["status"] == "checked" and issues["source"].startswith("the model cross-fitted on"), issues
 
     # skewtune predict on a folder: one row per image, in path order, same predictions as evaluate on the test split
     test = pd.read_parquet(root / "data/split/test.parquet")

@@ -1,6 +1,8 @@
-"""Suspected label errors (cross-fitted baseline + cleanlab) and the relabelling round trip: the library on a real
-table with planted flips, the corrections ingest applies, and the whole loop through the real `dvc` CLI and the
-`skewtune` console script (export -> edit -> import -> dvc repro re-runs ingest and everything after it)."""
+"""Suspected label errors (cleanlab on the cross-fitted baseline, or on the fold models' probabilities under train.cv)
+and the relabelling round trip: the library on a real table with planted flips, the stage on fold files, the
+corrections ingest applies, and the whole loop through the real `dvc` CLI and the `skewtune` console script
+(export -> edit -> import -> dvc repro re-runs ingest and everything after it). tests/test_pipeline_cv.py runs the
+stage after the fold stages through dvc."""
 
 from __future__ import annotations
 
@@ -170,7 +172,7 @@ def test_relabel_loop_export_edit_import_repro(loop_repo):
     root, flipped = loop_repo
     issues = pd.read_csv(root / "reports/label_issues.csv", dtype=str, keep_default_na=False)
     report = json.loads((root / "reports/label_issues.json").read_text())
-    assert report["source"] == "cross-fitted TF-IDF baseline" and report["rows_checked"] > 0
+    assert report["source"] == "the TF-IDF baseline cross-fitted on 5 folds" and report["rows_checked"] > 0
     assert set(issues["split"]) <= {"train", "val"}  # never test
     test_ids = set(pd.read_parquet(root / "data/split/test.parquet")["id"])
     assert not test_ids & set(issues["id"])
@@ -306,6 +308,42 @@ def test_the_stage_writes_no_rows_and_says_why(
     assert table.empty and list(table.columns) == ["id", "line", "text", "split", "label", "suggested", "score"]
     report = json.loads((tmp_path / "reports/label_issues.json").read_text())
     assert report["status"] == status and report["reason"]
+
+
+def test_under_cross_fitting_the_stage_ranks_the_fold_models_probabilities(tmp_path, monkeypatch, capsys, sms_splits):
+    """The fold files hold the rows in fold order, not the split's: the stage aligns them by id and runs cleanlab on
+    them alone (no baseline is fitted); fold files of other rows are refused."""
+    from skewtune.artifacts import prediction_table
+    from stages import label_issues
+
+    rows, flips = _flipped(sms_splits, 300, 6)
+    _stage_project(tmp_path, {}, rows)
+    # A model that knows the true class (spam before the flips) well: the flipped rows look like spam.
+    truth = (np.arange(len(rows))[:, None] == flips).any(axis=1) | (rows["label"] == "spam").to_numpy()
+    spam = 1 / (1 + np.exp(-(np.random.default_rng(1).normal(size=len(rows)) + np.where(truth, 3, -3))))
+    probs = np.column_stack([1 - spam, spam])
+    shuffled = np.random.default_rng(2).permutation(len(rows))
+    (tmp_path / "data/predictions/folds").mkdir(parents=True)
+    for fold, part in enumerate(np.array_split(shuffled, 2)):
+        table = prediction_table(rows.iloc[part], probs[part], LABELS)
+        table.to_parquet(tmp_path / f"data/predictions/folds/{fold}.parquet", index=False)
+    pd.DataFrame().to_parquet(tmp_path / "data/predictions/folds/2.parquet")  # a fold not trained (K = 2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(label_issues, "out_of_fold_proba", None)  # the baseline is not cross-fitted
+    label_issues.main()
+    assert "from the model cross-fitted on 2 folds (train.cv)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "reports/label_issues.json").read_text())
+    assert report["source"] == "the model cross-fitted on 2 folds (train.cv)" and report["folds"] == 2
+    order = np.concatenate([np.arange(0, len(rows), 2), np.arange(1, len(rows), 2)])  # the split's: train, then val
+    expected = find_suspects(rows["label_id"].to_numpy()[order], probs[order])
+    found = pd.read_csv(tmp_path / "reports/label_issues.csv")
+    assert list(found["id"]) == list(rows["id"].to_numpy()[order][expected.positions])
+    assert len(set(rows["id"].iloc[flips]) & set(found["id"])) >= 5  # of the 6 flips
+
+    fold = pd.read_parquet(tmp_path / "data/predictions/folds/1.parquet")
+    fold.iloc[1:].to_parquet(tmp_path / "data/predictions/folds/1.parquet", index=False)  # a row the split holds, lost
+    with pytest.raises(SkewtuneError, match=r"were made on other train \+ val rows or labels .* re-run the train_fold"):
+        label_issues.main()
 
 
 def test_answers_come_from_the_last_annotation_not_cancelled_or_from_json_min(tmp_path):

@@ -1,7 +1,8 @@
 """Cross-fitting (train.cv) through the real `dvc` CLI in a temporary git repo, on a tiny BERT and 160 SMS rows: the
 fold stages train and write out-of-fold probabilities of train + val (never test), the baseline is cross-fitted on the
-same folds, and tune_threshold decides on those rows; cv off, the fold stages write tables without columns and the
-decision is on val; a key without effect re-runs nothing."""
+same folds, tune_threshold decides on those rows and label_issues ranks them; cv off, the fold stages write tables
+without columns, the decision is on val and label_issues cross-fits the baseline; a key without effect re-runs
+nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 import yaml
 from dvc_repo import dvc, env, make_repo, ran_stages, run, set_params
 
+from skewtune.artifacts import read_examples, read_fold_predictions, read_labels
 from skewtune.core.paths import MAX_FOLDS
+from skewtune.evaluation.label_issues import find_suspects
 
 pytestmark = pytest.mark.slow
 FOLD_STAGES = {f"train_fold@{f}" for f in range(MAX_FOLDS)}
@@ -37,7 +40,6 @@ def _params(model_dir) -> dict:
             "cv": 2,
         },
         "loss": {"name": "focal"},
-        "label_issues": {"enabled": False},
     }
 
 
@@ -96,6 +98,21 @@ def test_the_decision_is_taken_on_the_out_of_fold_rows(repo):
     assert set(curve["series"]) == {"out-of-fold f1_macro"}
 
 
+def test_label_issues_rank_the_fold_models_out_of_fold_probabilities(repo, monkeypatch):
+    report = json.loads((repo / "reports/label_issues.json").read_text())
+    assert report["source"] == "the model cross-fitted on 2 folds (train.cv)" and report["folds"] == 2
+    monkeypatch.chdir(repo)
+    labels = read_labels()
+    predictions, _ = read_fold_predictions(labels)
+    rows = pd.concat([read_examples(f"data/split/{s}.parquet", labels, "split") for s in ("train", "val")])
+    probs = pd.DataFrame(predictions.probs, index=predictions.ids).loc[rows["id"].astype(str)].to_numpy()
+    expected = rows["id"].to_numpy()[find_suspects(rows["label_id"].to_numpy(), probs).positions]
+    table = pd.read_csv(repo / "reports/label_issues.csv", dtype=str, keep_default_na=False)
+    assert list(table["id"]) == list(expected) and report["suspects"] == len(expected)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["label_issues"]
+    assert {f"data/predictions/folds/{f}.parquet" for f in range(MAX_FOLDS)} <= {d["path"] for d in lock["deps"]}
+
+
 def test_fold_stages_never_read_test_and_list_their_inputs(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for f in range(MAX_FOLDS):
@@ -116,9 +133,10 @@ def test_a_key_without_effect_reruns_nothing_and_cv_off_decides_on_val(repo):
         assert ran_stages(dvc(["repro"], repo).stdout) == {"check_params"}
         set_params(repo, {"train": {"cv": "off"}})
         out = dvc(["repro"], repo)
-        # the folds write tables without columns, the decision moves to val; the train stage's model is not touched
+        # the folds write tables without columns, the decision moves to val, label_issues cross-fits the baseline;
+        # the train stage's model is not touched
         ran = ran_stages(out.stdout)
-        assert {"check_params", *FOLD_STAGES, "baseline", "tune_threshold"} <= ran, out.stdout
+        assert {"check_params", *FOLD_STAGES, "baseline", "tune_threshold", "label_issues"} <= ran, out.stdout
         assert not ran & {"ingest", "split", "resample", "train", "predict"}, out.stdout
         assert all(
             pd.read_parquet(repo / f"data/predictions/folds/{f}.parquet").columns.empty for f in range(MAX_FOLDS)
@@ -126,6 +144,8 @@ def test_a_key_without_effect_reruns_nothing_and_cv_off_decides_on_val(repo):
         assert pd.read_parquet(repo / "data/predictions/baseline/oof.parquet").columns.empty
         decision = json.loads((repo / "reports/threshold/decision.json").read_text())
         assert decision["decision_rows"] == f"val ({len(_ids(repo, 'val'))} rows)"
+        source = json.loads((repo / "reports/label_issues.json").read_text())["source"]
+        assert source.startswith("the TF-IDF baseline cross-fitted on "), source
     finally:
         (repo / "params.yaml").write_text(original)
         dvc(["repro"], repo)

@@ -6,9 +6,10 @@ suspects per pair of classes as the confident joint estimates are mislabelled. S
 self-confidence (the out-of-fold probability of the given label; lowest = most suspect), which is also the score
 written beside them; the suggested label is the class of highest out-of-fold probability.
 
-The probabilities must be out-of-fold (skewtune.models.crossfit): a model's probabilities on rows it trained on
-are confident in their labels, right or wrong. Test rows are never checked: correcting test labels by what a model
-finds would bias test towards that model.
+The probabilities must be out-of-fold: a model's probabilities on rows it trained on are confident in their labels,
+right or wrong. They are the fold models' of train.cv when it cross-fits (data/predictions/folds/), otherwise the
+TF-IDF baseline's cross-fitted for the purpose (skewtune.models.crossfit); `source` names which. Test rows are never
+checked: correcting test labels by what a model finds would bias test towards that model.
 """
 
 from __future__ import annotations
@@ -18,9 +19,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from skewtune.artifacts import Predictions
 from skewtune.core.columns import input_columns
+from skewtune.core.errors import SkewtuneError
+from skewtune.core.paths import FOLD_PREDICTIONS_DIR, split_path
 
-SOURCE = "cross-fitted TF-IDF baseline"
+
+def source(model: bool, folds: int) -> str:
+    """Where the out-of-fold probabilities came from, as the report and the stage's line say it: the fold models of
+    train.cv (`model`), or the TF-IDF baseline cross-fitted by label_issues itself."""
+    return (
+        f"the model cross-fitted on {folds} folds (train.cv)"
+        if model
+        else f"the TF-IDF baseline cross-fitted on {folds} folds"
+    )
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,21 @@ class Suspects:
     positions: np.ndarray
     scores: np.ndarray
     suggested: np.ndarray
+
+
+def fold_proba_of(rows: pd.DataFrame, out_of_fold: Predictions) -> np.ndarray:
+    """The fold models' out-of-fold probabilities (skewtune.artifacts.read_fold_predictions, in fold order) in the order
+    of `rows` (the split's train + val rows: id, label_id); refused when the fold files were made on other rows or
+    labels than the split's now."""
+    index = pd.Index(out_of_fold.ids)
+    position = index.get_indexer(rows["id"].astype(str))
+    y = rows["label_id"].to_numpy()
+    if len(index) != len(rows) or (position < 0).any() or not np.array_equal(out_of_fold.y[position], y):
+        raise SkewtuneError(
+            f"{FOLD_PREDICTIONS_DIR}/<fold>.parquet were made on other train + val rows or labels than "
+            f"{split_path('train')} and {split_path('val')} hold; re-run the train_fold stages (dvc repro)"
+        )
+    return out_of_fold.probs[position]
 
 
 def find_suspects(y: np.ndarray, probs: np.ndarray) -> Suspects:
@@ -77,14 +104,17 @@ def no_suspects(inputs: list[str]) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype=float if column == "score" else "str") for column in columns})
 
 
-def suspect_report(table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], folds: int, reviewed: int) -> dict:
-    """reports/label_issues.json of a check: what was checked, how many suspects each class holds, and how many
-    suspects were left out because a person had already decided their label (`reviewed`)."""
+def suspect_report(
+    table: pd.DataFrame, rows: pd.DataFrame, labels: list[str], *, model: bool, folds: int, reviewed: int
+) -> dict:
+    """reports/label_issues.json of a check: what was checked, from which out-of-fold probabilities (`model`: the fold
+    models', see `source`), how many suspects each class holds, and how many suspects were left out because a person had
+    already decided their label (`reviewed`)."""
     checked = rows["split"].value_counts()
     return {
         "status": "checked",
         "reason": None,
-        "source": SOURCE,
+        "source": source(model, folds),
         "rows_checked": int(len(rows)),
         "rows_checked_per_split": {split: int(checked.get(split, 0)) for split in ("train", "val")},
         "folds": folds,
