@@ -4,7 +4,8 @@
     .venv/bin/python bench/calibration_quality.py RUN_DIR [RUN_DIR ...] [--out /tmp/skewtune_bench/calibration_quality]
 
 Each RUN_DIR is a project directory after `dvc repro` (data/interim/labels.json, data/split/{val,test}.parquet,
-data/predictions/{val,test}.parquet and baseline/). For each run and method, the real `python -m stages.tune_threshold`
+data/predictions/{val,test}.parquet and baseline/; under train.cv also the fold models' and the baseline's out-of-fold
+predictions, on which the decision is then taken). For each run and method, the real `python -m stages.tune_threshold`
 and `python -m stages.evaluate` run in a copy of this checkout under --out, with this checkout's params.yaml and
 `calibration.method` set. Printed per run: what auto kept (per source) and why; val: the chosen rule's score, its
 blend, and the top-label ECE / log loss of what the rule decides on (in-sample for the calibrated probabilities);
@@ -20,8 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import copy_project, env, loadavg, machine, set_params  # noqa: E402
+
+from skewtune.artifacts import BASELINE_OOF  # noqa: E402
+from skewtune.core.paths import MAX_FOLDS, baseline_predictions_path, fold_predictions_path  # noqa: E402
 
 INPUTS = (
     "data/interim/labels.json",
@@ -32,6 +36,9 @@ INPUTS = (
     "data/predictions/baseline/val.parquet",
     "data/predictions/baseline/test.parquet",
 )
+# The out-of-fold predictions of train.cv: a run without cross-fitting has tables without columns there (or, from
+# before train.cv, none).
+CROSS_FIT_INPUTS = (*(fold_predictions_path(f) for f in range(MAX_FOLDS)), baseline_predictions_path(BASELINE_OOF))
 
 
 def run_decision(run: Path, workdir: Path, method: str) -> tuple[dict, dict]:
@@ -40,7 +47,7 @@ def run_decision(run: Path, workdir: Path, method: str) -> tuple[dict, dict]:
         shutil.rmtree(workdir)
     copy_project(workdir)
     set_params(workdir, {"calibration": {"method": method}})
-    for name in INPUTS:
+    for name in (*INPUTS, *(name for name in CROSS_FIT_INPUTS if (run / name).exists())):
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / name, workdir / name)
     for stage in ("tune_threshold", "evaluate"):
