@@ -310,9 +310,10 @@ def test_the_stage_writes_no_rows_and_says_why(
     assert report["status"] == status and report["reason"]
 
 
-def test_under_cross_fitting_the_stage_ranks_the_fold_models_probabilities(tmp_path, monkeypatch, capsys, sms_splits):
-    """The fold files hold the rows in fold order, not the split's: the stage aligns them by id and runs cleanlab on
-    them alone (no baseline is fitted); fold files of other rows are refused."""
+def test_under_cross_fitting_text_ranks_the_baseline_stages_probabilities(tmp_path, monkeypatch, capsys, sms_splits):
+    """Under train.cv the baseline stage's out-of-fold file holds the rows in fold order, not the split's: on text the
+    stage aligns them by id and runs cleanlab on them alone (no baseline is fitted again), the fold count from the
+    fold files; a file of other rows is refused."""
     from skewtune.artifacts import prediction_table
     from stages import label_issues
 
@@ -325,24 +326,27 @@ def test_under_cross_fitting_the_stage_ranks_the_fold_models_probabilities(tmp_p
     shuffled = np.random.default_rng(2).permutation(len(rows))
     (tmp_path / "data/predictions/folds").mkdir(parents=True)
     for fold, part in enumerate(np.array_split(shuffled, 2)):
-        table = prediction_table(rows.iloc[part], probs[part], LABELS)
+        # the fold models' probabilities: not what text is ranked by (they are the opposite of the baseline's here)
+        table = prediction_table(rows.iloc[part], probs[part][:, ::-1], LABELS)
         table.to_parquet(tmp_path / f"data/predictions/folds/{fold}.parquet", index=False)
     pd.DataFrame().to_parquet(tmp_path / "data/predictions/folds/2.parquet")  # a fold not trained (K = 2)
+    oof = tmp_path / "data/predictions/baseline/oof.parquet"
+    oof.parent.mkdir(parents=True)
+    prediction_table(rows.iloc[shuffled], probs[shuffled], LABELS).to_parquet(oof, index=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(label_issues, "out_of_fold_proba", None)  # the baseline is not cross-fitted
+    monkeypatch.setattr(label_issues, "out_of_fold_proba", None)  # the baseline is not cross-fitted again
     label_issues.main()
-    assert "from the model cross-fitted on 2 folds (train.cv)" in capsys.readouterr().out
+    assert "from the TF-IDF baseline cross-fitted on 2 folds" in capsys.readouterr().out
     report = json.loads((tmp_path / "reports/label_issues.json").read_text())
-    assert report["source"] == "the model cross-fitted on 2 folds (train.cv)" and report["folds"] == 2
+    assert report["source"] == "the TF-IDF baseline cross-fitted on 2 folds" and report["folds"] == 2
     order = np.concatenate([np.arange(0, len(rows), 2), np.arange(1, len(rows), 2)])  # the split's: train, then val
     expected = find_suspects(rows["label_id"].to_numpy()[order], probs[order])
     found = pd.read_csv(tmp_path / "reports/label_issues.csv")
     assert list(found["id"]) == list(rows["id"].to_numpy()[order][expected.positions])
     assert len(set(rows["id"].iloc[flips]) & set(found["id"])) >= 5  # of the 6 flips
 
-    fold = pd.read_parquet(tmp_path / "data/predictions/folds/1.parquet")
-    fold.iloc[1:].to_parquet(tmp_path / "data/predictions/folds/1.parquet", index=False)  # a row the split holds, lost
-    with pytest.raises(SkewtuneError, match=r"were made on other train \+ val rows or labels .* re-run the train_fold"):
+    pd.read_parquet(oof).iloc[1:].to_parquet(oof, index=False)  # a row the split holds, lost
+    with pytest.raises(SkewtuneError, match=r"oof.parquet were made on other train \+ val rows or labels .* re-run"):
         label_issues.main()
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from dvc_repo import dvc, env, make_repo, ran_stages, run, set_params
 
-from skewtune.artifacts import read_examples, read_fold_predictions, read_labels
+from skewtune.artifacts import BASELINE_OOF, read_baseline_predictions, read_examples, read_labels
 from skewtune.core.paths import MAX_FOLDS
 from skewtune.evaluation.label_issues import find_suspects
 
@@ -98,19 +98,22 @@ def test_the_decision_is_taken_on_the_out_of_fold_rows(repo):
     assert set(curve["series"]) == {"out-of-fold f1_macro"}
 
 
-def test_label_issues_rank_the_fold_models_out_of_fold_probabilities(repo, monkeypatch):
+def test_label_issues_rank_the_baseline_stages_out_of_fold_probabilities_on_text(repo, monkeypatch):
+    """On text the cross-fitted baseline's probabilities (the better finder of planted flips, BENCHMARKS §15), which
+    the baseline stage made on the fold models' folds: the stage runs cleanlab alone."""
     report = json.loads((repo / "reports/label_issues.json").read_text())
-    assert report["source"] == "the model cross-fitted on 2 folds (train.cv)" and report["folds"] == 2
+    assert report["source"] == "the TF-IDF baseline cross-fitted on 2 folds" and report["folds"] == 2
     monkeypatch.chdir(repo)
     labels = read_labels()
-    predictions, _ = read_fold_predictions(labels)
+    predictions = read_baseline_predictions(BASELINE_OOF, labels)
     rows = pd.concat([read_examples(f"data/split/{s}.parquet", labels, "split") for s in ("train", "val")])
     probs = pd.DataFrame(predictions.probs, index=predictions.ids).loc[rows["id"].astype(str)].to_numpy()
     expected = rows["id"].to_numpy()[find_suspects(rows["label_id"].to_numpy(), probs).positions]
     table = pd.read_csv(repo / "reports/label_issues.csv", dtype=str, keep_default_na=False)
     assert list(table["id"]) == list(expected) and report["suspects"] == len(expected)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["label_issues"]
-    assert {f"data/predictions/folds/{f}.parquet" for f in range(MAX_FOLDS)} <= {d["path"] for d in lock["deps"]}
+    folds_and_baseline = {f"data/predictions/folds/{f}.parquet" for f in range(MAX_FOLDS)}
+    assert folds_and_baseline | {"data/predictions/baseline/oof.parquet"} <= {d["path"] for d in lock["deps"]}
 
 
 def test_fold_stages_never_read_test_and_list_their_inputs(repo):

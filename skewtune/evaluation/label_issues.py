@@ -27,7 +27,7 @@ from skewtune.core.paths import FOLD_PREDICTIONS_DIR, split_path
 
 def source(model: bool, folds: int) -> str:
     """Where the out-of-fold probabilities came from, as the report and the stage's line say it: the fold models of
-    train.cv (`model`), or the TF-IDF baseline cross-fitted by label_issues itself."""
+    train.cv (`model`), or the TF-IDF baseline cross-fitted (by the baseline stage under train.cv, else here)."""
     return (
         f"the model cross-fitted on {folds} folds (train.cv)"
         if model
@@ -45,17 +45,19 @@ class Suspects:
     suggested: np.ndarray
 
 
-def fold_proba_of(rows: pd.DataFrame, out_of_fold: Predictions) -> np.ndarray:
-    """The fold models' out-of-fold probabilities (skewtune.artifacts.read_fold_predictions, in fold order) in the order
-    of `rows` (the split's train + val rows: id, label_id); refused when the fold files were made on other rows or
-    labels than the split's now."""
+def fold_proba_of(
+    rows: pd.DataFrame, out_of_fold: Predictions, where: str = f"{FOLD_PREDICTIONS_DIR}/<fold>.parquet"
+) -> np.ndarray:
+    """Out-of-fold probabilities of train + val (the fold models', skewtune.artifacts.read_fold_predictions, in fold
+    order; or the cross-fitted baseline's, read from `where`) in the order of `rows` (the split's train + val rows: id,
+    label_id); refused when they were made on other rows or labels than the split's now."""
     index = pd.Index(out_of_fold.ids)
     position = index.get_indexer(rows["id"].astype(str))
     y = rows["label_id"].to_numpy()
     if len(index) != len(rows) or (position < 0).any() or not np.array_equal(out_of_fold.y[position], y):
         raise SkewtuneError(
-            f"{FOLD_PREDICTIONS_DIR}/<fold>.parquet were made on other train + val rows or labels than "
-            f"{split_path('train')} and {split_path('val')} hold; re-run the train_fold stages (dvc repro)"
+            f"{where} were made on other train + val rows or labels than {split_path('train')} and "
+            f"{split_path('val')} hold; re-run the stages that made them (dvc repro)"
         )
     return out_of_fold.probs[position]
 
