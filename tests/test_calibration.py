@@ -139,7 +139,7 @@ def test_auto_keeps_no_calibrator_on_probabilities_that_are_already_calibrated()
     calibration, record = choose_calibration("auto", probs, y, min_confidence=0.95)
     assert calibration == IDENTITY and record["kept"] is False and record["method"] == "none"
     assert record["win_rate"] < 0.95 and set(record["oof_log_loss_tried"]) == {"temperature", "vector"}
-    assert record["why"].startswith(f"auto: {record['candidate']} not kept: out-of-fold val log loss")
+    assert record["why"].startswith(f"auto: {record['candidate']} not kept: out-of-fold log loss")
     assert calibration_warnings({"model": record}) == []  # already calibrated: information (its why), no warning
 
 
@@ -159,7 +159,7 @@ def test_a_method_set_by_hand_is_used_and_warned_about_when_it_made_log_loss_wor
     calibration, record = choose_calibration("vector", probs, y, min_confidence=0.95)
     assert calibration.method == "vector" and record["kept"] and record["worse"]
     assert calibration_warnings({"model": record})[0].startswith(
-        "model calibration made out-of-fold val log loss worse"
+        "model calibration made out-of-fold log loss worse"
     )
     none, record = choose_calibration("none", probs, y, min_confidence=0.95)
     assert none == IDENTITY and record["folds"] is None and calibration_warnings({"model": record}) == []

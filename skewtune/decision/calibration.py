@@ -241,7 +241,7 @@ def choose_calibration(
         win_rate=wins,
     )
     figures = (
-        f"out-of-fold val log loss of {source} {record['oof_log_loss_before']:.4f} uncalibrated, "
+        f"out-of-fold log loss of {source} on the decision rows {record['oof_log_loss_before']:.4f} uncalibrated, "
         f"{record['oof_log_loss_after']:.4f} with {candidate} ({folds} folds); lower in {share_text(wins)} of paired "
         "bootstrap resamples"
     )
@@ -267,7 +267,7 @@ def calibration_warnings(calibration: dict | None) -> list[str]:
         if not record or record.get("candidate") is None:
             continue
         if record["setting"] != "auto" and record["worse"]:
-            lines.append(f"{source} calibration made out-of-fold val log loss worse: {record['why']}")
+            lines.append(f"{source} calibration made out-of-fold log loss worse: {record['why']}")
     return lines
 
 
