@@ -158,9 +158,7 @@ def test_a_method_set_by_hand_is_used_and_warned_about_when_it_made_log_loss_wor
     probs, y = _sample(150, 4, seed=8)  # calibrated already, and few rows for 8 parameters
     calibration, record = choose_calibration("vector", probs, y, min_confidence=0.95)
     assert calibration.method == "vector" and record["kept"] and record["worse"]
-    assert calibration_warnings({"model": record})[0].startswith(
-        "model calibration made out-of-fold log loss worse"
-    )
+    assert calibration_warnings({"model": record})[0].startswith("model calibration made out-of-fold log loss worse")
     none, record = choose_calibration("none", probs, y, min_confidence=0.95)
     assert none == IDENTITY and record["folds"] is None and calibration_warnings({"model": record}) == []
 
